@@ -1,0 +1,713 @@
+//! The JSON Lines codec: one JSON object a line in, one a line out.
+//!
+//! Decoding with a [`Schema`] reads only the fields the schema names (plus the time, type, id
+//! and key fields), straight into typed [`Value`]s, and skips the rest without building them:
+//! no JSON tree is allocated for a record. Without a schema, the payload is a generic object.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::time::{format_rfc3339, parse_text};
+use crate::{Event, EventError, FieldType, Layout, Payload, Result, Schema, Value};
+
+/// Which fields of a JSON object carry the event's metadata, and the payload's schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderConfig {
+    /// The field holding the event time (RFC 3339 text or epoch milliseconds). `None` stamps
+    /// each event with its processing time instead.
+    pub time_field: Option<String>,
+    /// The field holding the event's type, if any.
+    pub type_field: Option<String>,
+    /// The field holding the event's id, if any.
+    pub id_field: Option<String>,
+    /// A field whose value becomes the event's key (it also stays in the payload).
+    pub key_field: Option<String>,
+    /// The payload's schema; `None` keeps payloads as generic objects.
+    pub schema: Option<Schema>,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            time_field: Some("timestamp".into()),
+            type_field: Some("type".into()),
+            id_field: Some("id".into()),
+            key_field: None,
+            schema: None,
+        }
+    }
+}
+
+/// Decodes JSON Lines records into [`Event`]s.
+#[derive(Debug)]
+pub struct Decoder {
+    config: DecoderConfig,
+    layout: Layout,
+    /// Every name the decoder reacts to, with what it does with it. Linear search beats hashing
+    /// for the handful of names a pipeline reads.
+    slots: Vec<(String, Roles)>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Roles {
+    time: bool,
+    kind: bool,
+    id: bool,
+    key: bool,
+    field: Option<usize>,
+}
+
+impl Decoder {
+    /// A decoder for `config`.
+    pub fn new(config: DecoderConfig) -> Decoder {
+        let mut slots: Vec<(String, Roles)> = Vec::new();
+        let mut role = |name: &str, apply: &dyn Fn(&mut Roles)| {
+            match slots.iter_mut().find(|(slot, _)| slot == name) {
+                Some((_, roles)) => apply(roles),
+                None => {
+                    let mut roles = Roles::default();
+                    apply(&mut roles);
+                    slots.push((name.to_string(), roles));
+                }
+            }
+        };
+        if let Some(name) = &config.time_field {
+            role(name, &|r| r.time = true);
+        }
+        if let Some(name) = &config.type_field {
+            role(name, &|r| r.kind = true);
+        }
+        if let Some(name) = &config.id_field {
+            role(name, &|r| r.id = true);
+        }
+        if let Some(name) = &config.key_field {
+            role(name, &|r| r.key = true);
+        }
+        if let Some(schema) = &config.schema {
+            for (index, field) in schema.fields().iter().enumerate() {
+                role(&field.name, &|r| r.field = Some(index));
+            }
+        }
+        let layout = match &config.schema {
+            Some(schema) => Layout::Row(Arc::new(schema.clone())),
+            None => Layout::Object,
+        };
+        Decoder {
+            config,
+            layout,
+            slots,
+        }
+    }
+
+    /// The layout of the payloads this decoder produces.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The decoder's configuration.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// Decodes one line (without its newline). `line_number` (1-based) names the line in errors.
+    /// The event's processing time is left at 0 for the caller to stamp.
+    pub fn decode(&self, line: &[u8], line_number: u64) -> Result<Event> {
+        let mut deserializer = serde_json::Deserializer::from_slice(line);
+        let mut problem = None;
+        let visitor = RecordVisitor {
+            decoder: self,
+            line: line_number,
+            problem: &mut problem,
+        };
+        let decoded = deserializer.deserialize_map(visitor);
+        let event = match decoded {
+            Ok(event) => event,
+            Err(error) => {
+                return Err(problem.unwrap_or_else(|| EventError::InvalidJson {
+                    line: line_number,
+                    reason: error.to_string(),
+                }))
+            }
+        };
+        deserializer.end().map_err(|error| EventError::InvalidJson {
+            line: line_number,
+            reason: error.to_string(),
+        })?;
+        Ok(event)
+    }
+
+    fn roles(&self, name: &str) -> Option<Roles> {
+        self.slots
+            .iter()
+            .find(|(slot, _)| slot == name)
+            .map(|(_, roles)| *roles)
+    }
+}
+
+struct RecordVisitor<'a> {
+    decoder: &'a Decoder,
+    line: u64,
+    problem: &'a mut Option<EventError>,
+}
+
+impl<'de> Visitor<'de> for RecordVisitor<'_> {
+    type Value = Event;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Event, A::Error> {
+        let decoder = self.decoder;
+        let line = self.line;
+        let mut event = Event::default();
+        let mut time_seen = false;
+        let schema = decoder.config.schema.as_ref();
+        let mut row: Vec<Value> = match schema {
+            Some(schema) => vec![Value::Null; schema.len()],
+            None => Vec::new(),
+        };
+        let mut present: u64 = 0;
+        let mut object = BTreeMap::new();
+
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            let Some(roles) = decoder.roles(&name) else {
+                if schema.is_none() {
+                    object.insert(name.into_owned(), map.next_value_seed(JsonValueSeed)?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                continue;
+            };
+            let wanted_type = match roles.field.and_then(|i| schema.and_then(|s| s.field(i))) {
+                Some(field) => Some(field.ty),
+                None if roles.key && schema.is_none() => Some(FieldType::Json),
+                None => None,
+            };
+            let scalar: Scalar<'de> = match wanted_type {
+                Some(FieldType::Json) => Scalar::Value(map.next_value_seed(JsonValueSeed)?),
+                _ => map.next_value::<Scalar<'de>>()?,
+            };
+            let fail = |problem: EventError, slot: &mut Option<EventError>| {
+                *slot = Some(problem);
+                de::Error::custom("schema mismatch")
+            };
+            if roles.time {
+                match scalar.to_time() {
+                    Some(millis) => {
+                        event.event_time = millis;
+                        time_seen = true;
+                    }
+                    None => {
+                        return Err(fail(
+                            EventError::InvalidTime {
+                                line,
+                                field: name.into_owned(),
+                                value: scalar.describe(),
+                            },
+                            self.problem,
+                        ))
+                    }
+                }
+            }
+            if roles.kind {
+                event.kind = scalar.to_text();
+            }
+            if roles.id {
+                event.id = scalar.to_text();
+            }
+            let needs_value = roles.key || roles.field.is_some() || (schema.is_none() && !(roles.time || roles.kind || roles.id));
+            if !needs_value {
+                continue;
+            }
+            let value = match (roles.field, schema) {
+                (Some(index), Some(schema)) => {
+                    let field = &schema.fields()[index];
+                    match scalar.into_typed(field.ty) {
+                        Ok(value) => {
+                            if index < 64 {
+                                present |= 1 << index;
+                            }
+                            value
+                        }
+                        Err(found) => {
+                            if found == "null" && field.nullable {
+                                Value::Null
+                            } else {
+                                return Err(fail(
+                                    EventError::FieldType {
+                                        line,
+                                        field: name.into_owned(),
+                                        expected: field.ty.name(),
+                                        found,
+                                    },
+                                    self.problem,
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => scalar.into_value(),
+            };
+            if roles.key {
+                event.key = Some(value.clone());
+            }
+            match (roles.field, schema) {
+                (Some(index), Some(_)) => row[index] = value,
+                _ if schema.is_none() => {
+                    object.insert(name.into_owned(), value);
+                }
+                _ => {}
+            }
+        }
+
+        if let Some(field) = &decoder.config.time_field {
+            if !time_seen {
+                return Err(fail_now(
+                    EventError::MissingTime {
+                        line,
+                        field: field.clone(),
+                    },
+                    self.problem,
+                ));
+            }
+        }
+        if let Some(schema) = schema {
+            for (index, field) in schema.fields().iter().enumerate() {
+                let seen = index >= 64 || present & (1 << index) != 0;
+                if !seen && !field.nullable && row[index].is_null() {
+                    return Err(fail_now(
+                        EventError::MissingField {
+                            line,
+                            field: field.name.clone(),
+                        },
+                        self.problem,
+                    ));
+                }
+            }
+            event.payload = Payload::Row(row);
+        } else {
+            event.payload = Payload::Object(object);
+        }
+        Ok(event)
+    }
+}
+
+fn fail_now<E: de::Error>(problem: EventError, slot: &mut Option<EventError>) -> E {
+    *slot = Some(problem);
+    E::custom("schema mismatch")
+}
+
+/// A JSON value read without committing to a type, so that type errors can name the field.
+enum Scalar<'de> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'de, str>),
+    /// A list or object where a scalar was expected (skipped, not built).
+    Nested(&'static str),
+    /// A value read generically (for `json` fields and schemaless keys).
+    Value(Value),
+}
+
+impl Scalar<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Scalar::Null => "null".into(),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Str(s) => format!("{s:?}"),
+            Scalar::Nested(kind) => (*kind).into(),
+            Scalar::Value(value) => value.to_json().to_string(),
+        }
+    }
+
+    fn to_time(&self) -> Option<i64> {
+        match self {
+            Scalar::Int(i) => Some(*i),
+            Scalar::Float(f) if f.is_finite() => Some(*f as i64),
+            Scalar::Str(s) => parse_text(s),
+            _ => None,
+        }
+    }
+
+    fn to_text(&self) -> Option<Arc<str>> {
+        match self {
+            Scalar::Str(s) => Some(Arc::from(s.as_ref())),
+            Scalar::Null => None,
+            other => Some(Arc::from(other.describe())),
+        }
+    }
+
+    /// The value as `ty`, or the name of what was found instead.
+    fn into_typed(self, ty: FieldType) -> std::result::Result<Value, String> {
+        match (ty, self) {
+            (FieldType::Bool, Scalar::Bool(b)) => Ok(Value::Bool(b)),
+            (FieldType::Int, Scalar::Int(i)) => Ok(Value::Int(i)),
+            (FieldType::Float, Scalar::Int(i)) => Ok(Value::Float(i as f64)),
+            (FieldType::Float, Scalar::Float(f)) => Ok(Value::Float(f)),
+            (FieldType::String, Scalar::Str(s)) => Ok(Value::str(&s)),
+            (FieldType::Timestamp, scalar) => match scalar.to_time() {
+                Some(millis) => Ok(Value::Int(millis)),
+                None => Err(scalar.found()),
+            },
+            (FieldType::Json, scalar) => Ok(scalar.into_value()),
+            (_, scalar) => Err(scalar.found()),
+        }
+    }
+
+    fn found(&self) -> String {
+        match self {
+            Scalar::Null => "null".into(),
+            Scalar::Bool(b) => format!("bool {b}"),
+            Scalar::Int(i) => format!("int {i}"),
+            Scalar::Float(f) => format!("float {f}"),
+            Scalar::Str(s) => format!("string {s:?}"),
+            Scalar::Nested(kind) => (*kind).into(),
+            Scalar::Value(value) => value.type_name().into(),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Scalar::Null | Scalar::Nested(_) => Value::Null,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Int(i) => Value::Int(i),
+            Scalar::Float(f) => Value::Float(f),
+            Scalar::Str(s) => Value::str(&s),
+            Scalar::Value(value) => value,
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Scalar::Int(i),
+            Err(_) => Scalar::Float(v as f64),
+        })
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Nested("list"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Nested("object"))
+    }
+}
+
+/// Reads any JSON value into a [`Value`].
+struct JsonValueSeed;
+
+impl<'de> DeserializeSeed<'de> for JsonValueSeed {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<Value, D::Error> {
+        deserializer.deserialize_any(JsonValueVisitor)
+    }
+}
+
+struct JsonValueVisitor;
+
+impl<'de> Visitor<'de> for JsonValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Float(v as f64),
+        })
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::str(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(JsonValueSeed)? {
+            items.push(item);
+        }
+        Ok(Value::List(Arc::new(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        let mut entries = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            entries.insert(key, map.next_value_seed(JsonValueSeed)?);
+        }
+        Ok(Value::Map(Arc::new(entries)))
+    }
+}
+
+/// How timestamps are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// `2024-05-01T12:00:00.250Z`
+    #[default]
+    Rfc3339,
+    /// `1714564800250`
+    Millis,
+}
+
+/// Encodes events as JSON Lines: the metadata fields first, then the payload's fields in
+/// schema (or key) order, so that output is deterministic byte for byte.
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    layout: Layout,
+    /// The name under which the event time is written, or `None` to leave it out (window
+    /// results carry their bounds as payload fields instead).
+    pub time_field: Option<String>,
+    /// How timestamps (the event time and `timestamp` fields) are written.
+    pub time_format: TimeFormat,
+    /// Whether to write the event's type and id when present.
+    pub metadata: bool,
+}
+
+impl Encoder {
+    /// An encoder for payloads of `layout`, writing the event time as `timestamp` in RFC 3339.
+    pub fn new(layout: Layout) -> Encoder {
+        Encoder {
+            layout,
+            time_field: Some("timestamp".into()),
+            time_format: TimeFormat::Rfc3339,
+            metadata: true,
+        }
+    }
+
+    /// Appends `event` as one line, newline included, to `out`.
+    pub fn encode(&self, event: &Event, out: &mut Vec<u8>) {
+        let mut first = true;
+        out.push(b'{');
+        if let Some(field) = &self.time_field {
+            write_name(out, field, &mut first);
+            self.write_time(event.event_time, out);
+        }
+        if self.metadata {
+            if let Some(kind) = &event.kind {
+                write_name(out, "type", &mut first);
+                write_str(out, kind);
+            }
+            if let Some(id) = &event.id {
+                write_name(out, "id", &mut first);
+                write_str(out, id);
+            }
+        }
+        match (&event.payload, &self.layout) {
+            (Payload::Row(values), Layout::Row(schema)) => {
+                for (field, value) in schema.fields().iter().zip(values) {
+                    write_name(out, &field.name, &mut first);
+                    if field.ty == FieldType::Timestamp {
+                        if let Value::Int(millis) = value {
+                            self.write_time(*millis, out);
+                            continue;
+                        }
+                    }
+                    write_value(out, value);
+                }
+            }
+            (Payload::Object(map), _) => {
+                for (name, value) in map {
+                    write_name(out, name, &mut first);
+                    write_value(out, value);
+                }
+            }
+            (Payload::Row(values), Layout::Object) => {
+                // A row without its schema: write it under positional names rather than lose it.
+                for (index, value) in values.iter().enumerate() {
+                    write_name(out, &format!("_{index}"), &mut first);
+                    write_value(out, value);
+                }
+            }
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
+    fn write_time(&self, millis: i64, out: &mut Vec<u8>) {
+        match self.time_format {
+            TimeFormat::Millis => out.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes()),
+            TimeFormat::Rfc3339 => write_str(out, &format_rfc3339(millis)),
+        }
+    }
+}
+
+fn write_name(out: &mut Vec<u8>, name: &str, first: &mut bool) {
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+    write_str(out, name);
+    out.push(b':');
+}
+
+/// Writes `text` as a JSON string.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    let needs_escape = text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    if needs_escape {
+        // serde_json's writer escapes exactly as JSON requires; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Writes `value` as JSON. Non-finite floats are written as `null`.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Value::Float(f) if f.is_finite() => {
+            out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes())
+        }
+        Value::Float(_) => out.extend_from_slice(b"null"),
+        Value::Str(s) => write_str(out, s),
+        Value::List(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Map(map) => {
+            out.push(b'{');
+            let mut first = true;
+            for (name, item) in map.iter() {
+                write_name(out, name, &mut first);
+                write_value(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Splits a buffer into lines (without their `\n` or `\r\n`), yielding each with its offset.
+pub fn split_lines(buffer: &[u8]) -> impl Iterator<Item = &[u8]> {
+    buffer.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Field;
+
+    fn typed_decoder() -> Decoder {
+        let schema = Schema::from_fields([
+            Field { name: "user".into(), ty: FieldType::String, nullable: false },
+            Field { name: "n".into(), ty: FieldType::Int, nullable: false },
+            Field { name: "score".into(), ty: FieldType::Float, nullable: true },
+        ])
+        .expect("valid schema");
+        Decoder::new(DecoderConfig {
+            schema: Some(schema),
+            key_field: Some("user".into()),
+            ..DecoderConfig::default()
+        })
+    }
+
+    #[test]
+    fn typed_decode_reads_only_schema_fields() {
+        let event = typed_decoder()
+            .decode(br#"{"timestamp":"2024-05-01T12:00:00Z","type":"click","user":"u\"1","n":7,"big":{"a":[1,2]}}"#, 1)
+            .expect("valid record");
+        assert_eq!(event.event_time, 1_714_564_800_000);
+        assert_eq!(event.kind.as_deref(), Some("click"));
+        assert_eq!(event.key, Some(Value::str("u\"1")));
+        assert_eq!(event.payload, Payload::Row(vec![Value::str("u\"1"), Value::Int(7), Value::Null]));
+    }
+
+    #[test]
+    fn typed_decode_names_line_and_field() {
+        let decoder = typed_decoder();
+        let cases: [(&[u8], &str); 6] = [
+            (br#"{"timestamp":1,"user":"a","n":"x"}"#, "line 3: field `n`: expected int, found string \"x\""),
+            (br#"{"timestamp":1,"user":"a"}"#, "line 3: missing field `n` required by the schema"),
+            (br#"{"user":"a","n":1}"#, "line 3: missing event time field `timestamp`"),
+            (br#"{"timestamp":"soon","user":"a","n":1}"#, "line 3: field `timestamp`: invalid timestamp \"soon\": expected RFC 3339 text or epoch milliseconds"),
+            (br#"{"timestamp":1,"user":"a","n":1"#, "line 3: invalid JSON: EOF while parsing an object at line 1 column 31"),
+            (br#"[1,2]"#, "line 3: invalid JSON: invalid type: sequence, expected a JSON object at line 1 column 1"),
+        ];
+        for (line, expected) in cases {
+            let error = decoder.decode(line, 3).expect_err("must be refused");
+            assert_eq!(error.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn generic_decode_keeps_every_field_and_encodes_back() {
+        let decoder = Decoder::new(DecoderConfig::default());
+        let line = br#"{"timestamp":1714564800250,"id":"e1","b":[1,2.5,"x"],"a":{"z":null}}"#;
+        let event = decoder.decode(line, 1).expect("valid record");
+        let mut out = Vec::new();
+        Encoder::new(decoder.layout().clone()).encode(&event, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "{\"timestamp\":\"2024-05-01T12:00:00.250Z\",\"id\":\"e1\",\"a\":{\"z\":null},\"b\":[1,2.5,\"x\"]}\n"
+        );
+    }
+}

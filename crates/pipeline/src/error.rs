@@ -1,0 +1,25 @@
+use thiserror::Error;
+
+/// Everything that can go wrong while building or running a pipeline.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    /// A CEL expression that does not parse, or that names something the stream does not have.
+    #[error("expression `{expression}`: {message}")]
+    ExprCompile { expression: String, message: String },
+    /// A CEL expression that failed on one event (a missing field, a type mismatch).
+    #[error("expression `{expression}` failed: {message}")]
+    ExprEval { expression: String, message: String },
+    /// A record that could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] dataflow_event::EventError),
+    /// An IO error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The result of pipeline operations.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

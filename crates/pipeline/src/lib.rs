@@ -1,0 +1,3 @@
+//! Operators, sources, sinks, configuration and the tokio runtime of dataflow.
+mod error;
+pub use error::{PipelineError, Result};
