@@ -690,7 +690,7 @@ mod tests {
             (br#"{"user":"a","n":1}"#, "line 3: missing event time field `timestamp`"),
             (br#"{"timestamp":"soon","user":"a","n":1}"#, "line 3: field `timestamp`: invalid timestamp \"soon\": expected RFC 3339 text or epoch milliseconds"),
             (br#"{"timestamp":1,"user":"a","n":1"#, "line 3: invalid JSON: EOF while parsing an object at line 1 column 31"),
-            (br#"[1,2]"#, "line 3: invalid JSON: invalid type: sequence, expected a JSON object at line 1 column 1"),
+            (br#"[1,2]"#, "line 3: invalid JSON: invalid type: sequence, expected a JSON object at line 1 column 0"),
         ];
         for (line, expected) in cases {
             let error = decoder.decode(line, 3).expect_err("must be refused");
