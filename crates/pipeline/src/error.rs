@@ -12,6 +12,9 @@ pub enum PipelineError {
     /// A record that could not be decoded.
     #[error(transparent)]
     Decode(#[from] dataflow_event::EventError),
+    /// A generator configuration that cannot produce events (a zero rate, a negative disorder).
+    #[error("invalid generator: {0}")]
+    InvalidGenerator(String),
     /// An IO error, with what was being done.
     #[error("{context}: {source}")]
     Io {

@@ -1,3 +1,4 @@
 //! Operators, sources, sinks, configuration and the tokio runtime of dataflow.
 mod error;
+pub mod generator;
 pub use error::{PipelineError, Result};

@@ -1,0 +1,955 @@
+//! The built-in event generator: deterministic, seekable streams of synthetic events.
+//!
+//! Event `i` of a generator is a pure function of its [`GeneratorConfig`] and of `i`: every draw
+//! comes from a small random number generator seeded by mixing the seed with the index. So
+//! [`Generator::seek`] is O(1), and a pipeline restored from a checkpoint that stored
+//! [`Generator::position`] replays exactly the events it would have seen.
+//!
+//! Two profiles are built in:
+//!
+//! * [`Profile::Bids`], after the Nexmark benchmark: bids on a slowly rotating set of active
+//!   auctions, with skewed prices and weighted sales channels.
+//! * [`Profile::Clicks`]: a user click stream, mostly `user_click` events with some `page_view`s.
+//!
+//! Event times advance at [`GeneratorConfig::events_per_second`] from
+//! [`GeneratorConfig::start_time`], each pulled back by up to
+//! [`GeneratorConfig::max_disorder_ms`], so a watermark that allows that much lateness sees no
+//! late events.
+//!
+//! ```
+//! use dataflow_pipeline::generator::{Generator, GeneratorConfig, Profile};
+//!
+//! let mut generator = Generator::new(GeneratorConfig {
+//!     profile: Profile::Clicks,
+//!     count: Some(10),
+//!     ..GeneratorConfig::default()
+//! })
+//! .unwrap();
+//! let mut events = Vec::new();
+//! assert_eq!(generator.next_batch(100, &mut events), 10);
+//! assert_eq!(events[3], generator.event(3));
+//! ```
+
+use std::fmt;
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use dataflow_event::json::Encoder;
+use dataflow_event::{Event, FieldType, Layout, Payload, Schema, Value};
+
+use crate::{PipelineError, Result};
+
+/// 2024-01-01T00:00:00Z in epoch milliseconds: the default time of event 0.
+pub const DEFAULT_START_TIME: i64 = 1_704_067_200_000;
+
+/// The id of the first auction (as in Nexmark).
+pub const FIRST_AUCTION_ID: u64 = 1_000;
+
+/// The id of the first bidder (as in Nexmark).
+pub const FIRST_BIDDER_ID: u64 = 1_000;
+
+/// The number of events after which the window of active auctions moves on by one: the
+/// auctions bid on by event `i` are `FIRST_AUCTION_ID + i / AUCTION_ROTATION_EVENTS` plus
+/// `0..auctions`.
+pub const AUCTION_ROTATION_EVENTS: u64 = 100;
+
+/// How often (in events) [`Generator::write_jsonl`] reports progress.
+pub const PROGRESS_EVERY: u64 = 65_536;
+
+/// Bytes buffered by [`Generator::write_jsonl`] between writes.
+const FLUSH_BYTES: usize = 256 * 1024;
+
+/// Up to this many user ids are built once, when the generator is created.
+const USER_CACHE_LIMIT: u64 = 65_536;
+
+/// Sales channels of bids, with their weights in percent.
+const CHANNELS: [(&str, u64); 4] = [("web", 50), ("mobile", 30), ("api", 15), ("partner", 5)];
+
+/// Pages of the click stream, with their weights in percent.
+const PAGES: [(&str, u64); 10] = [
+    ("/home", 20),
+    ("/search", 15),
+    ("/catalog", 12),
+    ("/product", 18),
+    ("/cart", 10),
+    ("/checkout", 5),
+    ("/account", 6),
+    ("/help", 4),
+    ("/blog", 6),
+    ("/login", 4),
+];
+
+/// What kind of events a generator makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// Nexmark-like auction bids: `auction`, `bidder`, `price` (cents), `channel`, `url`.
+    Bids,
+    /// A user click stream: `user_id`, `page`, `duration_ms`.
+    Clicks,
+}
+
+impl Profile {
+    /// The name used in configs and event ids (`bids`, `clicks`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Bids => "bids",
+            Profile::Clicks => "clicks",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Profile {
+    type Err = PipelineError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "bids" | "bid" | "nexmark" => Ok(Profile::Bids),
+            "clicks" | "click" => Ok(Profile::Clicks),
+            other => Err(PipelineError::InvalidGenerator(format!(
+                "unknown profile `{other}`: expected bids or clicks"
+            ))),
+        }
+    }
+}
+
+/// What a [`Generator`] makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratorConfig {
+    /// The kind of events.
+    pub profile: Profile,
+    /// The seed: the same seed gives the same events.
+    pub seed: u64,
+    /// How many events there are; `None` for an unbounded stream.
+    pub count: Option<u64>,
+    /// The event time of event 0, in epoch milliseconds.
+    pub start_time: i64,
+    /// Event-time density: event `i` is based at `start_time + i * 1000 / events_per_second`.
+    pub events_per_second: u64,
+    /// Each event's time is its base time minus a uniform draw from `0..=max_disorder_ms`.
+    pub max_disorder_ms: i64,
+    /// Bids: how many distinct auctions are active at any time.
+    pub auctions: u64,
+    /// Bids: how many distinct bidders there are.
+    pub bidders: u64,
+    /// Clicks: how many distinct users there are.
+    pub users: u64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            profile: Profile::Bids,
+            seed: 0,
+            count: None,
+            start_time: DEFAULT_START_TIME,
+            events_per_second: 1_000,
+            max_disorder_ms: 2_000,
+            auctions: 1_000,
+            bidders: 10_000,
+            users: 50,
+        }
+    }
+}
+
+/// Strings shared by many events, built once so that events only clone their `Arc`s.
+#[derive(Clone, Debug)]
+struct Names {
+    bid: Arc<str>,
+    user_click: Arc<str>,
+    page_view: Arc<str>,
+    channels: Vec<(Arc<str>, u64)>,
+    pages: Vec<(Arc<str>, u64)>,
+    users: Vec<Arc<str>>,
+}
+
+impl Names {
+    fn new(config: &GeneratorConfig) -> Names {
+        let users = match config.profile {
+            Profile::Clicks if config.users <= USER_CACHE_LIMIT => (0..config.users)
+                .map(|n| Arc::from(user_id(n).as_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Names {
+            bid: Arc::from("bid"),
+            user_click: Arc::from("user_click"),
+            page_view: Arc::from("page_view"),
+            channels: CHANNELS
+                .iter()
+                .map(|&(name, weight)| (Arc::from(name), weight))
+                .collect(),
+            pages: PAGES
+                .iter()
+                .map(|&(name, weight)| (Arc::from(name), weight))
+                .collect(),
+            users,
+        }
+    }
+}
+
+/// A deterministic, seekable source of synthetic events. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Generator {
+    config: GeneratorConfig,
+    schema: Arc<Schema>,
+    /// The seed, mixed once.
+    key: u64,
+    position: u64,
+    names: Names,
+}
+
+impl Generator {
+    /// A generator for `config`, positioned at event 0.
+    pub fn new(config: GeneratorConfig) -> Result<Self> {
+        let invalid = |message: &str| Err(PipelineError::InvalidGenerator(message.to_string()));
+        if config.events_per_second == 0 {
+            return invalid("events_per_second must be greater than 0");
+        }
+        if config.max_disorder_ms < 0 {
+            return invalid("max_disorder_ms must not be negative");
+        }
+        match config.profile {
+            Profile::Bids if config.auctions == 0 => {
+                return invalid("auctions must be greater than 0")
+            }
+            Profile::Bids if config.bidders == 0 => {
+                return invalid("bidders must be greater than 0")
+            }
+            Profile::Clicks if config.users == 0 => return invalid("users must be greater than 0"),
+            _ => {}
+        }
+        let schema = Arc::new(Generator::schema(config.profile));
+        let salt = match config.profile {
+            Profile::Bids => 0x6269_6473,
+            Profile::Clicks => 0x636c_6963_6b73,
+        };
+        Ok(Generator {
+            key: mix64(config.seed ^ mix64(salt)),
+            names: Names::new(&config),
+            schema,
+            position: 0,
+            config,
+        })
+    }
+
+    /// The payload schema of `profile`'s events.
+    pub fn schema(profile: Profile) -> Schema {
+        let fields: &[(&str, FieldType)] = match profile {
+            Profile::Bids => &[
+                ("auction", FieldType::Int),
+                ("bidder", FieldType::Int),
+                ("price", FieldType::Int),
+                ("channel", FieldType::String),
+                ("url", FieldType::String),
+            ],
+            Profile::Clicks => &[
+                ("user_id", FieldType::String),
+                ("page", FieldType::String),
+                ("duration_ms", FieldType::Int),
+            ],
+        };
+        Schema::new(fields.iter().copied())
+            .expect("the built-in schemas have unique, non-empty names")
+    }
+
+    /// The layout of this generator's events.
+    pub fn layout(&self) -> Layout {
+        Layout::Row(Arc::clone(&self.schema))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GeneratorConfig {
+        &self.config
+    }
+
+    /// The time event `index` is based at, before disorder:
+    /// `start_time + index * 1000 / events_per_second`, saturating at the ends of `i64`.
+    pub fn base_time(&self, index: u64) -> i64 {
+        let offset = i128::from(index) * 1000 / i128::from(self.config.events_per_second.max(1));
+        let time = i128::from(self.config.start_time) + offset;
+        i64::try_from(time).unwrap_or(if time < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// Event `index`: always the same event for the same configuration and index. Its
+    /// processing time is 0, for the source to stamp.
+    pub fn event(&self, index: u64) -> Event {
+        let mut rng = SplitMix64(mix64(index.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ self.key));
+        let max_disorder = u64::try_from(self.config.max_disorder_ms).unwrap_or(0);
+        let disorder = i64::try_from(rng.below(max_disorder.saturating_add(1))).unwrap_or(i64::MAX);
+        let event_time = self.base_time(index).saturating_sub(disorder);
+        let (kind, values) = match self.config.profile {
+            Profile::Bids => self.bid(index, &mut rng),
+            Profile::Clicks => self.click(&mut rng),
+        };
+        let mut id = StackStr::new();
+        id.push_str(self.config.profile.name());
+        id.push_str("-");
+        id.push_u64(index);
+        Event {
+            id: Some(Arc::from(id.as_str())),
+            kind: Some(kind),
+            event_time,
+            processing_time: 0,
+            headers: None,
+            key: None,
+            payload: Payload::Row(values),
+        }
+    }
+
+    fn bid(&self, index: u64, rng: &mut SplitMix64) -> (Arc<str>, Vec<Value>) {
+        let auctions = self.config.auctions;
+        // A quarter of the bids go to the newest 2% of the active auctions: hot keys.
+        let offset = if rng.below(4) == 0 {
+            auctions - 1 - rng.below(auctions.div_ceil(50))
+        } else {
+            rng.below(auctions)
+        };
+        let auction = (FIRST_AUCTION_ID + index / AUCTION_ROTATION_EVENTS).saturating_add(offset);
+        let bidder = FIRST_BIDDER_ID.saturating_add(rng.below(self.config.bidders));
+        let price = match rng.below(100) {
+            0..50 => rng.range(100, 999),
+            50..90 => rng.range(1_000, 10_000),
+            90..99 => rng.range(10_001, 100_000),
+            _ => rng.range(100_001, 10_000_000),
+        };
+        let channel = pick(&self.names.channels, rng.below(100));
+        let mut url = StackStr::new();
+        url.push_str("https://shop.example/item/");
+        url.push_u64(auction);
+        url.push_str("?ref=");
+        url.push_u64(rng.below(1_000));
+        let values = vec![
+            Value::Int(to_i64(auction)),
+            Value::Int(to_i64(bidder)),
+            Value::Int(to_i64(price)),
+            Value::Str(channel),
+            Value::Str(Arc::from(url.as_str())),
+        ];
+        (Arc::clone(&self.names.bid), values)
+    }
+
+    fn click(&self, rng: &mut SplitMix64) -> (Arc<str>, Vec<Value>) {
+        let users = self.config.users;
+        // Three clicks in ten come from the busiest fifth of the users.
+        let user = if rng.below(10) < 3 {
+            rng.below(users.div_ceil(5))
+        } else {
+            rng.below(users)
+        };
+        let user = match self
+            .names
+            .users
+            .get(usize::try_from(user).unwrap_or(usize::MAX))
+        {
+            Some(cached) => Arc::clone(cached),
+            None => Arc::from(user_id(user).as_str()),
+        };
+        let kind = if rng.below(10) == 0 {
+            &self.names.page_view
+        } else {
+            &self.names.user_click
+        };
+        let page = pick(&self.names.pages, rng.below(100));
+        let duration = match rng.below(100) {
+            0..50 => rng.range(100, 1_999),
+            50..85 => rng.range(2_000, 9_999),
+            85..98 => rng.range(10_000, 59_999),
+            _ => rng.range(60_000, 600_000),
+        };
+        let values = vec![
+            Value::Str(user),
+            Value::Str(page),
+            Value::Int(to_i64(duration)),
+        ];
+        (Arc::clone(kind), values)
+    }
+
+    /// The index of the next event [`Generator::next_batch`] returns.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Moves to event `position`: the next batch starts there. A position at or past the
+    /// count leaves nothing to generate.
+    pub fn seek(&mut self, position: u64) {
+        self.position = position;
+    }
+
+    /// The number of events left, or `None` for an unbounded generator.
+    pub fn remaining(&self) -> Option<u64> {
+        self.config
+            .count
+            .map(|count| count.saturating_sub(self.position))
+    }
+
+    /// Appends up to `max` events to `out` (fewer at the end of the count) and returns how many.
+    pub fn next_batch(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
+        let end = self.config.count.unwrap_or(u64::MAX);
+        let available = end.saturating_sub(self.position);
+        let n = usize::try_from(available).map_or(max, |available| available.min(max));
+        out.reserve(n);
+        let start = self.position;
+        out.extend((start..start + n as u64).map(|index| self.event(index)));
+        self.position = start + n as u64;
+        n
+    }
+
+    /// Writes every remaining event as JSON Lines, and returns how many were written.
+    ///
+    /// Needs a count. `progress` is called with the number written so far every
+    /// [`PROGRESS_EVERY`] events, and once at the end. After an error the position is that of
+    /// the first event not handed to `out`.
+    pub fn write_jsonl(
+        &mut self,
+        out: &mut impl Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64> {
+        let Some(count) = self.config.count else {
+            return Err(PipelineError::InvalidGenerator(
+                "cannot write an unbounded generator: set a count".into(),
+            ));
+        };
+        let io_error = |source| PipelineError::Io {
+            context: "writing generated events".into(),
+            source,
+        };
+        let encoder = Encoder::new(self.layout());
+        let mut buffer = Vec::with_capacity(FLUSH_BYTES + 4096);
+        let start = self.position;
+        let mut next = start;
+        while next < count {
+            encoder.encode(&self.event(next), &mut buffer);
+            next += 1;
+            if buffer.len() >= FLUSH_BYTES {
+                out.write_all(&buffer).map_err(io_error)?;
+                buffer.clear();
+                self.position = next;
+            }
+            if (next - start) % PROGRESS_EVERY == 0 {
+                progress(next - start);
+            }
+        }
+        out.write_all(&buffer).map_err(io_error)?;
+        out.flush().map_err(io_error)?;
+        self.position = next;
+        let written = next - start;
+        if written % PROGRESS_EVERY != 0 {
+            progress(written);
+        }
+        Ok(written)
+    }
+}
+
+impl Iterator for Generator {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        if self.position >= self.config.count.unwrap_or(u64::MAX) {
+            return None;
+        }
+        let event = self.event(self.position);
+        self.position += 1;
+        Some(event)
+    }
+}
+
+/// `u01`, `u02`, ... for users 0, 1, ...
+fn user_id(user: u64) -> StackStr {
+    let mut id = StackStr::new();
+    id.push_str("u");
+    if user < 9 {
+        id.push_str("0");
+    }
+    id.push_u64(user.saturating_add(1));
+    id
+}
+
+/// The entry whose cumulative weight first exceeds `draw`.
+fn pick(weighted: &[(Arc<str>, u64)], mut draw: u64) -> Arc<str> {
+    for (name, weight) in weighted {
+        if draw < *weight {
+            return Arc::clone(name);
+        }
+        draw -= weight;
+    }
+    weighted
+        .last()
+        .map(|(name, _)| Arc::clone(name))
+        .unwrap_or_else(|| Arc::from(""))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The splitmix64 finaliser: a bijection on `u64` that scrambles every bit.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// splitmix64 (Steele, Lea and Flood): small, fast and good enough for synthetic data.
+#[derive(Clone, Copy, Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0)
+    }
+
+    /// A uniform draw from `0..n` (0 when `n` is 0), by multiply-shift.
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// A uniform draw from `low..=high`.
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
+    }
+}
+
+/// A short ASCII string built on the stack, so that an event's strings cost one allocation
+/// each (their `Arc`). Text past the capacity is dropped; no caller comes near it.
+struct StackStr {
+    bytes: [u8; 96],
+    len: usize,
+}
+
+impl StackStr {
+    fn new() -> StackStr {
+        StackStr {
+            bytes: [0; 96],
+            len: 0,
+        }
+    }
+
+    fn push_str(&mut self, text: &str) {
+        let room = self.bytes.len() - self.len;
+        let take = text.len().min(room);
+        self.bytes[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
+        self.len += take;
+    }
+
+    fn push_u64(&mut self, mut value: u64) {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        let text = std::str::from_utf8(&digits[start..]).unwrap_or("");
+        self.push_str(text);
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever pushed, so this never falls back.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataflow_event::json::{Decoder, DecoderConfig};
+
+    fn generator(profile: Profile, seed: u64, count: Option<u64>) -> Generator {
+        Generator::new(GeneratorConfig {
+            profile,
+            seed,
+            count,
+            ..GeneratorConfig::default()
+        })
+        .expect("valid config")
+    }
+
+    fn batch(generator: &mut Generator, max: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        generator.next_batch(max, &mut events);
+        events
+    }
+
+    #[test]
+    fn same_seed_same_events_and_different_seeds_differ() {
+        for profile in [Profile::Bids, Profile::Clicks] {
+            let a = batch(&mut generator(profile, 7, None), 2_000);
+            let b = batch(&mut generator(profile, 7, None), 2_000);
+            let c = batch(&mut generator(profile, 8, None), 2_000);
+            assert_eq!(a.len(), 2_000);
+            assert_eq!(a, b);
+            let differing = a
+                .iter()
+                .zip(&c)
+                .filter(|(x, y)| x.payload != y.payload)
+                .count();
+            assert!(
+                differing > 1_500,
+                "{profile}: only {differing} payloads differ"
+            );
+            // Pure in the index: event(i) does not depend on what was generated before.
+            let fresh = generator(profile, 7, None);
+            for index in [1_999, 0, 1_000, 5] {
+                assert_eq!(fresh.event(index), a[index as usize]);
+            }
+        }
+    }
+
+    #[test]
+    fn seek_then_batch_equals_events_from_there() {
+        for profile in [Profile::Bids, Profile::Clicks] {
+            let mut source = generator(profile, 42, None);
+            let _ = batch(&mut source, 10);
+            source.seek(123_456_789);
+            assert_eq!(source.position(), 123_456_789);
+            let events = batch(&mut source, 50);
+            assert_eq!(source.position(), 123_456_839);
+            let expected: Vec<Event> = (123_456_789..123_456_839)
+                .map(|i| source.event(i))
+                .collect();
+            assert_eq!(events, expected);
+            source.seek(3);
+            assert_eq!(source.next(), Some(source.event(3)));
+            assert_eq!(source.position(), 4);
+        }
+    }
+
+    #[test]
+    fn event_metadata() {
+        let bids = generator(Profile::Bids, 1, None);
+        let event = bids.event(17);
+        assert_eq!(event.id.as_deref(), Some("bids-17"));
+        assert_eq!(event.kind.as_deref(), Some("bid"));
+        assert_eq!(event.processing_time, 0);
+        assert_eq!((event.key, event.headers), (None, None));
+        let clicks = generator(Profile::Clicks, 1, None);
+        assert_eq!(
+            clicks.event(u64::MAX).id.as_deref(),
+            Some("clicks-18446744073709551615")
+        );
+    }
+
+    #[test]
+    fn disorder_stays_within_bound() {
+        let source = Generator::new(GeneratorConfig {
+            events_per_second: 3,
+            max_disorder_ms: 1_500,
+            ..GeneratorConfig::default()
+        })
+        .expect("valid config");
+        let mut out_of_order = 0;
+        let mut max_seen = i64::MIN;
+        let mut largest_disorder = 0;
+        for index in 0..5_000u64 {
+            let base = DEFAULT_START_TIME + (index * 1000 / 3) as i64;
+            assert_eq!(source.base_time(index), base);
+            let time = source.event(index).event_time;
+            assert!(
+                (base - 1_500..=base).contains(&time),
+                "event {index} at {time}, base {base}"
+            );
+            largest_disorder = largest_disorder.max(base - time);
+            if time < max_seen {
+                out_of_order += 1;
+            }
+            max_seen = max_seen.max(time);
+        }
+        assert!(
+            out_of_order > 1_000,
+            "only {out_of_order} events out of order"
+        );
+        assert!(largest_disorder > 1_450);
+
+        let ordered = Generator::new(GeneratorConfig {
+            max_disorder_ms: 0,
+            ..GeneratorConfig::default()
+        })
+        .expect("valid config");
+        for index in 0..1_000 {
+            assert_eq!(
+                ordered.event(index).event_time,
+                DEFAULT_START_TIME + index as i64
+            );
+        }
+    }
+
+    #[test]
+    fn count_is_honoured() {
+        let mut source = generator(Profile::Clicks, 3, Some(25));
+        let mut events = Vec::new();
+        assert_eq!(source.next_batch(10, &mut events), 10);
+        assert_eq!(source.remaining(), Some(15));
+        assert_eq!(source.next_batch(10, &mut events), 10);
+        assert_eq!(source.next_batch(10, &mut events), 5);
+        assert_eq!(source.next_batch(10, &mut events), 0);
+        assert_eq!(events.len(), 25);
+        assert_eq!(source.position(), 25);
+        assert_eq!(source.next(), None);
+        source.seek(1_000);
+        assert_eq!(source.next_batch(10, &mut events), 0);
+        source.seek(20);
+        assert_eq!(source.by_ref().count(), 5);
+        assert_eq!(generator(Profile::Bids, 3, Some(0)).next(), None);
+    }
+
+    #[test]
+    fn jsonl_decodes_back_to_the_same_events() {
+        for profile in [Profile::Bids, Profile::Clicks] {
+            let count = PROGRESS_EVERY + 10;
+            let mut source = generator(profile, 11, Some(count));
+            source.seek(5);
+            let mut out = Vec::new();
+            let mut reports = Vec::new();
+            let written = source
+                .write_jsonl(&mut out, |n| reports.push(n))
+                .expect("writing to a Vec succeeds");
+            assert_eq!(written, count - 5);
+            assert_eq!(source.position(), count);
+            assert_eq!(reports, vec![PROGRESS_EVERY, count - 5]);
+            let decoder = Decoder::new(DecoderConfig {
+                schema: Some(Generator::schema(profile)),
+                time_field: Some("timestamp".into()),
+                ..DecoderConfig::default()
+            });
+            let text = String::from_utf8(out).expect("utf-8");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len() as u64, written);
+            for (offset, line) in lines.iter().enumerate() {
+                let index = offset as u64 + 5;
+                let decoded = decoder.decode(line.as_bytes(), index).expect("valid line");
+                assert_eq!(decoded, source.event(index), "line {line}");
+            }
+            if profile == Profile::Clicks {
+                assert!(lines[0].starts_with(r#"{"timestamp":""#));
+                assert!(lines[0].contains(r#"Z","type":"#));
+                assert!(lines[0].contains(r#""id":"clicks-5","user_id":"u"#));
+            }
+        }
+    }
+
+    #[test]
+    fn write_jsonl_needs_a_count_and_reports_io_errors() {
+        let mut unbounded = generator(Profile::Bids, 0, None);
+        let error = unbounded
+            .write_jsonl(&mut Vec::new(), |_| {})
+            .expect_err("unbounded");
+        assert!(matches!(error, PipelineError::InvalidGenerator(_)));
+
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut source = generator(Profile::Bids, 0, Some(10));
+        let error = source
+            .write_jsonl(&mut Full, |_| {})
+            .expect_err("disk full");
+        assert_eq!(error.to_string(), "writing generated events: disk full");
+        assert_eq!(source.position(), 0);
+
+        let mut done = generator(Profile::Bids, 0, Some(10));
+        done.seek(10);
+        let mut reports = Vec::new();
+        assert_eq!(
+            done.write_jsonl(&mut Vec::new(), |n| reports.push(n))
+                .expect("nothing to write"),
+            0
+        );
+        assert_eq!(reports, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn bids_are_plausible() {
+        let source = generator(Profile::Bids, 5, None);
+        let schema = Generator::schema(Profile::Bids);
+        let mut channels = std::collections::BTreeMap::new();
+        let mut cheap = 0;
+        let mut expensive = 0;
+        let mut auctions = std::collections::HashSet::new();
+        let n = 20_000u64;
+        for index in 0..n {
+            let event = source.event(index);
+            let row = event.payload.as_row().expect("row payload");
+            assert_eq!(row.len(), schema.len());
+            let auction = row[0].as_i64().expect("int auction") as u64;
+            let low = FIRST_AUCTION_ID + index / AUCTION_ROTATION_EVENTS;
+            assert!(
+                (low..low + 1_000).contains(&auction),
+                "event {index}: auction {auction}"
+            );
+            if index < AUCTION_ROTATION_EVENTS * 20 {
+                auctions.insert(auction);
+            }
+            let bidder = row[1].as_i64().expect("int bidder") as u64;
+            assert!((FIRST_BIDDER_ID..FIRST_BIDDER_ID + 10_000).contains(&bidder));
+            let price = row[2].as_i64().expect("int price");
+            assert!((100..=10_000_000).contains(&price));
+            if price <= 10_000 {
+                cheap += 1;
+            }
+            if price > 100_000 {
+                expensive += 1;
+            }
+            let channel = row[3].as_str().expect("string channel");
+            *channels.entry(channel.to_string()).or_insert(0u64) += 1;
+            let url = row[4].as_str().expect("string url");
+            let prefix = format!("https://shop.example/item/{auction}?ref=");
+            assert!(url.starts_with(&prefix), "{url}");
+            assert!(url[prefix.len()..].parse::<u64>().is_ok(), "{url}");
+        }
+        assert_eq!(
+            channels.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["api", "mobile", "partner", "web"]
+        );
+        assert!(channels["web"] > channels["mobile"] && channels["api"] > channels["partner"]);
+        assert!(channels["partner"] > n / 40, "{channels:?}");
+        assert!(cheap > n * 85 / 100, "{cheap} cheap bids");
+        assert!(expensive > 0);
+        // The first 2,000 bids, over auctions 1000..1020 + 0..1000, reach most of them.
+        assert!(auctions.len() > 700, "{} distinct auctions", auctions.len());
+        // The window of active auctions moves on.
+        let late = source.event(10_000_000).payload.as_row().expect("row")[0].as_i64();
+        assert!(late >= Some(101_000));
+    }
+
+    #[test]
+    fn clicks_are_plausible() {
+        let source = generator(Profile::Clicks, 9, None);
+        let mut users = std::collections::BTreeSet::new();
+        let mut page_views = 0;
+        let n = 10_000u64;
+        for index in 0..n {
+            let event = source.event(index);
+            match event.kind.as_deref() {
+                Some("page_view") => page_views += 1,
+                Some("user_click") => {}
+                other => panic!("unexpected kind {other:?}"),
+            }
+            let row = event.payload.as_row().expect("row payload");
+            users.insert(row[0].as_str().expect("string user").to_string());
+            let page = row[1].as_str().expect("string page");
+            assert!(PAGES.iter().any(|(name, _)| *name == page), "{page}");
+            let duration = row[2].as_i64().expect("int duration");
+            assert!((100..=600_000).contains(&duration));
+        }
+        assert!(
+            (700..1_300).contains(&page_views),
+            "{page_views} page views"
+        );
+        assert_eq!(users.len(), 50);
+        assert_eq!(users.first().map(String::as_str), Some("u01"));
+        assert_eq!(users.last().map(String::as_str), Some("u50"));
+
+        // Uncached user ids are built the same way.
+        let many = Generator::new(GeneratorConfig {
+            profile: Profile::Clicks,
+            users: USER_CACHE_LIMIT + 1,
+            ..GeneratorConfig::default()
+        })
+        .expect("valid config");
+        assert!(many.names.users.is_empty());
+        let user = many.event(0).payload.as_row().expect("row")[0].clone();
+        assert!(user
+            .as_str()
+            .is_some_and(|id| id.starts_with('u') && id[1..].parse::<u64>().is_ok()));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        let base = GeneratorConfig::default();
+        let cases = [
+            GeneratorConfig {
+                events_per_second: 0,
+                ..base.clone()
+            },
+            GeneratorConfig {
+                max_disorder_ms: -1,
+                ..base.clone()
+            },
+            GeneratorConfig {
+                auctions: 0,
+                ..base.clone()
+            },
+            GeneratorConfig {
+                bidders: 0,
+                ..base.clone()
+            },
+            GeneratorConfig {
+                profile: Profile::Clicks,
+                users: 0,
+                ..base.clone()
+            },
+        ];
+        for config in cases {
+            let error = Generator::new(config.clone()).expect_err("invalid");
+            assert!(
+                matches!(error, PipelineError::InvalidGenerator(_)),
+                "{config:?}"
+            );
+        }
+        // Settings of the other profile are not checked.
+        assert!(Generator::new(GeneratorConfig { users: 0, ..base }).is_ok());
+    }
+
+    #[test]
+    fn extreme_configs_do_not_panic() {
+        for profile in [Profile::Bids, Profile::Clicks] {
+            for (start_time, events_per_second, max_disorder_ms) in [
+                (i64::MAX, 1, i64::MAX),
+                (i64::MIN, u64::MAX, i64::MAX),
+                (0, u64::MAX, 0),
+            ] {
+                let mut source = Generator::new(GeneratorConfig {
+                    profile,
+                    seed: u64::MAX,
+                    count: None,
+                    start_time,
+                    events_per_second,
+                    max_disorder_ms,
+                    auctions: u64::MAX,
+                    bidders: u64::MAX,
+                    users: u64::MAX,
+                })
+                .expect("valid config");
+                for index in [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
+                    let _ = source.event(index);
+                }
+                source.seek(u64::MAX - 2);
+                let mut events = Vec::new();
+                assert_eq!(source.next_batch(10, &mut events), 2);
+                assert_eq!(source.next_batch(10, &mut events), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn profiles_parse_and_print() {
+        for profile in [Profile::Bids, Profile::Clicks] {
+            assert_eq!(
+                profile.to_string().parse::<Profile>().expect("known"),
+                profile
+            );
+        }
+        assert!("trades".parse::<Profile>().is_err());
+        assert_eq!(
+            Generator::schema(Profile::Clicks).index_of("duration_ms"),
+            Some(2)
+        );
+    }
+}
