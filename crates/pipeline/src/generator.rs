@@ -938,6 +938,70 @@ mod tests {
         }
     }
 
+    /// `data/clicks.jsonl` is event `3 * k` (k in 0..300) of this generator, with three
+    /// malformed lines and two events ten minutes late inserted by hand.
+    #[test]
+    fn shipped_click_sample_matches_the_generator() {
+        let source = Generator::new(GeneratorConfig {
+            profile: Profile::Clicks,
+            seed: 2024,
+            start_time: DEFAULT_START_TIME + 5_000,
+            events_per_second: 1,
+            max_disorder_ms: 5_000,
+            users: 12,
+            ..GeneratorConfig::default()
+        })
+        .expect("valid config");
+        let decoder = Decoder::new(DecoderConfig {
+            schema: Some(Generator::schema(Profile::Clicks)),
+            ..DecoderConfig::default()
+        });
+        let sample = include_str!("../../../data/clicks.jsonl");
+        let mut errors = Vec::new();
+        let mut late = Vec::new();
+        let mut generated = 0;
+        let mut max_time = 0;
+        for (number, line) in sample.lines().enumerate() {
+            let event = match decoder.decode(line.as_bytes(), number as u64 + 1) {
+                Ok(event) => event,
+                Err(error) => {
+                    errors.push(error.to_string());
+                    continue;
+                }
+            };
+            if max_time - event.event_time > 5_000 {
+                late.push(event.id.as_deref().unwrap_or_default().to_string());
+            }
+            max_time = max_time.max(event.event_time);
+            let id = event.id.as_deref().unwrap_or_default();
+            if let Some(index) = id
+                .strip_prefix("clicks-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                assert_eq!(index, 3 * generated);
+                assert_eq!(event, source.event(index));
+                generated += 1;
+            }
+        }
+        assert_eq!(generated, 300);
+        assert_eq!(late, ["clicks-late-1", "clicks-late-2"]);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("line 62: invalid JSON"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("line 153: field `timestamp`: invalid timestamp"),
+            "{}",
+            errors[1]
+        );
+        assert_eq!(
+            errors[2],
+            "line 245: field `duration_ms`: expected int, found string \"slow\""
+        );
+    }
+
     #[test]
     fn profiles_parse_and_print() {
         for profile in [Profile::Bids, Profile::Clicks] {
