@@ -1,0 +1,782 @@
+//! [`KeyedWindows`]: the windows of every key of one operator.
+
+use std::collections::BTreeMap;
+
+use dataflow_event::Value;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{check_inputs, Accumulator};
+use crate::layout::PaneLayout;
+use crate::snapshot::{KeySnapshot, SliceSnapshot, WindowSnapshot};
+use crate::{Result, WindowConfig, WindowError, WindowKind};
+
+/// The aggregates of one key over one window, emitted when the window fires or is updated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult {
+    /// The key the window belongs to.
+    pub key: Value,
+    /// The window's first millisecond.
+    pub start: i64,
+    /// The window's end, exclusive.
+    pub end: i64,
+    /// One value per aggregate of the config, in its order.
+    pub values: Vec<Value>,
+    /// Whether this result replaces one emitted before for the same key and window: a late event
+    /// changed a window that had already fired. For sessions, the replaced result may have had
+    /// narrower bounds (the late event extended or merged the session).
+    pub is_update: bool,
+}
+
+/// What [`KeyedWindows::add`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Admission {
+    /// Added to windows that have not fired yet.
+    OnTime,
+    /// Added, and at least one of its windows had already fired: updated results were emitted.
+    LateUpdated,
+    /// Every window of the event was already purged: nothing changed, nothing was emitted.
+    TooLate,
+}
+
+/// A pane of tumbling and sliding windows, or a session.
+#[derive(Clone, Debug)]
+struct Slice {
+    start: i64,
+    /// Exclusive. Panes: `start + pane`. Sessions: at least `start + gap`.
+    end: i64,
+    /// Sessions only: a result reflecting the session's current contents and bounds has been
+    /// emitted. Always false for panes, whose windows have fired exactly when their end is at or
+    /// below the watermark.
+    fired: bool,
+    /// One per aggregate of the config, in its order.
+    accumulators: Box<[Accumulator]>,
+}
+
+impl Slice {
+    fn new(start: i64, end: i64, config: &WindowConfig) -> Slice {
+        Slice {
+            start,
+            end,
+            fired: false,
+            accumulators: Accumulator::new_set(&config.aggregates),
+        }
+    }
+
+    fn add(&mut self, inputs: &[Value], timestamp: i64, seq: u64) {
+        for (accumulator, input) in self.accumulators.iter_mut().zip(inputs) {
+            accumulator.add(input, timestamp, seq);
+        }
+    }
+
+    fn values(&self) -> Vec<Value> {
+        self.accumulators.iter().map(Accumulator::value).collect()
+    }
+
+    fn snapshot(&self) -> SliceSnapshot {
+        SliceSnapshot {
+            start: self.start,
+            end: self.end,
+            fired: self.fired,
+            accumulators: self
+                .accumulators
+                .iter()
+                .map(Accumulator::snapshot)
+                .collect(),
+        }
+    }
+}
+
+/// The state of one key.
+#[derive(Debug, Default)]
+struct KeyState {
+    /// Sorted by start and disjoint (so also sorted by end). Never empty while the key is in
+    /// [`KeyedWindows::keys`].
+    slices: Vec<Slice>,
+    /// The time of this key's live entry in [`KeyedWindows::timers`]. It is at most the earliest
+    /// watermark at which this key's state has a window to fire or a slice to purge.
+    timer: Option<i64>,
+}
+
+/// How a window kind keeps its state.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// Tumbling and sliding windows: slices are panes.
+    Panes(PaneLayout),
+    /// Session windows: slices are sessions.
+    Sessions { gap: i64 },
+}
+
+/// The windows of every key of one windowed aggregation operator.
+///
+/// Events are added with [`KeyedWindows::add`]; windows fire when
+/// [`KeyedWindows::advance_watermark`] passes their end, and their state is purged once the
+/// watermark passes their end plus the allowed lateness. Only accumulators are kept, never
+/// events. See the crate documentation for the conventions.
+#[derive(Debug)]
+pub struct KeyedWindows {
+    config: WindowConfig,
+    layout: Layout,
+    keys: FxHashMap<Value, KeyState>,
+    /// The keys to look at when the watermark reaches a time. An entry is live when the time is
+    /// its key's [`KeyState::timer`]; other entries are stale and skipped.
+    timers: BTreeMap<i64, Vec<Value>>,
+    /// Monotonic. Every window with `end <= watermark` has fired and every slice whose purge
+    /// time is at or below it has been dropped.
+    watermark: i64,
+    /// The arrival number of the next admitted event; orders ties of `first` and `last`.
+    next_seq: u64,
+    /// The number of slices over all keys.
+    slice_count: usize,
+}
+
+/// Looks `key` up, inserting an empty state (and cloning the key) only if it is new.
+fn key_state<'a>(keys: &'a mut FxHashMap<Value, KeyState>, key: &Value) -> &'a mut KeyState {
+    if !keys.contains_key(key) {
+        keys.insert(key.clone(), KeyState::default());
+    }
+    keys.get_mut(key)
+        .expect("invariant: the key was inserted just above if it was missing")
+}
+
+/// Makes sure `key` is looked at when the watermark reaches `time`.
+fn schedule(timers: &mut BTreeMap<i64, Vec<Value>>, state: &mut KeyState, key: &Value, time: i64) {
+    if state.timer.is_none_or(|timer| time < timer) {
+        timers.entry(time).or_default().push(key.clone());
+        state.timer = Some(time);
+    }
+}
+
+/// The values of the window `[start, end)` over `panes`, or `None` if no pane holds data.
+fn window_values(panes: &[Slice], start: i64, end: i64) -> Option<Vec<Value>> {
+    let low = panes.partition_point(|pane| pane.start < start);
+    let high = panes.partition_point(|pane| pane.start < end);
+    match panes.get(low..high)? {
+        [] => None,
+        [only] => Some(only.values()),
+        [first, rest @ ..] => {
+            let mut merged = first.accumulators.clone();
+            for pane in rest {
+                for (accumulator, other) in merged.iter_mut().zip(pane.accumulators.iter()) {
+                    accumulator.merge(other);
+                }
+            }
+            Some(merged.iter().map(Accumulator::value).collect())
+        }
+    }
+}
+
+/// The earliest watermark at which `slices` have a window to fire or a slice to purge, given that
+/// everything due at or below `watermark` is done.
+fn next_time(layout: Layout, slices: &[Slice], watermark: i64, lateness: i64) -> Option<i64> {
+    match layout {
+        Layout::Panes(layout) => {
+            let next_window = layout
+                .next_window(slices.len(), |index| slices[index].start, watermark)
+                .map(|(_, end)| end);
+            let next_purge = slices
+                .first()
+                .map(|pane| layout.purge_time(pane.start, lateness));
+            next_window.into_iter().chain(next_purge).min()
+        }
+        Layout::Sessions { .. } => slices
+            .iter()
+            .map(|session| session_time(session, lateness))
+            .min(),
+    }
+}
+
+/// When a session needs attention: firing at its end, or purging once fired.
+fn session_time(session: &Slice, lateness: i64) -> i64 {
+    if session.fired {
+        session.end.saturating_add(lateness)
+    } else {
+        session.end
+    }
+}
+
+/// The indexes `low..high` of the sessions that intersect `[start, end)`.
+fn intersecting(sessions: &[Slice], start: i64, end: i64) -> (usize, usize) {
+    let low = sessions.partition_point(|session| session.end <= start);
+    let high = sessions.partition_point(|session| session.start < end);
+    (low, high.max(low))
+}
+
+impl KeyedWindows {
+    /// Windows for `config`, which must be valid ([`WindowConfig::validate`]).
+    pub fn new(config: WindowConfig) -> Result<KeyedWindows> {
+        config.validate()?;
+        let layout = match config.kind {
+            WindowKind::Tumbling { size } => Layout::Panes(PaneLayout::new(size, size)),
+            WindowKind::Sliding { size, slide } => Layout::Panes(PaneLayout::new(size, slide)),
+            WindowKind::Session { gap } => Layout::Sessions { gap },
+        };
+        Ok(KeyedWindows {
+            config,
+            layout,
+            keys: FxHashMap::default(),
+            timers: BTreeMap::new(),
+            watermark: i64::MIN,
+            next_seq: 0,
+            slice_count: 0,
+        })
+    }
+
+    /// The config the windows were built with.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    /// Adds an event of `key` at `timestamp`. `inputs[i]` is the input of aggregate `i` (ignored
+    /// for `count`, but present). Results of windows that had already fired are updated and
+    /// emitted into `out` right away, with `is_update` set.
+    ///
+    /// Nothing is changed if an error is returned: when the number of inputs is wrong, when a
+    /// `sum` or `avg` input is neither a number nor null, or when the event's windows do not fit
+    /// in `i64`.
+    pub fn add(
+        &mut self,
+        key: &Value,
+        timestamp: i64,
+        inputs: &[Value],
+        out: &mut Vec<WindowResult>,
+    ) -> Result<Admission> {
+        check_inputs(&self.config.aggregates, inputs)?;
+        match self.layout {
+            Layout::Panes(layout) => self.add_to_pane(layout, key, timestamp, inputs, out),
+            Layout::Sessions { gap } => self.add_to_session(gap, key, timestamp, inputs, out),
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        seq
+    }
+
+    fn add_to_pane(
+        &mut self,
+        layout: PaneLayout,
+        key: &Value,
+        timestamp: i64,
+        inputs: &[Value],
+        out: &mut Vec<WindowResult>,
+    ) -> Result<Admission> {
+        let placement = layout
+            .place(timestamp)
+            .ok_or(WindowError::TimestampOutOfRange { timestamp })?;
+        let lateness = self.config.allowed_lateness;
+        let watermark = self.watermark;
+        let purge_time = layout.purge_time(placement.pane_start, lateness);
+        if purge_time <= watermark {
+            return Ok(Admission::TooLate);
+        }
+        let seq = self.take_seq();
+        let state = key_state(&mut self.keys, key);
+        let panes = &mut state.slices;
+        // Events mostly arrive in order: look at the latest pane before searching.
+        let index = match panes.last() {
+            Some(last) if last.start == placement.pane_start => panes.len() - 1,
+            Some(last) if last.start < placement.pane_start => panes.len(),
+            None => 0,
+            Some(_) => panes
+                .binary_search_by_key(&placement.pane_start, |pane| pane.start)
+                .unwrap_or_else(|insert_at| insert_at),
+        };
+        if panes
+            .get(index)
+            .is_none_or(|pane| pane.start != placement.pane_start)
+        {
+            let end = placement.pane_start + layout.pane();
+            panes.insert(index, Slice::new(placement.pane_start, end, &self.config));
+            self.slice_count += 1;
+            let next_window = layout
+                .next_window_of_pane(placement.pane_start, watermark)
+                .map_or(purge_time, |(_, end)| end.min(purge_time));
+            schedule(&mut self.timers, state, key, next_window);
+        }
+        let panes = &mut state.slices;
+        panes[index].add(inputs, timestamp, seq);
+
+        // Windows of the event that have fired but are not purged get an updated result. An
+        // on-time event (timestamp >= watermark) has none, and skips the loop.
+        let mut admission = Admission::OnTime;
+        let (size, slide) = (layout.size(), layout.slide());
+        let mut start = placement.first_start;
+        // `last_start + size` fits in i64 (see `Placement`), so neither sum below overflows.
+        while start <= placement.last_start && start + size <= watermark {
+            let end = start + size;
+            if end.saturating_add(lateness) > watermark {
+                if let Some(values) = window_values(panes, start, end) {
+                    out.push(WindowResult {
+                        key: key.clone(),
+                        start,
+                        end,
+                        values,
+                        is_update: true,
+                    });
+                    admission = Admission::LateUpdated;
+                }
+            }
+            start += slide;
+        }
+        Ok(admission)
+    }
+
+    fn add_to_session(
+        &mut self,
+        gap: i64,
+        key: &Value,
+        timestamp: i64,
+        inputs: &[Value],
+        out: &mut Vec<WindowResult>,
+    ) -> Result<Admission> {
+        let end = timestamp
+            .checked_add(gap)
+            .ok_or(WindowError::TimestampOutOfRange { timestamp })?;
+        let lateness = self.config.allowed_lateness;
+        let watermark = self.watermark;
+        let (low, high) = match self.keys.get(key) {
+            Some(state) => intersecting(&state.slices, timestamp, end),
+            None => (0, 0),
+        };
+        // Sessions in the state are not purged, so merging with one is never too late.
+        if low == high && end.saturating_add(lateness) <= watermark {
+            return Ok(Admission::TooLate);
+        }
+        let seq = self.take_seq();
+        let state = key_state(&mut self.keys, key);
+        let sessions = &mut state.slices;
+        if low == high {
+            sessions.insert(low, Slice::new(timestamp, end, &self.config));
+            self.slice_count += 1;
+        } else if sessions[low].start > timestamp || sessions[high - 1].end < end || high > low + 1
+        {
+            // Extend the first intersecting session over the event and the others.
+            let absorbed: Vec<Slice> = sessions.drain(low + 1..high).collect();
+            self.slice_count -= absorbed.len();
+            let session = &mut sessions[low];
+            session.start = session.start.min(timestamp);
+            session.end = session.end.max(end);
+            for other in absorbed {
+                session.end = session.end.max(other.end);
+                session.fired |= other.fired;
+                let others = other.accumulators.into_vec();
+                for (accumulator, other) in session.accumulators.iter_mut().zip(others) {
+                    accumulator.absorb(other);
+                }
+            }
+        }
+        let session = &mut sessions[low];
+        session.add(inputs, timestamp, seq);
+
+        // A session in the state that has not fired ends after the watermark, so only a new
+        // session can need firing right away.
+        let admission = if session.fired || session.end <= watermark {
+            session.fired = true;
+            out.push(WindowResult {
+                key: key.clone(),
+                start: session.start,
+                end: session.end,
+                values: session.values(),
+                is_update: true,
+            });
+            Admission::LateUpdated
+        } else {
+            Admission::OnTime
+        };
+        let next = session_time(session, lateness);
+        schedule(&mut self.timers, state, key, next);
+        Ok(admission)
+    }
+
+    /// Advances the watermark: fires every window with `end <= watermark` that has not fired,
+    /// emitting results sorted by `(end, start, key)`, then purges the state of windows with
+    /// `end + allowed_lateness <= watermark`. A watermark at or below the current one is
+    /// ignored.
+    pub fn advance_watermark(&mut self, watermark: i64, out: &mut Vec<WindowResult>) {
+        if watermark <= self.watermark {
+            return;
+        }
+        let previous = self.watermark;
+        self.watermark = watermark;
+        let first = out.len();
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let (time, keys) = entry.remove_entry();
+            for key in keys {
+                self.process_key(key, time, previous, out);
+            }
+        }
+        out[first..]
+            .sort_unstable_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+    }
+
+    /// Fires and purges the windows of `key` after the watermark moved up from `previous`, if
+    /// `time` is the key's live timer.
+    fn process_key(&mut self, key: Value, time: i64, previous: i64, out: &mut Vec<WindowResult>) {
+        let Some(state) = self.keys.get_mut(&key) else {
+            return;
+        };
+        if state.timer != Some(time) {
+            return;
+        }
+        let watermark = self.watermark;
+        let lateness = self.config.allowed_lateness;
+        let slices = &mut state.slices;
+        let purged;
+        match self.layout {
+            Layout::Panes(layout) => {
+                // Windows ending at or below `previous` fired before (or, if they got data late,
+                // when it was added), so fire those ending in (previous, watermark].
+                let mut bound = previous;
+                while let Some((start, end)) =
+                    layout.next_window(slices.len(), |index| slices[index].start, bound)
+                {
+                    if end > watermark {
+                        break;
+                    }
+                    if let Some(values) = window_values(slices, start, end) {
+                        out.push(WindowResult {
+                            key: key.clone(),
+                            start,
+                            end,
+                            values,
+                            is_update: false,
+                        });
+                    }
+                    bound = end;
+                }
+                purged = slices
+                    .partition_point(|pane| layout.purge_time(pane.start, lateness) <= watermark);
+            }
+            Layout::Sessions { .. } => {
+                for session in slices.iter_mut() {
+                    if !session.fired && session.end <= watermark {
+                        session.fired = true;
+                        out.push(WindowResult {
+                            key: key.clone(),
+                            start: session.start,
+                            end: session.end,
+                            values: session.values(),
+                            is_update: false,
+                        });
+                    }
+                }
+                purged = slices
+                    .partition_point(|session| session.end.saturating_add(lateness) <= watermark);
+            }
+        }
+        slices.drain(..purged);
+        let next = next_time(self.layout, slices, watermark, lateness);
+        self.slice_count -= purged;
+        match next {
+            Some(next) => {
+                state.timer = Some(next);
+                self.timers.entry(next).or_default().push(key);
+            }
+            None => {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// Ends a bounded input: fires every window that has not fired yet (results not updates,
+    /// sorted by `(end, start, key)`), then drops all state. The watermark becomes `i64::MAX`, so
+    /// events added afterwards are too late.
+    pub fn finish(&mut self, out: &mut Vec<WindowResult>) {
+        self.advance_watermark(i64::MAX, out);
+        self.keys.clear();
+        self.timers.clear();
+        self.slice_count = 0;
+    }
+
+    /// The current watermark (`i64::MIN` until one is given).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The number of keys that hold state.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The number of windows holding state over all keys. Sliding windows keep their state in
+    /// panes shared by overlapping windows: for them this counts panes.
+    pub fn open_windows(&self) -> usize {
+        self.slice_count
+    }
+
+    /// The complete state, deterministic (keys sorted), for checkpoints.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        let mut keys: Vec<KeySnapshot> = self
+            .keys
+            .iter()
+            .map(|(key, state)| KeySnapshot {
+                key: key.clone(),
+                slices: state.slices.iter().map(Slice::snapshot).collect(),
+            })
+            .collect();
+        keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        WindowSnapshot {
+            kind: self.config.kind,
+            aggregates: self.config.aggregates.clone(),
+            watermark: self.watermark,
+            next_seq: self.next_seq,
+            keys,
+        }
+    }
+
+    /// Windows for `config` holding the state of `snapshot`. The snapshot must have been taken
+    /// with the same window kind and aggregates; the allowed lateness may differ.
+    pub fn restore(config: WindowConfig, snapshot: WindowSnapshot) -> Result<KeyedWindows> {
+        let mut windows = KeyedWindows::new(config)?;
+        let invalid = |reason: String| Err(WindowError::InvalidSnapshot(reason));
+        if snapshot.kind != windows.config.kind {
+            return invalid(format!(
+                "taken with window kind {:?}, restored with {:?}",
+                snapshot.kind, windows.config.kind
+            ));
+        }
+        if snapshot.aggregates != windows.config.aggregates {
+            return invalid(format!(
+                "taken with aggregates {:?}, restored with {:?}",
+                snapshot.aggregates, windows.config.aggregates
+            ));
+        }
+        windows.watermark = snapshot.watermark;
+        windows.next_seq = snapshot.next_seq;
+        for KeySnapshot { key, slices } in snapshot.keys {
+            if slices.is_empty() {
+                return invalid(format!("key {key:?} has no windows"));
+            }
+            let mut restored = Vec::with_capacity(slices.len());
+            for slice in slices {
+                if slice.accumulators.len() != windows.config.aggregates.len() {
+                    return invalid(format!(
+                        "key {key:?}: window at {} has {} accumulators, expected {}",
+                        slice.start,
+                        slice.accumulators.len(),
+                        windows.config.aggregates.len()
+                    ));
+                }
+                let mut accumulators = Vec::with_capacity(slice.accumulators.len());
+                for (accumulator, kind) in slice.accumulators.into_iter().zip(&snapshot.aggregates)
+                {
+                    if let Some(seq) = accumulator.max_seq() {
+                        windows.next_seq = windows.next_seq.max(seq.saturating_add(1));
+                    }
+                    let accumulator = accumulator.restore();
+                    if accumulator.kind() != *kind {
+                        return invalid(format!(
+                            "key {key:?}: window at {}: a {} accumulator where {} is expected",
+                            slice.start,
+                            accumulator.kind().name(),
+                            kind.name()
+                        ));
+                    }
+                    accumulators.push(accumulator);
+                }
+                restored.push(Slice {
+                    start: slice.start,
+                    end: slice.end,
+                    fired: slice.fired,
+                    accumulators: accumulators.into_boxed_slice(),
+                });
+            }
+            windows.check_slices(&key, &restored)?;
+            windows.slice_count += restored.len();
+            let state = KeyState {
+                slices: restored,
+                timer: None,
+            };
+            if windows.keys.insert(key.clone(), state).is_some() {
+                return invalid(format!("key {key:?} appears twice"));
+            }
+            windows.reschedule(&key);
+        }
+        Ok(windows)
+    }
+
+    /// Checks that restored slices are consistent with the layout.
+    fn check_slices(&self, key: &Value, slices: &[Slice]) -> Result<()> {
+        let invalid = |reason: String| {
+            Err(WindowError::InvalidSnapshot(format!(
+                "key {key:?}: {reason}"
+            )))
+        };
+        for pair in slices.windows(2) {
+            if pair[0].end > pair[1].start {
+                return invalid(format!(
+                    "windows [{}, {}) and [{}, {}) overlap or are out of order",
+                    pair[0].start, pair[0].end, pair[1].start, pair[1].end
+                ));
+            }
+        }
+        for slice in slices {
+            let fits = match self.layout {
+                Layout::Panes(layout) => {
+                    layout.place(slice.start).is_some_and(|placement| {
+                        placement.pane_start == slice.start
+                            && slice.end == slice.start + layout.pane()
+                    }) && !slice.fired
+                }
+                Layout::Sessions { gap } => slice
+                    .start
+                    .checked_add(gap)
+                    .is_some_and(|end| end <= slice.end),
+            };
+            if !fits {
+                return invalid(format!(
+                    "window [{}, {}) does not fit the window kind",
+                    slice.start, slice.end
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the timer of a restored key: the earliest time its state needs attention.
+    fn reschedule(&mut self, key: &Value) {
+        let watermark = self.watermark;
+        let lateness = self.config.allowed_lateness;
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        let next = next_time(self.layout, &state.slices, watermark, lateness);
+        if let Some(next) = next {
+            schedule(&mut self.timers, state, key, next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AggregateKind;
+
+    fn windows(kind: WindowKind, lateness: i64) -> KeyedWindows {
+        KeyedWindows::new(WindowConfig {
+            kind,
+            allowed_lateness: lateness,
+            aggregates: vec![AggregateKind::Count, AggregateKind::Sum],
+        })
+        .expect("valid config")
+    }
+
+    fn add(windows: &mut KeyedWindows, key: &str, timestamp: i64, out: &mut Vec<WindowResult>) {
+        let admission = windows
+            .add(
+                &Value::str(key),
+                timestamp,
+                &[Value::Null, Value::Int(1)],
+                out,
+            )
+            .expect("valid event");
+        assert_eq!(admission, Admission::OnTime);
+    }
+
+    #[test]
+    fn errors_change_nothing() {
+        let mut windows = windows(WindowKind::Sliding { size: 10, slide: 5 }, 0);
+        let mut out = Vec::new();
+        let key = Value::str("k");
+        let before = windows.snapshot();
+        assert!(windows.add(&key, 3, &[Value::Null], &mut out).is_err());
+        assert!(windows
+            .add(&key, 3, &[Value::Null, Value::str("x")], &mut out)
+            .is_err());
+        assert_eq!(
+            windows.add(&key, i64::MAX, &[Value::Null, Value::Null], &mut out),
+            Err(WindowError::TimestampOutOfRange {
+                timestamp: i64::MAX
+            })
+        );
+        assert_eq!(windows.snapshot(), before);
+        assert_eq!(windows.key_count(), 0);
+        assert!(out.is_empty());
+
+        let mut sessions = self::windows(WindowKind::Session { gap: 10 }, 0);
+        assert!(sessions
+            .add(&key, i64::MAX - 5, &[Value::Null, Value::Null], &mut out)
+            .is_err());
+        assert_eq!(sessions.open_windows(), 0);
+    }
+
+    #[test]
+    fn state_is_purged_and_keys_dropped() {
+        let mut windows = windows(WindowKind::Sliding { size: 10, slide: 5 }, 10);
+        let mut out = Vec::new();
+        add(&mut windows, "a", 0, &mut out);
+        add(&mut windows, "a", 7, &mut out);
+        add(&mut windows, "b", 12, &mut out);
+        assert_eq!((windows.key_count(), windows.open_windows()), (2, 3));
+        windows.advance_watermark(10, &mut out);
+        let fired: Vec<(i64, i64)> = out
+            .iter()
+            .map(|result| (result.start, result.end))
+            .collect();
+        assert_eq!(fired, vec![(-5, 5), (0, 10)]);
+        // Pane [5, 10) of a ends its last window at 15, purged at 25.
+        windows.advance_watermark(24, &mut out);
+        assert_eq!(windows.key_count(), 2);
+        windows.advance_watermark(25, &mut out);
+        assert_eq!((windows.key_count(), windows.open_windows()), (1, 1));
+        windows.advance_watermark(i64::MAX, &mut out);
+        assert_eq!((windows.key_count(), windows.open_windows()), (0, 0));
+        assert!(windows.timers.is_empty());
+    }
+
+    #[test]
+    fn touching_sessions_stay_apart_and_bridging_merges_them() {
+        let mut windows = windows(WindowKind::Session { gap: 10 }, 0);
+        let mut out = Vec::new();
+        add(&mut windows, "a", 0, &mut out);
+        add(&mut windows, "a", 10, &mut out);
+        assert_eq!(windows.open_windows(), 2);
+        add(&mut windows, "a", 25, &mut out);
+        add(&mut windows, "a", 18, &mut out);
+        assert_eq!(windows.open_windows(), 2);
+        add(&mut windows, "a", 9, &mut out);
+        assert_eq!(windows.open_windows(), 1);
+        windows.finish(&mut out);
+        assert_eq!(
+            out,
+            vec![WindowResult {
+                key: Value::str("a"),
+                start: 0,
+                end: 35,
+                values: vec![Value::Int(5), Value::Int(5)],
+                is_update: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn restore_refuses_snapshots_of_other_configs() {
+        let mut tumbling = windows(WindowKind::Tumbling { size: 10 }, 0);
+        let mut out = Vec::new();
+        add(&mut tumbling, "a", 3, &mut out);
+        let snapshot = tumbling.snapshot();
+        let config = |kind| WindowConfig {
+            kind,
+            allowed_lateness: 0,
+            aggregates: vec![AggregateKind::Count, AggregateKind::Sum],
+        };
+        assert!(matches!(
+            KeyedWindows::restore(config(WindowKind::Tumbling { size: 5 }), snapshot.clone()),
+            Err(WindowError::InvalidSnapshot(_))
+        ));
+        let mut other_aggregates = config(WindowKind::Tumbling { size: 10 });
+        other_aggregates.aggregates.reverse();
+        assert!(KeyedWindows::restore(other_aggregates, snapshot.clone()).is_err());
+        let mut restored =
+            KeyedWindows::restore(config(WindowKind::Tumbling { size: 10 }), snapshot.clone())
+                .expect("same config");
+        assert_eq!(restored.snapshot(), snapshot);
+        restored.finish(&mut out);
+        assert_eq!(out.len(), 1);
+    }
+}
