@@ -130,15 +130,6 @@ pub struct KeyedWindows {
     slice_count: usize,
 }
 
-/// Looks `key` up, inserting an empty state (and cloning the key) only if it is new.
-fn key_state<'a>(keys: &'a mut FxHashMap<Value, KeyState>, key: &Value) -> &'a mut KeyState {
-    if !keys.contains_key(key) {
-        keys.insert(key.clone(), KeyState::default());
-    }
-    keys.get_mut(key)
-        .expect("invariant: the key was inserted just above if it was missing")
-}
-
 /// Makes sure `key` is looked at when the watermark reaches `time`.
 fn schedule(timers: &mut BTreeMap<i64, Vec<Value>>, state: &mut KeyState, key: &Value, time: i64) {
     if state.timer.is_none_or(|timer| time < timer) {
@@ -267,12 +258,17 @@ impl KeyedWindows {
             .ok_or(WindowError::TimestampOutOfRange { timestamp })?;
         let lateness = self.config.allowed_lateness;
         let watermark = self.watermark;
-        let purge_time = layout.purge_time(placement.pane_start, lateness);
+        // The pane is purged with the latest window containing the event.
+        let purge_time = (placement.last_start + layout.size()).saturating_add(lateness);
         if purge_time <= watermark {
             return Ok(Admission::TooLate);
         }
         let seq = self.take_seq();
-        let state = key_state(&mut self.keys, key);
+        // Look up by reference first: the key is only cloned when it is new.
+        let state = match self.keys.get_mut(key) {
+            Some(state) => state,
+            None => self.keys.entry(key.clone()).or_default(),
+        };
         let panes = &mut state.slices;
         // Events mostly arrive in order: look at the latest pane before searching.
         let index = match panes.last() {
@@ -336,16 +332,20 @@ impl KeyedWindows {
             .ok_or(WindowError::TimestampOutOfRange { timestamp })?;
         let lateness = self.config.allowed_lateness;
         let watermark = self.watermark;
-        let (low, high) = match self.keys.get(key) {
-            Some(state) => intersecting(&state.slices, timestamp, end),
-            None => (0, 0),
-        };
+        let existing = self.keys.get_mut(key);
+        let (low, high) = existing
+            .as_ref()
+            .map_or((0, 0), |state| intersecting(&state.slices, timestamp, end));
         // Sessions in the state are not purged, so merging with one is never too late.
         if low == high && end.saturating_add(lateness) <= watermark {
             return Ok(Admission::TooLate);
         }
-        let seq = self.take_seq();
-        let state = key_state(&mut self.keys, key);
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        let state = match existing {
+            Some(state) => state,
+            None => self.keys.entry(key.clone()).or_default(),
+        };
         let sessions = &mut state.slices;
         if low == high {
             sessions.insert(low, Slice::new(timestamp, end, &self.config));
