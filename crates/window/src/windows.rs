@@ -146,13 +146,18 @@ fn window_values(panes: &[Slice], start: i64, end: i64) -> Option<Vec<Value>> {
         [] => None,
         [only] => Some(only.values()),
         [first, rest @ ..] => {
-            let mut merged = first.accumulators.clone();
-            for pane in rest {
-                for (accumulator, other) in merged.iter_mut().zip(pane.accumulators.iter()) {
-                    accumulator.merge(other);
+            // One aggregate at a time, so that accumulators without heap state merge on the
+            // stack.
+            let merged = first.accumulators.iter().enumerate().map(|(index, first)| {
+                let mut accumulator = first.clone();
+                for pane in rest {
+                    if let Some(other) = pane.accumulators.get(index) {
+                        accumulator.merge(other);
+                    }
                 }
-            }
-            Some(merged.iter().map(Accumulator::value).collect())
+                accumulator.value()
+            });
+            Some(merged.collect())
         }
     }
 }
