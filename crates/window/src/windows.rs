@@ -784,4 +784,47 @@ mod tests {
         restored.finish(&mut out);
         assert_eq!(out.len(), 1);
     }
+
+    #[test]
+    fn restore_refuses_inconsistent_snapshots() {
+        let config = WindowConfig {
+            kind: WindowKind::Session { gap: 10 },
+            allowed_lateness: 0,
+            aggregates: vec![AggregateKind::Count, AggregateKind::Sum],
+        };
+        let mut sessions = KeyedWindows::new(config.clone()).expect("valid config");
+        let mut out = Vec::new();
+        add(&mut sessions, "a", 0, &mut out);
+        add(&mut sessions, "a", 20, &mut out);
+        let json = serde_json::to_value(sessions.snapshot()).expect("encodable");
+        let restore = |json: serde_json::Value| {
+            let snapshot: WindowSnapshot = serde_json::from_value(json).expect("decodable");
+            KeyedWindows::restore(config.clone(), snapshot)
+        };
+        assert!(restore(json.clone()).is_ok());
+
+        let mut overlapping = json.clone();
+        overlapping["keys"][0]["slices"][1]["start"] = serde_json::json!(5);
+        let error = restore(overlapping).expect_err("overlapping sessions");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid window snapshot: key \"a\": windows [0, 10) and [5, 30)"),
+            "{error}"
+        );
+        let mut too_short = json.clone();
+        too_short["keys"][0]["slices"][0]["end"] = serde_json::json!(5);
+        assert!(restore(too_short).is_err());
+        let mut wrong_accumulator = json.clone();
+        wrong_accumulator["keys"][0]["slices"][0]["accumulators"][0] =
+            serde_json::json!({"min": null});
+        assert!(restore(wrong_accumulator).is_err());
+        let mut duplicate = json;
+        let key = duplicate["keys"][0].clone();
+        duplicate["keys"]
+            .as_array_mut()
+            .expect("keys are a list")
+            .push(key);
+        assert!(restore(duplicate).is_err());
+    }
 }
