@@ -2,3 +2,4 @@
 mod error;
 pub mod generator;
 pub use error::{PipelineError, Result};
+pub mod expr;

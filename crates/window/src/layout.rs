@@ -6,8 +6,9 @@
 //! window's result is the merge of its panes. Tumbling windows are the case `slide == size`,
 //! where a window is a single pane.
 //!
-//! Computations that involve a watermark or lateness are done in `i128`, so that they cannot
-//! overflow whatever the watermark is.
+//! Placing an event checks that all its windows fit in `i64`; slices in the state were placed
+//! (or checked on restore), so arithmetic on their starts cannot overflow. It saturates anyway,
+//! so that no input can make it panic.
 
 /// Window and pane lengths of a tumbling or sliding window kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,11 +36,6 @@ fn gcd(mut a: i64, mut b: i64) -> i64 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// Converts back to `i64`, saturating; callers only convert values that fit by construction.
-fn saturate(value: i128) -> i64 {
-    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
 impl PaneLayout {
@@ -72,9 +68,22 @@ impl PaneLayout {
     /// `i64`.
     pub(crate) fn place(self, timestamp: i64) -> Option<Placement> {
         let pane_start = timestamp.checked_sub(timestamp.rem_euclid(self.pane))?;
-        let first_start = i64::try_from(self.first_start(pane_start)).ok()?;
-        let last_start = i64::try_from(self.last_start(pane_start)).ok()?;
+        if self.pane == self.size {
+            // Tumbling: the pane is the only window.
+            pane_start.checked_add(self.size)?;
+            return Some(Placement {
+                pane_start,
+                first_start: pane_start,
+                last_start: pane_start,
+            });
+        }
+        let last_start = pane_start.checked_sub(pane_start.rem_euclid(self.slide))?;
         last_start.checked_add(self.size)?;
+        // The smallest multiple of slide with start + size >= pane_start + pane; the sum is at
+        // most the last window's end, which fits.
+        let lowest = (pane_start + self.pane).checked_sub(self.size)?;
+        let first_start =
+            lowest.checked_add((self.slide - lowest.rem_euclid(self.slide)) % self.slide)?;
         Some(Placement {
             pane_start,
             first_start,
@@ -82,49 +91,49 @@ impl PaneLayout {
         })
     }
 
-    /// The start of the earliest window containing the pane at `pane_start`: the smallest
-    /// multiple of `slide` with `start + size >= pane_start + pane`.
-    fn first_start(self, pane_start: i64) -> i128 {
-        let lowest = i128::from(pane_start) + i128::from(self.pane) - i128::from(self.size);
-        let slide = i128::from(self.slide);
-        -(-lowest).div_euclid(slide) * slide
-    }
-
-    /// The start of the latest window containing the pane at `pane_start`.
-    fn last_start(self, pane_start: i64) -> i128 {
-        let slide = i128::from(self.slide);
-        i128::from(pane_start).div_euclid(slide) * slide
+    /// The start of the earliest window containing the pane at `pane_start`.
+    fn first_start(self, pane_start: i64) -> i64 {
+        let lowest = pane_start
+            .saturating_add(self.pane)
+            .saturating_sub(self.size);
+        lowest.saturating_add((self.slide - lowest.rem_euclid(self.slide)) % self.slide)
     }
 
     /// The end of the latest window containing the pane at `pane_start`.
-    fn last_end(self, pane_start: i64) -> i128 {
-        self.last_start(pane_start) + i128::from(self.size)
+    fn last_end(self, pane_start: i64) -> i64 {
+        pane_start
+            .saturating_sub(pane_start.rem_euclid(self.slide))
+            .saturating_add(self.size)
     }
 
     /// The watermark at which the pane at `pane_start` can be dropped: when the latest window
     /// containing it is purged. Saturates at `i64::MAX`.
     pub(crate) fn purge_time(self, pane_start: i64, lateness: i64) -> i64 {
-        saturate(self.last_end(pane_start) + i128::from(lateness))
+        self.last_end(pane_start).saturating_add(lateness)
     }
 
     /// The earliest window that contains the pane at `pane_start` and ends after `bound`, as
     /// `(start, end)`.
     pub(crate) fn next_window_of_pane(self, pane_start: i64, bound: i64) -> Option<(i64, i64)> {
-        if self.last_end(pane_start) <= i128::from(bound) {
+        if self.last_end(pane_start) <= bound {
             return None;
         }
-        // The smallest multiple of slide whose window ends after bound.
-        let slide = i128::from(self.slide);
-        let ending_after =
-            (i128::from(bound) - i128::from(self.size)).div_euclid(slide) * slide + slide;
-        // Between the pane's first and last window starts, so it fits in i64.
-        let start = saturate(ending_after.max(self.first_start(pane_start)));
-        Some((start, saturate(i128::from(start) + i128::from(self.size))))
+        let first = self.first_start(pane_start);
+        let start = if bound < first.saturating_add(self.size) {
+            first
+        } else {
+            // The smallest multiple of slide whose window ends after bound. It is at most the
+            // pane's last window start (whose window ends after bound), so it fits.
+            let lowest = bound.saturating_sub(self.size);
+            lowest
+                .saturating_sub(lowest.rem_euclid(self.slide))
+                .saturating_add(self.slide)
+        };
+        Some((start, start.saturating_add(self.size)))
     }
 
-    /// The earliest window that ends after `bound` and contains one of the panes starting at
-    /// the `pane_count` panes whose starts `pane_start` gives in ascending order, found by binary
-    /// search.
+    /// The earliest window that ends after `bound` and contains one of the `pane_count` panes
+    /// whose starts `pane_start` gives in ascending order, found by binary search.
     pub(crate) fn next_window(
         self,
         pane_count: usize,
@@ -136,7 +145,7 @@ impl PaneLayout {
         let (mut low, mut high) = (0, pane_count);
         while low < high {
             let middle = low + (high - low) / 2;
-            if self.last_end(pane_start(middle)) <= i128::from(bound) {
+            if self.last_end(pane_start(middle)) <= bound {
                 low = middle + 1;
             } else {
                 high = middle;
@@ -207,5 +216,43 @@ mod tests {
         assert_eq!(next(50), None);
         assert_eq!(layout.purge_time(40, 5), 55);
         assert_eq!(layout.purge_time(i64::MAX - 20, 100), i64::MAX);
+    }
+
+    #[test]
+    fn arithmetic_matches_brute_force() {
+        for size in 1..=8 {
+            for slide in 1..=size {
+                let layout = PaneLayout::new(size, slide);
+                let pane = layout.pane();
+                let starts = |t: i64| {
+                    (-60..=60).filter(move |s: &i64| s % slide == 0 && *s <= t && t < s + size)
+                };
+                for t in -30..30 {
+                    let placement = layout.place(t).expect("fits");
+                    assert_eq!(placement.pane_start, t.div_euclid(pane) * pane);
+                    assert_eq!(
+                        Some(placement.first_start),
+                        starts(t).min(),
+                        "{size}/{slide} at {t}"
+                    );
+                    assert_eq!(
+                        Some(placement.last_start),
+                        starts(t).max(),
+                        "{size}/{slide} at {t}"
+                    );
+                    let pane_start = placement.pane_start;
+                    for bound in -40..40 {
+                        let expected = starts(pane_start)
+                            .find(|s| s + size > bound)
+                            .map(|s| (s, s + size));
+                        assert_eq!(
+                            layout.next_window_of_pane(pane_start, bound),
+                            expected,
+                            "{size}/{slide} pane {pane_start} after {bound}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -130,15 +130,6 @@ pub struct KeyedWindows {
     slice_count: usize,
 }
 
-/// Looks `key` up, inserting an empty state (and cloning the key) only if it is new.
-fn key_state<'a>(keys: &'a mut FxHashMap<Value, KeyState>, key: &Value) -> &'a mut KeyState {
-    if !keys.contains_key(key) {
-        keys.insert(key.clone(), KeyState::default());
-    }
-    keys.get_mut(key)
-        .expect("invariant: the key was inserted just above if it was missing")
-}
-
 /// Makes sure `key` is looked at when the watermark reaches `time`.
 fn schedule(timers: &mut BTreeMap<i64, Vec<Value>>, state: &mut KeyState, key: &Value, time: i64) {
     if state.timer.is_none_or(|timer| time < timer) {
@@ -155,13 +146,18 @@ fn window_values(panes: &[Slice], start: i64, end: i64) -> Option<Vec<Value>> {
         [] => None,
         [only] => Some(only.values()),
         [first, rest @ ..] => {
-            let mut merged = first.accumulators.clone();
-            for pane in rest {
-                for (accumulator, other) in merged.iter_mut().zip(pane.accumulators.iter()) {
-                    accumulator.merge(other);
+            // One aggregate at a time, so that accumulators without heap state merge on the
+            // stack.
+            let merged = first.accumulators.iter().enumerate().map(|(index, first)| {
+                let mut accumulator = first.clone();
+                for pane in rest {
+                    if let Some(other) = pane.accumulators.get(index) {
+                        accumulator.merge(other);
+                    }
                 }
-            }
-            Some(merged.iter().map(Accumulator::value).collect())
+                accumulator.value()
+            });
+            Some(merged.collect())
         }
     }
 }
@@ -267,12 +263,17 @@ impl KeyedWindows {
             .ok_or(WindowError::TimestampOutOfRange { timestamp })?;
         let lateness = self.config.allowed_lateness;
         let watermark = self.watermark;
-        let purge_time = layout.purge_time(placement.pane_start, lateness);
+        // The pane is purged with the latest window containing the event.
+        let purge_time = (placement.last_start + layout.size()).saturating_add(lateness);
         if purge_time <= watermark {
             return Ok(Admission::TooLate);
         }
         let seq = self.take_seq();
-        let state = key_state(&mut self.keys, key);
+        // Look up by reference first: the key is only cloned when it is new.
+        let state = match self.keys.get_mut(key) {
+            Some(state) => state,
+            None => self.keys.entry(key.clone()).or_default(),
+        };
         let panes = &mut state.slices;
         // Events mostly arrive in order: look at the latest pane before searching.
         let index = match panes.last() {
@@ -336,16 +337,20 @@ impl KeyedWindows {
             .ok_or(WindowError::TimestampOutOfRange { timestamp })?;
         let lateness = self.config.allowed_lateness;
         let watermark = self.watermark;
-        let (low, high) = match self.keys.get(key) {
-            Some(state) => intersecting(&state.slices, timestamp, end),
-            None => (0, 0),
-        };
+        let existing = self.keys.get_mut(key);
+        let (low, high) = existing
+            .as_ref()
+            .map_or((0, 0), |state| intersecting(&state.slices, timestamp, end));
         // Sessions in the state are not purged, so merging with one is never too late.
         if low == high && end.saturating_add(lateness) <= watermark {
             return Ok(Admission::TooLate);
         }
-        let seq = self.take_seq();
-        let state = key_state(&mut self.keys, key);
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        let state = match existing {
+            Some(state) => state,
+            None => self.keys.entry(key.clone()).or_default(),
+        };
         let sessions = &mut state.slices;
         if low == high {
             sessions.insert(low, Slice::new(timestamp, end, &self.config));
@@ -778,5 +783,48 @@ mod tests {
         assert_eq!(restored.snapshot(), snapshot);
         restored.finish(&mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn restore_refuses_inconsistent_snapshots() {
+        let config = WindowConfig {
+            kind: WindowKind::Session { gap: 10 },
+            allowed_lateness: 0,
+            aggregates: vec![AggregateKind::Count, AggregateKind::Sum],
+        };
+        let mut sessions = KeyedWindows::new(config.clone()).expect("valid config");
+        let mut out = Vec::new();
+        add(&mut sessions, "a", 0, &mut out);
+        add(&mut sessions, "a", 20, &mut out);
+        let json = serde_json::to_value(sessions.snapshot()).expect("encodable");
+        let restore = |json: serde_json::Value| {
+            let snapshot: WindowSnapshot = serde_json::from_value(json).expect("decodable");
+            KeyedWindows::restore(config.clone(), snapshot)
+        };
+        assert!(restore(json.clone()).is_ok());
+
+        let mut overlapping = json.clone();
+        overlapping["keys"][0]["slices"][1]["start"] = serde_json::json!(5);
+        let error = restore(overlapping).expect_err("overlapping sessions");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid window snapshot: key \"a\": windows [0, 10) and [5, 30)"),
+            "{error}"
+        );
+        let mut too_short = json.clone();
+        too_short["keys"][0]["slices"][0]["end"] = serde_json::json!(5);
+        assert!(restore(too_short).is_err());
+        let mut wrong_accumulator = json.clone();
+        wrong_accumulator["keys"][0]["slices"][0]["accumulators"][0] =
+            serde_json::json!({"min": null});
+        assert!(restore(wrong_accumulator).is_err());
+        let mut duplicate = json;
+        let key = duplicate["keys"][0].clone();
+        duplicate["keys"]
+            .as_array_mut()
+            .expect("keys are a list")
+            .push(key);
+        assert!(restore(duplicate).is_err());
     }
 }

@@ -1,0 +1,799 @@
+//! The native evaluator: a tree of [`Node`]s evaluated straight over an event's [`Value`]s.
+//!
+//! Every operation here mirrors what the `cel` interpreter does on the same values (see the
+//! differential test in `tests.rs`): the same overloads, the same numeric comparisons, the same
+//! errors. Evaluation borrows where it can ([`Cow::Borrowed`] for fields and literals), so a
+//! comparison of a field with a literal neither allocates nor touches a reference count.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use dataflow_event::{Event, Schema, Value};
+
+use super::interp;
+
+/// Why an evaluation failed.
+#[derive(Debug)]
+pub(super) enum Fault {
+    /// A data-dependent error, reported to the user.
+    Message(String),
+    /// A sub-expression run by the interpreter gave a value with no exact [`Value`] form (a
+    /// `uint`, `bytes`, a type...): the whole expression must run in the interpreter instead.
+    Unrepresentable,
+}
+
+impl Fault {
+    fn msg(message: impl Into<String>) -> Fault {
+        Fault::Message(message.into())
+    }
+}
+
+/// The result of evaluating a node.
+pub(super) type Eval<'a> = Result<Cow<'a, Value>, Fault>;
+
+/// What a node is evaluated against: the event, with its payload already split by layout.
+#[derive(Clone, Copy)]
+pub(super) struct Cx<'a> {
+    pub event: &'a Event,
+    /// The row of a [`dataflow_event::Payload::Row`] (empty for object payloads).
+    pub row: &'a [Value],
+    /// The map of a [`dataflow_event::Payload::Object`].
+    pub object: Option<&'a BTreeMap<String, Value>>,
+    /// The schema of a row layout.
+    pub schema: Option<&'a Schema>,
+}
+
+/// An attribute of the event itself: `event.NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Attr {
+    Type,
+    Id,
+    Time,
+    ProcessingTime,
+    Key,
+    Headers,
+}
+
+impl Attr {
+    pub const ALL: [(&'static str, Attr); 6] = [
+        ("type", Attr::Type),
+        ("id", Attr::Id),
+        ("time", Attr::Time),
+        ("processing_time", Attr::ProcessingTime),
+        ("key", Attr::Key),
+        ("headers", Attr::Headers),
+    ];
+
+    pub fn named(name: &str) -> Option<Attr> {
+        Attr::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, attr)| *attr)
+    }
+
+    fn value(self, event: &Event) -> Cow<'_, Value> {
+        let text = |text: &Option<Arc<str>>| match text {
+            Some(text) => Cow::Owned(Value::Str(text.clone())),
+            None => Cow::Borrowed(&NULL),
+        };
+        match self {
+            Attr::Type => text(&event.kind),
+            Attr::Id => text(&event.id),
+            Attr::Time => Cow::Owned(Value::Int(event.event_time)),
+            Attr::ProcessingTime => Cow::Owned(Value::Int(event.processing_time)),
+            Attr::Key => Cow::Borrowed(event.key.as_ref().unwrap_or(&NULL)),
+            Attr::Headers => {
+                let mut map = BTreeMap::new();
+                for (name, value) in event.headers.iter().flat_map(|headers| headers.iter()) {
+                    map.insert(name.to_string(), Value::Str(value.clone()));
+                }
+                Cow::Owned(Value::Map(Arc::new(map)))
+            }
+        }
+    }
+}
+
+static NULL: Value = Value::Null;
+
+/// The event as the map `event` names.
+pub(super) fn event_map(event: &Event) -> Value {
+    let map = Attr::ALL
+        .iter()
+        .map(|(name, attr)| (name.to_string(), attr.value(event).into_owned()))
+        .collect();
+    Value::Map(Arc::new(map))
+}
+
+/// The payload as the map `payload` names: for a row, every field of the schema.
+pub(super) fn payload_map(cx: &Cx<'_>) -> Value {
+    match (cx.object, cx.schema) {
+        (Some(object), _) => Value::Map(Arc::new(object.clone())),
+        (None, Some(schema)) => Value::Map(Arc::new(
+            schema
+                .fields()
+                .iter()
+                .zip(cx.row)
+                .map(|(field, value)| (field.name.clone(), value.clone()))
+                .collect(),
+        )),
+        (None, None) => Value::Map(Arc::default()),
+    }
+}
+
+/// A payload field by name, as `payload[name]` reads it.
+fn payload_field<'a>(cx: &Cx<'a>, name: &str) -> Option<&'a Value> {
+    match (cx.object, cx.schema) {
+        (Some(object), _) => object.get(name),
+        (None, Some(schema)) => schema.index_of(name).and_then(|index| cx.row.get(index)),
+        (None, None) => None,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+impl Arith {
+    fn symbol(self) -> &'static str {
+        match self {
+            Arith::Add => "+",
+            Arith::Sub => "-",
+            Arith::Mul => "*",
+            Arith::Div => "/",
+            Arith::Rem => "%",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Cmp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Cmp {
+    fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+        }
+    }
+
+    fn test(self, ordering: Ordering) -> bool {
+        match self {
+            Cmp::Lt => ordering == Ordering::Less,
+            Cmp::Le => ordering != Ordering::Greater,
+            Cmp::Gt => ordering == Ordering::Greater,
+            Cmp::Ge => ordering != Ordering::Less,
+        }
+    }
+}
+
+/// Functions of one value: `size(x)` / `x.size()`, `int(x)`, `double(x)`, `string(x)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Func1 {
+    Size,
+    Int,
+    Double,
+    String,
+}
+
+/// String methods: `s.contains(t)`, `s.startsWith(t)`, `s.endsWith(t)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Func2 {
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+impl Func2 {
+    pub fn name(self) -> &'static str {
+        match self {
+            Func2::Contains => "contains",
+            Func2::StartsWith => "startsWith",
+            Func2::EndsWith => "endsWith",
+        }
+    }
+}
+
+/// A compiled expression.
+#[derive(Debug)]
+pub(super) enum Node {
+    /// A literal, or a constant-folded sub-expression.
+    Const(Value),
+    /// A field of a row payload, by index (with its name for errors).
+    RowField(usize, Box<str>),
+    /// A field of an object payload, by name: an error when absent.
+    ObjField(Box<str>),
+    /// `has(payload.NAME)` on an object payload.
+    HasObjField(Box<str>),
+    /// The whole payload, as a map.
+    Payload,
+    /// `payload[key]` with a computed key.
+    PayloadIndex(Box<Node>),
+    /// `event.NAME`.
+    Event(Attr),
+    /// The whole event, as a map.
+    EventMap,
+    /// `operand.NAME` on a map.
+    Select(Box<Node>, Box<str>),
+    /// `has(operand.NAME)` on a map.
+    Has(Box<Node>, Box<str>),
+    /// `operand[index]` on a list or a map.
+    Index(Box<Node>, Box<Node>),
+    /// A list literal.
+    List(Vec<Node>),
+    Not(Box<Node>),
+    Neg(Box<Node>),
+    Arith(Arith, Box<Node>, Box<Node>),
+    Eq(Box<Node>, Box<Node>),
+    Ne(Box<Node>, Box<Node>),
+    Cmp(Cmp, Box<Node>, Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Cond(Box<Node>, Box<Node>, Box<Node>),
+    In(Box<Node>, Box<Node>),
+    Call1(Func1, Box<Node>),
+    /// A string method: receiver, argument.
+    Call2(Func2, Box<Node>, Box<Node>),
+    /// A sub-expression the native compiler does not cover, run by the `cel` interpreter.
+    Interp(Arc<cel::IdedExpr>),
+}
+
+impl Node {
+    /// The direct sub-expressions of this node.
+    pub fn children(&self) -> Vec<&Node> {
+        match self {
+            Node::Const(_)
+            | Node::RowField(..)
+            | Node::ObjField(_)
+            | Node::HasObjField(_)
+            | Node::Payload
+            | Node::Event(_)
+            | Node::EventMap
+            | Node::Interp(_) => Vec::new(),
+            Node::PayloadIndex(a)
+            | Node::Select(a, _)
+            | Node::Has(a, _)
+            | Node::Not(a)
+            | Node::Neg(a)
+            | Node::Call1(_, a) => vec![a],
+            Node::Index(a, b)
+            | Node::Arith(_, a, b)
+            | Node::Eq(a, b)
+            | Node::Ne(a, b)
+            | Node::Cmp(_, a, b)
+            | Node::And(a, b)
+            | Node::Or(a, b)
+            | Node::In(a, b)
+            | Node::Call2(_, a, b) => vec![a, b],
+            Node::Cond(a, b, c) => vec![a, b, c],
+            Node::List(items) => items.iter().collect(),
+        }
+    }
+
+    /// Evaluates the node.
+    pub fn eval<'a>(&'a self, cx: &Cx<'a>) -> Eval<'a> {
+        match self {
+            Node::Const(value) => Ok(Cow::Borrowed(value)),
+            Node::RowField(index, name) => match cx.row.get(*index) {
+                Some(value) => Ok(Cow::Borrowed(value)),
+                None => Err(Fault::msg(format!(
+                    "the row has no value for field `{name}`"
+                ))),
+            },
+            Node::ObjField(name) => match cx.object.and_then(|object| object.get(&**name)) {
+                Some(value) => Ok(Cow::Borrowed(value)),
+                None => Err(no_field(name)),
+            },
+            Node::Payload => Ok(Cow::Owned(payload_map(cx))),
+            Node::PayloadIndex(key) => {
+                let key = key.eval(cx)?;
+                match &*key {
+                    Value::Str(name) => payload_field(cx, name)
+                        .map(Cow::Borrowed)
+                        .ok_or_else(|| no_field(name)),
+                    other => Err(no_such_key(other)),
+                }
+            }
+            Node::Event(attr) => Ok(attr.value(cx.event)),
+            Node::EventMap => Ok(Cow::Owned(event_map(cx.event))),
+            Node::Select(operand, field) => {
+                let operand = operand.eval(cx)?;
+                project(operand, |value| match value {
+                    Value::Map(map) => map
+                        .get(&**field)
+                        .ok_or_else(|| Fault::msg(format!("no such key: {field}"))),
+                    other => Err(Fault::msg(format!(
+                        "no such overload: cannot select field `{field}` on {}",
+                        type_name(other)
+                    ))),
+                })
+            }
+            Node::Index(operand, index) => {
+                let operand = operand.eval(cx)?;
+                let index = index.eval(cx)?;
+                project(operand, |value| index_into(value, &index))
+            }
+            Node::List(items) => {
+                let mut values = Vec::with_capacity(items.len());
+                for item in items {
+                    values.push(item.eval(cx)?.into_owned());
+                }
+                Ok(Cow::Owned(Value::List(Arc::new(values))))
+            }
+            Node::Neg(operand) => match &*operand.eval(cx)? {
+                Value::Int(i) => i
+                    .checked_neg()
+                    .map(|i| Cow::Owned(Value::Int(i)))
+                    .ok_or_else(|| Fault::msg(format!("integer overflow in -({i})"))),
+                Value::Float(f) => Ok(Cow::Owned(Value::Float(-f))),
+                other => Err(Fault::msg(format!(
+                    "no such overload: -{}",
+                    type_name(other)
+                ))),
+            },
+            Node::Arith(op, left, right) => {
+                let left = left.eval(cx)?;
+                let right = right.eval(cx)?;
+                arith(*op, &left, &right).map(Cow::Owned)
+            }
+            Node::Cond(cond, then, otherwise) => {
+                if cond.truth(cx)? {
+                    then.eval(cx)
+                } else {
+                    otherwise.eval(cx)
+                }
+            }
+            Node::Call1(func, arg) => {
+                let arg = arg.eval(cx)?;
+                call1(*func, arg)
+            }
+            Node::Interp(expr) => interp::eval_node(expr, cx).map(Cow::Owned),
+            Node::HasObjField(_)
+            | Node::Has(..)
+            | Node::Not(_)
+            | Node::Eq(..)
+            | Node::Ne(..)
+            | Node::Cmp(..)
+            | Node::And(..)
+            | Node::Or(..)
+            | Node::In(..)
+            | Node::Call2(..) => self.truth(cx).map(|b| Cow::Owned(Value::Bool(b))),
+        }
+    }
+
+    /// Evaluates the node as a condition: a result that is not a bool is an error.
+    pub fn truth(&self, cx: &Cx<'_>) -> Result<bool, Fault> {
+        match self {
+            Node::Const(Value::Bool(b)) => Ok(*b),
+            Node::HasObjField(name) => {
+                Ok(cx.object.is_some_and(|object| object.contains_key(&**name)))
+            }
+            Node::Has(operand, field) => match &*operand.eval(cx)? {
+                Value::Map(map) => Ok(map.contains_key(&**field)),
+                other => Err(Fault::msg(format!(
+                    "no such overload: has() of field `{field}` on {}",
+                    type_name(other)
+                ))),
+            },
+            Node::Not(operand) => match &*operand.eval(cx)? {
+                Value::Bool(b) => Ok(!b),
+                other => Err(Fault::msg(format!(
+                    "no such overload: !{}",
+                    type_name(other)
+                ))),
+            },
+            Node::Eq(left, right) => {
+                let left = left.eval(cx)?;
+                let right = right.eval(cx)?;
+                Ok(equals(&left, &right))
+            }
+            Node::Ne(left, right) => {
+                let left = left.eval(cx)?;
+                let right = right.eval(cx)?;
+                Ok(!equals(&left, &right))
+            }
+            Node::Cmp(op, left, right) => {
+                let left = left.eval(cx)?;
+                let right = right.eval(cx)?;
+                compare(*op, &left, &right).map(|ordering| op.test(ordering))
+            }
+            Node::And(left, right) => {
+                let left = left.truth(cx);
+                match left {
+                    Ok(false) => return Ok(false),
+                    Err(Fault::Unrepresentable) => return Err(Fault::Unrepresentable),
+                    _ => {}
+                }
+                match (left, right.truth(cx)) {
+                    (_, Err(Fault::Unrepresentable)) => Err(Fault::Unrepresentable),
+                    (Ok(_), right) => right,
+                    (Err(_), Ok(false)) => Ok(false),
+                    (Err(error), _) => Err(error),
+                }
+            }
+            Node::Or(left, right) => {
+                let left = left.truth(cx);
+                match left {
+                    Ok(true) => return Ok(true),
+                    Err(Fault::Unrepresentable) => return Err(Fault::Unrepresentable),
+                    _ => {}
+                }
+                match (left, right.truth(cx)) {
+                    (_, Err(Fault::Unrepresentable)) => Err(Fault::Unrepresentable),
+                    (Ok(_), right) => right,
+                    (Err(_), Ok(true)) => Ok(true),
+                    (Err(error), _) => Err(error),
+                }
+            }
+            Node::In(needle, haystack) => {
+                let needle = needle.eval(cx)?;
+                let haystack = haystack.eval(cx)?;
+                contains(&haystack, &needle)
+            }
+            Node::Call2(func, receiver, arg) => {
+                let receiver = receiver.eval(cx)?;
+                let arg = arg.eval(cx)?;
+                match (&*receiver, &*arg) {
+                    (Value::Str(s), Value::Str(t)) => Ok(match func {
+                        Func2::Contains => s.contains(&**t),
+                        Func2::StartsWith => s.starts_with(&**t),
+                        Func2::EndsWith => s.ends_with(&**t),
+                    }),
+                    (s, t) => Err(Fault::msg(format!(
+                        "no such overload: {}.{}({})",
+                        type_name(s),
+                        func.name(),
+                        type_name(t)
+                    ))),
+                }
+            }
+            other => match &*other.eval(cx)? {
+                Value::Bool(b) => Ok(*b),
+                value => Err(Fault::msg(format!(
+                    "expected a bool, got {}",
+                    type_name(value)
+                ))),
+            },
+        }
+    }
+}
+
+/// Applies `select` to a borrowed or owned value, keeping the borrow when there is one.
+fn project<'a>(
+    value: Cow<'a, Value>,
+    select: impl for<'x> FnOnce(&'x Value) -> Result<&'x Value, Fault>,
+) -> Eval<'a> {
+    match value {
+        Cow::Borrowed(value) => select(value).map(Cow::Borrowed),
+        Cow::Owned(value) => select(&value).map(|v| Cow::Owned(v.clone())),
+    }
+}
+
+fn no_field(name: &str) -> Fault {
+    Fault::msg(format!("no field `{name}`"))
+}
+
+fn no_such_key(key: &Value) -> Fault {
+    Fault::msg(format!("no such key: {key}"))
+}
+
+/// The CEL name of a value's type.
+pub(super) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null_type",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int",
+        Value::Float(_) => "double",
+        Value::Str(_) => "string",
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+    }
+}
+
+fn overload(op: &str, left: &Value, right: &Value) -> Fault {
+    Fault::msg(format!(
+        "no such overload: {} {op} {}",
+        type_name(left),
+        type_name(right)
+    ))
+}
+
+/// CEL equality: numbers compare by value across `int` and `double` (`NaN` equals nothing),
+/// lists and maps element by element, and values of other different types are never equal.
+pub(super) fn equals(left: &Value, right: &Value) -> bool {
+    match (left, right) {
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Int(a), Value::Float(b)) => (*a as f64) == *b,
+        (Value::Float(a), Value::Int(b)) => *a == (*b as f64),
+        (Value::Float(a), Value::Float(b)) => a == b,
+        (Value::Str(a), Value::Str(b)) => a == b,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Null, Value::Null) => true,
+        (Value::List(a), Value::List(b)) => {
+            a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| equals(x, y))
+        }
+        (Value::Map(a), Value::Map(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(key, x)| b.get(key).is_some_and(|y| equals(x, y)))
+        }
+        _ => false,
+    }
+}
+
+/// CEL ordering: numbers across `int` and `double` (`NaN` is an error), strings, bools.
+fn compare(op: Cmp, left: &Value, right: &Value) -> Result<Ordering, Fault> {
+    let ordering = match (left, right) {
+        (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+        (Value::Int(a), Value::Float(b)) => (*a as f64).partial_cmp(b),
+        (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(*b as f64)),
+        (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
+        (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
+        (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+        _ => return Err(overload(op.symbol(), left, right)),
+    };
+    ordering.ok_or_else(|| Fault::msg(format!("{left:?} cannot be compared to {right:?}")))
+}
+
+fn overflow(op: Arith, left: i64, right: i64) -> Fault {
+    Fault::msg(format!(
+        "integer overflow in {left} {} {right}",
+        op.symbol()
+    ))
+}
+
+/// CEL arithmetic: `int` with `int` (checked), `double` with `double`, `string + string`,
+/// `list + list`. There is no implicit conversion between `int` and `double`.
+fn arith(op: Arith, left: &Value, right: &Value) -> Result<Value, Fault> {
+    match (op, left, right) {
+        (_, Value::Int(a), Value::Int(b)) => {
+            let (a, b) = (*a, *b);
+            let result = match op {
+                Arith::Add => a.checked_add(b),
+                Arith::Sub => a.checked_sub(b),
+                Arith::Mul => a.checked_mul(b),
+                Arith::Div if b == 0 => {
+                    return Err(Fault::msg(format!("division by zero: {a} / 0")))
+                }
+                Arith::Div => a.checked_div(b),
+                Arith::Rem if b == 0 => {
+                    return Err(Fault::msg(format!("modulus by zero: {a} % 0")))
+                }
+                Arith::Rem => a.checked_rem(b),
+            };
+            result.map(Value::Int).ok_or_else(|| overflow(op, a, b))
+        }
+        (Arith::Rem, _, _) => Err(overload("%", left, right)),
+        (_, Value::Float(a), Value::Float(b)) => Ok(Value::Float(match op {
+            Arith::Add => a + b,
+            Arith::Sub => a - b,
+            Arith::Mul => a * b,
+            _ => a / b,
+        })),
+        (Arith::Add, Value::Str(a), Value::Str(b)) => {
+            let mut text = String::with_capacity(a.len() + b.len());
+            text.push_str(a);
+            text.push_str(b);
+            Ok(Value::from(text))
+        }
+        (Arith::Add, Value::List(a), Value::List(b)) => {
+            let mut items = Vec::with_capacity(a.len() + b.len());
+            items.extend(a.iter().cloned());
+            items.extend(b.iter().cloned());
+            Ok(Value::List(Arc::new(items)))
+        }
+        // A list plus any iterable: a map adds its keys (CEL leaves their order unspecified;
+        // here it is the map's sorted order).
+        (Arith::Add, Value::List(a), Value::Map(b)) => {
+            let mut items = Vec::with_capacity(a.len() + b.len());
+            items.extend(a.iter().cloned());
+            items.extend(b.keys().map(|key| Value::str(key)));
+            Ok(Value::List(Arc::new(items)))
+        }
+        _ => Err(overload(op.symbol(), left, right)),
+    }
+}
+
+/// `needle in haystack`: list membership by CEL equality, or map key presence.
+fn contains(haystack: &Value, needle: &Value) -> Result<bool, Fault> {
+    match (haystack, needle) {
+        (Value::List(items), _) => Ok(items.iter().any(|item| equals(item, needle))),
+        (Value::Map(map), Value::Str(key)) => Ok(map.contains_key(&**key)),
+        // Keys of another type that could key a map: never in ours, whose keys are strings.
+        (Value::Map(_), Value::Int(_) | Value::Float(_) | Value::Bool(_)) => Ok(false),
+        _ => Err(overload("in", needle, haystack)),
+    }
+}
+
+/// `d` as an `i64`, when that is exact (as CEL indexes lists with whole doubles).
+fn double_to_int_lossless(d: f64) -> Option<i64> {
+    if d > i64::MIN as f64 && d < i64::MAX as f64 {
+        let i = d as i64;
+        (i as f64 == d).then_some(i)
+    } else {
+        None
+    }
+}
+
+fn index_into<'x>(value: &'x Value, index: &Value) -> Result<&'x Value, Fault> {
+    match value {
+        Value::List(items) => {
+            let position = match index {
+                Value::Int(i) => Some(*i),
+                Value::Float(d) => double_to_int_lossless(*d),
+                other => return Err(overload("[]", value, other)),
+            };
+            position
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| items.get(i))
+                .ok_or_else(|| Fault::msg(format!("index out of bounds: {index:?}")))
+        }
+        Value::Map(map) => match index {
+            Value::Str(key) => map.get(&**key).ok_or_else(|| no_such_key(index)),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => Err(no_such_key(index)),
+            other => Err(overload("[]", value, other)),
+        },
+        other => Err(overload("[]", other, index)),
+    }
+}
+
+fn call1(func: Func1, arg: Cow<'_, Value>) -> Eval<'_> {
+    let fail = |arg: &Value| {
+        let name = match func {
+            Func1::Size => "size",
+            Func1::Int => "int",
+            Func1::Double => "double",
+            Func1::String => "string",
+        };
+        Err(Fault::msg(format!(
+            "no such overload: {name}({})",
+            type_name(arg)
+        )))
+    };
+    let value = match (func, &*arg) {
+        (Func1::Size, Value::Str(s)) => Value::Int(s.chars().count() as i64),
+        (Func1::Size, Value::List(items)) => Value::Int(items.len() as i64),
+        (Func1::Size, Value::Map(map)) => Value::Int(map.len() as i64),
+        (Func1::Int, Value::Int(_))
+        | (Func1::Double, Value::Float(_))
+        | (Func1::String, Value::Str(_)) => return Ok(arg),
+        (Func1::Int, Value::Float(d)) => {
+            // As CEL: only doubles strictly inside (i64::MIN, i64::MAX) convert, truncated.
+            if *d > i64::MIN as f64 && *d < i64::MAX as f64 {
+                Value::Int(*d as i64)
+            } else {
+                return Err(Fault::msg(format!("int({d:?}): integer overflow")));
+            }
+        }
+        (Func1::Int, Value::Str(s)) => match s.parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(error) => return Err(Fault::msg(format!("int({s:?}): {error}"))),
+        },
+        (Func1::Double, Value::Int(i)) => Value::Float(*i as f64),
+        (Func1::Double, Value::Str(s)) => match s.parse::<f64>() {
+            Ok(d) => Value::Float(d),
+            Err(error) => return Err(Fault::msg(format!("double({s:?}): {error}"))),
+        },
+        (Func1::String, Value::Bool(b)) => Value::str(if *b { "true" } else { "false" }),
+        (Func1::String, Value::Int(i)) => Value::from(i.to_string()),
+        (Func1::String, Value::Float(d)) => Value::from(d.to_string()),
+        (_, other) => return fail(other),
+    };
+    Ok(Cow::Owned(value))
+}
+
+/// The static type of a node's results, when it is known at compile time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ty {
+    Bool,
+    Int,
+    /// An int holding epoch milliseconds.
+    Timestamp,
+    Float,
+    String,
+    List,
+    Map,
+}
+
+impl Ty {
+    fn of(value: &Value) -> Option<Ty> {
+        Some(match value {
+            Value::Null => return None,
+            Value::Bool(_) => Ty::Bool,
+            Value::Int(_) => Ty::Int,
+            Value::Float(_) => Ty::Float,
+            Value::Str(_) => Ty::String,
+            Value::List(_) => Ty::List,
+            Value::Map(_) => Ty::Map,
+        })
+    }
+
+    /// Timestamps are ints to arithmetic.
+    fn numeric(self) -> Ty {
+        match self {
+            Ty::Timestamp => Ty::Int,
+            other => other,
+        }
+    }
+}
+
+impl Node {
+    /// The type of this node's non-null results, when known statically.
+    pub fn ty(&self, schema: Option<&Schema>) -> Option<Ty> {
+        use dataflow_event::FieldType;
+        match self {
+            Node::Const(value) => Ty::of(value),
+            Node::RowField(index, _) => match schema?.field(*index)?.ty {
+                FieldType::Bool => Some(Ty::Bool),
+                FieldType::Int => Some(Ty::Int),
+                FieldType::Float => Some(Ty::Float),
+                FieldType::String => Some(Ty::String),
+                FieldType::Timestamp => Some(Ty::Timestamp),
+                FieldType::Json => None,
+            },
+            Node::Event(Attr::Type | Attr::Id) => Some(Ty::String),
+            Node::Event(Attr::Time | Attr::ProcessingTime) => Some(Ty::Timestamp),
+            Node::Event(Attr::Headers) | Node::EventMap | Node::Payload => Some(Ty::Map),
+            Node::Event(Attr::Key)
+            | Node::ObjField(_)
+            | Node::PayloadIndex(_)
+            | Node::Select(..)
+            | Node::Index(..)
+            | Node::Interp(_) => None,
+            Node::HasObjField(_)
+            | Node::Has(..)
+            | Node::Not(_)
+            | Node::Eq(..)
+            | Node::Ne(..)
+            | Node::Cmp(..)
+            | Node::And(..)
+            | Node::Or(..)
+            | Node::In(..)
+            | Node::Call2(..) => Some(Ty::Bool),
+            Node::List(_) => Some(Ty::List),
+            Node::Neg(operand) => match operand.ty(schema)?.numeric() {
+                ty @ (Ty::Int | Ty::Float) => Some(ty),
+                _ => None,
+            },
+            Node::Arith(op, left, right) => {
+                let left = left.ty(schema)?.numeric();
+                let right = right.ty(schema)?.numeric();
+                match (op, left, right) {
+                    (_, Ty::Int, Ty::Int) => Some(Ty::Int),
+                    (Arith::Rem, _, _) => None,
+                    (_, Ty::Float, Ty::Float) => Some(Ty::Float),
+                    (Arith::Add, Ty::String, Ty::String) => Some(Ty::String),
+                    (Arith::Add, Ty::List, Ty::List | Ty::Map) => Some(Ty::List),
+                    _ => None,
+                }
+            }
+            Node::Cond(_, then, otherwise) => {
+                let then = then.ty(schema)?;
+                (otherwise.ty(schema)? == then).then_some(then)
+            }
+            Node::Call1(Func1::Size | Func1::Int, _) => Some(Ty::Int),
+            Node::Call1(Func1::Double, _) => Some(Ty::Float),
+            Node::Call1(Func1::String, _) => Some(Ty::String),
+        }
+    }
+}
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}

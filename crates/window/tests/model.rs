@@ -1,0 +1,394 @@
+//! Property tests: `KeyedWindows` against a naive recomputation over buffered events, and
+//! snapshot/restore against an uninterrupted run.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use dataflow_event::Value;
+use dataflow_window::{
+    Admission, AggregateKind, BoundedOutOfOrderness, KeyedWindows, WindowConfig, WindowKind,
+    WindowResult, WindowSnapshot,
+};
+use proptest::prelude::*;
+
+const AGGREGATES: [AggregateKind; 9] = [
+    AggregateKind::Count,
+    AggregateKind::Sum,
+    AggregateKind::Min,
+    AggregateKind::Max,
+    AggregateKind::Avg,
+    AggregateKind::CountDistinct,
+    AggregateKind::First,
+    AggregateKind::Last,
+    AggregateKind::CountBy,
+];
+
+#[derive(Clone, Debug)]
+struct Event {
+    key: i64,
+    timestamp: i64,
+    /// The input of `sum` and `avg`.
+    number: Value,
+    /// The input of the other aggregates.
+    any: Value,
+}
+
+impl Event {
+    fn inputs(&self) -> Vec<Value> {
+        let (number, any) = (&self.number, &self.any);
+        vec![
+            Value::Null,
+            number.clone(),
+            any.clone(),
+            any.clone(),
+            number.clone(),
+            any.clone(),
+            any.clone(),
+            any.clone(),
+            any.clone(),
+        ]
+    }
+}
+
+/// Numbers whose sums are exact in any order: small ints and halves.
+fn number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        (-5i64..5).prop_map(Value::Int),
+        (-10i64..10).prop_map(|halves| Value::Float(halves as f64 * 0.5)),
+    ]
+}
+
+fn any_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        number(),
+        prop::sample::select(vec!["a", "b", "1"]).prop_map(Value::str),
+        any::<bool>().prop_map(Value::Bool),
+    ]
+}
+
+fn window_kind() -> impl Strategy<Value = WindowKind> {
+    prop_oneof![
+        (1i64..=6).prop_map(|size| WindowKind::Tumbling { size }),
+        (1i64..=8)
+            .prop_flat_map(|size| (Just(size), 1..=size))
+            .prop_map(|(size, slide)| WindowKind::Sliding { size, slide }),
+        (1i64..=6).prop_map(|gap| WindowKind::Session { gap }),
+    ]
+}
+
+/// Events over a few keys whose timestamps grow by small steps and are then moved back by up to
+/// `disorder`: with `disorder <= bound`, no event is late for a bounded-out-of-orderness
+/// watermark with that bound.
+fn events(disorder: i64) -> impl Strategy<Value = Vec<Event>> {
+    let event = (0i64..3, 0i64..=4, 0..=disorder, number(), any_value());
+    (-30i64..30, prop::collection::vec(event, 0..60)).prop_map(|(origin, raw)| {
+        let mut base = origin;
+        raw.into_iter()
+            .map(|(key, step, back, number, any)| {
+                base += step;
+                Event {
+                    key,
+                    timestamp: base - back,
+                    number,
+                    any,
+                }
+            })
+            .collect()
+    })
+}
+
+/// What a run emitted: the results, and each event's admission with the watermark it met.
+#[derive(Debug, Default, PartialEq)]
+struct Run {
+    results: Vec<WindowResult>,
+    admissions: Vec<(Admission, i64)>,
+}
+
+/// Feeds `events` through a bounded-out-of-orderness watermark into windows, then finishes. With
+/// `snapshot_at`, the windows are snapshotted, encoded as JSON, decoded and restored before the
+/// event at that index.
+fn run(config: &WindowConfig, bound: i64, events: &[Event], snapshot_at: Option<usize>) -> Run {
+    let mut windows = KeyedWindows::new(config.clone()).expect("valid config");
+    let mut generator = BoundedOutOfOrderness::new(bound);
+    let mut run = Run::default();
+    let round_trip = |windows: &KeyedWindows| {
+        let json = serde_json::to_string(&windows.snapshot()).expect("encodable");
+        let snapshot: WindowSnapshot = serde_json::from_str(&json).expect("decodable");
+        KeyedWindows::restore(config.clone(), snapshot).expect("restorable")
+    };
+    for (index, event) in events.iter().enumerate() {
+        if snapshot_at == Some(index) {
+            windows = round_trip(&windows);
+        }
+        let before = run.results.len();
+        let watermark = windows.watermark();
+        let admission = windows
+            .add(
+                &Value::Int(event.key),
+                event.timestamp,
+                &event.inputs(),
+                &mut run.results,
+            )
+            .expect("valid event");
+        let emitted = &run.results[before..];
+        match admission {
+            Admission::LateUpdated => {
+                assert!(!emitted.is_empty() && emitted.iter().all(|result| result.is_update));
+            }
+            Admission::OnTime | Admission::TooLate => assert!(emitted.is_empty()),
+        }
+        run.admissions.push((admission, watermark));
+        generator.observe(event.timestamp);
+        windows.advance_watermark(generator.current(), &mut run.results);
+    }
+    if snapshot_at == Some(events.len()) {
+        windows = round_trip(&windows);
+    }
+    windows.finish(&mut run.results);
+    assert_eq!((windows.key_count(), windows.open_windows()), (0, 0));
+    run
+}
+
+type WindowId = (i64, i64, i64);
+
+/// The order of `min` and `max`, written independently: numbers by value (ints before equal
+/// floats), everything else by `Value`'s order.
+fn extreme_order(a: &Value, b: &Value) -> Ordering {
+    let number = |value: &Value| match value {
+        Value::Int(int) => Some((*int as f64, 0)),
+        Value::Float(float) => Some((*float, 1)),
+        _ => None,
+    };
+    match (number(a), number(b)) {
+        (Some((x, x_float)), Some((y, y_float))) => x
+            .partial_cmp(&y)
+            .expect("no NaN generated")
+            .then(x_float.cmp(&y_float)),
+        _ => a.cmp(b),
+    }
+}
+
+/// The aggregates over `members` (indexes into `events`), computed from scratch.
+fn aggregate(events: &[Event], members: &[usize]) -> Vec<Value> {
+    let numbers: Vec<&Value> = members
+        .iter()
+        .map(|&index| &events[index].number)
+        .filter(|value| !value.is_null())
+        .collect();
+    let anys: Vec<(usize, &Value)> = members
+        .iter()
+        .map(|&index| (index, &events[index].any))
+        .filter(|(_, value)| !value.is_null())
+        .collect();
+    let float_sum: f64 = numbers.iter().filter_map(|value| value.as_f64()).sum();
+    let sum = if numbers.is_empty() {
+        Value::Null
+    } else if numbers.iter().all(|value| matches!(value, Value::Int(_))) {
+        Value::Int(numbers.iter().filter_map(|value| value.as_i64()).sum())
+    } else {
+        Value::Float(float_sum)
+    };
+    let avg = if numbers.is_empty() {
+        Value::Null
+    } else {
+        Value::Float(float_sum / numbers.len() as f64)
+    };
+    let values = || anys.iter().map(|(_, value)| *value);
+    let min = values().min_by(|a, b| extreme_order(a, b)).cloned();
+    let max = values().max_by(|a, b| extreme_order(a, b)).cloned();
+    let distinct: BTreeSet<&Value> = values().collect();
+    let stamp = |(index, _): &&(usize, &Value)| (events[*index].timestamp, *index);
+    let first = anys
+        .iter()
+        .min_by_key(stamp)
+        .map(|(_, value)| (*value).clone());
+    let last = anys
+        .iter()
+        .max_by_key(stamp)
+        .map(|(_, value)| (*value).clone());
+    let mut counts: BTreeMap<String, Value> = BTreeMap::new();
+    for value in values() {
+        let count = counts.entry(value.to_key_string()).or_insert(Value::Int(0));
+        *count = Value::Int(count.as_i64().unwrap_or(0) + 1);
+    }
+    vec![
+        Value::Int(members.len() as i64),
+        sum,
+        min.unwrap_or(Value::Null),
+        max.unwrap_or(Value::Null),
+        avg,
+        Value::Int(distinct.len() as i64),
+        first.unwrap_or(Value::Null),
+        last.unwrap_or(Value::Null),
+        Value::Map(Arc::new(counts)),
+    ]
+}
+
+/// The windows `(key, start, end)` of every event kept by `keep`, with the indexes of their
+/// events.
+fn naive_windows(
+    kind: WindowKind,
+    events: &[Event],
+    keep: impl Fn(usize, i64) -> bool,
+) -> BTreeMap<WindowId, Vec<usize>> {
+    let mut windows: BTreeMap<WindowId, Vec<usize>> = BTreeMap::new();
+    match kind {
+        WindowKind::Tumbling { size } => {
+            for (index, event) in events.iter().enumerate() {
+                let start = event.timestamp.div_euclid(size) * size;
+                if keep(index, start + size) {
+                    windows
+                        .entry((event.key, start, start + size))
+                        .or_default()
+                        .push(index);
+                }
+            }
+        }
+        WindowKind::Sliding { size, slide } => {
+            for (index, event) in events.iter().enumerate() {
+                let mut start = event.timestamp.div_euclid(slide) * slide;
+                while start + size > event.timestamp {
+                    if keep(index, start + size) {
+                        windows
+                            .entry((event.key, start, start + size))
+                            .or_default()
+                            .push(index);
+                    }
+                    start -= slide;
+                }
+            }
+        }
+        WindowKind::Session { gap } => {
+            let mut by_key: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+            for (index, event) in events.iter().enumerate() {
+                by_key.entry(event.key).or_default().push(index);
+            }
+            for (key, mut indexes) in by_key {
+                indexes.sort_by_key(|&index| events[index].timestamp);
+                // Sessions [t, t + gap) merge when they intersect: an event joins the current
+                // session when it starts before the session's end.
+                let mut current: Option<(i64, i64, Vec<usize>)> = None;
+                for index in indexes {
+                    let timestamp = events[index].timestamp;
+                    match &mut current {
+                        Some((_, end, members)) if timestamp < *end => {
+                            *end = (*end).max(timestamp + gap);
+                            members.push(index);
+                        }
+                        _ => {
+                            if let Some((start, end, members)) = current.take() {
+                                windows.insert((key, start, end), members);
+                            }
+                            current = Some((timestamp, timestamp + gap, vec![index]));
+                        }
+                    }
+                }
+                if let Some((start, end, members)) = current {
+                    windows.insert((key, start, end), members);
+                }
+            }
+        }
+    }
+    windows
+}
+
+fn id(result: &WindowResult) -> WindowId {
+    let key = result.key.as_i64().expect("int keys");
+    (key, result.start, result.end)
+}
+
+fn config(kind: WindowKind, allowed_lateness: i64) -> WindowConfig {
+    WindowConfig {
+        kind,
+        allowed_lateness,
+        aggregates: AGGREGATES.to_vec(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Without late events, every window is emitted exactly once, in order of (end, start, key),
+    /// with the values of a recomputation over its events.
+    #[test]
+    fn matches_naive_model(
+        kind in window_kind(),
+        (bound, events) in (0i64..=5).prop_flat_map(|bound| (Just(bound), events(bound))),
+    ) {
+        let run = run(&config(kind, 0), bound, &events, None);
+        prop_assert!(run.admissions.iter().all(|(admission, _)| *admission == Admission::OnTime));
+        prop_assert!(run.results.iter().all(|result| !result.is_update));
+        for pair in run.results.windows(2) {
+            let order = |result: &WindowResult| (result.end, result.start, result.key.clone());
+            prop_assert!(order(&pair[0]) < order(&pair[1]), "out of order: {:?}", pair);
+        }
+        let emitted: BTreeMap<WindowId, Vec<Value>> = run
+            .results
+            .iter()
+            .map(|result| (id(result), result.values.clone()))
+            .collect();
+        prop_assert_eq!(emitted.len(), run.results.len(), "a window was emitted twice");
+        let expected: BTreeMap<WindowId, Vec<Value>> = naive_windows(kind, &events, |_, _| true)
+            .into_iter()
+            .map(|(window, members)| (window, aggregate(&events, &members)))
+            .collect();
+        prop_assert_eq!(emitted, expected);
+    }
+
+    /// With late events and allowed lateness, the last result emitted for each tumbling or
+    /// sliding window covers exactly the events that arrived before the window was purged.
+    #[test]
+    fn late_events_update_their_windows(
+        kind in window_kind().prop_filter("panes", |kind| !matches!(kind, WindowKind::Session { .. })),
+        lateness in 0i64..=6,
+        (bound, events) in (0i64..=3).prop_flat_map(|bound| (Just(bound), events(bound + 6))),
+    ) {
+        let run = run(&config(kind, lateness), bound, &events, None);
+        let mut last: BTreeMap<WindowId, Vec<Value>> = BTreeMap::new();
+        for result in &run.results {
+            last.insert(id(result), result.values.clone());
+        }
+        let admitted = |index: usize, end: i64| {
+            let (_, watermark) = run.admissions[index];
+            end.saturating_add(lateness) > watermark
+        };
+        let expected: BTreeMap<WindowId, Vec<Value>> = naive_windows(kind, &events, admitted)
+            .into_iter()
+            .map(|(window, members)| (window, aggregate(&events, &members)))
+            .collect();
+        prop_assert_eq!(last, expected);
+        for (index, event) in events.iter().enumerate() {
+            let (admission, watermark) = run.admissions[index];
+            let ends: Vec<i64> = naive_windows(kind, std::slice::from_ref(event), |_, _| true)
+                .keys()
+                .map(|(_, _, end)| *end)
+                .collect();
+            let expected = if ends.iter().all(|end| end + lateness <= watermark) {
+                Admission::TooLate
+            } else if ends.iter().any(|end| *end <= watermark && watermark < end + lateness) {
+                Admission::LateUpdated
+            } else {
+                Admission::OnTime
+            };
+            prop_assert_eq!(admission, expected, "event {}: {:?}", index, event);
+        }
+    }
+
+    /// Snapshotting, encoding, decoding and restoring in the middle of a stream (with late
+    /// events and lateness) changes nothing.
+    #[test]
+    fn snapshot_restore_is_transparent(
+        kind in window_kind(),
+        lateness in 0i64..=6,
+        (bound, events) in (0i64..=3).prop_flat_map(|bound| (Just(bound), events(bound + 6))),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let config = config(kind, lateness);
+        let straight = run(&config, bound, &events, None);
+        let at = split.index(events.len() + 1);
+        let restored = run(&config, bound, &events, Some(at));
+        prop_assert_eq!(straight, restored);
+    }
+}
