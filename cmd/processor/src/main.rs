@@ -1,1 +1,264 @@
-fn main() {}
+//! `processor`: runs a dataflow pipeline from a YAML config, checks a config, or generates data.
+//!
+//! Only argument parsing, logging, the progress bar, signals and exit codes live here; the work
+//! is done by `dataflow-pipeline`.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use dataflow_pipeline::generator::{Generator, GeneratorConfig, Profile};
+use dataflow_pipeline::runtime::Pipeline;
+use dataflow_pipeline::{config, PipelineError};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Exit code of a config that failed its checks.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "processor", version, about = "Runs dataflow pipelines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a pipeline to the end of its input, or until Ctrl-C.
+    Run {
+        /// The pipeline config.
+        #[arg(long, short, default_value = "configs/pipeline.yaml")]
+        config: PathBuf,
+        /// Do not show the progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Checks a config and lists every problem, without opening any input or output.
+    Check {
+        /// The pipeline config.
+        #[arg(long, short, default_value = "configs/pipeline.yaml")]
+        config: PathBuf,
+    },
+    /// Writes generated events as JSON Lines.
+    Generate {
+        /// What to generate.
+        #[arg(long, value_enum, default_value = "bids")]
+        profile: ProfileArg,
+        /// How many events.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// The seed: the same seed gives the same events.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Events per second of event time.
+        #[arg(long, default_value_t = 1000)]
+        events_per_second: u64,
+        /// The largest delay of an event behind its place in the stream, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        max_disorder_ms: i64,
+        /// The output file; standard output if absent.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProfileArg {
+    Bids,
+    Clicks,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            no_progress,
+        } => run(config, no_progress),
+        Command::Check { config } => check(config),
+        Command::Generate {
+            profile,
+            count,
+            seed,
+            events_per_second,
+            max_disorder_ms,
+            out,
+        } => generate(
+            GeneratorConfig {
+                profile: match profile {
+                    ProfileArg::Bids => Profile::Bids,
+                    ProfileArg::Clicks => Profile::Clicks,
+                },
+                count: Some(count),
+                seed,
+                events_per_second,
+                max_disorder_ms,
+                ..GeneratorConfig::default()
+            },
+            out,
+        ),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            if let Some(PipelineError::InvalidConfig(_)) = error.downcast_ref::<PipelineError>() {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: &Path) -> anyhow::Result<Pipeline> {
+    Ok(Pipeline::new(config::load_plan(config)?))
+}
+
+fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let pipeline = load(&config)?;
+    let plan = pipeline.plan();
+    println!(
+        "{}: ok: pipeline `{}`, {} source(s), {} step(s), {} sink(s)",
+        config.display(),
+        plan.name,
+        plan.sources.len(),
+        plan.operators.len(),
+        plan.sinks.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(config: PathBuf, no_progress: bool) -> anyhow::Result<ExitCode> {
+    let pipeline = load(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let counters = pipeline.counters();
+    let stop = pipeline.stop_handle();
+    let size = pipeline.input_size_hint();
+    let name = pipeline.plan().name.clone();
+    tracing::info!(pipeline = %name, config = %config.display(), "starting");
+
+    let show_progress = !no_progress && std::io::stderr().is_terminal();
+    let bar = match (show_progress, size) {
+        (true, Some(total)) => {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        }
+        (true, None) => ProgressBar::new_spinner(),
+        (false, _) => ProgressBar::hidden(),
+    };
+
+    let summary = runtime.block_on(async {
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stop requested: finishing cleanly");
+            stop.stop();
+        });
+        let progress = {
+            let bar = bar.clone();
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                loop {
+                    bar.set_position(counters.bytes_read());
+                    bar.set_message(format!("{} events", counters.events_read()));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        let summary = pipeline.run().await;
+        progress.abort();
+        signals.abort();
+        summary
+    });
+    bar.finish_and_clear();
+    // Sources blocked in a read (stdin after Ctrl-C) must not keep the process alive.
+    runtime.shutdown_background();
+    let summary = summary?;
+    match peak_rss_kib() {
+        Some(rss) => eprintln!("{name}: {summary}, peak RSS {rss} KiB"),
+        None => eprintln!("{name}: {summary}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (Linux only).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn generate(config: GeneratorConfig, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let total = config.count.unwrap_or(0);
+    let mut generator = Generator::new(config)?;
+    let bar = if std::io::stderr().is_terminal() && out.is_some() {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    let written = match &out {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut writer = BufWriter::new(file);
+            let written = generator.write_jsonl(&mut writer, |n| bar.set_position(n))?;
+            writer
+                .flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut writer = BufWriter::new(stdout.lock());
+            let written = generator.write_jsonl(&mut writer, |n| bar.set_position(n))?;
+            writer.flush().context("cannot write to standard output")?;
+            written
+        }
+    };
+    bar.finish_and_clear();
+    if let Some(path) = out {
+        eprintln!("wrote {written} events to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

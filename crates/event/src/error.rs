@@ -11,10 +11,19 @@ pub enum EventError {
     MissingTime { line: u64, field: String },
     /// The event time field could not be read as RFC 3339 or epoch milliseconds.
     #[error("line {line}: field `{field}`: invalid timestamp {value}: expected RFC 3339 text or epoch milliseconds")]
-    InvalidTime { line: u64, field: String, value: String },
+    InvalidTime {
+        line: u64,
+        field: String,
+        value: String,
+    },
     /// A field declared in the schema holds a value of another type.
     #[error("line {line}: field `{field}`: expected {expected}, found {found}")]
-    FieldType { line: u64, field: String, expected: &'static str, found: String },
+    FieldType {
+        line: u64,
+        field: String,
+        expected: &'static str,
+        found: String,
+    },
     /// A field declared in the schema as required is absent.
     #[error("line {line}: missing field `{field}` required by the schema")]
     MissingField { line: u64, field: String },

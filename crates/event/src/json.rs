@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 
 use crate::time::{format_rfc3339, parse_text};
 use crate::{Event, EventError, FieldType, Layout, Payload, Result, Schema, Value};
@@ -65,14 +67,15 @@ impl Decoder {
     /// A decoder for `config`.
     pub fn new(config: DecoderConfig) -> Decoder {
         let mut slots: Vec<(String, Roles)> = Vec::new();
-        let mut role = |name: &str, apply: &dyn Fn(&mut Roles)| {
-            match slots.iter_mut().find(|(slot, _)| slot == name) {
-                Some((_, roles)) => apply(roles),
-                None => {
-                    let mut roles = Roles::default();
-                    apply(&mut roles);
-                    slots.push((name.to_string(), roles));
-                }
+        let mut role = |name: &str, apply: &dyn Fn(&mut Roles)| match slots
+            .iter_mut()
+            .find(|(slot, _)| slot == name)
+        {
+            Some((_, roles)) => apply(roles),
+            None => {
+                let mut roles = Roles::default();
+                apply(&mut roles);
+                slots.push((name.to_string(), roles));
             }
         };
         if let Some(name) = &config.time_field {
@@ -133,10 +136,12 @@ impl Decoder {
                 }))
             }
         };
-        deserializer.end().map_err(|error| EventError::InvalidJson {
-            line: line_number,
-            reason: error.to_string(),
-        })?;
+        deserializer
+            .end()
+            .map_err(|error| EventError::InvalidJson {
+                line: line_number,
+                reason: error.to_string(),
+            })?;
         Ok(event)
     }
 
@@ -220,7 +225,9 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
             if roles.id {
                 event.id = scalar.to_text();
             }
-            let needs_value = roles.key || roles.field.is_some() || (schema.is_none() && !(roles.time || roles.kind || roles.id));
+            let needs_value = roles.key
+                || roles.field.is_some()
+                || (schema.is_none() && !(roles.time || roles.kind || roles.id));
             if !needs_value {
                 continue;
             }
@@ -387,7 +394,9 @@ impl Scalar<'_> {
 }
 
 impl<'de> de::Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
         deserializer.deserialize_any(ScalarVisitor)
     }
 }
@@ -430,11 +439,17 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
         Ok(Scalar::Str(Cow::Owned(v)))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Scalar::Nested("list"))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Scalar::Nested("object"))
     }
@@ -446,7 +461,10 @@ struct JsonValueSeed;
 impl<'de> DeserializeSeed<'de> for JsonValueSeed {
     type Value = Value;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> std::result::Result<Value, D::Error> {
         deserializer.deserialize_any(JsonValueVisitor)
     }
 }
@@ -584,7 +602,9 @@ impl Encoder {
 
     fn write_time(&self, millis: i64, out: &mut Vec<u8>) {
         match self.time_format {
-            TimeFormat::Millis => out.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes()),
+            TimeFormat::Millis => {
+                out.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes())
+            }
             TimeFormat::Rfc3339 => write_str(out, &format_rfc3339(millis)),
         }
     }
@@ -648,7 +668,9 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 /// Splits a buffer into lines (without their `\n` or `\r\n`), yielding each with its offset.
 pub fn split_lines(buffer: &[u8]) -> impl Iterator<Item = &[u8]> {
-    buffer.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    buffer
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 #[cfg(test)]
@@ -658,9 +680,21 @@ mod tests {
 
     fn typed_decoder() -> Decoder {
         let schema = Schema::from_fields([
-            Field { name: "user".into(), ty: FieldType::String, nullable: false },
-            Field { name: "n".into(), ty: FieldType::Int, nullable: false },
-            Field { name: "score".into(), ty: FieldType::Float, nullable: true },
+            Field {
+                name: "user".into(),
+                ty: FieldType::String,
+                nullable: false,
+            },
+            Field {
+                name: "n".into(),
+                ty: FieldType::Int,
+                nullable: false,
+            },
+            Field {
+                name: "score".into(),
+                ty: FieldType::Float,
+                nullable: true,
+            },
         ])
         .expect("valid schema");
         Decoder::new(DecoderConfig {
@@ -678,7 +712,10 @@ mod tests {
         assert_eq!(event.event_time, 1_714_564_800_000);
         assert_eq!(event.kind.as_deref(), Some("click"));
         assert_eq!(event.key, Some(Value::str("u\"1")));
-        assert_eq!(event.payload, Payload::Row(vec![Value::str("u\"1"), Value::Int(7), Value::Null]));
+        assert_eq!(
+            event.payload,
+            Payload::Row(vec![Value::str("u\"1"), Value::Int(7), Value::Null])
+        );
     }
 
     #[test]

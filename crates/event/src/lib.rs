@@ -32,5 +32,5 @@ mod value;
 
 pub use error::{EventError, Result};
 pub use event::{Event, Headers, Payload};
-pub use schema::{FieldType, Layout, Schema};
+pub use schema::{Field, FieldType, Layout, Schema};
 pub use value::Value;

@@ -96,7 +96,9 @@ impl Schema {
         let mut index = HashMap::with_capacity(fields.len());
         for (position, field) in fields.iter().enumerate() {
             if field.name.is_empty() {
-                return Err(EventError::InvalidSchema("a field has an empty name".into()));
+                return Err(EventError::InvalidSchema(
+                    "a field has an empty name".into(),
+                ));
             }
             if index.insert(field.name.clone(), position).is_some() {
                 return Err(EventError::InvalidSchema(format!(

@@ -1,1 +1,147 @@
-//! placeholder
+//! Metric names, the live counters of a pipeline run, and its final summary.
+//!
+//! This crate is a leaf: it knows nothing of events or operators. The runtime increments the
+//! [`Counters`] once per batch (relaxed atomics, no locks); the processor reads them for its
+//! progress line and prints the [`RunSummary`] at the end. The Prometheus exposition and the
+//! per-operator metrics of `docs/metrics.md` build on these names.
+//!
+//! ```
+//! use dataflow_metrics::Counters;
+//! use std::time::Duration;
+//!
+//! let counters = Counters::default();
+//! counters.add_read(3, 120);
+//! counters.add_emitted(1);
+//! let summary = counters.summary(Duration::from_secs(2));
+//! assert_eq!(summary.events_read, 3);
+//! assert_eq!(summary.events_per_second, 1.5);
+//! ```
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Live counters of one pipeline run, shared between the runtime and whoever watches it.
+#[derive(Debug)]
+pub struct Counters {
+    events_read: AtomicU64,
+    bytes_read: AtomicU64,
+    events_emitted: AtomicU64,
+    late_events: AtomicU64,
+    dead_letters: AtomicU64,
+    watermark: AtomicI64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            events_read: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            events_emitted: AtomicU64::new(0),
+            late_events: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl Counters {
+    /// Records read by sources (decoded or not) and their bytes.
+    pub fn add_read(&self, records: u64, bytes: u64) {
+        self.events_read.fetch_add(records, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Sets the bytes read so far (sources report their position, not increments).
+    pub fn set_bytes_read(&self, bytes: u64) {
+        self.bytes_read.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Events written to the result sinks.
+    pub fn add_emitted(&self, events: u64) {
+        self.events_emitted.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Events routed to the late-events output.
+    pub fn add_late(&self, events: u64) {
+        self.late_events.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Records routed to the dead letters.
+    pub fn add_dead_letters(&self, records: u64) {
+        self.dead_letters.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// The pipeline's current watermark.
+    pub fn set_watermark(&self, watermark: i64) {
+        self.watermark.fetch_max(watermark, Ordering::Relaxed);
+    }
+
+    /// Records read so far.
+    pub fn events_read(&self) -> u64 {
+        self.events_read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read so far (file and stdin sources).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// The current watermark, `i64::MIN` before the first.
+    pub fn watermark(&self) -> i64 {
+        self.watermark.load(Ordering::Relaxed)
+    }
+
+    /// The summary after `elapsed`.
+    pub fn summary(&self, elapsed: Duration) -> RunSummary {
+        let events_read = self.events_read();
+        let seconds = elapsed.as_secs_f64();
+        RunSummary {
+            events_read,
+            events_emitted: self.events_emitted.load(Ordering::Relaxed),
+            late_events: self.late_events.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            elapsed_seconds: seconds,
+            events_per_second: if seconds > 0.0 {
+                events_read as f64 / seconds
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// What a run did, printed at its end.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Records read by the sources, including those that failed to decode.
+    pub events_read: u64,
+    /// Events written to the result sinks.
+    pub events_emitted: u64,
+    /// Events beyond the allowed lateness, routed to the late-events output.
+    pub late_events: u64,
+    /// Records routed to the dead letters.
+    pub dead_letters: u64,
+    /// Wall-clock duration of the run.
+    pub elapsed_seconds: f64,
+    /// `events_read` per second of `elapsed_seconds`.
+    pub events_per_second: f64,
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "read {} events, emitted {}, late {}, dead-lettered {}, in {:.2} s ({:.0} events/s)",
+            self.events_read,
+            self.events_emitted,
+            self.late_events,
+            self.dead_letters,
+            self.elapsed_seconds,
+            self.events_per_second
+        )
+    }
+}

@@ -9,6 +9,12 @@ pub enum PipelineError {
     /// A CEL expression that failed on one event (a missing field, a type mismatch).
     #[error("expression `{expression}` failed: {message}")]
     ExprEval { expression: String, message: String },
+    /// A config or pipeline that failed its checks; every problem is listed with its place.
+    #[error("invalid pipeline: {}", format_problems(.0))]
+    InvalidConfig(Vec<crate::spec::Problem>),
+    /// A source or sink that cannot be opened or used.
+    #[error("{0}")]
+    Runtime(String),
     /// A record that could not be decoded.
     #[error(transparent)]
     Decode(#[from] dataflow_event::EventError),
@@ -26,3 +32,17 @@ pub enum PipelineError {
 
 /// The result of pipeline operations.
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+fn format_problems(problems: &[crate::spec::Problem]) -> String {
+    let noun = if problems.len() == 1 {
+        "problem"
+    } else {
+        "problems"
+    };
+    let mut text = format!("{} {noun}", problems.len());
+    for problem in problems {
+        text.push_str("\n  ");
+        text.push_str(&problem.to_string());
+    }
+    text
+}

@@ -984,7 +984,7 @@ mod tests {
             }
         }
         assert_eq!(generated, 300);
-        assert_eq!(late, ["clicks-late-1", "clicks-late-2"]);
+        assert_eq!(late, ["clicks-late-1", "clicks-late-3", "clicks-late-2"]);
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(
             errors[0].starts_with("line 62: invalid JSON"),

@@ -1,5 +1,47 @@
 //! Operators, sources, sinks, configuration and the tokio runtime of dataflow.
+//!
+//! A pipeline is described by a [`spec::PipelineSpec`], written either as YAML
+//! ([`config::load`]) or in code ([`builder::PipelineBuilder`]). [`plan::plan`] checks it and
+//! compiles every CEL expression against the layout of the stream it runs on, listing every
+//! problem with its place; [`runtime::Pipeline::run`] runs the plan on tokio.
+//!
+//! The traits are small: an [`operator::Operator`] has one required method, `process`, over a
+//! batch; a [`source::Source`] reads batches on a thread of its own; a [`sink::Sink`] writes
+//! batches. Control (watermarks, end of input) travels in band with the events.
+//!
+//! ```no_run
+//! use dataflow_pipeline::builder::PipelineBuilder;
+//! use dataflow_pipeline::spec::SinkSpec;
+//!
+//! # async fn demo() -> dataflow_pipeline::Result<()> {
+//! let summary = PipelineBuilder::new("clicks")
+//!     .file_source("clicks", "data/clicks.jsonl")
+//!     .out_of_orderness_ms(5_000)
+//!     .filter("event.type == 'user_click'")
+//!     .key_by("user_id")
+//!     .tumbling_ms(60_000)
+//!     .aggregate("clicks", "count")
+//!     .sink(SinkSpec::stdout())
+//!     .build()?
+//!     .run()
+//!     .await?;
+//! println!("{summary}");
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod builder;
+pub mod config;
 mod error;
-pub mod generator;
-pub use error::{PipelineError, Result};
 pub mod expr;
+pub mod generator;
+pub mod operator;
+pub mod operators;
+pub mod plan;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+pub mod spec;
+
+pub use error::{PipelineError, Result};

@@ -1,0 +1,150 @@
+//! The `processor` binary end to end, as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn processor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_processor"))
+}
+
+/// The shipped config, with its input taken from the repository and its outputs in `dir`.
+fn shipped_config_in(dir: &Path) -> PathBuf {
+    let text =
+        std::fs::read_to_string(root().join("configs/pipeline.yaml")).expect("shipped config");
+    let data = root().join("data/clicks.jsonl");
+    let text = text
+        .replace("../data/clicks.jsonl", &data.display().to_string())
+        .replace("../out/", &format!("{}/", dir.display()));
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn run_on_the_shipped_sample_prints_the_golden_windows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = shipped_config_in(dir.path());
+    let output = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run processor");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "processor failed: {stderr}");
+    let golden = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/user_analytics.jsonl"),
+    )
+    .expect("golden file");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), golden);
+    assert!(
+        stderr.contains("read 306 events, emitted 20, late 2, dead-lettered 3"),
+        "unexpected summary: {stderr}"
+    );
+
+    let dead =
+        std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).expect("dead letters");
+    let lines: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let reasons: Vec<(u64, &str)> = lines
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap_or(0),
+                r["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons[0].0, 62);
+    assert!(reasons[0].1.contains("invalid JSON"), "{reasons:?}");
+    assert_eq!(reasons[1].0, 153);
+    assert!(reasons[1].1.contains("invalid timestamp"), "{reasons:?}");
+    assert_eq!(
+        reasons[2],
+        (
+            245,
+            "line 245: field `duration_ms`: expected int, found string \"slow\""
+        )
+    );
+
+    let late = std::fs::read_to_string(dir.path().join("late-events.jsonl")).expect("late events");
+    let ids: Vec<String> = late
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["record"]["id"].to_string()
+        })
+        .collect();
+    assert_eq!(ids, vec!["\"clicks-late-1\"", "\"clicks-late-2\""]);
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(
+        &config,
+        "sources:\n  - name: s\n    type: file\n    path: x.jsonl\n    format: { schema: { n: int } }\nsteps:\n  - filter: m > 1\n  - window: { type: tumbling, size: -1s, aggregates: { c: count } }\nsinks:\n  - type: stdout\n",
+    )
+    .expect("write config");
+    let output = processor()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run processor");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    assert!(stderr.contains("line 7:13: steps[0].filter"), "{stderr}");
+    assert!(
+        stderr.contains("line 8:37: steps[1].window.size: invalid duration `-1s`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn generated_bids_run_through_a_benchmark_workload() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bids = dir.path().join("bids.jsonl");
+    let status = processor()
+        .args(["generate", "--profile", "bids", "--count", "20000", "--out"])
+        .arg(&bids)
+        .status()
+        .expect("run generate");
+    assert!(status.success());
+    let text = std::fs::read_to_string(root().join("configs/bench/w2-tumbling.yaml"))
+        .expect("bench config");
+    let text = text
+        .replace("../../target/bench/bids.jsonl", &bids.display().to_string())
+        .replace(
+            "../../target/bench/out/",
+            &format!("{}/", dir.path().display()),
+        );
+    let config = dir.path().join("w2.yaml");
+    std::fs::write(&config, text).expect("write config");
+    let output = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run processor");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("read 20000 events"), "{stderr}");
+    assert!(stderr.contains("late 0, dead-lettered 0"), "{stderr}");
+    // Every bid is counted in exactly one tumbling window.
+    let results = std::fs::read_to_string(dir.path().join("w2.jsonl")).expect("results");
+    let total: u64 = results
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["count"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(total, 20000);
+}

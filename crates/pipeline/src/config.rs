@@ -1,0 +1,977 @@
+//! The YAML pipeline config: its file format, and its translation into a [`PipelineSpec`].
+//!
+//! Every key is documented in `docs/configuration.md`. Unknown keys are refused. Problems are
+//! collected, each with its line, column and path, rather than stopping at the first; only a
+//! file that is not valid YAML, or whose shape serde cannot read at all, stops at one problem.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use dataflow_event::json::{DecoderConfig, TimeFormat};
+use dataflow_event::{Field, FieldType, Schema};
+use dataflow_window::{AggregateKind, WindowKind};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::generator::{GeneratorConfig, Profile};
+use crate::plan::{plan_collecting, Plan};
+use crate::spec::{
+    AggregateSpec, ExprSpec, MapSpec, OnStop, PipelineSpec, Place, Problem, RuntimeSpec, SinkKind,
+    SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+};
+use crate::{PipelineError, Result};
+
+/// Reads and checks a config file. Relative paths in it are taken from the file's directory.
+pub fn load(path: &Path) -> Result<PipelineSpec> {
+    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
+        context: format!("cannot read config {}", path.display()),
+        source,
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &base)
+}
+
+/// Reads a config file, checks it and compiles it into a plan, listing every problem of the
+/// config and of its expressions together.
+pub fn load_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
+        context: format!("cannot read config {}", path.display()),
+        source,
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_and_plan(&text, &base)
+}
+
+/// Checks config text and compiles it into a plan, listing every problem together.
+pub fn parse_and_plan(text: &str, base: &Path) -> Result<Plan> {
+    let (spec, mut problems) = parse_collecting(text, base)?;
+    let plan = plan_collecting(spec, &mut problems);
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
+        Err(PipelineError::InvalidConfig(problems))
+    }
+}
+
+/// Parses and checks config text; relative paths are resolved against `base`.
+pub fn parse(text: &str, base: &Path) -> Result<PipelineSpec> {
+    let (spec, mut problems) = parse_collecting(text, base)?;
+    if problems.is_empty() {
+        Ok(spec)
+    } else {
+        problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
+        Err(PipelineError::InvalidConfig(problems))
+    }
+}
+
+/// Parses config text, collecting the problems of its values. Only YAML that cannot be read
+/// into the config's shape at all is an error at once.
+fn parse_collecting(text: &str, base: &Path) -> Result<(PipelineSpec, Vec<Problem>)> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|error| {
+        let place = match error.location() {
+            Some(location) => Place {
+                path: "config".into(),
+                line: location.line(),
+                column: location.column(),
+            },
+            None => Place::path("config"),
+        };
+        PipelineError::InvalidConfig(vec![Problem {
+            place,
+            message: first_line(&error.to_string()),
+        }])
+    })?;
+    let mut checker = Checker {
+        problems: Vec::new(),
+        base: base.to_path_buf(),
+    };
+    let spec = checker.pipeline(raw);
+    Ok((spec, checker.problems))
+}
+
+/// The first line of a YAML error, without the `error: line N column M:` prefix that the
+/// problem's place already gives.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    let line = line.strip_prefix("error:").unwrap_or(line).trim_start();
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, message)) if position.contains("column") => message.to_string(),
+        _ => line.to_string(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    sources: Spanned<Vec<Spanned<RawSource>>>,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+    sinks: Spanned<Vec<Spanned<RawSink>>>,
+    dead_letters: Option<Spanned<RawSink>>,
+    late_events: Option<Spanned<RawSink>>,
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    paths: Option<Vec<Spanned<String>>>,
+    follow: Option<Spanned<bool>>,
+    profile: Option<Spanned<String>>,
+    seed: Option<u64>,
+    count: Option<Spanned<u64>>,
+    rate: Option<Spanned<u64>>,
+    events_per_second: Option<Spanned<u64>>,
+    max_disorder: Option<Spanned<DurationText>>,
+    auctions: Option<Spanned<u64>>,
+    bidders: Option<Spanned<u64>>,
+    users: Option<Spanned<u64>>,
+    #[serde(default)]
+    format: RawFormat,
+    #[serde(default)]
+    watermark: RawWatermark,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFormat {
+    #[serde(default, deserialize_with = "present")]
+    time_field: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    type_field: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    id_field: Option<Option<String>>,
+    key_field: Option<String>,
+    schema: Option<OrderedMap<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatermark {
+    out_of_orderness: Option<Spanned<DurationText>>,
+    idle_timeout: Option<Spanned<DurationText>>,
+    every: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum RawStep {
+    Filter(Spanned<String>),
+    Map(Box<Spanned<RawMap>>),
+    KeyBy(Spanned<String>),
+    Window(Box<Spanned<RawWindow>>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    #[serde(default)]
+    fields: OrderedMap<Spanned<String>>,
+    #[serde(default)]
+    rename: OrderedMap<String>,
+    keep: Option<Vec<String>>,
+    #[serde(default)]
+    drop: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    size: Option<Spanned<DurationText>>,
+    slide: Option<Spanned<DurationText>>,
+    gap: Option<Spanned<DurationText>>,
+    time: Option<Spanned<String>>,
+    allowed_lateness: Option<Spanned<DurationText>>,
+    aggregates: Spanned<OrderedMap<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    time_format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    batch_size: Option<Spanned<i64>>,
+    channel_capacity: Option<Spanned<i64>>,
+    on_stop: Option<Spanned<String>>,
+}
+
+/// A field that is present in the YAML, even as `null`, becomes `Some(inner)`.
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A duration as written: `250ms`, `5s`, `1m 30s`, or a number of milliseconds.
+#[derive(Debug, Clone)]
+struct DurationText(String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `5s`, `250ms` or `1m`, or milliseconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<DurationText, E> {
+                Ok(DurationText(format!("{v}ms")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<DurationText, E> {
+                Ok(DurationText(format!("{v}ms")))
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// A YAML mapping read in the order it was written (output columns follow it).
+#[derive(Debug)]
+struct OrderedMap<V>(Vec<(Spanned<String>, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+    base: PathBuf,
+}
+
+fn place_of<T>(spanned: &Spanned<T>, path: impl Into<String>) -> Place {
+    Place {
+        path: path.into(),
+        line: spanned.referenced.line(),
+        column: spanned.referenced.column(),
+    }
+}
+
+impl Checker {
+    fn problem(&mut self, place: Place, message: impl Into<String>) {
+        self.problems.push(Problem {
+            place,
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, text: &Spanned<DurationText>, path: &str) -> Option<i64> {
+        let written = text.value.0.trim();
+        let place = place_of(text, path);
+        if written.starts_with('-') {
+            self.problem(
+                place,
+                format!("invalid duration `{written}`: durations cannot be negative"),
+            );
+            return None;
+        }
+        match humantime::parse_duration(written) {
+            Ok(duration) => match i64::try_from(duration.as_millis()) {
+                Ok(millis) => Some(millis),
+                Err(_) => {
+                    self.problem(place, format!("duration `{written}` is too large"));
+                    None
+                }
+            },
+            Err(error) => {
+                self.problem(
+                    place,
+                    format!(
+                        "invalid duration `{written}`: {error} (write e.g. `500ms`, `5s`, `1m`)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn path(&self, written: &str) -> PathBuf {
+        let path = PathBuf::from(written);
+        if path.is_absolute() {
+            path
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    fn pipeline(&mut self, raw: RawConfig) -> PipelineSpec {
+        let mut names = HashSet::new();
+        if raw.sources.value.is_empty() {
+            self.problem(
+                place_of(&raw.sources, "sources"),
+                "a pipeline needs at least one source",
+            );
+        }
+        let mut sources = Vec::new();
+        for (index, source) in raw.sources.value.into_iter().enumerate() {
+            let path = format!("sources[{index}]");
+            if !names.insert(source.value.name.value.clone()) {
+                let place = place_of(&source.value.name, format!("{path}.name"));
+                self.problem(
+                    place,
+                    format!("source name `{}` is used twice", source.value.name.value),
+                );
+            }
+            if let Some(spec) = self.source(source, &path) {
+                sources.push(spec);
+            }
+        }
+        let steps = raw
+            .steps
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, step)| self.step(step, &format!("steps[{index}]")))
+            .collect();
+        if raw.sinks.value.is_empty() {
+            self.problem(
+                place_of(&raw.sinks, "sinks"),
+                "a pipeline needs at least one sink",
+            );
+        }
+        let sinks = raw
+            .sinks
+            .value
+            .iter()
+            .enumerate()
+            .filter_map(|(index, sink)| self.sink(sink, &format!("sinks[{index}]")))
+            .collect();
+        let dead_letters = match &raw.dead_letters {
+            Some(sink) => self.sink(sink, "dead_letters"),
+            None => Some(SinkSpec::file(self.path("dead-letters.jsonl"))),
+        };
+        let late_events = raw
+            .late_events
+            .as_ref()
+            .and_then(|sink| self.sink(sink, "late_events"));
+        let runtime = self.runtime(&raw.runtime);
+        PipelineSpec {
+            name: raw.name.unwrap_or_else(|| "pipeline".into()),
+            sources,
+            steps,
+            sinks,
+            dead_letters: dead_letters.unwrap_or_else(SinkSpec::stdout),
+            late_events,
+            runtime,
+        }
+    }
+
+    fn source(&mut self, raw: Spanned<RawSource>, path: &str) -> Option<SourceSpec> {
+        let place = place_of(&raw, path);
+        let source = raw.value;
+        let kind_place = place_of(&source.kind, format!("{path}.type"));
+        // Which optional keys each type accepts; any other present key is a problem.
+        let given: Vec<(&str, Option<Place>)> = vec![
+            (
+                "path",
+                source
+                    .path
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.path"))),
+            ),
+            (
+                "paths",
+                source
+                    .paths
+                    .as_ref()
+                    .and_then(|p| p.first())
+                    .map(|s| place_of(s, format!("{path}.paths"))),
+            ),
+            (
+                "follow",
+                source
+                    .follow
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.follow"))),
+            ),
+            (
+                "profile",
+                source
+                    .profile
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.profile"))),
+            ),
+            (
+                "count",
+                source
+                    .count
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.count"))),
+            ),
+            (
+                "rate",
+                source
+                    .rate
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.rate"))),
+            ),
+            (
+                "events_per_second",
+                source
+                    .events_per_second
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.events_per_second"))),
+            ),
+            (
+                "max_disorder",
+                source
+                    .max_disorder
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.max_disorder"))),
+            ),
+            (
+                "auctions",
+                source
+                    .auctions
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.auctions"))),
+            ),
+            (
+                "bidders",
+                source
+                    .bidders
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.bidders"))),
+            ),
+            (
+                "users",
+                source
+                    .users
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.users"))),
+            ),
+        ];
+        let allowed: &[&str] = match source.kind.value.as_str() {
+            "file" => &["path", "paths", "follow"],
+            "stdin" => &[],
+            "generator" => &[
+                "profile",
+                "count",
+                "rate",
+                "events_per_second",
+                "max_disorder",
+                "auctions",
+                "bidders",
+                "users",
+            ],
+            other => {
+                self.problem(
+                    kind_place,
+                    format!("unknown source type `{other}`: expected file, stdin or generator"),
+                );
+                return None;
+            }
+        };
+        for (key, key_place) in &given {
+            if let Some(key_place) = key_place {
+                if !allowed.contains(key) {
+                    self.problem(
+                        key_place.clone(),
+                        format!("`{key}` does not apply to a {} source", source.kind.value),
+                    );
+                }
+            }
+        }
+        let watermark = WatermarkSpec {
+            out_of_orderness: source
+                .watermark
+                .out_of_orderness
+                .as_ref()
+                .and_then(|d| self.duration(d, &format!("{path}.watermark.out_of_orderness")))
+                .unwrap_or(0),
+            idle_timeout: source
+                .watermark
+                .idle_timeout
+                .as_ref()
+                .and_then(|d| self.duration(d, &format!("{path}.watermark.idle_timeout"))),
+            every: match &source.watermark.every {
+                Some(every) if every.value >= 1 => Some(every.value as usize),
+                Some(every) => {
+                    self.problem(
+                        place_of(every, format!("{path}.watermark.every")),
+                        format!("`every` must be at least 1 event, not {}", every.value),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let kind = match source.kind.value.as_str() {
+            "file" => {
+                let mut paths: Vec<PathBuf> = Vec::new();
+                if let Some(one) = &source.path {
+                    paths.push(self.path(&one.value));
+                }
+                for one in source.paths.iter().flatten() {
+                    paths.push(self.path(&one.value));
+                }
+                if paths.is_empty() {
+                    self.problem(place.clone(), "a file source needs `path` or `paths`");
+                }
+                SourceKind::File {
+                    paths,
+                    follow: source.follow.map(|f| f.value).unwrap_or(false),
+                }
+            }
+            "stdin" => SourceKind::Stdin,
+            _ => {
+                let mut config = GeneratorConfig::default();
+                match source.profile.as_ref().map(|p| p.value.as_str()) {
+                    None | Some("bids") => config.profile = Profile::Bids,
+                    Some("clicks") => config.profile = Profile::Clicks,
+                    Some(other) => {
+                        let profile_place = source
+                            .profile
+                            .as_ref()
+                            .map(|p| place_of(p, format!("{path}.profile")))
+                            .unwrap_or_else(|| place.clone());
+                        self.problem(
+                            profile_place,
+                            format!("unknown generator profile `{other}`: expected bids or clicks"),
+                        );
+                    }
+                }
+                if let Some(seed) = source.seed {
+                    config.seed = seed;
+                }
+                config.count = source.count.map(|c| c.value);
+                for (value, target, key) in [
+                    (
+                        &source.events_per_second,
+                        &mut config.events_per_second,
+                        "events_per_second",
+                    ),
+                    (&source.auctions, &mut config.auctions, "auctions"),
+                    (&source.bidders, &mut config.bidders, "bidders"),
+                    (&source.users, &mut config.users, "users"),
+                ] {
+                    if let Some(value) = value {
+                        if value.value == 0 {
+                            self.problem(
+                                place_of(value, format!("{path}.{key}")),
+                                format!("`{key}` must be at least 1"),
+                            );
+                        }
+                        *target = value.value;
+                    }
+                }
+                if let Some(disorder) = &source.max_disorder {
+                    if let Some(millis) = self.duration(disorder, &format!("{path}.max_disorder")) {
+                        config.max_disorder_ms = millis;
+                    }
+                }
+                if let Some(rate) = &source.rate {
+                    if rate.value == 0 {
+                        self.problem(
+                            place_of(rate, format!("{path}.rate")),
+                            "`rate` must be at least 1 event per second",
+                        );
+                    }
+                }
+                SourceKind::Generator {
+                    config,
+                    rate: source.rate.map(|r| r.value),
+                }
+            }
+        };
+        let mut decoder = DecoderConfig::default();
+        let format = source.format;
+        if let Some(field) = format.time_field {
+            decoder.time_field = field;
+        }
+        if let Some(field) = format.type_field {
+            decoder.type_field = field;
+        }
+        if let Some(field) = format.id_field {
+            decoder.id_field = field;
+        }
+        decoder.key_field = format.key_field;
+        if let Some(schema) = format.schema {
+            let mut fields = Vec::new();
+            for (name, ty) in schema.0 {
+                let written = ty.value.trim();
+                let (type_name, nullable) = match written.strip_suffix('?') {
+                    Some(inner) => (inner, true),
+                    None => (written, false),
+                };
+                match type_name.parse::<FieldType>() {
+                    Ok(ty) => fields.push(Field {
+                        name: name.value.clone(),
+                        ty,
+                        nullable,
+                    }),
+                    Err(error) => self.problem(
+                        place_of(&ty, format!("{path}.format.schema.{}", name.value)),
+                        error.to_string(),
+                    ),
+                }
+            }
+            match Schema::from_fields(fields) {
+                Ok(schema) => decoder.schema = Some(schema),
+                Err(error) => self.problem(place.clone(), error.to_string()),
+            }
+        }
+        Some(SourceSpec {
+            name: source.name.value,
+            kind,
+            decoder,
+            watermark,
+            place,
+        })
+    }
+
+    fn step(&mut self, raw: RawStep, path: &str) -> Option<StepSpec> {
+        match raw {
+            RawStep::Filter(expr) => {
+                Some(StepSpec::Filter(expr_spec(&expr, format!("{path}.filter"))))
+            }
+            RawStep::KeyBy(expr) => {
+                Some(StepSpec::KeyBy(expr_spec(&expr, format!("{path}.key_by"))))
+            }
+            RawStep::Map(map) => {
+                let map = *map;
+                let place = place_of(&map, format!("{path}.map"));
+                let map = map.value;
+                let fields: Vec<(String, ExprSpec)> = map
+                    .fields
+                    .0
+                    .iter()
+                    .map(|(name, expr)| {
+                        (
+                            name.value.clone(),
+                            expr_spec(expr, format!("{path}.map.fields.{}", name.value)),
+                        )
+                    })
+                    .collect();
+                if fields.is_empty()
+                    && map.rename.0.is_empty()
+                    && map.keep.is_none()
+                    && map.drop.is_empty()
+                {
+                    self.problem(
+                        place.clone(),
+                        "a map step needs `fields`, `rename`, `keep` or `drop`",
+                    );
+                }
+                Some(StepSpec::Map(MapSpec {
+                    fields,
+                    rename: map
+                        .rename
+                        .0
+                        .into_iter()
+                        .map(|(old, new)| (old.value, new))
+                        .collect(),
+                    keep: map.keep,
+                    drop: map.drop,
+                    place,
+                }))
+            }
+            RawStep::Window(window) => self.window(*window, &format!("{path}.window")),
+        }
+    }
+
+    fn window(&mut self, raw: Spanned<RawWindow>, path: &str) -> Option<StepSpec> {
+        let place = place_of(&raw, path);
+        let window = raw.value;
+        let required = |checker: &mut Checker,
+                        value: &Option<Spanned<DurationText>>,
+                        key: &str|
+         -> Option<i64> {
+            match value {
+                Some(text) => {
+                    let millis = checker.duration(text, &format!("{path}.{key}"))?;
+                    if millis == 0 {
+                        checker.problem(
+                            place_of(text, format!("{path}.{key}")),
+                            format!("`{key}` must be greater than zero"),
+                        );
+                        return None;
+                    }
+                    Some(millis)
+                }
+                None => {
+                    checker.problem(
+                        place.clone(),
+                        format!("a {} window needs `{key}`", window.kind.value),
+                    );
+                    None
+                }
+            }
+        };
+        let unexpected =
+            |checker: &mut Checker, value: &Option<Spanned<DurationText>>, key: &str| {
+                if let Some(text) = value {
+                    checker.problem(
+                        place_of(text, format!("{path}.{key}")),
+                        format!("`{key}` does not apply to a {} window", window.kind.value),
+                    );
+                }
+            };
+        let kind = match window.kind.value.as_str() {
+            "tumbling" => {
+                unexpected(self, &window.slide, "slide");
+                unexpected(self, &window.gap, "gap");
+                required(self, &window.size, "size").map(|size| WindowKind::Tumbling { size })
+            }
+            "sliding" => {
+                unexpected(self, &window.gap, "gap");
+                let size = required(self, &window.size, "size");
+                let slide = required(self, &window.slide, "slide");
+                match (size, slide) {
+                    (Some(size), Some(slide)) if slide > size => {
+                        self.problem(place.clone(), format!("`slide` ({slide} ms) is larger than `size` ({size} ms): events between windows would be lost"));
+                        None
+                    }
+                    (Some(size), Some(slide)) => Some(WindowKind::Sliding { size, slide }),
+                    _ => None,
+                }
+            }
+            "session" => {
+                unexpected(self, &window.size, "size");
+                unexpected(self, &window.slide, "slide");
+                required(self, &window.gap, "gap").map(|gap| WindowKind::Session { gap })
+            }
+            other => {
+                self.problem(
+                    place_of(&window.kind, format!("{path}.type")),
+                    format!("unknown window type `{other}`: expected tumbling, sliding or session"),
+                );
+                None
+            }
+        };
+        let time = match window.time.as_ref().map(|t| t.value.as_str()) {
+            None | Some("event") => TimeDomain::Event,
+            Some("processing") => TimeDomain::Processing,
+            Some(other) => {
+                let time_place = window
+                    .time
+                    .as_ref()
+                    .map(|t| place_of(t, format!("{path}.time")))
+                    .unwrap_or_else(|| place.clone());
+                self.problem(
+                    time_place,
+                    format!("unknown time `{other}`: expected event or processing"),
+                );
+                TimeDomain::Event
+            }
+        };
+        let allowed_lateness = window
+            .allowed_lateness
+            .as_ref()
+            .and_then(|d| self.duration(d, &format!("{path}.allowed_lateness")))
+            .unwrap_or(0);
+        let mut aggregates = Vec::new();
+        if window.aggregates.value.0.is_empty() {
+            self.problem(
+                place_of(&window.aggregates, format!("{path}.aggregates")),
+                "a window needs at least one aggregate",
+            );
+        }
+        for (name, function) in &window.aggregates.value.0 {
+            let aggregate_path = format!("{path}.aggregates.{}", name.value);
+            match parse_aggregate(&function.value) {
+                Ok((kind, input)) => aggregates.push(AggregateSpec {
+                    name: name.value.clone(),
+                    kind,
+                    input: input.map(|source| ExprSpec {
+                        source,
+                        place: place_of(function, aggregate_path.clone()),
+                    }),
+                }),
+                Err(message) => self.problem(place_of(function, aggregate_path), message),
+            }
+        }
+        Some(StepSpec::Window(WindowSpec {
+            kind: kind?,
+            time,
+            allowed_lateness,
+            aggregates,
+            place,
+        }))
+    }
+
+    fn sink(&mut self, raw: &Spanned<RawSink>, path: &str) -> Option<SinkSpec> {
+        let sink = &raw.value;
+        let time_format = match sink.time_format.as_ref().map(|t| t.value.as_str()) {
+            None | Some("rfc3339") => TimeFormat::Rfc3339,
+            Some("millis") => TimeFormat::Millis,
+            Some(other) => {
+                let place = sink
+                    .time_format
+                    .as_ref()
+                    .map(|t| place_of(t, format!("{path}.time_format")))
+                    .unwrap_or_default();
+                self.problem(
+                    place,
+                    format!("unknown time format `{other}`: expected rfc3339 or millis"),
+                );
+                TimeFormat::Rfc3339
+            }
+        };
+        let kind = match sink.kind.value.as_str() {
+            "stdout" => {
+                if let Some(extra) = &sink.path {
+                    self.problem(
+                        place_of(extra, format!("{path}.path")),
+                        "`path` does not apply to a stdout sink",
+                    );
+                }
+                SinkKind::Stdout
+            }
+            "file" => match &sink.path {
+                Some(file) => SinkKind::File {
+                    path: self.path(&file.value),
+                },
+                None => {
+                    self.problem(place_of(raw, path), "a file sink needs `path`");
+                    return None;
+                }
+            },
+            other => {
+                self.problem(
+                    place_of(&sink.kind, format!("{path}.type")),
+                    format!("unknown sink type `{other}`: expected stdout or file"),
+                );
+                return None;
+            }
+        };
+        Some(SinkSpec { kind, time_format })
+    }
+
+    fn runtime(&mut self, raw: &RawRuntime) -> RuntimeSpec {
+        let mut runtime = RuntimeSpec::default();
+        for (value, target, key) in [
+            (&raw.batch_size, &mut runtime.batch_size, "batch_size"),
+            (
+                &raw.channel_capacity,
+                &mut runtime.channel_capacity,
+                "channel_capacity",
+            ),
+        ] {
+            if let Some(value) = value {
+                match usize::try_from(value.value) {
+                    Ok(size) if size > 0 => *target = size,
+                    _ => self.problem(
+                        place_of(value, format!("runtime.{key}")),
+                        format!("`{key}` must be a positive number, not {}", value.value),
+                    ),
+                }
+            }
+        }
+        match raw.on_stop.as_ref().map(|s| s.value.as_str()) {
+            None | Some("fire") => runtime.on_stop = OnStop::Fire,
+            Some("keep") => runtime.on_stop = OnStop::Keep,
+            Some(other) => {
+                let place = raw
+                    .on_stop
+                    .as_ref()
+                    .map(|s| place_of(s, "runtime.on_stop"))
+                    .unwrap_or_default();
+                self.problem(
+                    place,
+                    format!("unknown on_stop `{other}`: expected fire or keep"),
+                );
+            }
+        }
+        runtime
+    }
+}
+
+fn expr_spec(expr: &Spanned<String>, path: String) -> ExprSpec {
+    ExprSpec {
+        source: expr.value.clone(),
+        place: place_of(expr, path),
+    }
+}
+
+/// Parses `count`, `count()`, `sum(price)`, `count_by(user_id)` into a function and its input.
+pub fn parse_aggregate(text: &str) -> std::result::Result<(AggregateKind, Option<String>), String> {
+    let text = text.trim();
+    let (name, argument) = match text.find('(') {
+        Some(open) => {
+            let Some(inner) = text[open + 1..].strip_suffix(')') else {
+                return Err(format!("aggregate `{text}` lacks its closing parenthesis"));
+            };
+            let inner = inner.trim();
+            (
+                text[..open].trim(),
+                (!inner.is_empty()).then(|| inner.to_string()),
+            )
+        }
+        None => (text, None),
+    };
+    let kind = match name {
+        "count" => AggregateKind::Count,
+        "sum" => AggregateKind::Sum,
+        "min" => AggregateKind::Min,
+        "max" => AggregateKind::Max,
+        "avg" => AggregateKind::Avg,
+        "count_distinct" => AggregateKind::CountDistinct,
+        "first" => AggregateKind::First,
+        "last" => AggregateKind::Last,
+        "count_by" => AggregateKind::CountBy,
+        other => {
+            return Err(format!(
+                "unknown aggregate `{other}`: expected count, sum, min, max, avg, count_distinct, first, last or count_by"
+            ))
+        }
+    };
+    match (kind, &argument) {
+        (AggregateKind::Count, Some(_)) => {
+            Err("`count` takes no argument: it counts events".into())
+        }
+        (AggregateKind::Count, None) => Ok((kind, None)),
+        (_, None) => Err(format!("`{name}` needs an argument, as in `{name}(price)`")),
+        (_, Some(_)) => Ok((kind, argument)),
+    }
+}

@@ -1,0 +1,119 @@
+//! The operator trait and what operators emit besides events.
+
+use std::sync::Arc;
+
+use dataflow_event::{Event, Layout};
+
+/// What a step does to the stream. Operators are driven by one task, batch by batch; control
+/// (watermarks, end of input) arrives through the other methods in stream order.
+///
+/// This is the whole contract: a filter implements `process` only.
+pub trait Operator: Send {
+    /// Processes a batch of events, appending what it emits to `out`.
+    fn process(&mut self, batch: Vec<Event>, out: &mut Output);
+
+    /// The watermark has advanced to `watermark` (no more events before it are expected).
+    /// Returns the watermark to forward downstream.
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Output) -> i64 {
+        watermark
+    }
+
+    /// Processing time has advanced to `now`: operators on processing time fire here.
+    fn on_tick(&mut self, _now: i64, _out: &mut Output) {}
+
+    /// The input has ended. With `fire` set, stateful operators emit everything they hold.
+    fn finish(&mut self, _fire: bool, _out: &mut Output) {}
+}
+
+/// Static facts about an operator, readable without running it (for logs, metrics and the API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorInfo {
+    /// A stable name: `steps[1].filter`.
+    pub name: Arc<str>,
+    /// The operator kind: `filter`, `map`, `key_by`, `window`.
+    pub kind: &'static str,
+}
+
+/// An operator with its static facts.
+pub struct OperatorNode {
+    /// What it is.
+    pub info: OperatorInfo,
+    /// What it does.
+    pub operator: Box<dyn Operator>,
+}
+
+impl std::fmt::Debug for OperatorNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorNode")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a record left the main stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideKind {
+    /// It could not be decoded or evaluated.
+    DeadLetter,
+    /// It arrived after its windows were closed for good.
+    Late,
+}
+
+impl SideKind {
+    /// The name written in side records.
+    pub fn name(self) -> &'static str {
+        match self {
+            SideKind::DeadLetter => "dead_letter",
+            SideKind::Late => "late",
+        }
+    }
+}
+
+/// A record routed away from the main stream, with its reason. Nothing is dropped silently:
+/// every side record is written to the dead-letter or late-events sink and counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SideRecord {
+    /// Dead letter or late event.
+    pub kind: SideKind,
+    /// Where it left: a source name or an operator name.
+    pub stage: Arc<str>,
+    /// Why, as a sentence fragment.
+    pub reason: String,
+    /// The 1-based line number in its source, when known.
+    pub line: Option<u64>,
+    /// The record: the event as a JSON object, or the raw text that could not be decoded.
+    pub record: SideData,
+}
+
+/// The body of a side record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SideData {
+    /// The raw input text (not valid JSON, or not decodable).
+    Raw(String),
+    /// The event, encoded by the writer as a JSON object in the sink's time format.
+    Event {
+        /// The event.
+        event: Box<Event>,
+        /// Its payload layout.
+        layout: Layout,
+    },
+}
+
+impl SideData {
+    /// An event of `layout`.
+    pub fn event(event: &Event, layout: &Layout) -> SideData {
+        SideData::Event {
+            event: Box::new(event.clone()),
+            layout: layout.clone(),
+        }
+    }
+}
+
+/// What an operator emits: events for the next step, and side records.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Events for the next step.
+    pub events: Vec<Event>,
+    /// Dead letters and late events.
+    pub side: Vec<SideRecord>,
+}

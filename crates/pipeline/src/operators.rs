@@ -1,0 +1,472 @@
+//! The built-in operators: filter, map, key-by and window aggregate.
+
+use std::sync::Arc;
+
+use dataflow_event::time::now_millis;
+use dataflow_event::{Event, Field, FieldType, Layout, Payload, Schema, Value};
+use dataflow_window::{Admission, AggregateKind, KeyedWindows, WindowConfig, WindowResult};
+
+use crate::expr::Expr;
+use crate::operator::{Operator, Output, SideData, SideKind, SideRecord};
+use crate::spec::TimeDomain;
+
+fn dead_letter(stage: &Arc<str>, event: &Event, layout: &Layout, reason: String) -> SideRecord {
+    SideRecord {
+        kind: SideKind::DeadLetter,
+        stage: stage.clone(),
+        reason,
+        line: None,
+        record: SideData::event(event, layout),
+    }
+}
+
+/// Keeps the events for which a CEL predicate is true. An event on which the predicate fails
+/// (a missing field, a type mismatch) goes to the dead letters.
+#[derive(Debug)]
+pub struct Filter {
+    stage: Arc<str>,
+    predicate: Expr,
+    layout: Layout,
+}
+
+impl Filter {
+    /// A filter named `stage` over events of `layout`.
+    pub fn new(stage: Arc<str>, predicate: Expr, layout: Layout) -> Filter {
+        Filter {
+            stage,
+            predicate,
+            layout,
+        }
+    }
+}
+
+impl Operator for Filter {
+    fn process(&mut self, mut batch: Vec<Event>, out: &mut Output) {
+        batch.retain(|event| match self.predicate.eval_bool(event) {
+            Ok(keep) => keep,
+            Err(error) => {
+                out.side.push(dead_letter(
+                    &self.stage,
+                    event,
+                    &self.layout,
+                    error.to_string(),
+                ));
+                false
+            }
+        });
+        if out.events.is_empty() {
+            out.events = batch;
+        } else {
+            out.events.append(&mut batch);
+        }
+    }
+}
+
+/// Where a field of a map step's output row comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Input(usize),
+    Computed(usize),
+}
+
+/// Computes, renames, keeps and drops payload fields.
+#[derive(Debug)]
+pub struct Map {
+    stage: Arc<str>,
+    computed: Vec<(String, Expr)>,
+    renames: Vec<(String, String)>,
+    keep: Option<Vec<String>>,
+    drop: Vec<String>,
+    input_layout: Layout,
+    /// For row layouts: how each output column is made. `None` for object layouts.
+    columns: Option<Vec<Column>>,
+    /// For row layouts: whether the output row is the input row with computed values appended,
+    /// so the row can be extended in place instead of rebuilt.
+    append_only: bool,
+    scratch: Vec<Value>,
+}
+
+impl Map {
+    /// A map step over `input_layout`; returns the operator and its output layout, or the name of
+    /// a field it refers to that does not exist.
+    pub fn new(
+        stage: Arc<str>,
+        computed: Vec<(String, Expr)>,
+        renames: Vec<(String, String)>,
+        keep: Option<Vec<String>>,
+        drop: Vec<String>,
+        input_layout: Layout,
+    ) -> Result<(Map, Layout), String> {
+        let (columns, output_layout, append_only) = match &input_layout {
+            Layout::Object => (None, Layout::Object, false),
+            Layout::Row(schema) => {
+                // Work on (name, type, column) triples, then build the schema once.
+                let mut fields: Vec<(Field, Column)> = schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(index, field)| (field.clone(), Column::Input(index)))
+                    .collect();
+                for (index, (name, expr)) in computed.iter().enumerate() {
+                    let field = Field {
+                        name: name.clone(),
+                        ty: expr.output_type().unwrap_or(FieldType::Json),
+                        nullable: true,
+                    };
+                    match fields
+                        .iter_mut()
+                        .find(|(existing, _)| existing.name == *name)
+                    {
+                        Some(slot) => *slot = (field, Column::Computed(index)),
+                        None => fields.push((field, Column::Computed(index))),
+                    }
+                }
+                for (old, new) in &renames {
+                    if !fields.iter().any(|(field, _)| field.name == *old) {
+                        return Err(format!("cannot rename `{old}`: no such field"));
+                    }
+                    // The renamed field replaces any field that already had the new name.
+                    fields.retain(|(field, _)| field.name != *new);
+                    for (field, _) in fields.iter_mut().filter(|(field, _)| field.name == *old) {
+                        field.name = new.clone();
+                    }
+                }
+                if let Some(keep) = &keep {
+                    for name in keep {
+                        if !fields.iter().any(|(field, _)| field.name == *name) {
+                            return Err(format!("cannot keep `{name}`: no such field"));
+                        }
+                    }
+                    fields.retain(|(field, _)| keep.contains(&field.name));
+                }
+                for name in &drop {
+                    if !fields.iter().any(|(field, _)| field.name == *name) {
+                        return Err(format!("cannot drop `{name}`: no such field"));
+                    }
+                }
+                fields.retain(|(field, _)| !drop.contains(&field.name));
+                let columns: Vec<Column> = fields.iter().map(|(_, column)| *column).collect();
+                let append_only =
+                    columns
+                        .iter()
+                        .enumerate()
+                        .all(|(position, column)| match column {
+                            Column::Input(index) => *index == position,
+                            Column::Computed(_) => position >= schema.len(),
+                        })
+                        && columns.len() >= schema.len();
+                let schema = Schema::from_fields(fields.into_iter().map(|(field, _)| field))
+                    .map_err(|error| error.to_string())?;
+                (Some(columns), Layout::Row(Arc::new(schema)), append_only)
+            }
+        };
+        Ok((
+            Map {
+                stage,
+                computed,
+                renames,
+                keep,
+                drop,
+                input_layout,
+                columns,
+                append_only,
+                scratch: Vec::new(),
+            },
+            output_layout,
+        ))
+    }
+
+    fn apply(&mut self, event: &mut Event) -> Result<(), String> {
+        self.scratch.clear();
+        for (_, expr) in &self.computed {
+            self.scratch
+                .push(expr.eval(event).map_err(|error| error.to_string())?);
+        }
+        match (&mut event.payload, &self.columns) {
+            (Payload::Row(row), Some(columns)) => {
+                if self.append_only {
+                    for column in &columns[row.len()..] {
+                        if let Column::Computed(index) = column {
+                            row.push(std::mem::take(&mut self.scratch[*index]));
+                        }
+                    }
+                } else {
+                    let mut output = Vec::with_capacity(columns.len());
+                    for column in columns {
+                        output.push(match column {
+                            Column::Input(index) => row.get(*index).cloned().unwrap_or_default(),
+                            Column::Computed(index) => std::mem::take(&mut self.scratch[*index]),
+                        });
+                    }
+                    *row = output;
+                }
+            }
+            (Payload::Object(map), _) => {
+                for ((name, _), value) in self.computed.iter().zip(self.scratch.drain(..)) {
+                    map.insert(name.clone(), value);
+                }
+                for (old, new) in &self.renames {
+                    if let Some(value) = map.remove(old) {
+                        map.insert(new.clone(), value);
+                    }
+                }
+                if let Some(keep) = &self.keep {
+                    map.retain(|name, _| keep.contains(name));
+                }
+                for name in &self.drop {
+                    map.remove(name);
+                }
+            }
+            (Payload::Row(_), None) => {
+                return Err("a row payload reached a map step planned for objects".into())
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operator for Map {
+    fn process(&mut self, mut batch: Vec<Event>, out: &mut Output) {
+        batch.retain_mut(|event| match self.apply(event) {
+            Ok(()) => true,
+            Err(reason) => {
+                out.side
+                    .push(dead_letter(&self.stage, event, &self.input_layout, reason));
+                false
+            }
+        });
+        out.events.append(&mut batch);
+    }
+}
+
+/// Sets each event's key from a CEL expression.
+#[derive(Debug)]
+pub struct KeyBy {
+    stage: Arc<str>,
+    key: Expr,
+    layout: Layout,
+}
+
+impl KeyBy {
+    /// A key-by step over events of `layout`.
+    pub fn new(stage: Arc<str>, key: Expr, layout: Layout) -> KeyBy {
+        KeyBy { stage, key, layout }
+    }
+}
+
+impl Operator for KeyBy {
+    fn process(&mut self, mut batch: Vec<Event>, out: &mut Output) {
+        batch.retain_mut(|event| match self.key.eval(event) {
+            Ok(key) => {
+                event.key = Some(key);
+                true
+            }
+            Err(error) => {
+                out.side.push(dead_letter(
+                    &self.stage,
+                    event,
+                    &self.layout,
+                    error.to_string(),
+                ));
+                false
+            }
+        });
+        out.events.append(&mut batch);
+    }
+}
+
+/// Aggregates events in windows per key. Results are events whose payload is a row of
+/// `key` (when keyed), `window_start`, `window_end`, the aggregates in order, and `is_update`.
+pub struct WindowAggregate {
+    stage: Arc<str>,
+    windows: KeyedWindows,
+    inputs: Vec<Option<Expr>>,
+    time: TimeDomain,
+    keyed: bool,
+    input_layout: Layout,
+    output_schema: Arc<Schema>,
+    input_values: Vec<Value>,
+    results: Vec<WindowResult>,
+    watermark: i64,
+}
+
+impl std::fmt::Debug for WindowAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowAggregate")
+            .field("stage", &self.stage)
+            .field("keyed", &self.keyed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WindowAggregate {
+    /// A window step; `aggregates` are (output name, function, input expression).
+    pub fn new(
+        stage: Arc<str>,
+        config: WindowConfig,
+        aggregates: Vec<(String, AggregateKind, Option<Expr>)>,
+        time: TimeDomain,
+        keyed: bool,
+        key_type: Option<FieldType>,
+        input_layout: Layout,
+    ) -> Result<(WindowAggregate, Layout), String> {
+        let windows = KeyedWindows::new(config).map_err(|error| error.to_string())?;
+        let mut fields = Vec::new();
+        if keyed {
+            fields.push(Field {
+                name: "key".into(),
+                ty: key_type.unwrap_or(FieldType::Json),
+                nullable: true,
+            });
+        }
+        for name in ["window_start", "window_end"] {
+            fields.push(Field {
+                name: name.into(),
+                ty: FieldType::Timestamp,
+                nullable: false,
+            });
+        }
+        let mut inputs = Vec::new();
+        for (name, kind, input) in aggregates {
+            let ty = match kind {
+                AggregateKind::Count | AggregateKind::CountDistinct => FieldType::Int,
+                AggregateKind::Avg => FieldType::Float,
+                _ => FieldType::Json,
+            };
+            fields.push(Field {
+                name,
+                ty,
+                nullable: true,
+            });
+            inputs.push(input);
+        }
+        fields.push(Field {
+            name: "is_update".into(),
+            ty: FieldType::Bool,
+            nullable: false,
+        });
+        let schema = Arc::new(Schema::from_fields(fields).map_err(|error| error.to_string())?);
+        Ok((
+            WindowAggregate {
+                stage,
+                windows,
+                input_values: Vec::with_capacity(inputs.len()),
+                inputs,
+                time,
+                keyed,
+                input_layout,
+                output_schema: schema.clone(),
+                results: Vec::new(),
+                watermark: i64::MIN,
+            },
+            Layout::Row(schema),
+        ))
+    }
+
+    /// The windows this operator holds (for snapshots and metrics).
+    pub fn windows(&self) -> &KeyedWindows {
+        &self.windows
+    }
+
+    fn emit(&mut self, out: &mut Output) {
+        let now = now_millis();
+        for result in self.results.drain(..) {
+            let mut row = Vec::with_capacity(self.output_schema.len());
+            if self.keyed {
+                row.push(result.key);
+            }
+            row.push(Value::Int(result.start));
+            row.push(Value::Int(result.end));
+            row.extend(result.values);
+            row.push(Value::Bool(result.is_update));
+            out.events.push(Event {
+                event_time: result.end - 1,
+                processing_time: now,
+                payload: Payload::Row(row),
+                ..Event::default()
+            });
+        }
+    }
+}
+
+impl Operator for WindowAggregate {
+    fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
+        let now = if self.time == TimeDomain::Processing {
+            now_millis()
+        } else {
+            0
+        };
+        const NO_KEY: Value = Value::Null;
+        for event in batch {
+            self.input_values.clear();
+            let mut failure = None;
+            for input in &self.inputs {
+                match input {
+                    Some(expr) => match expr.eval(&event) {
+                        Ok(value) => self.input_values.push(value),
+                        Err(error) => {
+                            failure = Some(error.to_string());
+                            break;
+                        }
+                    },
+                    None => self.input_values.push(Value::Null),
+                }
+            }
+            if let Some(reason) = failure {
+                out.side
+                    .push(dead_letter(&self.stage, &event, &self.input_layout, reason));
+                continue;
+            }
+            let timestamp = match self.time {
+                TimeDomain::Event => event.event_time,
+                TimeDomain::Processing => now,
+            };
+            let key = event.key.as_ref().unwrap_or(&NO_KEY);
+            match self.windows.add(key, timestamp, &self.input_values, &mut self.results) {
+                Ok(Admission::OnTime) | Ok(Admission::LateUpdated) => {}
+                Ok(Admission::TooLate) => out.side.push(SideRecord {
+                    kind: SideKind::Late,
+                    stage: self.stage.clone(),
+                    reason: format!(
+                        "event time {} is behind the watermark {} by more than the allowed lateness",
+                        dataflow_event::time::format_rfc3339(timestamp),
+                        dataflow_event::time::format_rfc3339(self.windows.watermark()),
+                    ),
+                    line: None,
+                    record: SideData::event(&event, &self.input_layout),
+                }),
+                Err(error) => {
+                    out.side.push(dead_letter(&self.stage, &event, &self.input_layout, error.to_string()))
+                }
+            }
+        }
+        if !self.results.is_empty() {
+            self.emit(out);
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
+        if self.time == TimeDomain::Event && watermark > self.watermark {
+            self.watermark = watermark;
+            self.windows.advance_watermark(watermark, &mut self.results);
+            self.emit(out);
+        }
+        // Results fired at watermark W end at or before W and carry the time end - 1, so the
+        // watermark forwarded is W - 1: a downstream event-time step never sees them as late.
+        watermark.saturating_sub(1)
+    }
+
+    fn on_tick(&mut self, now: i64, out: &mut Output) {
+        if self.time == TimeDomain::Processing {
+            self.windows.advance_watermark(now, &mut self.results);
+            self.emit(out);
+        }
+    }
+
+    fn finish(&mut self, fire: bool, out: &mut Output) {
+        if fire {
+            self.windows.finish(&mut self.results);
+            self.emit(out);
+        }
+    }
+}

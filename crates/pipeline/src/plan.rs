@@ -1,0 +1,274 @@
+//! Compiles a [`PipelineSpec`] into operators, checking every expression against the layout of
+//! the stream it runs on. Every problem is collected with its place.
+
+use std::sync::Arc;
+
+use dataflow_event::json::Decoder;
+use dataflow_event::{FieldType, Layout};
+use dataflow_window::WindowConfig;
+
+use crate::expr::Expr;
+use crate::generator::Generator;
+use crate::operator::{OperatorInfo, OperatorNode};
+use crate::operators::{Filter, KeyBy, Map, WindowAggregate};
+use crate::spec::{
+    ExprSpec, PipelineSpec, Problem, RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StepSpec,
+};
+use crate::{PipelineError, Result};
+
+/// A source ready to open: its spec and the decoder for its records.
+#[derive(Debug)]
+pub struct SourcePlan {
+    /// What it reads.
+    pub spec: SourceSpec,
+    /// How its records are decoded (also gives the payload layout).
+    pub decoder: Arc<Decoder>,
+}
+
+/// A checked pipeline: every expression compiled, every layout known. Nothing has been opened.
+#[derive(Debug)]
+pub struct Plan {
+    /// The pipeline's name.
+    pub name: String,
+    /// The sources, merged into one stream.
+    pub sources: Vec<SourcePlan>,
+    /// The layout of the sources' events.
+    pub input_layout: Layout,
+    /// The operators in order.
+    pub operators: Vec<OperatorNode>,
+    /// The layout of the events that reach the sinks.
+    pub output_layout: Layout,
+    /// Whether the output events are window results (they carry their time in their fields).
+    pub output_is_windowed: bool,
+    /// Result sinks.
+    pub sinks: Vec<SinkSpec>,
+    /// The dead-letter sink.
+    pub dead_letters: SinkSpec,
+    /// The late-events sink, if not the dead letters.
+    pub late_events: Option<SinkSpec>,
+    /// Runtime settings.
+    pub runtime: RuntimeSpec,
+}
+
+/// Checks and compiles `spec`.
+pub fn plan(spec: PipelineSpec) -> Result<Plan> {
+    let mut problems = Vec::new();
+    let plan = plan_collecting(spec, &mut problems);
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(PipelineError::InvalidConfig(problems))
+    }
+}
+
+/// Compiles `spec` as far as it can, adding every problem to `problems`. The plan is only
+/// usable when no problem was added.
+pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -> Plan {
+    let mut sources = Vec::new();
+    let mut input_layout: Option<(Layout, String)> = None;
+    for source in spec.sources {
+        let decoder = match &source.kind {
+            SourceKind::Generator { config, .. } => {
+                if let Err(error) = Generator::new(config.clone()) {
+                    problems.push(Problem {
+                        place: source.place.clone(),
+                        message: error.to_string(),
+                    });
+                }
+                // Generated events are rows of the profile's schema, stamped with event times.
+                let mut decoder = source.decoder.clone();
+                decoder.schema = Some(Generator::schema(config.profile));
+                Decoder::new(decoder)
+            }
+            _ => Decoder::new(source.decoder.clone()),
+        };
+        let layout = decoder.layout().clone();
+        match &input_layout {
+            None => input_layout = Some((layout, source.name.clone())),
+            Some((first, first_name)) if *first != layout => problems.push(Problem {
+                place: source.place.clone(),
+                message: format!(
+                    "source `{}` has another schema than source `{first_name}`: merged sources must share one schema",
+                    source.name
+                ),
+            }),
+            Some(_) => {}
+        }
+        sources.push(SourcePlan {
+            spec: source,
+            decoder: Arc::new(decoder),
+        });
+    }
+    let input_layout = input_layout
+        .map(|(layout, _)| layout)
+        .unwrap_or(Layout::Object);
+
+    let mut layout = input_layout.clone();
+    let mut operators = Vec::new();
+    let mut key_type: Option<Option<FieldType>> = None;
+    let mut windowed = false;
+    let compile = |expr: &ExprSpec, layout: &Layout, problems: &mut Vec<Problem>| -> Option<Expr> {
+        match Expr::compile(&expr.source, layout) {
+            Ok(compiled) => Some(compiled),
+            Err(error) => {
+                problems.push(Problem {
+                    place: expr.place.clone(),
+                    message: error.to_string(),
+                });
+                None
+            }
+        }
+    };
+    for (index, step) in spec.steps.into_iter().enumerate() {
+        match step {
+            StepSpec::Filter(expr) => {
+                let name: Arc<str> = Arc::from(expr.place.path.as_str());
+                if let Some(predicate) = compile(&expr, &layout, problems) {
+                    if let Some(ty) = predicate.output_type() {
+                        if ty != FieldType::Bool {
+                            problems.push(Problem {
+                                place: expr.place.clone(),
+                                message: format!(
+                                    "a filter needs a bool expression, this one gives {ty}"
+                                ),
+                            });
+                        }
+                    }
+                    operators.push(node(
+                        name.clone(),
+                        "filter",
+                        Filter::new(name, predicate, layout.clone()),
+                    ));
+                }
+            }
+            StepSpec::KeyBy(expr) => {
+                let name: Arc<str> = Arc::from(expr.place.path.as_str());
+                if let Some(key) = compile(&expr, &layout, problems) {
+                    key_type = Some(key.output_type());
+                    operators.push(node(
+                        name.clone(),
+                        "key_by",
+                        KeyBy::new(name, key, layout.clone()),
+                    ));
+                }
+            }
+            StepSpec::Map(map) => {
+                let name: Arc<str> = Arc::from(map.place.path.as_str());
+                let computed: Vec<(String, Expr)> = map
+                    .fields
+                    .iter()
+                    .filter_map(|(field, expr)| {
+                        compile(expr, &layout, problems).map(|e| (field.clone(), e))
+                    })
+                    .collect();
+                if computed.len() != map.fields.len() {
+                    continue;
+                }
+                match Map::new(
+                    name.clone(),
+                    computed,
+                    map.rename,
+                    map.keep,
+                    map.drop,
+                    layout.clone(),
+                ) {
+                    Ok((operator, output)) => {
+                        layout = output;
+                        operators.push(node(name, "map", operator));
+                    }
+                    Err(message) => problems.push(Problem {
+                        place: map.place.clone(),
+                        message,
+                    }),
+                }
+            }
+            StepSpec::Window(window) => {
+                let name: Arc<str> = Arc::from(window.place.path.as_str());
+                let mut aggregates = Vec::new();
+                let mut failed = false;
+                for aggregate in &window.aggregates {
+                    let input = match &aggregate.input {
+                        Some(expr) => match compile(expr, &layout, problems) {
+                            Some(compiled) => Some(compiled),
+                            None => {
+                                failed = true;
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    aggregates.push((aggregate.name.clone(), aggregate.kind, input));
+                }
+                let config = WindowConfig {
+                    kind: window.kind,
+                    allowed_lateness: window.allowed_lateness,
+                    aggregates: window.aggregates.iter().map(|a| a.kind).collect(),
+                };
+                if let Err(error) = config.validate() {
+                    problems.push(Problem {
+                        place: window.place.clone(),
+                        message: error.to_string(),
+                    });
+                    continue;
+                }
+                if failed {
+                    continue;
+                }
+                let keyed = key_type.is_some();
+                match WindowAggregate::new(
+                    name.clone(),
+                    config,
+                    aggregates,
+                    window.time,
+                    keyed,
+                    key_type.flatten(),
+                    layout.clone(),
+                ) {
+                    Ok((operator, output)) => {
+                        layout = output;
+                        windowed = true;
+                        key_type = None;
+                        operators.push(node(name, "window", operator));
+                    }
+                    Err(message) => problems.push(Problem {
+                        place: window.place.clone(),
+                        message,
+                    }),
+                }
+            }
+        }
+        let _ = index;
+    }
+    Plan {
+        name: spec.name,
+        sources,
+        input_layout,
+        operators,
+        output_layout: layout,
+        output_is_windowed: windowed,
+        sinks: spec.sinks,
+        dead_letters: spec.dead_letters,
+        late_events: spec.late_events,
+        runtime: spec.runtime,
+    }
+}
+
+fn node(
+    name: Arc<str>,
+    kind: &'static str,
+    operator: impl crate::operator::Operator + 'static,
+) -> OperatorNode {
+    OperatorNode {
+        info: OperatorInfo { name, kind },
+        operator: Box::new(operator),
+    }
+}
+
+/// Formats problems one per line, as `processor check` prints them.
+pub fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|problem| problem.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

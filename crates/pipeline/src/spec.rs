@@ -1,0 +1,277 @@
+//! Typed pipeline specifications: what the YAML config and the Rust builder both produce, and
+//! what [`crate::plan`] compiles into running operators.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use dataflow_event::json::{DecoderConfig, TimeFormat};
+use dataflow_window::{AggregateKind, WindowKind};
+
+use crate::generator::GeneratorConfig;
+
+/// Where a setting was written, so that problems can name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    /// The path of the setting in the config (`steps[2].filter`).
+    pub path: String,
+    /// 1-based line in the config file; 0 when the setting did not come from a file.
+    pub line: u64,
+    /// 1-based column in the config file; 0 when unknown.
+    pub column: u64,
+}
+
+impl Place {
+    /// A place known only by its path (pipelines built in code).
+    pub fn path(path: impl Into<String>) -> Place {
+        Place {
+            path: path.into(),
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}:{}: {}", self.line, self.column, self.path)
+        } else {
+            f.write_str(&self.path)
+        }
+    }
+}
+
+/// One problem found while checking a pipeline, with its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where.
+    pub place: Place,
+    /// What is wrong, as a sentence fragment without a final period.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.place, self.message)
+    }
+}
+
+/// A CEL expression with the place it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExprSpec {
+    /// The CEL source.
+    pub source: String,
+    /// Where it was written.
+    pub place: Place,
+}
+
+impl ExprSpec {
+    /// An expression written in code.
+    pub fn new(source: impl Into<String>, path: impl Into<String>) -> ExprSpec {
+        ExprSpec {
+            source: source.into(),
+            place: Place::path(path),
+        }
+    }
+}
+
+/// A whole pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineSpec {
+    /// The pipeline's name, used in logs and metrics.
+    pub name: String,
+    /// Its sources; their events are merged into one stream.
+    pub sources: Vec<SourceSpec>,
+    /// The steps applied in order.
+    pub steps: Vec<StepSpec>,
+    /// Where results go; each sink receives every result.
+    pub sinks: Vec<SinkSpec>,
+    /// Where records that failed to decode or evaluate go, with their reason.
+    pub dead_letters: SinkSpec,
+    /// Where events beyond the allowed lateness go; `None` sends them to the dead letters.
+    pub late_events: Option<SinkSpec>,
+    /// Runtime settings.
+    pub runtime: RuntimeSpec,
+}
+
+/// Runtime settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeSpec {
+    /// Events per batch handed between stages.
+    pub batch_size: usize,
+    /// Batches a channel between two stages holds before the sender waits.
+    pub channel_capacity: usize,
+    /// What a stop by signal does with open windows.
+    pub on_stop: OnStop,
+}
+
+impl Default for RuntimeSpec {
+    fn default() -> Self {
+        RuntimeSpec {
+            batch_size: 1024,
+            channel_capacity: 16,
+            on_stop: OnStop::Fire,
+        }
+    }
+}
+
+/// What a stop by signal (Ctrl-C) does with windows that are still open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnStop {
+    /// Fire every open window, as at the end of a bounded input.
+    #[default]
+    Fire,
+    /// Emit nothing more; open windows are left to the next checkpoint.
+    Keep,
+}
+
+/// A source of events.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// Its name, used in dead letters, logs and metrics.
+    pub name: String,
+    /// What it reads.
+    pub kind: SourceKind,
+    /// How records are decoded.
+    pub decoder: DecoderConfig,
+    /// How its watermark is generated.
+    pub watermark: WatermarkSpec,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// What a source reads.
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    /// JSON Lines files; each file is a partition with its own byte offset and watermark.
+    File {
+        /// The files.
+        paths: Vec<PathBuf>,
+        /// Keep reading as the files grow, until stopped.
+        follow: bool,
+    },
+    /// JSON Lines on standard input (cannot be replayed).
+    Stdin,
+    /// The built-in deterministic generator.
+    Generator {
+        /// What to generate.
+        config: GeneratorConfig,
+        /// Events per second of wall-clock time; `None` is as fast as possible.
+        rate: Option<u64>,
+    },
+}
+
+/// Watermark generation for a source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatermarkSpec {
+    /// How far behind the largest event time seen the watermark stays, in milliseconds.
+    pub out_of_orderness: i64,
+    /// After this long without events (ms), a partition or source stops holding the watermark.
+    pub idle_timeout: Option<i64>,
+    /// How many events between watermark updates; `None` is once per batch. `Some(1)` judges
+    /// lateness record by record, as Kafka Streams does, at the cost of a message per event.
+    pub every: Option<usize>,
+}
+
+/// One step of a pipeline.
+#[derive(Clone, Debug)]
+pub enum StepSpec {
+    /// Keep the events for which the predicate is true.
+    Filter(ExprSpec),
+    /// Compute, rename, keep or drop payload fields.
+    Map(MapSpec),
+    /// Set each event's key.
+    KeyBy(ExprSpec),
+    /// Aggregate in windows.
+    Window(WindowSpec),
+}
+
+/// A map step. Applied in this order: computed fields, renames, then keep or drop.
+#[derive(Clone, Debug, Default)]
+pub struct MapSpec {
+    /// Fields to compute: name and expression (evaluated on the input event).
+    pub fields: Vec<(String, ExprSpec)>,
+    /// Fields to rename: old name, new name.
+    pub rename: Vec<(String, String)>,
+    /// When set, keep only these fields.
+    pub keep: Option<Vec<String>>,
+    /// Fields to remove.
+    pub drop: Vec<String>,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// Which clock windows follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeDomain {
+    /// The events' own timestamps, with watermarks.
+    #[default]
+    Event,
+    /// The processing machine's clock when the event reaches the window.
+    Processing,
+}
+
+/// A window aggregate step.
+#[derive(Clone, Debug)]
+pub struct WindowSpec {
+    /// Tumbling, sliding or session.
+    pub kind: WindowKind,
+    /// Event or processing time.
+    pub time: TimeDomain,
+    /// How long after firing a window still accepts late events (ms).
+    pub allowed_lateness: i64,
+    /// The aggregates, in output order.
+    pub aggregates: Vec<AggregateSpec>,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// One aggregate of a window step.
+#[derive(Clone, Debug)]
+pub struct AggregateSpec {
+    /// The output field.
+    pub name: String,
+    /// The function.
+    pub kind: AggregateKind,
+    /// Its input (none for `count`).
+    pub input: Option<ExprSpec>,
+}
+
+/// Where output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkSpec {
+    /// Stdout or a file.
+    pub kind: SinkKind,
+    /// How timestamps are written.
+    pub time_format: TimeFormat,
+}
+
+/// Sink kinds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Standard output, one JSON line per event.
+    Stdout,
+    /// A JSON Lines file, created or truncated at start.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl SinkSpec {
+    /// A stdout sink.
+    pub fn stdout() -> SinkSpec {
+        SinkSpec {
+            kind: SinkKind::Stdout,
+            time_format: TimeFormat::Rfc3339,
+        }
+    }
+
+    /// A file sink.
+    pub fn file(path: impl Into<PathBuf>) -> SinkSpec {
+        SinkSpec {
+            kind: SinkKind::File { path: path.into() },
+            time_format: TimeFormat::Rfc3339,
+        }
+    }
+}

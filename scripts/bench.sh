@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: W1–W4 through `processor` beside a plain single-threaded loop
+# (crates/pipeline/examples/baseline.rs) on generated bids. Prints events per second and peak
+# RSS for each, and checks that both produced the same results byte for byte.
+#
+#   scripts/bench.sh                 # 1M and 10M events
+#   SIZES="1000000" scripts/bench.sh # 1M only
+#   WORKLOADS="w2 w3" scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-"1000000 10000000"}
+WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4"}
+DIR=target/bench
+mkdir -p "$DIR/out"
+
+echo "building (release)..." >&2
+cargo build --release --quiet -p dataflow-processor
+cargo build --release --quiet -p dataflow-pipeline --example baseline
+PROCESSOR=target/release/processor
+BASELINE=target/release/examples/baseline
+
+config_of() {
+  case "$1" in
+    w1) echo configs/bench/w1-filter-map.yaml ;;
+    w2) echo configs/bench/w2-tumbling.yaml ;;
+    w3) echo configs/bench/w3-sliding.yaml ;;
+    w4) echo configs/bench/w4-session.yaml ;;
+  esac
+}
+
+# Runs a command, prints "seconds peak_rss_kib" (the command reports its own peak RSS on stderr
+# as "peak RSS N KiB").
+measure() {
+  local log="$DIR/out/last.log"
+  local start end
+  start=$(date +%s.%N)
+  "$@" 2>"$log" >/dev/null
+  end=$(date +%s.%N)
+  local rss
+  rss=$(grep -o 'peak RSS [0-9]*' "$log" | awk '{print $3}' | tail -n 1)
+  awk -v s="$start" -v e="$end" -v r="${rss:-0}" 'BEGIN { printf "%.3f %d\n", e - s, r }'
+}
+
+printf '%s\n' "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+printf '| events | workload | processor events/s | processor peak RSS | baseline events/s | baseline peak RSS | processor / baseline | same results |\n'
+printf '|---:|---|---:|---:|---:|---:|---:|---|\n'
+for n in $SIZES; do
+  input="$DIR/bids-$n.jsonl"
+  if [ ! -s "$input" ]; then
+    echo "generating $n bids..." >&2
+    "$PROCESSOR" generate --profile bids --count "$n" --seed 42 --out "$input"
+  fi
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  for w in $WORKLOADS; do
+    read -r p_secs p_rss < <(measure "$PROCESSOR" run --no-progress --config "$(config_of "$w")")
+    read -r b_secs b_rss < <(measure "$BASELINE" "$w" "$input" "$DIR/out/$w-baseline.jsonl")
+    if cmp -s "$DIR/out/$w.jsonl" "$DIR/out/$w-baseline.jsonl"; then same=yes; else same=NO; fi
+    awk -v n="$n" -v w="$w" -v ps="$p_secs" -v pr="$p_rss" -v bs="$b_secs" -v br="$b_rss" -v same="$same" 'BEGIN {
+      printf "| %d | %s | %.0f | %.1f MiB | %.0f | %.1f MiB | %.0f%% | %s |\n", n, w, n/ps, pr/1024, n/bs, br/1024, 100*bs/ps, same
+    }'
+  done
+done
