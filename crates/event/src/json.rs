@@ -179,7 +179,7 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
         let mut present: u64 = 0;
         let mut object = BTreeMap::new();
 
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(KeyName(name)) = map.next_key::<KeyName<'de>>()? {
             let Some(roles) = decoder.roles(&name) else {
                 if schema.is_none() {
                     object.insert(name.into_owned(), map.next_value_seed(JsonValueSeed)?);
@@ -307,6 +307,37 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
 fn fail_now<E: de::Error>(problem: EventError, slot: &mut Option<EventError>) -> E {
     *slot = Some(problem);
     E::custom("schema mismatch")
+}
+
+/// An object key, borrowed from the input when it has no escapes. (`Cow<str>` itself always
+/// deserializes to an owned string: an allocation per key and record.)
+struct KeyName<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for KeyName<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyName<'de>;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(KeyName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(KeyName(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(KeyName(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 /// A JSON value read without committing to a type, so that type errors can name the field.

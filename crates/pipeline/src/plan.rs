@@ -66,7 +66,23 @@ pub fn plan(spec: PipelineSpec) -> Result<Plan> {
 pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -> Plan {
     let mut sources = Vec::new();
     let mut input_layout: Option<(Layout, String)> = None;
-    for source in spec.sources {
+    // Reading an event's type and id costs two allocations per record. They are skipped when
+    // nothing can see them: results are window results (which carry neither) and no
+    // expression mentions `event`. Dead letters of such a pipeline lack them too.
+    let has_window = spec
+        .steps
+        .iter()
+        .any(|step| matches!(step, StepSpec::Window(_)));
+    let mentions_event = spec
+        .steps
+        .iter()
+        .any(|step| step_sources(step).any(|source| source.contains("event")));
+    let skip_metadata = has_window && !mentions_event;
+    for mut source in spec.sources {
+        if skip_metadata {
+            source.decoder.type_field = None;
+            source.decoder.id_field = None;
+        }
         let decoder = match &source.kind {
             SourceKind::Generator { config, .. } => {
                 if let Err(error) = Generator::new(config.clone()) {
@@ -250,6 +266,23 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
         dead_letters: spec.dead_letters,
         late_events: spec.late_events,
         runtime: spec.runtime,
+    }
+}
+
+/// The CEL sources of a step's expressions.
+fn step_sources(step: &StepSpec) -> Box<dyn Iterator<Item = &str> + '_> {
+    match step {
+        StepSpec::Filter(expr) | StepSpec::KeyBy(expr) => {
+            Box::new(std::iter::once(expr.source.as_str()))
+        }
+        StepSpec::Map(map) => Box::new(map.fields.iter().map(|(_, expr)| expr.source.as_str())),
+        StepSpec::Window(window) => Box::new(
+            window
+                .aggregates
+                .iter()
+                .filter_map(|a| a.input.as_ref())
+                .map(|expr| expr.source.as_str()),
+        ),
     }
 }
 
