@@ -148,3 +148,65 @@ fn generated_bids_run_through_a_benchmark_workload() {
         .sum();
     assert_eq!(total, 20000);
 }
+
+/// Ctrl-C or SIGTERM stops cleanly: with `on_stop: fire` the open windows fire, even while the
+/// source is blocked reading standard input.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_cleanly_and_fires_open_windows() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("stdin.yaml");
+    std::fs::write(
+        &config,
+        "sources:\n  - name: in\n    type: stdin\n    watermark: { every: 1 }\nsteps:\n  - key_by: user\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\nsinks:\n  - { type: stdout, time_format: millis }\ndead_letters: { type: file, path: dead.jsonl }\nruntime: { on_stop: fire }\n",
+    )
+    .expect("write config");
+    let mut child = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start processor");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for (time, user) in [(1000, "a"), (2000, "b"), (15000, "c")] {
+        writeln!(stdin, r#"{{"timestamp":{time},"user":"{user}"}}"#).expect("write event");
+    }
+    stdin.flush().expect("flush");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    // The watermark of the third event fires [0, 10 s): once both results are out, all three
+    // events have been processed.
+    let mut fired = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read result");
+        fired.push(line);
+    }
+    assert_eq!(
+        fired,
+        vec![
+            "{\"key\":\"a\",\"window_start\":0,\"window_end\":10000,\"n\":1,\"is_update\":false}\n",
+            "{\"key\":\"b\",\"window_start\":0,\"window_end\":10000,\"n\":1,\"is_update\":false}\n",
+        ]
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait for processor");
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read rest");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        rest,
+        "{\"key\":\"c\",\"window_start\":10000,\"window_end\":20000,\"n\":1,\"is_update\":false}\n"
+    );
+    assert!(stderr.contains("read 3 events, emitted 3"), "{stderr}");
+}

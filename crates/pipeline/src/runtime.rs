@@ -155,7 +155,14 @@ impl Pipeline {
         }
 
         let (side_tx, side_rx) = mpsc::channel::<Vec<SideRecord>>(capacity);
-        let side_task = tokio::spawn(run_side(side_rx, dead_letters, late, counters.clone()));
+        let (chain_done, chain_done_rx) = tokio::sync::oneshot::channel::<()>();
+        let side_task = tokio::spawn(run_side(
+            side_rx,
+            chain_done_rx,
+            dead_letters,
+            late,
+            counters.clone(),
+        ));
         let mut sink_txs = Vec::new();
         let mut sink_tasks = Vec::new();
         for sink in sinks {
@@ -194,6 +201,9 @@ impl Pipeline {
         let chain_result = chain
             .run(chain_rx, inputs, idle_timeout, stop.clone(), fire_on_stop)
             .await;
+        // Sources may still hold the side channel (one blocked reading stdin after a stop): the
+        // side task drains what is queued and ends instead of waiting for them.
+        let _ = chain_done.send(());
 
         let mut first_error = chain_result.err();
         for task in sink_tasks {
@@ -510,20 +520,46 @@ fn push(
     events
 }
 
+/// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
+/// results show at once while a busy one writes in large chunks.
 async fn run_sink(mut rx: mpsc::Receiver<Arc<Vec<Event>>>, mut sink: Box<dyn Sink>) -> Result<()> {
     while let Some(events) = rx.recv().await {
         sink.write(&events).await?;
+        if rx.is_empty() {
+            sink.flush().await?;
+        }
     }
     sink.flush().await
 }
 
 async fn run_side(
     mut rx: mpsc::Receiver<Vec<SideRecord>>,
+    mut chain_done: tokio::sync::oneshot::Receiver<()>,
     mut dead_letters: SideWriter,
     mut late: Option<SideWriter>,
     counters: Arc<Counters>,
 ) -> Result<()> {
-    while let Some(records) = rx.recv().await {
+    let mut draining = false;
+    loop {
+        let records = if draining {
+            match rx.try_recv() {
+                Ok(records) => records,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                records = rx.recv() => match records {
+                    Some(records) => records,
+                    None => break,
+                },
+                _ = &mut chain_done => {
+                    // Everything a finished source sent is queued by now (it sends its dead
+                    // letters before its end of input); take it and stop.
+                    draining = true;
+                    continue;
+                }
+            }
+        };
         let (late_records, dead): (Vec<SideRecord>, Vec<SideRecord>) = records
             .into_iter()
             .partition(|record| record.kind == SideKind::Late);
@@ -533,6 +569,12 @@ async fn run_side(
         match &mut late {
             Some(writer) => writer.write(&late_records).await?,
             None => dead_letters.write(&late_records).await?,
+        }
+        if rx.is_empty() {
+            dead_letters.flush().await?;
+            if let Some(writer) = &mut late {
+                writer.flush().await?;
+            }
         }
     }
     dead_letters.flush().await?;

@@ -125,6 +125,12 @@ impl<R: Read> LineReader<R> {
         self.line
     }
 
+    /// Whether a complete line is buffered, so that the next line needs no read (which may
+    /// block on a pipe or a terminal).
+    pub(crate) fn has_buffered_line(&self) -> bool {
+        memchr::memchr(b'\n', &self.buffer[self.start..self.end]).is_some()
+    }
+
     /// Forgets a previous end of input, to read again from a file that grew.
     pub(crate) fn retry(&mut self) {
         self.eof = false;
@@ -211,6 +217,10 @@ fn read_lines<R: Read>(
 ) -> std::io::Result<usize> {
     let mut records = 0;
     while records < max {
+        // Hand on what is decoded rather than wait for more input: a pipe may stay quiet.
+        if records > 0 && !reader.has_buffered_line() {
+            break;
+        }
         match reader.next_line(final_partial)? {
             Line::Text(text, number) => {
                 if text.iter().all(u8::is_ascii_whitespace) {
