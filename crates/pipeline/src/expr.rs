@@ -113,7 +113,8 @@
 //! [`Expr::compile`] fails with [`PipelineError::ExprCompile`] on a syntax error (with its line
 //! and column), an unknown field of a row layout (listing the schema's fields), an unknown
 //! `event.` attribute, an unknown function, a native function called with the wrong number of
-//! arguments, or an expression nested more than 64 levels deep. Evaluation fails with
+//! arguments, or an expression nested more than 100 levels deep (32 when part of it runs in
+//! the interpreter). Evaluation fails with
 //! [`PipelineError::ExprEval`] on a missing field of an object payload, a missing map key, an
 //! index out of bounds, operands of the wrong type ("no such overload"), an integer overflow or
 //! a division by zero: data-dependent failures are errors, never panics.
@@ -154,6 +155,8 @@ struct Inner {
     payload_fields: Vec<String>,
     whole_payload: bool,
     uses_interpreter: bool,
+    /// Whether the expression runs in the interpreter as a whole.
+    interpreted: bool,
 }
 
 impl fmt::Debug for Expr {
@@ -236,35 +239,30 @@ impl Expr {
     }
 
     /// Evaluates the expression on `event`.
+    #[inline]
     pub fn eval(&self, event: &Event) -> Result<Value> {
         let cx = self.cx(event)?;
-        let root = &self.inner.root;
-        if matches!(root, Node::Interp(_)) {
+        if self.inner.interpreted {
             return self.interpret(&cx);
         }
-        match root.eval(&cx) {
-            Ok(value) => Ok(value.into_owned()),
-            Err(Fault::Message(message)) => Err(self.eval_error(message)),
-            Err(Fault::Unrepresentable) => self.interpret(&cx),
+        match self.inner.root.eval(&cx) {
+            Ok(value) => Ok(value.into_value()),
+            Err(fault) => self.recover(fault, &cx),
         }
     }
 
     /// Evaluates the expression as a condition: a result that is not a `bool` is an error.
+    #[inline]
     pub fn eval_bool(&self, event: &Event) -> Result<bool> {
         let cx = self.cx(event)?;
-        let root = &self.inner.root;
-        if !matches!(root, Node::Interp(_)) {
-            match root.truth(&cx) {
-                Ok(b) => return Ok(b),
-                Err(Fault::Message(message)) => return Err(self.eval_error(message)),
-                Err(Fault::Unrepresentable) => {}
-            }
+        if self.inner.interpreted {
+            return self.interpret_bool(&cx);
         }
-        match self.interpret(&cx)? {
-            Value::Bool(b) => Ok(b),
-            other => {
-                Err(self.eval_error(format!("expected a bool, got {}", eval::type_name(&other))))
-            }
+        match self.inner.root.truth(&cx) {
+            Ok(b) => Ok(b),
+            Err(fault) => self
+                .recover(fault, &cx)
+                .and_then(|value| self.expect_bool(value)),
         }
     }
 
@@ -300,13 +298,40 @@ impl Expr {
         self.interpret(&cx)
     }
 
+    /// After a native evaluation failed: the error, or the interpreter's result when the
+    /// failure was a value the native evaluator cannot hold.
+    #[cold]
+    #[inline(never)]
+    fn recover(&self, fault: Fault, cx: &Cx<'_>) -> Result<Value> {
+        match fault {
+            Fault::Message(message) => Err(self.eval_error(*message)),
+            Fault::Unrepresentable => self.interpret(cx),
+        }
+    }
+
+    #[inline(never)]
+    fn interpret_bool(&self, cx: &Cx<'_>) -> Result<bool> {
+        self.interpret(cx).and_then(|value| self.expect_bool(value))
+    }
+
+    fn expect_bool(&self, value: Value) -> Result<bool> {
+        match value {
+            Value::Bool(b) => Ok(b),
+            other => {
+                Err(self.eval_error(format!("expected a bool, got {}", eval::type_name(&other))))
+            }
+        }
+    }
+
+    #[inline(never)]
     fn interpret(&self, cx: &Cx<'_>) -> Result<Value> {
         interp::eval_root(&self.inner.ast, cx).map_err(|fault| match fault {
-            Fault::Message(message) => self.eval_error(message),
+            Fault::Message(message) => self.eval_error(*message),
             Fault::Unrepresentable => self.eval_error("the result has no value form"),
         })
     }
 
+    #[cold]
     fn eval_error(&self, message: impl Into<String>) -> PipelineError {
         PipelineError::ExprEval {
             expression: self.inner.source.clone(),
@@ -314,6 +339,7 @@ impl Expr {
         }
     }
 
+    #[inline(always)]
     fn cx<'a>(&'a self, event: &'a Event) -> Result<Cx<'a>> {
         match (&self.inner.layout, &event.payload) {
             (Layout::Row(schema), Payload::Row(row)) => Ok(Cx {
@@ -328,11 +354,17 @@ impl Expr {
                 object: Some(object),
                 schema: None,
             }),
-            (Layout::Row(_), Payload::Object(_)) => Err(self
-                .eval_error("the expression was compiled for row payloads, not object payloads")),
-            (Layout::Object, Payload::Row(_)) => Err(self
-                .eval_error("the expression was compiled for object payloads, not row payloads")),
+            _ => Err(self.layout_mismatch()),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn layout_mismatch(&self) -> PipelineError {
+        self.eval_error(match self.inner.layout {
+            Layout::Row(_) => "the expression was compiled for row payloads, not object payloads",
+            Layout::Object => "the expression was compiled for object payloads, not row payloads",
+        })
     }
 }
 
@@ -340,7 +372,8 @@ fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
     let program = cel::Program::compile(&source)
         .map_err(|errors| compile_error(&source, syntax_error(&errors)))?;
     let ast = program.expression();
-    if compile::depth(ast) > compile::MAX_DEPTH {
+    let depth = compile::depth(ast);
+    if depth > compile::MAX_DEPTH {
         return Err(compile_error(
             &source,
             format!(
@@ -369,6 +402,17 @@ fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
     }
     let output_type = root.ty(layout.schema().map(|s| &**s)).map(to_field_type);
     let uses_interpreter = any_interp(&root);
+    let interpreted = matches!(root, Node::Interp(_));
+    // An interpreted part may make the whole expression run in the interpreter.
+    if uses_interpreter && depth > compile::MAX_INTERPRETED_DEPTH {
+        return Err(compile_error(
+            &source,
+            format!(
+                "the expression is nested too deeply for the CEL interpreter (more than {} levels)",
+                compile::MAX_INTERPRETED_DEPTH
+            ),
+        ));
+    }
     Ok(Expr {
         inner: Arc::new(Inner {
             ast: Arc::new(ast.clone()),
@@ -379,6 +423,7 @@ fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
             payload_fields,
             whole_payload,
             uses_interpreter,
+            interpreted,
         }),
     })
 }

@@ -572,7 +572,7 @@ fn other_compile_errors() {
         assert!(message.contains(part), "{source}: {message}");
         assert!(message.contains("line 1, column"), "{source}: {message}");
     }
-    let deep = vec!["1"; 100].join(" + ");
+    let deep = vec!["1"; 101].join(" + ");
     let message = compile_error(&deep, &row_layout());
     assert!(message.contains("nested too deeply"), "{message}");
     // known functions the native compiler leaves to the interpreter compile
@@ -597,6 +597,31 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
         format!("x{}", ".a".repeat(5000)),
     ] {
         let _ = Expr::compile(&source, &Layout::Object);
+    }
+    // the deepest expressions accepted evaluate, natively and in the interpreter, on the
+    // default 2 MiB stack of a test thread
+    let native = vec!["qty"; 99].join(" + ");
+    let expr = Expr::compile(&native, &row_layout()).expect("compiles");
+    assert_eq!(expr.eval(&row_event()).ok(), Some(Value::Int(297)));
+    let chain = vec!["qty"; 27].join(" + ");
+    for source in [
+        format!("{chain} + int(1u)"),
+        format!("[1].exists(x, {chain} > x)"),
+    ] {
+        let expr = Expr::compile(&source, &row_layout()).expect("compiles");
+        assert!(expr.eval(&row_event()).is_ok(), "{source}");
+        assert!(expr.eval_interpreted(&row_event()).is_ok(), "{source}");
+    }
+    let chain = vec!["qty"; 40].join(" + ");
+    for source in [
+        format!("{chain} + int(1u)"),
+        format!("[1].exists(x, x > 0) && {chain} > 1"),
+    ] {
+        let message = compile_error(&source, &row_layout());
+        assert!(
+            message.contains("too deeply for the CEL interpreter"),
+            "{message}"
+        );
     }
     let nested = format!("{}1{}", "(".repeat(30), ")".repeat(30));
     assert_eq!(
