@@ -113,8 +113,8 @@
 //! [`Expr::compile`] fails with [`PipelineError::ExprCompile`] on a syntax error (with its line
 //! and column), an unknown field of a row layout (listing the schema's fields), an unknown
 //! `event.` attribute, an unknown function, a native function called with the wrong number of
-//! arguments, or an expression nested more than 100 levels deep (32 when part of it runs in
-//! the interpreter). Evaluation fails with
+//! arguments, an expression nested more than 100 levels deep (32 when part of it runs in the
+//! interpreter), or longer than 64 KiB. Evaluation fails with
 //! [`PipelineError::ExprEval`] on a missing field of an object payload, a missing map key, an
 //! index out of bounds, operands of the wrong type ("no such overload"), an integer overflow or
 //! a division by zero: data-dependent failures are errors, never panics.
@@ -137,6 +137,10 @@ use eval::{Cx, Fault, Node, Ty};
 
 /// The stack of the thread that parses and compiles: the `cel` parser recurses deeply.
 const COMPILE_STACK: usize = 64 << 20;
+
+/// The longest source accepted, in bytes: the parser recurses once per operator of a chain
+/// such as `a + b + c...`, and that stack suffices for this many.
+const MAX_SOURCE_LEN: usize = 64 << 10;
 
 /// A compiled CEL expression. Cheap to clone, and shareable between threads.
 #[derive(Clone)]
@@ -215,6 +219,15 @@ fn any_interp(node: &Node) -> bool {
 impl Expr {
     /// Compiles `source` against the payload layout of the stream it will run on.
     pub fn compile(source: &str, layout: &Layout) -> Result<Expr> {
+        if source.len() > MAX_SOURCE_LEN {
+            return Err(compile_error(
+                source,
+                format!(
+                    "the expression is too long ({} bytes, at most {MAX_SOURCE_LEN})",
+                    source.len()
+                ),
+            ));
+        }
         let owned_source = source.to_string();
         let owned_layout = layout.clone();
         // The `cel` parser needs a deep stack on nested input; a panic in it becomes an error.

@@ -380,6 +380,30 @@ fn membership() {
     check_both("null in user", Fails("no such overload"));
     check_both("'a' in 'abc'", Fails("no such overload"));
     check_both("[1] in [[1], [2]]", bool(true));
+    check_both("'trace' in event.headers", bool(true));
+}
+
+#[test]
+fn whole_maps_and_mixed_containers() {
+    // the payload holds a NaN, which equals nothing
+    check_both("payload == payload", bool(false));
+    check_both("payload.user == payload['user']", bool(true));
+    check_both("event == event", bool(true));
+    check_both("payload.qty == qty", bool(true));
+    check_both("size(event.headers)", int(1));
+    check_both(
+        "tags + event.headers",
+        Is(list(vec![s("sale"), s("new"), s("trace")])),
+    );
+    check_both("tags[nan]", Fails("out of bounds"));
+    check_both("qty > 1u", bool(true));
+    check_both("[qty, 2u]", Is(list(vec![Value::Int(3), Value::Int(2)])));
+    check_object("has(payload.n) ? n : 0", int(0));
+    let mut object = BTreeMap::new();
+    object.insert("n".to_string(), Value::Null);
+    let event = Event::object(0, object);
+    check("has(payload.n)", &Layout::Object, &event, &bool(true));
+    check("n == null", &Layout::Object, &event, &bool(true));
 }
 
 #[test]
@@ -594,6 +618,7 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
         format!("{}1", "-".repeat(1000)),
         vec!["a"; 200].join(" ? 1 : "),
         vec!["1"; 5000].join(" + "),
+        vec!["1"; 32_000].join("+"),
         format!("x{}", ".a".repeat(5000)),
     ] {
         let _ = Expr::compile(&source, &Layout::Object);
@@ -623,6 +648,9 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
             "{message}"
         );
     }
+    let long = vec!["1"; 40_000].join("+");
+    let message = compile_error(&long, &Layout::Object);
+    assert!(message.contains("too long"), "{message}");
     let nested = format!("{}1{}", "(".repeat(30), ")".repeat(30));
     assert_eq!(
         Expr::compile(&nested, &Layout::Object)
