@@ -25,7 +25,8 @@
 //! - `payload.NAME` and `payload["NAME"]` read the payload field `NAME` (the second form takes
 //!   any name, `payload["user-id"]`). A bare `NAME` is shorthand for `payload.NAME`, for any
 //!   identifier other than `payload` and `event` (a field called `payload` or `event` is only
-//!   reachable as `payload["payload"]`). `payload` alone is the whole payload, as a map.
+//!   reachable as `payload["payload"]`). `payload` alone is the whole payload, as a map (on a
+//!   row layout, with every field of the schema).
 //! - `event.type` (string, or null when the source gives none), `event.id` (string or null),
 //!   `event.time` (int, epoch milliseconds), `event.processing_time` (int, epoch milliseconds),
 //!   `event.key` (the key set by `key_by`, or null) and `event.headers` (a map of strings).
@@ -36,13 +37,14 @@
 //!   hold null: test it with `payload.NAME != null`).
 //! - On an **object** layout (no schema), fields are looked up by name on each event. Reading
 //!   a field the event lacks is an evaluation error, ``no field `NAME` ``; test for it first
-//!   with `has(payload.NAME)` (or `has(NAME.sub)` for a key of a map field), which is `false`
-//!   when it is absent: `has(payload.coupon) && payload.coupon != ""`.
+//!   with `has(payload.NAME)`, which is `false` when it is absent (and `has(m.key)` for a key of
+//!   a map field `m`, which must itself be there): `has(payload.coupon) && coupon != ""`.
 //! - Fields holding maps (JSON objects) are selected into: `user.address.city`, or
 //!   `user["address"]`. Lists and maps are indexed: `tags[0]`, `attrs["color"]`. A missing key
 //!   or an index out of bounds is an evaluation error.
 //! - A bare name that is not a field but names a CEL type (`int`, `string`, `list`...) is that
-//!   type, as in `type(x) == int`.
+//!   type, as in `type(x) == int` (on an object layout, a field of that name, when the event
+//!   has one, wins).
 //!
 //! # Types
 //!
@@ -89,14 +91,19 @@
 //!
 //! The rest of CEL's standard library runs in the `cel` interpreter: the macros `all`,
 //! `exists`, `exists_one`, `map` and `filter`, map literals (`{"a": 1}`), `uint` and `bytes`
-//! values (`1u`, `b"..."`, `uint(x)`, `bytes(x)`), `type(x)`, `bool(x)`, `dyn(x)` and the
-//! `optional` functions. Only the sub-expression that needs it is interpreted:
-//! in `price > 100 && tags.exists(t, t == "sale")`, the comparison stays native. The
-//! interpreter converts the event's values to its own on each evaluation and is several times
-//! slower; [`Expr::uses_interpreter`] tells whether an expression needs it. A sub-expression
-//! whose value has no [`Value`] form (a `uint`, `bytes`, a type) makes the whole expression
-//! run in the interpreter. The results are the same either way: the native operations follow
-//! the interpreter's, which the tests check on random expressions.
+//! values (`uint(x)`, `bytes(x)`), `type(x)`, `bool(x)`, `dyn(x)` and the `optional`
+//! functions. Only the sub-expression that needs it is interpreted: in
+//! `price > 100 && tags.exists(t, t == "sale")`, the comparison stays native and the
+//! interpreter only runs for events that pass it. An expression with a `uint` or `bytes`
+//! literal (`1u`, `b"..."`) runs in the interpreter as a whole, and so does, on that event, an
+//! expression whose interpreted part yields a value with no [`Value`] form (a `uint`, `bytes`,
+//! a type).
+//!
+//! The interpreter sees the same names: `payload` and `event` as maps, and each payload field
+//! as a bare variable, converted from the event each time they are read. It is about ten
+//! times slower than native evaluation; [`Expr::uses_interpreter`] tells whether an
+//! expression needs it. The results are the same either way: the native operations follow the
+//! interpreter's, which the tests check on random expressions and events.
 //!
 //! The functions CEL does not have in this build (no regular expressions, no timestamps or
 //! durations, no string extensions such as `lowerAscii`) are compile errors.
@@ -218,6 +225,9 @@ fn any_interp(node: &Node) -> bool {
 
 impl Expr {
     /// Compiles `source` against the payload layout of the stream it will run on.
+    ///
+    /// Compiling parses on a short-lived thread of its own (the parser needs a deep stack):
+    /// compile once, when the pipeline is built, and evaluate many times.
     pub fn compile(source: &str, layout: &Layout) -> Result<Expr> {
         if source.len() > MAX_SOURCE_LEN {
             return Err(compile_error(
