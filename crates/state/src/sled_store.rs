@@ -7,7 +7,8 @@ use std::io::ErrorKind;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
@@ -24,6 +25,9 @@ const FORMAT_KEY: &[u8] = b"dataflow-state/format";
 
 /// The format this version writes: one tree per namespace, keys and values as given.
 const FORMAT: &[u8] = b"1";
+
+/// How long opening waits for a held lock to be released before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// How many entries a restore writes per sled batch: bounds the memory a batch copies.
 const BATCH_ENTRIES: usize = 1024;
@@ -46,7 +50,9 @@ const BATCH_ENTRIES: usize = 1024;
 /// a sled version mismatch, even a panic inside sled) are never deleted: they are moved aside to
 /// `<dir>.corrupt-<unix-seconds>` (with `-1`, `-2`, … if that exists) with a `tracing` warning,
 /// and a fresh store is created. A directory locked by another open store is not touched:
-/// [`StateError::Locked`]. A permission error is returned as is.
+/// opening waits up to a second for the lock (a store just closed in this process can hold it a
+/// moment longer, in sled's background threads), then fails with [`StateError::Locked`]. A
+/// permission error is returned as is.
 ///
 /// ```
 /// use dataflow_state::{SledStore, StateStore};
@@ -120,7 +126,7 @@ impl SledStore {
     ///
     /// # Errors
     ///
-    /// [`StateError::Locked`] if another store has `dir` open; [`StateError::MoveAside`] if an
+    /// [`StateError::Locked`] if another store keeps `dir` open for a second; [`StateError::MoveAside`] if an
     /// unopenable `dir` cannot be moved; [`StateError::Sled`] or [`StateError::Unopenable`] if
     /// even a fresh store cannot be opened.
     pub fn open(dir: &Path) -> Result<SledStore> {
@@ -397,16 +403,28 @@ fn tree_name(namespace: &str) -> Vec<u8> {
 fn open_db(dir: &Path) -> std::result::Result<sled::Db, OpenFailure> {
     let had_log = fs::metadata(dir.join("db")).is_ok_and(|log| log.len() > 0);
     let config = sled::Config::new().path(dir).flush_every_ms(None);
-    let db = match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
-        Ok(Ok(db)) => db,
-        Ok(Err(error)) => return Err(classify(error)),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|message| (*message).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".to_owned());
-            return Err(OpenFailure::Unopenable(format!("sled panicked: {message}")));
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    let db = loop {
+        match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => break db,
+            Ok(Err(error)) => match classify(error) {
+                // A store of this process that was just closed can hold the lock for a moment
+                // longer, in sled's background threads.
+                OpenFailure::Locked if started.elapsed() < LOCK_WAIT => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                failure => return Err(failure),
+            },
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|message| (*message).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                return Err(OpenFailure::Unopenable(format!("sled panicked: {message}")));
+            }
         }
     };
     match db.get(FORMAT_KEY) {
