@@ -36,8 +36,8 @@ const BATCH_ENTRIES: usize = 1024;
 ///
 /// **Layout.** One sled tree per namespace, named `ns:<namespace>`: a namespace is scanned,
 /// counted and dropped on its own, and keys are stored as given (no namespace prefix to encode
-/// or strip). sled's default tree holds only a format marker. A namespace exists while it has entries: an
-/// emptied tree is kept on disk but not listed by [`StateStore::namespaces`].
+/// or strip). sled's default tree holds only a format marker. A namespace exists while it has
+/// entries: an emptied tree is kept on disk but not listed by [`StateStore::namespaces`].
 ///
 /// **Durability.** Writes are durable once [`SledStore::flush`] returns, and when the store is
 /// dropped (the drop flushes). sled's periodic background flush is turned off: a crash may lose
@@ -49,10 +49,12 @@ const BATCH_ENTRIES: usize = 1024;
 /// would open empty, a database without this crate's format marker, corrupt or foreign files,
 /// a sled version mismatch, even a panic inside sled) are never deleted: they are moved aside to
 /// `<dir>.corrupt-<unix-seconds>` (with `-1`, `-2`, … if that exists) with a `tracing` warning,
-/// and a fresh store is created. A directory locked by another open store is not touched:
-/// opening waits up to a second for the lock (a store just closed in this process can hold it a
-/// moment longer, in sled's background threads), then fails with [`StateError::Locked`]. A
-/// permission error is returned as is.
+/// and a fresh store is created. What sled refuses is moved untouched; a garbled log is only
+/// found out after sled's recovery has read it, and may have rewritten its first bytes.
+///
+/// A directory locked by another open store is not touched: opening waits up to a second for the
+/// lock (a store just closed in this process can hold it a moment longer, in sled's background
+/// threads), then fails with [`StateError::Locked`]. A permission error is returned as is.
 ///
 /// ```
 /// use dataflow_state::{SledStore, StateStore};
@@ -126,9 +128,9 @@ impl SledStore {
     ///
     /// # Errors
     ///
-    /// [`StateError::Locked`] if another store keeps `dir` open for a second; [`StateError::MoveAside`] if an
-    /// unopenable `dir` cannot be moved; [`StateError::Sled`] or [`StateError::Unopenable`] if
-    /// even a fresh store cannot be opened.
+    /// [`StateError::Locked`] if another store keeps `dir` open for a second;
+    /// [`StateError::MoveAside`] if an unopenable `dir` cannot be moved; [`StateError::Sled`] or
+    /// [`StateError::Unopenable`] if even a fresh store cannot be opened.
     pub fn open(dir: &Path) -> Result<SledStore> {
         let db = match open_db(dir) {
             Ok(db) => db,
@@ -555,7 +557,10 @@ fn discard(dir: &Path) -> Result<()> {
         Ok(db) => {
             drop(db);
             fs::remove_dir_all(dir).map_err(io_error("remove the old store in"))?;
-            info!(path = %dir.display(), "removed the old sled store to rebuild it from a snapshot");
+            info!(
+                path = %dir.display(),
+                "removed the old sled store to rebuild it from a snapshot",
+            );
             Ok(())
         }
         Err(OpenFailure::Unopenable(reason)) => move_aside(dir, &reason).map(drop),

@@ -63,7 +63,10 @@ fn op(sled: bool) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Restore),
         1 => Just(Op::Flush),
         // Memory does not survive a restart: it flushes instead (which does nothing).
-        2 => any::<bool>().prop_map(move |flush| if sled { Op::Restart { flush } } else { Op::Flush }),
+        2 => any::<bool>().prop_map(move |flush| match sled {
+            true => Op::Restart { flush },
+            false => Op::Flush,
+        }),
         1 => any::<usize>().prop_map(Op::Rebuild),
     ]
 }
