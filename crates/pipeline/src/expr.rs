@@ -25,7 +25,8 @@
 //! - `payload.NAME` and `payload["NAME"]` read the payload field `NAME` (the second form takes
 //!   any name, `payload["user-id"]`). A bare `NAME` is shorthand for `payload.NAME`, for any
 //!   identifier other than `payload` and `event` (a field called `payload` or `event` is only
-//!   reachable as `payload["payload"]`). `payload` alone is the whole payload, as a map.
+//!   reachable as `payload["payload"]`). `payload` alone is the whole payload, as a map (on a
+//!   row layout, with every field of the schema).
 //! - `event.type` (string, or null when the source gives none), `event.id` (string or null),
 //!   `event.time` (int, epoch milliseconds), `event.processing_time` (int, epoch milliseconds),
 //!   `event.key` (the key set by `key_by`, or null) and `event.headers` (a map of strings).
@@ -36,13 +37,14 @@
 //!   hold null: test it with `payload.NAME != null`).
 //! - On an **object** layout (no schema), fields are looked up by name on each event. Reading
 //!   a field the event lacks is an evaluation error, ``no field `NAME` ``; test for it first
-//!   with `has(payload.NAME)` (or `has(NAME.sub)` for a key of a map field), which is `false`
-//!   when it is absent: `has(payload.coupon) && payload.coupon != ""`.
+//!   with `has(payload.NAME)`, which is `false` when it is absent (and `has(m.key)` for a key of
+//!   a map field `m`, which must itself be there): `has(payload.coupon) && coupon != ""`.
 //! - Fields holding maps (JSON objects) are selected into: `user.address.city`, or
 //!   `user["address"]`. Lists and maps are indexed: `tags[0]`, `attrs["color"]`. A missing key
 //!   or an index out of bounds is an evaluation error.
 //! - A bare name that is not a field but names a CEL type (`int`, `string`, `list`...) is that
-//!   type, as in `type(x) == int`.
+//!   type, as in `type(x) == int` (on an object layout, a field of that name, when the event
+//!   has one, wins).
 //!
 //! # Types
 //!
@@ -89,14 +91,19 @@
 //!
 //! The rest of CEL's standard library runs in the `cel` interpreter: the macros `all`,
 //! `exists`, `exists_one`, `map` and `filter`, map literals (`{"a": 1}`), `uint` and `bytes`
-//! values (`1u`, `b"..."`, `uint(x)`, `bytes(x)`), `type(x)`, `bool(x)`, `dyn(x)` and the
-//! `optional` functions. Only the sub-expression that needs it is interpreted:
-//! in `price > 100 && tags.exists(t, t == "sale")`, the comparison stays native. The
-//! interpreter converts the event's values to its own on each evaluation and is several times
-//! slower; [`Expr::uses_interpreter`] tells whether an expression needs it. A sub-expression
-//! whose value has no [`Value`] form (a `uint`, `bytes`, a type) makes the whole expression
-//! run in the interpreter. The results are the same either way: the native operations follow
-//! the interpreter's, which the tests check on random expressions.
+//! values (`uint(x)`, `bytes(x)`), `type(x)`, `bool(x)`, `dyn(x)` and the `optional`
+//! functions. Only the sub-expression that needs it is interpreted: in
+//! `price > 100 && tags.exists(t, t == "sale")`, the comparison stays native and the
+//! interpreter only runs for events that pass it. An expression with a `uint` or `bytes`
+//! literal (`1u`, `b"..."`) runs in the interpreter as a whole, and so does, on that event, an
+//! expression whose interpreted part yields a value with no [`Value`] form (a `uint`, `bytes`,
+//! a type).
+//!
+//! The interpreter sees the same names: `payload` and `event` as maps, and each payload field
+//! as a bare variable, converted from the event each time they are read. It is about ten
+//! times slower than native evaluation; [`Expr::uses_interpreter`] tells whether an
+//! expression needs it. The results are the same either way: the native operations follow the
+//! interpreter's, which the tests check on random expressions and events.
 //!
 //! The functions CEL does not have in this build (no regular expressions, no timestamps or
 //! durations, no string extensions such as `lowerAscii`) are compile errors.
@@ -113,7 +120,8 @@
 //! [`Expr::compile`] fails with [`PipelineError::ExprCompile`] on a syntax error (with its line
 //! and column), an unknown field of a row layout (listing the schema's fields), an unknown
 //! `event.` attribute, an unknown function, a native function called with the wrong number of
-//! arguments, or an expression nested more than 64 levels deep. Evaluation fails with
+//! arguments, an expression nested more than 100 levels deep (32 when part of it runs in the
+//! interpreter), or longer than 64 KiB. Evaluation fails with
 //! [`PipelineError::ExprEval`] on a missing field of an object payload, a missing map key, an
 //! index out of bounds, operands of the wrong type ("no such overload"), an integer overflow or
 //! a division by zero: data-dependent failures are errors, never panics.
@@ -137,6 +145,10 @@ use eval::{Cx, Fault, Node, Ty};
 /// The stack of the thread that parses and compiles: the `cel` parser recurses deeply.
 const COMPILE_STACK: usize = 64 << 20;
 
+/// The longest source accepted, in bytes: the parser recurses once per operator of a chain
+/// such as `a + b + c...`, and that stack suffices for this many.
+const MAX_SOURCE_LEN: usize = 64 << 10;
+
 /// A compiled CEL expression. Cheap to clone, and shareable between threads.
 #[derive(Clone)]
 pub struct Expr {
@@ -154,6 +166,8 @@ struct Inner {
     payload_fields: Vec<String>,
     whole_payload: bool,
     uses_interpreter: bool,
+    /// Whether the expression runs in the interpreter as a whole.
+    interpreted: bool,
 }
 
 impl fmt::Debug for Expr {
@@ -211,7 +225,19 @@ fn any_interp(node: &Node) -> bool {
 
 impl Expr {
     /// Compiles `source` against the payload layout of the stream it will run on.
+    ///
+    /// Compiling parses on a short-lived thread of its own (the parser needs a deep stack):
+    /// compile once, when the pipeline is built, and evaluate many times.
     pub fn compile(source: &str, layout: &Layout) -> Result<Expr> {
+        if source.len() > MAX_SOURCE_LEN {
+            return Err(compile_error(
+                source,
+                format!(
+                    "the expression is too long ({} bytes, at most {MAX_SOURCE_LEN})",
+                    source.len()
+                ),
+            ));
+        }
         let owned_source = source.to_string();
         let owned_layout = layout.clone();
         // The `cel` parser needs a deep stack on nested input; a panic in it becomes an error.
@@ -236,35 +262,30 @@ impl Expr {
     }
 
     /// Evaluates the expression on `event`.
+    #[inline]
     pub fn eval(&self, event: &Event) -> Result<Value> {
         let cx = self.cx(event)?;
-        let root = &self.inner.root;
-        if matches!(root, Node::Interp(_)) {
+        if self.inner.interpreted {
             return self.interpret(&cx);
         }
-        match root.eval(&cx) {
-            Ok(value) => Ok(value.into_owned()),
-            Err(Fault::Message(message)) => Err(self.eval_error(message)),
-            Err(Fault::Unrepresentable) => self.interpret(&cx),
+        match self.inner.root.eval(&cx) {
+            Ok(value) => Ok(value.into_value()),
+            Err(fault) => self.recover(fault, &cx),
         }
     }
 
     /// Evaluates the expression as a condition: a result that is not a `bool` is an error.
+    #[inline]
     pub fn eval_bool(&self, event: &Event) -> Result<bool> {
         let cx = self.cx(event)?;
-        let root = &self.inner.root;
-        if !matches!(root, Node::Interp(_)) {
-            match root.truth(&cx) {
-                Ok(b) => return Ok(b),
-                Err(Fault::Message(message)) => return Err(self.eval_error(message)),
-                Err(Fault::Unrepresentable) => {}
-            }
+        if self.inner.interpreted {
+            return self.interpret_bool(&cx);
         }
-        match self.interpret(&cx)? {
-            Value::Bool(b) => Ok(b),
-            other => {
-                Err(self.eval_error(format!("expected a bool, got {}", eval::type_name(&other))))
-            }
+        match self.inner.root.truth(&cx) {
+            Ok(b) => Ok(b),
+            Err(fault) => self
+                .recover(fault, &cx)
+                .and_then(|value| self.expect_bool(value)),
         }
     }
 
@@ -300,13 +321,40 @@ impl Expr {
         self.interpret(&cx)
     }
 
+    /// After a native evaluation failed: the error, or the interpreter's result when the
+    /// failure was a value the native evaluator cannot hold.
+    #[cold]
+    #[inline(never)]
+    fn recover(&self, fault: Fault, cx: &Cx<'_>) -> Result<Value> {
+        match fault {
+            Fault::Message(message) => Err(self.eval_error(*message)),
+            Fault::Unrepresentable => self.interpret(cx),
+        }
+    }
+
+    #[inline(never)]
+    fn interpret_bool(&self, cx: &Cx<'_>) -> Result<bool> {
+        self.interpret(cx).and_then(|value| self.expect_bool(value))
+    }
+
+    fn expect_bool(&self, value: Value) -> Result<bool> {
+        match value {
+            Value::Bool(b) => Ok(b),
+            other => {
+                Err(self.eval_error(format!("expected a bool, got {}", eval::type_name(&other))))
+            }
+        }
+    }
+
+    #[inline(never)]
     fn interpret(&self, cx: &Cx<'_>) -> Result<Value> {
         interp::eval_root(&self.inner.ast, cx).map_err(|fault| match fault {
-            Fault::Message(message) => self.eval_error(message),
+            Fault::Message(message) => self.eval_error(*message),
             Fault::Unrepresentable => self.eval_error("the result has no value form"),
         })
     }
 
+    #[cold]
     fn eval_error(&self, message: impl Into<String>) -> PipelineError {
         PipelineError::ExprEval {
             expression: self.inner.source.clone(),
@@ -314,6 +362,7 @@ impl Expr {
         }
     }
 
+    #[inline(always)]
     fn cx<'a>(&'a self, event: &'a Event) -> Result<Cx<'a>> {
         match (&self.inner.layout, &event.payload) {
             (Layout::Row(schema), Payload::Row(row)) => Ok(Cx {
@@ -328,11 +377,17 @@ impl Expr {
                 object: Some(object),
                 schema: None,
             }),
-            (Layout::Row(_), Payload::Object(_)) => Err(self
-                .eval_error("the expression was compiled for row payloads, not object payloads")),
-            (Layout::Object, Payload::Row(_)) => Err(self
-                .eval_error("the expression was compiled for object payloads, not row payloads")),
+            _ => Err(self.layout_mismatch()),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn layout_mismatch(&self) -> PipelineError {
+        self.eval_error(match self.inner.layout {
+            Layout::Row(_) => "the expression was compiled for row payloads, not object payloads",
+            Layout::Object => "the expression was compiled for object payloads, not row payloads",
+        })
     }
 }
 
@@ -340,7 +395,8 @@ fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
     let program = cel::Program::compile(&source)
         .map_err(|errors| compile_error(&source, syntax_error(&errors)))?;
     let ast = program.expression();
-    if compile::depth(ast) > compile::MAX_DEPTH {
+    let depth = compile::depth(ast);
+    if depth > compile::MAX_DEPTH {
         return Err(compile_error(
             &source,
             format!(
@@ -369,6 +425,17 @@ fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
     }
     let output_type = root.ty(layout.schema().map(|s| &**s)).map(to_field_type);
     let uses_interpreter = any_interp(&root);
+    let interpreted = matches!(root, Node::Interp(_));
+    // An interpreted part may make the whole expression run in the interpreter.
+    if uses_interpreter && depth > compile::MAX_INTERPRETED_DEPTH {
+        return Err(compile_error(
+            &source,
+            format!(
+                "the expression is nested too deeply for the CEL interpreter (more than {} levels)",
+                compile::MAX_INTERPRETED_DEPTH
+            ),
+        ));
+    }
     Ok(Expr {
         inner: Arc::new(Inner {
             ast: Arc::new(ast.clone()),
@@ -379,6 +446,7 @@ fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
             payload_fields,
             whole_payload,
             uses_interpreter,
+            interpreted,
         }),
     })
 }

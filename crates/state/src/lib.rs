@@ -1,95 +1,190 @@
 //! Keyed operator state.
 //!
-//! Stateful operators keep their state here, namespaced per operator, so that checkpoints can
-//! snapshot it and restores rebuild it. This crate is the only one that will touch sled (the
-//! store for state larger than memory); today it holds the in-memory store, whose ordered map is
-//! also the reference the sled store will be tested against.
+//! Stateful operators keep their state here as byte keys and values, in a namespace of their
+//! own (one per operator), behind the [`StateStore`] trait. A checkpoint takes a
+//! [`StateStore::snapshot`] — every entry in `(namespace, key)` order, the same bytes for the
+//! same contents — and a restore puts one back.
+//!
+//! Two backends, chosen with [`Backend`]:
+//!
+//! - [`MemoryStore`] (the default): ordered in-memory maps.
+//! - [`SledStore`]: a sled database on disk, for state larger than memory. The checkpoint, not
+//!   sled, is the source of truth: on start the directory is rebuilt from the checkpoint being
+//!   restored ([`Backend::rebuild`], [`SledStore::rebuild`]), so sled's own durability only
+//!   matters between two flushes of one run.
+//!
+//! This is the only crate that touches sled.
 //!
 //! ```
-//! use dataflow_state::MemoryStore;
+//! use dataflow_state::{Backend, StateStore};
 //!
-//! let mut store = MemoryStore::default();
-//! store.put(b"window/a", b"1".to_vec());
-//! store.put(b"window/b", b"2".to_vec());
-//! store.put(b"other/c", b"3".to_vec());
-//! let keys: Vec<&[u8]> = store.scan_prefix(b"window/").map(|(k, _)| k).collect();
-//! assert_eq!(keys, [b"window/a".as_slice(), b"window/b".as_slice()]);
+//! # fn main() -> dataflow_state::Result<()> {
+//! let mut store = Backend::Memory.open()?;
+//! store.put("window", b"user-1/0", b"3")?;
+//! store.put("window", b"user-1/60000", b"5")?;
+//! store.put("window", b"user-2/0", b"1")?;
+//! store.put("dedup", b"event-9", b"")?;
+//!
+//! // Everything of one key, in key order.
+//! let user_1 = store.scan_prefix("window", b"user-1/")?.into_vec()?;
+//! assert_eq!(user_1.len(), 2);
+//! assert_eq!(user_1[0], (b"user-1/0".to_vec(), b"3".to_vec()));
+//!
+//! // A checkpoint takes a snapshot; a restart rebuilds a store (here on disk) from it.
+//! let snapshot = store.snapshot()?;
+//! let dir = tempfile::tempdir().expect("a temporary directory");
+//! let sled = Backend::Sled { dir: dir.path().join("state") };
+//! let restored = sled.rebuild(&snapshot)?;
+//! assert_eq!(restored.snapshot()?, snapshot);
+//! assert_eq!(restored.namespaces()?, ["dedup", "window"]);
+//! assert_eq!(restored.key_count("window")?, 3);
+//! # Ok(())
+//! # }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-use std::collections::BTreeMap;
+mod backend;
+mod memory;
+mod sled_store;
+mod snapshot;
+
+use std::fmt;
+use std::path::PathBuf;
 
 use thiserror::Error;
+
+pub use backend::Backend;
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+pub use snapshot::StateSnapshot;
 
 /// Errors of state stores.
 #[derive(Debug, Error)]
 pub enum StateError {
-    /// A snapshot that does not decode.
-    #[error("invalid state snapshot: {0}")]
-    InvalidSnapshot(String),
+    /// A sled operation that failed.
+    #[error("sled store {}: {op} failed: {source}", path.display())]
+    Sled {
+        /// The store's directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A store directory that another open store holds (its lock is taken).
+    #[error("sled store {} is in use: another store holds its lock", path.display())]
+    Locked {
+        /// The store's directory.
+        path: PathBuf,
+    },
+    /// A store directory that sled cannot open even fresh.
+    #[error("sled store {} cannot be opened: {reason}", path.display())]
+    Unopenable {
+        /// The store's directory.
+        path: PathBuf,
+        /// sled's error or panic.
+        reason: String,
+    },
+    /// An unusable store directory that could not be moved aside.
+    #[error("cannot move {} aside: {reason}", path.display())]
+    MoveAside {
+        /// The store's directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A file system operation on a store directory that failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The result of state operations.
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
-/// Keyed state in an ordered in-memory map.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemoryStore {
-    entries: BTreeMap<Vec<u8>, Vec<u8>>,
-}
+/// One `(key, value)` entry of a namespace.
+pub type Entry = (Vec<u8>, Vec<u8>);
 
-impl MemoryStore {
-    /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.entries.get(key).map(Vec::as_slice)
-    }
+/// Keyed state, namespaced per operator: the operations both backends share.
+///
+/// Namespaces are any strings, keys and values any bytes (empty ones included). A namespace
+/// exists while it holds at least one entry: [`StateStore::namespaces`] lists only those, and
+/// reading an unknown namespace is not an error (it is empty).
+pub trait StateStore: Send + fmt::Debug {
+    /// The value of `key` in `namespace`.
+    fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
-    /// Sets `key` to `value`, returning the previous value.
-    pub fn put(&mut self, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
-        self.entries.insert(key.to_vec(), value)
-    }
+    /// Sets `key` of `namespace` to `value`.
+    fn put(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()>;
 
-    /// Removes `key`, returning its value.
-    pub fn delete(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        self.entries.remove(key)
-    }
+    /// Removes `key` from `namespace`; removing a missing key does nothing.
+    fn delete(&mut self, namespace: &str, key: &[u8]) -> Result<()>;
 
-    /// The entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix<'a>(
-        &'a self,
-        prefix: &'a [u8],
-    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        self.entries
-            .range(prefix.to_vec()..)
-            .take_while(move |(key, _)| key.starts_with(prefix))
-            .map(|(key, value)| (key.as_slice(), value.as_slice()))
-    }
+    /// Entries of `namespace` whose key starts with `prefix`, in key order, read lazily. Each item
+    /// is a `Result` because a disk store can fail half way; [`Scan::into_vec`] collects them.
+    fn scan_prefix(&self, namespace: &str, prefix: &[u8]) -> Result<Scan<'_>>;
 
-    /// The number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
+    /// Everything, for a checkpoint, in `(namespace, key)` order.
+    fn snapshot(&self) -> Result<StateSnapshot>;
 
-    /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Replaces everything with the snapshot's contents.
+    fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()>;
+
+    /// The number of entries in `namespace` (0 for an unknown one).
+    fn key_count(&self, namespace: &str) -> Result<u64>;
+
+    /// The namespaces that hold entries, in order.
+    fn namespaces(&self) -> Result<Vec<String>>;
+
+    /// Makes every write so far durable, where the backend has a disk; does nothing in memory.
+    fn flush(&self) -> Result<()> {
+        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The entries of a [`StateStore::scan_prefix`], in key order.
+pub struct Scan<'a> {
+    entries: Box<dyn Iterator<Item = Result<Entry>> + 'a>,
+}
 
-    #[test]
-    fn scan_prefix_stops_at_the_first_key_outside_the_prefix() {
-        let mut store = MemoryStore::default();
-        for key in ["a", "ab", "abc", "ac", "b"] {
-            store.put(key.as_bytes(), key.as_bytes().to_vec());
+impl<'a> Scan<'a> {
+    /// A scan over `entries`, which must come in key order (for implementors of [`StateStore`]).
+    pub fn new(entries: impl Iterator<Item = Result<Entry>> + 'a) -> Self {
+        Scan {
+            entries: Box::new(entries),
         }
-        let keys: Vec<&[u8]> = store.scan_prefix(b"ab").map(|(k, _)| k).collect();
-        assert_eq!(keys, [b"ab".as_slice(), b"abc".as_slice()]);
-        assert_eq!(store.delete(b"ab"), Some(b"ab".to_vec()));
-        assert_eq!(store.get(b"ab"), None);
-        assert_eq!(store.len(), 4);
+    }
+
+    /// A scan with no entry.
+    pub fn empty() -> Self {
+        Scan::new(std::iter::empty())
+    }
+
+    /// All the entries, or the first error.
+    pub fn into_vec(self) -> Result<Vec<Entry>> {
+        self.collect()
+    }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.entries.next()
+    }
+}
+
+impl fmt::Debug for Scan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scan").finish_non_exhaustive()
     }
 }

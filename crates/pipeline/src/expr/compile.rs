@@ -19,8 +19,12 @@ pub(super) type CompileResult<T> = std::result::Result<T, String>;
 /// A position in the source, as a byte offset, when known.
 type At = Option<usize>;
 
-/// The deepest expression accepted: deeper ones could exhaust the stack of the interpreter.
-pub(super) const MAX_DEPTH: usize = 64;
+/// The deepest expression accepted.
+pub(super) const MAX_DEPTH: usize = 100;
+
+/// The deepest expression accepted when the interpreter may run it: its recursion takes tens
+/// of kilobytes of stack a level in debug builds.
+pub(super) const MAX_INTERPRETED_DEPTH: usize = 32;
 
 pub(super) struct Compiler<'s> {
     source: &'s str,
@@ -413,7 +417,7 @@ impl<'s> Compiler<'s> {
             };
             // A constant expression that fails fails on every event: it is left to fail then.
             if let Ok(value) = node.eval(&cx) {
-                return Node::Const(value.into_owned());
+                return Node::Const(value.into_value());
             }
         }
         node

@@ -15,24 +15,71 @@ use dataflow_event::{Event, Schema, Value};
 
 use super::interp;
 
-/// Why an evaluation failed.
+/// Why an evaluation failed. One word wide, so that results travel in registers.
 #[derive(Debug)]
 pub(super) enum Fault {
-    /// A data-dependent error, reported to the user.
-    Message(String),
+    /// A data-dependent error, reported to the user. (Boxed for a thin pointer: errors are
+    /// rare, results small.)
+    #[allow(clippy::box_collection)]
+    Message(Box<String>),
     /// A sub-expression run by the interpreter gave a value with no exact [`Value`] form (a
     /// `uint`, `bytes`, a type...): the whole expression must run in the interpreter instead.
     Unrepresentable,
 }
 
 impl Fault {
-    fn msg(message: impl Into<String>) -> Fault {
-        Fault::Message(message.into())
+    pub fn msg(message: impl Into<String>) -> Fault {
+        Fault::Message(Box::new(message.into()))
+    }
+}
+
+/// The value of a node: a borrowed [`Value`], a scalar, or a computed value. Two words wide,
+/// so that results travel in registers rather than through memory.
+#[derive(Debug)]
+pub(super) enum Val<'a> {
+    Ref(&'a Value),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Own(Box<Value>),
+}
+
+impl<'a> Val<'a> {
+    pub fn of(value: Value) -> Val<'a> {
+        match value {
+            Value::Null => Val::Ref(&NULL),
+            Value::Bool(b) => Val::Bool(b),
+            Value::Int(i) => Val::Int(i),
+            Value::Float(f) => Val::Float(f),
+            other => Val::Own(Box::new(other)),
+        }
+    }
+
+    /// The value, borrowed where it can be.
+    #[inline]
+    pub fn view(&self) -> Cow<'_, Value> {
+        match self {
+            Val::Ref(value) => Cow::Borrowed(value),
+            Val::Bool(b) => Cow::Owned(Value::Bool(*b)),
+            Val::Int(i) => Cow::Owned(Value::Int(*i)),
+            Val::Float(f) => Cow::Owned(Value::Float(*f)),
+            Val::Own(value) => Cow::Borrowed(value),
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        match self {
+            Val::Ref(value) => value.clone(),
+            Val::Bool(b) => Value::Bool(b),
+            Val::Int(i) => Value::Int(i),
+            Val::Float(f) => Value::Float(f),
+            Val::Own(value) => *value,
+        }
     }
 }
 
 /// The result of evaluating a node.
-pub(super) type Eval<'a> = Result<Cow<'a, Value>, Fault>;
+pub(super) type Eval<'a> = Result<Val<'a>, Fault>;
 
 /// What a node is evaluated against: the event, with its payload already split by layout.
 #[derive(Clone, Copy)]
@@ -74,23 +121,23 @@ impl Attr {
             .map(|(_, attr)| *attr)
     }
 
-    fn value(self, event: &Event) -> Cow<'_, Value> {
+    fn value(self, event: &Event) -> Val<'_> {
         let text = |text: &Option<Arc<str>>| match text {
-            Some(text) => Cow::Owned(Value::Str(text.clone())),
-            None => Cow::Borrowed(&NULL),
+            Some(text) => Val::Own(Box::new(Value::Str(text.clone()))),
+            None => Val::Ref(&NULL),
         };
         match self {
             Attr::Type => text(&event.kind),
             Attr::Id => text(&event.id),
-            Attr::Time => Cow::Owned(Value::Int(event.event_time)),
-            Attr::ProcessingTime => Cow::Owned(Value::Int(event.processing_time)),
-            Attr::Key => Cow::Borrowed(event.key.as_ref().unwrap_or(&NULL)),
+            Attr::Time => Val::Int(event.event_time),
+            Attr::ProcessingTime => Val::Int(event.processing_time),
+            Attr::Key => Val::Ref(event.key.as_ref().unwrap_or(&NULL)),
             Attr::Headers => {
                 let mut map = BTreeMap::new();
                 for (name, value) in event.headers.iter().flat_map(|headers| headers.iter()) {
                     map.insert(name.to_string(), Value::Str(value.clone()));
                 }
-                Cow::Owned(Value::Map(Arc::new(map)))
+                Val::Own(Box::new(Value::Map(Arc::new(map))))
             }
         }
     }
@@ -102,7 +149,7 @@ static NULL: Value = Value::Null;
 pub(super) fn event_map(event: &Event) -> Value {
     let map = Attr::ALL
         .iter()
-        .map(|(name, attr)| (name.to_string(), attr.value(event).into_owned()))
+        .map(|(name, attr)| (name.to_string(), attr.value(event).into_value()))
         .collect();
     Value::Map(Arc::new(map))
 }
@@ -287,68 +334,59 @@ impl Node {
     /// Evaluates the node.
     pub fn eval<'a>(&'a self, cx: &Cx<'a>) -> Eval<'a> {
         match self {
-            Node::Const(value) => Ok(Cow::Borrowed(value)),
+            Node::Const(value) => Ok(Val::Ref(value)),
             Node::RowField(index, name) => match cx.row.get(*index) {
-                Some(value) => Ok(Cow::Borrowed(value)),
-                None => Err(Fault::msg(format!(
-                    "the row has no value for field `{name}`"
-                ))),
+                Some(value) => Ok(Val::Ref(value)),
+                None => Err(short_row(name)),
             },
             Node::ObjField(name) => match cx.object.and_then(|object| object.get(&**name)) {
-                Some(value) => Ok(Cow::Borrowed(value)),
+                Some(value) => Ok(Val::Ref(value)),
                 None => Err(no_field(name)),
             },
-            Node::Payload => Ok(Cow::Owned(payload_map(cx))),
+            Node::Payload => Ok(Val::of(payload_map(cx))),
             Node::PayloadIndex(key) => {
-                let key = key.eval(cx)?;
-                match &*key {
+                let key = eval_operand(key, cx)?;
+                match &*key.view() {
                     Value::Str(name) => payload_field(cx, name)
-                        .map(Cow::Borrowed)
+                        .map(Val::Ref)
                         .ok_or_else(|| no_field(name)),
                     other => Err(no_such_key(other)),
                 }
             }
             Node::Event(attr) => Ok(attr.value(cx.event)),
-            Node::EventMap => Ok(Cow::Owned(event_map(cx.event))),
+            Node::EventMap => Ok(Val::of(event_map(cx.event))),
             Node::Select(operand, field) => {
-                let operand = operand.eval(cx)?;
-                project(operand, |value| match value {
-                    Value::Map(map) => map
-                        .get(&**field)
-                        .ok_or_else(|| Fault::msg(format!("no such key: {field}"))),
-                    other => Err(Fault::msg(format!(
-                        "no such overload: cannot select field `{field}` on {}",
-                        type_name(other)
-                    ))),
-                })
+                let operand = eval_operand(operand, cx)?;
+                project(operand, |value| select_field(value, field))
             }
             Node::Index(operand, index) => {
-                let operand = operand.eval(cx)?;
-                let index = index.eval(cx)?;
-                project(operand, |value| index_into(value, &index))
+                let operand = eval_operand(operand, cx)?;
+                let index = eval_operand(index, cx)?;
+                project(operand, |value| index_into(value, &index.view()))
             }
             Node::List(items) => {
                 let mut values = Vec::with_capacity(items.len());
                 for item in items {
-                    values.push(item.eval(cx)?.into_owned());
+                    values.push(eval_operand(item, cx)?.into_value());
                 }
-                Ok(Cow::Owned(Value::List(Arc::new(values))))
+                Ok(Val::Own(Box::new(Value::List(Arc::new(values)))))
             }
-            Node::Neg(operand) => match &*operand.eval(cx)? {
-                Value::Int(i) => i
-                    .checked_neg()
-                    .map(|i| Cow::Owned(Value::Int(i)))
-                    .ok_or_else(|| Fault::msg(format!("integer overflow in -({i})"))),
-                Value::Float(f) => Ok(Cow::Owned(Value::Float(-f))),
-                other => Err(Fault::msg(format!(
-                    "no such overload: -{}",
-                    type_name(other)
-                ))),
+            Node::Neg(operand) => match eval_operand(operand, cx)? {
+                Val::Int(i) => negate(i),
+                Val::Float(f) => Ok(Val::Float(-f)),
+                other => match &*other.view() {
+                    Value::Int(i) => negate(*i),
+                    Value::Float(f) => Ok(Val::Float(-f)),
+                    other => Err(Fault::msg(format!(
+                        "no such overload: -{}",
+                        type_name(other)
+                    ))),
+                },
             },
             Node::Arith(op, left, right) => {
-                let left = left.eval(cx)?;
-                let right = right.eval(cx)?;
-                arith(*op, &left, &right).map(Cow::Owned)
+                let left = eval_operand(left, cx)?;
+                let right = eval_operand(right, cx)?;
+                arith(*op, &left.view(), &right.view())
             }
             Node::Cond(cond, then, otherwise) => {
                 if cond.truth(cx)? {
@@ -358,10 +396,10 @@ impl Node {
                 }
             }
             Node::Call1(func, arg) => {
-                let arg = arg.eval(cx)?;
+                let arg = eval_operand(arg, cx)?;
                 call1(*func, arg)
             }
-            Node::Interp(expr) => interp::eval_node(expr, cx).map(Cow::Owned),
+            Node::Interp(expr) => interp::eval_node(expr, cx).map(Val::of),
             Node::HasObjField(_)
             | Node::Has(..)
             | Node::Not(_)
@@ -371,7 +409,7 @@ impl Node {
             | Node::And(..)
             | Node::Or(..)
             | Node::In(..)
-            | Node::Call2(..) => self.truth(cx).map(|b| Cow::Owned(Value::Bool(b))),
+            | Node::Call2(..) => self.truth(cx).map(Val::Bool),
         }
     }
 
@@ -382,34 +420,35 @@ impl Node {
             Node::HasObjField(name) => {
                 Ok(cx.object.is_some_and(|object| object.contains_key(&**name)))
             }
-            Node::Has(operand, field) => match &*operand.eval(cx)? {
+            Node::Has(operand, field) => match &*eval_operand(operand, cx)?.view() {
                 Value::Map(map) => Ok(map.contains_key(&**field)),
                 other => Err(Fault::msg(format!(
                     "no such overload: has() of field `{field}` on {}",
                     type_name(other)
                 ))),
             },
-            Node::Not(operand) => match &*operand.eval(cx)? {
-                Value::Bool(b) => Ok(!b),
+            Node::Not(operand) => match eval_operand(operand, cx)? {
+                Val::Bool(b) => Ok(!b),
+                Val::Ref(&Value::Bool(b)) => Ok(!b),
                 other => Err(Fault::msg(format!(
                     "no such overload: !{}",
-                    type_name(other)
+                    type_name(&other.view())
                 ))),
             },
             Node::Eq(left, right) => {
-                let left = left.eval(cx)?;
-                let right = right.eval(cx)?;
-                Ok(equals(&left, &right))
+                let left = eval_operand(left, cx)?;
+                let right = eval_operand(right, cx)?;
+                Ok(equals(&left.view(), &right.view()))
             }
             Node::Ne(left, right) => {
-                let left = left.eval(cx)?;
-                let right = right.eval(cx)?;
-                Ok(!equals(&left, &right))
+                let left = eval_operand(left, cx)?;
+                let right = eval_operand(right, cx)?;
+                Ok(!equals(&left.view(), &right.view()))
             }
             Node::Cmp(op, left, right) => {
-                let left = left.eval(cx)?;
-                let right = right.eval(cx)?;
-                compare(*op, &left, &right).map(|ordering| op.test(ordering))
+                let left = eval_operand(left, cx)?;
+                let right = eval_operand(right, cx)?;
+                compare(*op, &left.view(), &right.view()).map(|ordering| op.test(ordering))
             }
             Node::And(left, right) => {
                 let left = left.truth(cx);
@@ -440,14 +479,14 @@ impl Node {
                 }
             }
             Node::In(needle, haystack) => {
-                let needle = needle.eval(cx)?;
-                let haystack = haystack.eval(cx)?;
-                contains(&haystack, &needle)
+                let needle = eval_operand(needle, cx)?;
+                let haystack = eval_operand(haystack, cx)?;
+                contains(&haystack.view(), &needle.view())
             }
             Node::Call2(func, receiver, arg) => {
-                let receiver = receiver.eval(cx)?;
-                let arg = arg.eval(cx)?;
-                match (&*receiver, &*arg) {
+                let receiver = eval_operand(receiver, cx)?;
+                let arg = eval_operand(arg, cx)?;
+                match (&*receiver.view(), &*arg.view()) {
                     (Value::Str(s), Value::Str(t)) => Ok(match func {
                         Func2::Contains => s.contains(&**t),
                         Func2::StartsWith => s.starts_with(&**t),
@@ -461,32 +500,74 @@ impl Node {
                     ))),
                 }
             }
-            other => match &*other.eval(cx)? {
-                Value::Bool(b) => Ok(*b),
+            other => match other.eval(cx)? {
+                Val::Bool(b) | Val::Ref(&Value::Bool(b)) => Ok(b),
                 value => Err(Fault::msg(format!(
                     "expected a bool, got {}",
-                    type_name(value)
+                    type_name(&value.view())
                 ))),
             },
         }
     }
 }
 
-/// Applies `select` to a borrowed or owned value, keeping the borrow when there is one.
-fn project<'a>(
-    value: Cow<'a, Value>,
-    select: impl for<'x> FnOnce(&'x Value) -> Result<&'x Value, Fault>,
-) -> Eval<'a> {
-    match value {
-        Cow::Borrowed(value) => select(value).map(Cow::Borrowed),
-        Cow::Owned(value) => select(&value).map(|v| Cow::Owned(v.clone())),
+/// Evaluates an operand: fields and constants inline, without a call.
+#[inline(always)]
+fn eval_operand<'a>(node: &'a Node, cx: &Cx<'a>) -> Eval<'a> {
+    match node {
+        Node::Const(value) => Ok(Val::Ref(value)),
+        Node::RowField(index, name) => match cx.row.get(*index) {
+            Some(value) => Ok(Val::Ref(value)),
+            None => Err(short_row(name)),
+        },
+        Node::ObjField(name) => match cx.object.and_then(|object| object.get(&**name)) {
+            Some(value) => Ok(Val::Ref(value)),
+            None => Err(no_field(name)),
+        },
+        other => other.eval(cx),
     }
 }
 
+/// Applies `select` to a value, keeping the borrow when there is one.
+fn project<'a>(
+    value: Val<'a>,
+    select: impl for<'x> FnOnce(&'x Value) -> Result<&'x Value, Fault>,
+) -> Eval<'a> {
+    match value {
+        Val::Ref(value) => select(value).map(Val::Ref),
+        other => select(&other.view()).map(|v| Val::of(v.clone())),
+    }
+}
+
+fn select_field<'x>(value: &'x Value, field: &str) -> Result<&'x Value, Fault> {
+    match value {
+        Value::Map(map) => map
+            .get(field)
+            .ok_or_else(|| Fault::msg(format!("no such key: {field}"))),
+        other => Err(Fault::msg(format!(
+            "no such overload: cannot select field `{field}` on {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn negate<'a>(i: i64) -> Eval<'a> {
+    i.checked_neg()
+        .map(Val::Int)
+        .ok_or_else(|| Fault::msg(format!("integer overflow in -({i})")))
+}
+
+#[cold]
+fn short_row(name: &str) -> Fault {
+    Fault::msg(format!("the row has no value for field `{name}`"))
+}
+
+#[cold]
 fn no_field(name: &str) -> Fault {
     Fault::msg(format!("no field `{name}`"))
 }
 
+#[cold]
 fn no_such_key(key: &Value) -> Fault {
     Fault::msg(format!("no such key: {key}"))
 }
@@ -504,6 +585,7 @@ pub(super) fn type_name(value: &Value) -> &'static str {
     }
 }
 
+#[cold]
 fn overload(op: &str, left: &Value, right: &Value) -> Fault {
     Fault::msg(format!(
         "no such overload: {} {op} {}",
@@ -549,6 +631,7 @@ fn compare(op: Cmp, left: &Value, right: &Value) -> Result<Ordering, Fault> {
     ordering.ok_or_else(|| Fault::msg(format!("{left:?} cannot be compared to {right:?}")))
 }
 
+#[cold]
 fn overflow(op: Arith, left: i64, right: i64) -> Fault {
     Fault::msg(format!(
         "integer overflow in {left} {} {right}",
@@ -558,7 +641,7 @@ fn overflow(op: Arith, left: i64, right: i64) -> Fault {
 
 /// CEL arithmetic: `int` with `int` (checked), `double` with `double`, `string + string`,
 /// `list + list`. There is no implicit conversion between `int` and `double`.
-fn arith(op: Arith, left: &Value, right: &Value) -> Result<Value, Fault> {
+fn arith<'a>(op: Arith, left: &Value, right: &Value) -> Eval<'a> {
     match (op, left, right) {
         (_, Value::Int(a), Value::Int(b)) => {
             let (a, b) = (*a, *b);
@@ -575,10 +658,10 @@ fn arith(op: Arith, left: &Value, right: &Value) -> Result<Value, Fault> {
                 }
                 Arith::Rem => a.checked_rem(b),
             };
-            result.map(Value::Int).ok_or_else(|| overflow(op, a, b))
+            result.map(Val::Int).ok_or_else(|| overflow(op, a, b))
         }
         (Arith::Rem, _, _) => Err(overload("%", left, right)),
-        (_, Value::Float(a), Value::Float(b)) => Ok(Value::Float(match op {
+        (_, Value::Float(a), Value::Float(b)) => Ok(Val::Float(match op {
             Arith::Add => a + b,
             Arith::Sub => a - b,
             Arith::Mul => a * b,
@@ -588,13 +671,13 @@ fn arith(op: Arith, left: &Value, right: &Value) -> Result<Value, Fault> {
             let mut text = String::with_capacity(a.len() + b.len());
             text.push_str(a);
             text.push_str(b);
-            Ok(Value::from(text))
+            Ok(Val::of(Value::from(text)))
         }
         (Arith::Add, Value::List(a), Value::List(b)) => {
             let mut items = Vec::with_capacity(a.len() + b.len());
             items.extend(a.iter().cloned());
             items.extend(b.iter().cloned());
-            Ok(Value::List(Arc::new(items)))
+            Ok(Val::of(Value::List(Arc::new(items))))
         }
         // A list plus any iterable: a map adds its keys (CEL leaves their order unspecified;
         // here it is the map's sorted order).
@@ -602,7 +685,7 @@ fn arith(op: Arith, left: &Value, right: &Value) -> Result<Value, Fault> {
             let mut items = Vec::with_capacity(a.len() + b.len());
             items.extend(a.iter().cloned());
             items.extend(b.keys().map(|key| Value::str(key)));
-            Ok(Value::List(Arc::new(items)))
+            Ok(Val::of(Value::List(Arc::new(items))))
         }
         _ => Err(overload(op.symbol(), left, right)),
     }
@@ -651,20 +734,8 @@ fn index_into<'x>(value: &'x Value, index: &Value) -> Result<&'x Value, Fault> {
     }
 }
 
-fn call1(func: Func1, arg: Cow<'_, Value>) -> Eval<'_> {
-    let fail = |arg: &Value| {
-        let name = match func {
-            Func1::Size => "size",
-            Func1::Int => "int",
-            Func1::Double => "double",
-            Func1::String => "string",
-        };
-        Err(Fault::msg(format!(
-            "no such overload: {name}({})",
-            type_name(arg)
-        )))
-    };
-    let value = match (func, &*arg) {
+fn call1(func: Func1, arg: Val<'_>) -> Eval<'_> {
+    let value = match (func, &*arg.view()) {
         (Func1::Size, Value::Str(s)) => Value::Int(s.chars().count() as i64),
         (Func1::Size, Value::List(items)) => Value::Int(items.len() as i64),
         (Func1::Size, Value::Map(map)) => Value::Int(map.len() as i64),
@@ -691,9 +762,20 @@ fn call1(func: Func1, arg: Cow<'_, Value>) -> Eval<'_> {
         (Func1::String, Value::Bool(b)) => Value::str(if *b { "true" } else { "false" }),
         (Func1::String, Value::Int(i)) => Value::from(i.to_string()),
         (Func1::String, Value::Float(d)) => Value::from(d.to_string()),
-        (_, other) => return fail(other),
+        (_, other) => {
+            let name = match func {
+                Func1::Size => "size",
+                Func1::Int => "int",
+                Func1::Double => "double",
+                Func1::String => "string",
+            };
+            return Err(Fault::msg(format!(
+                "no such overload: {name}({})",
+                type_name(other)
+            )));
+        }
     };
-    Ok(Cow::Owned(value))
+    Ok(Val::of(value))
 }
 
 /// The static type of a node's results, when it is known at compile time.

@@ -206,11 +206,8 @@ fn with_context<T>(
     let resolver = EventResolver { cx: *cx };
     let mut context = Context::with_env(Arc::clone(env()));
     context.set_variable_resolver(&resolver);
-    catch_unwind(AssertUnwindSafe(|| run(&context))).unwrap_or_else(|_| {
-        Err(Fault::Message(
-            "the CEL interpreter failed unexpectedly".into(),
-        ))
-    })
+    catch_unwind(AssertUnwindSafe(|| run(&context)))
+        .unwrap_or_else(|_| Err(Fault::msg("the CEL interpreter failed unexpectedly")))
 }
 
 /// The CEL name of an interpreter value's type.
@@ -267,7 +264,7 @@ fn execution_error(error: ExecutionError) -> Fault {
         }
         other => other.to_string(),
     };
-    Fault::Message(message)
+    Fault::msg(message)
 }
 
 /// Evaluates a sub-expression of a natively compiled expression.
@@ -282,7 +279,7 @@ pub(super) fn eval_node(expr: &IdedExpr, cx: &Cx<'_>) -> Result<Value, Fault> {
 pub(super) fn eval_root(expr: &IdedExpr, cx: &Cx<'_>) -> Result<Value, Fault> {
     with_context(cx, |context| {
         let val = cel::Value::resolve_val(expr, context).map_err(execution_error)?;
-        from_cel_lenient(val.as_ref()).map_err(Fault::Message)
+        from_cel_lenient(val.as_ref()).map_err(Fault::msg)
     })
 }
 

@@ -380,6 +380,30 @@ fn membership() {
     check_both("null in user", Fails("no such overload"));
     check_both("'a' in 'abc'", Fails("no such overload"));
     check_both("[1] in [[1], [2]]", bool(true));
+    check_both("'trace' in event.headers", bool(true));
+}
+
+#[test]
+fn whole_maps_and_mixed_containers() {
+    // the payload holds a NaN, which equals nothing
+    check_both("payload == payload", bool(false));
+    check_both("payload.user == payload['user']", bool(true));
+    check_both("event == event", bool(true));
+    check_both("payload.qty == qty", bool(true));
+    check_both("size(event.headers)", int(1));
+    check_both(
+        "tags + event.headers",
+        Is(list(vec![s("sale"), s("new"), s("trace")])),
+    );
+    check_both("tags[nan]", Fails("out of bounds"));
+    check_both("qty > 1u", bool(true));
+    check_both("[qty, 2u]", Is(list(vec![Value::Int(3), Value::Int(2)])));
+    check_object("has(payload.n) ? n : 0", int(0));
+    let mut object = BTreeMap::new();
+    object.insert("n".to_string(), Value::Null);
+    let event = Event::object(0, object);
+    check("has(payload.n)", &Layout::Object, &event, &bool(true));
+    check("n == null", &Layout::Object, &event, &bool(true));
 }
 
 #[test]
@@ -572,7 +596,7 @@ fn other_compile_errors() {
         assert!(message.contains(part), "{source}: {message}");
         assert!(message.contains("line 1, column"), "{source}: {message}");
     }
-    let deep = vec!["1"; 100].join(" + ");
+    let deep = vec!["1"; 101].join(" + ");
     let message = compile_error(&deep, &row_layout());
     assert!(message.contains("nested too deeply"), "{message}");
     // known functions the native compiler leaves to the interpreter compile
@@ -594,10 +618,39 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
         format!("{}1", "-".repeat(1000)),
         vec!["a"; 200].join(" ? 1 : "),
         vec!["1"; 5000].join(" + "),
+        vec!["1"; 32_000].join("+"),
         format!("x{}", ".a".repeat(5000)),
     ] {
         let _ = Expr::compile(&source, &Layout::Object);
     }
+    // the deepest expressions accepted evaluate, natively and in the interpreter, on the
+    // default 2 MiB stack of a test thread
+    let native = vec!["qty"; 99].join(" + ");
+    let expr = Expr::compile(&native, &row_layout()).expect("compiles");
+    assert_eq!(expr.eval(&row_event()).ok(), Some(Value::Int(297)));
+    let chain = vec!["qty"; 27].join(" + ");
+    for source in [
+        format!("{chain} + int(1u)"),
+        format!("[1].exists(x, {chain} > x)"),
+    ] {
+        let expr = Expr::compile(&source, &row_layout()).expect("compiles");
+        assert!(expr.eval(&row_event()).is_ok(), "{source}");
+        assert!(expr.eval_interpreted(&row_event()).is_ok(), "{source}");
+    }
+    let chain = vec!["qty"; 40].join(" + ");
+    for source in [
+        format!("{chain} + int(1u)"),
+        format!("[1].exists(x, x > 0) && {chain} > 1"),
+    ] {
+        let message = compile_error(&source, &row_layout());
+        assert!(
+            message.contains("too deeply for the CEL interpreter"),
+            "{message}"
+        );
+    }
+    let long = vec!["1"; 40_000].join("+");
+    let message = compile_error(&long, &Layout::Object);
+    assert!(message.contains("too long"), "{message}");
     let nested = format!("{}1{}", "(".repeat(30), ")".repeat(30));
     assert_eq!(
         Expr::compile(&nested, &Layout::Object)
@@ -753,4 +806,399 @@ fn expressions_are_shareable() {
     let handle = std::thread::spawn(move || copy.eval(&row_event()).ok());
     assert_eq!(handle.join().expect("no panic"), Some(Value::Int(4)));
     assert!(format!("{expr:?}").contains("qty + 1"));
+}
+
+/// The key test: on random expressions over random events, the native evaluator agrees with
+/// the `cel` interpreter, on the value and on whether evaluation fails.
+mod differential {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use dataflow_event::{Event, FieldType, Layout, Schema, Value};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::super::Expr;
+
+    const FIELDS: [(&str, FieldType); 10] = [
+        ("i", FieldType::Int),
+        ("j", FieldType::Int),
+        ("f", FieldType::Float),
+        ("g", FieldType::Float),
+        ("s", FieldType::String),
+        ("t", FieldType::String),
+        ("b", FieldType::Bool),
+        ("n", FieldType::Int),
+        ("l", FieldType::Json),
+        ("m", FieldType::Json),
+    ];
+
+    fn row_layout() -> Layout {
+        Layout::Row(Arc::new(Schema::new(FIELDS).expect("valid schema")))
+    }
+
+    fn int() -> BoxedStrategy<i64> {
+        prop_oneof![
+            4 => -3i64..=3,
+            1 => Just(i64::MAX),
+            1 => Just(i64::MIN),
+            1 => Just(1i64 << 53),
+            1 => any::<i64>(),
+        ]
+        .boxed()
+    }
+
+    fn float() -> BoxedStrategy<f64> {
+        prop_oneof![
+            // whole numbers, to meet ints
+            3 => (-3i32..=3).prop_map(f64::from),
+            4 => select(vec![0.0, -0.0, 0.5, 1.0, 1.5, 2.0, -2.5, 3.0, 1e300, 9007199254740992.0]),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+            1 => any::<f64>(),
+        ]
+        .boxed()
+    }
+
+    const STRINGS: [&str; 10] = ["", "a", "ab", "b", "é", "web", "42", "-1.5", "true", "A"];
+
+    fn text() -> BoxedStrategy<String> {
+        select(STRINGS.to_vec()).prop_map(str::to_string).boxed()
+    }
+
+    fn scalar() -> BoxedStrategy<Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            int().prop_map(Value::Int),
+            float().prop_map(Value::Float),
+            text().prop_map(Value::from),
+        ]
+        .boxed()
+    }
+
+    fn any_value() -> BoxedStrategy<Value> {
+        scalar()
+            .prop_recursive(2, 12, 3, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3)
+                        .prop_map(|items| Value::List(Arc::new(items))),
+                    prop::collection::btree_map(select(vec!["k", "a", "s"]), inner, 0..3).prop_map(
+                        |entries| Value::Map(Arc::new(
+                            entries
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v))
+                                .collect()
+                        ))
+                    ),
+                ]
+            })
+            .boxed()
+    }
+
+    /// A row of the schema: typed values (`n` is sometimes null, the JSON fields anything).
+    fn row() -> impl Strategy<Value = Vec<Value>> {
+        (
+            int(),
+            int(),
+            float(),
+            float(),
+            text(),
+            text(),
+            any::<bool>(),
+            prop_oneof![Just(Value::Null), int().prop_map(Value::Int)],
+            prop::collection::vec(scalar(), 0..3),
+            any_value(),
+        )
+            .prop_map(|(i, j, f, g, s, t, b, n, l, m)| {
+                vec![
+                    Value::Int(i),
+                    Value::Int(j),
+                    Value::Float(f),
+                    Value::Float(g),
+                    Value::from(s),
+                    Value::from(t),
+                    Value::Bool(b),
+                    n,
+                    Value::List(Arc::new(l)),
+                    m,
+                ]
+            })
+    }
+
+    /// An object payload: a row's fields by name (perhaps some missing), or some of the
+    /// same names holding anything.
+    fn object() -> impl Strategy<Value = BTreeMap<String, Value>> {
+        let names = || FIELDS.iter().map(|(name, _)| name.to_string());
+        prop_oneof![
+            (
+                row(),
+                prop::collection::vec(prop::bool::weighted(0.85), FIELDS.len())
+            )
+                .prop_map(move |(row, keep)| {
+                    names()
+                        .zip(row)
+                        .zip(keep)
+                        .filter(|(_, keep)| *keep)
+                        .map(|(field, _)| field)
+                        .collect()
+                }),
+            prop::collection::btree_map(select(names().collect::<Vec<_>>()), any_value(), 0..10),
+        ]
+    }
+
+    fn metadata() -> impl Strategy<Value = (Option<String>, Option<String>, i64, Option<Value>)> {
+        (
+            prop::option::of(text()),
+            prop::option::of(text()),
+            int(),
+            prop::option::of(scalar()),
+        )
+    }
+
+    fn literal() -> BoxedStrategy<String> {
+        prop_oneof![
+            int().prop_map(|i| format!("({i})")),
+            float()
+                .prop_filter("a finite literal", |f| f.is_finite())
+                .prop_map(|f| format!("({f:?})")),
+            text().prop_map(|s| format!("'{s}'")),
+            any::<bool>().prop_map(|b| b.to_string()),
+            Just("null".to_string()),
+        ]
+        .boxed()
+    }
+
+    fn reference() -> BoxedStrategy<String> {
+        select(vec![
+            "i",
+            "j",
+            "f",
+            "g",
+            "s",
+            "t",
+            "b",
+            "n",
+            "l",
+            "m",
+            "payload.i",
+            "payload['s']",
+            "payload.f",
+            "l[0]",
+            "m.k",
+            "m['a']",
+            "event.time",
+            "event.type",
+            "event.id",
+            "event.key",
+        ])
+        .prop_map(str::to_string)
+        .boxed()
+    }
+
+    const BINARY: [&str; 13] = [
+        "+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "&&", "||",
+    ];
+
+    fn untyped() -> impl Strategy<Value = String> {
+        prop_oneof![literal(), reference()].prop_recursive(4, 40, 3, |inner| {
+            prop_oneof![
+                6 => (inner.clone(), select(BINARY.to_vec()), inner.clone())
+                    .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+                1 => (select(vec!["!", "-"]), inner.clone()).prop_map(|(op, a)| format!("{op}({a})")),
+                2 => (inner.clone(), inner.clone(), inner.clone())
+                    .prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
+                1 => (select(vec!["size", "int", "double", "string"]), inner.clone())
+                    .prop_map(|(f, a)| format!("{f}({a})")),
+                1 => inner.clone().prop_map(|a| format!("({a}).size()")),
+                1 => (inner.clone(), select(vec!["contains", "startsWith", "endsWith"]), inner.clone())
+                    .prop_map(|(a, f, b)| format!("({a}).{f}({b})")),
+                1 => (inner.clone(), inner.clone(), inner.clone())
+                    .prop_map(|(a, b, c)| format!("({a} in [{b}, {c}])")),
+                1 => inner.clone().prop_map(|a| format!("({a} in m)")),
+                1 => (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("[{a}, {b}]")),
+                1 => (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a})[{b}]")),
+                1 => select(vec!["has(payload.i)", "has(payload.n)", "has(m.k)", "has(l.k)"])
+                    .prop_map(str::to_string),
+            ]
+        })
+    }
+
+    fn lit_int() -> BoxedStrategy<String> {
+        prop_oneof![
+            3 => (-3i64..=3).prop_map(|i| format!("({i})")),
+            1 => int().prop_map(|i| format!("({i})")),
+        ]
+        .boxed()
+    }
+
+    fn lit_float() -> BoxedStrategy<String> {
+        float()
+            .prop_filter("a finite literal", |f| f.is_finite())
+            .prop_map(|f| format!("({f:?})"))
+            .boxed()
+    }
+
+    fn pick(names: &[&'static str]) -> BoxedStrategy<String> {
+        select(names.to_vec()).prop_map(str::to_string).boxed()
+    }
+
+    /// Expressions of one type each, so that most evaluations succeed and compute.
+    #[derive(Clone)]
+    struct Typed {
+        int: BoxedStrategy<String>,
+        float: BoxedStrategy<String>,
+        string: BoxedStrategy<String>,
+        boolean: BoxedStrategy<String>,
+    }
+
+    fn typed(depth: u32) -> Typed {
+        let leaves = Typed {
+            int: prop_oneof![lit_int(), pick(&["i", "j", "payload.i", "event.time", "n"])].boxed(),
+            float: prop_oneof![lit_float(), pick(&["f", "g", "payload.f"])].boxed(),
+            string: prop_oneof![
+                text().prop_map(|s| format!("'{s}'")),
+                pick(&["s", "t", "payload['s']", "event.type"])
+            ]
+            .boxed(),
+            boolean: prop_oneof![
+                any::<bool>().prop_map(|b| b.to_string()),
+                pick(&["b", "has(payload.i)", "has(m.k)"])
+            ]
+            .boxed(),
+        };
+        if depth == 0 {
+            return leaves;
+        }
+        let sub = typed(depth - 1);
+        let cond = |c: BoxedStrategy<String>, a: BoxedStrategy<String>| {
+            (c, a.clone(), a).prop_map(|(c, a, b)| format!("({c} ? {a} : {b})"))
+        };
+        let int = prop_oneof![
+            4 => leaves.int,
+            4 => (sub.int.clone(), pick(&["+", "-", "*", "/", "%"]), sub.int.clone())
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => sub.int.clone().prop_map(|a| format!("-({a})")),
+            1 => cond(sub.boolean.clone(), sub.int.clone()),
+            1 => sub.string.clone().prop_map(|a| format!("size({a})")),
+            1 => sub.float.clone().prop_map(|a| format!("int({a})")),
+            1 => sub.string.clone().prop_map(|a| format!("int({a})")),
+            1 => (sub.int.clone(), sub.int.clone(), pick(&["0", "1", "2", "-1", "1.0", "0.5", "'a'"]))
+                .prop_map(|(a, b, k)| format!("([{a}, {b}][{k}])")),
+        ]
+        .boxed();
+        let float = prop_oneof![
+            4 => leaves.float,
+            4 => (sub.float.clone(), pick(&["+", "-", "*", "/"]), sub.float.clone())
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => sub.float.clone().prop_map(|a| format!("-({a})")),
+            1 => cond(sub.boolean.clone(), sub.float.clone()),
+            1 => sub.int.clone().prop_map(|a| format!("double({a})")),
+            1 => sub.string.clone().prop_map(|a| format!("double({a})")),
+        ]
+        .boxed();
+        let string = prop_oneof![
+            4 => leaves.string,
+            2 => (sub.string.clone(), sub.string.clone()).prop_map(|(a, b)| format!("({a} + {b})")),
+            1 => cond(sub.boolean.clone(), sub.string.clone()),
+            1 => sub.int.clone().prop_map(|a| format!("string({a})")),
+            1 => sub.float.clone().prop_map(|a| format!("string({a})")),
+            1 => sub.boolean.clone().prop_map(|a| format!("string({a})")),
+        ]
+        .boxed();
+        let number = prop_oneof![sub.int.clone(), sub.float.clone()];
+        let boolean = prop_oneof![
+            3 => leaves.boolean,
+            3 => (number.clone(), pick(&["==", "!=", "<", "<=", ">", ">="]), number.clone())
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            2 => (sub.string.clone(), pick(&["==", "!=", "<", "<=", ">", ">="]), sub.string.clone())
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            3 => (sub.boolean.clone(), pick(&["&&", "||", "==", "!="]), sub.boolean.clone())
+                .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+            1 => sub.boolean.clone().prop_map(|a| format!("!({a})")),
+            1 => (sub.string.clone(), pick(&["contains", "startsWith", "endsWith"]), sub.string.clone())
+                .prop_map(|(a, f, b)| format!("({a}).{f}({b})")),
+            1 => (number.clone(), number.clone(), number)
+                .prop_map(|(a, b, c)| format!("({a} in [{b}, {c}])")),
+            1 => (sub.string.clone(), sub.string.clone())
+                .prop_map(|(a, b)| format!("({a} in [{b}, 'a'])")),
+            1 => sub.string.clone().prop_map(|a| format!("({a} in m)")),
+            1 => cond(sub.boolean.clone(), sub.boolean),
+        ]
+        .boxed();
+        Typed {
+            int,
+            float,
+            string,
+            boolean,
+        }
+    }
+
+    /// Expressions mostly well typed, and some of anything.
+    pub(super) fn expression() -> impl Strategy<Value = String> {
+        let typed = typed(3);
+        prop_oneof![
+            2 => untyped().boxed(),
+            1 => typed.int,
+            1 => typed.float,
+            1 => typed.string,
+            3 => typed.boolean,
+        ]
+    }
+
+    fn with_metadata(
+        mut event: Event,
+        (kind, id, time, key): (Option<String>, Option<String>, i64, Option<Value>),
+    ) -> Event {
+        event.kind = kind.map(Arc::from);
+        event.id = id.map(Arc::from);
+        event.event_time = time;
+        event.key = key;
+        event
+    }
+
+    fn agree(source: &str, layout: &Layout, event: &Event) -> Result<(), TestCaseError> {
+        let expr = Expr::compile(source, layout)
+            .map_err(|error| TestCaseError::fail(format!("`{source}`: {error}")))?;
+        prop_assert!(!expr.uses_interpreter(), "`{}` is not native", source);
+        let native = expr.eval(event);
+        let interpreted = expr.eval_interpreted(event);
+        match (&native, &interpreted) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "`{}` on {:?}", source, event),
+            (Err(_), Err(_)) => {}
+            _ => prop_assert!(
+                false,
+                "`{}` on {:?}: native {:?}, interpreter {:?}",
+                source,
+                event,
+                native,
+                interpreted
+            ),
+        }
+        let as_bool = expr.eval_bool(event).ok();
+        let expected = match interpreted {
+            Ok(Value::Bool(b)) => Some(b),
+            _ => None,
+        };
+        prop_assert_eq!(as_bool, expected, "`{}` as a bool", source);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        #[test]
+        fn native_agrees_with_the_interpreter(
+            source in expression(),
+            row in row(),
+            object in object(),
+            metadata in metadata(),
+        ) {
+            let row_event = with_metadata(Event::row(0, row), metadata.clone());
+            agree(&source, &row_layout(), &row_event)?;
+            let object_event = with_metadata(Event::object(0, object), metadata);
+            agree(&source, &Layout::Object, &object_event)?;
+        }
+    }
 }

@@ -1,0 +1,185 @@
+//! `manifest.json`: a readable summary of a checkpoint that must agree with its data file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, Header, CODEC_BINCODE_STANDARD, FORMAT_VERSION, HEADER_LEN};
+use crate::{Checkpoint, CheckpointId, Corruption, SourceState};
+
+/// The largest `manifest.json` accepted, in bytes (16 MiB).
+pub const MAX_MANIFEST_LEN: u64 = 16 << 20;
+
+/// The readable summary of a checkpoint, written beside its data file as `manifest.json`.
+///
+/// Every field is derived from the checkpoint and its data file; loading a checkpoint checks
+/// that the manifest agrees with the data field by field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The checkpoint's id.
+    pub id: CheckpointId,
+    /// When the checkpoint was taken, epoch milliseconds.
+    pub created_at_ms: i64,
+    /// The same instant in RFC 3339, UTC, for people.
+    pub created_at: String,
+    /// The fingerprint of the pipeline's shape.
+    pub pipeline_fingerprint: String,
+    /// The pipeline's combined watermark, epoch milliseconds.
+    pub watermark: i64,
+    /// The position of every source.
+    pub sources: Vec<SourceState>,
+    /// A summary of every operator's state.
+    pub operators: Vec<OperatorSummary>,
+    /// The data file's format version.
+    pub format_version: u16,
+    /// The data file's codec id.
+    pub codec: u16,
+    /// The data file's length in bytes, header included.
+    pub data_file_size: u64,
+    /// The sha256 of the data file's payload, lowercase hex.
+    pub payload_sha256: String,
+}
+
+/// The summary of one operator's state in a [`Manifest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSummary {
+    /// The operator's name.
+    pub name: String,
+    /// The operator's kind.
+    pub kind: String,
+    /// How many keys its state holds.
+    pub key_count: u64,
+    /// The length of its state in bytes.
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// The manifest of `checkpoint` stored in a data file with this header.
+    pub(crate) fn describe(checkpoint: &Checkpoint, header: &Header) -> Manifest {
+        Manifest {
+            id: checkpoint.id,
+            created_at_ms: checkpoint.created_at_ms,
+            created_at: rfc3339(checkpoint.created_at_ms),
+            pipeline_fingerprint: checkpoint.pipeline_fingerprint.clone(),
+            watermark: checkpoint.watermark,
+            sources: checkpoint.sources.clone(),
+            operators: checkpoint
+                .operators
+                .iter()
+                .map(|op| OperatorSummary {
+                    name: op.name.clone(),
+                    kind: op.kind.clone(),
+                    key_count: op.key_count,
+                    bytes: op.state.len() as u64,
+                })
+                .collect(),
+            format_version: FORMAT_VERSION,
+            codec: CODEC_BINCODE_STANDARD,
+            data_file_size: HEADER_LEN as u64 + header.payload_len,
+            payload_sha256: codec::hex(&header.sha256),
+        }
+    }
+
+    /// The manifest as written: pretty JSON and a final newline.
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>, String> {
+        let mut json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        json.push(b'\n');
+        Ok(json)
+    }
+
+    /// Parses a manifest.
+    pub(crate) fn from_json(json: &[u8]) -> Result<Manifest, Corruption> {
+        serde_json::from_slice(json).map_err(|e| Corruption::BadManifest(e.to_string()))
+    }
+
+    /// Checks that this manifest (as read) agrees with `expected` (derived from the data
+    /// file), naming the first field that does not.
+    pub(crate) fn check_agrees(&self, expected: &Manifest) -> Result<(), Corruption> {
+        macro_rules! check {
+            ($($field:ident),*) => {$(
+                if self.$field != expected.$field {
+                    return Err(Corruption::ManifestMismatch {
+                        field: stringify!($field),
+                        manifest: shorten(format!("{:?}", self.$field)),
+                        data: shorten(format!("{:?}", expected.$field)),
+                    });
+                }
+            )*};
+        }
+        if self.id != expected.id {
+            return Err(Corruption::IdMismatch {
+                expected: expected.id,
+                found: self.id,
+            });
+        }
+        check!(
+            format_version,
+            codec,
+            payload_sha256,
+            data_file_size,
+            created_at_ms,
+            created_at,
+            pipeline_fingerprint,
+            watermark,
+            sources,
+            operators
+        );
+        Ok(())
+    }
+}
+
+/// `text`, cut to a length fit for an error message.
+fn shorten(text: String) -> String {
+    const MAX: usize = 120;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
+}
+
+/// Epoch milliseconds as RFC 3339 in UTC with milliseconds, e.g. `2023-11-14T22:13:20.123Z`.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute) = (in_day / 3_600_000, in_day / 60_000 % 60);
+    let (second, milli) = (in_day / 1000 % 60, in_day % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`). Exact for every `i64` day count an `i64` of milliseconds yields.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_with_milliseconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        // The extremes do not overflow.
+        assert!(rfc3339(i64::MIN).ends_with('Z'));
+        assert!(rfc3339(i64::MAX).ends_with('Z'));
+    }
+
+    #[test]
+    fn shorten_cuts_long_values() {
+        assert_eq!(shorten("abc".into()), "abc");
+        assert_eq!(shorten("é".repeat(200)).chars().count(), 123);
+    }
+}

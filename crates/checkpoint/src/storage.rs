@@ -1,0 +1,480 @@
+//! Where checkpoints are kept: the [`CheckpointStorage`] trait and [`LocalStorage`], one
+//! directory per checkpoint.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::codec::{self, Header, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
+use crate::fs::{FileSystem, StdFs};
+use crate::manifest::MAX_MANIFEST_LEN;
+use crate::{Checkpoint, CheckpointError, CheckpointId, Corruption, FileKind, Manifest, Result};
+
+/// The data file's name in a checkpoint directory.
+pub const DATA_FILE: &str = "data.bin";
+/// The manifest's name in a checkpoint directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The prefix of the directories being written or deleted; never a complete checkpoint.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// A complete checkpoint in a storage: one that was fully written. Whether it is valid is
+/// only known by [`CheckpointStorage::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointEntry {
+    /// The checkpoint's id.
+    pub id: CheckpointId,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// A place to keep checkpoints.
+pub trait CheckpointStorage: Send + Sync {
+    /// Writes `checkpoint` durably and returns its manifest. On error nothing that
+    /// [`list`](Self::list) reports is left behind.
+    fn save(&self, checkpoint: &Checkpoint) -> Result<Manifest>;
+
+    /// Reads checkpoint `id`, checking every byte of it and that its manifest agrees.
+    fn load(&self, id: CheckpointId) -> Result<Checkpoint>;
+
+    /// The complete checkpoints, oldest first, valid or not.
+    fn list(&self) -> Result<Vec<CheckpointEntry>>;
+
+    /// Checks checkpoint `id` as [`load`](Self::load) does and returns its manifest.
+    fn verify(&self, id: CheckpointId) -> Result<Manifest>;
+
+    /// Deletes checkpoint `id`.
+    fn delete(&self, id: CheckpointId) -> Result<()>;
+
+    /// Reads the manifest of checkpoint `id` without checking its data file.
+    fn manifest(&self, id: CheckpointId) -> Result<Manifest>;
+
+    /// The newest checkpoint that loads and verifies, with every newer one that was refused
+    /// and why (newest first): the caller should log those loudly.
+    ///
+    /// `Ok(None)` when there is no complete checkpoint at all. When there are some but every
+    /// one is refused, the error is [`CheckpointError::NoValidCheckpoint`] holding each reason:
+    /// starting from scratch then would silently lose state.
+    #[allow(clippy::type_complexity)]
+    fn latest_valid(&self) -> Result<Option<(Checkpoint, Vec<(CheckpointId, CheckpointError)>)>> {
+        let entries = self.list()?;
+        let mut refused = Vec::new();
+        for entry in entries.iter().rev() {
+            match self.load(entry.id) {
+                Ok(checkpoint) => return Ok(Some((checkpoint, refused))),
+                Err(error) => refused.push((entry.id, error)),
+            }
+        }
+        if refused.is_empty() {
+            Ok(None)
+        } else {
+            Err(CheckpointError::NoValidCheckpoint { refused })
+        }
+    }
+}
+
+/// Checkpoints in a local directory: `<dir>/<id as 20 digits>/` holding `data.bin` and
+/// `manifest.json`.
+///
+/// A checkpoint is written into `<dir>/.tmp-<id as 20 digits>/`, each file fsynced, the
+/// directory fsynced, renamed to its final name, and the parent directory fsynced; so a
+/// directory with a final name is always complete. After each save, the newest `retain` valid
+/// checkpoints are kept and older valid ones deleted; invalid ones are left in place for
+/// inspection and never count.
+///
+/// One writer per directory: two `LocalStorage`s must not save into the same directory at once.
+#[derive(Clone, Debug)]
+pub struct LocalStorage {
+    dir: PathBuf,
+    retain: usize,
+    max_payload: u64,
+    fs: Arc<dyn FileSystem>,
+}
+
+impl LocalStorage {
+    /// Opens (creating it if needed) the checkpoint directory `dir`, keeping the newest
+    /// `retain` valid checkpoints. Removes, with a warning, the temporary directories that
+    /// interrupted saves or deletes left behind.
+    pub fn new(dir: impl Into<PathBuf>, retain: usize) -> Result<Self> {
+        Self::with_fs(dir, retain, Arc::new(StdFs))
+    }
+
+    /// Like [`new`](Self::new), writing and deleting through `fs`.
+    pub fn with_fs(
+        dir: impl Into<PathBuf>,
+        retain: usize,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<Self> {
+        let dir = dir.into();
+        if retain == 0 {
+            return Err(CheckpointError::InvalidRetention(retain));
+        }
+        fs::create_dir_all(&dir).map_err(|e| {
+            CheckpointError::io(
+                None,
+                format!("create checkpoint directory {}", dir.display()),
+                e,
+            )
+        })?;
+        let storage = LocalStorage {
+            dir,
+            retain,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            fs,
+        };
+        storage.remove_stale_tmp_dirs()?;
+        Ok(storage)
+    }
+
+    /// Sets the largest payload saved or loaded, in bytes ([`DEFAULT_MAX_PAYLOAD`] unless
+    /// set). A data file claiming more is refused before it is read.
+    pub fn with_max_payload(mut self, bytes: u64) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory of checkpoint `id`: `<dir>/<id as 20 digits>`.
+    pub fn checkpoint_dir(&self, id: CheckpointId) -> PathBuf {
+        self.dir.join(dir_name(id))
+    }
+
+    fn tmp_dir(&self, id: CheckpointId) -> PathBuf {
+        self.dir.join(format!("{TMP_PREFIX}{}", dir_name(id)))
+    }
+
+    fn remove_stale_tmp_dirs(&self) -> Result<()> {
+        for name in self.dir_names()? {
+            if name.starts_with(TMP_PREFIX) {
+                let path = self.dir.join(&name);
+                warn!(path = %path.display(), "removing a checkpoint directory left by an interrupted save or delete");
+                if let Err(error) = self.fs.remove_dir_all(&path) {
+                    warn!(path = %path.display(), %error, "cannot remove a stale temporary checkpoint directory");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The names of the entries of the checkpoint directory that are directories.
+    fn dir_names(&self) -> Result<Vec<String>> {
+        let read_error = |e| {
+            CheckpointError::io(
+                None,
+                format!("read checkpoint directory {}", self.dir.display()),
+                e,
+            )
+        };
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            let is_dir = entry.file_type().map_err(read_error)?.is_dir();
+            // Names that are not UTF-8 are not ours.
+            if let (true, Ok(name)) = (is_dir, entry.file_name().into_string()) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Writes the checkpoint's files into the temporary directory and renames it; on error
+    /// removes what it wrote, so no complete-looking directory is left.
+    fn write(&self, id: CheckpointId, data: &[u8], manifest: &[u8]) -> Result<()> {
+        let tmp = self.tmp_dir(id);
+        let done = self.checkpoint_dir(id);
+        let io_error = |action: String| move |e| CheckpointError::io(Some(id), action, e);
+
+        if tmp.exists() {
+            self.fs
+                .remove_dir_all(&tmp)
+                .map_err(io_error(format!("remove stale {}", tmp.display())))?;
+        }
+        self.fs
+            .create_dir(&tmp)
+            .map_err(io_error(format!("create directory {}", tmp.display())))?;
+        let before_rename = (|| {
+            for (name, contents) in [(DATA_FILE, data), (MANIFEST_FILE, manifest)] {
+                let path = tmp.join(name);
+                self.fs
+                    .write_file_synced(&path, contents)
+                    .map_err(io_error(format!("write and fsync {}", path.display())))?;
+            }
+            self.fs
+                .sync_dir(&tmp)
+                .map_err(io_error(format!("fsync directory {}", tmp.display())))?;
+            self.fs.rename(&tmp, &done).map_err(io_error(format!(
+                "rename {} to {}",
+                tmp.display(),
+                done.display()
+            )))
+        })();
+        if let Err(error) = before_rename {
+            self.remove_quietly(&tmp);
+            return Err(error);
+        }
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            // The rename may not be durable: take the checkpoint back so that the caller's
+            // view (it failed) and the directory agree.
+            match self.fs.rename(&done, &tmp) {
+                Ok(()) => self.remove_quietly(&tmp),
+                Err(error) => {
+                    warn!(path = %done.display(), %error, "cannot take back a checkpoint whose save failed")
+                }
+            }
+            return Err(io_error(format!("fsync directory {}", self.dir.display()))(
+                e,
+            ));
+        }
+        Ok(())
+    }
+
+    fn remove_quietly(&self, path: &Path) {
+        if let Err(error) = self.fs.remove_dir_all(path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                warn!(path = %path.display(), %error, "cannot remove a temporary checkpoint directory; it is removed when the storage is next opened");
+            }
+        }
+    }
+
+    /// Keeps the newest `retain` valid checkpoints, deletes older valid ones and leaves invalid
+    /// ones in place. Failures are logged: the checkpoint just saved is durable either way.
+    fn apply_retention(&self) {
+        let entries = match self.list() {
+            Ok(entries) => entries,
+            Err(error) => {
+                warn!(%error, "checkpoint retention skipped");
+                return;
+            }
+        };
+        let mut kept = 0;
+        for entry in entries.iter().rev() {
+            match self.verify(entry.id) {
+                Ok(_) if kept < self.retain => kept += 1,
+                Ok(_) => match self.delete(entry.id) {
+                    Ok(()) => info!(checkpoint = %entry.id, "deleted an old checkpoint"),
+                    Err(error) => warn!(%error, "cannot delete an old checkpoint"),
+                },
+                Err(error) => {
+                    warn!(%error, "invalid checkpoint left in place; it does not count toward retention")
+                }
+            }
+        }
+    }
+
+    /// Reads and checks the manifest of checkpoint `id`.
+    fn read_manifest(&self, id: CheckpointId) -> Result<Manifest> {
+        let path = self.existing_dir(id)?.join(MANIFEST_FILE);
+        let corrupt = |reason| corrupt(id, FileKind::Manifest, &path, reason);
+        let io_error = |e| CheckpointError::io(Some(id), format!("read {}", path.display()), e);
+        let file = File::open(&path).map_err(io_error)?;
+        let len = file.metadata().map_err(io_error)?.len();
+        if len > MAX_MANIFEST_LEN {
+            return Err(corrupt(Corruption::ManifestTooLarge {
+                len,
+                cap: MAX_MANIFEST_LEN,
+            }));
+        }
+        let mut json = Vec::new();
+        file.take(MAX_MANIFEST_LEN + 1)
+            .read_to_end(&mut json)
+            .map_err(io_error)?;
+        if json.len() as u64 > MAX_MANIFEST_LEN {
+            return Err(corrupt(Corruption::ManifestTooLarge {
+                len: json.len() as u64,
+                cap: MAX_MANIFEST_LEN,
+            }));
+        }
+        let manifest = Manifest::from_json(&json).map_err(corrupt)?;
+        if manifest.id != id {
+            return Err(corrupt(Corruption::IdMismatch {
+                expected: id,
+                found: manifest.id,
+            }));
+        }
+        Ok(manifest)
+    }
+
+    /// Reads and checks the data file of checkpoint `id`. Allocates only after the header's
+    /// length is checked against the cap and the file's length.
+    fn read_data(&self, id: CheckpointId) -> Result<(Header, Checkpoint)> {
+        let path = self.existing_dir(id)?.join(DATA_FILE);
+        let corrupt = |reason| corrupt(id, FileKind::Data, &path, reason);
+        let io_error = |e| CheckpointError::io(Some(id), format!("read {}", path.display()), e);
+        let mut file = File::open(&path).map_err(io_error)?;
+        let file_len = file.metadata().map_err(io_error)?.len();
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        (&mut file)
+            .take(HEADER_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(io_error)?;
+        let header = codec::parse_header(&head, file_len, self.max_payload).map_err(corrupt)?;
+        // At most the cap, and what the file holds.
+        let capacity = usize::try_from(header.payload_len).map_err(|_| {
+            corrupt(Corruption::PayloadTooLarge {
+                len: header.payload_len,
+                cap: usize::MAX as u64,
+            })
+        })?;
+        let mut payload = Vec::with_capacity(capacity);
+        // One byte more than expected, to see a file that grew since its length was taken.
+        file.take(header.payload_len.saturating_add(1))
+            .read_to_end(&mut payload)
+            .map_err(io_error)?;
+        let checkpoint = codec::decode_payload(&header, &payload).map_err(corrupt)?;
+        if checkpoint.id != id {
+            return Err(corrupt(Corruption::IdMismatch {
+                expected: id,
+                found: checkpoint.id,
+            }));
+        }
+        Ok((header, checkpoint))
+    }
+
+    /// Checks checkpoint `id` entirely: its manifest, its data file, and that they agree.
+    fn read_checked(&self, id: CheckpointId) -> Result<(Checkpoint, Manifest)> {
+        let manifest = self.read_manifest(id)?;
+        let (header, checkpoint) = self.read_data(id)?;
+        let expected = Manifest::describe(&checkpoint, &header);
+        manifest.check_agrees(&expected).map_err(|reason| {
+            corrupt(
+                id,
+                FileKind::Manifest,
+                &self.checkpoint_dir(id).join(MANIFEST_FILE),
+                reason,
+            )
+        })?;
+        Ok((checkpoint, manifest))
+    }
+
+    /// The directory of checkpoint `id`, if it exists.
+    fn existing_dir(&self, id: CheckpointId) -> Result<PathBuf> {
+        let dir = self.checkpoint_dir(id);
+        match fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => Ok(dir),
+            Ok(_) => Err(self.not_found(id)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(id)),
+            Err(e) => Err(CheckpointError::io(
+                Some(id),
+                format!("read {}", dir.display()),
+                e,
+            )),
+        }
+    }
+
+    fn not_found(&self, id: CheckpointId) -> CheckpointError {
+        CheckpointError::NotFound {
+            checkpoint: id,
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+impl CheckpointStorage for LocalStorage {
+    fn save(&self, checkpoint: &Checkpoint) -> Result<Manifest> {
+        let id = checkpoint.id;
+        let done = self.checkpoint_dir(id);
+        if done.exists() {
+            return Err(CheckpointError::AlreadyExists {
+                checkpoint: id,
+                dir: done,
+            });
+        }
+        let encoded = codec::encode(checkpoint).map_err(|message| CheckpointError::Encode {
+            checkpoint: id,
+            what: "payload",
+            message,
+        })?;
+        if encoded.payload_len() > self.max_payload {
+            return Err(CheckpointError::TooLarge {
+                checkpoint: id,
+                len: encoded.payload_len(),
+                cap: self.max_payload,
+            });
+        }
+        let header = Header {
+            payload_len: encoded.payload_len(),
+            sha256: encoded.sha256,
+        };
+        let manifest = Manifest::describe(checkpoint, &header);
+        let json = manifest
+            .to_json()
+            .map_err(|message| CheckpointError::Encode {
+                checkpoint: id,
+                what: "manifest",
+                message,
+            })?;
+        self.write(id, &encoded.bytes, &json)?;
+        self.apply_retention();
+        Ok(manifest)
+    }
+
+    fn load(&self, id: CheckpointId) -> Result<Checkpoint> {
+        self.read_checked(id).map(|(checkpoint, _)| checkpoint)
+    }
+
+    fn list(&self) -> Result<Vec<CheckpointEntry>> {
+        let mut entries: Vec<CheckpointEntry> = self
+            .dir_names()?
+            .into_iter()
+            .filter_map(|name| {
+                let id = name.parse::<CheckpointId>().ok()?;
+                // Only the canonical name: `7` or `007` are not checkpoints.
+                (name == dir_name(id)).then(|| CheckpointEntry {
+                    id,
+                    dir: self.dir.join(&name),
+                })
+            })
+            .collect();
+        entries.sort_by_key(|entry| entry.id);
+        Ok(entries)
+    }
+
+    fn verify(&self, id: CheckpointId) -> Result<Manifest> {
+        self.read_checked(id).map(|(_, manifest)| manifest)
+    }
+
+    fn delete(&self, id: CheckpointId) -> Result<()> {
+        let dir = self.existing_dir(id)?;
+        // Renamed first, so that a delete cut short leaves no complete-looking checkpoint.
+        let doomed = self
+            .dir
+            .join(format!("{TMP_PREFIX}delete-{}", dir_name(id)));
+        if doomed.exists() {
+            self.remove_quietly(&doomed);
+        }
+        self.fs.rename(&dir, &doomed).map_err(|e| {
+            CheckpointError::io(
+                Some(id),
+                format!("rename {} to {}", dir.display(), doomed.display()),
+                e,
+            )
+        })?;
+        self.fs
+            .remove_dir_all(&doomed)
+            .map_err(|e| CheckpointError::io(Some(id), format!("remove {}", doomed.display()), e))
+    }
+
+    fn manifest(&self, id: CheckpointId) -> Result<Manifest> {
+        self.read_manifest(id)
+    }
+}
+
+/// The directory name of checkpoint `id`: its id zero-padded to 20 digits, so names sort as ids.
+fn dir_name(id: CheckpointId) -> String {
+    format!("{:020}", id.0)
+}
+
+fn corrupt(id: CheckpointId, kind: FileKind, file: &Path, reason: Corruption) -> CheckpointError {
+    CheckpointError::Corrupt {
+        checkpoint: id,
+        kind,
+        file: file.to_path_buf(),
+        reason,
+    }
+}
