@@ -135,7 +135,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             }
         }
     };
-    for (index, step) in spec.steps.into_iter().enumerate() {
+    for step in spec.steps {
         match step {
             StepSpec::Filter(expr) => {
                 let name: Arc<str> = Arc::from(expr.place.path.as_str());
@@ -253,7 +253,6 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                 }
             }
         }
-        let _ = index;
     }
     Plan {
         name: spec.name,

@@ -334,15 +334,7 @@ impl Node {
     /// Evaluates the node.
     pub fn eval<'a>(&'a self, cx: &Cx<'a>) -> Eval<'a> {
         match self {
-            Node::Const(value) => Ok(Val::Ref(value)),
-            Node::RowField(index, name) => match cx.row.get(*index) {
-                Some(value) => Ok(Val::Ref(value)),
-                None => Err(short_row(name)),
-            },
-            Node::ObjField(name) => match cx.object.and_then(|object| object.get(&**name)) {
-                Some(value) => Ok(Val::Ref(value)),
-                None => Err(no_field(name)),
-            },
+            Node::Const(_) | Node::RowField(..) | Node::ObjField(_) => eval_operand(self, cx),
             Node::Payload => Ok(Val::of(payload_map(cx))),
             Node::PayloadIndex(key) => {
                 let key = eval_operand(key, cx)?;
