@@ -13,7 +13,7 @@ use serde::de::{
     self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
-use crate::time::{format_rfc3339, parse_text};
+use crate::time::{parse_text, write_rfc3339};
 use crate::{Event, EventError, FieldType, Layout, Payload, Result, Schema, Value};
 
 /// Which fields of a JSON object carry the event's metadata, and the payload's schema.
@@ -636,7 +636,12 @@ impl Encoder {
             TimeFormat::Millis => {
                 out.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes())
             }
-            TimeFormat::Rfc3339 => write_str(out, &format_rfc3339(millis)),
+            TimeFormat::Rfc3339 => {
+                // The text never needs escaping.
+                out.push(b'"');
+                write_rfc3339(millis, out);
+                out.push(b'"');
+            }
         }
     }
 }
