@@ -16,6 +16,8 @@ use serde::de::{
 use crate::time::{parse_text, write_rfc3339};
 use crate::{Event, EventError, FieldType, Layout, Payload, Result, Schema, Value};
 
+mod fast;
+
 /// Which fields of a JSON object carry the event's metadata, and the payload's schema.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecoderConfig {
@@ -118,7 +120,19 @@ impl Decoder {
 
     /// Decodes one line (without its newline). `line_number` (1-based) names the line in errors.
     /// The event's processing time is left at 0 for the caller to stamp.
+    ///
+    /// Flat records of plain values take a hand-written fast path; everything else, and every
+    /// record that fails to decode, the serde path, which has the last word on results and
+    /// errors alike.
     pub fn decode(&self, line: &[u8], line_number: u64) -> Result<Event> {
+        match self.decode_fast(line, line_number) {
+            Some(event) => Ok(event),
+            None => self.decode_slow(line, line_number),
+        }
+    }
+
+    /// [`Decoder::decode`] by serde_json alone.
+    pub(crate) fn decode_slow(&self, line: &[u8], line_number: u64) -> Result<Event> {
         let mut deserializer = serde_json::Deserializer::from_slice(line);
         let mut problem = None;
         let visitor = RecordVisitor {
@@ -168,137 +182,172 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Event, A::Error> {
         let decoder = self.decoder;
-        let line = self.line;
-        let mut event = Event::default();
-        let mut time_seen = false;
-        let schema = decoder.config.schema.as_ref();
-        let mut row: Vec<Value> = match schema {
-            Some(schema) => vec![Value::Null; schema.len()],
-            None => Vec::new(),
-        };
-        let mut present: u64 = 0;
-        let mut object = BTreeMap::new();
-
+        let mut record = Record::new(decoder, self.line);
         while let Some(KeyName(name)) = map.next_key::<KeyName<'de>>()? {
             let Some(roles) = decoder.roles(&name) else {
-                if schema.is_none() {
-                    object.insert(name.into_owned(), map.next_value_seed(JsonValueSeed)?);
+                if decoder.config.schema.is_none() {
+                    let value = map.next_value_seed(JsonValueSeed)?;
+                    record.other(name.into_owned(), value);
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
                 continue;
             };
-            let wanted_type = match roles.field.and_then(|i| schema.and_then(|s| s.field(i))) {
-                Some(field) => Some(field.ty),
-                None if roles.key && schema.is_none() => Some(FieldType::Json),
-                None => None,
-            };
-            let scalar: Scalar<'de> = match wanted_type {
+            let scalar: Scalar<'de> = match record.wanted_type(roles) {
                 Some(FieldType::Json) => Scalar::Value(map.next_value_seed(JsonValueSeed)?),
                 _ => map.next_value::<Scalar<'de>>()?,
             };
-            let fail = |problem: EventError, slot: &mut Option<EventError>| {
-                *slot = Some(problem);
-                de::Error::custom("schema mismatch")
-            };
-            if roles.time {
-                match scalar.to_time() {
-                    Some(millis) => {
-                        event.event_time = millis;
-                        time_seen = true;
+            if let Err(problem) = record.field(name, roles, scalar) {
+                return Err(fail_now(problem, self.problem));
+            }
+        }
+        record
+            .finish()
+            .map_err(|problem| fail_now(problem, self.problem))
+    }
+}
+
+/// An event being built from a record's fields, in the order they come: what the serde path
+/// and the fast path share, so that they read fields (duplicates included) the same way.
+struct Record<'a> {
+    decoder: &'a Decoder,
+    line: u64,
+    event: Event,
+    time_seen: bool,
+    row: Vec<Value>,
+    /// Which of the first 64 schema fields were read (as a non-null value).
+    present: u64,
+    object: BTreeMap<String, Value>,
+}
+
+impl<'a> Record<'a> {
+    fn new(decoder: &'a Decoder, line: u64) -> Record<'a> {
+        let row = match &decoder.config.schema {
+            Some(schema) => vec![Value::Null; schema.len()],
+            None => Vec::new(),
+        };
+        Record {
+            decoder,
+            line,
+            event: Event::default(),
+            time_seen: false,
+            row,
+            present: 0,
+            object: BTreeMap::new(),
+        }
+    }
+
+    /// The type a field with `roles` is read as: `Json` means a generic value (read with
+    /// [`JsonValueSeed`] into [`Scalar::Value`]), anything else a [`Scalar`].
+    fn wanted_type(&self, roles: Roles) -> Option<FieldType> {
+        let schema = self.decoder.config.schema.as_ref();
+        match roles.field.and_then(|i| schema.and_then(|s| s.field(i))) {
+            Some(field) => Some(field.ty),
+            None if roles.key && schema.is_none() => Some(FieldType::Json),
+            None => None,
+        }
+    }
+
+    /// A field no slot names, in a record without schema: kept in the payload.
+    fn other(&mut self, name: String, value: Value) {
+        self.object.insert(name, value);
+    }
+
+    /// A field with `roles`, read as [`Record::wanted_type`] says.
+    fn field(&mut self, name: Cow<'_, str>, roles: Roles, scalar: Scalar<'_>) -> Result<()> {
+        let line = self.line;
+        let schema = self.decoder.config.schema.as_ref();
+        if roles.time {
+            match scalar.to_time() {
+                Some(millis) => {
+                    self.event.event_time = millis;
+                    self.time_seen = true;
+                }
+                None => {
+                    return Err(EventError::InvalidTime {
+                        line,
+                        field: name.into_owned(),
+                        value: scalar.describe(),
+                    })
+                }
+            }
+        }
+        if roles.kind {
+            self.event.kind = scalar.to_text();
+        }
+        if roles.id {
+            self.event.id = scalar.to_text();
+        }
+        let needs_value = roles.key
+            || roles.field.is_some()
+            || (schema.is_none() && !(roles.time || roles.kind || roles.id));
+        if !needs_value {
+            return Ok(());
+        }
+        let value = match (roles.field, schema) {
+            (Some(index), Some(schema)) => {
+                let field = &schema.fields()[index];
+                match scalar.into_typed(field.ty) {
+                    Ok(value) => {
+                        if index < 64 {
+                            self.present |= 1 << index;
+                        }
+                        value
                     }
-                    None => {
-                        return Err(fail(
-                            EventError::InvalidTime {
+                    Err(found) => {
+                        if found == "null" && field.nullable {
+                            Value::Null
+                        } else {
+                            return Err(EventError::FieldType {
                                 line,
                                 field: name.into_owned(),
-                                value: scalar.describe(),
-                            },
-                            self.problem,
-                        ))
-                    }
-                }
-            }
-            if roles.kind {
-                event.kind = scalar.to_text();
-            }
-            if roles.id {
-                event.id = scalar.to_text();
-            }
-            let needs_value = roles.key
-                || roles.field.is_some()
-                || (schema.is_none() && !(roles.time || roles.kind || roles.id));
-            if !needs_value {
-                continue;
-            }
-            let value = match (roles.field, schema) {
-                (Some(index), Some(schema)) => {
-                    let field = &schema.fields()[index];
-                    match scalar.into_typed(field.ty) {
-                        Ok(value) => {
-                            if index < 64 {
-                                present |= 1 << index;
-                            }
-                            value
-                        }
-                        Err(found) => {
-                            if found == "null" && field.nullable {
-                                Value::Null
-                            } else {
-                                return Err(fail(
-                                    EventError::FieldType {
-                                        line,
-                                        field: name.into_owned(),
-                                        expected: field.ty.name(),
-                                        found,
-                                    },
-                                    self.problem,
-                                ));
-                            }
+                                expected: field.ty.name(),
+                                found,
+                            });
                         }
                     }
                 }
-                _ => scalar.into_value(),
-            };
-            if roles.key {
-                event.key = Some(value.clone());
             }
-            match (roles.field, schema) {
-                (Some(index), Some(_)) => row[index] = value,
-                _ if schema.is_none() => {
-                    object.insert(name.into_owned(), value);
-                }
-                _ => {}
-            }
+            _ => scalar.into_value(),
+        };
+        if roles.key {
+            self.event.key = Some(value.clone());
         }
+        match (roles.field, schema) {
+            (Some(index), Some(_)) => self.row[index] = value,
+            _ if schema.is_none() => {
+                self.object.insert(name.into_owned(), value);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 
-        if let Some(field) = &decoder.config.time_field {
-            if !time_seen {
-                return Err(fail_now(
-                    EventError::MissingTime {
-                        line,
-                        field: field.clone(),
-                    },
-                    self.problem,
-                ));
+    /// The event, once every field is read.
+    fn finish(self) -> Result<Event> {
+        let mut event = self.event;
+        let config = &self.decoder.config;
+        if let Some(field) = &config.time_field {
+            if !self.time_seen {
+                return Err(EventError::MissingTime {
+                    line: self.line,
+                    field: field.clone(),
+                });
             }
         }
-        if let Some(schema) = schema {
+        if let Some(schema) = &config.schema {
             for (index, field) in schema.fields().iter().enumerate() {
-                let seen = index >= 64 || present & (1 << index) != 0;
-                if !seen && !field.nullable && row[index].is_null() {
-                    return Err(fail_now(
-                        EventError::MissingField {
-                            line,
-                            field: field.name.clone(),
-                        },
-                        self.problem,
-                    ));
+                let seen = index >= 64 || self.present & (1 << index) != 0;
+                if !seen && !field.nullable && self.row[index].is_null() {
+                    return Err(EventError::MissingField {
+                        line: self.line,
+                        field: field.name.clone(),
+                    });
                 }
             }
-            event.payload = Payload::Row(row);
+            event.payload = Payload::Row(self.row);
         } else {
-            event.payload = Payload::Object(object);
+            event.payload = Payload::Object(self.object);
         }
         Ok(event)
     }

@@ -1,0 +1,325 @@
+//! The fast path of [`Decoder::decode`]: a hand-written scanner for the common record, a flat
+//! JSON object of strings without escapes, numbers, booleans and nulls.
+//!
+//! It reads fields into the same [`Record`] as the serde path, so both treat fields
+//! (duplicates included) alike. It is a strict subset of serde_json's grammar: whatever it is
+//! not sure of (a backslash or control character in a string, a nested value, invalid UTF-8,
+//! a number it cannot convert exactly as serde_json does, any unexpected byte) and every record
+//! that fails to decode makes it give up, and the serde path decides, with its own errors.
+
+use std::borrow::Cow;
+
+use super::{Decoder, Record, Roles, Scalar};
+use crate::{Event, FieldType};
+
+impl Decoder {
+    /// Decodes `line` if it is a record the fast path handles and that decodes without error;
+    /// `None` leaves it to [`Decoder::decode_slow`].
+    pub(super) fn decode_fast(&self, line: &[u8], line_number: u64) -> Option<Event> {
+        // The whole line is UTF-8, so every string between two quotes is too.
+        let text = std::str::from_utf8(line).ok()?;
+        let mut scan = Scanner {
+            text,
+            bytes: line,
+            at: 0,
+        };
+        let mut record = Record::new(self, line_number);
+        let schemaless = self.config.schema.is_none();
+
+        scan.skip_whitespace();
+        if !scan.eat(b'{') {
+            return None;
+        }
+        scan.skip_whitespace();
+        if !scan.eat(b'}') {
+            loop {
+                if !scan.eat(b'"') {
+                    return None;
+                }
+                let name = scan.string()?;
+                scan.skip_whitespace();
+                if !scan.eat(b':') {
+                    return None;
+                }
+                scan.skip_whitespace();
+                match self.slot(name) {
+                    Some(roles) => {
+                        let scalar = match record.wanted_type(roles) {
+                            Some(FieldType::Json) => Scalar::Value(scan.scalar()?.into_value()),
+                            _ => scan.scalar()?,
+                        };
+                        record.field(Cow::Borrowed(name), roles, scalar).ok()?;
+                    }
+                    None if schemaless => {
+                        let value = scan.scalar()?.into_value();
+                        record.other(name.to_string(), value);
+                    }
+                    None => scan.skip_scalar()?,
+                }
+                scan.skip_whitespace();
+                match scan.next()? {
+                    b',' => scan.skip_whitespace(),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        scan.skip_whitespace();
+        if scan.at != line.len() {
+            return None;
+        }
+        record.finish().ok()
+    }
+
+    /// The roles of the field called `name`, if any.
+    #[inline]
+    fn slot(&self, name: &str) -> Option<Roles> {
+        let name = name.as_bytes();
+        self.slots
+            .iter()
+            .find(|(slot, _)| slot.len() == name.len() && slot.as_bytes() == name)
+            .map(|(_, roles)| *roles)
+    }
+}
+
+/// A cursor over one line.
+struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+/// Exact powers of ten as `f64` (10^22 is the largest).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// A JSON number as scanned: its digits as an integer (`significand`, unless it overflowed
+/// `u64`) times ten to `exponent`.
+struct Number {
+    negative: bool,
+    significand: u64,
+    overflow: bool,
+    exponent: i32,
+    /// Whether it has a fraction or an exponent: serde_json reads those as floats.
+    float: bool,
+}
+
+impl<'a> Scanner<'a> {
+    #[inline]
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// Consumes `byte` if it comes next.
+    #[inline]
+    fn eat(&mut self, byte: u8) -> bool {
+        if self.bytes.get(self.at) == Some(&byte) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    /// The rest of a string whose opening quote is consumed, if it has no escapes or control
+    /// characters; consumes the closing quote.
+    #[inline]
+    fn string(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        let mut at = start;
+        loop {
+            match *self.bytes.get(at)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => at += 1,
+            }
+        }
+        self.at = at + 1;
+        self.text.get(start..at)
+    }
+
+    /// Consumes `word` (a literal) if it comes next.
+    #[inline]
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        if self.bytes.get(self.at..end)? == word {
+            self.at = end;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A value other than a list or an object, as serde_json hands it to `ScalarVisitor`.
+    fn scalar(&mut self) -> Option<Scalar<'a>> {
+        match *self.bytes.get(self.at)? {
+            b'"' => {
+                self.at += 1;
+                Some(Scalar::Str(Cow::Borrowed(self.string()?)))
+            }
+            b't' => self.literal(b"true").map(|()| Scalar::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Scalar::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| Scalar::Null),
+            b'-' | b'0'..=b'9' => {
+                let start = self.at;
+                let number = self.number()?;
+                number_value(&number, self.text.get(start..self.at)?)
+            }
+            _ => None,
+        }
+    }
+
+    /// Skips a value other than a list or an object.
+    fn skip_scalar(&mut self) -> Option<()> {
+        match *self.bytes.get(self.at)? {
+            b'"' => {
+                self.at += 1;
+                self.string().map(|_| ())
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number().map(|_| ()),
+            _ => None,
+        }
+    }
+
+    /// Scans a number by the JSON grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Option<Number> {
+        let bytes = self.bytes;
+        let mut at = self.at;
+        let mut number = Number {
+            negative: false,
+            significand: 0,
+            overflow: false,
+            exponent: 0,
+            float: false,
+        };
+        let digit = |number: &mut Number, byte: u8| match number
+            .significand
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(byte - b'0')))
+        {
+            Some(n) => number.significand = n,
+            None => number.overflow = true,
+        };
+        if bytes.get(at) == Some(&b'-') {
+            number.negative = true;
+            at += 1;
+        }
+        match bytes.get(at) {
+            Some(b'0') => {
+                at += 1;
+                if let Some(b'0'..=b'9') = bytes.get(at) {
+                    return None;
+                }
+            }
+            Some(b'1'..=b'9') => {
+                while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
+                    digit(&mut number, byte);
+                    at += 1;
+                }
+            }
+            _ => return None,
+        }
+        if bytes.get(at) == Some(&b'.') {
+            number.float = true;
+            at += 1;
+            let start = at;
+            while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
+                digit(&mut number, byte);
+                number.exponent = number.exponent.saturating_sub(1);
+                at += 1;
+            }
+            if at == start {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = bytes.get(at) {
+            number.float = true;
+            at += 1;
+            let negative = match bytes.get(at) {
+                Some(b'-') => {
+                    at += 1;
+                    true
+                }
+                Some(b'+') => {
+                    at += 1;
+                    false
+                }
+                _ => false,
+            };
+            let start = at;
+            let mut exponent: i32 = 0;
+            while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
+                exponent = exponent
+                    .saturating_mul(10)
+                    .saturating_add(i32::from(byte - b'0'));
+                at += 1;
+            }
+            if at == start {
+                return None;
+            }
+            number.exponent = if negative {
+                number.exponent.saturating_sub(exponent)
+            } else {
+                number.exponent.saturating_add(exponent)
+            };
+        }
+        self.at = at;
+        Some(number)
+    }
+}
+
+/// The scalar serde_json makes of `number` (whose text is `text`): integers that fit `i64` are
+/// `Int`, other integers that fit `u64` are `Float` (as `ScalarVisitor::visit_u64` does),
+/// negative zero and integers below `i64::MIN` are `Float` (as serde_json makes them); floats
+/// are computed here only where a single exact operation gives the correctly rounded result
+/// (which is then serde_json's too), and otherwise by serde_json itself.
+fn number_value<'a>(number: &Number, text: &str) -> Option<Scalar<'a>> {
+    let significand = number.significand;
+    if !number.float && !number.overflow {
+        return Some(if !number.negative {
+            match i64::try_from(significand) {
+                Ok(int) => Scalar::Int(int),
+                Err(_) => Scalar::Float(significand as f64),
+            }
+        } else if significand == 0 {
+            Scalar::Float(-0.0)
+        } else if significand <= 1 << 63 {
+            Scalar::Int((significand as i64).wrapping_neg())
+        } else {
+            Scalar::Float(-(significand as f64))
+        });
+    }
+    let exponent = number.exponent.unsigned_abs() as usize;
+    if number.float && !number.overflow && significand <= 1 << 53 && exponent < POW10.len() {
+        // `significand` and the power of ten are exact as `f64`, so one multiplication or
+        // division rounds correctly.
+        let magnitude = if number.exponent >= 0 {
+            significand as f64 * POW10[exponent]
+        } else {
+            significand as f64 / POW10[exponent]
+        };
+        return Some(Scalar::Float(if number.negative {
+            -magnitude
+        } else {
+            magnitude
+        }));
+    }
+    serde_json::from_str::<f64>(text).ok().map(Scalar::Float)
+}
+
+#[cfg(test)]
+mod tests;
