@@ -212,7 +212,10 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
 struct Record<'a> {
     decoder: &'a Decoder,
     line: u64,
-    event: Event,
+    id: Option<Arc<str>>,
+    kind: Option<Arc<str>>,
+    event_time: i64,
+    key: Option<Value>,
     time_seen: bool,
     row: Vec<Value>,
     /// Which of the first 64 schema fields were read (as a non-null value).
@@ -229,7 +232,10 @@ impl<'a> Record<'a> {
         Record {
             decoder,
             line,
-            event: Event::default(),
+            id: None,
+            kind: None,
+            event_time: 0,
+            key: None,
             time_seen: false,
             row,
             present: 0,
@@ -254,13 +260,14 @@ impl<'a> Record<'a> {
     }
 
     /// A field with `roles`, read as [`Record::wanted_type`] says.
+    #[inline(always)]
     fn field(&mut self, name: Cow<'_, str>, roles: Roles, scalar: Scalar<'_>) -> Result<()> {
         let line = self.line;
         let schema = self.decoder.config.schema.as_ref();
         if roles.time {
             match scalar.to_time() {
                 Some(millis) => {
-                    self.event.event_time = millis;
+                    self.event_time = millis;
                     self.time_seen = true;
                 }
                 None => {
@@ -273,10 +280,10 @@ impl<'a> Record<'a> {
             }
         }
         if roles.kind {
-            self.event.kind = scalar.to_text();
+            self.kind = scalar.to_text();
         }
         if roles.id {
-            self.event.id = scalar.to_text();
+            self.id = scalar.to_text();
         }
         let needs_value = roles.key
             || roles.field.is_some()
@@ -311,7 +318,7 @@ impl<'a> Record<'a> {
             _ => scalar.into_value(),
         };
         if roles.key {
-            self.event.key = Some(value.clone());
+            self.key = Some(value.clone());
         }
         match (roles.field, schema) {
             (Some(index), Some(_)) => self.row[index] = value,
@@ -325,7 +332,6 @@ impl<'a> Record<'a> {
 
     /// The event, once every field is read.
     fn finish(self) -> Result<Event> {
-        let mut event = self.event;
         let config = &self.decoder.config;
         if let Some(field) = &config.time_field {
             if !self.time_seen {
@@ -345,11 +351,20 @@ impl<'a> Record<'a> {
                     });
                 }
             }
-            event.payload = Payload::Row(self.row);
-        } else {
-            event.payload = Payload::Object(self.object);
         }
-        Ok(event)
+        let payload = match config.schema {
+            Some(_) => Payload::Row(self.row),
+            None => Payload::Object(self.object),
+        };
+        Ok(Event {
+            id: self.id,
+            kind: self.kind,
+            event_time: self.event_time,
+            processing_time: 0,
+            headers: None,
+            key: self.key,
+            payload,
+        })
     }
 }
 

@@ -37,6 +37,7 @@ fn two_digits(bytes: &[u8], at: usize) -> Option<i64> {
 /// decide. Seconds may be `60` (a leap second, which chrono folds into the next second);
 /// fraction digits beyond milliseconds are dropped, as chrono's `timestamp_millis` does (the
 /// fraction counts forward from the whole second, so times before 1970 round down too).
+#[inline]
 fn parse_rfc3339_fast(bytes: &[u8]) -> Option<i64> {
     if bytes.len() < 20 {
         return None;
@@ -105,10 +106,12 @@ fn parse_rfc3339_fast(bytes: &[u8]) -> Option<i64> {
     Some(seconds * 1000 + millis)
 }
 
+#[inline]
 fn is_leap_year(year: i64) -> bool {
     year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
 }
 
+#[inline]
 fn days_in_month(year: i64, month: i64) -> i64 {
     match month {
         2 if is_leap_year(year) => 29,
@@ -120,6 +123,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 
 /// Days from 1970-01-01 to the given proleptic Gregorian date (month 1..=12, day 1..=31).
 /// Howard Hinnant's `days_from_civil`.
+#[inline]
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
@@ -152,6 +156,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 /// Parses epoch milliseconds given as text (`"1714564800250"`) or RFC 3339 text.
 pub fn parse_text(text: &str) -> Option<i64> {
+    // The common case first: RFC 3339 text of the fast parser's shape has no surrounding
+    // whitespace and is not all digits, so the steps below would hand it to it unchanged.
+    if let Some(millis) = parse_rfc3339_fast(text.as_bytes()) {
+        return Some(millis);
+    }
     let trimmed = text.trim();
     if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         return trimmed.parse().ok();

@@ -89,6 +89,38 @@ struct Scanner<'a> {
     at: usize,
 }
 
+/// The index of the first `"` from `start` on, if no backslash or control character comes
+/// before it. Eight bytes at a time: a byte's high bit in `special` is set where `word` has a
+/// quote, a backslash or a byte below 0x20 (the lowest such flag is always right; flags above
+/// it may be spurious, from the borrow).
+#[inline]
+fn closing_quote(bytes: &[u8], start: usize) -> Option<usize> {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let mut at = start;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let special = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(ONES * 0x20) & !word))
+            & HIGH;
+        if special != 0 {
+            let index = at + (special.trailing_zeros() / 8) as usize;
+            return (*bytes.get(index)? == b'"').then_some(index);
+        }
+        at += 8;
+    }
+    loop {
+        match *bytes.get(at)? {
+            b'"' => return Some(at),
+            b'\\' | 0..=0x1f => return None,
+            _ => at += 1,
+        }
+    }
+}
+
 /// Exact powers of ten as `f64` (10^22 is the largest).
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -134,19 +166,12 @@ impl<'a> Scanner<'a> {
 
     /// The rest of a string whose opening quote is consumed, if it has no escapes or control
     /// characters; consumes the closing quote.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         let start = self.at;
-        let mut at = start;
-        loop {
-            match *self.bytes.get(at)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => at += 1,
-            }
-        }
-        self.at = at + 1;
-        self.text.get(start..at)
+        let end = closing_quote(self.bytes, start)?;
+        self.at = end + 1;
+        self.text.get(start..end)
     }
 
     /// Consumes `word` (a literal) if it comes next.
@@ -162,6 +187,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A value other than a list or an object, as serde_json hands it to `ScalarVisitor`.
+    #[inline(always)]
     fn scalar(&mut self) -> Option<Scalar<'a>> {
         match *self.bytes.get(self.at)? {
             b'"' => {
@@ -181,6 +207,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips a value other than a list or an object.
+    #[inline]
     fn skip_scalar(&mut self) -> Option<()> {
         match *self.bytes.get(self.at)? {
             b'"' => {
@@ -196,6 +223,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scans a number by the JSON grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    #[inline(always)]
     fn number(&mut self) -> Option<Number> {
         let bytes = self.bytes;
         let mut at = self.at;
@@ -287,6 +315,7 @@ impl<'a> Scanner<'a> {
 /// negative zero and integers below `i64::MIN` are `Float` (as serde_json makes them); floats
 /// are computed here only where a single exact operation gives the correctly rounded result
 /// (which is then serde_json's too), and otherwise by serde_json itself.
+#[inline(always)]
 fn number_value<'a>(number: &Number, text: &str) -> Option<Scalar<'a>> {
     let significand = number.significand;
     if !number.float && !number.overflow {

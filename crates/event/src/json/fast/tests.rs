@@ -588,3 +588,47 @@ fn invalid_records_fall_back_and_keep_their_errors() {
         assert!(decoder.decode(line, 2).is_err());
     }
 }
+
+/// Nanoseconds a record for both paths on bid-like records. Run with
+/// `cargo test --release -p dataflow-event -- --ignored --nocapture decode_speed`.
+#[test]
+#[ignore = "a timing, not a test"]
+fn decode_speed() {
+    let schema = Schema::new([("auction", FieldType::Int), ("price", FieldType::Int)])
+        .expect("valid schema");
+    let decoder = Decoder::new(DecoderConfig {
+        schema: Some(schema),
+        ..DecoderConfig::default()
+    });
+    let lines: Vec<String> = (0..100_000u64)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp":"2023-12-31T23:{:02}:{:02}.{:03}Z","type":"bid","id":"bids-{i}","auction":{},"bidder":{},"price":{},"channel":"web","url":"https://shop.example/item/{}?ref={}"}}"#,
+                i / 60 % 60,
+                i % 60,
+                i * 7 % 1000,
+                1000 + i * 13 % 1000,
+                i * 31 % 10_000,
+                i * 17 % 5000,
+                1000 + i * 13 % 1000,
+                i % 1000
+            )
+        })
+        .collect();
+    for (name, fast) in [("decode", true), ("decode_slow", false)] {
+        let start = std::time::Instant::now();
+        let mut sum = 0i64;
+        for _ in 0..5 {
+            for (number, line) in lines.iter().enumerate() {
+                let event = if fast {
+                    decoder.decode(line.as_bytes(), number as u64)
+                } else {
+                    decoder.decode_slow(line.as_bytes(), number as u64)
+                };
+                sum = sum.wrapping_add(event.expect("valid").event_time);
+            }
+        }
+        let nanos = start.elapsed().as_nanos() as f64 / (5.0 * lines.len() as f64);
+        eprintln!("{name}: {nanos:.0} ns/record ({sum})");
+    }
+}
