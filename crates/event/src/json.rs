@@ -54,6 +54,10 @@ pub struct Decoder {
     /// Every name the decoder reacts to, with what it does with it. Linear search beats hashing
     /// for the handful of names a pipeline reads.
     slots: Vec<(String, Roles)>,
+    /// The slots as the fast path looks them up.
+    keys: Vec<fast::SlotKey>,
+    /// The non-nullable schema fields among the first 64, as bits.
+    required: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -101,10 +105,27 @@ impl Decoder {
             Some(schema) => Layout::Row(Arc::new(schema.clone())),
             None => Layout::Object,
         };
+        let keys = slots
+            .iter()
+            .map(|(name, roles)| {
+                fast::SlotKey::new(name, *roles, wanted_type(config.schema.as_ref(), *roles))
+            })
+            .collect();
+        let required = config.schema.as_ref().map_or(0, |schema| {
+            schema
+                .fields()
+                .iter()
+                .take(64)
+                .enumerate()
+                .filter(|(_, field)| !field.nullable)
+                .fold(0, |bits, (index, _)| bits | 1 << index)
+        });
         Decoder {
             config,
             layout,
             slots,
+            keys,
+            required,
         }
     }
 
@@ -246,12 +267,7 @@ impl<'a> Record<'a> {
     /// The type a field with `roles` is read as: `Json` means a generic value (read with
     /// [`JsonValueSeed`] into [`Scalar::Value`]), anything else a [`Scalar`].
     fn wanted_type(&self, roles: Roles) -> Option<FieldType> {
-        let schema = self.decoder.config.schema.as_ref();
-        match roles.field.and_then(|i| schema.and_then(|s| s.field(i))) {
-            Some(field) => Some(field.ty),
-            None if roles.key && schema.is_none() => Some(FieldType::Json),
-            None => None,
-        }
+        wanted_type(self.decoder.config.schema.as_ref(), roles)
     }
 
     /// A field no slot names, in a record without schema: kept in the payload.
@@ -341,7 +357,8 @@ impl<'a> Record<'a> {
                 });
             }
         }
-        if let Some(schema) = &config.schema {
+        let required = self.decoder.required;
+        if let (Some(schema), true) = (&config.schema, self.present & required != required) {
             for (index, field) in schema.fields().iter().enumerate() {
                 let seen = index >= 64 || self.present & (1 << index) != 0;
                 if !seen && !field.nullable && self.row[index].is_null() {
@@ -365,6 +382,15 @@ impl<'a> Record<'a> {
             key: self.key,
             payload,
         })
+    }
+}
+
+/// The type a field with `roles` is read as under `schema` (see [`Record::wanted_type`]).
+fn wanted_type(schema: Option<&Schema>, roles: Roles) -> Option<FieldType> {
+    match roles.field.and_then(|i| schema.and_then(|s| s.field(i))) {
+        Some(field) => Some(field.ty),
+        None if roles.key && schema.is_none() => Some(FieldType::Json),
+        None => None,
     }
 }
 
@@ -418,6 +444,7 @@ enum Scalar<'de> {
 }
 
 impl Scalar<'_> {
+    #[cold]
     fn describe(&self) -> String {
         match self {
             Scalar::Null => "null".into(),
@@ -430,6 +457,7 @@ impl Scalar<'_> {
         }
     }
 
+    #[inline(always)]
     fn to_time(&self) -> Option<i64> {
         match self {
             Scalar::Int(i) => Some(*i),
@@ -448,6 +476,7 @@ impl Scalar<'_> {
     }
 
     /// The value as `ty`, or the name of what was found instead.
+    #[inline(always)]
     fn into_typed(self, ty: FieldType) -> std::result::Result<Value, String> {
         match (ty, self) {
             (FieldType::Bool, Scalar::Bool(b)) => Ok(Value::Bool(b)),
@@ -464,6 +493,7 @@ impl Scalar<'_> {
         }
     }
 
+    #[cold]
     fn found(&self) -> String {
         match self {
             Scalar::Null => "null".into(),
@@ -476,6 +506,7 @@ impl Scalar<'_> {
         }
     }
 
+    #[inline(always)]
     fn into_value(self) -> Value {
         match self {
             Scalar::Null | Scalar::Nested(_) => Value::Null,

@@ -16,7 +16,8 @@ impl Decoder {
     /// Decodes `line` if it is a record the fast path handles and that decodes without error;
     /// `None` leaves it to [`Decoder::decode_slow`].
     pub(super) fn decode_fast(&self, line: &[u8], line_number: u64) -> Option<Event> {
-        // The whole line is UTF-8, so every string between two quotes is too.
+        // The whole line is UTF-8 (checked at once, which is cheaper than string by string), so
+        // every string between two quotes is too.
         let text = std::str::from_utf8(line).ok()?;
         let mut scan = Scanner {
             text,
@@ -36,21 +37,25 @@ impl Decoder {
                 if !scan.eat(b'"') {
                     return None;
                 }
-                let name = scan.string()?;
+                let (start, end) = scan.string()?;
                 scan.skip_whitespace();
                 if !scan.eat(b':') {
                     return None;
                 }
                 scan.skip_whitespace();
-                match self.slot(name) {
-                    Some(roles) => {
-                        let scalar = match record.wanted_type(roles) {
+                match self.slot(line, start, end) {
+                    Some(slot) => {
+                        // The key is the slot's name, byte for byte.
+                        let scalar = match slot.wanted {
                             Some(FieldType::Json) => Scalar::Value(scan.scalar()?.into_value()),
                             _ => scan.scalar()?,
                         };
-                        record.field(Cow::Borrowed(name), roles, scalar).ok()?;
+                        record
+                            .field(Cow::Borrowed(&slot.name), slot.roles, scalar)
+                            .ok()?;
                     }
                     None if schemaless => {
+                        let name = text.get(start..end)?;
                         let value = scan.scalar()?.into_value();
                         record.other(name.to_string(), value);
                     }
@@ -71,14 +76,63 @@ impl Decoder {
         record.finish().ok()
     }
 
-    /// The roles of the field called `name`, if any.
-    #[inline]
-    fn slot(&self, name: &str) -> Option<Roles> {
-        let name = name.as_bytes();
-        self.slots
-            .iter()
-            .find(|(slot, _)| slot.len() == name.len() && slot.as_bytes() == name)
-            .map(|(_, roles)| *roles)
+    /// The slot of the field whose name is `line[start..end]`, if any.
+    #[inline(always)]
+    fn slot(&self, line: &[u8], start: usize, end: usize) -> Option<&SlotKey> {
+        let len = end - start;
+        let head = head(line, start, len);
+        self.keys.iter().find(|key| {
+            key.len == len
+                && key.head == head
+                && (len <= 8 || line.get(start + 8..end) == key.name.as_bytes().get(8..))
+        })
+    }
+}
+
+/// A slot as the fast path looks it up: by its name's length, then its first eight bytes as
+/// a word, then the rest.
+#[derive(Clone, Debug)]
+pub(super) struct SlotKey {
+    len: usize,
+    head: u64,
+    name: String,
+    roles: Roles,
+    /// What a value of this slot is read as ([`Record::wanted_type`]).
+    wanted: Option<FieldType>,
+}
+
+impl SlotKey {
+    pub(super) fn new(name: &str, roles: Roles, wanted: Option<FieldType>) -> SlotKey {
+        SlotKey {
+            len: name.len(),
+            head: head(name.as_bytes(), 0, name.len()),
+            name: name.to_string(),
+            roles,
+            wanted,
+        }
+    }
+}
+
+/// The first eight bytes (or fewer, zero-padded) of `bytes[start..start + len]` as a
+/// little-endian word.
+#[inline(always)]
+fn head(bytes: &[u8], start: usize, len: usize) -> u64 {
+    match bytes.get(start..start + 8) {
+        Some(chunk) => {
+            let word = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+            if len >= 8 {
+                word
+            } else {
+                word & ((1u64 << (8 * len)) - 1)
+            }
+        }
+        None => {
+            let mut word = [0u8; 8];
+            for (index, byte) in bytes.iter().skip(start).take(len.min(8)).enumerate() {
+                word[index] = *byte;
+            }
+            u64::from_le_bytes(word)
+        }
     }
 }
 
@@ -165,12 +219,19 @@ impl<'a> Scanner<'a> {
     }
 
     /// The rest of a string whose opening quote is consumed, if it has no escapes or control
-    /// characters; consumes the closing quote.
+    /// characters: where its text starts and ends. Consumes the closing quote.
     #[inline(always)]
-    fn string(&mut self) -> Option<&'a str> {
+    fn string(&mut self) -> Option<(usize, usize)> {
         let start = self.at;
         let end = closing_quote(self.bytes, start)?;
         self.at = end + 1;
+        Some((start, end))
+    }
+
+    /// The rest of a string as text (see [`Scanner::string`]).
+    #[inline(always)]
+    fn text(&mut self) -> Option<&'a str> {
+        let (start, end) = self.string()?;
         self.text.get(start..end)
     }
 
@@ -192,7 +253,7 @@ impl<'a> Scanner<'a> {
         match *self.bytes.get(self.at)? {
             b'"' => {
                 self.at += 1;
-                Some(Scalar::Str(Cow::Borrowed(self.string()?)))
+                Some(Scalar::Str(Cow::Borrowed(self.text()?)))
             }
             b't' => self.literal(b"true").map(|()| Scalar::Bool(true)),
             b'f' => self.literal(b"false").map(|()| Scalar::Bool(false)),
@@ -200,7 +261,7 @@ impl<'a> Scanner<'a> {
             b'-' | b'0'..=b'9' => {
                 let start = self.at;
                 let number = self.number()?;
-                number_value(&number, self.text.get(start..self.at)?)
+                number_value(&number, self.bytes.get(start..self.at)?)
             }
             _ => None,
         }
@@ -316,7 +377,7 @@ impl<'a> Scanner<'a> {
 /// are computed here only where a single exact operation gives the correctly rounded result
 /// (which is then serde_json's too), and otherwise by serde_json itself.
 #[inline(always)]
-fn number_value<'a>(number: &Number, text: &str) -> Option<Scalar<'a>> {
+fn number_value<'a>(number: &Number, text: &[u8]) -> Option<Scalar<'a>> {
     let significand = number.significand;
     if !number.float && !number.overflow {
         return Some(if !number.negative {
@@ -347,7 +408,7 @@ fn number_value<'a>(number: &Number, text: &str) -> Option<Scalar<'a>> {
             magnitude
         }));
     }
-    serde_json::from_str::<f64>(text).ok().map(Scalar::Float)
+    serde_json::from_slice::<f64>(text).ok().map(Scalar::Float)
 }
 
 #[cfg(test)]
