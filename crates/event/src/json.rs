@@ -282,10 +282,7 @@ impl<'a> Record<'a> {
         let schema = self.decoder.config.schema.as_ref();
         if roles.time {
             match scalar.to_time() {
-                Some(millis) => {
-                    self.event_time = millis;
-                    self.time_seen = true;
-                }
+                Some(millis) => self.set_time(millis),
                 None => {
                     return Err(EventError::InvalidTime {
                         line,
@@ -312,9 +309,7 @@ impl<'a> Record<'a> {
                 let field = &schema.fields()[index];
                 match scalar.into_typed(field.ty) {
                     Ok(value) => {
-                        if index < 64 {
-                            self.present |= 1 << index;
-                        }
+                        self.mark_present(index);
                         value
                     }
                     Err(found) => {
@@ -344,6 +339,21 @@ impl<'a> Record<'a> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The event time is `millis`.
+    #[inline(always)]
+    fn set_time(&mut self, millis: i64) {
+        self.event_time = millis;
+        self.time_seen = true;
+    }
+
+    /// Schema field `index` has a value of its type.
+    #[inline(always)]
+    fn mark_present(&mut self, index: usize) {
+        if index < 64 {
+            self.present |= 1 << index;
+        }
     }
 
     /// The event, once every field is read.

@@ -8,9 +8,11 @@
 //! that fails to decode makes it give up, and the serde path decides, with its own errors.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::{Decoder, Record, Roles, Scalar};
-use crate::{Event, FieldType};
+use crate::time::parse_text;
+use crate::{Event, FieldType, Value};
 
 impl Decoder {
     /// Decodes `line` if it is a record the fast path handles and that decodes without error;
@@ -37,13 +39,20 @@ impl Decoder {
                 if !scan.eat(b'"') {
                     return None;
                 }
-                let (start, end) = scan.string()?;
+                let start = scan.at;
+                let slot = self.slot_at(line, start);
+                let end = match slot {
+                    Some(slot) => start + slot.len,
+                    None => closing_quote(line, start)?,
+                };
+                scan.at = end + 1;
                 scan.skip_whitespace();
                 if !scan.eat(b':') {
                     return None;
                 }
                 scan.skip_whitespace();
-                match self.slot(line, start, end) {
+                match slot {
+                    Some(slot) if scan.lane(&mut record, slot.lane)? => {}
                     Some(slot) => {
                         // The key is the slot's name, byte for byte.
                         let scalar = match slot.wanted {
@@ -76,39 +85,92 @@ impl Decoder {
         record.finish().ok()
     }
 
-    /// The slot of the field whose name is `line[start..end]`, if any.
+    /// The slot of the field whose name starts at `line[start]` (after its opening quote), if
+    /// any: the slot whose name comes next, followed by a quote. (A plain slot name has no
+    /// quote, backslash or control character, so the name is then the whole key; a raw key
+    /// never equals another name.)
     #[inline(always)]
-    fn slot(&self, line: &[u8], start: usize, end: usize) -> Option<&SlotKey> {
-        let len = end - start;
-        let head = head(line, start, len);
+    fn slot_at(&self, line: &[u8], start: usize) -> Option<&SlotKey> {
+        let word = head(line, start, 8);
         self.keys.iter().find(|key| {
-            key.len == len
-                && key.head == head
-                && (len <= 8 || line.get(start + 8..end) == key.name.as_bytes().get(8..))
+            key.plain
+                && word & key.mask == key.head
+                && line.get(start + key.len) == Some(&b'"')
+                && (key.len <= 8
+                    || line.get(start + 8..start + key.len) == key.name.as_bytes().get(8..))
         })
     }
 }
 
-/// A slot as the fast path looks it up: by its name's length, then its first eight bytes as
-/// a word, then the rest.
+/// A slot as the fast path looks it up: by its name's first eight bytes as a word, then the
+/// rest.
 #[derive(Clone, Debug)]
 pub(super) struct SlotKey {
     len: usize,
+    /// The first eight bytes of the name (zero-padded) as a little-endian word, and the mask of
+    /// the bytes that belong to the name.
     head: u64,
+    mask: u64,
+    /// Whether the name can be written as a JSON string without escapes.
+    plain: bool,
     name: String,
     roles: Roles,
     /// What a value of this slot is read as ([`Record::wanted_type`]).
     wanted: Option<FieldType>,
+    lane: Lane,
+}
+
+/// A shortcut for the commonest slots, which [`Scanner::lane`] takes when the value has the
+/// expected kind: it does what [`Record::field`] does then, without building a [`Scalar`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Lane {
+    /// No shortcut.
+    General,
+    /// Only the `int` schema field of this index (an integer that fits `i64` goes in the row).
+    Int(usize),
+    /// Only the time field (a string is read by `parse_text`).
+    Time,
+    /// Only the type field (a string becomes the type).
+    Kind,
+    /// Only the id field (a string becomes the id).
+    Id,
 }
 
 impl SlotKey {
     pub(super) fn new(name: &str, roles: Roles, wanted: Option<FieldType>) -> SlotKey {
+        let len = name.len();
         SlotKey {
-            len: name.len(),
-            head: head(name.as_bytes(), 0, name.len()),
+            len,
+            head: head(name.as_bytes(), 0, len),
+            mask: if len >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * len)) - 1
+            },
+            plain: !name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
             name: name.to_string(),
             roles,
             wanted,
+            lane: Lane::of(roles, wanted),
+        }
+    }
+}
+
+impl Lane {
+    fn of(roles: Roles, wanted: Option<FieldType>) -> Lane {
+        let Roles {
+            time,
+            kind,
+            id,
+            key,
+            field,
+        } = roles;
+        match (time, kind, id, key, field, wanted) {
+            (false, false, false, false, Some(index), Some(FieldType::Int)) => Lane::Int(index),
+            (true, false, false, false, None, None) => Lane::Time,
+            (false, true, false, false, None, None) => Lane::Kind,
+            (false, false, true, false, None, None) => Lane::Id,
+            _ => Lane::General,
         }
     }
 }
@@ -171,6 +233,24 @@ fn closing_quote(bytes: &[u8], start: usize) -> Option<usize> {
             b'"' => return Some(at),
             b'\\' | 0..=0x1f => return None,
             _ => at += 1,
+        }
+    }
+}
+
+impl Number {
+    /// The number as serde_json's `Int`, if it is one: an integer without fraction or exponent
+    /// in `i64`'s range, but negative zero (which serde_json makes a float).
+    #[inline(always)]
+    fn int(&self) -> Option<i64> {
+        let significand = self.significand;
+        if self.float || self.overflow {
+            None
+        } else if !self.negative {
+            i64::try_from(significand).ok()
+        } else if significand == 0 || significand > 1 << 63 {
+            None
+        } else {
+            Some((significand as i64).wrapping_neg())
         }
     }
 }
@@ -247,6 +327,46 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Reads the value of a slot of `lane` into `record` if the value has the kind the lane
+    /// expects (`Some(true)`); `Some(false)` leaves it unread for the general path, and `None`
+    /// gives up on the record.
+    #[inline(always)]
+    fn lane(&mut self, record: &mut Record<'_>, lane: Lane) -> Option<bool> {
+        let next = self.bytes.get(self.at).copied();
+        match (lane, next) {
+            (Lane::Int(index), Some(b'-' | b'0'..=b'9')) => {
+                let start = self.at;
+                match self.number()?.int() {
+                    Some(int) => {
+                        record.mark_present(index);
+                        *record.row.get_mut(index)? = Value::Int(int);
+                        Some(true)
+                    }
+                    None => {
+                        self.at = start;
+                        Some(false)
+                    }
+                }
+            }
+            (Lane::Time, Some(b'"')) => {
+                self.at += 1;
+                record.set_time(parse_text(self.text()?)?);
+                Some(true)
+            }
+            (Lane::Kind, Some(b'"')) => {
+                self.at += 1;
+                record.kind = Some(Arc::from(self.text()?));
+                Some(true)
+            }
+            (Lane::Id, Some(b'"')) => {
+                self.at += 1;
+                record.id = Some(Arc::from(self.text()?));
+                Some(true)
+            }
+            _ => Some(false),
+        }
+    }
+
     /// A value other than a list or an object, as serde_json hands it to `ScalarVisitor`.
     #[inline(always)]
     fn scalar(&mut self) -> Option<Scalar<'a>> {
@@ -295,18 +415,20 @@ impl<'a> Scanner<'a> {
             exponent: 0,
             float: false,
         };
-        let digit = |number: &mut Number, byte: u8| match number
-            .significand
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(byte - b'0')))
-        {
-            Some(n) => number.significand = n,
-            None => number.overflow = true,
+        // Up to 19 digits cannot overflow; past that, `significand` is computed again with
+        // checks.
+        let mut digits = 0u32;
+        let digit = |number: &mut Number, byte: u8| {
+            number.significand = number
+                .significand
+                .wrapping_mul(10)
+                .wrapping_add(u64::from(byte - b'0'));
         };
         if bytes.get(at) == Some(&b'-') {
             number.negative = true;
             at += 1;
         }
+        let mantissa = at;
         match bytes.get(at) {
             Some(b'0') => {
                 at += 1;
@@ -317,6 +439,7 @@ impl<'a> Scanner<'a> {
             Some(b'1'..=b'9') => {
                 while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
                     digit(&mut number, byte);
+                    digits += 1;
                     at += 1;
                 }
             }
@@ -328,11 +451,24 @@ impl<'a> Scanner<'a> {
             let start = at;
             while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
                 digit(&mut number, byte);
+                digits += 1;
                 number.exponent = number.exponent.saturating_sub(1);
                 at += 1;
             }
             if at == start {
                 return None;
+            }
+        }
+        if digits > 19 {
+            let mut significand: Option<u64> = Some(0);
+            for &byte in bytes.get(mantissa..at)?.iter().filter(|&&b| b != b'.') {
+                significand = significand
+                    .and_then(|n| n.checked_mul(10))
+                    .and_then(|n| n.checked_add(u64::from(byte - b'0')));
+            }
+            match significand {
+                Some(n) => number.significand = n,
+                None => number.overflow = true,
             }
         }
         if let Some(b'e' | b'E') = bytes.get(at) {
@@ -379,19 +515,15 @@ impl<'a> Scanner<'a> {
 #[inline(always)]
 fn number_value<'a>(number: &Number, text: &[u8]) -> Option<Scalar<'a>> {
     let significand = number.significand;
+    if let Some(int) = number.int() {
+        return Some(Scalar::Int(int));
+    }
     if !number.float && !number.overflow {
-        return Some(if !number.negative {
-            match i64::try_from(significand) {
-                Ok(int) => Scalar::Int(int),
-                Err(_) => Scalar::Float(significand as f64),
-            }
-        } else if significand == 0 {
-            Scalar::Float(-0.0)
-        } else if significand <= 1 << 63 {
-            Scalar::Int((significand as i64).wrapping_neg())
+        return Some(Scalar::Float(if number.negative {
+            -(significand as f64)
         } else {
-            Scalar::Float(-(significand as f64))
-        });
+            significand as f64
+        }));
     }
     let exponent = number.exponent.unsigned_abs() as usize;
     if number.float && !number.overflow && significand <= 1 << 53 && exponent < POW10.len() {
