@@ -237,6 +237,23 @@ fn closing_quote(bytes: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// Exact powers of ten as `f64` (10^22 is the largest).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// A JSON number as scanned: its digits as an integer (`significand`, unless it overflowed
+/// `u64`) times ten to `exponent`.
+struct Number {
+    negative: bool,
+    significand: u64,
+    overflow: bool,
+    exponent: i32,
+    /// Whether it has a fraction or an exponent: serde_json reads those as floats.
+    float: bool,
+}
+
 impl Number {
     /// The number as serde_json's `Int`, if it is one: an integer without fraction or exponent
     /// in `i64`'s range, but negative zero (which serde_json makes a float).
@@ -253,23 +270,6 @@ impl Number {
             Some((significand as i64).wrapping_neg())
         }
     }
-}
-
-/// Exact powers of ten as `f64` (10^22 is the largest).
-const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-];
-
-/// A JSON number as scanned: its digits as an integer (`significand`, unless it overflowed
-/// `u64`) times ten to `exponent`.
-struct Number {
-    negative: bool,
-    significand: u64,
-    overflow: bool,
-    exponent: i32,
-    /// Whether it has a fraction or an exponent: serde_json reads those as floats.
-    float: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -417,7 +417,7 @@ impl<'a> Scanner<'a> {
         };
         // Up to 19 digits cannot overflow; past that, `significand` is computed again with
         // checks.
-        let mut digits = 0u32;
+        let mut digits = 0usize;
         let digit = |number: &mut Number, byte: u8| {
             number.significand = number
                 .significand
