@@ -13,8 +13,10 @@ use serde::de::{
     self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
-use crate::time::{format_rfc3339, parse_text};
+use crate::time::{parse_text, write_rfc3339};
 use crate::{Event, EventError, FieldType, Layout, Payload, Result, Schema, Value};
+
+mod fast;
 
 /// Which fields of a JSON object carry the event's metadata, and the payload's schema.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +54,10 @@ pub struct Decoder {
     /// Every name the decoder reacts to, with what it does with it. Linear search beats hashing
     /// for the handful of names a pipeline reads.
     slots: Vec<(String, Roles)>,
+    /// The slots as the fast path looks them up.
+    keys: Vec<fast::SlotKey>,
+    /// The non-nullable schema fields among the first 64, as bits.
+    required: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -99,10 +105,27 @@ impl Decoder {
             Some(schema) => Layout::Row(Arc::new(schema.clone())),
             None => Layout::Object,
         };
+        let keys = slots
+            .iter()
+            .map(|(name, roles)| {
+                fast::SlotKey::new(name, *roles, wanted_type(config.schema.as_ref(), *roles))
+            })
+            .collect();
+        let required = config.schema.as_ref().map_or(0, |schema| {
+            schema
+                .fields()
+                .iter()
+                .take(64)
+                .enumerate()
+                .filter(|(_, field)| !field.nullable)
+                .fold(0, |bits, (index, _)| bits | 1 << index)
+        });
         Decoder {
             config,
             layout,
             slots,
+            keys,
+            required,
         }
     }
 
@@ -118,7 +141,19 @@ impl Decoder {
 
     /// Decodes one line (without its newline). `line_number` (1-based) names the line in errors.
     /// The event's processing time is left at 0 for the caller to stamp.
+    ///
+    /// Flat records of plain values take a hand-written fast path; everything else, and every
+    /// record that fails to decode, the serde path, which has the last word on results and
+    /// errors alike.
     pub fn decode(&self, line: &[u8], line_number: u64) -> Result<Event> {
+        match self.decode_fast(line, line_number) {
+            Some(event) => Ok(event),
+            None => self.decode_slow(line, line_number),
+        }
+    }
+
+    /// [`Decoder::decode`] by serde_json alone.
+    pub(crate) fn decode_slow(&self, line: &[u8], line_number: u64) -> Result<Event> {
         let mut deserializer = serde_json::Deserializer::from_slice(line);
         let mut problem = None;
         let visitor = RecordVisitor {
@@ -168,139 +203,204 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Event, A::Error> {
         let decoder = self.decoder;
-        let line = self.line;
-        let mut event = Event::default();
-        let mut time_seen = false;
-        let schema = decoder.config.schema.as_ref();
-        let mut row: Vec<Value> = match schema {
-            Some(schema) => vec![Value::Null; schema.len()],
-            None => Vec::new(),
-        };
-        let mut present: u64 = 0;
-        let mut object = BTreeMap::new();
-
+        let mut record = Record::new(decoder, self.line);
         while let Some(KeyName(name)) = map.next_key::<KeyName<'de>>()? {
             let Some(roles) = decoder.roles(&name) else {
-                if schema.is_none() {
-                    object.insert(name.into_owned(), map.next_value_seed(JsonValueSeed)?);
+                if decoder.config.schema.is_none() {
+                    let value = map.next_value_seed(JsonValueSeed)?;
+                    record.other(name.into_owned(), value);
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
                 continue;
             };
-            let wanted_type = match roles.field.and_then(|i| schema.and_then(|s| s.field(i))) {
-                Some(field) => Some(field.ty),
-                None if roles.key && schema.is_none() => Some(FieldType::Json),
-                None => None,
-            };
-            let scalar: Scalar<'de> = match wanted_type {
+            let scalar: Scalar<'de> = match record.wanted_type(roles) {
                 Some(FieldType::Json) => Scalar::Value(map.next_value_seed(JsonValueSeed)?),
                 _ => map.next_value::<Scalar<'de>>()?,
             };
-            let fail = |problem: EventError, slot: &mut Option<EventError>| {
-                *slot = Some(problem);
-                de::Error::custom("schema mismatch")
-            };
-            if roles.time {
-                match scalar.to_time() {
-                    Some(millis) => {
-                        event.event_time = millis;
-                        time_seen = true;
+            if let Err(problem) = record.field(name, roles, scalar) {
+                return Err(fail_now(problem, self.problem));
+            }
+        }
+        record
+            .finish()
+            .map_err(|problem| fail_now(problem, self.problem))
+    }
+}
+
+/// An event being built from a record's fields, in the order they come: what the serde path
+/// and the fast path share, so that they read fields (duplicates included) the same way.
+struct Record<'a> {
+    decoder: &'a Decoder,
+    line: u64,
+    id: Option<Arc<str>>,
+    kind: Option<Arc<str>>,
+    event_time: i64,
+    key: Option<Value>,
+    time_seen: bool,
+    row: Vec<Value>,
+    /// Which of the first 64 schema fields were read (as a non-null value).
+    present: u64,
+    object: BTreeMap<String, Value>,
+}
+
+impl<'a> Record<'a> {
+    fn new(decoder: &'a Decoder, line: u64) -> Record<'a> {
+        let row = match &decoder.config.schema {
+            Some(schema) => vec![Value::Null; schema.len()],
+            None => Vec::new(),
+        };
+        Record {
+            decoder,
+            line,
+            id: None,
+            kind: None,
+            event_time: 0,
+            key: None,
+            time_seen: false,
+            row,
+            present: 0,
+            object: BTreeMap::new(),
+        }
+    }
+
+    /// The type a field with `roles` is read as: `Json` means a generic value (read with
+    /// [`JsonValueSeed`] into [`Scalar::Value`]), anything else a [`Scalar`].
+    fn wanted_type(&self, roles: Roles) -> Option<FieldType> {
+        wanted_type(self.decoder.config.schema.as_ref(), roles)
+    }
+
+    /// A field no slot names, in a record without schema: kept in the payload.
+    fn other(&mut self, name: String, value: Value) {
+        self.object.insert(name, value);
+    }
+
+    /// A field with `roles`, read as [`Record::wanted_type`] says.
+    #[inline(always)]
+    fn field(&mut self, name: Cow<'_, str>, roles: Roles, scalar: Scalar<'_>) -> Result<()> {
+        let line = self.line;
+        let schema = self.decoder.config.schema.as_ref();
+        if roles.time {
+            match scalar.to_time() {
+                Some(millis) => self.set_time(millis),
+                None => {
+                    return Err(EventError::InvalidTime {
+                        line,
+                        field: name.into_owned(),
+                        value: scalar.describe(),
+                    })
+                }
+            }
+        }
+        if roles.kind {
+            self.kind = scalar.to_text();
+        }
+        if roles.id {
+            self.id = scalar.to_text();
+        }
+        let needs_value = roles.key
+            || roles.field.is_some()
+            || (schema.is_none() && !(roles.time || roles.kind || roles.id));
+        if !needs_value {
+            return Ok(());
+        }
+        let value = match (roles.field, schema) {
+            (Some(index), Some(schema)) => {
+                let field = &schema.fields()[index];
+                match scalar.into_typed(field.ty) {
+                    Ok(value) => {
+                        self.mark_present(index);
+                        value
                     }
-                    None => {
-                        return Err(fail(
-                            EventError::InvalidTime {
+                    Err(found) => {
+                        if found == "null" && field.nullable {
+                            Value::Null
+                        } else {
+                            return Err(EventError::FieldType {
                                 line,
                                 field: name.into_owned(),
-                                value: scalar.describe(),
-                            },
-                            self.problem,
-                        ))
-                    }
-                }
-            }
-            if roles.kind {
-                event.kind = scalar.to_text();
-            }
-            if roles.id {
-                event.id = scalar.to_text();
-            }
-            let needs_value = roles.key
-                || roles.field.is_some()
-                || (schema.is_none() && !(roles.time || roles.kind || roles.id));
-            if !needs_value {
-                continue;
-            }
-            let value = match (roles.field, schema) {
-                (Some(index), Some(schema)) => {
-                    let field = &schema.fields()[index];
-                    match scalar.into_typed(field.ty) {
-                        Ok(value) => {
-                            if index < 64 {
-                                present |= 1 << index;
-                            }
-                            value
-                        }
-                        Err(found) => {
-                            if found == "null" && field.nullable {
-                                Value::Null
-                            } else {
-                                return Err(fail(
-                                    EventError::FieldType {
-                                        line,
-                                        field: name.into_owned(),
-                                        expected: field.ty.name(),
-                                        found,
-                                    },
-                                    self.problem,
-                                ));
-                            }
+                                expected: field.ty.name(),
+                                found,
+                            });
                         }
                     }
                 }
-                _ => scalar.into_value(),
-            };
-            if roles.key {
-                event.key = Some(value.clone());
             }
-            match (roles.field, schema) {
-                (Some(index), Some(_)) => row[index] = value,
-                _ if schema.is_none() => {
-                    object.insert(name.into_owned(), value);
-                }
-                _ => {}
-            }
+            _ => scalar.into_value(),
+        };
+        if roles.key {
+            self.key = Some(value.clone());
         }
+        match (roles.field, schema) {
+            (Some(index), Some(_)) => self.row[index] = value,
+            _ if schema.is_none() => {
+                self.object.insert(name.into_owned(), value);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 
-        if let Some(field) = &decoder.config.time_field {
-            if !time_seen {
-                return Err(fail_now(
-                    EventError::MissingTime {
-                        line,
-                        field: field.clone(),
-                    },
-                    self.problem,
-                ));
+    /// The event time is `millis`.
+    #[inline(always)]
+    fn set_time(&mut self, millis: i64) {
+        self.event_time = millis;
+        self.time_seen = true;
+    }
+
+    /// Schema field `index` has a value of its type.
+    #[inline(always)]
+    fn mark_present(&mut self, index: usize) {
+        if index < 64 {
+            self.present |= 1 << index;
+        }
+    }
+
+    /// The event, once every field is read.
+    fn finish(self) -> Result<Event> {
+        let config = &self.decoder.config;
+        if let Some(field) = &config.time_field {
+            if !self.time_seen {
+                return Err(EventError::MissingTime {
+                    line: self.line,
+                    field: field.clone(),
+                });
             }
         }
-        if let Some(schema) = schema {
+        let required = self.decoder.required;
+        if let (Some(schema), true) = (&config.schema, self.present & required != required) {
             for (index, field) in schema.fields().iter().enumerate() {
-                let seen = index >= 64 || present & (1 << index) != 0;
-                if !seen && !field.nullable && row[index].is_null() {
-                    return Err(fail_now(
-                        EventError::MissingField {
-                            line,
-                            field: field.name.clone(),
-                        },
-                        self.problem,
-                    ));
+                let seen = index >= 64 || self.present & (1 << index) != 0;
+                if !seen && !field.nullable && self.row[index].is_null() {
+                    return Err(EventError::MissingField {
+                        line: self.line,
+                        field: field.name.clone(),
+                    });
                 }
             }
-            event.payload = Payload::Row(row);
-        } else {
-            event.payload = Payload::Object(object);
         }
-        Ok(event)
+        let payload = match config.schema {
+            Some(_) => Payload::Row(self.row),
+            None => Payload::Object(self.object),
+        };
+        Ok(Event {
+            id: self.id,
+            kind: self.kind,
+            event_time: self.event_time,
+            processing_time: 0,
+            headers: None,
+            key: self.key,
+            payload,
+        })
+    }
+}
+
+/// The type a field with `roles` is read as under `schema` (see [`Record::wanted_type`]).
+fn wanted_type(schema: Option<&Schema>, roles: Roles) -> Option<FieldType> {
+    match roles.field.and_then(|i| schema.and_then(|s| s.field(i))) {
+        Some(field) => Some(field.ty),
+        None if roles.key && schema.is_none() => Some(FieldType::Json),
+        None => None,
     }
 }
 
@@ -354,6 +454,7 @@ enum Scalar<'de> {
 }
 
 impl Scalar<'_> {
+    #[cold]
     fn describe(&self) -> String {
         match self {
             Scalar::Null => "null".into(),
@@ -366,6 +467,7 @@ impl Scalar<'_> {
         }
     }
 
+    #[inline(always)]
     fn to_time(&self) -> Option<i64> {
         match self {
             Scalar::Int(i) => Some(*i),
@@ -384,6 +486,7 @@ impl Scalar<'_> {
     }
 
     /// The value as `ty`, or the name of what was found instead.
+    #[inline(always)]
     fn into_typed(self, ty: FieldType) -> std::result::Result<Value, String> {
         match (ty, self) {
             (FieldType::Bool, Scalar::Bool(b)) => Ok(Value::Bool(b)),
@@ -400,6 +503,7 @@ impl Scalar<'_> {
         }
     }
 
+    #[cold]
     fn found(&self) -> String {
         match self {
             Scalar::Null => "null".into(),
@@ -412,6 +516,7 @@ impl Scalar<'_> {
         }
     }
 
+    #[inline(always)]
     fn into_value(self) -> Value {
         match self {
             Scalar::Null | Scalar::Nested(_) => Value::Null,
@@ -636,7 +741,12 @@ impl Encoder {
             TimeFormat::Millis => {
                 out.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes())
             }
-            TimeFormat::Rfc3339 => write_str(out, &format_rfc3339(millis)),
+            TimeFormat::Rfc3339 => {
+                // The text never needs escaping.
+                out.push(b'"');
+                write_rfc3339(millis, out);
+                out.push(b'"');
+            }
         }
     }
 }
