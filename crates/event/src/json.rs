@@ -293,7 +293,10 @@ impl<'a> Record<'a> {
             }
         }
         if roles.kind {
-            self.kind = scalar.to_text();
+            self.kind = match &scalar {
+                Scalar::Str(text) => Some(crate::intern::intern(text)),
+                other => other.to_text(),
+            };
         }
         if roles.id {
             self.id = scalar.to_text();
@@ -493,7 +496,7 @@ impl Scalar<'_> {
             (FieldType::Int, Scalar::Int(i)) => Ok(Value::Int(i)),
             (FieldType::Float, Scalar::Int(i)) => Ok(Value::Float(i as f64)),
             (FieldType::Float, Scalar::Float(f)) => Ok(Value::Float(f)),
-            (FieldType::String, Scalar::Str(s)) => Ok(Value::str(&s)),
+            (FieldType::String, Scalar::Str(s)) => Ok(Value::Str(crate::intern::intern(&s))),
             (FieldType::Timestamp, scalar) => match scalar.to_time() {
                 Some(millis) => Ok(Value::Int(millis)),
                 None => Err(scalar.found()),

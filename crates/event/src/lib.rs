@@ -25,6 +25,7 @@
 
 mod error;
 mod event;
+mod intern;
 pub mod json;
 mod schema;
 pub mod time;

@@ -355,7 +355,7 @@ impl<'a> Scanner<'a> {
             }
             (Lane::Kind, Some(b'"')) => {
                 self.at += 1;
-                record.kind = Some(Arc::from(self.text()?));
+                record.kind = Some(crate::intern::intern(self.text()?));
                 Some(true)
             }
             (Lane::Id, Some(b'"')) => {
