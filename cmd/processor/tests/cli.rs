@@ -210,3 +210,71 @@ fn sigterm_stops_cleanly_and_fires_open_windows() {
     );
     assert!(stderr.contains("read 3 events, emitted 3"), "{stderr}");
 }
+
+/// A followed file is read as it grows, and the windows its new lines close fire at once.
+#[cfg(unix)]
+#[test]
+fn follow_mode_reads_appended_lines() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("growing.jsonl");
+    std::fs::write(
+        &input,
+        "{\"timestamp\":1000,\"user\":\"a\"}\n{\"timestamp\":15000,\"user\":\"b\"}\n",
+    )
+    .expect("write input");
+    let config = dir.path().join("follow.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sources:\n  - name: in\n    type: file\n    path: {}\n    follow: true\n    watermark: {{ every: 1 }}\nsteps:\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count }} }}\nsinks:\n  - {{ type: stdout, time_format: millis }}\ndead_letters: {{ type: file, path: dead.jsonl }}\n",
+            input.display()
+        ),
+    )
+    .expect("write config");
+    let mut child = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start processor");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut next_line = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read result");
+        line
+    };
+    assert_eq!(
+        next_line(),
+        "{\"window_start\":0,\"window_end\":10000,\"n\":1,\"is_update\":false}\n"
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .expect("open input");
+    writeln!(file, "{{\"timestamp\":25000,\"user\":\"c\"}}").expect("append");
+    file.flush().expect("flush");
+    // Only a line read after the append can close [10 s, 20 s).
+    assert_eq!(
+        next_line(),
+        "{\"window_start\":10000,\"window_end\":20000,\"n\":1,\"is_update\":false}\n"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait for processor");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        next_line(),
+        "{\"window_start\":20000,\"window_end\":30000,\"n\":1,\"is_update\":false}\n"
+    );
+}
