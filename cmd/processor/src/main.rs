@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_pipeline::generator::{Generator, GeneratorConfig, Profile};
-use dataflow_pipeline::runtime::Pipeline;
+use dataflow_pipeline::runtime::{Pipeline, RestoreMode, RestoreOptions};
 use dataflow_pipeline::{config, PipelineError};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -40,6 +40,16 @@ enum Command {
         /// Do not show the progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Restore this checkpoint instead of the latest valid one.
+        #[arg(long, value_name = "ID", conflicts_with = "fresh")]
+        restore: Option<u64>,
+        /// Restore no checkpoint: start from the beginning of the input.
+        #[arg(long)]
+        fresh: bool,
+        /// Restore a checkpoint taken by a pipeline of another shape: what still maps is
+        /// restored, the rest is listed and dropped.
+        #[arg(long)]
+        allow_non_restored_state: bool,
     },
     /// Checks a config and lists every problem, without opening any input or output.
     Check {
@@ -90,7 +100,21 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             no_progress,
-        } => run(config, no_progress),
+            restore,
+            fresh,
+            allow_non_restored_state,
+        } => run(
+            config,
+            no_progress,
+            RestoreOptions {
+                mode: match (restore, fresh) {
+                    (Some(id), _) => RestoreMode::Id(id),
+                    (None, true) => RestoreMode::Fresh,
+                    (None, false) => RestoreMode::Latest,
+                },
+                allow_non_restored_state,
+            },
+        ),
         Command::Check { config } => check(config),
         Command::Generate {
             profile,
@@ -145,8 +169,8 @@ fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(config: PathBuf, no_progress: bool) -> anyhow::Result<ExitCode> {
-    let pipeline = load(&config)?;
+fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::Result<ExitCode> {
+    let pipeline = load(&config)?.with_restore(restore);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

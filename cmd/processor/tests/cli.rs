@@ -278,3 +278,81 @@ fn follow_mode_reads_appended_lines() {
         "{\"window_start\":20000,\"window_end\":30000,\"n\":1,\"is_update\":false}\n"
     );
 }
+
+/// A stop takes a final checkpoint and keeps open windows in it; the next run restores it and
+/// ends with exactly the output of a run that was never stopped.
+#[cfg(unix)]
+#[test]
+fn stop_and_restore_give_the_output_of_an_uninterrupted_run() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = |rate: &str, checkpoint: &str| {
+        format!(
+            "name: restore\nsources:\n  - name: bids\n    type: generator\n    count: 20000\n{rate}    watermark: {{ out_of_orderness: 2s }}\nsteps:\n  - key_by: auction\n  - window: {{ type: tumbling, size: 2s, aggregates: {{ n: count, top: max(price) }} }}\nsinks:\n  - type: stdout\ndead_letters: {{ type: file, path: dead.jsonl }}\n{checkpoint}"
+        )
+    };
+    let checkpointed = dir.path().join("checkpointed.yaml");
+    std::fs::write(
+        &checkpointed,
+        pipeline(
+            "    rate: 20000\n",
+            "checkpoint: { dir: checkpoints, interval: 100ms, retain: 2 }\n",
+        ),
+    )
+    .expect("write config");
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, pipeline("", "")).expect("write config");
+
+    // First run: stopped by SIGTERM once results flow.
+    let mut child = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&checkpointed)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start processor");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first result");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let mut rest = String::new();
+    stdout
+        .read_to_string(&mut rest)
+        .expect("rest of the results");
+    let output = child.wait_with_output().expect("wait for processor");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let first_run = first + &rest;
+
+    // Second run: restores the final checkpoint and runs to the end.
+    let second = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&checkpointed)
+        .output()
+        .expect("run processor");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("restored checkpoint"), "{stderr}");
+
+    let uninterrupted = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&plain)
+        .output()
+        .expect("run processor");
+    assert!(uninterrupted.status.success());
+    let expected = String::from_utf8_lossy(&uninterrupted.stdout).into_owned();
+    assert!(
+        first_run.len() < expected.len(),
+        "the first run was not stopped before its end"
+    );
+    assert_eq!(
+        first_run + &String::from_utf8_lossy(&second.stdout),
+        expected
+    );
+}

@@ -197,6 +197,52 @@ fn decode_limited<const LIMIT: usize>(
     Ok((wire.into_checkpoint(), used))
 }
 
+/// Encodes an operator's state (any serde value) with the checkpoint codec, for
+/// [`crate::OperatorState::state`].
+pub fn encode_state<T: serde::Serialize>(state: &T) -> crate::Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(state, bincode::config::standard())
+        .map_err(|error| crate::CheckpointError::State(error.to_string()))
+}
+
+/// Decodes an operator's state written by [`encode_state`]. Like checkpoints, it never claims
+/// memory beyond a small multiple of the bytes it is given, and refuses trailing bytes.
+pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
+    fn limited<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+        bytes: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<LIMIT>())
+    }
+    let need = bytes.len().saturating_mul(8).max(1024);
+    let decoded = if need <= 1 << 20 {
+        limited::<T, { 1 << 20 }>(bytes)
+    } else if need <= 1 << 24 {
+        limited::<T, { 1 << 24 }>(bytes)
+    } else if need <= 1 << 28 {
+        limited::<T, { 1 << 28 }>(bytes)
+    } else {
+        limited::<T, { u32::MAX as usize }>(bytes)
+    };
+    match decoded {
+        Ok((state, used)) if used == bytes.len() => Ok(state),
+        Ok((_, used)) => Err(crate::CheckpointError::State(format!(
+            "{} trailing bytes after the state",
+            bytes.len() - used
+        ))),
+        Err(error) => Err(crate::CheckpointError::State(error.to_string())),
+    }
+}
+
+/// A fingerprint of a pipeline's shape: the sha256, in hex, of its parts in order. A
+/// checkpoint records it; a restore compares it with the configured pipeline's.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
 /// The sha256 of `bytes`.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -502,6 +548,19 @@ mod tests {
             Corruption::PayloadTooLarge { len, cap: len - 1 }
         );
         assert!(decode(&bytes, len).is_ok());
+    }
+
+    #[test]
+    fn operator_state_round_trips_and_refuses_garbage() {
+        let state: Vec<(String, u64)> = vec![("a".into(), 1), ("b".into(), u64::MAX)];
+        let bytes = encode_state(&state).unwrap();
+        assert_eq!(decode_state::<Vec<(String, u64)>>(&bytes).unwrap(), state);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_state::<Vec<(String, u64)>>(&longer).is_err());
+        // A length prefix claiming far more than the bytes hold is refused, not allocated.
+        assert!(decode_state::<Vec<u8>>(&[0xfc, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert_ne!(fingerprint(["ab", "c"]), fingerprint(["a", "bc"]));
     }
 
     #[test]

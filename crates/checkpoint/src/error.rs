@@ -66,6 +66,10 @@ pub enum CheckpointError {
         dir: PathBuf,
     },
 
+    /// An operator's state could not be encoded or decoded.
+    #[error("operator state: {0}")]
+    State(String),
+
     /// A checkpoint could not be encoded.
     #[error("checkpoint {checkpoint}: cannot encode {what}: {message}")]
     Encode {

@@ -78,7 +78,10 @@ mod manifest;
 mod model;
 mod storage;
 
-pub use codec::{CODEC_BINCODE_STANDARD, DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use codec::{
+    decode_state, encode_state, fingerprint, CODEC_BINCODE_STANDARD, DEFAULT_MAX_PAYLOAD,
+    FORMAT_VERSION, HEADER_LEN, MAGIC,
+};
 pub use error::{CheckpointError, Corruption, FileKind, Result};
 pub use fs::{FailingFs, FileSystem, FsOp, StdFs};
 pub use manifest::{Manifest, OperatorSummary, MAX_MANIFEST_LEN};

@@ -15,8 +15,8 @@ use crate::generator::GeneratorConfig;
 use crate::plan::plan;
 use crate::runtime::Pipeline;
 use crate::spec::{
-    AggregateSpec, ExprSpec, MapSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec,
-    SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+    AggregateSpec, CheckpointSpec, ExprSpec, MapSpec, PipelineSpec, Place, Problem, RuntimeSpec,
+    SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -40,6 +40,7 @@ impl PipelineBuilder {
                 dead_letters: SinkSpec::file("dead-letters.jsonl"),
                 late_events: None,
                 runtime: RuntimeSpec::default(),
+                checkpoint: None,
             },
             problems: Vec::new(),
         }
@@ -263,6 +264,12 @@ impl PipelineBuilder {
     /// Sends events beyond the allowed lateness to `sink` instead of the dead letters.
     pub fn late_events(mut self, sink: SinkSpec) -> Self {
         self.spec.late_events = Some(sink);
+        self
+    }
+
+    /// Takes consistent checkpoints as `checkpoint` says.
+    pub fn checkpoint(mut self, checkpoint: CheckpointSpec) -> Self {
+        self.spec.checkpoint = Some(checkpoint);
         self
     }
 

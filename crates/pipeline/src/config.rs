@@ -19,8 +19,9 @@ use serde_saphyr::Spanned;
 use crate::generator::{GeneratorConfig, Profile};
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
-    AggregateSpec, ExprSpec, MapSpec, OnStop, PipelineSpec, Place, Problem, RuntimeSpec, SinkKind,
-    SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+    AggregateSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec, Place, Problem,
+    RuntimeSpec, SinkKind, SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec,
+    WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -119,6 +120,15 @@ struct RawConfig {
     late_events: Option<Spanned<RawSink>>,
     #[serde(default)]
     runtime: RawRuntime,
+    checkpoint: Option<Spanned<RawCheckpoint>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    dir: Spanned<String>,
+    interval: Option<Spanned<DurationText>>,
+    retain: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,7 +404,13 @@ impl Checker {
             .late_events
             .as_ref()
             .and_then(|sink| self.sink(sink, "late_events"));
-        let runtime = self.runtime(&raw.runtime);
+        let mut runtime = self.runtime(&raw.runtime);
+        let checkpoint = raw.checkpoint.as_ref().and_then(|c| self.checkpoint(c));
+        // A stop keeps open windows for the final checkpoint when there is one, so that a
+        // restart resumes them; without checkpoints it fires them, or they would be lost.
+        if raw.runtime.on_stop.is_none() && checkpoint.is_some() {
+            runtime.on_stop = OnStop::Keep;
+        }
         PipelineSpec {
             name: raw.name.unwrap_or_else(|| "pipeline".into()),
             sources,
@@ -403,7 +419,42 @@ impl Checker {
             dead_letters: dead_letters.unwrap_or_else(SinkSpec::stdout),
             late_events,
             runtime,
+            checkpoint,
         }
+    }
+
+    fn checkpoint(&mut self, raw: &Spanned<RawCheckpoint>) -> Option<CheckpointSpec> {
+        let checkpoint = &raw.value;
+        let interval = match &checkpoint.interval {
+            Some(text) => {
+                let millis = self.duration(text, "checkpoint.interval")?;
+                if millis == 0 {
+                    self.problem(
+                        place_of(text, "checkpoint.interval"),
+                        "`interval` must be greater than zero",
+                    );
+                    return None;
+                }
+                millis
+            }
+            None => 10_000,
+        };
+        let retain = match &checkpoint.retain {
+            Some(retain) if retain.value >= 1 => retain.value as usize,
+            Some(retain) => {
+                self.problem(
+                    place_of(retain, "checkpoint.retain"),
+                    format!("`retain` must be at least 1, not {}", retain.value),
+                );
+                return None;
+            }
+            None => 3,
+        };
+        Some(CheckpointSpec {
+            dir: self.path(&checkpoint.dir.value),
+            interval,
+            retain,
+        })
     }
 
     fn source(&mut self, raw: Spanned<RawSource>, path: &str) -> Option<SourceSpec> {

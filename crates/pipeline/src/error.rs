@@ -12,6 +12,9 @@ pub enum PipelineError {
     /// A config or pipeline that failed its checks; every problem is listed with its place.
     #[error("invalid pipeline: {}", format_problems(.0))]
     InvalidConfig(Vec<crate::spec::Problem>),
+    /// A checkpoint that cannot be taken, written or restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A source or sink that cannot be opened or used.
     #[error("{0}")]
     Runtime(String),

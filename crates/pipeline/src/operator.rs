@@ -23,6 +23,26 @@ pub trait Operator: Send {
 
     /// The input has ended. With `fire` set, stateful operators emit everything they hold.
     fn finish(&mut self, _fire: bool, _out: &mut Output) {}
+
+    /// The operator's state for a checkpoint, taken when a barrier has arrived on all its
+    /// inputs. Stateless operators have none.
+    fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
+        Ok(None)
+    }
+
+    /// Replaces the operator's state with one from [`Operator::snapshot`].
+    fn restore(&mut self, _state: &[u8]) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+/// What an operator contributes to a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    /// How many keys it holds state for (shown in manifests).
+    pub key_count: u64,
+    /// The state, encoded with `dataflow_checkpoint::encode_state`.
+    pub state: Vec<u8>,
 }
 
 /// Static facts about an operator, readable without running it (for logs, metrics and the API).

@@ -4,9 +4,17 @@ use std::sync::Arc;
 
 use dataflow_event::time::now_millis;
 use dataflow_event::{Event, Field, FieldType, Layout, Payload, Schema, Value};
-use dataflow_window::{Admission, AggregateKind, KeyedWindows, WindowConfig, WindowResult};
+use dataflow_window::{
+    Admission, AggregateKind, KeyedWindows, WindowConfig, WindowResult, WindowSnapshot,
+};
 
 use crate::expr::Expr;
+use crate::operator::OperatorSnapshot;
+use crate::PipelineError;
+
+fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> PipelineError {
+    PipelineError::Checkpoint(error.to_string())
+}
 use crate::operator::{Operator, Output, SideData, SideKind, SideRecord};
 use crate::spec::TimeDomain;
 
@@ -468,5 +476,22 @@ impl Operator for WindowAggregate {
             self.windows.finish(&mut self.results);
             self.emit(out);
         }
+    }
+
+    fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
+        let state = (self.windows.snapshot(), self.watermark);
+        Ok(Some(OperatorSnapshot {
+            key_count: self.windows.key_count() as u64,
+            state: dataflow_checkpoint::encode_state(&state).map_err(checkpoint_error)?,
+        }))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
+        let (snapshot, watermark): (WindowSnapshot, i64) =
+            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
+        self.windows = KeyedWindows::restore(self.windows.config().clone(), snapshot)
+            .map_err(|error| PipelineError::Checkpoint(format!("{}: {error}", self.stage)))?;
+        self.watermark = watermark;
+        Ok(())
     }
 }

@@ -12,7 +12,8 @@ use crate::generator::Generator;
 use crate::operator::{OperatorInfo, OperatorNode};
 use crate::operators::{Filter, KeyBy, Map, WindowAggregate};
 use crate::spec::{
-    ExprSpec, PipelineSpec, Problem, RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StepSpec,
+    CheckpointSpec, ExprSpec, PipelineSpec, Problem, RuntimeSpec, SinkSpec, SourceKind, SourceSpec,
+    StepSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -48,6 +49,23 @@ pub struct Plan {
     pub late_events: Option<SinkSpec>,
     /// Runtime settings.
     pub runtime: RuntimeSpec,
+    /// Periodic checkpoints, if any.
+    pub checkpoint: Option<CheckpointSpec>,
+}
+
+impl Plan {
+    /// A fingerprint of the pipeline's shape: its sources and its operators, by name and kind.
+    /// A checkpoint of another shape does not restore without being told to.
+    pub fn fingerprint(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for source in &self.sources {
+            parts.push(format!("source {}", source.spec.name));
+        }
+        for node in &self.operators {
+            parts.push(format!("{} {}", node.info.kind, node.info.name));
+        }
+        dataflow_checkpoint::fingerprint(parts.iter().map(String::as_str))
+    }
 }
 
 /// Checks and compiles `spec`.
@@ -265,6 +283,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
         dead_letters: spec.dead_letters,
         late_events: spec.late_events,
         runtime: spec.runtime,
+        checkpoint: spec.checkpoint,
     }
 }
 

@@ -10,22 +10,37 @@
 //! Every channel is bounded: a slow sink fills its channel, which stops the chain, which fills
 //! the chain's channel, which makes the sources wait. Memory stays bounded by the channel
 //! capacities times the batch size.
+//!
+//! Checkpoints are aligned by barriers. Every interval the coordinator asks the sources for
+//! barrier `n`; each source sends it in band after the batch it was reading, with its
+//! partitions' positions and watermarks. The chain holds back the messages of an input whose
+//! barrier has arrived until every live input's has, then snapshots the operators, asks the
+//! sinks to flush, and hands the checkpoint to the writer, which saves it once every sink has
+//! acknowledged. A newer barrier arriving during an alignment abandons the older checkpoint.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
+
+use dataflow_checkpoint::{
+    Checkpoint, CheckpointId, CheckpointStorage, LocalStorage, OperatorState, PartitionState,
+    SourceState,
+};
 use dataflow_event::time::now_millis;
 use dataflow_event::Event;
 use dataflow_metrics::{Counters, RunSummary};
 use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::generator::Generator;
+use crate::operator::OperatorSnapshot;
 use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
 use crate::sink::{JsonLinesSink, SideWriter, Sink};
-use crate::source::{FileSource, GeneratorSource, Poll, Source, StdinSource};
+use crate::source::{FileSource, GeneratorSource, PartitionPosition, Poll, Source, StdinSource};
 use crate::spec::{OnStop, SourceKind, WatermarkSpec};
 use crate::{PipelineError, Result};
 
@@ -36,33 +51,78 @@ pub enum Message {
     Events(Vec<Event>),
     /// The source's watermark advanced.
     Watermark(i64),
+    /// A checkpoint barrier: everything before it belongs to checkpoint `id`, and the source's
+    /// partitions were where `partitions` says when it passed.
+    Barrier {
+        /// The checkpoint.
+        id: u64,
+        /// Each partition's position and watermark at the barrier.
+        partitions: Vec<PartitionState>,
+    },
     /// The source has ended. `fire` tells whether open windows should fire (end of a bounded
     /// input) or be kept (a stop that leaves them to a checkpoint).
     End {
         /// Fire open windows.
         fire: bool,
+        /// Where its partitions ended, for the checkpoints taken after it.
+        partitions: Vec<PartitionState>,
     },
 }
 
 /// Asks a running pipeline to stop cleanly. Cloning shares the request.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StopHandle {
-    stopped: Arc<AtomicBool>,
-    notify: Arc<Notify>,
+    stopped: Arc<watch::Sender<bool>>,
+}
+
+impl Default for StopHandle {
+    fn default() -> Self {
+        StopHandle {
+            stopped: Arc::new(watch::channel(false).0),
+        }
+    }
 }
 
 impl StopHandle {
-    /// Requests a stop: sources stop reading, and open windows fire or are kept as configured.
+    /// Requests a stop: sources stop reading, a final checkpoint is taken when checkpoints are
+    /// configured, and open windows fire or are kept as configured.
     pub fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-        self.notify.notify_one();
+        self.stopped.send_replace(true);
     }
 
     /// Whether a stop was requested.
     pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+        *self.stopped.borrow()
     }
+
+    /// Resolves once a stop is requested.
+    async fn stopped(&self) {
+        let mut receiver = self.stopped.subscribe();
+        let _ = receiver.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Which checkpoint a run starts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestoreMode {
+    /// The newest checkpoint that verifies; newer ones that do not are named in the log as
+    /// errors. No checkpoint at all starts afresh.
+    #[default]
+    Latest,
+    /// This checkpoint, or fail.
+    Id(u64),
+    /// None: start from the beginning of the input.
+    Fresh,
+}
+
+/// How a run restores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Which checkpoint.
+    pub mode: RestoreMode,
+    /// Restore a checkpoint of another pipeline shape: what still maps is restored, the rest
+    /// is listed and dropped.
+    pub allow_non_restored_state: bool,
 }
 
 /// A pipeline ready to run.
@@ -71,12 +131,28 @@ pub struct Pipeline {
     plan: Plan,
     counters: Arc<Counters>,
     stop: StopHandle,
+    restore: RestoreOptions,
 }
 
 /// How often the chain checks idle inputs and advances processing time.
 const TICK: Duration = Duration::from_millis(100);
 /// How long a followed file waits before looking for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// How long a stop waits for the sources' final barriers before giving up on them.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A checkpoint taken by the chain, saved once every sink has acknowledged its barrier.
+struct PendingCheckpoint {
+    checkpoint: Checkpoint,
+    acks: Vec<oneshot::Receiver<Result<()>>>,
+}
+
+/// What the chain sends a sink.
+enum SinkMessage {
+    Events(Arc<Vec<Event>>),
+    /// Make everything before the barrier durable, then acknowledge.
+    Barrier(oneshot::Sender<Result<()>>),
+}
 
 impl Pipeline {
     /// A pipeline for a checked plan.
@@ -85,7 +161,14 @@ impl Pipeline {
             plan,
             counters: Arc::new(Counters::default()),
             stop: StopHandle::default(),
+            restore: RestoreOptions::default(),
         }
+    }
+
+    /// Sets which checkpoint the run starts from (when checkpoints are configured).
+    pub fn with_restore(mut self, restore: RestoreOptions) -> Pipeline {
+        self.restore = restore;
+        self
     }
 
     /// The live counters of the run.
@@ -127,12 +210,14 @@ impl Pipeline {
     pub async fn run(self) -> Result<RunSummary> {
         let started = Instant::now();
         let Pipeline {
-            plan,
+            mut plan,
             counters,
             stop,
+            restore,
         } = self;
         let capacity = plan.runtime.channel_capacity;
         let batch_size = plan.runtime.batch_size;
+        let fingerprint = plan.fingerprint();
 
         // Open every sink and source before anything runs, so a bad path fails the run at once.
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -153,9 +238,48 @@ impl Pipeline {
         for source in &plan.sources {
             sources.push((open_source(source)?, source.spec.watermark));
         }
+        let source_names: Vec<String> = plan.sources.iter().map(|s| s.spec.name.clone()).collect();
+
+        // Checkpoints: open the storage and restore before anything runs.
+        let storage = match &plan.checkpoint {
+            Some(spec) => Some(Arc::new(
+                LocalStorage::new(&spec.dir, spec.retain).map_err(checkpoint_error)?,
+            )),
+            None => None,
+        };
+        let mut initial: Vec<Vec<PartitionState>> = vec![Vec::new(); sources.len()];
+        let mut last_id = 0;
+        let mut start_watermark = i64::MIN;
+        match &storage {
+            Some(storage) => {
+                last_id = storage
+                    .list()
+                    .map_err(checkpoint_error)?
+                    .last()
+                    .map(|entry| entry.id.0)
+                    .unwrap_or(0);
+                if let Some(checkpoint) = choose_checkpoint(storage, restore.mode)? {
+                    start_watermark = checkpoint.watermark;
+                    restore_checkpoint(
+                        &checkpoint,
+                        &fingerprint,
+                        restore.allow_non_restored_state,
+                        &mut plan,
+                        &mut sources,
+                        &mut initial,
+                    )?;
+                }
+            }
+            None if restore.mode != RestoreMode::Latest && restore.mode != RestoreMode::Fresh => {
+                return Err(PipelineError::Checkpoint(
+                    "a checkpoint to restore was named, but the pipeline has no `checkpoint` settings".into(),
+                ));
+            }
+            None => {}
+        }
 
         let (side_tx, side_rx) = mpsc::channel::<Vec<SideRecord>>(capacity);
-        let (chain_done, chain_done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (chain_done, chain_done_rx) = oneshot::channel::<()>();
         let side_task = tokio::spawn(run_side(
             side_rx,
             chain_done_rx,
@@ -166,41 +290,73 @@ impl Pipeline {
         let mut sink_txs = Vec::new();
         let mut sink_tasks = Vec::new();
         for sink in sinks {
-            let (tx, rx) = mpsc::channel::<Arc<Vec<Event>>>(capacity);
+            let (tx, rx) = mpsc::channel::<SinkMessage>(capacity);
             sink_txs.push(tx);
             sink_tasks.push(tokio::spawn(run_sink(rx, sink)));
         }
+        let (writer_tx, writer_task) = match &storage {
+            Some(storage) => {
+                let (tx, rx) = mpsc::channel::<PendingCheckpoint>(2);
+                (
+                    Some(tx),
+                    Some(tokio::spawn(run_writer(rx, storage.clone()))),
+                )
+            }
+            None => (None, None),
+        };
+
+        // The coordinator asks the sources for barriers; on a stop it asks for a final one
+        // (when checkpointing) and only then tells the sources to stop.
+        let trigger = Arc::new(AtomicU64::new(0));
+        let source_stop = Arc::new(AtomicBool::new(false));
+        let (aligned_tx, aligned_rx) = watch::channel(last_id);
+        let coordinator = tokio::spawn(coordinate(
+            plan.checkpoint.as_ref().map(|c| c.interval),
+            last_id,
+            trigger.clone(),
+            source_stop.clone(),
+            aligned_rx,
+            stop.clone(),
+        ));
 
         let (chain_tx, chain_rx) = mpsc::channel::<(usize, Message)>(capacity);
         let inputs = sources.len();
         let idle_timeout = sources.iter().filter_map(|(_, w)| w.idle_timeout).min();
         let fire_on_stop = plan.runtime.on_stop == OnStop::Fire;
         let mut source_tasks = Vec::new();
-        for (input, (source, watermark)) in sources.into_iter().enumerate() {
+        for (input, ((source, watermark), initial)) in sources.into_iter().zip(initial).enumerate()
+        {
             let feed = SourceFeed {
                 input,
                 tx: chain_tx.clone(),
                 side: side_tx.clone(),
                 counters: counters.clone(),
-                stop: stop.clone(),
+                trigger: trigger.clone(),
+                stop: source_stop.clone(),
                 batch_size,
                 fire_on_stop,
             };
             source_tasks.push(tokio::task::spawn_blocking(move || {
-                feed.run(source, watermark)
+                feed.run(source, watermark, initial)
             }));
         }
         drop(chain_tx);
 
         let chain = Chain {
-            operators: plan.operators,
+            operators: std::mem::take(&mut plan.operators),
             sinks: sink_txs,
             side: side_tx,
             counters: counters.clone(),
+            writer: writer_tx,
+            aligned: aligned_tx,
+            source_names,
+            fingerprint,
+            last_watermark: start_watermark,
         };
         let chain_result = chain
             .run(chain_rx, inputs, idle_timeout, stop.clone(), fire_on_stop)
             .await;
+        coordinator.abort();
         // Sources may still hold the side channel (one blocked reading stdin after a stop): the
         // side task drains what is queued and ends instead of waiting for them.
         let _ = chain_done.send(());
@@ -212,6 +368,13 @@ impl Pipeline {
                 .map_err(|e| PipelineError::Runtime(format!("sink task failed: {e}")));
             if let Err(error) = result.and_then(|r| r) {
                 first_error.get_or_insert(error);
+            }
+        }
+        if let Some(task) = writer_task {
+            if let Err(error) = task.await {
+                first_error.get_or_insert(PipelineError::Runtime(format!(
+                    "checkpoint writer failed: {error}"
+                )));
             }
         }
         match side_task.await {
@@ -249,6 +412,178 @@ impl Pipeline {
     }
 }
 
+fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> PipelineError {
+    PipelineError::Checkpoint(error.to_string())
+}
+
+/// The checkpoint to restore, if any. A newer checkpoint that fails its checks is logged as an
+/// error and the previous valid one is used; if none is valid the run fails rather than
+/// silently start from nothing.
+fn choose_checkpoint(storage: &LocalStorage, mode: RestoreMode) -> Result<Option<Checkpoint>> {
+    match mode {
+        RestoreMode::Fresh => Ok(None),
+        RestoreMode::Id(id) => storage
+            .load(CheckpointId(id))
+            .map(Some)
+            .map_err(checkpoint_error),
+        RestoreMode::Latest => match storage.latest_valid().map_err(checkpoint_error)? {
+            None => Ok(None),
+            Some((checkpoint, refused)) => {
+                for (id, reason) in &refused {
+                    tracing::error!(
+                        checkpoint = id.0,
+                        %reason,
+                        using = checkpoint.id.0,
+                        "checkpoint refused; restoring an older one"
+                    );
+                }
+                Ok(Some(checkpoint))
+            }
+        },
+    }
+}
+
+/// Restores operators and seeks sources from `checkpoint`. State that maps to nothing in this
+/// pipeline is refused unless `allow_non_restored` is set, and then listed.
+fn restore_checkpoint(
+    checkpoint: &Checkpoint,
+    fingerprint: &str,
+    allow_non_restored: bool,
+    plan: &mut Plan,
+    sources: &mut [(Box<dyn Source>, WatermarkSpec)],
+    initial: &mut [Vec<PartitionState>],
+) -> Result<()> {
+    let id = checkpoint.id.0;
+    if checkpoint.pipeline_fingerprint != fingerprint && !allow_non_restored {
+        return Err(PipelineError::Checkpoint(format!(
+            "checkpoint {id} was taken by a pipeline of another shape (its operators or sources \
+             differ); run with --allow-non-restored-state to restore what still maps, or --fresh"
+        )));
+    }
+    let mut dropped = Vec::new();
+    for state in &checkpoint.operators {
+        match plan
+            .operators
+            .iter_mut()
+            .find(|node| *node.info.name == *state.name && node.info.kind == state.kind)
+        {
+            Some(node) => node.operator.restore(&state.state)?,
+            None => dropped.push(format!("operator {} ({})", state.name, state.kind)),
+        }
+    }
+    for state in &checkpoint.sources {
+        match plan.sources.iter().position(|s| s.spec.name == state.name) {
+            Some(index) => {
+                let positions: Vec<PartitionPosition> = state
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionPosition {
+                        name: p.name.clone(),
+                        offset: p.offset,
+                        line: p.line,
+                    })
+                    .collect();
+                sources[index].0.seek(&positions)?;
+                initial[index] = state.partitions.clone();
+            }
+            None => dropped.push(format!("source {}", state.name)),
+        }
+    }
+    if !dropped.is_empty() {
+        if !allow_non_restored {
+            return Err(PipelineError::Checkpoint(format!(
+                "checkpoint {id} holds state this pipeline has no place for: {}",
+                dropped.join(", ")
+            )));
+        }
+        tracing::warn!(checkpoint = id, dropped = %dropped.join(", "), "state not restored");
+    }
+    tracing::info!(
+        checkpoint = id,
+        watermark = checkpoint.watermark,
+        operators = checkpoint.operators.len(),
+        "restored checkpoint"
+    );
+    Ok(())
+}
+
+/// Asks for a barrier every `interval` once the previous one is aligned; on a stop asks for a
+/// final one (when checkpointing), then tells the sources to stop.
+async fn coordinate(
+    interval: Option<i64>,
+    mut last_id: u64,
+    trigger: Arc<AtomicU64>,
+    source_stop: Arc<AtomicBool>,
+    mut aligned: watch::Receiver<u64>,
+    stop: StopHandle,
+) {
+    let Some(interval) = interval else {
+        stop.stopped().await;
+        source_stop.store(true, Ordering::SeqCst);
+        return;
+    };
+    let period = Duration::from_millis(interval.max(1) as u64);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(period) => false,
+            _ = stop.stopped() => true,
+        };
+        last_id += 1;
+        trigger.store(last_id, Ordering::SeqCst);
+        if stopping {
+            source_stop.store(true, Ordering::SeqCst);
+            return;
+        }
+        let wanted = last_id;
+        tokio::select! {
+            _ = aligned.wait_for(|id| *id >= wanted) => {}
+            _ = stop.stopped() => {
+                last_id += 1;
+                trigger.store(last_id, Ordering::SeqCst);
+                source_stop.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+/// Saves checkpoints as their sinks acknowledge them, in order.
+async fn run_writer(mut rx: mpsc::Receiver<PendingCheckpoint>, storage: Arc<LocalStorage>) {
+    while let Some(pending) = rx.recv().await {
+        let id = pending.checkpoint.id.0;
+        let mut acknowledged = true;
+        for ack in pending.acks {
+            match ack.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(checkpoint = id, %error, "checkpoint failed: a sink could not flush");
+                    acknowledged = false;
+                }
+                Err(_) => {
+                    tracing::error!(checkpoint = id, "checkpoint failed: a sink stopped");
+                    acknowledged = false;
+                }
+            }
+        }
+        if !acknowledged {
+            continue;
+        }
+        let started = Instant::now();
+        let storage = storage.clone();
+        let checkpoint = pending.checkpoint;
+        match tokio::task::spawn_blocking(move || storage.save(&checkpoint)).await {
+            Ok(Ok(manifest)) => tracing::info!(
+                checkpoint = id,
+                bytes = manifest.data_file_size,
+                millis = started.elapsed().as_millis() as u64,
+                "checkpoint completed"
+            ),
+            Ok(Err(error)) => tracing::error!(checkpoint = id, %error, "checkpoint failed"),
+            Err(error) => tracing::error!(checkpoint = id, %error, "checkpoint writer panicked"),
+        }
+    }
+}
+
 fn open_source(plan: &SourcePlan) -> Result<Box<dyn Source>> {
     let spec = &plan.spec;
     Ok(match &spec.kind {
@@ -275,7 +610,8 @@ struct SourceFeed {
     tx: mpsc::Sender<(usize, Message)>,
     side: mpsc::Sender<Vec<SideRecord>>,
     counters: Arc<Counters>,
-    stop: StopHandle,
+    trigger: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
     batch_size: usize,
     fire_on_stop: bool,
 }
@@ -285,16 +621,59 @@ impl SourceFeed {
         self.tx.blocking_send((self.input, message)).is_ok()
     }
 
-    fn run(self, mut source: Box<dyn Source>, watermark: WatermarkSpec) -> Result<()> {
+    fn run(
+        self,
+        mut source: Box<dyn Source>,
+        watermark: WatermarkSpec,
+        initial: Vec<PartitionState>,
+    ) -> Result<()> {
         let partitions = source.partitions();
+        let names: Vec<String> = source.positions().into_iter().map(|p| p.name).collect();
         let mut generators =
             vec![BoundedOutOfOrderness::new(watermark.out_of_orderness); partitions];
         let mut combiner = WatermarkCombiner::new(partitions, watermark.idle_timeout);
+        // A restored partition starts at its checkpointed watermark.
+        for state in &initial {
+            if let Some(index) = names.iter().position(|name| *name == state.name) {
+                if state.watermark > i64::MIN {
+                    generators[index]
+                        .observe(state.watermark.saturating_add(watermark.out_of_orderness));
+                }
+            }
+        }
         let mut last_sent = i64::MIN;
+        let mut last_barrier = 0;
+        let states = |source: &dyn Source, generators: &[BoundedOutOfOrderness]| {
+            source
+                .positions()
+                .into_iter()
+                .zip(generators)
+                .map(|(position, generator)| PartitionState {
+                    name: position.name,
+                    offset: position.offset,
+                    line: position.line,
+                    watermark: generator.current(),
+                })
+                .collect::<Vec<_>>()
+        };
         loop {
-            if self.stop.is_stopped() {
+            // A barrier first, so that a stop's final barrier goes out before the end.
+            let wanted = self.trigger.load(Ordering::SeqCst);
+            if wanted > last_barrier {
+                last_barrier = wanted;
+                let partitions = states(source.as_ref(), &generators);
+                if !self.send(Message::Barrier {
+                    id: wanted,
+                    partitions,
+                }) {
+                    return Ok(());
+                }
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                let partitions = states(source.as_ref(), &generators);
                 self.send(Message::End {
                     fire: self.fire_on_stop,
+                    partitions,
                 });
                 return Ok(());
             }
@@ -341,7 +720,11 @@ impl SourceFeed {
                 }
                 Poll::PartitionEnd { partition } => combiner.finish(partition),
                 Poll::End => {
-                    self.send(Message::End { fire: true });
+                    let partitions = states(source.as_ref(), &generators);
+                    self.send(Message::End {
+                        fire: true,
+                        partitions,
+                    });
                     return Ok(());
                 }
             }
@@ -362,12 +745,25 @@ impl SourceFeed {
     }
 }
 
+/// A checkpoint being aligned: the barriers that have arrived, and the messages held back
+/// from the inputs that sent them.
+struct Alignment {
+    id: u64,
+    arrived: Vec<Option<Vec<PartitionState>>>,
+    held: Vec<VecDeque<Message>>,
+}
+
 /// The operator chain: operators fused in one task, as Flink chains them.
 struct Chain {
     operators: Vec<OperatorNode>,
-    sinks: Vec<mpsc::Sender<Arc<Vec<Event>>>>,
+    sinks: Vec<mpsc::Sender<SinkMessage>>,
     side: mpsc::Sender<Vec<SideRecord>>,
     counters: Arc<Counters>,
+    writer: Option<mpsc::Sender<PendingCheckpoint>>,
+    aligned: watch::Sender<u64>,
+    source_names: Vec<String>,
+    fingerprint: String,
+    last_watermark: i64,
 }
 
 /// What drives the operators next.
@@ -388,63 +784,195 @@ impl Chain {
         fire_on_stop: bool,
     ) -> Result<()> {
         let mut combiner = WatermarkCombiner::new(inputs, idle_timeout);
-        let mut ended = 0;
+        let mut ended = vec![false; inputs];
+        let mut final_partitions: Vec<Vec<PartitionState>> = vec![Vec::new(); inputs];
         let mut fire = true;
-        let mut last_watermark = i64::MIN;
+        let mut alignment: Option<Alignment> = None;
+        let mut replay: VecDeque<(usize, Message)> = VecDeque::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let checkpointing = self.writer.is_some();
+        let mut stop_deadline: Option<tokio::time::Instant> = None;
         loop {
-            let drive = tokio::select! {
-                message = rx.recv() => match message {
-                    Some((input, Message::Events(events))) => {
-                        combiner.activity(input, now_millis());
-                        Drive::Events(events)
-                    }
-                    Some((input, Message::Watermark(watermark))) => {
-                        combiner.update(input, watermark, now_millis());
-                        Drive::Watermark(combiner.current())
-                    }
-                    Some((input, Message::End { fire: fire_input })) => {
-                        combiner.finish(input);
-                        ended += 1;
-                        fire &= fire_input;
-                        if ended == inputs {
-                            Drive::Finish(fire)
-                        } else {
-                            Drive::Watermark(combiner.current())
+            let next = match replay.pop_front() {
+                Some(message) => Some(message),
+                None => {
+                    let deadline = stop_deadline;
+                    tokio::select! {
+                        message = rx.recv() => match message {
+                            Some(message) => Some(message),
+                            // Every source is gone without saying End: it failed; its error
+                            // is reported by its task. Keep what the windows hold.
+                            None => {
+                                self.drive(Drive::Finish(false)).await?;
+                                return Ok(());
+                            }
+                        },
+                        _ = tick.tick() => {
+                            let now = now_millis();
+                            combiner.check_idle(now);
+                            self.advance(combiner.current()).await?;
+                            self.drive(Drive::Tick(now)).await?;
+                            None
+                        }
+                        _ = stop.stopped(), if stop_deadline.is_none() => {
+                            if !checkpointing {
+                                self.drive(Drive::Finish(fire_on_stop)).await?;
+                                return Ok(());
+                            }
+                            // The sources send their final barrier and end: wait for them, but
+                            // not for one blocked in a read.
+                            stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                            None
+                        }
+                        _ = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } }, if deadline.is_some() => {
+                            tracing::warn!("a source did not end within the stop's grace period; stopping without it");
+                            self.drive(Drive::Finish(fire_on_stop)).await?;
+                            return Ok(());
                         }
                     }
-                    // Every source is gone without saying End: it failed; its error is reported
-                    // by its task. Keep what the windows hold.
-                    None => Drive::Finish(false),
-                },
-                _ = tick.tick() => {
-                    let now = now_millis();
-                    combiner.check_idle(now);
-                    let watermark = combiner.current();
-                    if watermark > last_watermark && watermark != i64::MAX {
-                        self.drive(Drive::Watermark(watermark)).await?;
-                        last_watermark = watermark;
-                    }
-                    Drive::Tick(now)
                 }
-                _ = stop.notify.notified() => Drive::Finish(fire_on_stop),
             };
-            match drive {
-                Drive::Watermark(watermark)
-                    if watermark <= last_watermark || watermark == i64::MAX => {}
-                Drive::Watermark(watermark) => {
-                    last_watermark = watermark;
-                    self.counters.set_watermark(watermark);
-                    self.drive(Drive::Watermark(watermark)).await?;
+            let Some((input, message)) = next else {
+                continue;
+            };
+            if let Some(aligning) = &mut alignment {
+                if aligning.arrived[input].is_some() {
+                    aligning.held[input].push_back(message);
+                    continue;
                 }
-                Drive::Finish(fire) => {
-                    self.drive(Drive::Finish(fire)).await?;
-                    return Ok(());
+            }
+            match message {
+                Message::Events(events) => {
+                    combiner.activity(input, now_millis());
+                    self.drive(Drive::Events(events)).await?;
                 }
-                other => self.drive(other).await?,
+                Message::Watermark(watermark) => {
+                    combiner.update(input, watermark, now_millis());
+                    self.advance(combiner.current()).await?;
+                }
+                Message::Barrier { id, partitions } => {
+                    let current = alignment.as_ref().map(|a| a.id).unwrap_or(0);
+                    if id < current {
+                        continue;
+                    }
+                    if id > current {
+                        if let Some(abandoned) = alignment.take() {
+                            tracing::debug!(
+                                checkpoint = abandoned.id,
+                                newer = id,
+                                "checkpoint abandoned for a newer one"
+                            );
+                            release(abandoned.held, &mut replay);
+                        }
+                        alignment = Some(Alignment {
+                            id,
+                            arrived: vec![None; inputs],
+                            held: (0..inputs).map(|_| VecDeque::new()).collect(),
+                        });
+                    }
+                    if let Some(aligning) = &mut alignment {
+                        aligning.arrived[input] = Some(partitions);
+                    }
+                }
+                Message::End {
+                    fire: fire_input,
+                    partitions,
+                } => {
+                    combiner.finish(input);
+                    ended[input] = true;
+                    final_partitions[input] = partitions;
+                    fire &= fire_input;
+                }
+            }
+            // An alignment completes when every input that has not ended sent its barrier.
+            let complete = alignment.as_ref().is_some_and(|aligning| {
+                (0..inputs).all(|i| ended[i] || aligning.arrived[i].is_some())
+            });
+            if complete {
+                if let Some(aligning) = alignment.take() {
+                    self.checkpoint(&aligning, &final_partitions).await?;
+                    release(aligning.held, &mut replay);
+                }
+            }
+            if ended.iter().all(|e| *e) && alignment.is_none() && replay.is_empty() {
+                self.drive(Drive::Finish(fire)).await?;
+                return Ok(());
+            }
+            if ended[input] {
+                self.advance(combiner.current()).await?;
             }
         }
+    }
+
+    /// Drives the operators with the combined watermark if it advanced.
+    async fn advance(&mut self, watermark: i64) -> Result<()> {
+        if watermark > self.last_watermark && watermark != i64::MAX {
+            self.last_watermark = watermark;
+            self.counters.set_watermark(watermark);
+            self.drive(Drive::Watermark(watermark)).await?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots the operators for an aligned checkpoint, sends the sinks its barrier and the
+    /// writer the checkpoint, and tells the coordinator.
+    async fn checkpoint(
+        &mut self,
+        aligning: &Alignment,
+        final_partitions: &[Vec<PartitionState>],
+    ) -> Result<()> {
+        let mut operators = Vec::new();
+        for node in &self.operators {
+            if let Some(OperatorSnapshot { key_count, state }) = node.operator.snapshot()? {
+                operators.push(OperatorState {
+                    name: node.info.name.to_string(),
+                    kind: node.info.kind.to_string(),
+                    key_count,
+                    state,
+                });
+            }
+        }
+        let sources = self
+            .source_names
+            .iter()
+            .enumerate()
+            .map(|(input, name)| SourceState {
+                name: name.clone(),
+                partitions: aligning.arrived[input]
+                    .clone()
+                    .unwrap_or_else(|| final_partitions[input].clone()),
+            })
+            .collect();
+        let checkpoint = Checkpoint {
+            id: CheckpointId(aligning.id),
+            created_at_ms: now_millis(),
+            pipeline_fingerprint: self.fingerprint.clone(),
+            sources,
+            operators,
+            watermark: self.last_watermark,
+        };
+        let mut acks = Vec::new();
+        for sink in &self.sinks {
+            let (ack, acked) = oneshot::channel();
+            if sink.send(SinkMessage::Barrier(ack)).await.is_err() {
+                return Err(PipelineError::Runtime("a sink stopped".into()));
+            }
+            acks.push(acked);
+        }
+        if let Some(writer) = &self.writer {
+            if writer
+                .send(PendingCheckpoint { checkpoint, acks })
+                .await
+                .is_err()
+            {
+                return Err(PipelineError::Runtime(
+                    "the checkpoint writer stopped".into(),
+                ));
+            }
+        }
+        self.aligned.send_replace(aligning.id);
+        Ok(())
     }
 
     /// Runs one input through the operators from the first, forwarding what each emits to the
@@ -492,12 +1020,26 @@ impl Chain {
             self.counters.add_emitted(results.len() as u64);
             let results = Arc::new(results);
             for sink in &self.sinks {
-                if sink.send(results.clone()).await.is_err() {
+                if sink
+                    .send(SinkMessage::Events(results.clone()))
+                    .await
+                    .is_err()
+                {
                     return Err(PipelineError::Runtime("a sink stopped".into()));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Puts messages held back during an alignment in front of what is left to replay: they came
+/// before anything of their input still waiting there.
+fn release(held: Vec<VecDeque<Message>>, replay: &mut VecDeque<(usize, Message)>) {
+    for (input, messages) in held.into_iter().enumerate().rev() {
+        for message in messages.into_iter().rev() {
+            replay.push_front((input, message));
+        }
     }
 }
 
@@ -521,12 +1063,27 @@ fn push(
 }
 
 /// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
-/// results show at once while a busy one writes in large chunks.
-async fn run_sink(mut rx: mpsc::Receiver<Arc<Vec<Event>>>, mut sink: Box<dyn Sink>) -> Result<()> {
-    while let Some(events) = rx.recv().await {
-        sink.write(&events).await?;
-        if rx.is_empty() {
-            sink.flush().await?;
+/// results show at once while a busy one writes in large chunks; flushes and acknowledges at
+/// every checkpoint barrier.
+async fn run_sink(mut rx: mpsc::Receiver<SinkMessage>, mut sink: Box<dyn Sink>) -> Result<()> {
+    while let Some(message) = rx.recv().await {
+        match message {
+            SinkMessage::Events(events) => {
+                sink.write(&events).await?;
+                if rx.is_empty() {
+                    sink.flush().await?;
+                }
+            }
+            SinkMessage::Barrier(ack) => {
+                let result = sink.flush().await;
+                let failed = result.is_err();
+                let _ = ack.send(result);
+                if failed {
+                    return Err(PipelineError::Runtime(
+                        "a sink failed to flush at a checkpoint".into(),
+                    ));
+                }
+            }
         }
     }
     sink.flush().await
@@ -534,7 +1091,7 @@ async fn run_sink(mut rx: mpsc::Receiver<Arc<Vec<Event>>>, mut sink: Box<dyn Sin
 
 async fn run_side(
     mut rx: mpsc::Receiver<Vec<SideRecord>>,
-    mut chain_done: tokio::sync::oneshot::Receiver<()>,
+    mut chain_done: oneshot::Receiver<()>,
     mut dead_letters: SideWriter,
     mut late: Option<SideWriter>,
     counters: Arc<Counters>,

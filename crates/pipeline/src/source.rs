@@ -65,6 +65,10 @@ pub trait Source: Send {
     /// Whether the source can seek back to a position (stdin cannot).
     fn replayable(&self) -> bool;
 
+    /// Moves partitions to positions taken by [`Source::positions`] (for a restore), matched
+    /// by partition name. A partition without a position starts from the beginning.
+    fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()>;
+
     /// Bytes consumed so far (for progress and metrics); 0 for sources that read no bytes.
     fn bytes_read(&self) -> u64 {
         0
@@ -305,7 +309,7 @@ impl FileSource {
     }
 
     /// Moves partition `partition` to byte `offset`, which must be the start of line `line`.
-    pub fn seek(&mut self, partition: usize, offset: u64, line: u64) -> Result<()> {
+    pub fn seek_partition(&mut self, partition: usize, offset: u64, line: u64) -> Result<()> {
         let Some(part) = self.partitions.get_mut(partition) else {
             return Err(PipelineError::Runtime(format!("no partition {partition}")));
         };
@@ -389,6 +393,23 @@ impl Source for FileSource {
         true
     }
 
+    fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {
+        for position in positions {
+            let Some(index) = self
+                .partitions
+                .iter()
+                .position(|part| part.path.display().to_string() == position.name)
+            else {
+                return Err(PipelineError::Checkpoint(format!(
+                    "{}: the checkpoint has a position in {}, which this source does not read",
+                    self.stage, position.name
+                )));
+            };
+            self.seek_partition(index, position.offset, position.line)?;
+        }
+        Ok(())
+    }
+
     fn size_hint(&self) -> Option<u64> {
         (!self.follow).then_some(self.size)
     }
@@ -469,6 +490,16 @@ impl Source for StdinSource {
         false
     }
 
+    fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {
+        if positions.iter().any(|position| position.offset > 0) {
+            return Err(PipelineError::Checkpoint(format!(
+                "{}: standard input cannot be replayed from a checkpoint",
+                self.stage
+            )));
+        }
+        Ok(())
+    }
+
     fn bytes_read(&self) -> u64 {
         self.reader.offset()
     }
@@ -497,7 +528,7 @@ impl GeneratorSource {
     }
 
     /// Moves to event index `position`.
-    pub fn seek(&mut self, position: u64) {
+    pub fn seek_to(&mut self, position: u64) {
         self.generator.seek(position);
         self.ended = false;
     }
@@ -548,6 +579,13 @@ impl Source for GeneratorSource {
 
     fn replayable(&self) -> bool {
         true
+    }
+
+    fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {
+        if let Some(position) = positions.first() {
+            self.seek_to(position.offset);
+        }
+        Ok(())
     }
 }
 

@@ -92,6 +92,19 @@ pub struct PipelineSpec {
     pub late_events: Option<SinkSpec>,
     /// Runtime settings.
     pub runtime: RuntimeSpec,
+    /// Periodic checkpoints, if any.
+    pub checkpoint: Option<CheckpointSpec>,
+}
+
+/// Periodic, consistent checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointSpec {
+    /// The directory holding one directory per checkpoint.
+    pub dir: PathBuf,
+    /// Time between two checkpoints, in milliseconds.
+    pub interval: i64,
+    /// How many complete checkpoints to keep.
+    pub retain: usize,
 }
 
 /// Runtime settings.
