@@ -919,6 +919,18 @@ impl Checker {
                 }
                 SinkKind::Stdout
             }
+            "parts" => match &sink.path {
+                Some(dir) => SinkKind::Parts {
+                    dir: self.path(&dir.value),
+                },
+                None => {
+                    self.problem(
+                        place_of(raw, path),
+                        "a parts sink needs `path` (a directory)",
+                    );
+                    return None;
+                }
+            },
             "file" => match &sink.path {
                 Some(file) => SinkKind::File {
                     path: self.path(&file.value),
@@ -931,7 +943,7 @@ impl Checker {
             other => {
                 self.problem(
                     place_of(&sink.kind, format!("{path}.type")),
-                    format!("unknown sink type `{other}`: expected stdout or file"),
+                    format!("unknown sink type `{other}`: expected stdout, file or parts"),
                 );
                 return None;
             }

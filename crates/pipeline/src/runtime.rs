@@ -39,9 +39,9 @@ use crate::generator::Generator;
 use crate::operator::OperatorSnapshot;
 use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
-use crate::sink::{JsonLinesSink, SideWriter, Sink};
+use crate::sink::{JsonLinesSink, PartsSink, SideWriter, Sink};
 use crate::source::{FileSource, GeneratorSource, PartitionPosition, Poll, Source, StdinSource};
-use crate::spec::{OnStop, SourceKind, WatermarkSpec};
+use crate::spec::{OnStop, SinkKind, SourceKind, WatermarkSpec};
 use crate::{PipelineError, Result};
 
 /// What travels from the sources to the operator chain, in order.
@@ -150,8 +150,10 @@ struct PendingCheckpoint {
 /// What the chain sends a sink.
 enum SinkMessage {
     Events(Arc<Vec<Event>>),
-    /// Make everything before the barrier durable, then acknowledge.
-    Barrier(oneshot::Sender<Result<()>>),
+    /// Make everything before checkpoint `id`'s barrier durable, then acknowledge.
+    Barrier(u64, oneshot::Sender<Result<()>>),
+    /// Checkpoint `id` is saved: publish what was prepared for it.
+    Commit(u64),
 }
 
 impl Pipeline {
@@ -220,13 +222,6 @@ impl Pipeline {
         let fingerprint = plan.fingerprint();
 
         // Open every sink and source before anything runs, so a bad path fails the run at once.
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-        for spec in &plan.sinks {
-            sinks.push(Box::new(
-                JsonLinesSink::open(spec, plan.output_layout.clone(), !plan.output_is_windowed)
-                    .await?,
-            ));
-        }
         let dead_letters = SideWriter::open(&plan.dead_letters, "dead letters").await?;
         let late = match &plan.late_events {
             Some(spec) if *spec != plan.dead_letters => {
@@ -250,6 +245,7 @@ impl Pipeline {
         let mut initial: Vec<Vec<PartitionState>> = vec![Vec::new(); sources.len()];
         let mut last_id = 0;
         let mut start_watermark = i64::MIN;
+        let mut restored_id = None;
         match &storage {
             Some(storage) => {
                 last_id = storage
@@ -260,6 +256,7 @@ impl Pipeline {
                     .unwrap_or(0);
                 if let Some(checkpoint) = choose_checkpoint(storage, restore.mode)? {
                     start_watermark = checkpoint.watermark;
+                    restored_id = Some(checkpoint.id.0);
                     restore_checkpoint(
                         &checkpoint,
                         &fingerprint,
@@ -276,6 +273,19 @@ impl Pipeline {
                 ));
             }
             None => {}
+        }
+
+        // Sinks recover to the restored checkpoint: exactly-once sinks drop what it does not cover.
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        for spec in &plan.sinks {
+            let layout = plan.output_layout.clone();
+            let write_time = !plan.output_is_windowed;
+            sinks.push(match &spec.kind {
+                SinkKind::Parts { .. } => {
+                    Box::new(PartsSink::open(spec, layout, write_time, restored_id).await?)
+                }
+                _ => Box::new(JsonLinesSink::open(spec, layout, write_time).await?),
+            });
         }
 
         let (side_tx, side_rx) = mpsc::channel::<Vec<SideRecord>>(capacity);
@@ -299,7 +309,11 @@ impl Pipeline {
                 let (tx, rx) = mpsc::channel::<PendingCheckpoint>(2);
                 (
                     Some(tx),
-                    Some(tokio::spawn(run_writer(rx, storage.clone()))),
+                    Some(tokio::spawn(run_writer(
+                        rx,
+                        storage.clone(),
+                        sink_txs.clone(),
+                    ))),
                 )
             }
             None => (None, None),
@@ -548,7 +562,11 @@ async fn coordinate(
 }
 
 /// Saves checkpoints as their sinks acknowledge them, in order.
-async fn run_writer(mut rx: mpsc::Receiver<PendingCheckpoint>, storage: Arc<LocalStorage>) {
+async fn run_writer(
+    mut rx: mpsc::Receiver<PendingCheckpoint>,
+    storage: Arc<LocalStorage>,
+    sinks: Vec<mpsc::Sender<SinkMessage>>,
+) {
     while let Some(pending) = rx.recv().await {
         let id = pending.checkpoint.id.0;
         let mut acknowledged = true;
@@ -572,12 +590,18 @@ async fn run_writer(mut rx: mpsc::Receiver<PendingCheckpoint>, storage: Arc<Loca
         let storage = storage.clone();
         let checkpoint = pending.checkpoint;
         match tokio::task::spawn_blocking(move || storage.save(&checkpoint)).await {
-            Ok(Ok(manifest)) => tracing::info!(
-                checkpoint = id,
-                bytes = manifest.data_file_size,
-                millis = started.elapsed().as_millis() as u64,
-                "checkpoint completed"
-            ),
+            Ok(Ok(manifest)) => {
+                tracing::info!(
+                    checkpoint = id,
+                    bytes = manifest.data_file_size,
+                    millis = started.elapsed().as_millis() as u64,
+                    "checkpoint completed"
+                );
+                for sink in &sinks {
+                    // A sink that is gone has failed, and said so itself.
+                    let _ = sink.send(SinkMessage::Commit(id)).await;
+                }
+            }
             Ok(Err(error)) => tracing::error!(checkpoint = id, %error, "checkpoint failed"),
             Err(error) => tracing::error!(checkpoint = id, %error, "checkpoint writer panicked"),
         }
@@ -955,7 +979,11 @@ impl Chain {
         let mut acks = Vec::new();
         for sink in &self.sinks {
             let (ack, acked) = oneshot::channel();
-            if sink.send(SinkMessage::Barrier(ack)).await.is_err() {
+            if sink
+                .send(SinkMessage::Barrier(aligning.id, ack))
+                .await
+                .is_err()
+            {
                 return Err(PipelineError::Runtime("a sink stopped".into()));
             }
             acks.push(acked);
@@ -1074,8 +1102,9 @@ async fn run_sink(mut rx: mpsc::Receiver<SinkMessage>, mut sink: Box<dyn Sink>) 
                     sink.flush().await?;
                 }
             }
-            SinkMessage::Barrier(ack) => {
-                let result = sink.flush().await;
+            SinkMessage::Commit(id) => sink.commit(id).await?,
+            SinkMessage::Barrier(id, ack) => {
+                let result = sink.prepare(id).await;
                 let failed = result.is_err();
                 let _ = ack.send(result);
                 if failed {
@@ -1086,7 +1115,7 @@ async fn run_sink(mut rx: mpsc::Receiver<SinkMessage>, mut sink: Box<dyn Sink>) 
             }
         }
     }
-    sink.flush().await
+    sink.finish().await
 }
 
 async fn run_side(

@@ -1,7 +1,7 @@
 //! Sinks: the trait, JSON Lines to stdout or a file, and the side-record writer used for dead
 //! letters and late events.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -22,6 +22,22 @@ pub trait Sink: Send {
 
     /// Flushes everything written so far.
     async fn flush(&mut self) -> Result<()>;
+
+    /// Checkpoint `checkpoint`'s barrier has passed: make everything written before it durable
+    /// as part of that checkpoint. By default, a flush.
+    async fn prepare(&mut self, _checkpoint: u64) -> Result<()> {
+        self.flush().await
+    }
+
+    /// Checkpoint `checkpoint` is saved: publish what was prepared for it and before.
+    async fn commit(&mut self, _checkpoint: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// The run is over: publish everything written.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush().await
+    }
 }
 
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
@@ -30,7 +46,7 @@ type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 async fn open_writer(spec: &SinkSpec, what: &str) -> Result<(Writer, String)> {
     match &spec.kind {
         SinkKind::Stdout => Ok((Box::pin(tokio::io::stdout()), "stdout".into())),
-        SinkKind::File { path } => {
+        SinkKind::File { path } | SinkKind::Parts { dir: path } => {
             create_parent(path, what).await?;
             let file = tokio::fs::File::create(path)
                 .await
@@ -209,5 +225,232 @@ impl SideWriter {
             context: format!("cannot write to {}", self.name),
             source,
         })
+    }
+}
+
+/// Exactly-once part files (see [`SinkKind::Parts`]). In its directory:
+/// `part-<id>.jsonl` are committed, `.pending-<id>.jsonl` wait for checkpoint `id` to be saved,
+/// and `.in-progress.jsonl` takes what is written now. Ids are 20-digit checkpoint ids, so the
+/// committed parts in name order are the output in order.
+pub struct PartsSink {
+    dir: PathBuf,
+    encoder: Encoder,
+    buffer: Vec<u8>,
+    current: Option<tokio::fs::File>,
+    /// The newest checkpoint whose barrier passed, so the final part is named after it.
+    last_prepared: u64,
+}
+
+impl std::fmt::Debug for PartsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartsSink")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+const IN_PROGRESS: &str = ".in-progress.jsonl";
+
+fn part_name(id: u64) -> String {
+    format!("part-{id:020}.jsonl")
+}
+
+fn pending_name(id: u64) -> String {
+    format!(".pending-{id:020}.jsonl")
+}
+
+/// The id in a part or pending file name.
+fn part_id(name: &str, prefix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(".jsonl")?;
+    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+}
+
+fn io_error(context: String) -> impl FnOnce(std::io::Error) -> PipelineError {
+    move |source| PipelineError::Io { context, source }
+}
+
+impl PartsSink {
+    /// Opens the directory of `spec` and recovers it to `restored`, the checkpoint the run
+    /// starts from: committed parts after it are deleted (their output will be produced
+    /// again), pending parts up to it are committed (it completed), later ones and anything in
+    /// progress are discarded. `None` (a fresh start) deletes every part.
+    pub async fn open(
+        spec: &SinkSpec,
+        layout: Layout,
+        write_time: bool,
+        restored: Option<u64>,
+    ) -> Result<PartsSink> {
+        let SinkKind::Parts { dir } = &spec.kind else {
+            return Err(PipelineError::Runtime(
+                "a parts sink needs a directory".into(),
+            ));
+        };
+        let listing = format!("sink: cannot list {}", dir.display());
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(io_error(format!(
+                "sink: cannot create directory {}",
+                dir.display()
+            )))?;
+        let mut entries = tokio::fs::read_dir(dir)
+            .await
+            .map_err(io_error(listing.clone()))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(io_error(listing.clone()))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let covered = |id: u64| restored.is_some_and(|restored| id <= restored);
+            let commit_as = if let Some(id) = part_id(&name, "part-") {
+                if covered(id) {
+                    continue;
+                }
+                None
+            } else if let Some(id) = part_id(&name, ".pending-") {
+                covered(id).then(|| dir.join(part_name(id)))
+            } else if name == IN_PROGRESS {
+                None
+            } else {
+                continue;
+            };
+            match commit_as {
+                Some(committed) => tokio::fs::rename(&path, &committed)
+                    .await
+                    .map_err(io_error(format!("sink: cannot commit {}", path.display())))?,
+                None => tokio::fs::remove_file(&path)
+                    .await
+                    .map_err(io_error(format!("sink: cannot discard {}", path.display())))?,
+            }
+        }
+        sync_dir(dir).await?;
+        let mut encoder = Encoder::new(layout);
+        encoder.time_format = spec.time_format;
+        if !write_time {
+            encoder.time_field = None;
+        }
+        Ok(PartsSink {
+            dir: dir.clone(),
+            encoder,
+            buffer: Vec::with_capacity(WRITE_CHUNK * 2),
+            current: None,
+            last_prepared: restored.unwrap_or(0),
+        })
+    }
+
+    async fn drain(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let path = self.dir.join(IN_PROGRESS);
+            let file = tokio::fs::File::create(&path)
+                .await
+                .map_err(io_error(format!("sink: cannot create {}", path.display())))?;
+            self.current = Some(file);
+        }
+        if let Some(file) = &mut self.current {
+            file.write_all(&self.buffer)
+                .await
+                .map_err(io_error(format!(
+                    "sink: cannot write to {}",
+                    self.dir.display()
+                )))?;
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Closes the in-progress part durably under `name`, if anything was written.
+    async fn seal(&mut self, name: &str) -> Result<()> {
+        self.drain().await?;
+        let Some(mut file) = self.current.take() else {
+            return Ok(());
+        };
+        let context = format!("sink: cannot make {} durable", self.dir.display());
+        file.flush().await.map_err(io_error(context.clone()))?;
+        file.sync_all().await.map_err(io_error(context))?;
+        drop(file);
+        let path = self.dir.join(name);
+        tokio::fs::rename(self.dir.join(IN_PROGRESS), &path)
+            .await
+            .map_err(io_error(format!("sink: cannot seal {}", path.display())))?;
+        sync_dir(&self.dir).await
+    }
+}
+
+/// Makes renames in `dir` durable.
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let owned = dir.to_path_buf();
+    let synced = tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&owned).and_then(|handle| handle.sync_all())
+    })
+    .await
+    .map_err(|error| PipelineError::Runtime(format!("sink: directory sync failed: {error}")))?;
+    synced.map_err(io_error(format!(
+        "sink: cannot sync directory {}",
+        dir.display()
+    )))
+}
+
+#[async_trait]
+impl Sink for PartsSink {
+    async fn write(&mut self, events: &[Event]) -> Result<()> {
+        for event in events {
+            self.encoder.encode(event, &mut self.buffer);
+        }
+        if self.buffer.len() >= WRITE_CHUNK {
+            self.drain().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        // Pending output is not for readers until committed: flushing only hands it to the file.
+        self.drain().await
+    }
+
+    async fn prepare(&mut self, checkpoint: u64) -> Result<()> {
+        self.last_prepared = checkpoint;
+        self.seal(&pending_name(checkpoint)).await
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let listing = format!("sink: cannot list {}", self.dir.display());
+        let mut entries = tokio::fs::read_dir(&self.dir)
+            .await
+            .map_err(io_error(listing.clone()))?;
+        let mut committed = false;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(io_error(listing.clone()))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = part_id(&name, ".pending-").filter(|id| *id <= checkpoint) {
+                let target = self.dir.join(part_name(id));
+                tokio::fs::rename(entry.path(), &target)
+                    .await
+                    .map_err(io_error(format!(
+                        "sink: cannot commit {}",
+                        target.display()
+                    )))?;
+                committed = true;
+            }
+        }
+        if committed {
+            sync_dir(&self.dir).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        // The end of the run: everything written is final, pending parts included, and what
+        // follows the last barrier is committed after it. A later restore from an earlier
+        // checkpoint deletes these parts with every part after that checkpoint.
+        self.commit(u64::MAX).await?;
+        let id = self.last_prepared + 1;
+        self.seal(&part_name(id)).await
     }
 }

@@ -269,6 +269,13 @@ pub enum SinkKind {
         /// The file.
         path: PathBuf,
     },
+    /// Exactly-once JSON Lines part files in a directory: what is written between two
+    /// checkpoints stays pending until the second completes, then is committed as
+    /// `part-<checkpoint>.jsonl`; a restore discards what no completed checkpoint covers.
+    Parts {
+        /// The directory.
+        dir: PathBuf,
+    },
 }
 
 impl SinkSpec {

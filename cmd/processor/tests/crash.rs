@@ -1,0 +1,129 @@
+//! Crash recovery: a processor killed with SIGKILL at random instants, and restarted each
+//! time, ends with committed output identical to a run that was never killed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn processor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_processor"))
+}
+
+/// The committed output: every committed part in order.
+fn committed(dir: &Path) -> String {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("parts directory")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|path| std::fs::read_to_string(path).expect("part"))
+        .collect()
+}
+
+fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: crash\nsources:\n  - name: bids\n    type: file\n    path: {}\n    format: {{ schema: {{ auction: int, price: int }} }}\n    watermark: {{ out_of_orderness: 2s }}\nsteps:\n  - key_by: auction\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count, total: sum(price) }} }}\nsinks:\n  - {{ type: parts, path: {name}-out }}\ndead_letters: {{ type: file, path: {name}-dead.jsonl }}\ncheckpoint: {{ dir: {name}-checkpoints, interval: 100ms, retain: 3 }}\n",
+            input.display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// A small deterministic generator of kill delays (splitmix64).
+fn delays(seed: u64, count: usize) -> Vec<Duration> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            Duration::from_millis(30 + z % 270)
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("bids.jsonl");
+    let generated = processor()
+        .args([
+            "generate",
+            "--profile",
+            "bids",
+            "--count",
+            "1000000",
+            "--seed",
+            "7",
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .expect("generate");
+    assert!(generated.status.success());
+
+    let reference = config(dir.path(), &input, "reference");
+    let run = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&reference)
+        .output()
+        .expect("reference run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let expected = committed(&dir.path().join("reference-out"));
+    assert!(expected.lines().count() > 10_000);
+
+    let crashed = config(dir.path(), &input, "crashed");
+    let mut kills = 0;
+    // Runs that end before their instant come do not count: keep going until 20 were killed
+    // mid-run (each restart resumes from the last checkpoint, so the input may run out first).
+    for delay in delays(20_261_124, 60) {
+        if kills == 20 {
+            break;
+        }
+        let mut child = processor()
+            .args(["run", "--no-progress", "--config"])
+            .arg(&crashed)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start processor");
+        // The point of the test: a kill at an arbitrary instant, not at a signal.
+        std::thread::sleep(delay);
+        if child.try_wait().expect("poll child").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    let last = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&crashed)
+        .output()
+        .expect("final run");
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(last.status.success(), "{stderr}");
+    assert_eq!(kills, 20, "the input ran out after {kills} kills");
+    let found = committed(&dir.path().join("crashed-out"));
+    assert_eq!(found.lines().count(), expected.lines().count());
+    assert!(
+        found == expected,
+        "the committed output after {kills} kills differs from the reference"
+    );
+}
