@@ -127,3 +127,70 @@ fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
         "the committed output after {kills} kills differs from the reference"
     );
 }
+
+/// A checkpoint whose data file was damaged is refused by its checksum, loudly, and the
+/// previous one is restored; the output is still exact.
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("bids.jsonl");
+    let generated = processor()
+        .args([
+            "generate",
+            "--profile",
+            "bids",
+            "--count",
+            "200000",
+            "--seed",
+            "8",
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .expect("generate");
+    assert!(generated.status.success());
+    let reference = config(dir.path(), &input, "reference");
+    let run = |config: &Path| {
+        let output = processor()
+            .args(["run", "--no-progress", "--config"])
+            .arg(config)
+            .output()
+            .expect("run processor");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    run(&reference);
+    let expected = committed(&dir.path().join("reference-out"));
+
+    let damaged = config(dir.path(), &input, "damaged");
+    let text = std::fs::read_to_string(&damaged).expect("config");
+    std::fs::write(&damaged, text.replace("interval: 100ms", "interval: 10ms")).expect("config");
+    run(&damaged);
+    let checkpoints = dir.path().join("damaged-checkpoints");
+    let mut ids: Vec<PathBuf> = std::fs::read_dir(&checkpoints)
+        .expect("checkpoints")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    ids.sort();
+    assert!(ids.len() >= 2, "{ids:?}");
+    let newest = ids.last().expect("a checkpoint").join("data.bin");
+    let mut bytes = std::fs::read(&newest).expect("data file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&newest, bytes).expect("damage");
+
+    let stderr = run(&damaged);
+    assert!(stderr.contains("checkpoint refused"), "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(stderr.contains("restored checkpoint"), "{stderr}");
+    assert!(
+        committed(&dir.path().join("damaged-out")) == expected,
+        "output differs after the fallback"
+    );
+}

@@ -454,3 +454,109 @@ impl Sink for PartsSink {
         self.seal(&part_name(id)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn parts_recover_to_the_restored_checkpoint() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = SinkSpec {
+            kind: SinkKind::Parts {
+                dir: dir.path().to_path_buf(),
+            },
+            time_format: Default::default(),
+        };
+        let setup = |files: &[&str]| {
+            for name in names(dir.path()) {
+                std::fs::remove_file(dir.path().join(name)).expect("clear");
+            }
+            for file in files {
+                std::fs::write(dir.path().join(file), file.as_bytes()).expect("write");
+            }
+        };
+        let all = [
+            "part-00000000000000000001.jsonl",
+            "part-00000000000000000004.jsonl",
+            ".pending-00000000000000000002.jsonl",
+            ".pending-00000000000000000003.jsonl",
+            ".in-progress.jsonl",
+            "notes.txt",
+        ];
+        setup(&all);
+        PartsSink::open(&spec, Layout::Object, true, Some(2))
+            .await
+            .expect("open");
+        assert_eq!(
+            names(dir.path()),
+            [
+                "notes.txt",
+                "part-00000000000000000001.jsonl",
+                "part-00000000000000000002.jsonl"
+            ]
+        );
+        // The committed part keeps the pending part's contents.
+        let kept = std::fs::read_to_string(dir.path().join("part-00000000000000000002.jsonl"));
+        assert_eq!(kept.expect("read"), ".pending-00000000000000000002.jsonl");
+        setup(&all);
+        PartsSink::open(&spec, Layout::Object, true, None)
+            .await
+            .expect("open");
+        assert_eq!(names(dir.path()), ["notes.txt"]);
+    }
+
+    #[tokio::test]
+    async fn parts_are_pending_until_committed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = SinkSpec {
+            kind: SinkKind::Parts {
+                dir: dir.path().to_path_buf(),
+            },
+            time_format: Default::default(),
+        };
+        let mut sink = PartsSink::open(&spec, Layout::Object, false, None)
+            .await
+            .expect("open");
+        let event = Event::object(0, Default::default());
+        sink.write(std::slice::from_ref(&event))
+            .await
+            .expect("write");
+        sink.prepare(1).await.expect("prepare");
+        assert_eq!(names(dir.path()), [".pending-00000000000000000001.jsonl"]);
+        sink.write(std::slice::from_ref(&event))
+            .await
+            .expect("write");
+        sink.prepare(2).await.expect("prepare");
+        sink.commit(1).await.expect("commit");
+        assert_eq!(
+            names(dir.path()),
+            [
+                ".pending-00000000000000000002.jsonl",
+                "part-00000000000000000001.jsonl"
+            ]
+        );
+        sink.write(std::slice::from_ref(&event))
+            .await
+            .expect("write");
+        sink.finish().await.expect("finish");
+        assert_eq!(
+            names(dir.path()),
+            [
+                "part-00000000000000000001.jsonl",
+                "part-00000000000000000002.jsonl",
+                "part-00000000000000000003.jsonl"
+            ]
+        );
+    }
+}
