@@ -61,3 +61,59 @@ for n in $SIZES; do
     }'
   done
 done
+
+# Checkpoints (CHECKPOINTS=0 skips): W2 and W4 with a checkpoint every second against none, on
+# the largest input; then checkpoint size, duration and restore time with 100k and 1M keys.
+if [ "${CHECKPOINTS:-1}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  mkdir -p "$DIR/configs"
+  printf '\n| events | workload | no checkpoints events/s | checkpoint every 1 s events/s | slowdown | checkpoints taken |\n|---:|---|---:|---:|---:|---:|\n'
+  for w in w2 w4; do
+    base=$(config_of "$w")
+    copy="$DIR/configs/$(basename "$base")"
+    sed -e 's|\.\./\.\./target/bench/|../|g' "$base" > "$copy"
+    printf 'checkpoint: { dir: ../out/%s-checkpoints, interval: 1s, retain: 2 }\n' "$w" >> "$copy"
+    rm -rf "$DIR/out/$w-checkpoints"
+    read -r plain_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$base")
+    start=$(date +%s.%N)
+    "$PROCESSOR" run --no-progress --fresh --config "$copy" >/dev/null 2>"$DIR/out/$w-checkpointed.log"
+    end=$(date +%s.%N)
+    taken=$(grep -c 'checkpoint completed' "$DIR/out/$w-checkpointed.log" || true)
+    awk -v n="$n" -v w="$w" -v ps="$plain_secs" -v s="$start" -v e="$end" -v t="$taken" 'BEGIN {
+      cs = e - s; printf "| %d | %s | %.0f | %.0f | %.1f%% | %d |\n", n, w, n/ps, n/cs, 100*(cs-ps)/ps, t
+    }'
+  done
+  printf '\n| keys | checkpoint size | checkpoint duration (largest) | restore time |\n|---:|---:|---:|---:|\n'
+  for keys in 100000 1000000; do
+    cfg="$DIR/configs/keys-$keys.yaml"
+    cat > "$cfg" <<YAML
+name: keys-$keys
+sources:
+  - name: bids
+    type: generator
+    count: $((keys * 3))
+    bidders: $keys
+    rate: $keys
+    events_per_second: 100000
+    watermark: { out_of_orderness: 2s }
+steps:
+  - key_by: bidder
+  - window: { type: tumbling, size: 1h, aggregates: { n: count, total: sum(price) } }
+sinks:
+  - { type: file, path: ../out/keys-$keys.jsonl }
+dead_letters: { type: file, path: ../out/keys-$keys-dead.jsonl }
+checkpoint: { dir: ../out/keys-$keys-checkpoints, interval: 500ms, retain: 2 }
+runtime: { on_stop: keep }
+YAML
+    rm -rf "$DIR/out/keys-$keys-checkpoints"
+    "$PROCESSOR" run --no-progress --fresh --config "$cfg" >/dev/null 2>"$DIR/out/keys-$keys.log"
+    "$PROCESSOR" run --no-progress --config "$cfg" >/dev/null 2>"$DIR/out/keys-$keys-restore.log"
+    size=$(sed -n 's/.*checkpoint completed.*bytes=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys.log" | sort -n | tail -n 1)
+    duration=$(sed -n 's/.*checkpoint completed.*millis=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys.log" | sort -n | tail -n 1)
+    restore=$(sed -n 's/.*restored checkpoint.*millis=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys-restore.log" | tail -n 1)
+    awk -v k="$keys" -v s="${size:-0}" -v d="${duration:-0}" -v r="${restore:-0}" 'BEGIN {
+      printf "| %d | %.1f MiB | %d ms | %d ms |\n", k, s/1048576, d, r
+    }'
+  done
+fi

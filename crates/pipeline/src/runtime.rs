@@ -254,6 +254,7 @@ impl Pipeline {
                     .last()
                     .map(|entry| entry.id.0)
                     .unwrap_or(0);
+                let restore_started = Instant::now();
                 if let Some(checkpoint) = choose_checkpoint(storage, restore.mode)? {
                     start_watermark = checkpoint.watermark;
                     restored_id = Some(checkpoint.id.0);
@@ -265,6 +266,13 @@ impl Pipeline {
                         &mut sources,
                         &mut initial,
                     )?;
+                    tracing::info!(
+                        checkpoint = checkpoint.id.0,
+                        watermark = checkpoint.watermark,
+                        operators = checkpoint.operators.len(),
+                        millis = restore_started.elapsed().as_millis() as u64,
+                        "restored checkpoint"
+                    );
                 }
             }
             None if restore.mode != RestoreMode::Latest && restore.mode != RestoreMode::Fresh => {
@@ -512,12 +520,6 @@ fn restore_checkpoint(
         }
         tracing::warn!(checkpoint = id, dropped = %dropped.join(", "), "state not restored");
     }
-    tracing::info!(
-        checkpoint = id,
-        watermark = checkpoint.watermark,
-        operators = checkpoint.operators.len(),
-        "restored checkpoint"
-    );
     Ok(())
 }
 
