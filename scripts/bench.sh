@@ -34,6 +34,9 @@ config_of() {
 measure() {
   local log="$DIR/out/last.log"
   local start end
+  # Start every run with no dirty pages from the previous one's output, so that neither side
+  # pays for the other's writeback.
+  sync
   start=$(date +%s.%N)
   "$@" 2>"$log" >/dev/null
   end=$(date +%s.%N)
