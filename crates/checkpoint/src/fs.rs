@@ -96,6 +96,8 @@ pub struct FailingFs {
     nth: usize,
     calls: AtomicUsize,
     failed: AtomicBool,
+    /// Fail every call from the `nth` on, not only the `nth`: a disk that stays broken.
+    from_then_on: bool,
 }
 
 impl FailingFs {
@@ -106,6 +108,15 @@ impl FailingFs {
             nth,
             calls: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
+            from_then_on: false,
+        }
+    }
+
+    /// Fails every call of `op` from the `nth` (from 0) on.
+    pub fn from_then_on(op: FsOp, nth: usize) -> Self {
+        FailingFs {
+            from_then_on: true,
+            ..FailingFs::new(op, nth)
         }
     }
 
@@ -116,7 +127,11 @@ impl FailingFs {
 
     /// Whether this call of `op` is the one to fail.
     fn fails(&self, op: FsOp) -> bool {
-        if op != self.op || self.calls.fetch_add(1, Ordering::SeqCst) != self.nth {
+        if op != self.op {
+            return false;
+        }
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if call < self.nth || (call > self.nth && !self.from_then_on) {
             return false;
         }
         self.failed.store(true, Ordering::SeqCst);

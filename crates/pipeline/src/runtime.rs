@@ -26,8 +26,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 
 use dataflow_checkpoint::{
-    Checkpoint, CheckpointId, CheckpointStorage, LocalStorage, OperatorState, PartitionState,
-    SourceState,
+    Checkpoint, CheckpointId, CheckpointStorage, FileSystem, LocalStorage, OperatorState,
+    PartitionState, SourceState,
 };
 use dataflow_event::time::now_millis;
 use dataflow_event::Event;
@@ -132,6 +132,7 @@ pub struct Pipeline {
     counters: Arc<Counters>,
     stop: StopHandle,
     restore: RestoreOptions,
+    checkpoint_fs: Option<Arc<dyn FileSystem>>,
 }
 
 /// How often the chain checks idle inputs and advances processing time.
@@ -164,7 +165,15 @@ impl Pipeline {
             counters: Arc::new(Counters::default()),
             stop: StopHandle::default(),
             restore: RestoreOptions::default(),
+            checkpoint_fs: None,
         }
+    }
+
+    /// Writes checkpoints through `fs` instead of the real file system (tests inject failures
+    /// with `dataflow_checkpoint::FailingFs`).
+    pub fn with_checkpoint_fs(mut self, fs: Arc<dyn FileSystem>) -> Pipeline {
+        self.checkpoint_fs = Some(fs);
+        self
     }
 
     /// Sets which checkpoint the run starts from (when checkpoints are configured).
@@ -216,6 +225,7 @@ impl Pipeline {
             counters,
             stop,
             restore,
+            checkpoint_fs,
         } = self;
         let capacity = plan.runtime.channel_capacity;
         let batch_size = plan.runtime.batch_size;
@@ -238,7 +248,11 @@ impl Pipeline {
         // Checkpoints: open the storage and restore before anything runs.
         let storage = match &plan.checkpoint {
             Some(spec) => Some(Arc::new(
-                LocalStorage::new(&spec.dir, spec.retain).map_err(checkpoint_error)?,
+                match checkpoint_fs {
+                    Some(fs) => LocalStorage::with_fs(&spec.dir, spec.retain, fs),
+                    None => LocalStorage::new(&spec.dir, spec.retain),
+                }
+                .map_err(checkpoint_error)?,
             )),
             None => None,
         };

@@ -1,0 +1,122 @@
+//! A checkpoint write that fails at any step is reported and never counts: recovery uses the
+//! last complete checkpoint, and the committed output is still exact.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dataflow_checkpoint::{CheckpointStorage, FailingFs, FileSystem, FsOp, LocalStorage};
+use dataflow_event::json::DecoderConfig;
+use dataflow_pipeline::builder::PipelineBuilder;
+use dataflow_pipeline::generator::{GeneratorConfig, Profile};
+use dataflow_pipeline::runtime::Pipeline;
+use dataflow_pipeline::spec::{
+    CheckpointSpec, Place, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
+};
+
+fn pipeline(dir: &Path, name: &str, checkpoints: bool) -> Pipeline {
+    let source = SourceSpec {
+        name: "bids".into(),
+        kind: SourceKind::Generator {
+            config: GeneratorConfig {
+                profile: Profile::Bids,
+                count: Some(40_000),
+                ..GeneratorConfig::default()
+            },
+            // Slow enough for a checkpoint every 50 ms to land in the middle of the run.
+            rate: Some(40_000),
+        },
+        decoder: DecoderConfig::default(),
+        watermark: WatermarkSpec {
+            out_of_orderness: 2_000,
+            ..WatermarkSpec::default()
+        },
+        place: Place::path("sources[0]"),
+    };
+    let mut builder = PipelineBuilder::new("failures")
+        .source(source)
+        .key_by("auction")
+        .tumbling_ms(2_000)
+        .aggregate("n", "count")
+        .aggregate("total", "sum(price)")
+        .sink(SinkSpec {
+            kind: SinkKind::Parts {
+                dir: dir.join(format!("{name}-out")),
+            },
+            ..SinkSpec::stdout()
+        })
+        .dead_letters(SinkSpec::file(dir.join(format!("{name}-dead.jsonl"))));
+    if checkpoints {
+        builder = builder.checkpoint(CheckpointSpec {
+            dir: dir.join(format!("{name}-checkpoints")),
+            interval: 50,
+            retain: 3,
+        });
+    }
+    builder.build().expect("valid pipeline")
+}
+
+fn committed(dir: &Path) -> String {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("parts")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+        })
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("part"))
+        .collect()
+}
+
+#[test]
+fn a_failed_checkpoint_write_never_counts_and_recovery_stays_exact() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::run(pipeline(dir.path(), "reference", false));
+    let expected = committed(&dir.path().join("reference-out"));
+    assert!(expected.lines().count() > 1_000);
+
+    // From the third save on, every save fails at this step: the disk stays broken.
+    let cases = [
+        ("before the rename", FsOp::Rename, 2),
+        ("at the data file's fsync", FsOp::SyncFile, 4),
+        (
+            "after the rename, at the parent directory's fsync",
+            FsOp::SyncDir,
+            5,
+        ),
+    ];
+    for (index, (step, op, nth)) in cases.into_iter().enumerate() {
+        let name = format!("case{index}");
+        let fs: Arc<dyn FileSystem> = Arc::new(FailingFs::from_then_on(op, nth));
+        let summary = common::run(pipeline(dir.path(), &name, true).with_checkpoint_fs(fs));
+        assert_eq!(summary.events_read, 40_000, "{step}");
+
+        let storage =
+            LocalStorage::new(dir.path().join(format!("{name}-checkpoints")), 3).expect("storage");
+        let ids: Vec<u64> = storage
+            .list()
+            .expect("list")
+            .iter()
+            .map(|e| e.id.0)
+            .collect();
+        assert_eq!(
+            ids,
+            [1, 2],
+            "{step}: only the complete checkpoints may remain"
+        );
+
+        // As after a crash: restore the last complete checkpoint and run to the end.
+        common::run(pipeline(dir.path(), &name, true));
+        let found = committed(&dir.path().join(format!("{name}-out")));
+        assert!(
+            found == expected,
+            "{step}: the output after recovery differs"
+        );
+    }
+}
