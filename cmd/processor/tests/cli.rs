@@ -11,6 +11,16 @@ fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
 }
 
+/// Asks a running processor to stop, as `kill` or a service manager does.
+#[cfg(unix)]
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+}
+
 /// The shipped config, with its input taken from the repository and its outputs in `dir`.
 fn shipped_config_in(dir: &Path) -> PathBuf {
     let text =
@@ -193,11 +203,7 @@ fn sigterm_stops_cleanly_and_fires_open_windows() {
             "{\"key\":\"b\",\"window_start\":0,\"window_end\":10000,\"n\":1,\"is_update\":false}\n",
         ]
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
+    sigterm(&child);
     let output = child.wait_with_output().expect("wait for processor");
     drop(stdin);
     let mut rest = String::new();
@@ -262,11 +268,7 @@ fn follow_mode_reads_appended_lines() {
         next_line(),
         "{\"window_start\":10000,\"window_end\":20000,\"n\":1,\"is_update\":false}\n"
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
+    sigterm(&child);
     let output = child.wait_with_output().expect("wait for processor");
     assert!(
         output.status.success(),
@@ -316,11 +318,7 @@ fn stop_and_restore_give_the_output_of_an_uninterrupted_run() {
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut first = String::new();
     stdout.read_line(&mut first).expect("first result");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
+    sigterm(&child);
     let mut rest = String::new();
     stdout
         .read_to_string(&mut rest)

@@ -3,28 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use dataflow_pipeline::sink::read_committed;
 use std::time::Duration;
 
 fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
-}
-
-/// The committed output: every committed part in order.
-fn committed(dir: &Path) -> String {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("parts directory")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-        })
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|path| std::fs::read_to_string(path).expect("part"))
-        .collect()
 }
 
 fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
@@ -86,7 +70,7 @@ fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let expected = committed(&dir.path().join("reference-out"));
+    let expected = read_committed(&dir.path().join("reference-out")).expect("committed output");
     assert!(expected.lines().count() > 10_000);
 
     let crashed = config(dir.path(), &input, "crashed");
@@ -120,7 +104,7 @@ fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
     let stderr = String::from_utf8_lossy(&last.stderr);
     assert!(last.status.success(), "{stderr}");
     assert_eq!(kills, 20, "the input ran out after {kills} kills");
-    let found = committed(&dir.path().join("crashed-out"));
+    let found = read_committed(&dir.path().join("crashed-out")).expect("committed output");
     assert_eq!(found.lines().count(), expected.lines().count());
     assert!(
         found == expected,
@@ -161,7 +145,7 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
         stderr
     };
     run(&reference);
-    let expected = committed(&dir.path().join("reference-out"));
+    let expected = read_committed(&dir.path().join("reference-out")).expect("committed output");
 
     let damaged = config(dir.path(), &input, "damaged");
     let text = std::fs::read_to_string(&damaged).expect("config");
@@ -190,7 +174,7 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
     assert!(stderr.contains("restored checkpoint"), "{stderr}");
     assert!(
-        committed(&dir.path().join("damaged-out")) == expected,
+        read_committed(&dir.path().join("damaged-out")).expect("committed output") == expected,
         "output differs after the fallback"
     );
 }

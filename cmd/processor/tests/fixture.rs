@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dataflow_pipeline::sink::read_committed;
+
 fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
 }
@@ -28,23 +30,6 @@ fn config(dir: &Path, rate: bool) -> PathBuf {
     )
     .expect("write config");
     path
-}
-
-fn committed(dir: &Path) -> String {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("parts")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-        })
-        .collect();
-    parts.sort();
-    parts
-        .iter()
-        .map(|p| std::fs::read_to_string(p).expect("part"))
-        .collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -69,7 +54,7 @@ fn restore_and_run(work: &Path, id: &str) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("restored checkpoint"), "{stderr}");
-    committed(&work.join("out"))
+    read_committed(&work.join("out")).expect("committed output")
 }
 
 #[test]

@@ -87,6 +87,25 @@ impl std::fmt::Debug for JsonLinesSink {
     }
 }
 
+/// The encoder a result sink of `spec` writes events of `layout` with. Window results carry
+/// their time in their fields, so `write_time` is off for them.
+fn result_encoder(spec: &SinkSpec, layout: Layout, write_time: bool) -> Encoder {
+    let mut encoder = Encoder::new(layout);
+    encoder.time_format = spec.time_format;
+    if !write_time {
+        encoder.time_field = None;
+    }
+    encoder
+}
+
+/// Encodes a batch into `buffer`; true when enough is buffered to write it out.
+fn encode_batch(encoder: &Encoder, events: &[Event], buffer: &mut Vec<u8>) -> bool {
+    for event in events {
+        encoder.encode(event, buffer);
+    }
+    buffer.len() >= WRITE_CHUNK
+}
+
 /// Flush to the writer once this much is encoded.
 const WRITE_CHUNK: usize = 256 << 10;
 
@@ -95,11 +114,7 @@ impl JsonLinesSink {
     /// their fields, so `write_time` is off for them.
     pub async fn open(spec: &SinkSpec, layout: Layout, write_time: bool) -> Result<JsonLinesSink> {
         let (writer, name) = open_writer(spec, "sink").await?;
-        let mut encoder = Encoder::new(layout);
-        encoder.time_format = spec.time_format;
-        if !write_time {
-            encoder.time_field = None;
-        }
+        let encoder = result_encoder(spec, layout, write_time);
         Ok(JsonLinesSink {
             writer,
             name,
@@ -124,10 +139,7 @@ impl JsonLinesSink {
 #[async_trait]
 impl Sink for JsonLinesSink {
     async fn write(&mut self, events: &[Event]) -> Result<()> {
-        for event in events {
-            self.encoder.encode(event, &mut self.buffer);
-        }
-        if self.buffer.len() >= WRITE_CHUNK {
+        if encode_batch(&self.encoder, events, &mut self.buffer) {
             self.drain().await?;
         }
         Ok(())
@@ -325,11 +337,7 @@ impl PartsSink {
             }
         }
         sync_dir(dir).await?;
-        let mut encoder = Encoder::new(layout);
-        encoder.time_format = spec.time_format;
-        if !write_time {
-            encoder.time_field = None;
-        }
+        let encoder = result_encoder(spec, layout, write_time);
         Ok(PartsSink {
             dir: dir.clone(),
             encoder,
@@ -380,6 +388,24 @@ impl PartsSink {
     }
 }
 
+/// The committed output of a parts sink's directory: its `part-*.jsonl` files concatenated in
+/// name order (pending and in-progress files are not output yet).
+pub fn read_committed(dir: &Path) -> std::io::Result<String> {
+    let mut parts: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            part_id(&name, "part-").map(|id| (id, entry.path()))
+        })
+        .collect();
+    parts.sort();
+    let mut output = String::new();
+    for (_, path) in parts {
+        output.push_str(&std::fs::read_to_string(path)?);
+    }
+    Ok(output)
+}
+
 /// Makes renames in `dir` durable.
 async fn sync_dir(dir: &Path) -> Result<()> {
     let owned = dir.to_path_buf();
@@ -397,10 +423,7 @@ async fn sync_dir(dir: &Path) -> Result<()> {
 #[async_trait]
 impl Sink for PartsSink {
     async fn write(&mut self, events: &[Event]) -> Result<()> {
-        for event in events {
-            self.encoder.encode(event, &mut self.buffer);
-        }
-        if self.buffer.len() >= WRITE_CHUNK {
+        if encode_batch(&self.encoder, events, &mut self.buffer) {
             self.drain().await?;
         }
         Ok(())

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use dataflow_checkpoint::{CheckpointStorage, FailingFs, FileSystem, FsOp, LocalStorage};
@@ -11,6 +11,7 @@ use dataflow_event::json::DecoderConfig;
 use dataflow_pipeline::builder::PipelineBuilder;
 use dataflow_pipeline::generator::{GeneratorConfig, Profile};
 use dataflow_pipeline::runtime::Pipeline;
+use dataflow_pipeline::sink::read_committed;
 use dataflow_pipeline::spec::{
     CheckpointSpec, Place, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
 };
@@ -57,28 +58,11 @@ fn pipeline(dir: &Path, name: &str, checkpoints: bool) -> Pipeline {
     builder.build().expect("valid pipeline")
 }
 
-fn committed(dir: &Path) -> String {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("parts")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
-        })
-        .collect();
-    parts.sort();
-    parts
-        .iter()
-        .map(|p| std::fs::read_to_string(p).expect("part"))
-        .collect()
-}
-
 #[test]
 fn a_failed_checkpoint_write_never_counts_and_recovery_stays_exact() {
     let dir = tempfile::tempdir().expect("temp dir");
     common::run(pipeline(dir.path(), "reference", false));
-    let expected = committed(&dir.path().join("reference-out"));
+    let expected = read_committed(&dir.path().join("reference-out")).expect("committed output");
     assert!(expected.lines().count() > 1_000);
 
     // From the third save on, every save fails at this step: the disk stays broken.
@@ -113,7 +97,8 @@ fn a_failed_checkpoint_write_never_counts_and_recovery_stays_exact() {
 
         // As after a crash: restore the last complete checkpoint and run to the end.
         common::run(pipeline(dir.path(), &name, true));
-        let found = committed(&dir.path().join(format!("{name}-out")));
+        let found =
+            read_committed(&dir.path().join(format!("{name}-out"))).expect("committed output");
         assert!(
             found == expected,
             "{step}: the output after recovery differs"
