@@ -24,6 +24,27 @@ fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// Writes `count` generated bids into `dir` and returns the file.
+fn generate_bids(dir: &Path, count: u64, seed: u64) -> PathBuf {
+    let input = dir.join("bids.jsonl");
+    let generated = processor()
+        .args([
+            "generate",
+            "--profile",
+            "bids",
+            "--count",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--out",
+        ])
+        .arg(&input)
+        .output()
+        .expect("generate");
+    assert!(generated.status.success());
+    input
+}
+
 /// A small deterministic generator of kill delays (splitmix64).
 fn delays(seed: u64, count: usize) -> Vec<Duration> {
     let mut state = seed;
@@ -42,22 +63,7 @@ fn delays(seed: u64, count: usize) -> Vec<Duration> {
 #[test]
 fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let input = dir.path().join("bids.jsonl");
-    let generated = processor()
-        .args([
-            "generate",
-            "--profile",
-            "bids",
-            "--count",
-            "1000000",
-            "--seed",
-            "7",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .expect("generate");
-    assert!(generated.status.success());
+    let input = generate_bids(dir.path(), 1000000, 7);
 
     let reference = config(dir.path(), &input, "reference");
     let run = processor()
@@ -117,22 +123,7 @@ fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
 #[test]
 fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let input = dir.path().join("bids.jsonl");
-    let generated = processor()
-        .args([
-            "generate",
-            "--profile",
-            "bids",
-            "--count",
-            "200000",
-            "--seed",
-            "8",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .expect("generate");
-    assert!(generated.status.success());
+    let input = generate_bids(dir.path(), 200000, 8);
     let reference = config(dir.path(), &input, "reference");
     let run = |config: &Path| {
         let output = processor()
