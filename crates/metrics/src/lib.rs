@@ -2,8 +2,12 @@
 //!
 //! This crate is a leaf: it knows nothing of events or operators. The runtime increments the
 //! [`Counters`] once per batch (relaxed atomics, no locks); the processor reads them for its
-//! progress line and prints the [`RunSummary`] at the end. The Prometheus exposition and the
-//! per-operator metrics of `docs/metrics.md` build on these names.
+//! progress line and prints the [`RunSummary`] at the end.
+//!
+//! [`Metrics`] holds the Prometheus families of `docs/metrics.md` (per operator, source,
+//! checkpoint and ingest); the runtime takes cloneable handles from it ([`OperatorMetrics`],
+//! [`SourceMetrics`], [`CheckpointMetrics`], [`IngestMetrics`]) and [`Metrics::encode`] renders
+//! the OpenMetrics text exposition.
 //!
 //! ```
 //! use dataflow_metrics::Counters;
@@ -18,6 +22,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod exposition;
+
+pub use exposition::{
+    CheckpointMetrics, IngestMetrics, Metrics, OperatorLabels, OperatorMetrics, PipelineLabels,
+    RefuseReason, RefusedLabels, SourceLabels, SourceMetrics,
+};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
