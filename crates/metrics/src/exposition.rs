@@ -186,6 +186,23 @@ fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, 
 ///
 /// Create it once, share it (`Arc<Metrics>`), take handles for each operator, source and
 /// pipeline, and [`encode`](Metrics::encode) it for `GET /metrics`.
+///
+/// ```
+/// use dataflow_metrics::Metrics;
+/// use std::time::Duration;
+///
+/// let metrics = Metrics::new();
+/// let op = metrics.operator("orders", "big_orders", "filter");
+/// op.events_received(1024);
+/// op.events_sent(17);
+/// op.observe_processing(Duration::from_micros(250));
+///
+/// let text = metrics.encode();
+/// assert!(text.contains(
+///     "dataflow_operator_events_sent_total{pipeline=\"orders\",operator=\"big_orders\",kind=\"filter\"} 17\n"
+/// ));
+/// assert!(text.ends_with("# EOF\n"));
+/// ```
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -702,6 +719,16 @@ impl IngestMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_and_handles_are_shareable_across_threads() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Metrics>();
+        shareable::<OperatorMetrics>();
+        shareable::<SourceMetrics>();
+        shareable::<CheckpointMetrics>();
+        shareable::<IngestMetrics>();
+    }
 
     #[test]
     fn same_labels_share_series() {
