@@ -149,6 +149,8 @@ pub struct SourceSpec {
     pub decoder: DecoderConfig,
     /// How its watermark is generated.
     pub watermark: WatermarkSpec,
+    /// How fast it may send events; `None` is as fast as the pipeline takes them.
+    pub rate_limit: Option<RateLimitSpec>,
     /// Where it was written.
     pub place: Place,
 }
