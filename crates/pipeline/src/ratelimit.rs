@@ -233,14 +233,15 @@ impl RateLimiter {
         }
     }
 
-    /// The largest batch worth reading at once: the burst, so that a batch never waits much
-    /// longer than the time the bucket takes to fill.
+    /// The largest batch worth reading at once: the burst, and no more than a tenth of a
+    /// second's events at the current rate (at least one), so that a batch the bucket cannot
+    /// cover waits about a tenth of a second — and a checkpoint barrier behind it no longer.
     pub fn max_batch(&self) -> usize {
-        let burst = self.bucket.burst().floor();
-        if burst >= usize::MAX as f64 {
+        let events = self.bucket.burst().min(self.bucket.rate() / 10.0).floor();
+        if events >= usize::MAX as f64 {
             usize::MAX
         } else {
-            (burst as usize).max(1)
+            (events as usize).max(1)
         }
     }
 
@@ -467,6 +468,10 @@ mod tests {
         let mut fixed = RateLimiter::new(&RateLimitSpec::new(1_000).with_burst(5));
         fixed.observe(HIGH, Duration::ZERO);
         assert_eq!((fixed.rate(), fixed.max_batch()), (1_000.0, 5));
+        // Batches hold a tenth of a second's events at most, and at least one.
+        let big_burst = RateLimiter::new(&RateLimitSpec::new(1_000).with_burst(100_000));
+        assert_eq!(big_burst.max_batch(), 100);
+        assert_eq!(RateLimiter::new(&RateLimitSpec::new(3)).max_batch(), 1);
     }
 
     #[test]
