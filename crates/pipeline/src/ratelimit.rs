@@ -27,6 +27,9 @@
 //!   observations in between are ignored, so a burst of slow batches lowers the rate once, not
 //!   once per batch, and the effect of a change is seen before the next.
 //!
+//! [`RateLimiter`] puts the two together for a source: the adaptive rate sets the bucket's
+//! refill rate (its burst stays as configured), starting from `events_per_second`.
+//!
 //! ## Which latency
 //!
 //! The latency the design means — how long an event takes from its source to the end of the
