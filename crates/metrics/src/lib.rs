@@ -19,6 +19,9 @@
 //! let summary = counters.summary(Duration::from_secs(2));
 //! assert_eq!(summary.events_read, 3);
 //! assert_eq!(summary.events_per_second, 1.5);
+//! counters.add_rate_limit_wait(Duration::from_millis(5));
+//! assert_eq!(counters.rate_limit_waits(), 1);
+//! assert_eq!(counters.rate_limit_wait_nanos(), 5_000_000);
 //! ```
 #![forbid(unsafe_code)]
 
@@ -43,6 +46,8 @@ pub struct Counters {
     late_events: AtomicU64,
     dead_letters: AtomicU64,
     watermark: AtomicI64,
+    rate_limit_waits: AtomicU64,
+    rate_limit_wait_nanos: AtomicU64,
 }
 
 impl Default for Counters {
@@ -54,6 +59,8 @@ impl Default for Counters {
             late_events: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            rate_limit_waits: AtomicU64::new(0),
+            rate_limit_wait_nanos: AtomicU64::new(0),
         }
     }
 }
@@ -90,6 +97,14 @@ impl Counters {
         self.watermark.fetch_max(watermark, Ordering::Relaxed);
     }
 
+    /// A source waited `wait` for its rate limit before sending a batch.
+    pub fn add_rate_limit_wait(&self, wait: Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+        self.rate_limit_wait_nanos
+            .fetch_add(nanos, Ordering::Relaxed);
+    }
+
     /// Records read so far.
     pub fn events_read(&self) -> u64 {
         self.events_read.load(Ordering::Relaxed)
@@ -103,6 +118,16 @@ impl Counters {
     /// The current watermark, `i64::MIN` before the first.
     pub fn watermark(&self) -> i64 {
         self.watermark.load(Ordering::Relaxed)
+    }
+
+    /// How many times sources waited for their rate limit.
+    pub fn rate_limit_waits(&self) -> u64 {
+        self.rate_limit_waits.load(Ordering::Relaxed)
+    }
+
+    /// How long sources waited for their rate limits in all, in nanoseconds.
+    pub fn rate_limit_wait_nanos(&self) -> u64 {
+        self.rate_limit_wait_nanos.load(Ordering::Relaxed)
     }
 
     /// The summary after `elapsed`.

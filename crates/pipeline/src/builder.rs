@@ -15,8 +15,8 @@ use crate::generator::GeneratorConfig;
 use crate::plan::plan;
 use crate::runtime::Pipeline;
 use crate::spec::{
-    AggregateSpec, CheckpointSpec, ExprSpec, MapSpec, PipelineSpec, Place, Problem, RuntimeSpec,
-    SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+    AggregateSpec, CheckpointSpec, ExprSpec, MapSpec, PipelineSpec, Place, Problem, RateLimitSpec,
+    RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -63,6 +63,7 @@ impl PipelineBuilder {
             },
             decoder: DecoderConfig::default(),
             watermark: WatermarkSpec::default(),
+            rate_limit: None,
             place: Place::path(format!("sources[{index}]")),
         })
     }
@@ -75,6 +76,7 @@ impl PipelineBuilder {
             kind: SourceKind::Generator { config, rate: None },
             decoder: DecoderConfig::default(),
             watermark: WatermarkSpec::default(),
+            rate_limit: None,
             place: Place::path(format!("sources[{index}]")),
         })
     }
@@ -125,6 +127,14 @@ impl PipelineBuilder {
     pub fn idle_timeout_ms(mut self, millis: i64) -> Self {
         if let Some(source) = self.last_source("idle_timeout") {
             source.watermark.idle_timeout = Some(millis);
+        }
+        self
+    }
+
+    /// Limits the rate at which the last source sends events (see [`crate::ratelimit`]).
+    pub fn rate_limit(mut self, rate_limit: RateLimitSpec) -> Self {
+        if let Some(source) = self.last_source("rate_limit") {
+            source.rate_limit = Some(rate_limit);
         }
         self
     }

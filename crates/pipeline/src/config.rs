@@ -19,9 +19,9 @@ use serde_saphyr::Spanned;
 use crate::generator::{GeneratorConfig, Profile};
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
-    AggregateSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec, Place, Problem,
-    RuntimeSpec, SinkKind, SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec,
-    WindowSpec,
+    AdaptiveSpec, AggregateSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec, Place,
+    Problem, RateLimitSpec, RuntimeSpec, SinkKind, SinkSpec, SourceKind, SourceSpec, StepSpec,
+    TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -153,6 +153,23 @@ struct RawSource {
     format: RawFormat,
     #[serde(default)]
     watermark: RawWatermark,
+    rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    events_per_second: Spanned<i64>,
+    burst: Option<Spanned<i64>>,
+    adaptive: Option<Spanned<RawAdaptive>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdaptive {
+    target_latency: Option<Spanned<DurationText>>,
+    min: Spanned<i64>,
+    max: Spanned<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +311,9 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
         deserializer.deserialize_map(MapVisitor(PhantomData))
     }
 }
+
+/// The latency an adaptive rate limit aims at unless told otherwise (the design's 100 ms).
+const DEFAULT_TARGET_LATENCY_MS: i64 = 100;
 
 struct Checker {
     problems: Vec<Problem>,
@@ -712,12 +732,103 @@ impl Checker {
                 Err(error) => self.problem(place.clone(), error.to_string()),
             }
         }
+        let rate_limit = source
+            .rate_limit
+            .as_ref()
+            .and_then(|raw| self.rate_limit(raw, &format!("{path}.rate_limit")));
         Some(SourceSpec {
             name: source.name.value,
             kind,
             decoder,
             watermark,
+            rate_limit,
             place,
+        })
+    }
+
+    /// A positive count of events (per second), or a problem at its place.
+    fn positive(&mut self, value: &Spanned<i64>, path: &str, key: &str) -> Option<u64> {
+        match u64::try_from(value.value) {
+            Ok(count) if count >= 1 => Some(count),
+            _ => {
+                self.problem(
+                    place_of(value, path),
+                    format!("`{key}` must be at least 1, not {}", value.value),
+                );
+                None
+            }
+        }
+    }
+
+    fn rate_limit(&mut self, raw: &Spanned<RawRateLimit>, path: &str) -> Option<RateLimitSpec> {
+        let limit = &raw.value;
+        let before = self.problems.len();
+        let events_per_second = self.positive(
+            &limit.events_per_second,
+            &format!("{path}.events_per_second"),
+            "events_per_second",
+        );
+        let burst = match &limit.burst {
+            Some(burst) => self.positive(burst, &format!("{path}.burst"), "burst"),
+            None => events_per_second.map(RateLimitSpec::default_burst),
+        };
+        let adaptive = match &limit.adaptive {
+            Some(adaptive) => {
+                let adaptive_path = format!("{path}.adaptive");
+                let raw_adaptive = &adaptive.value;
+                let target_latency = match &raw_adaptive.target_latency {
+                    Some(text) => {
+                        let target_path = format!("{adaptive_path}.target_latency");
+                        match self.duration(text, &target_path) {
+                            Some(0) => {
+                                self.problem(
+                                    place_of(text, target_path),
+                                    "`target_latency` must be greater than zero",
+                                );
+                                None
+                            }
+                            millis => millis,
+                        }
+                    }
+                    None => Some(DEFAULT_TARGET_LATENCY_MS),
+                };
+                let min = self.positive(&raw_adaptive.min, &format!("{adaptive_path}.min"), "min");
+                let max = self.positive(&raw_adaptive.max, &format!("{adaptive_path}.max"), "max");
+                if let (Some(min), Some(max)) = (min, max) {
+                    if min > max {
+                        self.problem(
+                            place_of(&raw_adaptive.min, format!("{adaptive_path}.min")),
+                            format!("`min` ({min}) is larger than `max` ({max})"),
+                        );
+                    } else if let Some(rate) = events_per_second {
+                        if !(min..=max).contains(&rate) {
+                            self.problem(
+                                place_of(
+                                    &limit.events_per_second,
+                                    format!("{path}.events_per_second"),
+                                ),
+                                format!(
+                                    "`events_per_second` ({rate}) must lie between `adaptive.min` ({min}) and `adaptive.max` ({max})"
+                                ),
+                            );
+                        }
+                    }
+                }
+                Some(AdaptiveSpec {
+                    target_latency: target_latency?,
+                    min: min?,
+                    max: max?,
+                })
+            }
+            None => None,
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(RateLimitSpec {
+            events_per_second: events_per_second?,
+            burst: burst?,
+            adaptive,
         })
     }
 

@@ -39,6 +39,7 @@ pub mod generator;
 pub mod operator;
 pub mod operators;
 pub mod plan;
+pub mod ratelimit;
 pub mod runtime;
 pub mod sink;
 pub mod source;

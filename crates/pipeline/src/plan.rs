@@ -12,8 +12,8 @@ use crate::generator::Generator;
 use crate::operator::{OperatorInfo, OperatorNode};
 use crate::operators::{Filter, KeyBy, Map, WindowAggregate};
 use crate::spec::{
-    CheckpointSpec, ExprSpec, PipelineSpec, Problem, RuntimeSpec, SinkSpec, SourceKind, SourceSpec,
-    StepSpec,
+    CheckpointSpec, ExprSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec, SourceKind,
+    SourceSpec, StepSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -100,6 +100,17 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
         if skip_metadata {
             source.decoder.type_field = None;
             source.decoder.id_field = None;
+        }
+        if let Some(rate_limit) = &source.rate_limit {
+            for message in rate_limit.problems() {
+                problems.push(Problem {
+                    place: Place {
+                        path: format!("{}.rate_limit", source.place.path),
+                        ..source.place.clone()
+                    },
+                    message,
+                });
+            }
         }
         let decoder = match &source.kind {
             SourceKind::Generator { config, .. } => {

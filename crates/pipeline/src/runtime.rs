@@ -9,7 +9,8 @@
 //! ```
 //! Every channel is bounded: a slow sink fills its channel, which stops the chain, which fills
 //! the chain's channel, which makes the sources wait. Memory stays bounded by the channel
-//! capacities times the batch size.
+//! capacities times the batch size. A source with a `rate_limit` also waits, on its own thread,
+//! before each batch its token bucket cannot cover ([`crate::ratelimit`]).
 //!
 //! Checkpoints are aligned by barriers. Every interval the coordinator asks the sources for
 //! barrier `n`; each source sends it in band after the batch it was reading, with its
@@ -39,6 +40,7 @@ use crate::generator::Generator;
 use crate::operator::OperatorSnapshot;
 use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
+use crate::ratelimit::RateLimiter;
 use crate::sink::{JsonLinesSink, PartsSink, SideWriter, Sink};
 use crate::source::{FileSource, GeneratorSource, PartitionPosition, Poll, Source, StdinSource};
 use crate::spec::{OnStop, SinkKind, SourceKind, WatermarkSpec};
@@ -139,6 +141,8 @@ pub struct Pipeline {
 const TICK: Duration = Duration::from_millis(100);
 /// How long a followed file waits before looking for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// The longest a source sleeps at once while waiting for its rate limit, so that a stop is seen.
+const RATE_WAIT_SLICE: Duration = Duration::from_millis(50);
 /// How long a stop waits for the sources' final barriers before giving up on them.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -244,6 +248,11 @@ impl Pipeline {
             sources.push((open_source(source)?, source.spec.watermark));
         }
         let source_names: Vec<String> = plan.sources.iter().map(|s| s.spec.name.clone()).collect();
+        let limiters: Vec<Option<RateLimiter>> = plan
+            .sources
+            .iter()
+            .map(|s| s.spec.rate_limit.as_ref().map(RateLimiter::new))
+            .collect();
 
         // Checkpoints: open the storage and restore before anything runs.
         let storage = match &plan.checkpoint {
@@ -360,7 +369,8 @@ impl Pipeline {
         let idle_timeout = sources.iter().filter_map(|(_, w)| w.idle_timeout).min();
         let fire_on_stop = plan.runtime.on_stop == OnStop::Fire;
         let mut source_tasks = Vec::new();
-        for (input, ((source, watermark), initial)) in sources.into_iter().zip(initial).enumerate()
+        for (input, (((source, watermark), initial), limiter)) in
+            sources.into_iter().zip(initial).zip(limiters).enumerate()
         {
             let feed = SourceFeed {
                 input,
@@ -371,6 +381,7 @@ impl Pipeline {
                 stop: source_stop.clone(),
                 batch_size,
                 fire_on_stop,
+                limiter,
             };
             source_tasks.push(tokio::task::spawn_blocking(move || {
                 feed.run(source, watermark, initial)
@@ -654,6 +665,8 @@ struct SourceFeed {
     stop: Arc<AtomicBool>,
     batch_size: usize,
     fire_on_stop: bool,
+    /// The source's rate limit, if any.
+    limiter: Option<RateLimiter>,
 }
 
 impl SourceFeed {
@@ -662,7 +675,7 @@ impl SourceFeed {
     }
 
     fn run(
-        self,
+        mut self,
         mut source: Box<dyn Source>,
         watermark: WatermarkSpec,
         initial: Vec<PartitionState>,
@@ -683,6 +696,8 @@ impl SourceFeed {
         }
         let mut last_sent = i64::MIN;
         let mut last_barrier = 0;
+        // The rate limiter's clock: time since the source started.
+        let clock = Instant::now();
         let states = |source: &dyn Source, generators: &[BoundedOutOfOrderness]| {
             source
                 .positions()
@@ -717,9 +732,13 @@ impl SourceFeed {
                 });
                 return Ok(());
             }
-            let mut events = Vec::with_capacity(self.batch_size);
+            let max = match &self.limiter {
+                Some(limiter) => limiter.max_batch().min(self.batch_size),
+                None => self.batch_size,
+            };
+            let mut events = Vec::with_capacity(max);
             let mut dead_letters = Vec::new();
-            let poll = source.poll_batch(self.batch_size, &mut events, &mut dead_letters)?;
+            let poll = source.poll_batch(max, &mut events, &mut dead_letters)?;
             let now = now_millis();
             let records = (events.len() + dead_letters.len()) as u64;
             if records > 0 {
@@ -745,7 +764,7 @@ impl SourceFeed {
                             generator.observe(max_time);
                             combiner.update(partition, generator.current(), now);
                         }
-                        if !self.send(Message::Events(chunk)) {
+                        if !self.send_events(chunk, clock) {
                             return Ok(());
                         }
                         if rest.peek().is_some() && !self.send_watermark(&combiner, &mut last_sent)
@@ -772,6 +791,47 @@ impl SourceFeed {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends a batch of events, first waiting as long as the rate limit says; false if the
+    /// chain is gone. In adaptive mode, how long the send was blocked by backpressure is the
+    /// latency the limiter observes (see [`crate::ratelimit`]).
+    fn send_events(&mut self, events: Vec<Event>, clock: Instant) -> bool {
+        if self.limiter.is_none() {
+            return self.send(Message::Events(events));
+        }
+        let count = events.len() as u64;
+        let wait = self.limiter.as_mut().map_or(Duration::ZERO, |limiter| {
+            limiter.acquire(count, clock.elapsed())
+        });
+        if !wait.is_zero() {
+            let waited = self.wait(wait);
+            self.counters.add_rate_limit_wait(waited);
+        }
+        let started = Instant::now();
+        let sent = self.send(Message::Events(events));
+        let blocked = started.elapsed();
+        if let Some(limiter) = &mut self.limiter {
+            limiter.observe(blocked, clock.elapsed());
+        }
+        sent
+    }
+
+    /// Sleeps for `wait`, in slices so that a stop cuts it short (the batch is then sent at
+    /// once: it has been read, and the final barrier's positions are past it). Returns how long
+    /// it slept.
+    fn wait(&self, wait: Duration) -> Duration {
+        let started = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            let Some(left) = wait.checked_sub(started.elapsed()) else {
+                break;
+            };
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(RATE_WAIT_SLICE));
+        }
+        started.elapsed()
     }
 
     /// Sends the combined watermark if it advanced; false if the chain is gone.

@@ -33,6 +33,7 @@ fn pipeline(dir: &Path, name: &str, checkpoints: bool) -> Pipeline {
             out_of_orderness: 2_000,
             ..WatermarkSpec::default()
         },
+        rate_limit: None,
         place: Place::path("sources[0]"),
     };
     let mut builder = PipelineBuilder::new("failures")

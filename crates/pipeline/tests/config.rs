@@ -126,3 +126,113 @@ fn every_problem_is_listed_at_once() {
         "{found:?}"
     );
 }
+
+const LIMITED_SOURCE: &str = "
+sources:
+  - name: bids
+    type: generator
+    count: 10
+    rate_limit:
+";
+
+fn limited(rate_limit: &str) -> String {
+    format!("{LIMITED_SOURCE}{rate_limit}sinks:\n  - type: stdout\n")
+}
+
+#[test]
+fn rate_limit_is_read_with_its_defaults() {
+    use dataflow_pipeline::spec::{AdaptiveSpec, RateLimitSpec};
+    let spec = config::parse(&limited("      events_per_second: 5000\n"), Path::new("."))
+        .expect("valid config");
+    assert_eq!(spec.sources[0].rate_limit, Some(RateLimitSpec::new(5_000)));
+    assert_eq!(
+        spec.sources[0].rate_limit.as_ref().map(|r| r.burst),
+        Some(500)
+    );
+    let spec = config::parse(
+        &limited(
+            "      events_per_second: 5\n      burst: 20\n      adaptive: { min: 1, max: 10 }\n",
+        ),
+        Path::new("."),
+    )
+    .expect("valid config");
+    let expected = RateLimitSpec::new(5)
+        .with_burst(20)
+        .with_adaptive(AdaptiveSpec {
+            target_latency: 100,
+            min: 1,
+            max: 10,
+        });
+    assert_eq!(spec.sources[0].rate_limit, Some(expected));
+    assert_eq!(
+        config::parse(&limited("      events_per_second: 5\n"), Path::new("."))
+            .expect("valid config")
+            .sources[0]
+            .rate_limit
+            .as_ref()
+            .map(|r| r.burst),
+        Some(1),
+        "the default burst is at least 1"
+    );
+}
+
+#[test]
+fn bad_rate_limits_are_refused_with_every_place() {
+    let found = problems(&limited(
+        "      events_per_second: 0\n      burst: -3\n      adaptive:\n        target_latency: -5ms\n        min: 0\n        max: 10\n",
+    ));
+    assert_eq!(
+        found,
+        vec![
+            "line 7:26: sources[0].rate_limit.events_per_second: `events_per_second` must be at least 1, not 0",
+            "line 8:14: sources[0].rate_limit.burst: `burst` must be at least 1, not -3",
+            "line 10:25: sources[0].rate_limit.adaptive.target_latency: invalid duration `-5ms`: durations cannot be negative",
+            "line 11:14: sources[0].rate_limit.adaptive.min: `min` must be at least 1, not 0",
+        ],
+    );
+    let found = problems(&limited(
+        "      events_per_second: 50\n      adaptive: { target_latency: 0s, min: 100, max: 10 }\n",
+    ));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains("adaptive.target_latency: `target_latency` must be greater than zero"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("adaptive.min: `min` (100) is larger than `max` (10)"),
+        "{found:?}"
+    );
+    let found = problems(&limited(
+        "      events_per_second: 50\n      adaptive: { min: 100, max: 1000 }\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("line 7:26: sources[0].rate_limit.events_per_second: `events_per_second` (50) must lie between"),
+        "{found:?}"
+    );
+    let found = problems(&limited("      burst: 10\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("events_per_second"), "{found:?}");
+    let found = problems(&limited("      events_per_second: 10\n      speed: 3\n"));
+    assert!(found[0].contains("unknown field `speed`"), "{found:?}");
+}
+
+#[test]
+fn a_builder_rate_limit_is_checked_too() {
+    use dataflow_pipeline::builder::PipelineBuilder;
+    use dataflow_pipeline::generator::GeneratorConfig;
+    use dataflow_pipeline::spec::{RateLimitSpec, SinkSpec};
+    let result = PipelineBuilder::new("limited")
+        .generator_source("bids", GeneratorConfig::default())
+        .rate_limit(RateLimitSpec::new(0))
+        .sink(SinkSpec::stdout())
+        .build();
+    match result {
+        Err(PipelineError::InvalidConfig(problems)) => {
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].place.path, "sources[0].rate_limit");
+        }
+        Err(other) => panic!("expected config problems, got {other}"),
+        Ok(_) => panic!("a rate of 0 was accepted"),
+    }
+}

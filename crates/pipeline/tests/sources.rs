@@ -54,6 +54,7 @@ fn files_are_partitions_with_their_own_watermarks() {
                 every: Some(1),
                 ..WatermarkSpec::default()
             },
+            rate_limit: None,
             place: Place::path("sources[0]"),
         })
         .tumbling_ms(10_000)
