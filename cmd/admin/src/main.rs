@@ -1,21 +1,239 @@
-//! `admin`: inspects, verifies, triggers and restores checkpoints of a running processor, or
-//! of a checkpoint directory offline. The commands arrive with the checkpoint and admin issues;
-//! until then it says so and exits non-zero rather than pretend.
+//! `admin`: lists, inspects, verifies and compares checkpoints.
+//!
+//! Today it reads a checkpoint directory offline (`--dir`), which works with no processor
+//! running — for a deployment that is down. Talking to a running processor (`--url`) comes with
+//! the processor's HTTP API. Only arguments, output and exit codes live here; reading and
+//! checking checkpoints is `dataflow-checkpoint`'s.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use anyhow::bail;
+use clap::{Parser, Subcommand, ValueEnum};
+use dataflow_checkpoint::{CheckpointId, CheckpointStorage, LocalStorage, Manifest};
+use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "admin",
     version,
-    about = "Administers dataflow checkpoints (not available yet)"
+    about = "Inspects and verifies dataflow checkpoints"
 )]
-struct Cli {}
+struct Cli {
+    /// Read this checkpoint directory directly, with no processor running.
+    #[arg(long, global = true, env = "DATAFLOW_CHECKPOINT_DIR")]
+    dir: Option<PathBuf>,
+    /// The processor's API (not available yet: use --dir).
+    #[arg(long, global = true, env = "DATAFLOW_URL")]
+    url: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checkpoints.
+    #[command(subcommand)]
+    Checkpoints(Checkpoints),
+}
+
+#[derive(Debug, Subcommand)]
+enum Checkpoints {
+    /// Every complete checkpoint, oldest first, with whether it verifies.
+    List,
+    /// One checkpoint's manifest, after verifying it.
+    Show {
+        /// The checkpoint id.
+        id: String,
+    },
+    /// Recomputes a checkpoint's checksum and decodes it; fails if anything is wrong.
+    Verify {
+        /// The checkpoint id.
+        id: String,
+    },
+    /// What changed between two checkpoints.
+    Diff {
+        /// The older checkpoint id.
+        from: String,
+        /// The newer checkpoint id.
+        to: String,
+    },
+}
+
+/// One row of `checkpoints list`.
+#[derive(Debug, Serialize)]
+struct Row {
+    id: u64,
+    created_at: Option<String>,
+    bytes: Option<u64>,
+    status: String,
+    verified: bool,
+}
 
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!("error: no admin command exists yet: checkpoints arrive in a later version");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_id(text: &str) -> anyhow::Result<CheckpointId> {
+    Ok(text.parse::<CheckpointId>()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Some(dir) = cli.dir else {
+        if cli.url.is_some() {
+            bail!("the processor's HTTP API is not available yet: read the checkpoint directory with --dir PATH");
+        }
+        bail!("say where the checkpoints are: --dir PATH (or DATAFLOW_CHECKPOINT_DIR)");
+    };
+    // Reading only: nothing in the directory is created, cleaned up or deleted, so this is safe
+    // beside a running processor.
+    let storage = LocalStorage::open_for_reading(&dir)?;
+    let Command::Checkpoints(command) = cli.command;
+    match command {
+        Checkpoints::List => {
+            let mut rows = Vec::new();
+            for entry in storage.list()? {
+                rows.push(match storage.verify(entry.id) {
+                    Ok(manifest) => Row {
+                        id: entry.id.0,
+                        created_at: Some(manifest.created_at.clone()),
+                        bytes: Some(manifest.data_file_size),
+                        status: "valid".into(),
+                        verified: true,
+                    },
+                    Err(error) => Row {
+                        id: entry.id.0,
+                        created_at: None,
+                        bytes: None,
+                        status: format!("invalid: {error}"),
+                        verified: false,
+                    },
+                });
+            }
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Table => {
+                    println!("{:>20}  {:<24}  {:>12}  STATUS", "ID", "CREATED", "BYTES");
+                    for row in &rows {
+                        println!(
+                            "{:>20}  {:<24}  {:>12}  {}",
+                            row.id,
+                            row.created_at.as_deref().unwrap_or("-"),
+                            row.bytes
+                                .map(|b| b.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            row.status
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Checkpoints::Show { id } => {
+            let manifest = storage.verify(parse_id(&id)?)?;
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&manifest)?),
+                Output::Table => print_manifest(&manifest),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Checkpoints::Verify { id } => {
+            let manifest = storage.verify(parse_id(&id)?)?;
+            match cli.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"id": manifest.id.0, "verified": true, "sha256": manifest.payload_sha256})
+                ),
+                Output::Table => println!(
+                    "checkpoint {}: ok (sha256 {})",
+                    manifest.id, manifest.payload_sha256
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Checkpoints::Diff { from, to } => {
+            let older = storage.verify(parse_id(&from)?)?;
+            let newer = storage.verify(parse_id(&to)?)?;
+            let diff = older.diff(&newer);
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&diff)?),
+                Output::Table => {
+                    println!("checkpoint {} -> {}", diff.from, diff.to);
+                    if !diff.same_pipeline {
+                        println!("  (taken by pipelines of different shapes)");
+                    }
+                    println!("  watermark: {} -> {}", diff.watermark.0, diff.watermark.1);
+                    for op in &diff.operators {
+                        println!(
+                            "  operator {}: keys {} -> {}, bytes {} -> {}",
+                            op.name,
+                            show(op.key_count.0),
+                            show(op.key_count.1),
+                            show(op.bytes.0),
+                            show(op.bytes.1)
+                        );
+                    }
+                    for partition in &diff.partitions {
+                        println!(
+                            "  source {} partition {}: offset {} -> {}, watermark {} -> {}",
+                            partition.source,
+                            partition.partition,
+                            show(partition.offset.0),
+                            show(partition.offset.1),
+                            show(partition.watermark.0),
+                            show(partition.watermark.1)
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn show<T: ToString>(value: Option<T>) -> String {
+    value
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "absent".into())
+}
+
+fn print_manifest(manifest: &Manifest) {
+    println!("checkpoint {}", manifest.id);
+    println!("  created:     {}", manifest.created_at);
+    println!("  fingerprint: {}", manifest.pipeline_fingerprint);
+    println!("  watermark:   {}", manifest.watermark);
+    println!(
+        "  data file:   {} bytes, sha256 {}",
+        manifest.data_file_size, manifest.payload_sha256
+    );
+    for op in &manifest.operators {
+        println!(
+            "  operator {} ({}): {} keys, {} bytes",
+            op.name, op.kind, op.key_count, op.bytes
+        );
+    }
+    for source in &manifest.sources {
+        for partition in &source.partitions {
+            println!(
+                "  source {} partition {}: offset {}, line {}, watermark {}",
+                source.name, partition.name, partition.offset, partition.line, partition.watermark
+            );
+        }
+    }
 }

@@ -84,7 +84,9 @@ pub use codec::{
 };
 pub use error::{CheckpointError, Corruption, FileKind, Result};
 pub use fs::{FailingFs, FileSystem, FsOp, StdFs};
-pub use manifest::{Manifest, OperatorSummary, MAX_MANIFEST_LEN};
+pub use manifest::{
+    Manifest, ManifestDiff, OperatorDiff, OperatorSummary, PartitionDiff, MAX_MANIFEST_LEN,
+};
 pub use model::{Checkpoint, OperatorState, PartitionState, SourceState};
 pub use storage::{
     CheckpointEntry, CheckpointStorage, LocalStorage, DATA_FILE, MANIFEST_FILE, TMP_PREFIX,

@@ -183,3 +183,118 @@ mod tests {
         assert_eq!(shorten("é".repeat(200)).chars().count(), 123);
     }
 }
+
+/// What changed between two checkpoints, from their manifests: per operator the key count and
+/// size, per partition the position and watermark, and the pipeline's watermark.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ManifestDiff {
+    /// The older checkpoint.
+    pub from: CheckpointId,
+    /// The newer checkpoint.
+    pub to: CheckpointId,
+    /// Whether both were taken by a pipeline of the same shape.
+    pub same_pipeline: bool,
+    /// The pipeline watermark in each.
+    pub watermark: (i64, i64),
+    /// Operators, by name: key counts and bytes in each (`None` where absent).
+    pub operators: Vec<OperatorDiff>,
+    /// Partitions, by source and partition name: offsets and watermarks in each.
+    pub partitions: Vec<PartitionDiff>,
+}
+
+/// One operator's change between two checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorDiff {
+    /// The operator.
+    pub name: String,
+    /// Key count in the older and newer checkpoint.
+    pub key_count: (Option<u64>, Option<u64>),
+    /// State bytes in the older and newer checkpoint.
+    pub bytes: (Option<u64>, Option<u64>),
+}
+
+/// One partition's move between two checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionDiff {
+    /// The source.
+    pub source: String,
+    /// The partition.
+    pub partition: String,
+    /// Offset in the older and newer checkpoint.
+    pub offset: (Option<u64>, Option<u64>),
+    /// Watermark in the older and newer checkpoint.
+    pub watermark: (Option<i64>, Option<i64>),
+}
+
+impl Manifest {
+    /// What changed from `self` to `newer`.
+    pub fn diff(&self, newer: &Manifest) -> ManifestDiff {
+        let mut names: Vec<&str> = self.operators.iter().map(|o| o.name.as_str()).collect();
+        for operator in &newer.operators {
+            if !names.contains(&operator.name.as_str()) {
+                names.push(&operator.name);
+            }
+        }
+        let find = |manifest: &Manifest, name: &str| {
+            manifest
+                .operators
+                .iter()
+                .find(|o| o.name == name)
+                .map(|o| (o.key_count, o.bytes))
+        };
+        let operators = names
+            .into_iter()
+            .map(|name| {
+                let (a, b) = (find(self, name), find(newer, name));
+                OperatorDiff {
+                    name: name.to_string(),
+                    key_count: (a.map(|x| x.0), b.map(|x| x.0)),
+                    bytes: (a.map(|x| x.1), b.map(|x| x.1)),
+                }
+            })
+            .collect();
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for manifest in [self, newer] {
+            for source in &manifest.sources {
+                for partition in &source.partitions {
+                    let key = (source.name.clone(), partition.name.clone());
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        let position = |manifest: &Manifest, source: &str, partition: &str| {
+            manifest
+                .sources
+                .iter()
+                .filter(|s| s.name == source)
+                .flat_map(|s| s.partitions.iter())
+                .find(|p| p.name == partition)
+                .map(|p| (p.offset, p.watermark))
+        };
+        let partitions = keys
+            .into_iter()
+            .map(|(source, partition)| {
+                let (a, b) = (
+                    position(self, &source, &partition),
+                    position(newer, &source, &partition),
+                );
+                PartitionDiff {
+                    offset: (a.map(|x| x.0), b.map(|x| x.0)),
+                    watermark: (a.map(|x| x.1), b.map(|x| x.1)),
+                    source,
+                    partition,
+                }
+            })
+            .collect();
+        ManifestDiff {
+            from: self.id,
+            to: newer.id,
+            same_pipeline: self.pipeline_fingerprint == newer.pipeline_fingerprint,
+            watermark: (self.watermark, newer.watermark),
+            operators,
+            partitions,
+        }
+    }
+}

@@ -101,6 +101,27 @@ impl LocalStorage {
         Self::with_fs(dir, retain, Arc::new(StdFs))
     }
 
+    /// Opens an existing checkpoint directory only to read it: nothing is created, cleaned up
+    /// or deleted, so it is safe beside a running processor (the `admin` CLI's offline mode).
+    /// Calls that write ([`CheckpointStorage::save`], [`CheckpointStorage::delete`]) still
+    /// work; readers simply do not call them.
+    pub fn open_for_reading(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(CheckpointError::io(
+                None,
+                format!("open checkpoint directory {}", dir.display()),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            ));
+        }
+        Ok(LocalStorage {
+            dir,
+            retain: usize::MAX,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            fs: Arc::new(StdFs),
+        })
+    }
+
     /// Like [`new`](Self::new), writing and deleting through `fs`.
     pub fn with_fs(
         dir: impl Into<PathBuf>,

@@ -1,0 +1,157 @@
+//! `admin --dir`: reading checkpoints with no processor running.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dataflow_checkpoint::{
+    Checkpoint, CheckpointId, CheckpointStorage, LocalStorage, OperatorState, PartitionState,
+    SourceState,
+};
+
+fn admin(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_admin"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run admin")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The checkpoint the processor's fixture test restores, written by an earlier build.
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../processor/tests/fixtures/checkpoint-v1/checkpoints")
+}
+
+fn copy_fixture(to: &Path) {
+    for entry in std::fs::read_dir(fixture()).expect("fixture").flatten() {
+        let target = to.join(entry.file_name());
+        std::fs::create_dir_all(&target).expect("create");
+        for file in std::fs::read_dir(entry.path())
+            .expect("checkpoint")
+            .flatten()
+        {
+            std::fs::copy(file.path(), target.join(file.file_name())).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn list_show_and_verify_the_committed_fixture() {
+    let list = admin(&fixture(), &["checkpoints", "list"]);
+    let (stdout, stderr) = text(&list);
+    assert!(list.status.success(), "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.trim_start().starts_with('4') && row.ends_with("valid")),
+        "{stdout}"
+    );
+
+    let json = admin(&fixture(), &["--output", "json", "checkpoints", "list"]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(rows[0]["id"], 4);
+    assert_eq!(rows[0]["verified"], true);
+
+    let show = admin(&fixture(), &["checkpoints", "show", "4"]);
+    let (stdout, stderr) = text(&show);
+    assert!(show.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("operator steps[2].window (window): 50 keys"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("source clicks partition generator: offset 17000"),
+        "{stdout}"
+    );
+
+    let verify = admin(&fixture(), &["checkpoints", "verify", "4"]);
+    assert!(verify.status.success());
+    assert!(text(&verify).0.starts_with("checkpoint 4: ok (sha256 "));
+}
+
+#[test]
+fn corruption_bad_ids_and_unknown_ids_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_fixture(dir.path());
+    let data = dir.path().join("00000000000000000004/data.bin");
+    let mut bytes = std::fs::read(&data).expect("data");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&data, bytes).expect("damage");
+
+    let verify = admin(dir.path(), &["checkpoints", "verify", "4"]);
+    let (_, stderr) = text(&verify);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+    let list = admin(dir.path(), &["checkpoints", "list"]);
+    assert!(text(&list).0.contains("invalid: "), "{}", text(&list).0);
+
+    for bad in ["../x", "%2e%2e", "4/../../etc"] {
+        let output = admin(dir.path(), &["checkpoints", "show", bad]);
+        assert_eq!(output.status.code(), Some(1), "{bad}");
+        assert!(
+            text(&output).1.contains("invalid checkpoint id"),
+            "{bad}: {}",
+            text(&output).1
+        );
+    }
+    let unknown = admin(dir.path(), &["checkpoints", "show", "99"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    // Reading never changes the directory.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 1);
+}
+
+#[test]
+fn diff_shows_how_operators_sources_and_the_watermark_moved() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = LocalStorage::new(dir.path(), 5).expect("storage");
+    let checkpoint = |id: u64, offset: u64, keys: u64, watermark: i64| Checkpoint {
+        id: CheckpointId(id),
+        created_at_ms: 1_700_000_000_000 + id as i64,
+        pipeline_fingerprint: "f".into(),
+        sources: vec![SourceState {
+            name: "bids".into(),
+            partitions: vec![PartitionState {
+                name: "bids.jsonl".into(),
+                offset,
+                line: offset / 100,
+                watermark,
+            }],
+        }],
+        operators: vec![OperatorState {
+            name: "steps[1].window".into(),
+            kind: "window".into(),
+            key_count: keys,
+            state: vec![7; keys as usize],
+        }],
+        watermark,
+    };
+    storage.save(&checkpoint(1, 1_000, 3, 5_000)).expect("save");
+    storage
+        .save(&checkpoint(2, 9_000, 8, 12_000))
+        .expect("save");
+    let diff = admin(dir.path(), &["checkpoints", "diff", "1", "2"]);
+    let (stdout, stderr) = text(&diff);
+    assert!(diff.status.success(), "{stderr}");
+    assert_eq!(
+        stdout,
+        "checkpoint 1 -> 2\n  watermark: 5000 -> 12000\n  operator steps[1].window: keys 3 -> 8, bytes 3 -> 8\n  source bids partition bids.jsonl: offset 1000 -> 9000, watermark 5000 -> 12000\n"
+    );
+}
