@@ -206,10 +206,11 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
         let progress = {
             let bar = bar.clone();
             let counters = counters.clone();
+            let started = std::time::Instant::now();
             tokio::spawn(async move {
                 loop {
                     bar.set_position(counters.bytes_read());
-                    bar.set_message(format!("{} events", counters.events_read()));
+                    bar.set_message(progress_line(&counters, started.elapsed()));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             })
@@ -235,6 +236,21 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The live part of the progress line: events, rate, watermark and last checkpoint.
+fn progress_line(counters: &dataflow_metrics::Counters, elapsed: Duration) -> String {
+    let events = counters.events_read();
+    let rate = events as f64 / elapsed.as_secs_f64().max(0.001);
+    let watermark = match counters.watermark() {
+        i64::MIN => "none yet".to_string(),
+        millis => dataflow_event::time::format_rfc3339(millis),
+    };
+    let checkpoint = match counters.last_checkpoint() {
+        0 => "none".to_string(),
+        id => id.to_string(),
+    };
+    format!("{events} events, {rate:.0}/s, watermark {watermark}, last checkpoint {checkpoint}")
 }
 
 async fn wait_for_signal() {

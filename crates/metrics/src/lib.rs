@@ -48,6 +48,8 @@ pub struct Counters {
     watermark: AtomicI64,
     rate_limit_waits: AtomicU64,
     rate_limit_wait_nanos: AtomicU64,
+    /// The id of the last completed checkpoint; 0 before the first.
+    last_checkpoint: AtomicU64,
 }
 
 impl Default for Counters {
@@ -61,6 +63,7 @@ impl Default for Counters {
             watermark: AtomicI64::new(i64::MIN),
             rate_limit_waits: AtomicU64::new(0),
             rate_limit_wait_nanos: AtomicU64::new(0),
+            last_checkpoint: AtomicU64::new(0),
         }
     }
 }
@@ -113,6 +116,16 @@ impl Counters {
     /// Bytes read so far (file and stdin sources).
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoint `id` completed.
+    pub fn set_last_checkpoint(&self, id: u64) {
+        self.last_checkpoint.fetch_max(id, Ordering::Relaxed);
+    }
+
+    /// The id of the last completed checkpoint, 0 before the first.
+    pub fn last_checkpoint(&self) -> u64 {
+        self.last_checkpoint.load(Ordering::Relaxed)
     }
 
     /// The current watermark, `i64::MIN` before the first.

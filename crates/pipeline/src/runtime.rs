@@ -344,6 +344,7 @@ impl Pipeline {
                         rx,
                         storage.clone(),
                         sink_txs.clone(),
+                        counters.clone(),
                     ))),
                 )
             }
@@ -593,6 +594,7 @@ async fn run_writer(
     mut rx: mpsc::Receiver<PendingCheckpoint>,
     storage: Arc<LocalStorage>,
     sinks: Vec<mpsc::Sender<SinkMessage>>,
+    counters: Arc<Counters>,
 ) {
     while let Some(pending) = rx.recv().await {
         let id = pending.checkpoint.id.0;
@@ -624,6 +626,7 @@ async fn run_writer(
                     millis = started.elapsed().as_millis() as u64,
                     "checkpoint completed"
                 );
+                counters.set_last_checkpoint(id);
                 for sink in &sinks {
                     // A sink that is gone has failed, and said so itself.
                     let _ = sink.send(SinkMessage::Commit(id)).await;
