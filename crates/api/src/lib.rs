@@ -1,7 +1,6 @@
 //! The HTTP contract between the processor (server) and the `admin` CLI (client): routes,
-//! request and response bodies, and the error body with its stable codes. The server and the
-//! typed client arrive with the admin issue; both will depend on this crate and on nothing of
-//! each other.
+//! request and response bodies, the error body with its stable codes, and the server's
+//! [`server::router`]. The processor serves it; the typed client for `admin` follows.
 //!
 //! ```
 //! use dataflow_api::{routes, ErrorBody};
@@ -14,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod server;
+
 /// Route paths.
 pub mod routes {
     /// Liveness: answers while the process runs. Not protected.
@@ -24,6 +25,38 @@ pub mod routes {
     pub const METRICS: &str = "/metrics";
     /// The versioned API's prefix.
     pub const API_V1: &str = "/api/v1";
+    /// The checkpoints: `GET` lists them.
+    pub const CHECKPOINTS: &str = "/api/v1/checkpoints";
+    /// One checkpoint: `GET` gives its manifest, after verifying it.
+    pub const CHECKPOINT: &str = "/api/v1/checkpoints/{id}";
+    /// `POST` recomputes a checkpoint's checksum and decodes it.
+    pub const CHECKPOINT_VERIFY: &str = "/api/v1/checkpoints/{id}/verify";
+}
+
+/// One row of the checkpoint list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSummary {
+    /// The checkpoint's id.
+    pub id: u64,
+    /// When it was taken (RFC 3339), if it verifies.
+    pub created_at: Option<String>,
+    /// Its data file's size, if it verifies.
+    pub bytes: Option<u64>,
+    /// `valid`, or `invalid: <reason>`.
+    pub status: String,
+    /// Whether it passed its checks.
+    pub verified: bool,
+}
+
+/// The answer to a verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyResponse {
+    /// The checkpoint's id.
+    pub id: u64,
+    /// Always true: a failed verification is an error answer.
+    pub verified: bool,
+    /// The sha256 of its payload.
+    pub sha256: String,
 }
 
 /// The body of every error answer: a stable machine-readable code and a sentence for people.
