@@ -197,7 +197,13 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
         (false, _) => ProgressBar::hidden(),
     };
 
+    let api = pipeline.plan().api.clone();
+    let checkpoint_dir = pipeline.plan().checkpoint.as_ref().map(|c| c.dir.clone());
     let summary = runtime.block_on(async {
+        let server = match api {
+            Some(api) => Some(start_api(api, checkpoint_dir).await?),
+            None => None,
+        };
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("stop requested: finishing cleanly");
@@ -218,7 +224,10 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
         let summary = pipeline.run().await;
         progress.abort();
         signals.abort();
-        summary
+        if let Some(server) = server {
+            server.abort();
+        }
+        anyhow::Ok(summary?)
     });
     bar.finish_and_clear();
     // Sources blocked in a read (stdin after Ctrl-C) must not keep the process alive.
@@ -229,6 +238,37 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
         None => eprintln!("{name}: {summary}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the API and serves it in the background. The checkpoint directory is read only (the
+/// run writes it); it is created first so that the API can answer before the first checkpoint.
+async fn start_api(
+    api: dataflow_pipeline::spec::ApiSpec,
+    checkpoint_dir: Option<PathBuf>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let storage: Option<std::sync::Arc<dyn dataflow_checkpoint::CheckpointStorage>> =
+        match checkpoint_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                Some(std::sync::Arc::new(
+                    dataflow_checkpoint::LocalStorage::open_for_reading(&dir)?,
+                ))
+            }
+            None => None,
+        };
+    let listener = tokio::net::TcpListener::bind(api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", api.listen))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the API's address")?;
+    tracing::info!(%address, authenticated = api.token.is_some(), "API listening");
+    let state = dataflow_api::server::ApiState {
+        storage,
+        token: api.token,
+    };
+    Ok(tokio::spawn(dataflow_api::server::serve(listener, state)))
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (Linux only).

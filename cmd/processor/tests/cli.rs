@@ -354,3 +354,109 @@ fn stop_and_restore_give_the_output_of_an_uninterrupted_run() {
         expected
     );
 }
+
+/// One HTTP/1.1 request over a plain socket: status and body.
+fn http(address: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the API");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// The processor serves its API on an ephemeral loopback port: health openly, checkpoints
+/// behind the token, and the checkpoints it takes are listed as they complete.
+#[cfg(unix)]
+#[test]
+fn the_api_serves_checkpoints_of_a_running_processor() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("api.yaml");
+    std::fs::write(
+        &config,
+        "sources:\n  - name: bids\n    type: generator\n    count: 200000\n    rate: 20000\n    watermark: { out_of_orderness: 2s }\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\nsinks:\n  - { type: parts, path: out }\ndead_letters: { type: file, path: dead.jsonl }\ncheckpoint: { dir: checkpoints, interval: 100ms }\napi: { listen: \"127.0.0.1:0\", token_env: DATAFLOW_TEST_TOKEN }\n",
+    )
+    .expect("write config");
+    let mut child = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .env("DATAFLOW_TEST_TOKEN", "t0ken")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start processor");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut address = None;
+    let mut line = String::new();
+    // The log says where the API listens, then when the first checkpoint completes.
+    while stderr.read_line(&mut line).expect("read log") > 0 {
+        if let Some(rest) = line.split("address=").nth(1) {
+            address = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains("checkpoint completed") {
+            break;
+        }
+        line.clear();
+    }
+    let address = address.expect("the API's address in the log");
+    // Keep draining the log so the processor never blocks writing it.
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    });
+    assert_eq!(
+        http(&address, "GET", "/health", None),
+        (200, "ok".to_string())
+    );
+    assert_eq!(http(&address, "GET", "/api/v1/checkpoints", None).0, 401);
+    assert_eq!(
+        http(&address, "GET", "/api/v1/checkpoints", Some("wrong")).0,
+        401
+    );
+    let (status, body) = http(&address, "GET", "/api/v1/checkpoints", Some("t0ken"));
+    assert_eq!(status, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(&body).expect("json list");
+    let first = rows[0]["id"].as_u64().expect("a checkpoint");
+    assert_eq!(rows[0]["verified"], true);
+    let (status, body) = http(
+        &address,
+        "POST",
+        &format!("/api/v1/checkpoints/{first}/verify"),
+        Some("t0ken"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        http(
+            &address,
+            "GET",
+            "/api/v1/checkpoints/%2e%2e%2fx",
+            Some("t0ken")
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        http(&address, "GET", "/api/v1/checkpoints/999999", Some("t0ken")).0,
+        404
+    );
+    sigterm(&child);
+    let status = child.wait().expect("wait for processor");
+    assert!(status.success());
+    drain.join().expect("log drained");
+}

@@ -69,6 +69,11 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Serves [`router`] on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
 /// An error answer: a status and an [`ErrorBody`] with a stable code.
 #[derive(Debug)]
 pub enum ApiError {

@@ -19,9 +19,9 @@ use serde_saphyr::Spanned;
 use crate::generator::{GeneratorConfig, Profile};
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
-    AdaptiveSpec, AggregateSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec, Place,
-    Problem, RateLimitSpec, RuntimeSpec, SinkKind, SinkSpec, SourceKind, SourceSpec, StepSpec,
-    TimeDomain, WatermarkSpec, WindowSpec,
+    AdaptiveSpec, AggregateSpec, ApiSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec,
+    Place, Problem, RateLimitSpec, RuntimeSpec, SinkKind, SinkSpec, SourceKind, SourceSpec,
+    StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -121,6 +121,15 @@ struct RawConfig {
     #[serde(default)]
     runtime: RawRuntime,
     checkpoint: Option<Spanned<RawCheckpoint>>,
+    api: Option<Spanned<RawApi>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    token: Option<String>,
+    token_env: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +435,7 @@ impl Checker {
             .and_then(|sink| self.sink(sink, "late_events"));
         let mut runtime = self.runtime(&raw.runtime);
         let checkpoint = raw.checkpoint.as_ref().and_then(|c| self.checkpoint(c));
+        let api = raw.api.as_ref().and_then(|a| self.api(a));
         // A stop keeps open windows for the final checkpoint when there is one, so that a
         // restart resumes them; without checkpoints it fires them, or they would be lost.
         if raw.runtime.on_stop.is_none() && checkpoint.is_some() {
@@ -440,7 +450,49 @@ impl Checker {
             late_events,
             runtime,
             checkpoint,
+            api,
         }
+    }
+
+    fn api(&mut self, raw: &Spanned<RawApi>) -> Option<ApiSpec> {
+        let api = &raw.value;
+        let listen = match &api.listen {
+            Some(text) => match text.value.parse::<std::net::SocketAddr>() {
+                Ok(address) => address,
+                Err(error) => {
+                    self.problem(
+                        place_of(text, "api.listen"),
+                        format!("invalid address `{}`: {error}", text.value),
+                    );
+                    return None;
+                }
+            },
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        // The token comes from the config or, better, an environment variable; it is never
+        // logged or echoed in a problem.
+        let token = match (&api.token, &api.token_env) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(name)) => match std::env::var(&name.value) {
+                Ok(token) if !token.is_empty() => Some(token),
+                _ => {
+                    self.problem(
+                        place_of(name, "api.token_env"),
+                        format!("environment variable `{}` is not set", name.value),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => None,
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            self.problem(
+                place_of(raw, "api"),
+                format!("the API would listen on {listen} without a token: set `token_env` (or `token`), or listen on a loopback address"),
+            );
+            return None;
+        }
+        Some(ApiSpec { listen, token })
     }
 
     fn checkpoint(&mut self, raw: &Spanned<RawCheckpoint>) -> Option<CheckpointSpec> {

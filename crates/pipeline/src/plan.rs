@@ -12,8 +12,8 @@ use crate::generator::Generator;
 use crate::operator::{OperatorInfo, OperatorNode};
 use crate::operators::{Filter, KeyBy, Map, WindowAggregate};
 use crate::spec::{
-    CheckpointSpec, ExprSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec, SourceKind,
-    SourceSpec, StepSpec,
+    ApiSpec, CheckpointSpec, ExprSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec,
+    SourceKind, SourceSpec, StepSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -51,6 +51,8 @@ pub struct Plan {
     pub runtime: RuntimeSpec,
     /// Periodic checkpoints, if any.
     pub checkpoint: Option<CheckpointSpec>,
+    /// The HTTP API to serve, if any.
+    pub api: Option<ApiSpec>,
 }
 
 impl Plan {
@@ -295,6 +297,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
         late_events: spec.late_events,
         runtime: spec.runtime,
         checkpoint: spec.checkpoint,
+        api: spec.api,
     }
 }
 

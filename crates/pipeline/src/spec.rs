@@ -94,6 +94,26 @@ pub struct PipelineSpec {
     pub runtime: RuntimeSpec,
     /// Periodic checkpoints, if any.
     pub checkpoint: Option<CheckpointSpec>,
+    /// The HTTP API the processor serves, if any.
+    pub api: Option<ApiSpec>,
+}
+
+/// The processor's HTTP API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiSpec {
+    /// Where to listen, `127.0.0.1:8080` by default.
+    pub listen: std::net::SocketAddr,
+    /// The bearer token protected routes require. Never logged.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for ApiSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiSpec")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// Periodic, consistent checkpoints.

@@ -236,3 +236,32 @@ fn a_builder_rate_limit_is_checked_too() {
         Ok(_) => panic!("a rate of 0 was accepted"),
     }
 }
+
+#[test]
+fn an_api_without_a_token_only_listens_on_loopback() {
+    let found = problems(&format!(
+        "{GOOD_SOURCE}sinks:\n  - type: stdout\napi:\n  listen: 0.0.0.0:8080\n"
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("without a token"), "{found:?}");
+    let found = problems(&format!(
+        "{GOOD_SOURCE}sinks:\n  - type: stdout\napi:\n  listen: 0.0.0.0:8080\n  token_env: DATAFLOW_SURELY_UNSET_TOKEN\n"
+    ));
+    assert!(
+        found[0].contains("`DATAFLOW_SURELY_UNSET_TOKEN` is not set"),
+        "{found:?}"
+    );
+    let found = problems(&format!(
+        "{GOOD_SOURCE}sinks:\n  - type: stdout\napi:\n  listen: nowhere\n"
+    ));
+    assert!(
+        found[0].contains("api.listen: invalid address `nowhere`"),
+        "{found:?}"
+    );
+    let plan = config::parse_and_plan(
+        &format!("{GOOD_SOURCE}sinks:\n  - type: stdout\napi:\n  listen: 127.0.0.1:0\n"),
+        Path::new("."),
+    )
+    .expect("loopback without a token is allowed");
+    assert!(plan.api.is_some_and(|api| api.token.is_none()));
+}
