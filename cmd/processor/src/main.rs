@@ -198,10 +198,11 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
     };
 
     let api = pipeline.plan().api.clone();
+    let metrics = pipeline.metrics();
     let checkpoint_dir = pipeline.plan().checkpoint.as_ref().map(|c| c.dir.clone());
     let summary = runtime.block_on(async {
         let server = match api {
-            Some(api) => Some(start_api(api, checkpoint_dir).await?),
+            Some(api) => Some(start_api(api, checkpoint_dir, metrics).await?),
             None => None,
         };
         let signals = tokio::spawn(async move {
@@ -245,6 +246,7 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
 async fn start_api(
     api: dataflow_pipeline::spec::ApiSpec,
     checkpoint_dir: Option<PathBuf>,
+    metrics: std::sync::Arc<dataflow_metrics::Metrics>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let storage: Option<std::sync::Arc<dyn dataflow_checkpoint::CheckpointStorage>> =
         match checkpoint_dir {
@@ -267,6 +269,7 @@ async fn start_api(
     let state = dataflow_api::server::ApiState {
         storage,
         token: api.token,
+        metrics: Some(metrics),
     };
     Ok(tokio::spawn(dataflow_api::server::serve(listener, state)))
 }

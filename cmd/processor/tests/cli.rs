@@ -455,6 +455,20 @@ fn the_api_serves_checkpoints_of_a_running_processor() {
         http(&address, "GET", "/api/v1/checkpoints/999999", Some("t0ken")).0,
         404
     );
+    assert_eq!(http(&address, "GET", "/metrics", None).0, 401);
+    let (status, text) = http(&address, "GET", "/metrics", Some("t0ken"));
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("dataflow_checkpoints_completed_total"),
+        "{text}"
+    );
+    let read: f64 = text
+        .lines()
+        .find(|line| line.starts_with("dataflow_source_events_read_total{"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .expect("events read by the source");
+    assert!(read > 0.0, "{text}");
     sigterm(&child);
     let status = child.wait().expect("wait for processor");
     assert!(status.success());

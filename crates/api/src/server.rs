@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dataflow_checkpoint::{CheckpointError, CheckpointId, CheckpointStorage, Manifest};
+use dataflow_metrics::Metrics;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -34,6 +35,8 @@ pub struct ApiState {
     /// The bearer token protected routes require; `None` leaves them open (the processor then
     /// binds only to loopback).
     pub token: Option<String>,
+    /// The run's metrics, served at `/metrics`.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("storage", &self.storage.is_some())
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -53,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::CHECKPOINTS, get(list_checkpoints))
         .route(routes::CHECKPOINT, get(show_checkpoint))
         .route(routes::CHECKPOINT_VERIFY, post(verify_checkpoint))
+        .route(routes::METRICS, get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(routes::HEALTH, get(|| async { "ok" }))
@@ -157,6 +162,21 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let metrics = state
+        .metrics
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("no metrics are kept".into()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response())
 }
 
 fn storage(state: &ApiState) -> Result<Arc<dyn CheckpointStorage>, ApiError> {

@@ -37,6 +37,7 @@ fn state(dir: &Path) -> ApiState {
     ApiState {
         storage: Some(storage),
         token: Some(TOKEN.into()),
+        metrics: None,
     }
 }
 

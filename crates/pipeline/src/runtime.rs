@@ -32,7 +32,9 @@ use dataflow_checkpoint::{
 };
 use dataflow_event::time::now_millis;
 use dataflow_event::Event;
-use dataflow_metrics::{Counters, RunSummary};
+use dataflow_metrics::{
+    CheckpointMetrics, Counters, Metrics, OperatorMetrics, RunSummary, SourceMetrics,
+};
 use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -132,6 +134,7 @@ pub struct RestoreOptions {
 pub struct Pipeline {
     plan: Plan,
     counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
     stop: StopHandle,
     restore: RestoreOptions,
     checkpoint_fs: Option<Arc<dyn FileSystem>>,
@@ -167,6 +170,7 @@ impl Pipeline {
         Pipeline {
             plan,
             counters: Arc::new(Counters::default()),
+            metrics: Arc::new(Metrics::new()),
             stop: StopHandle::default(),
             restore: RestoreOptions::default(),
             checkpoint_fs: None,
@@ -184,6 +188,11 @@ impl Pipeline {
     pub fn with_restore(mut self, restore: RestoreOptions) -> Pipeline {
         self.restore = restore;
         self
+    }
+
+    /// The run's Prometheus metrics (the contract of `docs/metrics.md`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The live counters of the run.
@@ -227,6 +236,7 @@ impl Pipeline {
         let Pipeline {
             mut plan,
             counters,
+            metrics,
             stop,
             restore,
             checkpoint_fs,
@@ -296,6 +306,11 @@ impl Pipeline {
                         millis = restore_started.elapsed().as_millis() as u64,
                         "restored checkpoint"
                     );
+                    metrics.checkpoints(&plan.name).restored(
+                        checkpoint.id.0,
+                        std::time::SystemTime::now(),
+                        restore_started.elapsed(),
+                    );
                 }
             }
             None if restore.mode != RestoreMode::Latest && restore.mode != RestoreMode::Fresh => {
@@ -345,6 +360,7 @@ impl Pipeline {
                         storage.clone(),
                         sink_txs.clone(),
                         counters.clone(),
+                        metrics.checkpoints(&plan.name),
                     ))),
                 )
             }
@@ -383,6 +399,7 @@ impl Pipeline {
                 batch_size,
                 fire_on_stop,
                 limiter,
+                metrics: metrics.source(&plan.name, &plan.sources[input].spec.name),
             };
             source_tasks.push(tokio::task::spawn_blocking(move || {
                 feed.run(source, watermark, initial)
@@ -390,8 +407,14 @@ impl Pipeline {
         }
         drop(chain_tx);
 
+        let operator_metrics = plan
+            .operators
+            .iter()
+            .map(|node| metrics.operator(&plan.name, &node.info.name, node.info.kind))
+            .collect();
         let chain = Chain {
             operators: std::mem::take(&mut plan.operators),
+            operator_metrics,
             sinks: sink_txs,
             side: side_tx,
             counters: counters.clone(),
@@ -595,6 +618,7 @@ async fn run_writer(
     storage: Arc<LocalStorage>,
     sinks: Vec<mpsc::Sender<SinkMessage>>,
     counters: Arc<Counters>,
+    metrics: CheckpointMetrics,
 ) {
     while let Some(pending) = rx.recv().await {
         let id = pending.checkpoint.id.0;
@@ -613,6 +637,7 @@ async fn run_writer(
             }
         }
         if !acknowledged {
+            metrics.failed();
             continue;
         }
         let started = Instant::now();
@@ -627,13 +652,20 @@ async fn run_writer(
                     "checkpoint completed"
                 );
                 counters.set_last_checkpoint(id);
+                metrics.completed(started.elapsed(), manifest.data_file_size);
                 for sink in &sinks {
                     // A sink that is gone has failed, and said so itself.
                     let _ = sink.send(SinkMessage::Commit(id)).await;
                 }
             }
-            Ok(Err(error)) => tracing::error!(checkpoint = id, %error, "checkpoint failed"),
-            Err(error) => tracing::error!(checkpoint = id, %error, "checkpoint writer panicked"),
+            Ok(Err(error)) => {
+                metrics.failed();
+                tracing::error!(checkpoint = id, %error, "checkpoint failed");
+            }
+            Err(error) => {
+                metrics.failed();
+                tracing::error!(checkpoint = id, %error, "checkpoint writer panicked");
+            }
         }
     }
 }
@@ -670,6 +702,7 @@ struct SourceFeed {
     fire_on_stop: bool,
     /// The source's rate limit, if any.
     limiter: Option<RateLimiter>,
+    metrics: SourceMetrics,
 }
 
 impl SourceFeed {
@@ -699,6 +732,7 @@ impl SourceFeed {
         }
         let mut last_sent = i64::MIN;
         let mut last_barrier = 0;
+        let mut last_bytes = 0u64;
         // The rate limiter's clock: time since the source started.
         let clock = Instant::now();
         let states = |source: &dyn Source, generators: &[BoundedOutOfOrderness]| {
@@ -744,10 +778,14 @@ impl SourceFeed {
             let poll = source.poll_batch(max, &mut events, &mut dead_letters)?;
             let now = now_millis();
             let records = (events.len() + dead_letters.len()) as u64;
+            let bytes = source.bytes_read();
             if records > 0 {
                 self.counters.add_read(records, 0);
+                self.metrics.events_read(records);
             }
-            self.counters.set_bytes_read(source.bytes_read());
+            self.metrics.bytes_read(bytes.saturating_sub(last_bytes));
+            last_bytes = bytes;
+            self.counters.set_bytes_read(bytes);
             if !dead_letters.is_empty() && self.side.blocking_send(dead_letters).is_err() {
                 return Ok(());
             }
@@ -810,6 +848,7 @@ impl SourceFeed {
         if !wait.is_zero() {
             let waited = self.wait(wait);
             self.counters.add_rate_limit_wait(waited);
+            self.metrics.rate_limit_wait(waited);
         }
         let started = Instant::now();
         let sent = self.send(Message::Events(events));
@@ -859,6 +898,8 @@ struct Alignment {
 /// The operator chain: operators fused in one task, as Flink chains them.
 struct Chain {
     operators: Vec<OperatorNode>,
+    /// One handle per operator, in the same order.
+    operator_metrics: Vec<OperatorMetrics>,
     sinks: Vec<mpsc::Sender<SinkMessage>>,
     side: mpsc::Sender<Vec<SideRecord>>,
     counters: Arc<Counters>,
@@ -1089,7 +1130,13 @@ impl Chain {
         let mut results = Vec::new();
         match drive {
             Drive::Events(events) => {
-                results = push(&mut self.operators, 0, events, &mut side);
+                results = push(
+                    &mut self.operators,
+                    &self.operator_metrics,
+                    0,
+                    events,
+                    &mut side,
+                );
             }
             Drive::Watermark(mut watermark) => {
                 for index in 0..self.operators.len() {
@@ -1098,7 +1145,13 @@ impl Chain {
                         .operator
                         .on_watermark(watermark, &mut out);
                     side.append(&mut out.side);
-                    results.extend(push(&mut self.operators, index + 1, out.events, &mut side));
+                    results.extend(push(
+                        &mut self.operators,
+                        &self.operator_metrics,
+                        index + 1,
+                        out.events,
+                        &mut side,
+                    ));
                 }
             }
             Drive::Tick(now) => {
@@ -1106,7 +1159,13 @@ impl Chain {
                     let mut out = Output::default();
                     self.operators[index].operator.on_tick(now, &mut out);
                     side.append(&mut out.side);
-                    results.extend(push(&mut self.operators, index + 1, out.events, &mut side));
+                    results.extend(push(
+                        &mut self.operators,
+                        &self.operator_metrics,
+                        index + 1,
+                        out.events,
+                        &mut side,
+                    ));
                 }
             }
             Drive::Finish(fire) => {
@@ -1114,7 +1173,13 @@ impl Chain {
                     let mut out = Output::default();
                     self.operators[index].operator.finish(fire, &mut out);
                     side.append(&mut out.side);
-                    results.extend(push(&mut self.operators, index + 1, out.events, &mut side));
+                    results.extend(push(
+                        &mut self.operators,
+                        &self.operator_metrics,
+                        index + 1,
+                        out.events,
+                        &mut side,
+                    ));
                 }
             }
         }
@@ -1153,16 +1218,25 @@ fn release(held: Vec<VecDeque<Message>>, replay: &mut VecDeque<(usize, Message)>
 /// Passes `events` through `operators[start..]`.
 fn push(
     operators: &mut [OperatorNode],
+    metrics: &[OperatorMetrics],
     start: usize,
     mut events: Vec<Event>,
     side: &mut Vec<SideRecord>,
 ) -> Vec<Event> {
-    for node in operators.iter_mut().skip(start) {
+    for (node, metrics) in operators.iter_mut().zip(metrics).skip(start) {
         if events.is_empty() {
             break;
         }
         let mut out = Output::default();
+        let received = events.len() as u64;
+        let started = Instant::now();
         node.operator.process(events, &mut out);
+        metrics.observe_processing(started.elapsed());
+        metrics.events_received(received);
+        metrics.events_sent(out.events.len() as u64);
+        let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
+        metrics.late_events(late);
+        metrics.dead_letters(out.side.len() as u64 - late);
         side.append(&mut out.side);
         events = out.events;
     }
