@@ -1,17 +1,18 @@
 //! `admin`: lists, inspects, verifies and compares checkpoints.
 //!
-//! Today it reads a checkpoint directory offline (`--dir`), which works with no processor
-//! running — for a deployment that is down. Talking to a running processor (`--url`) comes with
-//! the processor's HTTP API. Only arguments, output and exit codes live here; reading and
-//! checking checkpoints is `dataflow-checkpoint`'s.
+//! It talks to a running processor's API (`--url`, `--token`), or reads a checkpoint directory
+//! offline (`--dir`), which works with no processor running — for a deployment that is down.
+//! Both give the same output. Only arguments, output and exit codes live here; the API client is
+//! `dataflow-api`'s, reading and checking checkpoints `dataflow-checkpoint`'s.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
+use dataflow_api::client::Client;
+use dataflow_api::CheckpointSummary;
 use dataflow_checkpoint::{CheckpointId, CheckpointStorage, LocalStorage, Manifest};
-use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,9 +24,12 @@ struct Cli {
     /// Read this checkpoint directory directly, with no processor running.
     #[arg(long, global = true, env = "DATAFLOW_CHECKPOINT_DIR")]
     dir: Option<PathBuf>,
-    /// The processor's API (not available yet: use --dir).
+    /// The processor's API, e.g. `http://127.0.0.1:8080`.
     #[arg(long, global = true, env = "DATAFLOW_URL")]
     url: Option<String>,
+    /// The API's bearer token.
+    #[arg(long, global = true, env = "DATAFLOW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: Output,
@@ -69,14 +73,48 @@ enum Checkpoints {
     },
 }
 
-/// One row of `checkpoints list`.
-#[derive(Debug, Serialize)]
-struct Row {
-    id: u64,
-    created_at: Option<String>,
-    bytes: Option<u64>,
-    status: String,
-    verified: bool,
+/// Where checkpoints are read: a processor's API, or a directory.
+enum Checkpointed {
+    Api(Client),
+    Dir(LocalStorage),
+}
+
+impl Checkpointed {
+    fn list(&self) -> anyhow::Result<Vec<CheckpointSummary>> {
+        match self {
+            Checkpointed::Api(client) => Ok(client.checkpoints()?),
+            Checkpointed::Dir(storage) => {
+                let mut rows = Vec::new();
+                for entry in storage.list()? {
+                    rows.push(match storage.verify(entry.id) {
+                        Ok(manifest) => CheckpointSummary {
+                            id: entry.id.0,
+                            created_at: Some(manifest.created_at.clone()),
+                            bytes: Some(manifest.data_file_size),
+                            status: "valid".into(),
+                            verified: true,
+                        },
+                        Err(error) => CheckpointSummary {
+                            id: entry.id.0,
+                            created_at: None,
+                            bytes: None,
+                            status: format!("invalid: {error}"),
+                            verified: false,
+                        },
+                    });
+                }
+                Ok(rows)
+            }
+        }
+    }
+
+    /// The manifest of checkpoint `id`, verified.
+    fn manifest(&self, id: &str) -> anyhow::Result<Manifest> {
+        match self {
+            Checkpointed::Api(client) => Ok(client.checkpoint(id)?),
+            Checkpointed::Dir(storage) => Ok(storage.verify(id.parse::<CheckpointId>()?)?),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -90,42 +128,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_id(text: &str) -> anyhow::Result<CheckpointId> {
-    Ok(text.parse::<CheckpointId>()?)
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Some(dir) = cli.dir else {
-        if cli.url.is_some() {
-            bail!("the processor's HTTP API is not available yet: read the checkpoint directory with --dir PATH");
+    let source = match (cli.url, cli.dir) {
+        (Some(url), _) => Checkpointed::Api(Client::new(&url, cli.token)?),
+        // Reading only: nothing in the directory is created, cleaned up or deleted, so this is
+        // safe beside a running processor.
+        (None, Some(dir)) => Checkpointed::Dir(LocalStorage::open_for_reading(&dir)?),
+        (None, None) => {
+            bail!("say where the checkpoints are: --url URL (a running processor) or --dir PATH")
         }
-        bail!("say where the checkpoints are: --dir PATH (or DATAFLOW_CHECKPOINT_DIR)");
     };
-    // Reading only: nothing in the directory is created, cleaned up or deleted, so this is safe
-    // beside a running processor.
-    let storage = LocalStorage::open_for_reading(&dir)?;
     let Command::Checkpoints(command) = cli.command;
     match command {
         Checkpoints::List => {
-            let mut rows = Vec::new();
-            for entry in storage.list()? {
-                rows.push(match storage.verify(entry.id) {
-                    Ok(manifest) => Row {
-                        id: entry.id.0,
-                        created_at: Some(manifest.created_at.clone()),
-                        bytes: Some(manifest.data_file_size),
-                        status: "valid".into(),
-                        verified: true,
-                    },
-                    Err(error) => Row {
-                        id: entry.id.0,
-                        created_at: None,
-                        bytes: None,
-                        status: format!("invalid: {error}"),
-                        verified: false,
-                    },
-                });
-            }
+            let rows = source.list()?;
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
                 Output::Table => {
@@ -143,18 +159,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(ExitCode::SUCCESS)
         }
         Checkpoints::Show { id } => {
-            let manifest = storage.verify(parse_id(&id)?)?;
+            let manifest = source.manifest(&id)?;
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&manifest)?),
                 Output::Table => print_manifest(&manifest),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Checkpoints::Verify { id } => {
-            let manifest = storage.verify(parse_id(&id)?)?;
+            let manifest = source.manifest(&id)?;
             match cli.output {
                 Output::Json => println!(
                     "{}",
@@ -165,12 +179,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     manifest.id, manifest.payload_sha256
                 ),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Checkpoints::Diff { from, to } => {
-            let older = storage.verify(parse_id(&from)?)?;
-            let newer = storage.verify(parse_id(&to)?)?;
-            let diff = older.diff(&newer);
+            let diff = source.manifest(&from)?.diff(&source.manifest(&to)?);
             match cli.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&diff)?),
                 Output::Table => {
@@ -202,9 +213,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(ExitCode::SUCCESS)
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show<T: ToString>(value: Option<T>) -> String {

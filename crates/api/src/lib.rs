@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod server;
 
 /// Route paths.

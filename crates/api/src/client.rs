@@ -1,0 +1,145 @@
+//! The typed client of the API, for `admin`: blocking, one call per route, every failure a
+//! [`ClientError`] that says in one line what went wrong (connection refused, 401, 404, a
+//! checkpoint that failed verification...).
+
+use std::time::Duration;
+
+use dataflow_checkpoint::Manifest;
+use reqwest::blocking::{Client as Http, Response};
+use reqwest::StatusCode;
+
+use crate::{routes, CheckpointSummary, ErrorBody, VerifyResponse};
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The processor could not be reached.
+    Connection(String),
+    /// The token is missing or wrong.
+    Unauthorized,
+    /// The API answered with an error.
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error's stable code.
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The answer could not be read.
+    Decode(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connection(message) => write!(f, "cannot reach the processor: {message}"),
+            ClientError::Unauthorized => {
+                f.write_str("401 unauthorized: the token is missing or wrong")
+            }
+            ClientError::Api {
+                status,
+                code,
+                message,
+            } => write!(f, "{status} {code}: {message}"),
+            ClientError::Decode(message) => write!(f, "unreadable answer: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A client of one processor's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: Http,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client of the API at `base` (`http://127.0.0.1:8080`), with an optional token.
+    pub fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let http = Http::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|error| ClientError::Connection(error.to_string()))?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Response, ClientError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request
+            .send()
+            .map_err(|error| ClientError::Connection(error.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized);
+        }
+        let text = response.text().unwrap_or_default();
+        Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                code: body.code,
+                message: body.message,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: "unknown".into(),
+                message: text,
+            },
+        })
+    }
+
+    fn path(&self, route: &str, id: &str) -> String {
+        format!("{}{}", self.base, route.replace("{id}", id))
+    }
+
+    /// `GET /api/v1/checkpoints`.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointSummary>, ClientError> {
+        let response = self.send(self.http.get(self.path(routes::CHECKPOINTS, "")))?;
+        response
+            .json()
+            .map_err(|error| ClientError::Decode(error.to_string()))
+    }
+
+    /// `GET /api/v1/checkpoints/{id}`: the manifest, after the server verified it.
+    pub fn checkpoint(&self, id: &str) -> Result<Manifest, ClientError> {
+        let response = self.send(self.http.get(self.path(routes::CHECKPOINT, &encode(id))))?;
+        response
+            .json()
+            .map_err(|error| ClientError::Decode(error.to_string()))
+    }
+
+    /// `POST /api/v1/checkpoints/{id}/verify`.
+    pub fn verify(&self, id: &str) -> Result<VerifyResponse, ClientError> {
+        let response = self.send(
+            self.http
+                .post(self.path(routes::CHECKPOINT_VERIFY, &encode(id))),
+        )?;
+        response
+            .json()
+            .map_err(|error| ClientError::Decode(error.to_string()))
+    }
+}
+
+/// Percent-encodes an id for a path segment, so that whatever a user types stays one segment
+/// and the server judges it.
+fn encode(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'-' | b'_' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
