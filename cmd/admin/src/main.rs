@@ -83,28 +83,7 @@ impl Checkpointed {
     fn list(&self) -> anyhow::Result<Vec<CheckpointSummary>> {
         match self {
             Checkpointed::Api(client) => Ok(client.checkpoints()?),
-            Checkpointed::Dir(storage) => {
-                let mut rows = Vec::new();
-                for entry in storage.list()? {
-                    rows.push(match storage.verify(entry.id) {
-                        Ok(manifest) => CheckpointSummary {
-                            id: entry.id.0,
-                            created_at: Some(manifest.created_at.clone()),
-                            bytes: Some(manifest.data_file_size),
-                            status: "valid".into(),
-                            verified: true,
-                        },
-                        Err(error) => CheckpointSummary {
-                            id: entry.id.0,
-                            created_at: None,
-                            bytes: None,
-                            status: format!("invalid: {error}"),
-                            verified: false,
-                        },
-                    });
-                }
-                Ok(rows)
-            }
+            Checkpointed::Dir(storage) => Ok(CheckpointSummary::list(storage)?),
         }
     }
 

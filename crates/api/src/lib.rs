@@ -50,6 +50,34 @@ pub struct CheckpointSummary {
     pub verified: bool,
 }
 
+impl CheckpointSummary {
+    /// Every complete checkpoint of `storage`, oldest first, each verified.
+    pub fn list(
+        storage: &dyn dataflow_checkpoint::CheckpointStorage,
+    ) -> dataflow_checkpoint::Result<Vec<CheckpointSummary>> {
+        let mut rows = Vec::new();
+        for entry in storage.list()? {
+            rows.push(match storage.verify(entry.id) {
+                Ok(manifest) => CheckpointSummary {
+                    id: entry.id.0,
+                    created_at: Some(manifest.created_at),
+                    bytes: Some(manifest.data_file_size),
+                    status: "valid".into(),
+                    verified: true,
+                },
+                Err(error) => CheckpointSummary {
+                    id: entry.id.0,
+                    created_at: None,
+                    bytes: None,
+                    status: format!("invalid: {error}"),
+                    verified: false,
+                },
+            });
+        }
+        Ok(rows)
+    }
+}
+
 /// The answer to a verification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyResponse {

@@ -201,29 +201,7 @@ async fn list_checkpoints(
     State(state): State<Arc<ApiState>>,
 ) -> Result<Json<Vec<CheckpointSummary>>, ApiError> {
     let storage = storage(&state)?;
-    let rows = blocking(move || {
-        let mut rows = Vec::new();
-        for entry in storage.list()? {
-            rows.push(match storage.verify(entry.id) {
-                Ok(manifest) => CheckpointSummary {
-                    id: entry.id.0,
-                    created_at: Some(manifest.created_at),
-                    bytes: Some(manifest.data_file_size),
-                    status: "valid".into(),
-                    verified: true,
-                },
-                Err(error) => CheckpointSummary {
-                    id: entry.id.0,
-                    created_at: None,
-                    bytes: None,
-                    status: format!("invalid: {error}"),
-                    verified: false,
-                },
-            });
-        }
-        Ok(rows)
-    })
-    .await?;
+    let rows = blocking(move || Ok(CheckpointSummary::list(storage.as_ref())?)).await?;
     Ok(Json(rows))
 }
 

@@ -1123,6 +1123,28 @@ impl Chain {
         Ok(())
     }
 
+    /// Calls `control` on every operator in order (a watermark, a tick, the end), passing what
+    /// each emits through the operators after it.
+    fn each_operator(
+        &mut self,
+        side: &mut Vec<SideRecord>,
+        results: &mut Vec<Event>,
+        mut control: impl FnMut(&mut dyn crate::operator::Operator, &mut Output),
+    ) {
+        for index in 0..self.operators.len() {
+            let mut out = Output::default();
+            control(self.operators[index].operator.as_mut(), &mut out);
+            side.append(&mut out.side);
+            results.extend(push(
+                &mut self.operators,
+                &self.operator_metrics,
+                index + 1,
+                out.events,
+                side,
+            ));
+        }
+    }
+
     /// Runs one input through the operators from the first, forwarding what each emits to the
     /// ones after it, then hands results and side records on.
     async fn drive(&mut self, drive: Drive) -> Result<()> {
@@ -1139,48 +1161,19 @@ impl Chain {
                 );
             }
             Drive::Watermark(mut watermark) => {
-                for index in 0..self.operators.len() {
-                    let mut out = Output::default();
-                    watermark = self.operators[index]
-                        .operator
-                        .on_watermark(watermark, &mut out);
-                    side.append(&mut out.side);
-                    results.extend(push(
-                        &mut self.operators,
-                        &self.operator_metrics,
-                        index + 1,
-                        out.events,
-                        &mut side,
-                    ));
-                }
+                self.each_operator(&mut side, &mut results, |operator, out| {
+                    watermark = operator.on_watermark(watermark, out);
+                });
             }
             Drive::Tick(now) => {
-                for index in 0..self.operators.len() {
-                    let mut out = Output::default();
-                    self.operators[index].operator.on_tick(now, &mut out);
-                    side.append(&mut out.side);
-                    results.extend(push(
-                        &mut self.operators,
-                        &self.operator_metrics,
-                        index + 1,
-                        out.events,
-                        &mut side,
-                    ));
-                }
+                self.each_operator(&mut side, &mut results, |operator, out| {
+                    operator.on_tick(now, out)
+                });
             }
             Drive::Finish(fire) => {
-                for index in 0..self.operators.len() {
-                    let mut out = Output::default();
-                    self.operators[index].operator.finish(fire, &mut out);
-                    side.append(&mut out.side);
-                    results.extend(push(
-                        &mut self.operators,
-                        &self.operator_metrics,
-                        index + 1,
-                        out.events,
-                        &mut side,
-                    ));
-                }
+                self.each_operator(&mut side, &mut results, |operator, out| {
+                    operator.finish(fire, out)
+                });
             }
         }
         if !side.is_empty() && self.side.send(side).await.is_err() {
