@@ -11,6 +11,13 @@ fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
 }
 
+/// Writes a config file into `dir`.
+fn write_config(dir: &Path, name: &str, text: impl AsRef<str>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text.as_ref()).expect("write config");
+    path
+}
+
 /// Asks a running processor to stop, as `kill` or a service manager does.
 #[cfg(unix)]
 fn sigterm(child: &std::process::Child) {
@@ -96,12 +103,7 @@ fn run_on_the_shipped_sample_prints_the_golden_windows() {
 #[test]
 fn check_lists_every_problem_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("bad.yaml");
-    std::fs::write(
-        &config,
-        "sources:\n  - name: s\n    type: file\n    path: x.jsonl\n    format: { schema: { n: int } }\nsteps:\n  - filter: m > 1\n  - window: { type: tumbling, size: -1s, aggregates: { c: count } }\nsinks:\n  - type: stdout\n",
-    )
-    .expect("write config");
+    let config = write_config(dir.path(), "bad.yaml", "sources:\n  - name: s\n    type: file\n    path: x.jsonl\n    format: { schema: { n: int } }\nsteps:\n  - filter: m > 1\n  - window: { type: tumbling, size: -1s, aggregates: { c: count } }\nsinks:\n  - type: stdout\n");
     let output = processor()
         .args(["check", "--config"])
         .arg(&config)
@@ -168,12 +170,7 @@ fn sigterm_stops_cleanly_and_fires_open_windows() {
     use std::process::Stdio;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("stdin.yaml");
-    std::fs::write(
-        &config,
-        "sources:\n  - name: in\n    type: stdin\n    watermark: { every: 1 }\nsteps:\n  - key_by: user\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\nsinks:\n  - { type: stdout, time_format: millis }\ndead_letters: { type: file, path: dead.jsonl }\nruntime: { on_stop: fire }\n",
-    )
-    .expect("write config");
+    let config = write_config(dir.path(), "stdin.yaml", "sources:\n  - name: in\n    type: stdin\n    watermark: { every: 1 }\nsteps:\n  - key_by: user\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\nsinks:\n  - { type: stdout, time_format: millis }\ndead_letters: { type: file, path: dead.jsonl }\nruntime: { on_stop: fire }\n");
     let mut child = processor()
         .args(["run", "--no-progress", "--config"])
         .arg(&config)
@@ -231,15 +228,10 @@ fn follow_mode_reads_appended_lines() {
         "{\"timestamp\":1000,\"user\":\"a\"}\n{\"timestamp\":15000,\"user\":\"b\"}\n",
     )
     .expect("write input");
-    let config = dir.path().join("follow.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(dir.path(), "follow.yaml", format!(
             "sources:\n  - name: in\n    type: file\n    path: {}\n    follow: true\n    watermark: {{ every: 1 }}\nsteps:\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count }} }}\nsinks:\n  - {{ type: stdout, time_format: millis }}\ndead_letters: {{ type: file, path: dead.jsonl }}\n",
             input.display()
-        ),
-    )
-    .expect("write config");
+        ));
     let mut child = processor()
         .args(["run", "--no-progress", "--config"])
         .arg(&config)
@@ -387,12 +379,7 @@ fn the_api_serves_checkpoints_of_a_running_processor() {
     use std::process::Stdio;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("api.yaml");
-    std::fs::write(
-        &config,
-        "sources:\n  - name: bids\n    type: generator\n    count: 200000\n    rate: 20000\n    watermark: { out_of_orderness: 2s }\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\nsinks:\n  - { type: parts, path: out }\ndead_letters: { type: file, path: dead.jsonl }\ncheckpoint: { dir: checkpoints, interval: 100ms }\napi: { listen: \"127.0.0.1:0\", token_env: DATAFLOW_TEST_TOKEN }\n",
-    )
-    .expect("write config");
+    let config = write_config(dir.path(), "api.yaml", "sources:\n  - name: bids\n    type: generator\n    count: 200000\n    rate: 20000\n    watermark: { out_of_orderness: 2s }\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\nsinks:\n  - { type: parts, path: out }\ndead_letters: { type: file, path: dead.jsonl }\ncheckpoint: { dir: checkpoints, interval: 100ms }\napi: { listen: \"127.0.0.1:0\", token_env: DATAFLOW_TEST_TOKEN }\n");
     let mut child = processor()
         .args(["run", "--no-progress", "--config"])
         .arg(&config)

@@ -577,18 +577,7 @@ mod tests {
             (0, Value::Int(3)),
             (9, Value::Float(-2.0)),
         ];
-        let kinds = [
-            AggregateKind::Count,
-            AggregateKind::Sum,
-            AggregateKind::Min,
-            AggregateKind::Max,
-            AggregateKind::Avg,
-            AggregateKind::CountDistinct,
-            AggregateKind::First,
-            AggregateKind::Last,
-            AggregateKind::CountBy,
-        ];
-        for kind in kinds {
+        for kind in AggregateKind::ALL {
             let expected = run(kind, &inputs);
             for split in 0..=inputs.len() {
                 let mut left = Accumulator::new(kind);

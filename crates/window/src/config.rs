@@ -60,6 +60,19 @@ pub enum AggregateKind {
 }
 
 impl AggregateKind {
+    /// Every aggregate, in declaration order.
+    pub const ALL: [AggregateKind; 9] = [
+        AggregateKind::Count,
+        AggregateKind::Sum,
+        AggregateKind::Min,
+        AggregateKind::Max,
+        AggregateKind::Avg,
+        AggregateKind::CountDistinct,
+        AggregateKind::First,
+        AggregateKind::Last,
+        AggregateKind::CountBy,
+    ];
+
     /// The name used in configs and error messages.
     pub fn name(self) -> &'static str {
         match self {

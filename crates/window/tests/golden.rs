@@ -687,17 +687,7 @@ fn all_aggregates() {
     let config = WindowConfig {
         kind: TUMBLING,
         allowed_lateness: 0,
-        aggregates: vec![
-            AggregateKind::Count,
-            AggregateKind::Sum,
-            AggregateKind::Min,
-            AggregateKind::Max,
-            AggregateKind::Avg,
-            AggregateKind::CountDistinct,
-            AggregateKind::First,
-            AggregateKind::Last,
-            AggregateKind::CountBy,
-        ],
+        aggregates: AggregateKind::ALL.to_vec(),
     };
     let event = |timestamp: i64, value: Value| Step::Event {
         input: 0,

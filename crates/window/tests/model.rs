@@ -12,17 +12,7 @@ use dataflow_window::{
 };
 use proptest::prelude::*;
 
-const AGGREGATES: [AggregateKind; 9] = [
-    AggregateKind::Count,
-    AggregateKind::Sum,
-    AggregateKind::Min,
-    AggregateKind::Max,
-    AggregateKind::Avg,
-    AggregateKind::CountDistinct,
-    AggregateKind::First,
-    AggregateKind::Last,
-    AggregateKind::CountBy,
-];
+const AGGREGATES: [AggregateKind; 9] = AggregateKind::ALL;
 
 #[derive(Clone, Debug)]
 struct Event {

@@ -442,34 +442,8 @@ impl Node {
                 let right = eval_operand(right, cx)?;
                 compare(*op, &left.view(), &right.view()).map(|ordering| op.test(ordering))
             }
-            Node::And(left, right) => {
-                let left = left.truth(cx);
-                match left {
-                    Ok(false) => return Ok(false),
-                    Err(Fault::Unrepresentable) => return Err(Fault::Unrepresentable),
-                    _ => {}
-                }
-                match (left, right.truth(cx)) {
-                    (_, Err(Fault::Unrepresentable)) => Err(Fault::Unrepresentable),
-                    (Ok(_), right) => right,
-                    (Err(_), Ok(false)) => Ok(false),
-                    (Err(error), _) => Err(error),
-                }
-            }
-            Node::Or(left, right) => {
-                let left = left.truth(cx);
-                match left {
-                    Ok(true) => return Ok(true),
-                    Err(Fault::Unrepresentable) => return Err(Fault::Unrepresentable),
-                    _ => {}
-                }
-                match (left, right.truth(cx)) {
-                    (_, Err(Fault::Unrepresentable)) => Err(Fault::Unrepresentable),
-                    (Ok(_), right) => right,
-                    (Err(_), Ok(true)) => Ok(true),
-                    (Err(error), _) => Err(error),
-                }
-            }
+            Node::And(left, right) => junction(left, right, cx, false),
+            Node::Or(left, right) => junction(left, right, cx, true),
             Node::In(needle, haystack) => {
                 let needle = eval_operand(needle, cx)?;
                 let haystack = eval_operand(haystack, cx)?;
@@ -500,6 +474,26 @@ impl Node {
                 ))),
             },
         }
+    }
+}
+
+/// `&&` (`absorbing` false) and `||` (`absorbing` true) with CEL's commutative error absorption:
+/// an absorbing value on either side wins over an error on the other (`false && error` is
+/// `false`); otherwise the first error stands. A value with no exact form sends the whole
+/// expression to the interpreter, whichever side it came from.
+#[inline(always)]
+fn junction(left: &Node, right: &Node, cx: &Cx<'_>, absorbing: bool) -> Result<bool, Fault> {
+    let left = left.truth(cx);
+    match left {
+        Ok(value) if value == absorbing => return Ok(absorbing),
+        Err(Fault::Unrepresentable) => return Err(Fault::Unrepresentable),
+        _ => {}
+    }
+    match (left, right.truth(cx)) {
+        (_, Err(Fault::Unrepresentable)) => Err(Fault::Unrepresentable),
+        (Ok(_), right) => right,
+        (Err(_), Ok(value)) if value == absorbing => Ok(absorbing),
+        (Err(error), _) => Err(error),
     }
 }
 
