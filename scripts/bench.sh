@@ -67,32 +67,47 @@ for n in $SIZES; do
   done
 done
 
-# Checkpoints (CHECKPOINTS=0 skips): W2 and W4 with a checkpoint every second against none, on
-# the largest input; then checkpoint size, duration and restore time with 100k and 1M keys.
+# Checkpoints (CHECKPOINTS=0 skips), for each state backend (BACKENDS, default "memory sled"):
+# W2 and W4 with a checkpoint every second against none, on the largest input; then checkpoint
+# size, duration and restore time with 100k and 1M keys.
 if [ "${CHECKPOINTS:-1}" = "1" ]; then
   n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
   ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
   mkdir -p "$DIR/configs"
-  printf '\n| events | workload | no checkpoints events/s | checkpoint every 1 s events/s | slowdown | checkpoints taken |\n|---:|---|---:|---:|---:|---:|\n'
-  for w in w2 w4; do
-    base=$(config_of "$w")
-    copy="$DIR/configs/$(basename "$base")"
-    sed -e 's|\.\./\.\./target/bench/|../|g' "$base" > "$copy"
-    printf 'checkpoint: { dir: ../out/%s-checkpoints, interval: 1s, retain: 2 }\n' "$w" >> "$copy"
-    rm -rf "$DIR/out/$w-checkpoints"
-    read -r plain_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$base")
-    start=$(date +%s.%N)
-    "$PROCESSOR" run --no-progress --fresh --config "$copy" >/dev/null 2>"$DIR/out/$w-checkpointed.log"
-    end=$(date +%s.%N)
-    taken=$(grep -c 'checkpoint completed' "$DIR/out/$w-checkpointed.log" || true)
-    awk -v n="$n" -v w="$w" -v ps="$plain_secs" -v s="$start" -v e="$end" -v t="$taken" 'BEGIN {
-      cs = e - s; printf "| %d | %s | %.0f | %.0f | %.1f%% | %d |\n", n, w, n/ps, n/cs, 100*(cs-ps)/ps, t
-    }'
+  # The state section of a config for backend $1, its sled directory named after $2.
+  state_of() {
+    case "$1" in
+      memory) echo "state: { backend: memory }" ;;
+      sled) echo "state: { backend: sled, dir: ../out/$2-state }" ;;
+    esac
+  }
+  printf '\n| events | workload | state backend | no checkpoints events/s | checkpoint every 1 s events/s | slowdown | checkpoints taken |\n|---:|---|---|---:|---:|---:|---:|\n'
+  for backend in ${BACKENDS:-memory sled}; do
+    for w in w2 w4; do
+      base=$(config_of "$w")
+      plain="$DIR/configs/$w-$backend.yaml"
+      copy="$DIR/configs/$w-$backend-checkpointed.yaml"
+      sed -e 's|\.\./\.\./target/bench/|../|g' "$base" > "$plain"
+      state_of "$backend" "$w" >> "$plain"
+      cp "$plain" "$copy"
+      printf 'checkpoint: { dir: ../out/%s-checkpoints, interval: 1s, retain: 2 }\n' "$w" >> "$copy"
+      rm -rf "$DIR/out/$w-checkpoints"
+      read -r plain_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$plain")
+      sync
+      start=$(date +%s.%N)
+      "$PROCESSOR" run --no-progress --fresh --config "$copy" >/dev/null 2>"$DIR/out/$w-checkpointed.log"
+      end=$(date +%s.%N)
+      taken=$(grep -c 'checkpoint completed' "$DIR/out/$w-checkpointed.log" || true)
+      awk -v n="$n" -v w="$w" -v b="$backend" -v ps="$plain_secs" -v s="$start" -v e="$end" -v t="$taken" 'BEGIN {
+        cs = e - s; printf "| %d | %s | %s | %.0f | %.0f | %.1f%% | %d |\n", n, w, b, n/ps, n/cs, 100*(cs-ps)/ps, t
+      }'
+    done
   done
-  printf '\n| keys | checkpoint size | checkpoint duration (largest) | restore time |\n|---:|---:|---:|---:|\n'
-  for keys in 100000 1000000; do
-    cfg="$DIR/configs/keys-$keys.yaml"
-    cat > "$cfg" <<YAML
+  printf '\n| keys | state backend | checkpoint size | operator pause to snapshot (largest) | checkpoint write (largest) | restore time |\n|---:|---|---:|---:|---:|---:|\n'
+  for backend in ${BACKENDS:-memory sled}; do
+    for keys in 100000 1000000; do
+      cfg="$DIR/configs/keys-$keys-$backend.yaml"
+      cat > "$cfg" <<YAML
 name: keys-$keys
 sources:
   - name: bids
@@ -110,15 +125,18 @@ sinks:
 dead_letters: { type: file, path: ../out/keys-$keys-dead.jsonl }
 checkpoint: { dir: ../out/keys-$keys-checkpoints, interval: 500ms, retain: 2 }
 runtime: { on_stop: keep }
+$(state_of "$backend" "keys-$keys")
 YAML
-    rm -rf "$DIR/out/keys-$keys-checkpoints"
-    "$PROCESSOR" run --no-progress --fresh --config "$cfg" >/dev/null 2>"$DIR/out/keys-$keys.log"
-    "$PROCESSOR" run --no-progress --config "$cfg" >/dev/null 2>"$DIR/out/keys-$keys-restore.log"
-    size=$(sed -n 's/.*checkpoint completed.*bytes=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys.log" | sort -n | tail -n 1)
-    duration=$(sed -n 's/.*checkpoint completed.*millis=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys.log" | sort -n | tail -n 1)
-    restore=$(sed -n 's/.*restored checkpoint.*millis=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys-restore.log" | tail -n 1)
-    awk -v k="$keys" -v s="${size:-0}" -v d="${duration:-0}" -v r="${restore:-0}" 'BEGIN {
-      printf "| %d | %.1f MiB | %d ms | %d ms |\n", k, s/1048576, d, r
-    }'
+      rm -rf "$DIR/out/keys-$keys-checkpoints"
+      "$PROCESSOR" run --no-progress --fresh --config "$cfg" >/dev/null 2>"$DIR/out/keys-$keys.log"
+      "$PROCESSOR" run --no-progress --config "$cfg" >/dev/null 2>"$DIR/out/keys-$keys-restore.log"
+      size=$(sed -n 's/.*checkpoint completed.*bytes=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys.log" | sort -n | tail -n 1)
+      duration=$(sed -n 's/.*checkpoint completed.* millis=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys.log" | sort -n | tail -n 1)
+      pause=$(sed -n 's/.*checkpoint completed.*snapshot_millis=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys.log" | sort -n | tail -n 1)
+      restore=$(sed -n 's/.*restored checkpoint.*millis=\([0-9]*\).*/\1/p' "$DIR/out/keys-$keys-restore.log" | tail -n 1)
+      awk -v k="$keys" -v b="$backend" -v s="${size:-0}" -v p="${pause:-0}" -v d="${duration:-0}" -v r="${restore:-0}" 'BEGIN {
+        printf "| %d | %s | %.1f MiB | %d ms | %d ms | %d ms |\n", k, b, s/1048576, p, d, r
+      }'
+    done
   done
 fi

@@ -11,12 +11,27 @@ fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
 }
 
+/// Where the window state lives during a run.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Memory,
+    Sled,
+}
+
 fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
+    config_with(dir, input, name, Backend::Memory)
+}
+
+fn config_with(dir: &Path, input: &Path, name: &str, backend: Backend) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
+    let state = match backend {
+        Backend::Memory => String::new(),
+        Backend::Sled => format!("state: {{ backend: sled, dir: {name}-state }}\n"),
+    };
     std::fs::write(
         &path,
         format!(
-            "name: crash\nsources:\n  - name: bids\n    type: file\n    path: {}\n    format: {{ schema: {{ auction: int, price: int }} }}\n    watermark: {{ out_of_orderness: 2s }}\nsteps:\n  - key_by: auction\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count, total: sum(price) }} }}\nsinks:\n  - {{ type: parts, path: {name}-out }}\ndead_letters: {{ type: file, path: {name}-dead.jsonl }}\ncheckpoint: {{ dir: {name}-checkpoints, interval: 100ms, retain: 3 }}\n",
+            "{state}name: crash\nsources:\n  - name: bids\n    type: file\n    path: {}\n    format: {{ schema: {{ auction: int, price: int }} }}\n    watermark: {{ out_of_orderness: 2s }}\nsteps:\n  - key_by: auction\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count, total: sum(price) }} }}\nsinks:\n  - {{ type: parts, path: {name}-out }}\ndead_letters: {{ type: file, path: {name}-dead.jsonl }}\ncheckpoint: {{ dir: {name}-checkpoints, interval: 100ms, retain: 3 }}\n",
             input.display()
         ),
     )
@@ -61,7 +76,18 @@ fn delays(seed: u64, count: usize) -> Vec<Duration> {
 }
 
 #[test]
-fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
+fn sigkill_at_twenty_instants_loses_and_duplicates_nothing_in_memory() {
+    sigkill_at_twenty_instants(Backend::Memory, 20_261_124);
+}
+
+#[test]
+fn sigkill_at_twenty_instants_loses_and_duplicates_nothing_in_sled() {
+    sigkill_at_twenty_instants(Backend::Sled, 20_261_125);
+}
+
+/// Kills a run with the window state in `backend` at 20 instants drawn from `seed`, and compares
+/// its committed output with an uninterrupted run keeping its state in memory.
+fn sigkill_at_twenty_instants(backend: Backend, seed: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = generate_bids(dir.path(), 1000000, 7);
 
@@ -79,11 +105,11 @@ fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
     let expected = read_committed(&dir.path().join("reference-out")).expect("committed output");
     assert!(expected.lines().count() > 10_000);
 
-    let crashed = config(dir.path(), &input, "crashed");
+    let crashed = config_with(dir.path(), &input, "crashed", backend);
     let mut kills = 0;
     // Runs that end before their instant come do not count: keep going until 20 were killed
     // mid-run (each restart resumes from the last checkpoint, so the input may run out first).
-    for delay in delays(20_261_124, 60) {
+    for delay in delays(seed, 60) {
         if kills == 20 {
             break;
         }
@@ -114,7 +140,7 @@ fn sigkill_at_twenty_instants_loses_and_duplicates_nothing() {
     assert_eq!(found.lines().count(), expected.lines().count());
     assert!(
         found == expected,
-        "the committed output after {kills} kills differs from the reference"
+        "the committed output after {kills} kills ({backend:?}) differs from the reference"
     );
 }
 

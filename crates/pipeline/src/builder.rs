@@ -41,6 +41,7 @@ impl PipelineBuilder {
                 late_events: None,
                 runtime: RuntimeSpec::default(),
                 checkpoint: None,
+                state: Default::default(),
                 api: None,
             },
             problems: Vec::new(),

@@ -21,7 +21,7 @@ use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
     AdaptiveSpec, AggregateSpec, ApiSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec,
     Place, Problem, RateLimitSpec, RuntimeSpec, SinkKind, SinkSpec, SourceKind, SourceSpec,
-    StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+    StateSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -121,7 +121,15 @@ struct RawConfig {
     #[serde(default)]
     runtime: RawRuntime,
     checkpoint: Option<Spanned<RawCheckpoint>>,
+    state: Option<Spanned<RawState>>,
     api: Option<Spanned<RawApi>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -435,6 +443,11 @@ impl Checker {
             .and_then(|sink| self.sink(sink, "late_events"));
         let mut runtime = self.runtime(&raw.runtime);
         let checkpoint = raw.checkpoint.as_ref().and_then(|c| self.checkpoint(c));
+        let state = raw
+            .state
+            .as_ref()
+            .and_then(|s| self.state(s))
+            .unwrap_or_default();
         let api = raw.api.as_ref().and_then(|a| self.api(a));
         // A stop keeps open windows for the final checkpoint when there is one, so that a
         // restart resumes them; without checkpoints it fires them, or they would be lost.
@@ -450,7 +463,44 @@ impl Checker {
             late_events,
             runtime,
             checkpoint,
+            state,
             api,
+        }
+    }
+
+    fn state(&mut self, raw: &Spanned<RawState>) -> Option<StateSpec> {
+        let state = &raw.value;
+        let backend = state.backend.as_ref().map(|b| b.value.as_str());
+        match (backend, &state.dir) {
+            (None | Some("memory"), None) => Some(StateSpec::Memory),
+            (None | Some("memory"), Some(dir)) => {
+                self.problem(
+                    place_of(dir, "state.dir"),
+                    "`dir` is only used by the `sled` backend: set `backend: sled` or remove it",
+                );
+                None
+            }
+            (Some("sled"), Some(dir)) => Some(StateSpec::Sled {
+                dir: self.path(&dir.value),
+            }),
+            (Some("sled"), None) => {
+                self.problem(
+                    place_of(raw, "state"),
+                    "the `sled` backend needs `dir`: where its databases live",
+                );
+                None
+            }
+            (Some(other), _) => {
+                let place = state
+                    .backend
+                    .as_ref()
+                    .map_or_else(|| place_of(raw, "state"), |b| place_of(b, "state.backend"));
+                self.problem(
+                    place,
+                    format!("unknown state backend `{other}`: expected `memory` or `sled`"),
+                );
+                None
+            }
         }
     }
 

@@ -36,6 +36,7 @@ pub mod config;
 mod error;
 pub mod expr;
 pub mod generator;
+pub mod keyed_state;
 pub mod operator;
 pub mod operators;
 pub mod plan;

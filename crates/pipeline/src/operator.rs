@@ -4,11 +4,19 @@ use std::sync::Arc;
 
 use dataflow_event::{Event, Layout};
 
+use crate::PipelineError;
+
 /// What a step does to the stream. Operators are driven by one task, batch by batch; control
 /// (watermarks, end of input) arrives through the other methods in stream order.
 ///
 /// This is the whole contract: a filter implements `process` only.
 pub trait Operator: Send {
+    /// Opens what the operator keeps outside memory (its state store), before anything else is
+    /// called: before [`Operator::restore`] on a start from a checkpoint.
+    fn open(&mut self) -> crate::Result<()> {
+        Ok(())
+    }
+
     /// Processes a batch of events, appending what it emits to `out`.
     fn process(&mut self, batch: Vec<Event>, out: &mut Output);
 
@@ -136,4 +144,7 @@ pub struct Output {
     pub events: Vec<Event>,
     /// Dead letters and late events.
     pub side: Vec<SideRecord>,
+    /// Set when the operator failed in a way no record is to blame for (its state store failed):
+    /// the run stops with this error and a restart recovers from the last checkpoint.
+    pub failure: Option<PipelineError>,
 }

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use dataflow_event::time::now_millis;
 use dataflow_event::{Event, Field, FieldType, Layout, Payload, Schema, Value};
+use dataflow_state::{SledStore, StateSnapshot};
 use dataflow_window::{
-    Admission, AggregateKind, KeyedWindows, WindowConfig, WindowResult, WindowSnapshot,
+    Admission, AggregateKind, KeyedWindows, WindowConfig, WindowError, WindowResult, WindowSnapshot,
 };
 
 use crate::expr::Expr;
+use crate::keyed_state::StoreStates;
 use crate::operator::OperatorSnapshot;
 use crate::PipelineError;
 
@@ -283,11 +285,70 @@ impl Operator for KeyBy {
     }
 }
 
+/// The windows of a window operator, with their state in memory or in a store.
+#[derive(Debug)]
+enum Windows {
+    Heap(KeyedWindows),
+    Store(KeyedWindows<StoreStates>),
+}
+
+/// Runs `$body` with `$windows` bound to whichever windows `$self` holds.
+macro_rules! on_windows {
+    ($self:expr, $windows:ident => $body:expr) => {
+        match $self {
+            Windows::Heap($windows) => $body,
+            Windows::Store($windows) => $body,
+        }
+    };
+}
+
+impl Windows {
+    fn config(&self) -> &WindowConfig {
+        on_windows!(self, windows => windows.config())
+    }
+
+    fn watermark(&self) -> i64 {
+        on_windows!(self, windows => windows.watermark())
+    }
+
+    fn key_count(&self) -> usize {
+        on_windows!(self, windows => windows.key_count())
+    }
+
+    fn add(
+        &mut self,
+        key: &Value,
+        timestamp: i64,
+        inputs: &[Value],
+        out: &mut Vec<WindowResult>,
+    ) -> Result<Admission, WindowError> {
+        on_windows!(self, windows => windows.add(key, timestamp, inputs, out))
+    }
+
+    fn advance_watermark(
+        &mut self,
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+    ) -> Result<(), WindowError> {
+        on_windows!(self, windows => windows.advance_watermark(watermark, out))
+    }
+
+    fn finish(&mut self, out: &mut Vec<WindowResult>) -> Result<(), WindowError> {
+        on_windows!(self, windows => windows.finish(out))
+    }
+
+    fn snapshot(&self) -> Result<WindowSnapshot, WindowError> {
+        on_windows!(self, windows => windows.snapshot())
+    }
+}
+
 /// Aggregates events in windows per key. Results are events whose payload is a row of
 /// `key` (when keyed), `window_start`, `window_end`, the aggregates in order, and `is_update`.
 pub struct WindowAggregate {
     stage: Arc<str>,
-    windows: KeyedWindows,
+    windows: Windows,
+    /// Where a sled store keeps the state, if not in memory.
+    state_dir: Option<std::path::PathBuf>,
     inputs: Vec<Option<Expr>>,
     time: TimeDomain,
     keyed: bool,
@@ -357,7 +418,8 @@ impl WindowAggregate {
         Ok((
             WindowAggregate {
                 stage,
-                windows,
+                windows: Windows::Heap(windows),
+                state_dir: None,
                 input_values: Vec::with_capacity(inputs.len()),
                 inputs,
                 time,
@@ -371,9 +433,20 @@ impl WindowAggregate {
         ))
     }
 
-    /// The windows this operator holds (for snapshots and metrics).
-    pub fn windows(&self) -> &KeyedWindows {
-        &self.windows
+    /// Keeps the state in a sled store in `dir` from [`Operator::open`] on, instead of in
+    /// memory. The directory is a cache: `open` empties it, and a restore fills it from the
+    /// checkpoint.
+    pub fn keep_state_in(&mut self, dir: std::path::PathBuf) {
+        self.state_dir = Some(dir);
+    }
+
+    /// The number of keys holding state.
+    pub fn key_count(&self) -> usize {
+        self.windows.key_count()
+    }
+
+    fn state_error(&self, error: WindowError) -> PipelineError {
+        PipelineError::Runtime(format!("{}: {error}", self.stage))
     }
 
     fn emit(&mut self, out: &mut Output) {
@@ -398,6 +471,21 @@ impl WindowAggregate {
 }
 
 impl Operator for WindowAggregate {
+    fn open(&mut self) -> crate::Result<()> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(());
+        };
+        // sled is a cache: start it empty, and let a restore fill it from the checkpoint.
+        let store = SledStore::rebuild(dir, &StateSnapshot::default()).map_err(|error| {
+            PipelineError::Runtime(format!("{}: state store: {error}", self.stage))
+        })?;
+        let states = StoreStates::new(Box::new(store), &self.stage);
+        let windows = KeyedWindows::with_states(self.windows.config().clone(), states)
+            .map_err(|error| self.state_error(error))?;
+        self.windows = Windows::Store(windows);
+        Ok(())
+    }
+
     fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
         let now = if self.time == TimeDomain::Processing {
             now_millis()
@@ -443,6 +531,10 @@ impl Operator for WindowAggregate {
                     line: None,
                     record: SideData::event(&event, &self.input_layout),
                 }),
+                Err(error @ WindowError::State(_)) => {
+                    out.failure = Some(self.state_error(error));
+                    return;
+                }
                 Err(error) => {
                     out.side.push(dead_letter(&self.stage, &event, &self.input_layout, error.to_string()))
                 }
@@ -456,7 +548,9 @@ impl Operator for WindowAggregate {
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
         if self.time == TimeDomain::Event && watermark > self.watermark {
             self.watermark = watermark;
-            self.windows.advance_watermark(watermark, &mut self.results);
+            if let Err(error) = self.windows.advance_watermark(watermark, &mut self.results) {
+                out.failure = Some(self.state_error(error));
+            }
             self.emit(out);
         }
         // Results fired at watermark W end at or before W and carry the time end - 1, so the
@@ -466,20 +560,28 @@ impl Operator for WindowAggregate {
 
     fn on_tick(&mut self, now: i64, out: &mut Output) {
         if self.time == TimeDomain::Processing {
-            self.windows.advance_watermark(now, &mut self.results);
+            if let Err(error) = self.windows.advance_watermark(now, &mut self.results) {
+                out.failure = Some(self.state_error(error));
+            }
             self.emit(out);
         }
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
         if fire {
-            self.windows.finish(&mut self.results);
+            if let Err(error) = self.windows.finish(&mut self.results) {
+                out.failure = Some(self.state_error(error));
+            }
             self.emit(out);
         }
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        let state = (self.windows.snapshot(), self.watermark);
+        let snapshot = self
+            .windows
+            .snapshot()
+            .map_err(|error| self.state_error(error))?;
+        let state = (snapshot, self.watermark);
         Ok(Some(OperatorSnapshot {
             key_count: self.windows.key_count() as u64,
             state: dataflow_checkpoint::encode_state(&state).map_err(checkpoint_error)?,
@@ -489,8 +591,19 @@ impl Operator for WindowAggregate {
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
         let (snapshot, watermark): (WindowSnapshot, i64) =
             dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
-        self.windows = KeyedWindows::restore(self.windows.config().clone(), snapshot)
-            .map_err(|error| PipelineError::Checkpoint(format!("{}: {error}", self.stage)))?;
+        let config = self.windows.config().clone();
+        let invalid = |error| PipelineError::Checkpoint(format!("{}: {error}", self.stage));
+        // Until the restore succeeds the operator holds empty in-memory windows.
+        let empty = KeyedWindows::new(config.clone()).map_err(invalid)?;
+        self.windows = match std::mem::replace(&mut self.windows, Windows::Heap(empty)) {
+            Windows::Heap(_) => {
+                Windows::Heap(KeyedWindows::restore(config, snapshot).map_err(invalid)?)
+            }
+            Windows::Store(windows) => Windows::Store(
+                KeyedWindows::restore_with(config, windows.into_states(), snapshot)
+                    .map_err(invalid)?,
+            ),
+        };
         self.watermark = watermark;
         Ok(())
     }

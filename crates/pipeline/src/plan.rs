@@ -13,7 +13,7 @@ use crate::operator::{OperatorInfo, OperatorNode};
 use crate::operators::{Filter, KeyBy, Map, WindowAggregate};
 use crate::spec::{
     ApiSpec, CheckpointSpec, ExprSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec,
-    SourceKind, SourceSpec, StepSpec,
+    SourceKind, SourceSpec, StateSpec, StepSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -52,6 +52,8 @@ pub struct Plan {
     /// Periodic checkpoints, if any.
     pub checkpoint: Option<CheckpointSpec>,
     /// The HTTP API to serve, if any.
+    /// Where keyed operator state is kept.
+    pub state: StateSpec,
     pub api: Option<ApiSpec>,
 }
 
@@ -271,7 +273,10 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                     key_type.flatten(),
                     layout.clone(),
                 ) {
-                    Ok((operator, output)) => {
+                    Ok((mut operator, output)) => {
+                        if let StateSpec::Sled { dir } = &spec.state {
+                            operator.keep_state_in(dir.join(state_dir_name(&name)));
+                        }
                         layout = output;
                         windowed = true;
                         key_type = None;
@@ -297,6 +302,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
         late_events: spec.late_events,
         runtime: spec.runtime,
         checkpoint: spec.checkpoint,
+        state: spec.state,
         api: spec.api,
     }
 }
@@ -336,4 +342,20 @@ pub fn format_problems(problems: &[Problem]) -> String {
         .map(|problem| problem.to_string())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The directory of an operator's state under the state directory: its name with anything but
+/// letters, digits, `.`, `-` and `_` replaced, so `steps[1].window` keeps its state in
+/// `steps_1_.window`.
+fn state_dir_name(operator: &str) -> String {
+    operator
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

@@ -153,6 +153,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 struct PendingCheckpoint {
     checkpoint: Checkpoint,
     acks: Vec<oneshot::Receiver<Result<()>>>,
+    /// How long the operators paused to snapshot their state.
+    snapshot_time: Duration,
 }
 
 /// What the chain sends a sink.
@@ -263,6 +265,11 @@ impl Pipeline {
             .iter()
             .map(|s| s.spec.rate_limit.as_ref().map(RateLimiter::new))
             .collect();
+
+        // Operators open their state stores before a restore fills them.
+        for node in &mut plan.operators {
+            node.operator.open()?;
+        }
 
         // Checkpoints: open the storage and restore before anything runs.
         let storage = match &plan.checkpoint {
@@ -622,6 +629,7 @@ async fn run_writer(
 ) {
     while let Some(pending) = rx.recv().await {
         let id = pending.checkpoint.id.0;
+        let snapshot_millis = pending.snapshot_time.as_millis() as u64;
         let mut acknowledged = true;
         for ack in pending.acks {
             match ack.await {
@@ -649,6 +657,7 @@ async fn run_writer(
                     checkpoint = id,
                     bytes = manifest.data_file_size,
                     millis = started.elapsed().as_millis() as u64,
+                    snapshot_millis,
                     "checkpoint completed"
                 );
                 counters.set_last_checkpoint(id);
@@ -1066,6 +1075,7 @@ impl Chain {
         aligning: &Alignment,
         final_partitions: &[Vec<PartitionState>],
     ) -> Result<()> {
+        let snapshot_started = Instant::now();
         let mut operators = Vec::new();
         for node in &self.operators {
             if let Some(OperatorSnapshot { key_count, state }) = node.operator.snapshot()? {
@@ -1088,6 +1098,7 @@ impl Chain {
                     .unwrap_or_else(|| final_partitions[input].clone()),
             })
             .collect();
+        let snapshot_time = snapshot_started.elapsed();
         let checkpoint = Checkpoint {
             id: CheckpointId(aligning.id),
             created_at_ms: now_millis(),
@@ -1110,7 +1121,11 @@ impl Chain {
         }
         if let Some(writer) = &self.writer {
             if writer
-                .send(PendingCheckpoint { checkpoint, acks })
+                .send(PendingCheckpoint {
+                    checkpoint,
+                    acks,
+                    snapshot_time,
+                })
                 .await
                 .is_err()
             {
@@ -1130,10 +1145,13 @@ impl Chain {
         side: &mut Vec<SideRecord>,
         results: &mut Vec<Event>,
         mut control: impl FnMut(&mut dyn crate::operator::Operator, &mut Output),
-    ) {
+    ) -> Result<()> {
         for index in 0..self.operators.len() {
             let mut out = Output::default();
             control(self.operators[index].operator.as_mut(), &mut out);
+            if let Some(failure) = out.failure {
+                return Err(failure);
+            }
             side.append(&mut out.side);
             results.extend(push(
                 &mut self.operators,
@@ -1141,8 +1159,9 @@ impl Chain {
                 index + 1,
                 out.events,
                 side,
-            ));
+            )?);
         }
+        Ok(())
     }
 
     /// Runs one input through the operators from the first, forwarding what each emits to the
@@ -1158,22 +1177,22 @@ impl Chain {
                     0,
                     events,
                     &mut side,
-                );
+                )?;
             }
             Drive::Watermark(mut watermark) => {
                 self.each_operator(&mut side, &mut results, |operator, out| {
                     watermark = operator.on_watermark(watermark, out);
-                });
+                })?;
             }
             Drive::Tick(now) => {
                 self.each_operator(&mut side, &mut results, |operator, out| {
                     operator.on_tick(now, out)
-                });
+                })?;
             }
             Drive::Finish(fire) => {
                 self.each_operator(&mut side, &mut results, |operator, out| {
                     operator.finish(fire, out)
-                });
+                })?;
             }
         }
         if !side.is_empty() && self.side.send(side).await.is_err() {
@@ -1215,7 +1234,7 @@ fn push(
     start: usize,
     mut events: Vec<Event>,
     side: &mut Vec<SideRecord>,
-) -> Vec<Event> {
+) -> Result<Vec<Event>> {
     for (node, metrics) in operators.iter_mut().zip(metrics).skip(start) {
         if events.is_empty() {
             break;
@@ -1224,6 +1243,9 @@ fn push(
         let received = events.len() as u64;
         let started = Instant::now();
         node.operator.process(events, &mut out);
+        if let Some(failure) = out.failure {
+            return Err(failure);
+        }
         metrics.observe_processing(started.elapsed());
         metrics.events_received(received);
         metrics.events_sent(out.events.len() as u64);
@@ -1233,7 +1255,7 @@ fn push(
         side.append(&mut out.side);
         events = out.events;
     }
-    events
+    Ok(events)
 }
 
 /// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's

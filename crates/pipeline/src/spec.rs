@@ -94,6 +94,8 @@ pub struct PipelineSpec {
     pub runtime: RuntimeSpec,
     /// Periodic checkpoints, if any.
     pub checkpoint: Option<CheckpointSpec>,
+    /// Where keyed operator state is kept.
+    pub state: StateSpec,
     /// The HTTP API the processor serves, if any.
     pub api: Option<ApiSpec>,
 }
@@ -114,6 +116,20 @@ impl fmt::Debug for ApiSpec {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .finish()
     }
+}
+
+/// Where keyed operator state (window accumulators, sessions and timers) is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StateSpec {
+    /// In memory, as objects: the default, and the fastest.
+    #[default]
+    Memory,
+    /// In sled databases under `dir`, one per operator, for state larger than memory. A cache
+    /// rebuilt from the restored checkpoint at every start: the checkpoint is the truth.
+    Sled {
+        /// The directory holding one sled directory per operator.
+        dir: PathBuf,
+    },
 }
 
 /// Periodic, consistent checkpoints.

@@ -265,3 +265,37 @@ fn an_api_without_a_token_only_listens_on_loopback() {
     .expect("loopback without a token is allowed");
     assert!(plan.api.is_some_and(|api| api.token.is_none()));
 }
+
+#[test]
+fn state_backends_are_checked() {
+    let config = |state: &str| format!("{}{state}", with_steps("  - key_by: user_id\n"));
+    let spec = |state: &str| {
+        config::parse(&config(state), Path::new("base"))
+            .expect("valid config")
+            .state
+    };
+    assert_eq!(spec(""), dataflow_pipeline::spec::StateSpec::Memory);
+    assert_eq!(
+        spec("state: { backend: memory }\n"),
+        dataflow_pipeline::spec::StateSpec::Memory
+    );
+    assert_eq!(
+        spec("state: { backend: sled, dir: state }\n"),
+        dataflow_pipeline::spec::StateSpec::Sled {
+            dir: Path::new("base").join("state")
+        }
+    );
+    let found = problems(&config("state: { backend: sled }\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("state") && found[0].contains("needs `dir`"),
+        "{found:?}"
+    );
+    let found = problems(&config("state: { backend: rocksdb, dir: x }\n"));
+    assert!(
+        found[0].contains("state.backend") && found[0].contains("unknown state backend `rocksdb`"),
+        "{found:?}"
+    );
+    let found = problems(&config("state: { dir: x }\n"));
+    assert!(found[0].contains("state.dir"), "{found:?}");
+}

@@ -32,6 +32,10 @@ pub enum WindowError {
     /// A snapshot that does not fit the config it is restored with, or is inconsistent.
     #[error("invalid window snapshot: {0}")]
     InvalidSnapshot(String),
+    /// The store holding the keys' states failed ([`crate::KeyStates`]); the windows must be
+    /// restored from a snapshot before they are used again.
+    #[error("window state store failed: {0}")]
+    State(String),
 }
 
 /// The result of window operations.

@@ -10,6 +10,8 @@
 //!   accumulator per pane of `gcd(size, slide)` and merge panes when a window fires.
 //! - [`BoundedOutOfOrderness`] derives a watermark from event times, and [`WatermarkCombiner`]
 //!   combines the watermarks of several inputs, with idle detection.
+//! - [`KeyStates`] is where the keys' states and timers live: in memory ([`HeapStates`]) by
+//!   default, or in any key-value store that keeps [`StoredKey`]s.
 //! - [`WindowSnapshot`] is the serializable state of a [`KeyedWindows`], for checkpoints.
 //!
 //! # Conventions
@@ -44,14 +46,14 @@
 //!     let admission = windows.add(&user, timestamp, &[Value::Null, Value::Int(amount)], &mut out)?;
 //!     assert_eq!(admission, Admission::OnTime);
 //!     watermarks.observe(timestamp);
-//!     windows.advance_watermark(watermarks.current(), &mut out);
+//!     windows.advance_watermark(watermarks.current(), &mut out)?;
 //! }
 //! // The event at 9 arrived out of order but within the bound. The watermark reached 13 at the
 //! // event at 15, which fired [0, 10).
 //! assert_eq!(out.len(), 1);
 //! assert_eq!((out[0].start, out[0].end), (0, 10));
 //! assert_eq!(out[0].values, vec![Value::Int(3), Value::Int(11)]);
-//! windows.finish(&mut out);
+//! windows.finish(&mut out)?;
 //! assert_eq!((out[1].start, out[1].end), (10, 20));
 //! assert_eq!(out[1].values, vec![Value::Int(2), Value::Int(4)]);
 //! # Ok::<(), dataflow_window::WindowError>(())
@@ -64,11 +66,13 @@ mod config;
 mod error;
 mod layout;
 mod snapshot;
+mod states;
 mod watermark;
 mod windows;
 
 pub use config::{AggregateKind, WindowConfig, WindowKind};
 pub use error::{Result, WindowError};
 pub use snapshot::WindowSnapshot;
+pub use states::{HeapStates, KeyState, KeyStates, StoredKey};
 pub use watermark::{BoundedOutOfOrderness, WatermarkCombiner};
 pub use windows::{Admission, KeyedWindows, WindowResult};

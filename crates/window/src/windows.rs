@@ -1,14 +1,12 @@
 //! [`KeyedWindows`]: the windows of every key of one operator.
 
-use std::collections::BTreeMap;
-
 use dataflow_event::Value;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{check_inputs, Accumulator};
+use crate::aggregate::check_inputs;
 use crate::layout::PaneLayout;
-use crate::snapshot::{KeySnapshot, SliceSnapshot, WindowSnapshot};
+use crate::snapshot::{KeySnapshot, WindowSnapshot};
+use crate::states::{HeapStates, KeyState, KeyStates, Slice};
 use crate::{Result, WindowConfig, WindowError, WindowKind};
 
 /// The aggregates of one key over one window, emitted when the window fires or is updated.
@@ -39,65 +37,6 @@ pub enum Admission {
     TooLate,
 }
 
-/// A pane of tumbling and sliding windows, or a session.
-#[derive(Clone, Debug)]
-struct Slice {
-    start: i64,
-    /// Exclusive. Panes: `start + pane`. Sessions: at least `start + gap`.
-    end: i64,
-    /// Sessions only: a result reflecting the session's current contents and bounds has been
-    /// emitted. Always false for panes, whose windows have fired exactly when their end is at or
-    /// below the watermark.
-    fired: bool,
-    /// One per aggregate of the config, in its order.
-    accumulators: Box<[Accumulator]>,
-}
-
-impl Slice {
-    fn new(start: i64, end: i64, config: &WindowConfig) -> Slice {
-        Slice {
-            start,
-            end,
-            fired: false,
-            accumulators: Accumulator::new_set(&config.aggregates),
-        }
-    }
-
-    fn add(&mut self, inputs: &[Value], timestamp: i64, seq: u64) {
-        for (accumulator, input) in self.accumulators.iter_mut().zip(inputs) {
-            accumulator.add(input, timestamp, seq);
-        }
-    }
-
-    fn values(&self) -> Vec<Value> {
-        self.accumulators.iter().map(Accumulator::value).collect()
-    }
-
-    fn snapshot(&self) -> SliceSnapshot {
-        SliceSnapshot {
-            start: self.start,
-            end: self.end,
-            fired: self.fired,
-            accumulators: self
-                .accumulators
-                .iter()
-                .map(Accumulator::snapshot)
-                .collect(),
-        }
-    }
-}
-
-/// The state of one key.
-#[derive(Debug, Default)]
-struct KeyState {
-    /// Sorted by start and disjoint (so also sorted by end). Never empty while the key is in
-    /// [`KeyedWindows::keys`].
-    slices: Vec<Slice>,
-    /// The time of this key's live entry in [`KeyedWindows::timers`]. It is at most the earliest
-    /// watermark at which this key's state has a window to fire or a slice to purge.
-    timer: Option<i64>,
-}
-
 /// How a window kind keeps its state.
 #[derive(Clone, Copy, Debug)]
 enum Layout {
@@ -113,14 +52,19 @@ enum Layout {
 /// [`KeyedWindows::advance_watermark`] passes their end, and their state is purged once the
 /// watermark passes their end plus the allowed lateness. Only accumulators are kept, never
 /// events. See the crate documentation for the conventions.
+///
+/// The keys' states and timers live in `S`: in memory by default ([`HeapStates`]), or in any
+/// other [`KeyStates`] (the pipeline keeps them in its state store). Only a store can fail
+/// ([`WindowError::State`]); in memory, every method that returns a `Result` fails only as it
+/// documents.
 #[derive(Debug)]
-pub struct KeyedWindows {
+pub struct KeyedWindows<S = HeapStates> {
     config: WindowConfig,
     layout: Layout,
-    keys: FxHashMap<Value, KeyState>,
-    /// The keys to look at when the watermark reaches a time. An entry is live when the time is
-    /// its key's [`KeyState::timer`]; other entries are stale and skipped.
-    timers: BTreeMap<i64, Vec<Value>>,
+    /// The keys with their states, and the timers: the keys to look at when the watermark
+    /// reaches a time. A timer is live when its time is its key's timer; others are stale and
+    /// skipped.
+    states: S,
     /// Monotonic. Every window with `end <= watermark` has fired and every slice whose purge
     /// time is at or below it has been dropped.
     watermark: i64,
@@ -128,14 +72,6 @@ pub struct KeyedWindows {
     next_seq: u64,
     /// The number of slices over all keys.
     slice_count: usize,
-}
-
-/// Makes sure `key` is looked at when the watermark reaches `time`.
-fn schedule(timers: &mut BTreeMap<i64, Vec<Value>>, state: &mut KeyState, key: &Value, time: i64) {
-    if state.timer.is_none_or(|timer| time < timer) {
-        timers.entry(time).or_default().push(key.clone());
-        state.timer = Some(time);
-    }
 }
 
 /// The values of the window `[start, end)` over `panes`, or `None` if no pane holds data.
@@ -199,9 +135,25 @@ fn intersecting(sessions: &[Slice], start: i64, end: i64) -> (usize, usize) {
 }
 
 impl KeyedWindows {
-    /// Windows for `config`, which must be valid ([`WindowConfig::validate`]).
+    /// Windows for `config`, which must be valid ([`WindowConfig::validate`]), keeping their
+    /// state in memory.
     pub fn new(config: WindowConfig) -> Result<KeyedWindows> {
+        KeyedWindows::with_states(config, HeapStates::default())
+    }
+
+    /// In-memory windows for `config` holding the state of `snapshot`. See
+    /// [`KeyedWindows::restore_with`].
+    pub fn restore(config: WindowConfig, snapshot: WindowSnapshot) -> Result<KeyedWindows> {
+        KeyedWindows::restore_with(config, HeapStates::default(), snapshot)
+    }
+}
+
+impl<S: KeyStates> KeyedWindows<S> {
+    /// Windows for `config`, which must be valid ([`WindowConfig::validate`]), keeping their
+    /// state in `states`, which is cleared.
+    pub fn with_states(config: WindowConfig, mut states: S) -> Result<KeyedWindows<S>> {
         config.validate()?;
+        states.clear()?;
         let layout = match config.kind {
             WindowKind::Tumbling { size } => Layout::Panes(PaneLayout::new(size, size)),
             WindowKind::Sliding { size, slide } => Layout::Panes(PaneLayout::new(size, slide)),
@@ -210,8 +162,7 @@ impl KeyedWindows {
         Ok(KeyedWindows {
             config,
             layout,
-            keys: FxHashMap::default(),
-            timers: BTreeMap::new(),
+            states,
             watermark: i64::MIN,
             next_seq: 0,
             slice_count: 0,
@@ -244,12 +195,6 @@ impl KeyedWindows {
         }
     }
 
-    fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.saturating_add(1);
-        seq
-    }
-
     fn add_to_pane(
         &mut self,
         layout: PaneLayout,
@@ -268,60 +213,60 @@ impl KeyedWindows {
         if purge_time <= watermark {
             return Ok(Admission::TooLate);
         }
-        let seq = self.take_seq();
-        // Look up by reference first: the key is only cloned when it is new.
-        let state = match self.keys.get_mut(key) {
-            Some(state) => state,
-            None => self.keys.entry(key.clone()).or_default(),
-        };
-        let panes = &mut state.slices;
-        // Events mostly arrive in order: look at the latest pane before searching.
-        let index = match panes.last() {
-            Some(last) if last.start == placement.pane_start => panes.len() - 1,
-            Some(last) if last.start < placement.pane_start => panes.len(),
-            None => 0,
-            Some(_) => panes
-                .binary_search_by_key(&placement.pane_start, |pane| pane.start)
-                .unwrap_or_else(|insert_at| insert_at),
-        };
-        if panes
-            .get(index)
-            .is_none_or(|pane| pane.start != placement.pane_start)
-        {
-            let end = placement.pane_start + layout.pane();
-            panes.insert(index, Slice::new(placement.pane_start, end, &self.config));
-            self.slice_count += 1;
-            let next_window = layout
-                .next_window_of_pane(placement.pane_start, watermark)
-                .map_or(purge_time, |(_, end)| end.min(purge_time));
-            schedule(&mut self.timers, state, key, next_window);
-        }
-        let panes = &mut state.slices;
-        panes[index].add(inputs, timestamp, seq);
-
-        // Windows of the event that have fired but are not purged get an updated result. An
-        // on-time event (timestamp >= watermark) has none, and skips the loop.
-        let mut admission = Admission::OnTime;
-        let (size, slide) = (layout.size(), layout.slide());
-        let mut start = placement.first_start;
-        // `last_start + size` fits in i64 (see `Placement`), so neither sum below overflows.
-        while start <= placement.last_start && start + size <= watermark {
-            let end = start + size;
-            if end.saturating_add(lateness) > watermark {
-                if let Some(values) = window_values(panes, start, end) {
-                    out.push(WindowResult {
-                        key: key.clone(),
-                        start,
-                        end,
-                        values,
-                        is_update: true,
-                    });
-                    admission = Admission::LateUpdated;
-                }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        let config = &self.config;
+        let slice_count = &mut self.slice_count;
+        self.states.update(key, |state| {
+            let panes = &mut state.slices;
+            // Events mostly arrive in order: look at the latest pane before searching.
+            let index = match panes.last() {
+                Some(last) if last.start == placement.pane_start => panes.len() - 1,
+                Some(last) if last.start < placement.pane_start => panes.len(),
+                None => 0,
+                Some(_) => panes
+                    .binary_search_by_key(&placement.pane_start, |pane| pane.start)
+                    .unwrap_or_else(|insert_at| insert_at),
+            };
+            if panes
+                .get(index)
+                .is_none_or(|pane| pane.start != placement.pane_start)
+            {
+                let end = placement.pane_start + layout.pane();
+                panes.insert(index, Slice::new(placement.pane_start, end, config));
+                *slice_count += 1;
+                let next_window = layout
+                    .next_window_of_pane(placement.pane_start, watermark)
+                    .map_or(purge_time, |(_, end)| end.min(purge_time));
+                state.schedule(next_window);
             }
-            start += slide;
-        }
-        Ok(admission)
+            let panes = &mut state.slices;
+            panes[index].add(inputs, timestamp, seq);
+
+            // Windows of the event that have fired but are not purged get an updated result. An
+            // on-time event (timestamp >= watermark) has none, and skips the loop.
+            let mut admission = Admission::OnTime;
+            let (size, slide) = (layout.size(), layout.slide());
+            let mut start = placement.first_start;
+            // `last_start + size` fits in i64 (see `Placement`), so neither sum below overflows.
+            while start <= placement.last_start && start + size <= watermark {
+                let end = start + size;
+                if end.saturating_add(lateness) > watermark {
+                    if let Some(values) = window_values(panes, start, end) {
+                        out.push(WindowResult {
+                            key: key.clone(),
+                            start,
+                            end,
+                            values,
+                            is_update: true,
+                        });
+                        admission = Admission::LateUpdated;
+                    }
+                }
+                start += slide;
+            }
+            admission
+        })
     }
 
     fn add_to_session(
@@ -337,165 +282,166 @@ impl KeyedWindows {
             .ok_or(WindowError::TimestampOutOfRange { timestamp })?;
         let lateness = self.config.allowed_lateness;
         let watermark = self.watermark;
-        let existing = self.keys.get_mut(key);
-        let (low, high) = existing
-            .as_ref()
-            .map_or((0, 0), |state| intersecting(&state.slices, timestamp, end));
-        // Sessions in the state are not purged, so merging with one is never too late.
-        if low == high && end.saturating_add(lateness) <= watermark {
-            return Ok(Admission::TooLate);
-        }
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.saturating_add(1);
-        let state = match existing {
-            Some(state) => state,
-            None => self.keys.entry(key.clone()).or_default(),
-        };
-        let sessions = &mut state.slices;
-        if low == high {
-            sessions.insert(low, Slice::new(timestamp, end, &self.config));
-            self.slice_count += 1;
-        } else if sessions[low].start > timestamp || sessions[high - 1].end < end || high > low + 1
-        {
-            // Extend the first intersecting session over the event and the others.
-            let absorbed: Vec<Slice> = sessions.drain(low + 1..high).collect();
-            self.slice_count -= absorbed.len();
-            let session = &mut sessions[low];
-            session.start = session.start.min(timestamp);
-            session.end = session.end.max(end);
-            for other in absorbed {
-                session.end = session.end.max(other.end);
-                session.fired |= other.fired;
-                let others = other.accumulators.into_vec();
-                for (accumulator, other) in session.accumulators.iter_mut().zip(others) {
-                    accumulator.absorb(other);
+        let config = &self.config;
+        let slice_count = &mut self.slice_count;
+        let next_seq = &mut self.next_seq;
+        self.states.update(key, |state| {
+            let sessions = &mut state.slices;
+            let (low, high) = intersecting(sessions, timestamp, end);
+            // Sessions in the state are not purged, so merging with one is never too late.
+            if low == high && end.saturating_add(lateness) <= watermark {
+                return Admission::TooLate;
+            }
+            let seq = *next_seq;
+            *next_seq = next_seq.saturating_add(1);
+            if low == high {
+                sessions.insert(low, Slice::new(timestamp, end, config));
+                *slice_count += 1;
+            } else if sessions[low].start > timestamp
+                || sessions[high - 1].end < end
+                || high > low + 1
+            {
+                // Extend the first intersecting session over the event and the others.
+                let absorbed: Vec<Slice> = sessions.drain(low + 1..high).collect();
+                *slice_count -= absorbed.len();
+                let session = &mut sessions[low];
+                session.start = session.start.min(timestamp);
+                session.end = session.end.max(end);
+                for other in absorbed {
+                    session.end = session.end.max(other.end);
+                    session.fired |= other.fired;
+                    let others = other.accumulators.into_vec();
+                    for (accumulator, other) in session.accumulators.iter_mut().zip(others) {
+                        accumulator.absorb(other);
+                    }
                 }
             }
-        }
-        let session = &mut sessions[low];
-        session.add(inputs, timestamp, seq);
+            let session = &mut sessions[low];
+            session.add(inputs, timestamp, seq);
 
-        // A session in the state that has not fired ends after the watermark, so only a new
-        // session can need firing right away.
-        let admission = if session.fired || session.end <= watermark {
-            session.fired = true;
-            out.push(WindowResult {
-                key: key.clone(),
-                start: session.start,
-                end: session.end,
-                values: session.values(),
-                is_update: true,
-            });
-            Admission::LateUpdated
-        } else {
-            Admission::OnTime
-        };
-        let next = session_time(session, lateness);
-        schedule(&mut self.timers, state, key, next);
-        Ok(admission)
+            // A session in the state that has not fired ends after the watermark, so only a new
+            // session can need firing right away.
+            let admission = if session.fired || session.end <= watermark {
+                session.fired = true;
+                out.push(WindowResult {
+                    key: key.clone(),
+                    start: session.start,
+                    end: session.end,
+                    values: session.values(),
+                    is_update: true,
+                });
+                Admission::LateUpdated
+            } else {
+                Admission::OnTime
+            };
+            let next = session_time(session, lateness);
+            state.schedule(next);
+            admission
+        })
     }
 
     /// Advances the watermark: fires every window with `end <= watermark` that has not fired,
     /// emitting results sorted by `(end, start, key)`, then purges the state of windows with
     /// `end + allowed_lateness <= watermark`. A watermark at or below the current one is
     /// ignored.
-    pub fn advance_watermark(&mut self, watermark: i64, out: &mut Vec<WindowResult>) {
+    pub fn advance_watermark(&mut self, watermark: i64, out: &mut Vec<WindowResult>) -> Result<()> {
         if watermark <= self.watermark {
-            return;
+            return Ok(());
         }
         let previous = self.watermark;
         self.watermark = watermark;
         let first = out.len();
-        while let Some(entry) = self.timers.first_entry() {
-            if *entry.key() > watermark {
-                break;
-            }
-            let (time, keys) = entry.remove_entry();
+        while let Some((time, keys)) = self.states.pop_due(watermark)? {
             for key in keys {
-                self.process_key(key, time, previous, out);
+                self.process_key(&key, time, previous, out)?;
             }
         }
         out[first..]
             .sort_unstable_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        Ok(())
     }
 
     /// Fires and purges the windows of `key` after the watermark moved up from `previous`, if
     /// `time` is the key's live timer.
-    fn process_key(&mut self, key: Value, time: i64, previous: i64, out: &mut Vec<WindowResult>) {
-        let Some(state) = self.keys.get_mut(&key) else {
-            return;
-        };
-        if state.timer != Some(time) {
-            return;
-        }
+    fn process_key(
+        &mut self,
+        key: &Value,
+        time: i64,
+        previous: i64,
+        out: &mut Vec<WindowResult>,
+    ) -> Result<()> {
         let watermark = self.watermark;
         let lateness = self.config.allowed_lateness;
-        let slices = &mut state.slices;
-        let purged;
-        match self.layout {
-            Layout::Panes(layout) => {
-                // Windows ending at or below `previous` fired before (or, if they got data late,
-                // when it was added), so fire those ending in (previous, watermark].
-                let mut bound = previous;
-                while let Some((start, end)) =
-                    layout.next_window(slices.len(), |index| slices[index].start, bound)
-                {
-                    if end > watermark {
-                        break;
+        let layout = self.layout;
+        let slice_count = &mut self.slice_count;
+        self.states.update(key, |state| {
+            if state.timer != Some(time) {
+                return;
+            }
+            let slices = &mut state.slices;
+            let purged;
+            match layout {
+                Layout::Panes(layout) => {
+                    // Windows ending at or below `previous` fired before (or, if they got data
+                    // late, when it was added), so fire those ending in (previous, watermark].
+                    let mut bound = previous;
+                    while let Some((start, end)) =
+                        layout.next_window(slices.len(), |index| slices[index].start, bound)
+                    {
+                        if end > watermark {
+                            break;
+                        }
+                        if let Some(values) = window_values(slices, start, end) {
+                            out.push(WindowResult {
+                                key: key.clone(),
+                                start,
+                                end,
+                                values,
+                                is_update: false,
+                            });
+                        }
+                        bound = end;
                     }
-                    if let Some(values) = window_values(slices, start, end) {
-                        out.push(WindowResult {
-                            key: key.clone(),
-                            start,
-                            end,
-                            values,
-                            is_update: false,
-                        });
-                    }
-                    bound = end;
+                    purged = slices.partition_point(|pane| {
+                        layout.purge_time(pane.start, lateness) <= watermark
+                    });
                 }
-                purged = slices
-                    .partition_point(|pane| layout.purge_time(pane.start, lateness) <= watermark);
-            }
-            Layout::Sessions { .. } => {
-                for session in slices.iter_mut() {
-                    if !session.fired && session.end <= watermark {
-                        session.fired = true;
-                        out.push(WindowResult {
-                            key: key.clone(),
-                            start: session.start,
-                            end: session.end,
-                            values: session.values(),
-                            is_update: false,
-                        });
+                Layout::Sessions { .. } => {
+                    for session in slices.iter_mut() {
+                        if !session.fired && session.end <= watermark {
+                            session.fired = true;
+                            out.push(WindowResult {
+                                key: key.clone(),
+                                start: session.start,
+                                end: session.end,
+                                values: session.values(),
+                                is_update: false,
+                            });
+                        }
                     }
+                    purged = slices.partition_point(|session| {
+                        session.end.saturating_add(lateness) <= watermark
+                    });
                 }
-                purged = slices
-                    .partition_point(|session| session.end.saturating_add(lateness) <= watermark);
             }
-        }
-        slices.drain(..purged);
-        let next = next_time(self.layout, slices, watermark, lateness);
-        self.slice_count -= purged;
-        match next {
-            Some(next) => {
-                state.timer = Some(next);
-                self.timers.entry(next).or_default().push(key);
+            slices.drain(..purged);
+            *slice_count -= purged;
+            // With no slice left there is no next time, and the store drops the key.
+            state.timer = None;
+            if let Some(next) = next_time(layout, &state.slices, watermark, lateness) {
+                state.schedule(next);
             }
-            None => {
-                self.keys.remove(&key);
-            }
-        }
+        })
     }
 
     /// Ends a bounded input: fires every window that has not fired yet (results not updates,
     /// sorted by `(end, start, key)`), then drops all state. The watermark becomes `i64::MAX`, so
     /// events added afterwards are too late.
-    pub fn finish(&mut self, out: &mut Vec<WindowResult>) {
-        self.advance_watermark(i64::MAX, out);
-        self.keys.clear();
-        self.timers.clear();
+    pub fn finish(&mut self, out: &mut Vec<WindowResult>) -> Result<()> {
+        self.advance_watermark(i64::MAX, out)?;
+        self.states.clear()?;
         self.slice_count = 0;
+        Ok(())
     }
 
     /// The current watermark (`i64::MIN` until one is given).
@@ -505,7 +451,7 @@ impl KeyedWindows {
 
     /// The number of keys that hold state.
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.states.len()
     }
 
     /// The number of windows holding state over all keys. Sliding windows keep their state in
@@ -514,30 +460,44 @@ impl KeyedWindows {
         self.slice_count
     }
 
+    /// Where the keys' states are kept.
+    pub fn states(&self) -> &S {
+        &self.states
+    }
+
+    /// The store of the keys' states, to reuse it (for example to restore into it).
+    pub fn into_states(self) -> S {
+        self.states
+    }
+
     /// The complete state, deterministic (keys sorted), for checkpoints.
-    pub fn snapshot(&self) -> WindowSnapshot {
-        let mut keys: Vec<KeySnapshot> = self
-            .keys
-            .iter()
-            .map(|(key, state)| KeySnapshot {
+    pub fn snapshot(&self) -> Result<WindowSnapshot> {
+        let mut keys: Vec<KeySnapshot> = Vec::with_capacity(self.states.len());
+        self.states.for_each(&mut |key, state| {
+            keys.push(KeySnapshot {
                 key: key.clone(),
                 slices: state.slices.iter().map(Slice::snapshot).collect(),
             })
-            .collect();
+        })?;
         keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        WindowSnapshot {
+        Ok(WindowSnapshot {
             kind: self.config.kind,
             aggregates: self.config.aggregates.clone(),
             watermark: self.watermark,
             next_seq: self.next_seq,
             keys,
-        }
+        })
     }
 
-    /// Windows for `config` holding the state of `snapshot`. The snapshot must have been taken
-    /// with the same window kind and aggregates; the allowed lateness may differ.
-    pub fn restore(config: WindowConfig, snapshot: WindowSnapshot) -> Result<KeyedWindows> {
-        let mut windows = KeyedWindows::new(config)?;
+    /// Windows for `config` holding the state of `snapshot`, kept in `states` (cleared first).
+    /// The snapshot must have been taken with the same window kind and aggregates; the allowed
+    /// lateness may differ.
+    pub fn restore_with(
+        config: WindowConfig,
+        states: S,
+        snapshot: WindowSnapshot,
+    ) -> Result<KeyedWindows<S>> {
+        let mut windows = KeyedWindows::with_states(config, states)?;
         let invalid = |reason: String| Err(WindowError::InvalidSnapshot(reason));
         if snapshot.kind != windows.config.kind {
             return invalid(format!(
@@ -553,6 +513,8 @@ impl KeyedWindows {
         }
         windows.watermark = snapshot.watermark;
         windows.next_seq = snapshot.next_seq;
+        let lateness = windows.config.allowed_lateness;
+        let mut states = Vec::with_capacity(snapshot.keys.len());
         for KeySnapshot { key, slices } in snapshot.keys {
             if slices.is_empty() {
                 return invalid(format!("key {key:?} has no windows"));
@@ -593,14 +555,21 @@ impl KeyedWindows {
             }
             windows.check_slices(&key, &restored)?;
             windows.slice_count += restored.len();
-            let state = KeyState {
+            let mut state = KeyState {
                 slices: restored,
                 timer: None,
+                scheduled: None,
             };
-            if windows.keys.insert(key.clone(), state).is_some() {
-                return invalid(format!("key {key:?} appears twice"));
+            // The earliest time the restored state needs attention.
+            if let Some(next) =
+                next_time(windows.layout, &state.slices, windows.watermark, lateness)
+            {
+                state.schedule(next);
             }
-            windows.reschedule(&key);
+            states.push((key, state));
+        }
+        if let Some(key) = windows.states.load(states)? {
+            return invalid(format!("key {key:?} appears twice"));
         }
         Ok(windows)
     }
@@ -642,19 +611,6 @@ impl KeyedWindows {
         }
         Ok(())
     }
-
-    /// Registers the timer of a restored key: the earliest time its state needs attention.
-    fn reschedule(&mut self, key: &Value) {
-        let watermark = self.watermark;
-        let lateness = self.config.allowed_lateness;
-        let Some(state) = self.keys.get_mut(key) else {
-            return;
-        };
-        let next = next_time(self.layout, &state.slices, watermark, lateness);
-        if let Some(next) = next {
-            schedule(&mut self.timers, state, key, next);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -688,7 +644,7 @@ mod tests {
         let mut windows = windows(WindowKind::Sliding { size: 10, slide: 5 }, 0);
         let mut out = Vec::new();
         let key = Value::str("k");
-        let before = windows.snapshot();
+        let before = windows.snapshot().expect("snapshot");
         assert!(windows.add(&key, 3, &[Value::Null], &mut out).is_err());
         assert!(windows
             .add(&key, 3, &[Value::Null, Value::str("x")], &mut out)
@@ -699,7 +655,7 @@ mod tests {
                 timestamp: i64::MAX
             })
         );
-        assert_eq!(windows.snapshot(), before);
+        assert_eq!(windows.snapshot().expect("snapshot"), before);
         assert_eq!(windows.key_count(), 0);
         assert!(out.is_empty());
 
@@ -718,20 +674,22 @@ mod tests {
         add(&mut windows, "a", 7, &mut out);
         add(&mut windows, "b", 12, &mut out);
         assert_eq!((windows.key_count(), windows.open_windows()), (2, 3));
-        windows.advance_watermark(10, &mut out);
+        windows.advance_watermark(10, &mut out).expect("advance");
         let fired: Vec<(i64, i64)> = out
             .iter()
             .map(|result| (result.start, result.end))
             .collect();
         assert_eq!(fired, vec![(-5, 5), (0, 10)]);
         // Pane [5, 10) of a ends its last window at 15, purged at 25.
-        windows.advance_watermark(24, &mut out);
+        windows.advance_watermark(24, &mut out).expect("advance");
         assert_eq!(windows.key_count(), 2);
-        windows.advance_watermark(25, &mut out);
+        windows.advance_watermark(25, &mut out).expect("advance");
         assert_eq!((windows.key_count(), windows.open_windows()), (1, 1));
-        windows.advance_watermark(i64::MAX, &mut out);
+        windows
+            .advance_watermark(i64::MAX, &mut out)
+            .expect("advance");
         assert_eq!((windows.key_count(), windows.open_windows()), (0, 0));
-        assert!(windows.timers.is_empty());
+        assert!(windows.states().timer_count() == 0);
     }
 
     #[test]
@@ -746,7 +704,7 @@ mod tests {
         assert_eq!(windows.open_windows(), 2);
         add(&mut windows, "a", 9, &mut out);
         assert_eq!(windows.open_windows(), 1);
-        windows.finish(&mut out);
+        windows.finish(&mut out).expect("finish");
         assert_eq!(
             out,
             vec![WindowResult {
@@ -764,7 +722,7 @@ mod tests {
         let mut tumbling = windows(WindowKind::Tumbling { size: 10 }, 0);
         let mut out = Vec::new();
         add(&mut tumbling, "a", 3, &mut out);
-        let snapshot = tumbling.snapshot();
+        let snapshot = tumbling.snapshot().expect("snapshot");
         let config = |kind| WindowConfig {
             kind,
             allowed_lateness: 0,
@@ -780,8 +738,8 @@ mod tests {
         let mut restored =
             KeyedWindows::restore(config(WindowKind::Tumbling { size: 10 }), snapshot.clone())
                 .expect("same config");
-        assert_eq!(restored.snapshot(), snapshot);
-        restored.finish(&mut out);
+        assert_eq!(restored.snapshot().expect("snapshot"), snapshot);
+        restored.finish(&mut out).expect("finish");
         assert_eq!(out.len(), 1);
     }
 
@@ -796,7 +754,7 @@ mod tests {
         let mut out = Vec::new();
         add(&mut sessions, "a", 0, &mut out);
         add(&mut sessions, "a", 20, &mut out);
-        let json = serde_json::to_value(sessions.snapshot()).expect("encodable");
+        let json = serde_json::to_value(sessions.snapshot().expect("snapshot")).expect("encodable");
         let restore = |json: serde_json::Value| {
             let snapshot: WindowSnapshot = serde_json::from_value(json).expect("decodable");
             KeyedWindows::restore(config.clone(), snapshot)

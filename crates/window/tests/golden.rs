@@ -103,27 +103,33 @@ fn run(config: &WindowConfig, script: &Script, snapshot_every_step: bool) -> Vec
                 }
                 generators[*input].observe(*timestamp);
                 combiner.update(*input, generators[*input].current(), *now);
-                windows.advance_watermark(combiner.current(), &mut out);
+                windows
+                    .advance_watermark(combiner.current(), &mut out)
+                    .expect("advance");
             }
             Step::CheckIdle { now } => {
                 combiner.check_idle(*now);
-                windows.advance_watermark(combiner.current(), &mut out);
+                windows
+                    .advance_watermark(combiner.current(), &mut out)
+                    .expect("advance");
             }
             Step::EndInput(input) => {
                 combiner.finish(*input);
-                windows.advance_watermark(combiner.current(), &mut out);
+                windows
+                    .advance_watermark(combiner.current(), &mut out)
+                    .expect("advance");
             }
-            Step::Finish => windows.finish(&mut out),
+            Step::Finish => windows.finish(&mut out).expect("finish"),
             Step::Watermark(expected) => assert_eq!(combiner.current(), *expected),
         }
         trace.extend(out.drain(..).map(Out::from));
         if snapshot_every_step {
-            let snapshot = windows.snapshot();
+            let snapshot = windows.snapshot().expect("snapshot");
             let json = serde_json::to_string(&snapshot).expect("encodable snapshot");
             let decoded: WindowSnapshot = serde_json::from_str(&json).expect("decodable");
             assert_eq!(decoded, snapshot);
             windows = KeyedWindows::restore(config.clone(), decoded).expect("restorable");
-            assert_eq!(windows.snapshot(), snapshot);
+            assert_eq!(windows.snapshot().expect("snapshot"), snapshot);
         }
     }
     trace

@@ -104,7 +104,8 @@ fn run(config: &WindowConfig, bound: i64, events: &[Event], snapshot_at: Option<
     let mut generator = BoundedOutOfOrderness::new(bound);
     let mut run = Run::default();
     let round_trip = |windows: &KeyedWindows| {
-        let json = serde_json::to_string(&windows.snapshot()).expect("encodable");
+        let json =
+            serde_json::to_string(&windows.snapshot().expect("snapshot")).expect("encodable");
         let snapshot: WindowSnapshot = serde_json::from_str(&json).expect("decodable");
         KeyedWindows::restore(config.clone(), snapshot).expect("restorable")
     };
@@ -131,12 +132,14 @@ fn run(config: &WindowConfig, bound: i64, events: &[Event], snapshot_at: Option<
         }
         run.admissions.push((admission, watermark));
         generator.observe(event.timestamp);
-        windows.advance_watermark(generator.current(), &mut run.results);
+        windows
+            .advance_watermark(generator.current(), &mut run.results)
+            .expect("advance");
     }
     if snapshot_at == Some(events.len()) {
         windows = round_trip(&windows);
     }
-    windows.finish(&mut run.results);
+    windows.finish(&mut run.results).expect("finish");
     assert_eq!((windows.key_count(), windows.open_windows()), (0, 0));
     run
 }

@@ -1,0 +1,261 @@
+//! Where [`crate::KeyedWindows`] keeps the state of its keys: the [`KeyStates`] trait, and
+//! [`HeapStates`], its in-memory implementation.
+//!
+//! A key's state ([`KeyState`]) is its open windows with their accumulators, and the time of
+//! its timer: the earliest watermark at which it has a window to fire or to purge. Timers are
+//! kept by the store too, ordered by time, so that a store on disk can hold more keys than fit
+//! in memory. Stores outside this crate (the pipeline's, over `dataflow-state`) persist a key's
+//! state as a [`StoredKey`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use dataflow_event::Value;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::Accumulator;
+use crate::snapshot::SliceSnapshot;
+use crate::{Result, WindowConfig};
+
+/// A pane of tumbling and sliding windows, or a session.
+#[derive(Clone, Debug)]
+pub(crate) struct Slice {
+    pub(crate) start: i64,
+    /// Exclusive. Panes: `start + pane`. Sessions: at least `start + gap`.
+    pub(crate) end: i64,
+    /// Sessions only: a result reflecting the session's current contents and bounds has been
+    /// emitted. Always false for panes, whose windows have fired exactly when their end is at or
+    /// below the watermark.
+    pub(crate) fired: bool,
+    /// One per aggregate of the config, in its order.
+    pub(crate) accumulators: Box<[Accumulator]>,
+}
+
+impl Slice {
+    pub(crate) fn new(start: i64, end: i64, config: &WindowConfig) -> Slice {
+        Slice {
+            start,
+            end,
+            fired: false,
+            accumulators: Accumulator::new_set(&config.aggregates),
+        }
+    }
+
+    pub(crate) fn add(&mut self, inputs: &[Value], timestamp: i64, seq: u64) {
+        for (accumulator, input) in self.accumulators.iter_mut().zip(inputs) {
+            accumulator.add(input, timestamp, seq);
+        }
+    }
+
+    pub(crate) fn values(&self) -> Vec<Value> {
+        self.accumulators.iter().map(Accumulator::value).collect()
+    }
+
+    pub(crate) fn snapshot(&self) -> SliceSnapshot {
+        SliceSnapshot {
+            start: self.start,
+            end: self.end,
+            fired: self.fired,
+            accumulators: self
+                .accumulators
+                .iter()
+                .map(Accumulator::snapshot)
+                .collect(),
+        }
+    }
+
+    pub(crate) fn from_snapshot(snapshot: SliceSnapshot) -> Slice {
+        Slice {
+            start: snapshot.start,
+            end: snapshot.end,
+            fired: snapshot.fired,
+            accumulators: snapshot
+                .accumulators
+                .into_iter()
+                .map(|accumulator| accumulator.restore())
+                .collect(),
+        }
+    }
+}
+
+/// The state of one key: its open windows and its timer.
+#[derive(Clone, Debug, Default)]
+pub struct KeyState {
+    /// Sorted by start and disjoint (so also sorted by end). A key whose slices are empty after
+    /// an update is removed from its store.
+    pub(crate) slices: Vec<Slice>,
+    /// The time of this key's live timer. It is at most the earliest watermark at which this
+    /// key's state has a window to fire or a slice to purge. Timers at other times are stale.
+    pub(crate) timer: Option<i64>,
+    /// A timer set during an update, for the store to register when the update ends.
+    pub(crate) scheduled: Option<i64>,
+}
+
+impl KeyState {
+    /// Makes sure the key is looked at when the watermark reaches `time`.
+    pub(crate) fn schedule(&mut self, time: i64) {
+        if self.timer.is_none_or(|timer| time < timer) {
+            self.timer = Some(time);
+            self.scheduled = Some(time);
+        }
+    }
+
+    /// Whether the key holds no window: its store drops it.
+    pub fn is_empty(&self) -> bool {
+        self.slices.is_empty()
+    }
+
+    /// The number of windows (panes or sessions) the key holds.
+    pub fn window_count(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// The timer registered by the last update, if any; taking it leaves `None`. Stores call this
+    /// after every [`KeyStates::update`] and register the timer under the key.
+    pub fn take_scheduled(&mut self) -> Option<i64> {
+        self.scheduled.take()
+    }
+
+    /// The serializable form of the state, for stores that keep bytes.
+    pub fn to_stored(&self) -> StoredKey {
+        StoredKey {
+            slices: self.slices.iter().map(Slice::snapshot).collect(),
+            timer: self.timer,
+        }
+    }
+
+    /// The state a [`StoredKey`] was taken of.
+    pub fn from_stored(stored: StoredKey) -> KeyState {
+        KeyState {
+            slices: stored
+                .slices
+                .into_iter()
+                .map(Slice::from_snapshot)
+                .collect(),
+            timer: stored.timer,
+            scheduled: None,
+        }
+    }
+}
+
+/// The serializable form of a [`KeyState`]. Its contents are private: it is meant to be
+/// serialized with serde, stored and read back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredKey {
+    slices: Vec<SliceSnapshot>,
+    timer: Option<i64>,
+}
+
+/// The keys of one [`crate::KeyedWindows`], with their states and timers.
+///
+/// Implementations keep states in memory ([`HeapStates`]) or serialized in a key-value store.
+/// Their errors are [`crate::WindowError::State`]; after one the windows are unusable and the
+/// caller restores them from a snapshot.
+pub trait KeyStates: fmt::Debug + Send {
+    /// Calls `update` on the state of `key` (an empty one if the key has none) and keeps what it
+    /// leaves: the key is dropped if the state is empty, and a timer the update scheduled
+    /// ([`KeyState::take_scheduled`]) is registered.
+    fn update<R>(&mut self, key: &Value, update: impl FnOnce(&mut KeyState) -> R) -> Result<R>;
+
+    /// Removes and returns the earliest timer at or below `watermark`: its time and the keys
+    /// registered at it (some may be stale: their state's timer is another time, or they are
+    /// gone).
+    fn pop_due(&mut self, watermark: i64) -> Result<Option<(i64, Vec<Value>)>>;
+
+    /// Fills an empty store with keys and their states, as a restore does. Returns a key that
+    /// appears twice, if one does; the store's contents are then unspecified.
+    fn load(&mut self, states: Vec<(Value, KeyState)>) -> Result<Option<Value>>;
+
+    /// Calls `visit` on every key and its state, in no particular order.
+    fn for_each(&self, visit: &mut dyn FnMut(&Value, &KeyState)) -> Result<()>;
+
+    /// The number of keys holding state.
+    fn len(&self) -> usize;
+
+    /// Whether no key holds state.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every key and timer.
+    fn clear(&mut self) -> Result<()>;
+}
+
+/// Key states in memory: a hash map of keys and an ordered map of timers. The default.
+#[derive(Debug, Default)]
+pub struct HeapStates {
+    keys: FxHashMap<Value, KeyState>,
+    timers: BTreeMap<i64, Vec<Value>>,
+}
+
+impl HeapStates {
+    /// The number of timers registered, stale ones included.
+    pub fn timer_count(&self) -> usize {
+        self.timers.values().map(Vec::len).sum()
+    }
+
+    fn register(&mut self, key: &Value, state: &mut KeyState) {
+        if let Some(time) = state.take_scheduled() {
+            self.timers.entry(time).or_default().push(key.clone());
+        }
+    }
+}
+
+impl KeyStates for HeapStates {
+    fn update<R>(&mut self, key: &Value, update: impl FnOnce(&mut KeyState) -> R) -> Result<R> {
+        // Look up by reference first: the key is only cloned when it is new.
+        if let Some(state) = self.keys.get_mut(key) {
+            let result = update(state);
+            if state.is_empty() {
+                self.keys.remove(key);
+            } else if let Some(time) = state.take_scheduled() {
+                self.timers.entry(time).or_default().push(key.clone());
+            }
+            return Ok(result);
+        }
+        let mut state = KeyState::default();
+        let result = update(&mut state);
+        if !state.is_empty() {
+            self.register(key, &mut state);
+            self.keys.insert(key.clone(), state);
+        }
+        Ok(result)
+    }
+
+    fn pop_due(&mut self, watermark: i64) -> Result<Option<(i64, Vec<Value>)>> {
+        match self.timers.first_entry() {
+            Some(entry) if *entry.key() <= watermark => Ok(Some(entry.remove_entry())),
+            _ => Ok(None),
+        }
+    }
+
+    fn load(&mut self, states: Vec<(Value, KeyState)>) -> Result<Option<Value>> {
+        self.keys.reserve(states.len());
+        for (key, mut state) in states {
+            if self.keys.contains_key(&key) {
+                return Ok(Some(key));
+            }
+            self.register(&key, &mut state);
+            self.keys.insert(key, state);
+        }
+        Ok(None)
+    }
+
+    fn for_each(&self, visit: &mut dyn FnMut(&Value, &KeyState)) -> Result<()> {
+        for (key, state) in &self.keys {
+            visit(key, state);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        self.keys.clear();
+        self.timers.clear();
+        Ok(())
+    }
+}
