@@ -235,6 +235,7 @@ struct Shared {
     live: Mutex<Live>,
     restore: Mutex<Option<PendingRestore>>,
     restores: AtomicU64,
+    last_triggered: AtomicU64,
     can_restart: std::sync::atomic::AtomicBool,
 }
 
@@ -286,6 +287,7 @@ impl ControlHandle {
             live: Mutex::new(live),
             restore: Mutex::new(None),
             restores: AtomicU64::new(0),
+            last_triggered: AtomicU64::new(0),
             can_restart: std::sync::atomic::AtomicBool::new(false),
         };
         ControlHandle {
@@ -509,10 +511,18 @@ impl ControlHandle {
             .requests
             .send(Request::Trigger(reply))
             .map_err(|_| ControlError::NotRunning("it has stopped".into()))?;
-        tokio::time::timeout(Duration::from_secs(10), answer)
+        let id = tokio::time::timeout(Duration::from_secs(10), answer)
             .await
             .map_err(|_| ControlError::NotRunning("the coordinator did not answer".into()))?
-            .map_err(|_| ControlError::NotRunning("the run ended".into()))
+            .map_err(|_| ControlError::NotRunning("the run ended".into()))?;
+        self.shared.last_triggered.fetch_max(id, Ordering::SeqCst);
+        tracing::info!(checkpoint = id, "checkpoint requested");
+        Ok(id)
+    }
+
+    /// The highest id a trigger answered, 0 if none.
+    pub fn last_triggered(&self) -> u64 {
+        self.shared.last_triggered.load(Ordering::SeqCst)
     }
 
     /// The last completed checkpoint, 0 before the first.
