@@ -1,8 +1,9 @@
-//! `admin`: lists, inspects, verifies and compares checkpoints.
+//! `admin`: lists, inspects, verifies, compares, triggers and restores checkpoints, looks up
+//! operator state, and shows a running pipeline's status and watermarks.
 //!
 //! It talks to a running processor's API (`--url`, `--token`), or reads a checkpoint directory
 //! offline (`--dir`), which works with no processor running — for a deployment that is down.
-//! Both give the same output. Only arguments, output and exit codes live here; the API client is
+//! Both give the same output for what both can do. Only arguments, output and exit codes live here; the API client is
 //! `dataflow-api`'s, reading and checking checkpoints `dataflow-checkpoint`'s.
 
 use std::path::PathBuf;
@@ -11,8 +12,9 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_api::client::Client;
-use dataflow_api::CheckpointSummary;
-use dataflow_checkpoint::{CheckpointId, CheckpointStorage, LocalStorage, Manifest};
+use dataflow_api::state::{self, CheckpointDiff, KeyPage, KeyState, StateValue};
+use dataflow_api::{CheckpointSummary, StateDecoder};
+use dataflow_checkpoint::{Checkpoint, CheckpointId, CheckpointStorage, LocalStorage, Manifest};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +50,44 @@ enum Command {
     /// Checkpoints.
     #[command(subcommand)]
     Checkpoints(Checkpoints),
+    /// Operator state in a checkpoint.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// The running pipeline's state, counts and last checkpoint (needs --url).
+    Status,
+    /// Every source's and partition's watermark, and which holds the operators back (needs --url).
+    Watermarks,
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// The state of one key.
+    Get {
+        /// The checkpoint id.
+        #[arg(long)]
+        checkpoint: String,
+        /// The operator, e.g. `steps[2].window`.
+        #[arg(long)]
+        operator: String,
+        /// The key: JSON (`42`, `"u01"`) or, if it does not parse, a plain string.
+        #[arg(long)]
+        key: String,
+    },
+    /// A page of the keys.
+    Keys {
+        /// The checkpoint id.
+        #[arg(long)]
+        checkpoint: String,
+        /// The operator.
+        #[arg(long)]
+        operator: String,
+        /// The first key's position.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// How many keys (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,13 +104,52 @@ enum Checkpoints {
         /// The checkpoint id.
         id: String,
     },
-    /// What changed between two checkpoints.
+    /// What changed between two checkpoints: per operator keys added, removed and changed;
+    /// source positions and watermarks.
     Diff {
         /// The older checkpoint id.
         from: String,
         /// The newer checkpoint id.
         to: String,
     },
+    /// Takes a checkpoint now (needs --url); prints its id.
+    Trigger {
+        /// Wait until it completes (or fails), up to a minute.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Deletes a checkpoint (needs --url).
+    Delete {
+        /// The checkpoint id.
+        id: String,
+    },
+    /// Restores the running pipeline to a checkpoint (needs --url): it stops, restores the
+    /// checkpoint, seeks its sources and resumes.
+    Restore {
+        /// The checkpoint id.
+        id: String,
+        /// Only say what would be restored and dropped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Operator state decoded by `dataflow_pipeline::inspect`, as the processor decodes it.
+struct Decoder;
+
+impl StateDecoder for Decoder {
+    fn decode(&self, kind: &str, state: &[u8]) -> Result<Vec<KeyState>, String> {
+        let view = dataflow_pipeline::inspect::decode_operator(kind, state)
+            .map_err(|error| error.to_string())?;
+        Ok(view
+            .keys
+            .into_iter()
+            .map(|k| KeyState {
+                key: k.key,
+                value: k.value,
+            })
+            .collect())
+    }
 }
 
 /// Where checkpoints are read: a processor's API, or a directory.
@@ -93,6 +172,77 @@ impl Checkpointed {
             Checkpointed::Api(client) => Ok(client.checkpoint(id)?),
             Checkpointed::Dir(storage) => Ok(storage.verify(id.parse::<CheckpointId>()?)?),
         }
+    }
+
+    fn client(&self, what: &str) -> anyhow::Result<&Client> {
+        match self {
+            Checkpointed::Api(client) => Ok(client),
+            Checkpointed::Dir(_) => bail!("{what} needs a running processor: use --url URL"),
+        }
+    }
+
+    fn load(storage: &LocalStorage, id: &str) -> anyhow::Result<(Checkpoint, Manifest)> {
+        let id = id.parse::<CheckpointId>()?;
+        Ok((storage.load(id)?, storage.manifest(id)?))
+    }
+
+    fn diff(&self, from: &str, to: &str) -> anyhow::Result<CheckpointDiff> {
+        match self {
+            Checkpointed::Api(client) => Ok(client.diff(from, to)?),
+            Checkpointed::Dir(storage) => {
+                let older = Self::load(storage, from)?;
+                let newer = Self::load(storage, to)?;
+                Ok(state::diff(
+                    (&older.0, &older.1),
+                    (&newer.0, &newer.1),
+                    &Decoder,
+                ))
+            }
+        }
+    }
+
+    fn state(
+        &self,
+        id: &str,
+        operator: &str,
+        key: &serde_json::Value,
+    ) -> anyhow::Result<StateValue> {
+        match self {
+            Checkpointed::Api(client) => Ok(client.state(id, operator, key)?),
+            Checkpointed::Dir(storage) => {
+                let (checkpoint, _) = Self::load(storage, id)?;
+                Ok(state::lookup(&checkpoint, operator, key, &Decoder)?)
+            }
+        }
+    }
+
+    fn keys(
+        &self,
+        id: &str,
+        operator: &str,
+        offset: usize,
+        limit: usize,
+    ) -> anyhow::Result<KeyPage> {
+        match self {
+            Checkpointed::Api(client) => Ok(client.keys(id, operator, offset, limit)?),
+            Checkpointed::Dir(storage) => {
+                let (checkpoint, _) = Self::load(storage, id)?;
+                Ok(state::page(&checkpoint, operator, offset, limit, &Decoder)?)
+            }
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn time(millis: i64) -> String {
+    match millis {
+        i64::MIN => "none".into(),
+        i64::MAX => "end".into(),
+        millis => millis.to_string(),
     }
 }
 
@@ -117,7 +267,90 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bail!("say where the checkpoints are: --url URL (a running processor) or --dir PATH")
         }
     };
-    let Command::Checkpoints(command) = cli.command;
+    let command = match cli.command {
+        Command::Checkpoints(command) => command,
+        Command::State(command) => return state_command(&source, command, cli.output),
+        Command::Status => {
+            let status = source.client("status")?.status()?;
+            match cli.output {
+                Output::Json => print_json(&status)?,
+                Output::Table => {
+                    println!("pipeline {}: {}", status.pipeline, status.state);
+                    println!("  uptime:          {} ms", status.uptime_ms);
+                    println!(
+                        "  events:          read {}, emitted {}, late {}, dead-lettered {}",
+                        status.events_read,
+                        status.events_emitted,
+                        status.late_events,
+                        status.dead_letters
+                    );
+                    println!("  watermark:       {}", time(status.watermark));
+                    println!("  last checkpoint: {}", show(status.last_checkpoint));
+                    println!(
+                        "  restored from:   {} ({} restores in place)",
+                        show(status.restored_from),
+                        status.restores
+                    );
+                    println!(
+                        "  {:<28} {:<10} {:>12} {:>12}",
+                        "OPERATOR", "KIND", "IN", "OUT"
+                    );
+                    for op in &status.operators {
+                        println!(
+                            "  {:<28} {:<10} {:>12} {:>12}",
+                            op.name, op.kind, op.events_in, op.events_out
+                        );
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Watermarks => {
+            let marks = source.client("watermarks")?.watermarks()?;
+            match cli.output {
+                Output::Json => print_json(&marks)?,
+                Output::Table => {
+                    println!(
+                        "operators ({}): watermark {}, held back by {}",
+                        marks.operators.join(", "),
+                        time(marks.watermark),
+                        marks.holding_back.as_deref().unwrap_or("none")
+                    );
+                    println!(
+                        "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
+                        "SOURCE", "PARTITION", "WATERMARK", "IDLE", "ENDED", "SINCE EVENT MS"
+                    );
+                    for source in &marks.sources {
+                        let since = |last: Option<i64>| {
+                            last.map(|l| (marks.now_ms - l).to_string())
+                                .unwrap_or_else(|| "-".into())
+                        };
+                        println!(
+                            "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
+                            source.name,
+                            "*",
+                            time(source.watermark),
+                            source.idle,
+                            source.ended,
+                            since(source.last_event_ms)
+                        );
+                        for p in &source.partitions {
+                            println!(
+                                "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
+                                "",
+                                p.name,
+                                time(p.watermark),
+                                p.idle,
+                                "",
+                                since(p.last_event_ms)
+                            );
+                        }
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     match command {
         Checkpoints::List => {
             let rows = source.list()?;
@@ -160,9 +393,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Checkpoints::Diff { from, to } => {
-            let diff = source.manifest(&from)?.diff(&source.manifest(&to)?);
+            let full = source.diff(&from, &to)?;
+            let diff = &full.summary;
             match cli.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&diff)?),
+                Output::Json => print_json(&full)?,
                 Output::Table => {
                     println!("checkpoint {} -> {}", diff.from, diff.to);
                     if !diff.same_pipeline {
@@ -178,6 +412,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             show(op.bytes.0),
                             show(op.bytes.1)
                         );
+                        if let Some(keys) = full.keys.iter().find(|k| k.operator == op.name) {
+                            match &keys.error {
+                                Some(error) => println!("    keys not compared: {error}"),
+                                None => println!(
+                                    "    keys added {}, removed {}, changed {}{}",
+                                    keys.added.len(),
+                                    keys.removed.len(),
+                                    keys.changed.len(),
+                                    sample(&keys.added, &keys.removed, &keys.changed)
+                                ),
+                            }
+                        }
                     }
                     for partition in &diff.partitions {
                         println!(
@@ -193,8 +439,199 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Checkpoints::Trigger { wait } => {
+            let client = source.client("trigger")?;
+            let triggered = client.trigger()?;
+            let id = triggered.id.to_string();
+            let mut state = triggered.state;
+            if wait {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    state = match client.checkpoint_status(&id) {
+                        Ok(progress) => progress.state,
+                        // Not stored yet and not known to the pipeline: still on its way.
+                        Err(dataflow_api::client::ClientError::Api { status: 404, .. }) => {
+                            "pending".into()
+                        }
+                        Err(error) => return Err(error.into()),
+                    };
+                    if state != "pending" || std::time::Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                if state != "completed" {
+                    bail!("checkpoint {id} did not complete: {state}");
+                }
+            }
+            match cli.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"id": triggered.id, "state": state})
+                ),
+                Output::Table => println!("checkpoint {id}: {state}"),
+            }
+        }
+        Checkpoints::Delete { id } => {
+            source.client("delete")?.delete(&id)?;
+            match cli.output {
+                Output::Json => println!("{}", serde_json::json!({"id": id, "deleted": true})),
+                Output::Table => println!("checkpoint {id}: deleted"),
+            }
+        }
+        Checkpoints::Restore { id, dry_run } => {
+            let report = source.client("restore")?.restore(&id, dry_run)?;
+            match cli.output {
+                Output::Json => print_json(&report)?,
+                Output::Table => {
+                    if report.dry_run {
+                        println!(
+                            "checkpoint {}: would restore (dry run, nothing changed)",
+                            report.checkpoint
+                        );
+                    } else {
+                        println!(
+                            "checkpoint {}: restored; the pipeline runs again from it (last checkpoint before: {})",
+                            report.checkpoint,
+                            show(report.last_checkpoint_before)
+                        );
+                    }
+                    println!("  watermark: {}", time(report.watermark));
+                    for op in &report.operators {
+                        println!(
+                            "  operator {} ({}): {} keys",
+                            op.name, op.kind, op.key_count
+                        );
+                    }
+                    for name in &report.empty {
+                        println!("  operator {name}: starts empty");
+                    }
+                    for source in &report.sources {
+                        for (partition, offset, line) in &source.partitions {
+                            println!("  source {} partition {partition}: resumes at offset {offset}, line {line}", source.name);
+                        }
+                    }
+                    for dropped in &report.dropped {
+                        println!("  dropped: {dropped}");
+                    }
+                    println!("  discarded: {}", report.discarded);
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn state_command(
+    source: &Checkpointed,
+    command: StateCommand,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        StateCommand::Get {
+            checkpoint,
+            operator,
+            key,
+        } => {
+            let key = state::parse_key(&key);
+            let value = source.state(&checkpoint, &operator, &key)?;
+            match output {
+                Output::Json => print_json(&value)?,
+                Output::Table => {
+                    println!(
+                        "checkpoint {} operator {} key {}",
+                        value.checkpoint, value.operator, value.key
+                    );
+                    match value.value.get("windows").and_then(|w| w.as_array()) {
+                        Some(windows) => {
+                            for window in windows {
+                                let aggregates: Vec<String> = window["aggregates"]
+                                    .as_array()
+                                    .map(|a| {
+                                        a.iter()
+                                            .map(|agg| {
+                                                format!(
+                                                    "{}={}",
+                                                    agg["aggregate"].as_str().unwrap_or("?"),
+                                                    agg["value"]
+                                                )
+                                            })
+                                            .collect()
+                                    })
+                                    .unwrap_or_default();
+                                println!(
+                                    "  window [{}, {}){}: {}",
+                                    window["start"],
+                                    window["end"],
+                                    if window["fired"].as_bool() == Some(true) {
+                                        " fired"
+                                    } else {
+                                        ""
+                                    },
+                                    aggregates.join(", ")
+                                );
+                            }
+                        }
+                        None => println!("  {}", value.value),
+                    }
+                }
+            }
+        }
+        StateCommand::Keys {
+            checkpoint,
+            operator,
+            offset,
+            limit,
+        } => {
+            let page = source.keys(&checkpoint, &operator, offset, limit)?;
+            match output {
+                Output::Json => print_json(&page)?,
+                Output::Table => {
+                    println!(
+                        "checkpoint {} operator {}: keys {}..{} of {}",
+                        page.checkpoint,
+                        page.operator,
+                        page.offset,
+                        page.offset + page.keys.len(),
+                        page.total
+                    );
+                    for key in &page.keys {
+                        println!("  {key}");
+                    }
+                    if let Some(next) = page.next_offset {
+                        println!("  (more: --offset {next})");
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A few of the keys, for the table.
+fn sample(
+    added: &[serde_json::Value],
+    removed: &[serde_json::Value],
+    changed: &[serde_json::Value],
+) -> String {
+    let few = |keys: &[serde_json::Value]| -> String {
+        let mut text: Vec<String> = keys.iter().take(5).map(|k| k.to_string()).collect();
+        if keys.len() > 5 {
+            text.push("...".into());
+        }
+        text.join(" ")
+    };
+    let mut parts = Vec::new();
+    for (what, keys) in [("added", added), ("removed", removed), ("changed", changed)] {
+        if !keys.is_empty() {
+            parts.push(format!("{what}: {}", few(keys)));
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
 }
 
 fn show<T: ToString>(value: Option<T>) -> String {

@@ -29,7 +29,7 @@ fn start_server(token: &str) -> String {
     let state = ApiState {
         storage: Some(storage),
         token: Some(token.into()),
-        metrics: None,
+        ..ApiState::default()
     };
     std::thread::spawn(move || {
         let _ = runtime.block_on(serve(listener, state));

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use dataflow_pipeline::control::ControlHandle;
 use dataflow_pipeline::generator::{Generator, GeneratorConfig, Profile};
+use dataflow_pipeline::inspect;
 use dataflow_pipeline::runtime::{Pipeline, RestoreMode, RestoreOptions};
 use dataflow_pipeline::{config, PipelineError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -155,6 +157,16 @@ fn load(config: &Path) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::new(config::load_plan(config)?))
 }
 
+/// Loads a pipeline that can restart in place from a checkpoint (a restore through the API):
+/// the config text read now is planned again for each restart.
+fn load_restartable(config: &Path) -> anyhow::Result<Pipeline> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read config {}", config.display()))?;
+    let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let plan = config::parse_and_plan(&text, &base)?;
+    Ok(Pipeline::new(plan).with_replan(move || config::parse_and_plan(&text, &base)))
+}
+
 fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
     let pipeline = load(&config)?;
     let plan = pipeline.plan();
@@ -170,7 +182,7 @@ fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::Result<ExitCode> {
-    let pipeline = load(&config)?.with_restore(restore);
+    let pipeline = load_restartable(&config)?.with_restore(restore);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -199,10 +211,11 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
 
     let api = pipeline.plan().api.clone();
     let metrics = pipeline.metrics();
+    let control = pipeline.control();
     let checkpoint_dir = pipeline.plan().checkpoint.as_ref().map(|c| c.dir.clone());
     let summary = runtime.block_on(async {
         let server = match api {
-            Some(api) => Some(start_api(api, checkpoint_dir, metrics).await?),
+            Some(api) => Some(start_api(api, checkpoint_dir, metrics, control).await?),
             None => None,
         };
         let signals = tokio::spawn(async move {
@@ -247,6 +260,7 @@ async fn start_api(
     api: dataflow_pipeline::spec::ApiSpec,
     checkpoint_dir: Option<PathBuf>,
     metrics: std::sync::Arc<dataflow_metrics::Metrics>,
+    control: ControlHandle,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let storage: Option<std::sync::Arc<dyn dataflow_checkpoint::CheckpointStorage>> =
         match checkpoint_dir {
@@ -266,12 +280,122 @@ async fn start_api(
         .local_addr()
         .context("cannot read the API's address")?;
     tracing::info!(%address, authenticated = api.token.is_some(), "API listening");
+    if let Some(path) = std::env::var_os("DATAFLOW_API_ADDRESS_FILE") {
+        // For scripts and tests: the bound address (useful with port 0), written atomically.
+        let path = PathBuf::from(path);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, address.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("cannot write the API's address to {}", path.display()))?;
+    }
     let state = dataflow_api::server::ApiState {
         storage,
         token: api.token,
         metrics: Some(metrics),
+        control: Some(std::sync::Arc::new(ApiControl(control))),
+        decoder: Some(std::sync::Arc::new(ApiDecoder)),
     };
     Ok(tokio::spawn(dataflow_api::server::serve(listener, state)))
+}
+
+/// The pipeline's control handle behind the API's [`dataflow_api::Control`]: the API's types
+/// have the pipeline's reports' fields, so the glue converts through serde.
+struct ApiControl(ControlHandle);
+
+fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(
+    value: T,
+) -> Result<U, dataflow_api::ControlError> {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .map_err(|error| dataflow_api::ControlError::Failed(format!("cannot report: {error}")))
+}
+
+fn control_error(error: dataflow_pipeline::control::ControlError) -> dataflow_api::ControlError {
+    use dataflow_api::ControlError as Api;
+    use dataflow_pipeline::control::ControlError as Pipe;
+    match error {
+        Pipe::NoCheckpoints => Api::NoCheckpoints,
+        Pipe::NotRunning(m) => Api::NotRunning(m),
+        Pipe::NotFound(m) => Api::NotFound(m),
+        Pipe::Verification(m) => Api::Verification(m),
+        Pipe::Incompatible(m) => Api::Incompatible(m),
+        Pipe::Failed(m) => Api::Failed(m),
+    }
+}
+
+#[async_trait::async_trait]
+impl dataflow_api::Control for ApiControl {
+    fn status(&self) -> dataflow_api::PipelineStatus {
+        let report = self.0.status();
+        let pipeline = report.pipeline.clone();
+        convert(report).unwrap_or_else(|_| dataflow_api::PipelineStatus {
+            pipeline,
+            state: "unknown".into(),
+            uptime_ms: 0,
+            events_read: 0,
+            events_emitted: 0,
+            late_events: 0,
+            dead_letters: 0,
+            watermark: i64::MIN,
+            last_checkpoint: None,
+            restored_from: None,
+            restores: 0,
+            operators: Vec::new(),
+        })
+    }
+
+    fn watermarks(&self) -> dataflow_api::Watermarks {
+        let report = self.0.watermarks();
+        let now_ms = report.now_ms;
+        convert(report).unwrap_or(dataflow_api::Watermarks {
+            watermark: i64::MIN,
+            holding_back: None,
+            sources: Vec::new(),
+            operators: Vec::new(),
+            now_ms,
+        })
+    }
+
+    async fn trigger(&self) -> Result<u64, dataflow_api::ControlError> {
+        self.0.trigger().await.map_err(control_error)
+    }
+
+    fn progress(&self) -> dataflow_api::Progress {
+        dataflow_api::Progress {
+            last_completed: self.0.last_checkpoint(),
+            last_triggered: self.0.last_triggered(),
+            live: self.0.is_live(),
+        }
+    }
+
+    async fn restore(
+        &self,
+        id: u64,
+        dry_run: bool,
+    ) -> Result<dataflow_api::RestoreReport, dataflow_api::ControlError> {
+        convert(self.0.restore(id, dry_run).await.map_err(control_error)?)
+    }
+}
+
+/// Operator state for the API, decoded by `dataflow_pipeline::inspect`.
+struct ApiDecoder;
+
+impl dataflow_api::StateDecoder for ApiDecoder {
+    fn decode(
+        &self,
+        kind: &str,
+        state: &[u8],
+    ) -> Result<Vec<dataflow_api::state::KeyState>, String> {
+        let view = inspect::decode_operator(kind, state).map_err(|error| error.to_string())?;
+        Ok(view
+            .keys
+            .into_iter()
+            .map(|k| dataflow_api::state::KeyState {
+                key: k.key,
+                value: k.value,
+            })
+            .collect())
+    }
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (Linux only).

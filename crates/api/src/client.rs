@@ -8,7 +8,13 @@ use dataflow_checkpoint::Manifest;
 use reqwest::blocking::{Client as Http, Response};
 use reqwest::StatusCode;
 
-use crate::{routes, CheckpointSummary, ErrorBody, VerifyResponse};
+use serde::de::DeserializeOwned;
+
+use crate::state::{CheckpointDiff, KeyPage, StateValue};
+use crate::{
+    routes, CheckpointProgress, CheckpointSummary, ErrorBody, PipelineStatus, RestoreReport,
+    RestoreRequest, TriggerResponse, VerifyResponse, Watermarks,
+};
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -130,6 +136,110 @@ impl Client {
         response
             .json()
             .map_err(|error| ClientError::Decode(error.to_string()))
+    }
+}
+
+impl Client {
+    fn json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
+        response
+            .json()
+            .map_err(|error| ClientError::Decode(error.to_string()))
+    }
+
+    fn url(&self, route: &str, params: &[(&str, &str)]) -> String {
+        let mut path = route.to_string();
+        for (name, value) in params {
+            path = path.replace(&format!("{{{name}}}"), &encode(value));
+        }
+        format!("{}{}", self.base, path)
+    }
+
+    /// `GET /api/v1/status`.
+    pub fn status(&self) -> Result<PipelineStatus, ClientError> {
+        Self::json(self.send(self.http.get(self.url(routes::STATUS, &[])))?)
+    }
+
+    /// `GET /api/v1/watermarks`.
+    pub fn watermarks(&self) -> Result<Watermarks, ClientError> {
+        Self::json(self.send(self.http.get(self.url(routes::WATERMARKS, &[])))?)
+    }
+
+    /// `POST /api/v1/checkpoints`: takes a checkpoint now; answers its id.
+    pub fn trigger(&self) -> Result<TriggerResponse, ClientError> {
+        Self::json(self.send(self.http.post(self.url(routes::CHECKPOINTS, &[])))?)
+    }
+
+    /// `GET /api/v1/checkpoints/{id}/status`.
+    pub fn checkpoint_status(&self, id: &str) -> Result<CheckpointProgress, ClientError> {
+        Self::json(
+            self.send(
+                self.http
+                    .get(self.url(routes::CHECKPOINT_STATUS, &[("id", id)])),
+            )?,
+        )
+    }
+
+    /// `DELETE /api/v1/checkpoints/{id}`.
+    pub fn delete(&self, id: &str) -> Result<(), ClientError> {
+        self.send(
+            self.http
+                .delete(self.url(routes::CHECKPOINT, &[("id", id)])),
+        )?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/checkpoints/{id}/restore`.
+    pub fn restore(&self, id: &str, dry_run: bool) -> Result<RestoreReport, ClientError> {
+        let body = serde_json::to_vec(&RestoreRequest { dry_run })
+            .map_err(|error| ClientError::Decode(error.to_string()))?;
+        Self::json(
+            self.send(
+                self.http
+                    .post(self.url(routes::CHECKPOINT_RESTORE, &[("id", id)]))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body),
+            )?,
+        )
+    }
+
+    /// `GET /api/v1/checkpoints/{id}/diff/{other}`.
+    pub fn diff(&self, from: &str, to: &str) -> Result<CheckpointDiff, ClientError> {
+        Self::json(
+            self.send(
+                self.http
+                    .get(self.url(routes::CHECKPOINT_DIFF, &[("id", from), ("other", to)])),
+            )?,
+        )
+    }
+
+    /// `GET /api/v1/checkpoints/{id}/operators/{operator}/state?key=`: `key` is sent as JSON.
+    pub fn state(
+        &self,
+        id: &str,
+        operator: &str,
+        key: &serde_json::Value,
+    ) -> Result<StateValue, ClientError> {
+        let url = format!(
+            "{}?key={}",
+            self.url(routes::STATE_KEY, &[("id", id), ("operator", operator)]),
+            encode(&key.to_string())
+        );
+        Self::json(self.send(self.http.get(url))?)
+    }
+
+    /// `GET /api/v1/checkpoints/{id}/operators/{operator}/keys?offset=&limit=`.
+    pub fn keys(
+        &self,
+        id: &str,
+        operator: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<KeyPage, ClientError> {
+        let url = format!(
+            "{}?offset={offset}&limit={limit}",
+            self.url(routes::STATE_KEYS, &[("id", id), ("operator", operator)])
+        );
+        Self::json(self.send(self.http.get(url))?)
     }
 }
 

@@ -27,13 +27,55 @@ pub mod routes {
     pub const METRICS: &str = "/metrics";
     /// The versioned API's prefix.
     pub const API_V1: &str = "/api/v1";
-    /// The checkpoints: `GET` lists them.
+    /// The OpenAPI document of these routes.
+    pub const OPENAPI: &str = "/api/v1/openapi.json";
+    /// `GET`: the pipeline's state, uptime, counts per operator, watermark, last checkpoint.
+    pub const STATUS: &str = "/api/v1/status";
+    /// `GET`: every source's and partition's watermark, and which input holds the operators back.
+    pub const WATERMARKS: &str = "/api/v1/watermarks";
+    /// The checkpoints: `GET` lists them, `POST` takes one now.
     pub const CHECKPOINTS: &str = "/api/v1/checkpoints";
-    /// One checkpoint: `GET` gives its manifest, after verifying it.
+    /// One checkpoint: `GET` gives its manifest, after verifying it; `DELETE` deletes it.
     pub const CHECKPOINT: &str = "/api/v1/checkpoints/{id}";
     /// `POST` recomputes a checkpoint's checksum and decodes it.
     pub const CHECKPOINT_VERIFY: &str = "/api/v1/checkpoints/{id}/verify";
+    /// `GET`: whether a triggered checkpoint completed.
+    pub const CHECKPOINT_STATUS: &str = "/api/v1/checkpoints/{id}/status";
+    /// `POST` restores the running pipeline to this checkpoint (`{"dry_run": true}` only says
+    /// what would happen).
+    pub const CHECKPOINT_RESTORE: &str = "/api/v1/checkpoints/{id}/restore";
+    /// `GET`: what changed from checkpoint `id` to checkpoint `other`, key by key.
+    pub const CHECKPOINT_DIFF: &str = "/api/v1/checkpoints/{id}/diff/{other}";
+    /// `GET ?offset=&limit=`: the keys of an operator's state in a checkpoint, a page at a time.
+    pub const STATE_KEYS: &str = "/api/v1/checkpoints/{id}/operators/{operator}/keys";
+    /// `GET ?key=`: one key's state (the key as JSON, or as a plain string).
+    pub const STATE_KEY: &str = "/api/v1/checkpoints/{id}/operators/{operator}/state";
+
+    /// Every route with its methods: the OpenAPI document must describe each (tested).
+    pub const ALL: &[(&str, &str)] = &[
+        ("get", HEALTH),
+        ("get", READY),
+        ("get", METRICS),
+        ("get", OPENAPI),
+        ("get", STATUS),
+        ("get", WATERMARKS),
+        ("get", CHECKPOINTS),
+        ("post", CHECKPOINTS),
+        ("get", CHECKPOINT),
+        ("delete", CHECKPOINT),
+        ("post", CHECKPOINT_VERIFY),
+        ("get", CHECKPOINT_STATUS),
+        ("post", CHECKPOINT_RESTORE),
+        ("get", CHECKPOINT_DIFF),
+        ("get", STATE_KEYS),
+        ("get", STATE_KEY),
+    ];
 }
+
+pub mod control;
+pub mod state;
+
+pub use control::{Control, ControlError, Progress, StateDecoder};
 
 /// One row of the checkpoint list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,8 +134,169 @@ pub struct VerifyResponse {
 /// The body of every error answer: a stable machine-readable code and a sentence for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// Stable code: `unauthorized`, `not_found`, `bad_request`, ...
+    /// Stable code: `unauthorized`, `bad_request`, `not_found`, `no_checkpoints`,
+    /// `no_pipeline`, `not_running`, `incompatible`, `verification_failed`, `internal`.
     pub code: String,
     /// What went wrong.
     pub message: String,
+}
+
+/// The answer to a trigger: the id the checkpoint will have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerResponse {
+    /// The checkpoint's id.
+    pub id: u64,
+    /// `pending` when answered; poll [`routes::CHECKPOINT_STATUS`].
+    pub state: String,
+}
+
+/// Whether a checkpoint completed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointProgress {
+    /// The checkpoint's id.
+    pub id: u64,
+    /// `completed` (it is stored), `pending` (not yet), or `failed` (the pipeline moved past it
+    /// without storing it: a sink failed, a newer barrier overtook it, or it was deleted).
+    pub state: String,
+}
+
+/// The body of a restore request; an empty body is a real restore.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Only say what would be restored and dropped.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One operator's counts in [`PipelineStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStatus {
+    /// Its name, e.g. `steps[2].window`.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Events it received.
+    pub events_in: u64,
+    /// Events it sent on.
+    pub events_out: u64,
+}
+
+/// What the pipeline is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// `starting`, `running`, `restoring` or `stopped`.
+    pub state: String,
+    /// Time since the pipeline started, ms.
+    pub uptime_ms: u64,
+    /// Records read by the sources.
+    pub events_read: u64,
+    /// Events written to the result sinks.
+    pub events_emitted: u64,
+    /// Late events routed aside.
+    pub late_events: u64,
+    /// Records routed to the dead letters.
+    pub dead_letters: u64,
+    /// The operators' combined watermark, epoch ms.
+    pub watermark: i64,
+    /// The last completed checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// The checkpoint the current run restored.
+    pub restored_from: Option<u64>,
+    /// Restores in place since the start.
+    pub restores: u64,
+    /// Per operator.
+    pub operators: Vec<OperatorStatus>,
+}
+
+/// One partition's watermark.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionWatermark {
+    /// The partition, e.g. a file path.
+    pub name: String,
+    /// Its watermark, epoch ms.
+    pub watermark: i64,
+    /// Whether it is idle.
+    pub idle: bool,
+    /// Wall-clock time of its last event, epoch ms.
+    pub last_event_ms: Option<i64>,
+}
+
+/// One source's watermark.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceWatermark {
+    /// The source.
+    pub name: String,
+    /// Its watermark (what it sends the operators), epoch ms.
+    pub watermark: i64,
+    /// Whether it is idle.
+    pub idle: bool,
+    /// Whether it has ended.
+    pub ended: bool,
+    /// Wall-clock time of its last event, epoch ms.
+    pub last_event_ms: Option<i64>,
+    /// The partition holding the source's watermark back.
+    pub holding_back: Option<String>,
+    /// Its partitions.
+    pub partitions: Vec<PartitionWatermark>,
+}
+
+/// The watermarks of the inputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermarks {
+    /// The operators' combined watermark, epoch ms.
+    pub watermark: i64,
+    /// The input (source) holding the operators' watermark back.
+    pub holding_back: Option<String>,
+    /// Every source.
+    pub sources: Vec<SourceWatermark>,
+    /// The operators, which share the combined watermark.
+    pub operators: Vec<String>,
+    /// When the report was made, epoch ms.
+    pub now_ms: i64,
+}
+
+/// What a restore restores for one operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRestore {
+    /// The operator.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Keys restored.
+    pub key_count: u64,
+}
+
+/// Where a restore puts one source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRestore {
+    /// The source.
+    pub name: String,
+    /// `(partition, offset, line)` it resumes at.
+    pub partitions: Vec<(String, u64, u64)>,
+}
+
+/// What a restore did, or would do with `dry_run`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// The checkpoint.
+    pub checkpoint: u64,
+    /// Whether only planned.
+    pub dry_run: bool,
+    /// The checkpoint's watermark, epoch ms.
+    pub watermark: i64,
+    /// Operators whose state is restored, with their key counts.
+    pub operators: Vec<OperatorRestore>,
+    /// Operators that start empty.
+    pub empty: Vec<String>,
+    /// Sources and where they resume.
+    pub sources: Vec<SourceRestore>,
+    /// State in the checkpoint this pipeline has no place for.
+    pub dropped: Vec<String>,
+    /// What is thrown away.
+    pub discarded: String,
+    /// The last checkpoint completed before the restore.
+    pub last_checkpoint_before: Option<u64>,
 }

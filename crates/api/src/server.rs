@@ -9,26 +9,39 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dataflow_checkpoint::{CheckpointError, CheckpointId, CheckpointStorage, Manifest};
+use dataflow_checkpoint::{Checkpoint, CheckpointError, CheckpointId, CheckpointStorage, Manifest};
 use dataflow_metrics::Metrics;
+use std::collections::HashMap;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::{routes, CheckpointSummary, ErrorBody, VerifyResponse};
+use crate::state::{self, CheckpointDiff, KeyPage, StateError, StateValue};
+use crate::{
+    routes, CheckpointProgress, CheckpointSummary, Control, ControlError, ErrorBody,
+    PipelineStatus, RestoreReport, RestoreRequest, StateDecoder, TriggerResponse, VerifyResponse,
+    Watermarks,
+};
+
+/// The OpenAPI document of the routes, served at [`routes::OPENAPI`]; the same file as
+/// `docs/openapi.json` (hand-written; a test checks it names every route).
+pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 << 10;
 /// How long a request may take before it is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the handlers serve.
-#[derive(Clone)]
+/// What the handlers serve. Fields are added as the API grows: build it with
+/// `ApiState { storage, token, ..ApiState::default() }`.
+#[derive(Clone, Default)]
 pub struct ApiState {
     /// The checkpoints, if the pipeline takes any.
     pub storage: Option<Arc<dyn CheckpointStorage>>,
@@ -37,6 +50,10 @@ pub struct ApiState {
     pub token: Option<String>,
     /// The run's metrics, served at `/metrics`.
     pub metrics: Option<Arc<Metrics>>,
+    /// The running pipeline: status, watermarks, trigger, restore.
+    pub control: Option<Arc<dyn Control>>,
+    /// Reads operator state for the state and diff routes.
+    pub decoder: Option<Arc<dyn StateDecoder>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -46,6 +63,8 @@ impl std::fmt::Debug for ApiState {
             .field("storage", &self.storage.is_some())
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("metrics", &self.metrics.is_some())
+            .field("control", &self.control.is_some())
+            .field("decoder", &self.decoder.is_some())
             .finish()
     }
 }
@@ -54,9 +73,23 @@ impl std::fmt::Debug for ApiState {
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
     let protected = Router::new()
-        .route(routes::CHECKPOINTS, get(list_checkpoints))
-        .route(routes::CHECKPOINT, get(show_checkpoint))
+        .route(routes::OPENAPI, get(openapi))
+        .route(routes::STATUS, get(status))
+        .route(routes::WATERMARKS, get(watermarks))
+        .route(
+            routes::CHECKPOINTS,
+            get(list_checkpoints).post(trigger_checkpoint),
+        )
+        .route(
+            routes::CHECKPOINT,
+            get(show_checkpoint).delete(delete_checkpoint),
+        )
         .route(routes::CHECKPOINT_VERIFY, post(verify_checkpoint))
+        .route(routes::CHECKPOINT_STATUS, get(checkpoint_status))
+        .route(routes::CHECKPOINT_RESTORE, post(restore_checkpoint))
+        .route(routes::CHECKPOINT_DIFF, get(diff_checkpoints))
+        .route(routes::STATE_KEYS, get(state_keys))
+        .route(routes::STATE_KEY, get(state_key))
         .route(routes::METRICS, get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -90,6 +123,9 @@ pub enum ApiError {
     NotFound(String),
     /// 409 `no_checkpoints`: the pipeline takes none.
     NoCheckpoints,
+    /// 409 with a code: `no_pipeline` (no running pipeline behind this API), `not_running`,
+    /// `incompatible`.
+    Conflict(&'static str, String),
     /// 422 `verification_failed`: the checkpoint exists but fails its checks.
     VerificationFailed(String),
     /// 500 `internal`.
@@ -111,6 +147,7 @@ impl IntoResponse for ApiError {
                 "no_checkpoints",
                 "this pipeline takes no checkpoints".to_string(),
             ),
+            ApiError::Conflict(code, message) => (StatusCode::CONFLICT, code, message),
             ApiError::VerificationFailed(message) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "verification_failed",
@@ -207,9 +244,9 @@ async fn list_checkpoints(
 
 async fn show_checkpoint(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Manifest>, ApiError> {
-    let id = parse_id(&id)?;
+    let id = parse_id(&id?.0)?;
     let storage = storage(&state)?;
     let manifest = blocking(move || Ok(storage.verify(id)?)).await?;
     Ok(Json(manifest))
@@ -217,9 +254,9 @@ async fn show_checkpoint(
 
 async fn verify_checkpoint(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    let id = parse_id(&id)?;
+    let id = parse_id(&id?.0)?;
     let storage = storage(&state)?;
     let manifest = blocking(move || Ok(storage.verify(id)?)).await?;
     Ok(Json(VerifyResponse {
@@ -227,4 +264,247 @@ async fn verify_checkpoint(
         verified: true,
         sha256: manifest.payload_sha256,
     }))
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        match error {
+            ControlError::NoCheckpoints => ApiError::NoCheckpoints,
+            ControlError::NotRunning(message) => ApiError::Conflict("not_running", message),
+            ControlError::NotFound(message) => ApiError::NotFound(message),
+            ControlError::Verification(message) => ApiError::VerificationFailed(message),
+            ControlError::Incompatible(message) => ApiError::Conflict("incompatible", message),
+            ControlError::Failed(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(error: StateError) -> Self {
+        match error {
+            StateError::UnknownOperator(message) | StateError::UnknownKey(message) => {
+                ApiError::NotFound(message)
+            }
+            StateError::Undecodable(message) => ApiError::VerificationFailed(message),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(error: PathRejection) -> Self {
+        ApiError::BadRequest(format!("bad path: {error}"))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(error: QueryRejection) -> Self {
+        ApiError::BadRequest(format!("bad query: {error}"))
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+fn control(state: &ApiState) -> Result<Arc<dyn Control>, ApiError> {
+    state.control.clone().ok_or_else(|| {
+        ApiError::Conflict(
+            "no_pipeline",
+            "no running pipeline is behind this API".into(),
+        )
+    })
+}
+
+fn decoder(state: &ApiState) -> Result<Arc<dyn StateDecoder>, ApiError> {
+    state.decoder.clone().ok_or_else(|| {
+        ApiError::Conflict("no_pipeline", "this API cannot read operator state".into())
+    })
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<PipelineStatus>, ApiError> {
+    Ok(Json(control(&state)?.status()))
+}
+
+async fn watermarks(State(state): State<Arc<ApiState>>) -> Result<Json<Watermarks>, ApiError> {
+    Ok(Json(control(&state)?.watermarks()))
+}
+
+async fn trigger_checkpoint(
+    State(state): State<Arc<ApiState>>,
+) -> Result<(StatusCode, Json<TriggerResponse>), ApiError> {
+    storage(&state)?;
+    let id = control(&state)?.trigger().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TriggerResponse {
+            id,
+            state: "pending".into(),
+        }),
+    ))
+}
+
+/// Whether `id` is a complete checkpoint of the storage.
+async fn exists(storage: Arc<dyn CheckpointStorage>, id: CheckpointId) -> Result<bool, ApiError> {
+    blocking(move || Ok(storage.list()?.iter().any(|entry| entry.id == id))).await
+}
+
+async fn checkpoint_status(
+    State(state): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<CheckpointProgress>, ApiError> {
+    let id = parse_id(&id?.0)?;
+    let storage = storage(&state)?;
+    let answer = |state: &str| {
+        Ok(Json(CheckpointProgress {
+            id: id.0,
+            state: state.into(),
+        }))
+    };
+    if exists(storage, id).await? {
+        return answer("completed");
+    }
+    let progress = match &state.control {
+        Some(control) => control.progress(),
+        None => return Err(ApiError::NotFound(format!("no checkpoint {id}"))),
+    };
+    if id.0 > progress.last_triggered.max(progress.last_completed) {
+        return Err(ApiError::NotFound(format!(
+            "no checkpoint {id}: none was triggered with that id"
+        )));
+    }
+    if id.0 > progress.last_completed && progress.live {
+        answer("pending")
+    } else {
+        answer("failed")
+    }
+}
+
+async fn delete_checkpoint(
+    State(state): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id?.0)?;
+    let storage = storage(&state)?;
+    if !exists(storage.clone(), id).await? {
+        return Err(ApiError::NotFound(format!("no checkpoint {id}")));
+    }
+    blocking(move || Ok(storage.delete(id)?)).await?;
+    tracing::info!(checkpoint = id.0, "checkpoint deleted through the API");
+    Ok(Json(serde_json::json!({"id": id.0, "deleted": true})))
+}
+
+async fn restore_checkpoint(
+    State(state): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Json<RestoreReport>, ApiError> {
+    let id = parse_id(&id?.0)?;
+    let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RestoreRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::BadRequest(format!("bad restore request: {error}")))?
+    };
+    let storage = storage(&state)?;
+    let control = control(&state)?;
+    // Verified here first: a checkpoint that fails is refused before the pipeline is asked.
+    blocking(move || Ok(storage.verify(id)?)).await?;
+    Ok(Json(control.restore(id.0, request.dry_run).await?))
+}
+
+/// Loads (and so verifies) checkpoint `id`, with its manifest.
+async fn load(
+    storage: Arc<dyn CheckpointStorage>,
+    id: CheckpointId,
+) -> Result<(Checkpoint, Manifest), ApiError> {
+    blocking(move || {
+        let checkpoint = storage.load(id)?;
+        let manifest = storage.manifest(id)?;
+        Ok((checkpoint, manifest))
+    })
+    .await
+}
+
+async fn diff_checkpoints(
+    State(state): State<Arc<ApiState>>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<CheckpointDiff>, ApiError> {
+    let Path((from, to)) = ids?;
+    let (from, to) = (parse_id(&from)?, parse_id(&to)?);
+    let storage = storage(&state)?;
+    let decoder = decoder(&state)?;
+    let older = load(storage.clone(), from).await?;
+    let newer = load(storage, to).await?;
+    let diff = blocking(move || {
+        Ok(state::diff(
+            (&older.0, &older.1),
+            (&newer.0, &newer.1),
+            decoder.as_ref(),
+        ))
+    })
+    .await?;
+    Ok(Json(diff))
+}
+
+async fn state_keys(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<KeyPage>, ApiError> {
+    let Path((id, operator)) = params?;
+    let Query(query) = query?;
+    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "`{name}` must be a non-negative integer, not `{text}`"
+                ))
+            }),
+        }
+    };
+    let offset = number("offset", 0)?;
+    let limit = number("limit", 100)?;
+    let id = parse_id(&id)?;
+    let storage = storage(&state)?;
+    let decoder = decoder(&state)?;
+    let (checkpoint, _) = load(storage, id).await?;
+    let page = blocking(move || {
+        Ok(state::page(
+            &checkpoint,
+            &operator,
+            offset,
+            limit,
+            decoder.as_ref(),
+        )?)
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+async fn state_key(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<StateValue>, ApiError> {
+    let Path((id, operator)) = params?;
+    let Query(query) = query?;
+    let key = query
+        .get("key")
+        .map(|text| state::parse_key(text))
+        .ok_or_else(|| ApiError::BadRequest("the `key` query parameter is required".into()))?;
+    let id = parse_id(&id)?;
+    let storage = storage(&state)?;
+    let decoder = decoder(&state)?;
+    let (checkpoint, _) = load(storage, id).await?;
+    let value = blocking(move || {
+        Ok(state::lookup(
+            &checkpoint,
+            &operator,
+            &key,
+            decoder.as_ref(),
+        )?)
+    })
+    .await?;
+    Ok(Json(value))
 }

@@ -186,7 +186,7 @@ mod tests {
 
 /// What changed between two checkpoints, from their manifests: per operator the key count and
 /// size, per partition the position and watermark, and the pipeline's watermark.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestDiff {
     /// The older checkpoint.
     pub from: CheckpointId,
@@ -203,7 +203,7 @@ pub struct ManifestDiff {
 }
 
 /// One operator's change between two checkpoints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorDiff {
     /// The operator.
     pub name: String,
@@ -214,7 +214,7 @@ pub struct OperatorDiff {
 }
 
 /// One partition's move between two checkpoints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionDiff {
     /// The source.
     pub source: String,

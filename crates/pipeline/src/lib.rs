@@ -33,9 +33,11 @@
 
 pub mod builder;
 pub mod config;
+pub mod control;
 mod error;
 pub mod expr;
 pub mod generator;
+pub mod inspect;
 pub mod keyed_state;
 pub mod operator;
 pub mod operators;

@@ -38,6 +38,7 @@ use dataflow_metrics::{
 use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::control::{ControlHandle, Request};
 use crate::generator::Generator;
 use crate::operator::OperatorSnapshot;
 use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
@@ -138,6 +139,18 @@ pub struct Pipeline {
     stop: StopHandle,
     restore: RestoreOptions,
     checkpoint_fs: Option<Arc<dyn FileSystem>>,
+    control: ControlHandle,
+    replan: Option<Replan>,
+}
+
+/// Builds the plan again, for a restart in place (a plan's operators are consumed by a run).
+#[derive(Clone)]
+struct Replan(Arc<dyn Fn() -> Result<Plan> + Send + Sync>);
+
+impl std::fmt::Debug for Replan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replan")
+    }
 }
 
 /// How often the chain checks idle inputs and advances processing time.
@@ -169,14 +182,35 @@ enum SinkMessage {
 impl Pipeline {
     /// A pipeline for a checked plan.
     pub fn new(plan: Plan) -> Pipeline {
+        let counters = Arc::new(Counters::default());
+        let metrics = Arc::new(Metrics::new());
+        let control = ControlHandle::new(&plan, counters.clone(), metrics.clone());
         Pipeline {
             plan,
-            counters: Arc::new(Counters::default()),
-            metrics: Arc::new(Metrics::new()),
+            counters,
+            metrics,
             stop: StopHandle::default(),
             restore: RestoreOptions::default(),
             checkpoint_fs: None,
+            control,
+            replan: None,
         }
+    }
+
+    /// Lets the run restart in place from a chosen checkpoint (see [`crate::control`]):
+    /// `replan` builds the same plan again, since a run consumes its operators.
+    pub fn with_replan(
+        mut self,
+        replan: impl Fn() -> Result<Plan> + Send + Sync + 'static,
+    ) -> Pipeline {
+        self.replan = Some(Replan(Arc::new(replan)));
+        self
+    }
+
+    /// A handle that reports on the run and controls it: status, watermarks, checkpoints on
+    /// demand, restore in place.
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
     }
 
     /// Writes checkpoints through `fs` instead of the real file system (tests inject failures
@@ -232,8 +266,61 @@ impl Pipeline {
     }
 
     /// Runs to the end of the input, or until stopped. Must be called within a multi-threaded
-    /// tokio runtime.
+    /// tokio runtime. A restore asked through [`Pipeline::control`] ends the current run
+    /// without a final checkpoint and runs again from the chosen checkpoint.
     pub async fn run(self) -> Result<RunSummary> {
+        let started = Instant::now();
+        let control = self.control.clone();
+        let counters = self.counters.clone();
+        let stop = self.stop.clone();
+        control.set_can_restart(self.replan.is_some());
+        let mut pipeline = self;
+        loop {
+            let again = (
+                pipeline.metrics.clone(),
+                pipeline.checkpoint_fs.clone(),
+                pipeline.replan.clone(),
+            );
+            let result = pipeline.run_once().await;
+            let restart = control.run_ended(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let (metrics, checkpoint_fs, replan) = again;
+            match (result, restart, replan) {
+                (Ok(_), Some(id), Some(replan)) if !stop.is_stopped() => {
+                    let plan = match (replan.0)() {
+                        Ok(plan) => plan,
+                        Err(error) => {
+                            control.restart_failed(error.to_string());
+                            control.close().await;
+                            return Err(error);
+                        }
+                    };
+                    pipeline = Pipeline {
+                        plan,
+                        counters: counters.clone(),
+                        metrics,
+                        stop: stop.clone(),
+                        restore: RestoreOptions {
+                            mode: RestoreMode::Id(id),
+                            allow_non_restored_state: false,
+                        },
+                        checkpoint_fs,
+                        control: control.clone(),
+                        replan: Some(replan),
+                    };
+                }
+                (result, restart, _) => {
+                    if restart.is_some() {
+                        control.restart_failed("the pipeline was stopped".into());
+                    }
+                    control.close().await;
+                    return result.map(|_| counters.summary(started.elapsed()));
+                }
+            }
+        }
+    }
+
+    /// One run, from opening the inputs to the end of input, a stop, or a halt for a restore.
+    async fn run_once(self) -> Result<RunSummary> {
         let started = Instant::now();
         let Pipeline {
             mut plan,
@@ -242,7 +329,10 @@ impl Pipeline {
             stop,
             restore,
             checkpoint_fs,
+            control,
+            replan: _,
         } = self;
+        control.run_starting(&plan);
         let capacity = plan.runtime.channel_capacity;
         let batch_size = plan.runtime.batch_size;
         let fingerprint = plan.fingerprint();
@@ -378,6 +468,8 @@ impl Pipeline {
         // (when checkpointing) and only then tells the sources to stop.
         let trigger = Arc::new(AtomicU64::new(0));
         let source_stop = Arc::new(AtomicBool::new(false));
+        // Set with `source_stop` by a halt for a restore: the sources end without firing.
+        let halt = Arc::new(AtomicBool::new(false));
         let (aligned_tx, aligned_rx) = watch::channel(last_id);
         let coordinator = tokio::spawn(coordinate(
             plan.checkpoint.as_ref().map(|c| c.interval),
@@ -386,6 +478,10 @@ impl Pipeline {
             source_stop.clone(),
             aligned_rx,
             stop.clone(),
+            Control {
+                inbox: control.inbox(),
+                halt: halt.clone(),
+            },
         ));
 
         let (chain_tx, chain_rx) = mpsc::channel::<(usize, Message)>(capacity);
@@ -407,6 +503,8 @@ impl Pipeline {
                 fire_on_stop,
                 limiter,
                 metrics: metrics.source(&plan.name, &plan.sources[input].spec.name),
+                control: control.clone(),
+                halt: halt.clone(),
             };
             source_tasks.push(tokio::task::spawn_blocking(move || {
                 feed.run(source, watermark, initial)
@@ -431,6 +529,7 @@ impl Pipeline {
             fingerprint,
             last_watermark: start_watermark,
         };
+        control.run_started(restored_id);
         let chain_result = chain
             .run(chain_rx, inputs, idle_timeout, stop.clone(), fire_on_stop)
             .await;
@@ -579,8 +678,22 @@ fn restore_checkpoint(
     Ok(())
 }
 
-/// Asks for a barrier every `interval` once the previous one is aligned; on a stop asks for a
-/// final one (when checkpointing), then tells the sources to stop.
+/// What the coordinator hears from the [`ControlHandle`]: requests, and the flag a halt sets.
+struct Control {
+    inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
+    halt: Arc<AtomicBool>,
+}
+
+/// What woke the coordinator.
+enum Wake {
+    Barrier,
+    Stop,
+    Request(Request),
+}
+
+/// Asks for a barrier every `interval` once the previous one is aligned, or at once when the
+/// control handle asks; on a stop asks for a final one (when checkpointing), then tells the
+/// sources to stop; on a halt (a restore) tells them to stop without one.
 async fn coordinate(
     interval: Option<i64>,
     mut last_id: u64,
@@ -588,32 +701,69 @@ async fn coordinate(
     source_stop: Arc<AtomicBool>,
     mut aligned: watch::Receiver<u64>,
     stop: StopHandle,
+    control: Control,
 ) {
-    let Some(interval) = interval else {
-        stop.stopped().await;
-        source_stop.store(true, Ordering::SeqCst);
-        return;
-    };
-    let period = Duration::from_millis(interval.max(1) as u64);
+    // Held for the run: the next run's coordinator takes the inbox over.
+    let mut inbox = control.inbox.lock().await;
+    let period = interval.map(|interval| Duration::from_millis(interval.max(1) as u64));
+    let mut now = false;
     loop {
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep(period) => false,
-            _ = stop.stopped() => true,
+        let wake = if now {
+            Wake::Barrier
+        } else {
+            tokio::select! {
+                _ = async { if let Some(period) = period { tokio::time::sleep(period).await } }, if period.is_some() => Wake::Barrier,
+                _ = stop.stopped() => Wake::Stop,
+                Some(request) = inbox.recv() => Wake::Request(request),
+            }
         };
-        last_id += 1;
-        trigger.store(last_id, Ordering::SeqCst);
-        if stopping {
-            source_stop.store(true, Ordering::SeqCst);
-            return;
-        }
-        let wanted = last_id;
-        tokio::select! {
-            _ = aligned.wait_for(|id| *id >= wanted) => {}
-            _ = stop.stopped() => {
-                last_id += 1;
-                trigger.store(last_id, Ordering::SeqCst);
+        match wake {
+            Wake::Stop => {
+                if period.is_some() {
+                    last_id += 1;
+                    trigger.store(last_id, Ordering::SeqCst);
+                }
                 source_stop.store(true, Ordering::SeqCst);
                 return;
+            }
+            Wake::Request(Request::Halt) => {
+                control.halt.store(true, Ordering::SeqCst);
+                source_stop.store(true, Ordering::SeqCst);
+                return;
+            }
+            Wake::Request(Request::Trigger(reply)) => {
+                // Without checkpoints the handle refuses before asking.
+                let _ = reply.send(last_id + 1);
+                now = period.is_some();
+            }
+            Wake::Barrier => {
+                now = false;
+                last_id += 1;
+                trigger.store(last_id, Ordering::SeqCst);
+                let wanted = last_id;
+                loop {
+                    tokio::select! {
+                        _ = aligned.wait_for(|id| *id >= wanted) => break,
+                        _ = stop.stopped() => {
+                            last_id += 1;
+                            trigger.store(last_id, Ordering::SeqCst);
+                            source_stop.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Some(request) = inbox.recv() => match request {
+                            Request::Halt => {
+                                control.halt.store(true, Ordering::SeqCst);
+                                source_stop.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                            // The next barrier goes out as soon as this one is aligned.
+                            Request::Trigger(reply) => {
+                                let _ = reply.send(last_id + 1);
+                                now = true;
+                            }
+                        },
+                    }
+                }
             }
         }
     }
@@ -712,6 +862,10 @@ struct SourceFeed {
     /// The source's rate limit, if any.
     limiter: Option<RateLimiter>,
     metrics: SourceMetrics,
+    /// Where the source reports its watermarks (see [`crate::control`]).
+    control: ControlHandle,
+    /// Set by a halt for a restore: end without firing open windows.
+    halt: Arc<AtomicBool>,
 }
 
 impl SourceFeed {
@@ -772,8 +926,10 @@ impl SourceFeed {
             }
             if self.stop.load(Ordering::SeqCst) {
                 let partitions = states(source.as_ref(), &generators);
+                self.control
+                    .report_source(self.input, &names, &generators, &combiner, None, true);
                 self.send(Message::End {
-                    fire: self.fire_on_stop,
+                    fire: self.fire_on_stop && !self.halt.load(Ordering::SeqCst),
                     partitions,
                 });
                 return Ok(());
@@ -798,6 +954,10 @@ impl SourceFeed {
             if !dead_letters.is_empty() && self.side.blocking_send(dead_letters).is_err() {
                 return Ok(());
             }
+            let event_partition = match poll {
+                Poll::Data { partition } if !events.is_empty() => Some(partition),
+                _ => None,
+            };
             match poll {
                 Poll::Data { partition } => {
                     let every = watermark.every.unwrap_or(usize::MAX);
@@ -830,6 +990,14 @@ impl SourceFeed {
                 Poll::PartitionEnd { partition } => combiner.finish(partition),
                 Poll::End => {
                     let partitions = states(source.as_ref(), &generators);
+                    self.control.report_source(
+                        self.input,
+                        &names,
+                        &generators,
+                        &combiner,
+                        None,
+                        true,
+                    );
                     self.send(Message::End {
                         fire: true,
                         partitions,
@@ -837,6 +1005,14 @@ impl SourceFeed {
                     return Ok(());
                 }
             }
+            self.control.report_source(
+                self.input,
+                &names,
+                &generators,
+                &combiner,
+                event_partition,
+                false,
+            );
             if !self.send_watermark(&combiner, &mut last_sent) {
                 return Ok(());
             }

@@ -1,0 +1,260 @@
+//! End to end over real HTTP on an ephemeral loopback port: a processor on generated data,
+//! driven with the `admin` binary — list, show, verify, diff, state, trigger --wait, and a
+//! restore of an older checkpoint on the running processor whose later output follows from
+//! that checkpoint (the committed output equals an uninterrupted run's).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "e2e-t0ken";
+
+fn processor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_processor"))
+}
+
+/// The `admin` binary beside `processor` (built by `cargo test --workspace`; built here when
+/// only this package's tests run).
+fn admin_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_processor")).with_file_name("admin");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "dataflow-admin", "--bin", "admin"])
+            .status()
+            .expect("build admin");
+        assert!(status.success(), "cannot build admin");
+    }
+    path
+}
+
+struct Admin {
+    binary: PathBuf,
+    url: String,
+}
+
+impl Admin {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.binary)
+            .args(args)
+            .env("DATAFLOW_URL", &self.url)
+            .env("DATAFLOW_TOKEN", TOKEN)
+            .output()
+            .expect("run admin")
+    }
+
+    /// Runs a command that must succeed; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "admin {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let text = self.ok(&[&["--output", "json"][..], args].concat());
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("admin {args:?}: {e}: {text}"))
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.json(&["checkpoints", "list"])
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|row| row["verified"] == true)
+            .filter_map(|row| row["id"].as_u64())
+            .collect()
+    }
+}
+
+/// Polls `condition` until it holds, up to a generous deadline (the machine may be loaded).
+fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config(dir: &Path, live: bool) -> PathBuf {
+    let rate = if live { "    rate: 8000\n" } else { "" };
+    let rest = if live {
+        "checkpoint: { dir: checkpoints, interval: 150ms, retain: 100 }\napi: { listen: \"127.0.0.1:0\", token_env: DATAFLOW_E2E_TOKEN }\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "name: e2e\nsources:\n  - name: bids\n    type: generator\n    count: 40000\n{rate}    watermark: {{ out_of_orderness: 2s }}\nsteps:\n  - key_by: auction\n  - window: {{ type: tumbling, size: 2s, aggregates: {{ n: count, top: max(price) }} }}\nsinks:\n  - {{ type: parts, path: out }}\ndead_letters: {{ type: file, path: dead.jsonl }}\n{rest}"
+    );
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn admin_drives_a_running_processor_and_a_restore_replays_from_the_checkpoint() {
+    // The reference: the same pipeline, uninterrupted.
+    let reference = tempfile::tempdir().expect("temp dir");
+    let status = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(config(reference.path(), false))
+        .current_dir(reference.path())
+        .stderr(Stdio::null())
+        .status()
+        .expect("reference run");
+    assert!(status.success());
+    let expected =
+        dataflow_pipeline::sink::read_committed(&reference.path().join("out")).expect("output");
+    assert!(expected.lines().count() > 10, "{expected}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address_file = dir.path().join("api-address");
+    let mut child = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(config(dir.path(), true))
+        .current_dir(dir.path())
+        .env("DATAFLOW_E2E_TOKEN", TOKEN)
+        .env("DATAFLOW_API_ADDRESS_FILE", &address_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start processor");
+    let address = wait_for("the API's address", || {
+        std::fs::read_to_string(&address_file).ok()
+    });
+    let admin = Admin {
+        binary: admin_binary(),
+        url: format!("http://{address}"),
+    };
+
+    let ids = wait_for("three checkpoints", || {
+        let ids = admin.ids();
+        (ids.len() >= 3).then_some(ids)
+    });
+    let (older, newer) = (ids[0], ids[2]);
+    let table = admin.ok(&["checkpoints", "list"]);
+    assert!(table.contains("valid"), "{table}");
+    let manifest = admin.json(&["checkpoints", "show", &older.to_string()]);
+    assert_eq!(manifest["id"], older);
+    let operator = manifest["operators"][0]["name"]
+        .as_str()
+        .expect("a window operator")
+        .to_string();
+    let verified = admin.json(&["checkpoints", "verify", &older.to_string()]);
+    assert_eq!(verified["verified"], true);
+
+    // Diff: the source moved forward, keys are accounted for by the key counts.
+    let diff = admin.json(&[
+        "checkpoints",
+        "diff",
+        &older.to_string(),
+        &newer.to_string(),
+    ]);
+    let offsets = &diff["summary"]["partitions"][0]["offset"];
+    assert!(offsets[0].as_u64() < offsets[1].as_u64(), "{diff}");
+    let keys = &diff["keys"][0];
+    let count = |id: u64| {
+        admin.json(&["checkpoints", "show", &id.to_string()])["operators"][0]["key_count"]
+            .as_u64()
+            .expect("key count")
+    };
+    let (before, after) = (count(older) as usize, count(newer) as usize);
+    let len = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    assert_eq!(
+        before + len(&keys["added"]) - len(&keys["removed"]),
+        after,
+        "{diff}"
+    );
+    assert!(admin
+        .ok(&[
+            "checkpoints",
+            "diff",
+            &older.to_string(),
+            &newer.to_string()
+        ])
+        .contains("keys added"));
+
+    // State: every listed key can be looked up, and its windows hold counts.
+    let page = admin.json(&[
+        "state",
+        "keys",
+        "--checkpoint",
+        &older.to_string(),
+        "--operator",
+        &operator,
+        "--limit",
+        "1000",
+    ]);
+    assert_eq!(page["total"].as_u64(), Some(before as u64));
+    let key = page["keys"][0].to_string();
+    let value = admin.json(&[
+        "state",
+        "get",
+        "--checkpoint",
+        &older.to_string(),
+        "--operator",
+        &operator,
+        "--key",
+        &key,
+    ]);
+    assert_eq!(value["key"].to_string(), key);
+    let windows = value["value"]["windows"].as_array().expect("windows");
+    assert!(!windows.is_empty());
+    assert!(
+        windows[0]["aggregates"][0]["value"].as_i64() > Some(0),
+        "{value}"
+    );
+
+    // Trigger and wait: the new checkpoint is listed and verifies.
+    let triggered = admin.json(&["checkpoints", "trigger", "--wait"]);
+    assert_eq!(triggered["state"], "completed", "{triggered}");
+    let triggered_id = triggered["id"].as_u64().expect("id");
+    assert!(admin.ids().contains(&triggered_id));
+    let status = admin.json(&["status"]);
+    assert_eq!(status["state"], "running");
+    assert!(status["last_checkpoint"].as_u64() >= Some(triggered_id));
+    let marks = admin.json(&["watermarks"]);
+    assert_eq!(marks["sources"][0]["name"], "bids");
+    assert_eq!(marks["holding_back"], "bids");
+
+    // A dry run changes nothing and says what would be restored.
+    let dry = admin.json(&["checkpoints", "restore", &older.to_string(), "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(
+        dry["operators"][0]["key_count"].as_u64(),
+        Some(before as u64)
+    );
+    assert_eq!(admin.json(&["status"])["restores"], 0);
+
+    // Restore the oldest checkpoint on the running processor.
+    let restored = admin.json(&["checkpoints", "restore", &older.to_string()]);
+    assert_eq!(restored["dry_run"], false);
+    assert_eq!(restored["checkpoint"], older);
+    let status = admin.json(&["status"]);
+    assert_eq!(status["restored_from"], older, "{status}");
+    assert_eq!(status["restores"], 1);
+    // The next checkpoint continues from the restored one's position.
+    let next = admin.json(&["checkpoints", "trigger", "--wait"]);
+    let next_id = next["id"].as_u64().expect("id");
+    assert!(next_id > triggered_id);
+    let moved = admin.json(&[
+        "checkpoints",
+        "diff",
+        &older.to_string(),
+        &next_id.to_string(),
+    ]);
+    assert!(moved["summary"]["partitions"][0]["offset"][1].as_u64() >= offsets[0].as_u64());
+
+    // The run ends with its input; the committed output is exactly the uninterrupted run's:
+    // what followed the restore came from the checkpoint's state and positions.
+    let status = child.wait().expect("wait for processor");
+    assert!(status.success());
+    let output = dataflow_pipeline::sink::read_committed(&dir.path().join("out")).expect("output");
+    assert_eq!(output, expected);
+}

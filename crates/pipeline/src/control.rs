@@ -1,0 +1,679 @@
+//! Control of a running pipeline: what it is doing (status, watermarks), a checkpoint on
+//! demand, and a restore of a chosen checkpoint without restarting the process.
+//!
+//! [`ControlHandle`] is cloneable and shared by whoever controls the run (the processor's API).
+//! It reaches the run through a channel into the checkpoint coordinator, which injects a
+//! barrier at once or takes the run down; and through [`LiveStatus`], which the source threads
+//! update after each batch. A restore is checked before anything changes (the checkpoint must
+//! verify and fit this pipeline); then the run stops without a final checkpoint (pending,
+//! uncommitted sink output is discarded as on any recovery) and [`crate::runtime::Pipeline::run`]
+//! starts it again from that checkpoint, sources seeked, and answers the request once restored.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use dataflow_checkpoint::{
+    Checkpoint, CheckpointError, CheckpointId, CheckpointStorage, LocalStorage,
+};
+use dataflow_event::time::now_millis;
+use dataflow_metrics::{Counters, Metrics};
+use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::plan::Plan;
+
+/// Why a control request was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlError {
+    /// The pipeline takes no checkpoints.
+    NoCheckpoints,
+    /// The pipeline is not running (finished, or between runs).
+    NotRunning(String),
+    /// No such checkpoint.
+    NotFound(String),
+    /// The checkpoint fails its checks.
+    Verification(String),
+    /// The checkpoint does not fit this pipeline.
+    Incompatible(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::NoCheckpoints => f.write_str("this pipeline takes no checkpoints"),
+            ControlError::NotRunning(why) => write!(f, "the pipeline is not running: {why}"),
+            ControlError::NotFound(why)
+            | ControlError::Verification(why)
+            | ControlError::Incompatible(why)
+            | ControlError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// The run's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Opening its inputs and outputs, restoring.
+    Starting,
+    /// Processing.
+    Running,
+    /// Stopping to restore a checkpoint.
+    Restoring,
+    /// Done (end of input, stop, or failure).
+    Stopped,
+}
+
+/// One partition of a source, as last reported by its thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionLive {
+    /// The partition's name.
+    pub name: String,
+    /// Its watermark, epoch ms (`i64::MIN` before any event).
+    pub watermark: i64,
+    /// Whether it is idle (no event within the idle timeout).
+    pub idle: bool,
+    /// Wall-clock time of its last event, epoch ms.
+    pub last_event_ms: Option<i64>,
+}
+
+/// One source, as last reported by its thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceLive {
+    /// The source's name.
+    pub name: String,
+    /// Its combined watermark (what it sends the operators), epoch ms.
+    pub watermark: i64,
+    /// Whether every live partition is idle, or no event came within the idle timeout.
+    pub idle: bool,
+    /// Whether it has ended.
+    pub ended: bool,
+    /// Wall-clock time of its last event, epoch ms.
+    pub last_event_ms: Option<i64>,
+    /// The partition holding the source's watermark back, if any.
+    pub holding_back: Option<String>,
+    /// Its partitions.
+    pub partitions: Vec<PartitionLive>,
+}
+
+/// The operators' view of their inputs' watermarks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WatermarkReport {
+    /// The operators' combined watermark, epoch ms.
+    pub watermark: i64,
+    /// The source whose watermark is the operators' (the slowest live, non-idle input).
+    pub holding_back: Option<String>,
+    /// Every source.
+    pub sources: Vec<SourceLive>,
+    /// The operators in order; fused in one chain, they share the combined watermark.
+    pub operators: Vec<String>,
+    /// When this report was made, epoch ms.
+    pub now_ms: i64,
+}
+
+/// One operator's counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorStatus {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Events it received.
+    pub events_in: u64,
+    /// Events it sent on.
+    pub events_out: u64,
+}
+
+/// What the pipeline is doing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatusReport {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Its state.
+    pub state: RunState,
+    /// Time since the process started the pipeline, ms.
+    pub uptime_ms: u64,
+    /// Records read, emitted, late, dead-lettered since the start.
+    pub events_read: u64,
+    /// Events written to the result sinks.
+    pub events_emitted: u64,
+    /// Late events routed aside.
+    pub late_events: u64,
+    /// Records routed to the dead letters.
+    pub dead_letters: u64,
+    /// The operators' combined watermark, epoch ms.
+    pub watermark: i64,
+    /// The last completed checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// The checkpoint the current run restored, if any.
+    pub restored_from: Option<u64>,
+    /// How many times the pipeline was restored in place.
+    pub restores: u64,
+    /// Per operator.
+    pub operators: Vec<OperatorStatus>,
+}
+
+/// What a restore does (or would do) to each operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorRestore {
+    /// The operator.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Keys the checkpoint holds for it.
+    pub key_count: u64,
+}
+
+/// What a source is seeked to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceRestore {
+    /// The source.
+    pub name: String,
+    /// `(partition, offset, line)` it resumes at.
+    pub partitions: Vec<(String, u64, u64)>,
+}
+
+/// What a restore does, or would do with `dry_run`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    /// The checkpoint.
+    pub checkpoint: u64,
+    /// Whether only planned.
+    pub dry_run: bool,
+    /// The checkpoint's watermark, epoch ms.
+    pub watermark: i64,
+    /// Operators whose state is restored.
+    pub operators: Vec<OperatorRestore>,
+    /// Operators of this pipeline that start empty (the checkpoint has nothing for them).
+    pub empty: Vec<String>,
+    /// Sources seeked.
+    pub sources: Vec<SourceRestore>,
+    /// What the checkpoint holds that this pipeline has no place for (always empty for a
+    /// restore that goes ahead: such checkpoints are refused).
+    pub dropped: Vec<String>,
+    /// What is thrown away: the run's progress after the checkpoint.
+    pub discarded: String,
+    /// The last checkpoint completed before the restore.
+    pub last_checkpoint_before: Option<u64>,
+}
+
+/// A request to the checkpoint coordinator.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Take a checkpoint now; answers its id.
+    Trigger(oneshot::Sender<u64>),
+    /// Stop the run without a final checkpoint.
+    Halt,
+}
+
+/// A restore waiting for the next run to start from its checkpoint.
+#[derive(Debug)]
+pub(crate) struct PendingRestore {
+    pub(crate) id: u64,
+    report: RestoreReport,
+    reply: oneshot::Sender<Result<RestoreReport, ControlError>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pipeline: String,
+    operators: Vec<(String, String)>,
+    sources: Vec<String>,
+    fingerprint: String,
+    checkpoint_dir: Option<std::path::PathBuf>,
+    started: Instant,
+    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
+    requests: mpsc::UnboundedSender<Request>,
+    inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
+    live: Mutex<Live>,
+    restore: Mutex<Option<PendingRestore>>,
+    restores: AtomicU64,
+    last_triggered: AtomicU64,
+    can_restart: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Live {
+    state: RunState,
+    restored_from: Option<u64>,
+    sources: Vec<SourceLive>,
+    idle_timeouts: Vec<Option<i64>>,
+}
+
+/// Controls a running pipeline; cloning shares it.
+#[derive(Clone, Debug)]
+pub struct ControlHandle {
+    shared: Arc<Shared>,
+}
+
+/// Mutex poisoning only follows a panic elsewhere; the data stays usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ControlHandle {
+    pub(crate) fn new(plan: &Plan, counters: Arc<Counters>, metrics: Arc<Metrics>) -> Self {
+        let (requests, inbox) = mpsc::unbounded_channel();
+        let live = Live {
+            state: RunState::Starting,
+            restored_from: None,
+            sources: Vec::new(),
+            idle_timeouts: Vec::new(),
+        };
+        let shared = Shared {
+            pipeline: plan.name.clone(),
+            operators: plan
+                .operators
+                .iter()
+                .map(|node| (node.info.name.to_string(), node.info.kind.to_string()))
+                .collect(),
+            sources: plan.sources.iter().map(|s| s.spec.name.clone()).collect(),
+            fingerprint: plan.fingerprint(),
+            checkpoint_dir: plan.checkpoint.as_ref().map(|c| c.dir.clone()),
+            started: Instant::now(),
+            counters,
+            metrics,
+            requests,
+            inbox: Arc::new(tokio::sync::Mutex::new(inbox)),
+            live: Mutex::new(live),
+            restore: Mutex::new(None),
+            restores: AtomicU64::new(0),
+            last_triggered: AtomicU64::new(0),
+            can_restart: std::sync::atomic::AtomicBool::new(false),
+        };
+        ControlHandle {
+            shared: Arc::new(shared),
+        }
+    }
+
+    pub(crate) fn set_can_restart(&self, can: bool) {
+        self.shared.can_restart.store(can, Ordering::SeqCst);
+    }
+
+    /// The coordinator's inbox (locked by the coordinator of the current run).
+    pub(crate) fn inbox(&self) -> Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>> {
+        self.shared.inbox.clone()
+    }
+
+    /// A run starts: fresh source reports.
+    pub(crate) fn run_starting(&self, plan: &Plan) {
+        let mut live = lock(&self.shared.live);
+        live.state = RunState::Starting;
+        live.idle_timeouts = plan
+            .sources
+            .iter()
+            .map(|s| s.spec.watermark.idle_timeout)
+            .collect();
+        live.sources = plan
+            .sources
+            .iter()
+            .map(|s| SourceLive {
+                name: s.spec.name.clone(),
+                watermark: i64::MIN,
+                idle: false,
+                ended: false,
+                last_event_ms: None,
+                holding_back: None,
+                partitions: Vec::new(),
+            })
+            .collect();
+    }
+
+    /// The run restored `restored` (if any) and runs: answers a pending restore.
+    pub(crate) fn run_started(&self, restored: Option<u64>) {
+        {
+            let mut live = lock(&self.shared.live);
+            live.state = RunState::Running;
+            live.restored_from = restored;
+        }
+        if let Some(pending) = lock(&self.shared.restore).take() {
+            if restored == Some(pending.id) {
+                self.shared.restores.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(checkpoint = pending.id, "restored in place; running again");
+                let _ = pending.reply.send(Ok(pending.report));
+            } else {
+                let _ = pending.reply.send(Err(ControlError::Failed(format!(
+                    "the pipeline restarted without checkpoint {}",
+                    pending.id
+                ))));
+            }
+        }
+    }
+
+    /// The run ended. Returns the restore to start next, if one was asked for.
+    pub(crate) fn run_ended(&self, result: Result<(), String>) -> Option<u64> {
+        let mut pending = lock(&self.shared.restore);
+        match (&result, pending.as_ref()) {
+            (Ok(()), Some(restore)) => {
+                lock(&self.shared.live).state = RunState::Restoring;
+                Some(restore.id)
+            }
+            _ => {
+                if let Some(restore) = pending.take() {
+                    let why = result.err().unwrap_or_else(|| "the run ended".into());
+                    let _ = restore.reply.send(Err(ControlError::Failed(why)));
+                }
+                lock(&self.shared.live).state = RunState::Stopped;
+                None
+            }
+        }
+    }
+
+    /// The restart after a restore request failed before the run started.
+    pub(crate) fn restart_failed(&self, why: String) {
+        if let Some(restore) = lock(&self.shared.restore).take() {
+            let _ = restore.reply.send(Err(ControlError::Failed(why)));
+        }
+        lock(&self.shared.live).state = RunState::Stopped;
+    }
+
+    /// A source thread's report, after a batch.
+    pub(crate) fn report_source(
+        &self,
+        input: usize,
+        names: &[String],
+        generators: &[BoundedOutOfOrderness],
+        combiner: &WatermarkCombiner,
+        event_partition: Option<usize>,
+        ended: bool,
+    ) {
+        let now = now_millis();
+        let mut live = lock(&self.shared.live);
+        let idle_timeout = live.idle_timeouts.get(input).copied().flatten();
+        let Some(source) = live.sources.get_mut(input) else {
+            return;
+        };
+        if source.partitions.len() != names.len() {
+            source.partitions = names
+                .iter()
+                .map(|name| PartitionLive {
+                    name: name.clone(),
+                    watermark: i64::MIN,
+                    idle: false,
+                    last_event_ms: None,
+                })
+                .collect();
+        }
+        for (index, partition) in source.partitions.iter_mut().enumerate() {
+            if let Some(generator) = generators.get(index) {
+                partition.watermark = generator.current();
+            }
+            partition.idle = combiner.is_idle(index);
+            if event_partition == Some(index) {
+                partition.last_event_ms = Some(now);
+            }
+        }
+        if event_partition.is_some() {
+            source.last_event_ms = Some(now);
+        }
+        source.ended = ended;
+        source.watermark = combiner.current();
+        source.holding_back = combiner
+            .holding_back()
+            .and_then(|index| names.get(index).cloned());
+        let quiet = match (idle_timeout, source.last_event_ms) {
+            (Some(timeout), Some(last)) => now - last > timeout,
+            _ => false,
+        };
+        source.idle =
+            quiet || (!source.partitions.is_empty() && source.partitions.iter().all(|p| p.idle));
+    }
+
+    /// What the pipeline is doing.
+    pub fn status(&self) -> StatusReport {
+        let counters = &self.shared.counters;
+        let summary = counters.summary(self.shared.started.elapsed());
+        let live = lock(&self.shared.live);
+        let operators = self
+            .shared
+            .operators
+            .iter()
+            .map(|(name, kind)| {
+                let metrics = self
+                    .shared
+                    .metrics
+                    .operator(&self.shared.pipeline, name, kind);
+                OperatorStatus {
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    events_in: metrics.events_received_count(),
+                    events_out: metrics.events_sent_count(),
+                }
+            })
+            .collect();
+        StatusReport {
+            pipeline: self.shared.pipeline.clone(),
+            state: live.state,
+            uptime_ms: self.shared.started.elapsed().as_millis() as u64,
+            events_read: summary.events_read,
+            events_emitted: summary.events_emitted,
+            late_events: summary.late_events,
+            dead_letters: summary.dead_letters,
+            watermark: counters.watermark(),
+            last_checkpoint: Some(counters.last_checkpoint()).filter(|id| *id > 0),
+            restored_from: live.restored_from,
+            restores: self.shared.restores.load(Ordering::SeqCst),
+            operators,
+        }
+    }
+
+    /// The watermarks of every source and partition, and which input holds the operators back.
+    pub fn watermarks(&self) -> WatermarkReport {
+        let live = lock(&self.shared.live);
+        let now = now_millis();
+        let holding_back = live
+            .sources
+            .iter()
+            .filter(|s| !s.ended && !s.idle)
+            .min_by_key(|s| s.watermark)
+            .map(|s| s.name.clone());
+        WatermarkReport {
+            watermark: self.shared.counters.watermark(),
+            holding_back,
+            sources: live.sources.clone(),
+            operators: self
+                .shared
+                .operators
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect(),
+            now_ms: now,
+        }
+    }
+
+    fn running(&self) -> Result<(), ControlError> {
+        match lock(&self.shared.live).state {
+            RunState::Running => Ok(()),
+            RunState::Starting => Err(ControlError::NotRunning("it is starting".into())),
+            RunState::Restoring => Err(ControlError::NotRunning("it is restoring".into())),
+            RunState::Stopped => Err(ControlError::NotRunning("it has stopped".into())),
+        }
+    }
+
+    /// Takes a checkpoint now; returns its id. Completion shows in the checkpoint list, or
+    /// [`ControlHandle::last_checkpoint`] reaching the id.
+    pub async fn trigger(&self) -> Result<u64, ControlError> {
+        if self.shared.checkpoint_dir.is_none() {
+            return Err(ControlError::NoCheckpoints);
+        }
+        self.running()?;
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .requests
+            .send(Request::Trigger(reply))
+            .map_err(|_| ControlError::NotRunning("it has stopped".into()))?;
+        let id = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .map_err(|_| ControlError::NotRunning("the coordinator did not answer".into()))?
+            .map_err(|_| ControlError::NotRunning("the run ended".into()))?;
+        self.shared.last_triggered.fetch_max(id, Ordering::SeqCst);
+        tracing::info!(checkpoint = id, "checkpoint requested");
+        Ok(id)
+    }
+
+    /// The highest id a trigger answered, 0 if none.
+    pub fn last_triggered(&self) -> u64 {
+        self.shared.last_triggered.load(Ordering::SeqCst)
+    }
+
+    /// The last completed checkpoint, 0 before the first.
+    pub fn last_checkpoint(&self) -> u64 {
+        self.shared.counters.last_checkpoint()
+    }
+
+    /// Whether the pipeline still runs (or restarts).
+    pub fn is_live(&self) -> bool {
+        lock(&self.shared.live).state != RunState::Stopped
+    }
+
+    /// Restores checkpoint `id` in place, or with `dry_run` says what that would do. A
+    /// checkpoint that fails verification or does not fit the pipeline is refused and nothing
+    /// changes. Answers once the pipeline runs again from the checkpoint.
+    pub async fn restore(&self, id: u64, dry_run: bool) -> Result<RestoreReport, ControlError> {
+        let dir = self
+            .shared
+            .checkpoint_dir
+            .clone()
+            .ok_or(ControlError::NoCheckpoints)?;
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            LocalStorage::open_for_reading(&dir)?.load(CheckpointId(id))
+        })
+        .await
+        .map_err(|error| ControlError::Failed(error.to_string()))?
+        .map_err(|error| match error {
+            CheckpointError::NotFound { .. } => ControlError::NotFound(error.to_string()),
+            CheckpointError::Corrupt { .. } | CheckpointError::TooLarge { .. } => {
+                ControlError::Verification(error.to_string())
+            }
+            other => ControlError::Failed(other.to_string()),
+        })?;
+        let mut report = self.plan_restore(&checkpoint, dry_run);
+        if checkpoint.pipeline_fingerprint != self.shared.fingerprint || !report.dropped.is_empty()
+        {
+            return Err(ControlError::Incompatible(format!(
+                "checkpoint {id} was taken by a pipeline of another shape; it holds: {}",
+                if report.dropped.is_empty() {
+                    "state in another layout".to_string()
+                } else {
+                    report.dropped.join(", ")
+                }
+            )));
+        }
+        if dry_run {
+            return Ok(report);
+        }
+        if !self.shared.can_restart.load(Ordering::SeqCst) {
+            return Err(ControlError::Failed(
+                "this pipeline cannot be restarted in place (it was not given a way to re-plan)"
+                    .into(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut live = lock(&self.shared.live);
+            if live.state != RunState::Running {
+                drop(live);
+                return Err(self.running().err().unwrap_or(ControlError::NotRunning(
+                    "another restore is under way".into(),
+                )));
+            }
+            let mut pending = lock(&self.shared.restore);
+            if pending.is_some() {
+                return Err(ControlError::NotRunning(
+                    "another restore is under way".into(),
+                ));
+            }
+            report.last_checkpoint_before = Some(self.last_checkpoint()).filter(|id| *id > 0);
+            *pending = Some(PendingRestore { id, report, reply });
+            live.state = RunState::Restoring;
+        }
+        tracing::warn!(checkpoint = id, "restore requested: stopping the run");
+        if self.shared.requests.send(Request::Halt).is_err() {
+            self.restart_failed("the run has ended".into());
+        }
+        answer
+            .await
+            .map_err(|_| ControlError::Failed("the restore was abandoned".into()))?
+    }
+
+    fn plan_restore(&self, checkpoint: &Checkpoint, dry_run: bool) -> RestoreReport {
+        let mut operators = Vec::new();
+        let mut dropped = Vec::new();
+        for state in &checkpoint.operators {
+            if self
+                .shared
+                .operators
+                .iter()
+                .any(|(name, kind)| *name == state.name && *kind == state.kind)
+            {
+                operators.push(OperatorRestore {
+                    name: state.name.clone(),
+                    kind: state.kind.clone(),
+                    key_count: state.key_count,
+                });
+            } else {
+                dropped.push(format!("operator {} ({})", state.name, state.kind));
+            }
+        }
+        let mut sources = Vec::new();
+        for state in &checkpoint.sources {
+            if self.shared.sources.contains(&state.name) {
+                sources.push(SourceRestore {
+                    name: state.name.clone(),
+                    partitions: state
+                        .partitions
+                        .iter()
+                        .map(|p| (p.name.clone(), p.offset, p.line))
+                        .collect(),
+                });
+            } else {
+                dropped.push(format!("source {}", state.name));
+            }
+        }
+        let stateful: Vec<&String> = operators.iter().map(|o| &o.name).collect();
+        let empty = self
+            .shared
+            .operators
+            .iter()
+            .filter(|(name, kind)| kind == "window" && !stateful.contains(&name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let created =
+            SystemTime::UNIX_EPOCH + Duration::from_millis(checkpoint.created_at_ms.max(0) as u64);
+        let age = SystemTime::now()
+            .duration_since(created)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        RestoreReport {
+            checkpoint: checkpoint.id.0,
+            dry_run,
+            watermark: checkpoint.watermark,
+            operators,
+            empty,
+            sources,
+            dropped,
+            discarded: format!(
+                "everything processed after checkpoint {} ({} ms ago): open windows and \
+                 uncommitted output are dropped and recomputed from its source positions",
+                checkpoint.id.0, age
+            ),
+            last_checkpoint_before: Some(self.last_checkpoint()).filter(|id| *id > 0),
+        }
+    }
+
+    /// Drops requests left when the pipeline is done, so their callers hear it at once.
+    pub(crate) async fn close(&self) {
+        let mut inbox = self.shared.inbox.lock().await;
+        inbox.close();
+        while inbox.try_recv().is_ok() {}
+    }
+}
