@@ -34,6 +34,23 @@ pub trait Operator: Send {
     fn restore(&mut self, _state: &[u8]) -> crate::Result<()> {
         Ok(())
     }
+
+    /// One snapshot holding the states of `parts`, taken by parallel instances of this
+    /// operator that each held a share of the keys: what a checkpoint stores, so that it
+    /// restores with any number of workers. Stateless operators take no snapshots.
+    fn merge_snapshots(&self, _parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {
+        Err(crate::PipelineError::Checkpoint(
+            "this operator keeps no state to merge".into(),
+        ))
+    }
+
+    /// Splits a state from [`Operator::snapshot`] (or [`Operator::merge_snapshots`]) into one
+    /// per worker, by `dataflow_window::key_partition`.
+    fn split_snapshot(&self, _state: &[u8], _workers: usize) -> crate::Result<Vec<Vec<u8>>> {
+        Err(crate::PipelineError::Checkpoint(
+            "this operator keeps no state to split".into(),
+        ))
+    }
 }
 
 /// What an operator contributes to a checkpoint.

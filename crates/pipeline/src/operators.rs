@@ -486,6 +486,36 @@ impl Operator for WindowAggregate {
         }))
     }
 
+    fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {
+        let mut snapshots = Vec::with_capacity(parts.len());
+        let mut watermark = i64::MIN;
+        for part in &parts {
+            let (snapshot, part_watermark): (WindowSnapshot, i64) =
+                dataflow_checkpoint::decode_state(&part.state).map_err(checkpoint_error)?;
+            watermark = watermark.max(part_watermark);
+            snapshots.push(snapshot);
+        }
+        let merged = WindowSnapshot::merge(snapshots)
+            .map_err(|error| PipelineError::Checkpoint(format!("{}: {error}", self.stage)))?;
+        Ok(OperatorSnapshot {
+            key_count: merged.key_count() as u64,
+            state: dataflow_checkpoint::encode_state(&(merged, watermark))
+                .map_err(checkpoint_error)?,
+        })
+    }
+
+    fn split_snapshot(&self, state: &[u8], workers: usize) -> crate::Result<Vec<Vec<u8>>> {
+        let (snapshot, watermark): (WindowSnapshot, i64) =
+            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
+        snapshot
+            .split(workers)
+            .into_iter()
+            .map(|part| {
+                dataflow_checkpoint::encode_state(&(part, watermark)).map_err(checkpoint_error)
+            })
+            .collect()
+    }
+
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
         let (snapshot, watermark): (WindowSnapshot, i64) =
             dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
