@@ -17,8 +17,9 @@ mkdir -p "$DIR/out"
 echo "building (release)..." >&2
 cargo build --release --quiet -p dataflow-processor
 cargo build --release --quiet -p dataflow-pipeline --example baseline
-PROCESSOR=target/release/processor
-BASELINE=target/release/examples/baseline
+TARGET=${CARGO_TARGET_DIR:-target}
+PROCESSOR=$TARGET/release/processor
+BASELINE=$TARGET/release/examples/baseline
 
 config_of() {
   case "$1" in
@@ -66,6 +67,30 @@ for n in $SIZES; do
     }'
   done
 done
+
+# Parallel workers (PARALLEL=0 skips): each workload with `parallelism: 1` and `parallelism: 2`
+# on the largest input; the outputs must be equal as multisets (workers interleave their lines).
+if [ "${PARALLEL:-1}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  mkdir -p "$DIR/configs"
+  printf '\n| events | workload | 1 worker events/s | 2 workers events/s | speed-up | same results |\n|---:|---|---:|---:|---:|---|\n'
+  for w in $WORKLOADS; do
+    base=$(config_of "$w")
+    copy="$DIR/configs/$(basename "$base" .yaml)-p2.yaml"
+    sed -e 's|\.\./\.\./target/bench/|../|g' -e "s|out/$w|out/$w-p2|g" "$base" > "$copy"
+    printf 'parallelism: 2\n' >> "$copy"
+    read -r one_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$base")
+    sort "$DIR/out/$w.jsonl" > "$DIR/out/$w.sorted"
+    read -r two_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$copy")
+    out2=$(sed -n 's|.*path: *\(\.\./out/[^ ,}]*\).*|\1|p' "$copy" | head -n 1)
+    sort "$DIR/configs/$out2" > "$DIR/out/$w-p2.sorted"
+    if cmp -s "$DIR/out/$w.sorted" "$DIR/out/$w-p2.sorted"; then same=yes; else same=NO; fi
+    awk -v n="$n" -v w="$w" -v a="$one_secs" -v b="$two_secs" -v same="$same" 'BEGIN {
+      printf "| %d | %s | %.0f | %.0f | %.2fx | %s |\n", n, w, n/a, n/b, a/b, same
+    }'
+  done
+fi
 
 # Checkpoints (CHECKPOINTS=0 skips): W2 and W4 with a checkpoint every second against none, on
 # the largest input; then checkpoint size, duration and restore time with 100k and 1M keys.
