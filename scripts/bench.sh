@@ -6,6 +6,7 @@
 #   scripts/bench.sh                 # 1M and 10M events
 #   SIZES="1000000" scripts/bench.sh # 1M only
 #   WORKLOADS="w2 w3" scripts/bench.sh
+#   MAIN=0 CHECKPOINTS=0 scripts/bench.sh  # only 1 vs 2 workers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,7 @@ mkdir -p "$DIR/out"
 
 echo "building (release)..." >&2
 cargo build --release --quiet -p dataflow-processor
-cargo build --release --quiet -p dataflow-pipeline --example baseline
+[ "${MAIN:-1}" = "1" ] && cargo build --release --quiet -p dataflow-pipeline --example baseline
 TARGET=${CARGO_TARGET_DIR:-target}
 PROCESSOR=$TARGET/release/processor
 BASELINE=$TARGET/release/examples/baseline
@@ -58,6 +59,8 @@ for n in $SIZES; do
   ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
   # Both sides read the input from the page cache: the first run must not pay for the disk.
   cat "$input" > /dev/null
+  # MAIN=0 skips the comparison with the plain loop (to run only the sections below).
+  [ "${MAIN:-1}" = "1" ] || continue
   for w in $WORKLOADS; do
     read -r p_secs p_rss < <(measure "$PROCESSOR" run --no-progress --config "$(config_of "$w")")
     read -r b_secs b_rss < <(measure "$BASELINE" "$w" "$input" "$DIR/out/$w-baseline.jsonl")
