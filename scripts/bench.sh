@@ -6,6 +6,7 @@
 #   scripts/bench.sh                 # 1M and 10M events
 #   SIZES="1000000" scripts/bench.sh # 1M only
 #   WORKLOADS="w2 w3" scripts/bench.sh
+#   MAIN=0 CHECKPOINTS=0 scripts/bench.sh  # only 1 vs 2 workers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +17,10 @@ mkdir -p "$DIR/out"
 
 echo "building (release)..." >&2
 cargo build --release --quiet -p dataflow-processor
-cargo build --release --quiet -p dataflow-pipeline --example baseline
-PROCESSOR=target/release/processor
-BASELINE=target/release/examples/baseline
+[ "${MAIN:-1}" = "1" ] && cargo build --release --quiet -p dataflow-pipeline --example baseline
+TARGET=${CARGO_TARGET_DIR:-target}
+PROCESSOR=$TARGET/release/processor
+BASELINE=$TARGET/release/examples/baseline
 
 config_of() {
   case "$1" in
@@ -57,6 +59,8 @@ for n in $SIZES; do
   ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
   # Both sides read the input from the page cache: the first run must not pay for the disk.
   cat "$input" > /dev/null
+  # MAIN=0 skips the comparison with the plain loop (to run only the sections below).
+  [ "${MAIN:-1}" = "1" ] || continue
   for w in $WORKLOADS; do
     read -r p_secs p_rss < <(measure "$PROCESSOR" run --no-progress --config "$(config_of "$w")")
     read -r b_secs b_rss < <(measure "$BASELINE" "$w" "$input" "$DIR/out/$w-baseline.jsonl")
@@ -66,6 +70,30 @@ for n in $SIZES; do
     }'
   done
 done
+
+# Parallel workers (PARALLEL=0 skips): each workload with `parallelism: 1` and `parallelism: 2`
+# on the largest input; the outputs must be equal as multisets (workers interleave their lines).
+if [ "${PARALLEL:-1}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  mkdir -p "$DIR/configs"
+  printf '\n| events | workload | 1 worker events/s | 2 workers events/s | speed-up | same results |\n|---:|---|---:|---:|---:|---|\n'
+  for w in $WORKLOADS; do
+    base=$(config_of "$w")
+    copy="$DIR/configs/$(basename "$base" .yaml)-p2.yaml"
+    sed -e 's|\.\./\.\./target/bench/|../|g' -e "s|out/$w|out/$w-p2|g" "$base" > "$copy"
+    printf 'parallelism: 2\n' >> "$copy"
+    read -r one_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$base")
+    sort "$DIR/out/$w.jsonl" > "$DIR/out/$w.sorted"
+    read -r two_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$copy")
+    out2=$(sed -n 's|.*path: *\(\.\./out/[^ ,}]*\).*|\1|p' "$copy" | head -n 1)
+    sort "$DIR/configs/$out2" > "$DIR/out/$w-p2.sorted"
+    if cmp -s "$DIR/out/$w.sorted" "$DIR/out/$w-p2.sorted"; then same=yes; else same=NO; fi
+    awk -v n="$n" -v w="$w" -v a="$one_secs" -v b="$two_secs" -v same="$same" 'BEGIN {
+      printf "| %d | %s | %.0f | %.0f | %.2fx | %s |\n", n, w, n/a, n/b, a/b, same
+    }'
+  done
+fi
 
 # Checkpoints (CHECKPOINTS=0 skips), for each state backend (BACKENDS, default "memory sled"):
 # W2 and W4 with a checkpoint every second against none, on the largest input; then checkpoint

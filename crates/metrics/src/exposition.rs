@@ -1,6 +1,7 @@
 //! The Prometheus families of `docs/metrics.md`, their handles, and the text exposition.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -9,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
+
+use crate::backpressure::{Backpressure, StageClock};
 
 /// A counter of whole things (events, records, requests).
 type Count = Counter<u64, AtomicU64>;
@@ -133,6 +136,7 @@ struct OperatorFamilies {
     processing: Histograms<OperatorLabels>,
     busy: Family<OperatorLabels, Seconds>,
     backpressured: Family<OperatorLabels, Seconds>,
+    starved: Family<OperatorLabels, Seconds>,
     queue_fill: Family<OperatorLabels, FloatGauge>,
     watermark: Family<OperatorLabels, IntGauge>,
     watermark_lag: Family<OperatorLabels, FloatGauge>,
@@ -145,6 +149,8 @@ struct SourceFamilies {
     rate_limit_waits: Family<SourceLabels, Count>,
     rate_limit_wait_seconds: Family<SourceLabels, Seconds>,
     lag_bytes: Family<SourceLabels, IntGauge>,
+    busy: Family<SourceLabels, Seconds>,
+    backpressured: Family<SourceLabels, Seconds>,
 }
 
 #[derive(Debug)]
@@ -210,6 +216,7 @@ pub struct Metrics {
     sources: SourceFamilies,
     checkpoints: CheckpointFamilies,
     ingest: IngestFamilies,
+    backpressure: Backpressure,
 }
 
 impl Default for Metrics {
@@ -231,6 +238,7 @@ impl Metrics {
             processing: Family::new_with_constructor(processing_histogram as fn() -> Histogram),
             busy: Family::default(),
             backpressured: Family::default(),
+            starved: Family::default(),
             queue_fill: Family::default(),
             watermark: Family::default(),
             watermark_lag: Family::default(),
@@ -286,6 +294,12 @@ impl Metrics {
         );
         register(
             &mut r,
+            "dataflow_operator_starved_seconds",
+            "Time the operator waited for input",
+            &o.starved,
+        );
+        register(
+            &mut r,
             "dataflow_operator_queue_fill",
             "Fill of the operator's input channel, 0 to 1",
             &o.queue_fill,
@@ -309,6 +323,8 @@ impl Metrics {
             rate_limit_waits: Family::default(),
             rate_limit_wait_seconds: Family::default(),
             lag_bytes: Family::default(),
+            busy: Family::default(),
+            backpressured: Family::default(),
         };
         let s = &sources;
         register(
@@ -322,6 +338,18 @@ impl Metrics {
             "dataflow_source_bytes_read",
             "Bytes read",
             &s.bytes_read,
+        );
+        register(
+            &mut r,
+            "dataflow_source_busy_seconds",
+            "Time the source spent reading and decoding",
+            &s.busy,
+        );
+        register(
+            &mut r,
+            "dataflow_source_backpressured_seconds",
+            "Time the source waited for room in the pipeline's input channel",
+            &s.backpressured,
         );
         register(
             &mut r,
@@ -426,7 +454,15 @@ impl Metrics {
             sources,
             checkpoints,
             ingest,
+            backpressure: Backpressure::default(),
         }
+    }
+
+    /// The busy, backpressured and starved times of every stage registered so far (operators
+    /// and sinks through [`Metrics::operator`], sources through [`Metrics::source`]), for
+    /// [`Backpressure::report`].
+    pub fn backpressure(&self) -> Backpressure {
+        self.backpressure.clone()
     }
 
     /// The handle of operator `operator` (of kind `kind`) in `pipeline`; its series start at 0.
@@ -446,9 +482,11 @@ impl Metrics {
             processing: f.processing.get_or_create_owned(&labels),
             busy: f.busy.get_or_create_owned(&labels),
             backpressured: f.backpressured.get_or_create_owned(&labels),
+            starved: f.starved.get_or_create_owned(&labels),
             queue_fill: f.queue_fill.get_or_create_owned(&labels),
             watermark: f.watermark.get_or_create_owned(&labels),
             watermark_lag: f.watermark_lag.get_or_create_owned(&labels),
+            clock: self.backpressure.stage(pipeline, operator, kind),
         }
     }
 
@@ -465,6 +503,9 @@ impl Metrics {
             rate_limit_waits: f.rate_limit_waits.get_or_create_owned(&labels),
             rate_limit_wait_seconds: f.rate_limit_wait_seconds.get_or_create_owned(&labels),
             lag_bytes: f.lag_bytes.get_or_create_owned(&labels),
+            busy: f.busy.get_or_create_owned(&labels),
+            backpressured: f.backpressured.get_or_create_owned(&labels),
+            clock: self.backpressure.stage(pipeline, source, "source"),
         }
     }
 
@@ -525,9 +566,11 @@ pub struct OperatorMetrics {
     processing: Histogram,
     busy: Seconds,
     backpressured: Seconds,
+    starved: Seconds,
     queue_fill: FloatGauge,
     watermark: IntGauge,
     watermark_lag: FloatGauge,
+    clock: Arc<StageClock>,
 }
 
 impl OperatorMetrics {
@@ -561,11 +604,32 @@ impl OperatorMetrics {
         let seconds = took.as_secs_f64();
         self.processing.observe(seconds);
         self.busy.inc_by(seconds);
+        self.clock.busy(took);
+    }
+
+    /// Time the operator spent on control (a watermark, the end of input): added to the busy
+    /// time, not to the per-batch histogram.
+    pub fn busy(&self, took: Duration) {
+        self.busy.inc_by(took.as_secs_f64());
+        self.clock.busy(took);
     }
 
     /// The operator waited `waited` for room in a full downstream channel.
     pub fn backpressured(&self, waited: Duration) {
         self.backpressured.inc_by(waited.as_secs_f64());
+        self.clock.backpressured(waited);
+    }
+
+    /// The operator waited `waited` for input.
+    pub fn starved(&self, waited: Duration) {
+        self.starved.inc_by(waited.as_secs_f64());
+        self.clock.starved(waited);
+    }
+
+    /// `instances` parallel instances run this operator: its shares in the backpressure report
+    /// are of their total time.
+    pub fn set_instances(&self, instances: usize) {
+        self.clock.set_instances(instances);
     }
 
     /// The input channel holds `queued` of `capacity` batches.
@@ -605,6 +669,9 @@ pub struct SourceMetrics {
     rate_limit_waits: Count,
     rate_limit_wait_seconds: Seconds,
     lag_bytes: IntGauge,
+    busy: Seconds,
+    backpressured: Seconds,
+    clock: Arc<StageClock>,
 }
 
 impl SourceMetrics {
@@ -622,6 +689,18 @@ impl SourceMetrics {
     /// `n` bytes read.
     pub fn bytes_read(&self, n: u64) {
         self.bytes_read.inc_by(n);
+    }
+
+    /// The source spent `took` reading and decoding.
+    pub fn busy(&self, took: Duration) {
+        self.busy.inc_by(took.as_secs_f64());
+        self.clock.busy(took);
+    }
+
+    /// The source waited `waited` for room in the pipeline's input channel.
+    pub fn backpressured(&self, waited: Duration) {
+        self.backpressured.inc_by(waited.as_secs_f64());
+        self.clock.backpressured(waited);
     }
 
     /// The source paused `waited` because of its rate limit.

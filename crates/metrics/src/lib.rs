@@ -25,8 +25,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod backpressure;
 mod exposition;
 
+pub use backpressure::{Backpressure, BackpressureReport, StageShare};
 pub use exposition::{
     CheckpointMetrics, IngestMetrics, Metrics, OperatorLabels, OperatorMetrics, PipelineLabels,
     RefuseReason, RefusedLabels, SourceLabels, SourceMetrics,

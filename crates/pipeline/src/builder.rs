@@ -285,6 +285,12 @@ impl PipelineBuilder {
         self
     }
 
+    /// Runs the keyed part of the pipeline on `workers` workers (`parallelism`; 1 by default).
+    pub fn parallelism(mut self, workers: usize) -> Self {
+        self.spec.runtime.parallelism = workers.max(1);
+        self
+    }
+
     /// Sets the runtime settings.
     pub fn runtime(mut self, runtime: RuntimeSpec) -> Self {
         self.spec.runtime = runtime;

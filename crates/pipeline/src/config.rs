@@ -108,6 +108,9 @@ fn first_line(text: &str) -> String {
     }
 }
 
+/// The most workers `parallelism` may ask for.
+pub const MAX_PARALLELISM: usize = 256;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -118,6 +121,7 @@ struct RawConfig {
     sinks: Spanned<Vec<Spanned<RawSink>>>,
     dead_letters: Option<Spanned<RawSink>>,
     late_events: Option<Spanned<RawSink>>,
+    parallelism: Option<Spanned<i64>>,
     #[serde(default)]
     runtime: RawRuntime,
     checkpoint: Option<Spanned<RawCheckpoint>>,
@@ -442,6 +446,20 @@ impl Checker {
             .as_ref()
             .and_then(|sink| self.sink(sink, "late_events"));
         let mut runtime = self.runtime(&raw.runtime);
+        if let Some(parallelism) = &raw.parallelism {
+            match usize::try_from(parallelism.value) {
+                Ok(workers) if (1..=MAX_PARALLELISM).contains(&workers) => {
+                    runtime.parallelism = workers
+                }
+                _ => self.problem(
+                    place_of(parallelism, "parallelism"),
+                    format!(
+                        "`parallelism` must be a number of workers from 1 to {MAX_PARALLELISM}, not {}",
+                        parallelism.value
+                    ),
+                ),
+            }
+        }
         let checkpoint = raw.checkpoint.as_ref().and_then(|c| self.checkpoint(c));
         let state = raw
             .state

@@ -12,8 +12,9 @@ use crate::PipelineError;
 /// This is the whole contract: a filter implements `process` only.
 pub trait Operator: Send {
     /// Opens what the operator keeps outside memory (its state store), before anything else is
-    /// called: before [`Operator::restore`] on a start from a checkpoint.
-    fn open(&mut self) -> crate::Result<()> {
+    /// called: before [`Operator::restore`] on a start from a checkpoint. `instance` tells
+    /// parallel instances of one operator apart (0 without parallel workers).
+    fn open(&mut self, _instance: usize) -> crate::Result<()> {
         Ok(())
     }
 
@@ -41,6 +42,23 @@ pub trait Operator: Send {
     /// Replaces the operator's state with one from [`Operator::snapshot`].
     fn restore(&mut self, _state: &[u8]) -> crate::Result<()> {
         Ok(())
+    }
+
+    /// One snapshot holding the states of `parts`, taken by parallel instances of this
+    /// operator that each held a share of the keys: what a checkpoint stores, so that it
+    /// restores with any number of workers. Stateless operators take no snapshots.
+    fn merge_snapshots(&self, _parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {
+        Err(crate::PipelineError::Checkpoint(
+            "this operator keeps no state to merge".into(),
+        ))
+    }
+
+    /// Splits a state from [`Operator::snapshot`] (or [`Operator::merge_snapshots`]) into one
+    /// per worker, by `dataflow_window::key_partition`.
+    fn split_snapshot(&self, _state: &[u8], _workers: usize) -> crate::Result<Vec<Vec<u8>>> {
+        Err(crate::PipelineError::Checkpoint(
+            "this operator keeps no state to split".into(),
+        ))
     }
 }
 

@@ -471,12 +471,13 @@ impl WindowAggregate {
 }
 
 impl Operator for WindowAggregate {
-    fn open(&mut self) -> crate::Result<()> {
+    fn open(&mut self, instance: usize) -> crate::Result<()> {
         let Some(dir) = &self.state_dir else {
             return Ok(());
         };
         // sled is a cache: start it empty, and let a restore fill it from the checkpoint.
-        let store = SledStore::rebuild(dir, &StateSnapshot::default()).map_err(|error| {
+        let dir = dir.join(format!("instance-{instance}"));
+        let store = SledStore::rebuild(&dir, &StateSnapshot::default()).map_err(|error| {
             PipelineError::Runtime(format!("{}: state store: {error}", self.stage))
         })?;
         let states = StoreStates::new(Box::new(store), &self.stage);
@@ -586,6 +587,36 @@ impl Operator for WindowAggregate {
             key_count: self.windows.key_count() as u64,
             state: dataflow_checkpoint::encode_state(&state).map_err(checkpoint_error)?,
         }))
+    }
+
+    fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {
+        let mut snapshots = Vec::with_capacity(parts.len());
+        let mut watermark = i64::MIN;
+        for part in &parts {
+            let (snapshot, part_watermark): (WindowSnapshot, i64) =
+                dataflow_checkpoint::decode_state(&part.state).map_err(checkpoint_error)?;
+            watermark = watermark.max(part_watermark);
+            snapshots.push(snapshot);
+        }
+        let merged = WindowSnapshot::merge(snapshots)
+            .map_err(|error| PipelineError::Checkpoint(format!("{}: {error}", self.stage)))?;
+        Ok(OperatorSnapshot {
+            key_count: merged.key_count() as u64,
+            state: dataflow_checkpoint::encode_state(&(merged, watermark))
+                .map_err(checkpoint_error)?,
+        })
+    }
+
+    fn split_snapshot(&self, state: &[u8], workers: usize) -> crate::Result<Vec<Vec<u8>>> {
+        let (snapshot, watermark): (WindowSnapshot, i64) =
+            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
+        snapshot
+            .split(workers)
+            .into_iter()
+            .map(|part| {
+                dataflow_checkpoint::encode_state(&(part, watermark)).map_err(checkpoint_error)
+            })
+            .collect()
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {

@@ -26,6 +26,24 @@ pub struct SourcePlan {
     pub decoder: Arc<Decoder>,
 }
 
+/// Builds a fresh copy of a plan's operators, from its spec: parallel workers each get their
+/// own instances this way (operators are not cloned, so any operator can be run in parallel).
+#[derive(Clone)]
+pub struct OperatorFactory(Arc<dyn Fn() -> Vec<OperatorNode> + Send + Sync>);
+
+impl OperatorFactory {
+    /// New instances of every operator of the plan, in order, with empty state.
+    pub fn build(&self) -> Vec<OperatorNode> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for OperatorFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorFactory")
+    }
+}
+
 /// A checked pipeline: every expression compiled, every layout known. Nothing has been opened.
 #[derive(Debug)]
 pub struct Plan {
@@ -37,6 +55,8 @@ pub struct Plan {
     pub input_layout: Layout,
     /// The operators in order.
     pub operators: Vec<OperatorNode>,
+    /// Builds more instances of `operators` (for parallel workers).
+    pub operator_factory: OperatorFactory,
     /// The layout of the events that reach the sinks.
     pub output_layout: Layout,
     /// Whether the output events are window results (they carry their time in their fields).
@@ -86,6 +106,11 @@ pub fn plan(spec: PipelineSpec) -> Result<Plan> {
 /// Compiles `spec` as far as it can, adding every problem to `problems`. The plan is only
 /// usable when no problem was added.
 pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -> Plan {
+    let factory_spec = spec.clone();
+    let operator_factory = OperatorFactory(Arc::new(move || {
+        // The spec planned without problems once, so it plans the same operators again.
+        plan_collecting(factory_spec.clone(), &mut Vec::new()).operators
+    }));
     let mut sources = Vec::new();
     let mut input_layout: Option<(Layout, String)> = None;
     // Reading an event's type and id costs two allocations per record. They are skipped when
@@ -295,6 +320,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
         sources,
         input_layout,
         operators,
+        operator_factory,
         output_layout: layout,
         output_is_windowed: windowed,
         sinks: spec.sinks,

@@ -33,7 +33,7 @@ use dataflow_checkpoint::{
 use dataflow_event::time::now_millis;
 use dataflow_event::Event;
 use dataflow_metrics::{
-    CheckpointMetrics, Counters, Metrics, OperatorMetrics, RunSummary, SourceMetrics,
+    Backpressure, CheckpointMetrics, Counters, Metrics, OperatorMetrics, RunSummary, SourceMetrics,
 };
 use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -184,6 +184,17 @@ impl Pipeline {
     pub fn new(plan: Plan) -> Pipeline {
         let counters = Arc::new(Counters::default());
         let metrics = Arc::new(Metrics::new());
+        // Register every stage now, in pipeline order, so that the backpressure report lists
+        // them in that order (and before the run starts).
+        for source in &plan.sources {
+            metrics.source(&plan.name, &source.spec.name);
+        }
+        for node in &plan.operators {
+            metrics.operator(&plan.name, &node.info.name, node.info.kind);
+        }
+        for index in 0..plan.sinks.len() {
+            metrics.operator(&plan.name, &sink_stage(index), "sink");
+        }
         let control = ControlHandle::new(&plan, counters.clone(), metrics.clone());
         Pipeline {
             plan,
@@ -229,6 +240,13 @@ impl Pipeline {
     /// The run's Prometheus metrics (the contract of `docs/metrics.md`).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// Where the run's time goes: `backpressure().report()` gives each source's, operator's
+    /// and sink's busy, backpressured and starved shares over the last interval, and the stage
+    /// most likely holding the pipeline back. Cloneable; valid before, during and after the run.
+    pub fn backpressure(&self) -> Backpressure {
+        self.metrics.backpressure()
     }
 
     /// The live counters of the run.
@@ -358,7 +376,7 @@ impl Pipeline {
 
         // Operators open their state stores before a restore fills them.
         for node in &mut plan.operators {
-            node.operator.open()?;
+            node.operator.open(0)?;
         }
 
         // Checkpoints: open the storage and restore before anything runs.
@@ -442,10 +460,11 @@ impl Pipeline {
         ));
         let mut sink_txs = Vec::new();
         let mut sink_tasks = Vec::new();
-        for sink in sinks {
+        for (index, sink) in sinks.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel::<SinkMessage>(capacity);
             sink_txs.push(tx);
-            sink_tasks.push(tokio::spawn(run_sink(rx, sink)));
+            let sink_metrics = metrics.operator(&plan.name, &sink_stage(index), "sink");
+            sink_tasks.push(tokio::spawn(run_sink(rx, sink, sink_metrics)));
         }
         let (writer_tx, writer_task) = match &storage {
             Some(storage) => {
@@ -512,12 +531,24 @@ impl Pipeline {
         }
         drop(chain_tx);
 
+        let workers = start_workers(
+            &mut plan,
+            &metrics,
+            WorkerOutputs {
+                sinks: &sink_txs,
+                side: &side_tx,
+                counters: &counters,
+            },
+            restored_id.is_some(),
+            start_watermark,
+        )?;
         let operator_metrics = plan
             .operators
             .iter()
             .map(|node| metrics.operator(&plan.name, &node.info.name, node.info.kind))
             .collect();
         let chain = Chain {
+            workers,
             operators: std::mem::take(&mut plan.operators),
             operator_metrics,
             sinks: sink_txs,
@@ -870,7 +901,10 @@ struct SourceFeed {
 
 impl SourceFeed {
     fn send(&self, message: Message) -> bool {
-        self.tx.blocking_send((self.input, message)).is_ok()
+        let started = Instant::now();
+        let sent = self.tx.blocking_send((self.input, message)).is_ok();
+        self.metrics.backpressured(started.elapsed());
+        sent
     }
 
     fn run(
@@ -940,7 +974,9 @@ impl SourceFeed {
             };
             let mut events = Vec::with_capacity(max);
             let mut dead_letters = Vec::new();
+            let reading = Instant::now();
             let poll = source.poll_batch(max, &mut events, &mut dead_letters)?;
+            self.metrics.busy(reading.elapsed());
             let now = now_millis();
             let records = (events.len() + dead_letters.len()) as u64;
             let bytes = source.bytes_read();
@@ -1080,8 +1116,12 @@ struct Alignment {
     held: Vec<VecDeque<Message>>,
 }
 
-/// The operator chain: operators fused in one task, as Flink chains them.
+/// The operator chain: operators fused in one task, as Flink chains them. With `parallelism`
+/// above 1 the chain keeps the operators before the keyed window and hands their output to
+/// [`Workers`], each a `Chain` of its own running the rest.
 struct Chain {
+    /// The parallel workers running the operators after these, if any.
+    workers: Option<Workers>,
     operators: Vec<OperatorNode>,
     /// One handle per operator, in the same order.
     operator_metrics: Vec<OperatorMetrics>,
@@ -1096,6 +1136,7 @@ struct Chain {
 }
 
 /// What drives the operators next.
+#[derive(Debug)]
 enum Drive {
     Events(Vec<Event>),
     Watermark(i64),
@@ -1123,11 +1164,12 @@ impl Chain {
         let checkpointing = self.writer.is_some();
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         loop {
+            let waiting = Instant::now();
             let next = match replay.pop_front() {
                 Some(message) => Some(message),
                 None => {
                     let deadline = stop_deadline;
-                    tokio::select! {
+                    let next = tokio::select! {
                         message = rx.recv() => match message {
                             Some(message) => Some(message),
                             // Every source is gone without saying End: it failed; its error
@@ -1159,7 +1201,15 @@ impl Chain {
                             self.drive(Drive::Finish(fire_on_stop)).await?;
                             return Ok(());
                         }
+                    };
+                    let waited = waiting.elapsed();
+                    for metrics in &self.operator_metrics {
+                        metrics.starved(waited);
                     }
+                    if let Some(first) = self.operator_metrics.first() {
+                        first.set_queue_fill(rx.len(), rx.max_capacity());
+                    }
+                    next
                 }
             };
             let Some((input, message)) = next else {
@@ -1263,6 +1313,9 @@ impl Chain {
                 });
             }
         }
+        if let Some(workers) = &mut self.workers {
+            operators.extend(workers.snapshot().await?);
+        }
         let sources = self
             .source_names
             .iter()
@@ -1324,7 +1377,9 @@ impl Chain {
     ) -> Result<()> {
         for index in 0..self.operators.len() {
             let mut out = Output::default();
+            let started = Instant::now();
             control(self.operators[index].operator.as_mut(), &mut out);
+            self.operator_metrics[index].busy(started.elapsed());
             if let Some(failure) = out.failure {
                 return Err(failure);
             }
@@ -1345,7 +1400,8 @@ impl Chain {
     async fn drive(&mut self, drive: Drive) -> Result<()> {
         let mut side = Vec::new();
         let mut results = Vec::new();
-        match drive {
+        // What the workers get after this chain's results, if there are workers.
+        let forward = match drive {
             Drive::Events(events) => {
                 results = push(
                     &mut self.operators,
@@ -1354,27 +1410,45 @@ impl Chain {
                     events,
                     &mut side,
                 )?;
+                None
             }
-            Drive::Watermark(mut watermark) => {
+            Drive::Watermark(watermark) => {
+                let now = now_millis();
+                for metrics in &self.operator_metrics {
+                    metrics.set_watermark(watermark, now);
+                }
+                let mut forwarded = watermark;
                 self.each_operator(&mut side, &mut results, |operator, out| {
-                    watermark = operator.on_watermark(watermark, out);
+                    forwarded = operator.on_watermark(forwarded, out);
                 })?;
+                Some(Drive::Watermark(forwarded))
             }
             Drive::Tick(now) => {
                 self.each_operator(&mut side, &mut results, |operator, out| {
                     operator.on_tick(now, out)
                 })?;
+                Some(Drive::Tick(now))
             }
             Drive::Finish(fire) => {
                 self.each_operator(&mut side, &mut results, |operator, out| {
                     operator.finish(fire, out)
                 })?;
+                Some(Drive::Finish(fire))
             }
-        }
+        };
+        let started = Instant::now();
         if !side.is_empty() && self.side.send(side).await.is_err() {
             return Err(PipelineError::Runtime(
                 "the dead-letter writer stopped".into(),
             ));
+        }
+        if let Some(workers) = &mut self.workers {
+            workers.route(results).await?;
+            if let Some(control) = forward {
+                workers.broadcast(control).await?;
+            }
+            self.blocked(started.elapsed());
+            return Ok(());
         }
         if !results.is_empty() {
             self.counters.add_emitted(results.len() as u64);
@@ -1389,8 +1463,303 @@ impl Chain {
                 }
             }
         }
+        self.blocked(started.elapsed());
         Ok(())
     }
+
+    /// The chain waited `waited` for room downstream: every operator of it did.
+    fn blocked(&self, waited: Duration) {
+        for metrics in &self.operator_metrics {
+            metrics.backpressured(waited);
+        }
+    }
+
+    /// Runs a worker: drives its operators with what the chain routes to it, and answers the
+    /// chain's snapshot requests in order with the rest, until the end of input.
+    async fn run_worker(mut self, mut rx: mpsc::Receiver<WorkerMessage>) -> Result<()> {
+        loop {
+            let waiting = Instant::now();
+            let Some(message) = rx.recv().await else {
+                // The chain is gone without an end of input: it failed and says why.
+                return Ok(());
+            };
+            let waited = waiting.elapsed();
+            for metrics in &self.operator_metrics {
+                metrics.starved(waited);
+            }
+            if let Some(first) = self.operator_metrics.first() {
+                first.set_queue_fill(rx.len(), rx.max_capacity());
+            }
+            match message {
+                WorkerMessage::Drive(drive) => {
+                    let finish = matches!(drive, Drive::Finish(_));
+                    self.drive(drive).await?;
+                    if finish {
+                        return Ok(());
+                    }
+                }
+                WorkerMessage::Snapshot(reply) => {
+                    let snapshots = self
+                        .operators
+                        .iter()
+                        .map(|node| node.operator.snapshot())
+                        .collect();
+                    let _ = reply.send(snapshots);
+                }
+            }
+        }
+    }
+}
+
+/// The name of sink `index` in metrics and the backpressure report.
+fn sink_stage(index: usize) -> String {
+    format!("sinks[{index}]")
+}
+
+/// What a worker is sent, in stream order.
+enum WorkerMessage {
+    /// Events (of the keys it owns), a watermark, a tick or the end of input.
+    Drive(Drive),
+    /// A checkpoint barrier: reply with every operator's snapshot, taken after everything
+    /// before it was processed and handed to the sinks.
+    Snapshot(oneshot::Sender<Result<Vec<Option<OperatorSnapshot>>>>),
+}
+
+/// The parallel workers of a pipeline, seen from the chain that feeds them.
+struct Workers {
+    txs: Vec<mpsc::Sender<WorkerMessage>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    /// One more instance of the workers' operators, holding no state: it merges their
+    /// snapshots and names them.
+    templates: Vec<OperatorNode>,
+    /// Events go to the worker owning their key; otherwise (a stateless chain) batches go
+    /// round robin.
+    keyed: bool,
+    next: usize,
+}
+
+impl Workers {
+    async fn send(&mut self, worker: usize, message: WorkerMessage) -> Result<()> {
+        if self.txs[worker].send(message).await.is_err() {
+            return Err(PipelineError::Runtime(format!("worker {worker} stopped")));
+        }
+        Ok(())
+    }
+
+    /// Hands events to the workers: each to the worker owning its key (by
+    /// `dataflow_window::key_partition`, the hash checkpoints are split by), so that every key's
+    /// events reach one worker in stream order.
+    async fn route(&mut self, events: Vec<Event>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let count = self.txs.len();
+        if !self.keyed {
+            let worker = self.next;
+            self.next = (self.next + 1) % count;
+            return self
+                .send(worker, WorkerMessage::Drive(Drive::Events(events)))
+                .await;
+        }
+        let share = events.len() / count + 1;
+        let mut parts: Vec<Vec<Event>> = (0..count).map(|_| Vec::with_capacity(share)).collect();
+        const NO_KEY: dataflow_event::Value = dataflow_event::Value::Null;
+        for event in events {
+            let worker =
+                dataflow_window::key_partition(event.key.as_ref().unwrap_or(&NO_KEY), count);
+            parts[worker].push(event);
+        }
+        for (worker, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                self.send(worker, WorkerMessage::Drive(Drive::Events(part)))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a watermark, tick or end of input to every worker; after an end of input, waits
+    /// for the workers to finish.
+    async fn broadcast(&mut self, control: Drive) -> Result<()> {
+        let finish = matches!(control, Drive::Finish(_));
+        for worker in 0..self.txs.len() {
+            let copy = match &control {
+                Drive::Watermark(watermark) => Drive::Watermark(*watermark),
+                Drive::Tick(now) => Drive::Tick(*now),
+                Drive::Finish(fire) => Drive::Finish(*fire),
+                Drive::Events(_) => {
+                    return Err(PipelineError::Runtime(
+                        "events are routed to workers, not broadcast".into(),
+                    ))
+                }
+            };
+            self.send(worker, WorkerMessage::Drive(copy)).await?;
+        }
+        if finish {
+            self.txs.clear();
+            for task in self.tasks.drain(..) {
+                task.await
+                    .map_err(|error| PipelineError::Runtime(format!("worker failed: {error}")))??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every worker's snapshot, merged into one state per operator: a checkpoint holds one
+    /// logical state per operator whatever the number of workers.
+    async fn snapshot(&mut self) -> Result<Vec<OperatorState>> {
+        let mut replies = Vec::new();
+        for worker in 0..self.txs.len() {
+            let (reply, replied) = oneshot::channel();
+            self.send(worker, WorkerMessage::Snapshot(reply)).await?;
+            replies.push(replied);
+        }
+        let mut parts: Vec<Vec<OperatorSnapshot>> = vec![Vec::new(); self.templates.len()];
+        for replied in replies {
+            let snapshots = replied
+                .await
+                .map_err(|_| PipelineError::Runtime("a worker stopped".into()))??;
+            for (index, snapshot) in snapshots.into_iter().enumerate() {
+                if let Some(snapshot) = snapshot {
+                    parts[index].push(snapshot);
+                }
+            }
+        }
+        let mut states = Vec::new();
+        for (node, parts) in self.templates.iter().zip(parts) {
+            if parts.is_empty() {
+                continue;
+            }
+            let OperatorSnapshot { key_count, state } = node.operator.merge_snapshots(parts)?;
+            states.push(OperatorState {
+                name: node.info.name.to_string(),
+                kind: node.info.kind.to_string(),
+                key_count,
+                state,
+            });
+        }
+        Ok(states)
+    }
+}
+
+/// Where workers send what they emit.
+struct WorkerOutputs<'a> {
+    sinks: &'a [mpsc::Sender<SinkMessage>],
+    side: &'a mpsc::Sender<Vec<SideRecord>>,
+    counters: &'a Arc<Counters>,
+}
+
+/// Which operators run in parallel workers, from `start` to the end, and whether by key: the
+/// operators from the first window on, when it is keyed (a `key_by` before it) and the only
+/// window; every operator, batch by batch, when none keeps state. Anything else (a global
+/// window, two windows) runs in one chain.
+fn parallel_part(operators: &[OperatorNode]) -> Option<(usize, bool)> {
+    let windows: Vec<usize> = operators
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| node.info.kind == "window")
+        .map(|(index, _)| index)
+        .collect();
+    match windows.as_slice() {
+        [] => Some((0, false)),
+        [window] if operators[..*window].iter().any(|n| n.info.kind == "key_by") => {
+            Some((*window, true))
+        }
+        _ => None,
+    }
+}
+
+/// Starts `plan.runtime.parallelism` workers for the parallel part of the plan, if it has one,
+/// taking those operators out of `plan.operators`. Each worker builds its own instances with
+/// the plan's operator factory; a restored state (already in `plan.operators`) is split among
+/// them by key.
+fn start_workers(
+    plan: &mut Plan,
+    metrics: &Metrics,
+    outputs: WorkerOutputs<'_>,
+    restored: bool,
+    start_watermark: i64,
+) -> Result<Option<Workers>> {
+    let count = plan.runtime.parallelism;
+    if count <= 1 {
+        return Ok(None);
+    }
+    let Some((start, keyed)) = parallel_part(&plan.operators) else {
+        tracing::warn!(
+            parallelism = count,
+            "this pipeline's windows cannot be split by key (a window without key_by, or more than one window): running one worker"
+        );
+        return Ok(None);
+    };
+    let templates = plan.operators.split_off(start);
+    // The restored state of each operator, split by key among the workers.
+    let mut parts: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(templates.len());
+    for node in &templates {
+        parts.push(match node.operator.snapshot()? {
+            Some(snapshot) if restored => {
+                Some(node.operator.split_snapshot(&snapshot.state, count)?)
+            }
+            _ => None,
+        });
+    }
+    // The templates' state has been handed on: close their stores (a worker reopens one) and
+    // rebuild them empty.
+    drop(templates);
+    let templates = plan.operator_factory.build().split_off(start);
+    let mut instances: Vec<Vec<OperatorNode>> = (0..count)
+        .map(|_| plan.operator_factory.build().split_off(start))
+        .collect();
+    if instances.iter().any(|nodes| nodes.len() != templates.len()) {
+        return Err(PipelineError::Runtime(
+            "the operator factory built another pipeline than the plan".into(),
+        ));
+    }
+    for (worker, operators) in instances.iter_mut().enumerate() {
+        for (index, node) in operators.iter_mut().enumerate() {
+            node.operator.open(worker)?;
+            if let Some(Some(parts)) = parts.get(index) {
+                if let Some(part) = parts.get(worker) {
+                    node.operator.restore(part)?;
+                }
+            }
+        }
+    }
+    let mut txs = Vec::new();
+    let mut tasks = Vec::new();
+    for operators in instances {
+        let operator_metrics: Vec<OperatorMetrics> = operators
+            .iter()
+            .map(|node| {
+                let handle = metrics.operator(&plan.name, &node.info.name, node.info.kind);
+                handle.set_instances(count);
+                handle
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(plan.runtime.channel_capacity);
+        let worker = Chain {
+            workers: None,
+            operators,
+            operator_metrics,
+            sinks: outputs.sinks.to_vec(),
+            side: outputs.side.clone(),
+            counters: outputs.counters.clone(),
+            writer: None,
+            aligned: watch::channel(0).0,
+            source_names: Vec::new(),
+            fingerprint: String::new(),
+            last_watermark: start_watermark,
+        };
+        txs.push(tx);
+        tasks.push(tokio::spawn(worker.run_worker(rx)));
+    }
+    tracing::info!(workers = count, keyed, "parallel workers started");
+    Ok(Some(Workers {
+        txs,
+        tasks,
+        templates,
+        keyed,
+        next: 0,
+    }))
 }
 
 /// Puts messages held back during an alignment in front of what is left to replay: they came
@@ -1437,14 +1806,27 @@ fn push(
 /// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
 /// results show at once while a busy one writes in large chunks; flushes and acknowledges at
 /// every checkpoint barrier.
-async fn run_sink(mut rx: mpsc::Receiver<SinkMessage>, mut sink: Box<dyn Sink>) -> Result<()> {
-    while let Some(message) = rx.recv().await {
+async fn run_sink(
+    mut rx: mpsc::Receiver<SinkMessage>,
+    mut sink: Box<dyn Sink>,
+    metrics: OperatorMetrics,
+) -> Result<()> {
+    loop {
+        let waiting = Instant::now();
+        let Some(message) = rx.recv().await else {
+            break;
+        };
+        metrics.starved(waiting.elapsed());
+        metrics.set_queue_fill(rx.len(), rx.max_capacity());
         match message {
             SinkMessage::Events(events) => {
+                let started = Instant::now();
                 sink.write(&events).await?;
                 if rx.is_empty() {
                     sink.flush().await?;
                 }
+                metrics.observe_processing(started.elapsed());
+                metrics.events_received(events.len() as u64);
             }
             SinkMessage::Commit(id) => sink.commit(id).await?,
             SinkMessage::Barrier(id, ack) => {

@@ -152,6 +152,8 @@ pub struct RuntimeSpec {
     pub channel_capacity: usize,
     /// What a stop by signal does with open windows.
     pub on_stop: OnStop,
+    /// Workers for the keyed part of the pipeline (the top-level `parallelism` key).
+    pub parallelism: usize,
 }
 
 impl Default for RuntimeSpec {
@@ -160,6 +162,7 @@ impl Default for RuntimeSpec {
             batch_size: 1024,
             channel_capacity: 16,
             on_stop: OnStop::Fire,
+            parallelism: 1,
         }
     }
 }

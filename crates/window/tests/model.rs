@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use dataflow_event::Value;
 use dataflow_window::{
-    Admission, AggregateKind, BoundedOutOfOrderness, KeyedWindows, WindowConfig, WindowKind,
-    WindowResult, WindowSnapshot,
+    key_hash, key_partition, Admission, AggregateKind, BoundedOutOfOrderness, KeyedWindows,
+    WindowConfig, WindowKind, WindowResult, WindowSnapshot,
 };
 use proptest::prelude::*;
 
@@ -142,6 +142,74 @@ fn run(config: &WindowConfig, bound: i64, events: &[Event], snapshot_at: Option<
     windows.finish(&mut run.results).expect("finish");
     assert_eq!((windows.key_count(), windows.open_windows()), (0, 0));
     run
+}
+
+/// Like [`run`], but with the keys spread over parallel instances by [`key_partition`], every
+/// instance seeing every watermark, as the runtime's workers do. At each `(index, workers)` of
+/// `rescales`, the instances' snapshots are merged into one, encoded, decoded and split again
+/// over `workers` instances. Returns the results and admissions sorted, since instances
+/// interleave.
+fn run_parallel(
+    config: &WindowConfig,
+    bound: i64,
+    events: &[Event],
+    first: usize,
+    rescales: &[(usize, usize)],
+) -> (Vec<String>, Vec<(Admission, i64)>) {
+    let mut instances: Vec<KeyedWindows> = (0..first)
+        .map(|_| KeyedWindows::new(config.clone()).expect("valid config"))
+        .collect();
+    let mut generator = BoundedOutOfOrderness::new(bound);
+    let mut results = Vec::new();
+    let mut admissions = Vec::new();
+    let rescale = |instances: &mut Vec<KeyedWindows>, workers: usize| {
+        let parts: Vec<WindowSnapshot> = instances
+            .iter()
+            .map(|instance| instance.snapshot().expect("snapshot"))
+            .collect();
+        let merged = WindowSnapshot::merge(parts.clone()).expect("mergeable");
+        let json = serde_json::to_string(&merged).expect("encodable");
+        let merged: WindowSnapshot = serde_json::from_str(&json).expect("decodable");
+        // Splitting again over as many instances gives every part its keys back.
+        let again = merged.clone().split(parts.len());
+        for (part, again) in parts.iter().zip(&again) {
+            assert_eq!(part.key_count(), again.key_count());
+        }
+        assert_eq!(WindowSnapshot::merge(again).expect("mergeable"), merged);
+        *instances = merged
+            .split(workers)
+            .into_iter()
+            .map(|part| KeyedWindows::restore(config.clone(), part).expect("restorable"))
+            .collect();
+    };
+    for (index, event) in events.iter().enumerate() {
+        for (_, workers) in rescales.iter().filter(|(at, _)| *at == index) {
+            rescale(&mut instances, *workers);
+        }
+        let key = Value::Int(event.key);
+        let owner = key_partition(&key, instances.len());
+        let instance = &mut instances[owner];
+        let watermark = instance.watermark();
+        let admission = instance
+            .add(&key, event.timestamp, &event.inputs(), &mut results)
+            .expect("valid event");
+        admissions.push((admission, watermark));
+        generator.observe(event.timestamp);
+        for instance in &mut instances {
+            instance
+                .advance_watermark(generator.current(), &mut results)
+                .expect("advance");
+        }
+    }
+    for (_, workers) in rescales.iter().filter(|(at, _)| *at >= events.len()) {
+        rescale(&mut instances, *workers);
+    }
+    for instance in &mut instances {
+        instance.finish(&mut results).expect("finish");
+    }
+    let mut results: Vec<String> = results.iter().map(|r| format!("{r:?}")).collect();
+    results.sort();
+    (results, admissions)
 }
 
 type WindowId = (i64, i64, i64);
@@ -384,4 +452,74 @@ proptest! {
         let restored = run(&config, bound, &events, Some(at));
         prop_assert_eq!(straight, restored);
     }
+
+    /// Keys spread over parallel instances, rescaled 1 -> 3 -> 2 through merged and split
+    /// snapshots, give the results and admissions of one uninterrupted instance.
+    #[test]
+    fn parallel_instances_and_rescaling_are_transparent(
+        kind in window_kind(),
+        lateness in 0i64..=6,
+        (bound, events) in (0i64..=3).prop_flat_map(|bound| (Just(bound), events(bound + 6))),
+        first in any::<prop::sample::Index>(),
+        second in any::<prop::sample::Index>(),
+    ) {
+        let config = config(kind, lateness);
+        let straight = run(&config, bound, &events, None);
+        let mut expected: Vec<String> = straight.results.iter().map(|r| format!("{r:?}")).collect();
+        expected.sort();
+        let a = first.index(events.len() + 1);
+        let b = second.index(events.len() + 1).max(a);
+        let (results, admissions) = run_parallel(&config, bound, &events, 1, &[(a, 3), (b, 2)]);
+        prop_assert_eq!(&results, &expected);
+        prop_assert_eq!(&admissions, &straight.admissions);
+        let (results, admissions) = run_parallel(&config, bound, &events, 4, &[]);
+        prop_assert_eq!(&results, &expected);
+        prop_assert_eq!(&admissions, &straight.admissions);
+    }
+}
+
+/// The key hash routes keys to workers and splits checkpoints: it must give the same value on
+/// every machine and version, or a restored checkpoint's keys would land on the wrong worker.
+#[test]
+fn key_hash_is_stable() {
+    let mut map = BTreeMap::new();
+    map.insert("a".to_string(), Value::Int(1));
+    let cases = [
+        (Value::Null, 0xaf63bd4c8601b7df_u64),
+        (Value::Bool(true), 0x82f2307b4e88e77),
+        (Value::Int(42), 0x21fdd47119083f4f),
+        (Value::Float(1.5), 0x7953ca97b9144203),
+        (Value::str("auction-17"), 0xb03ea7a5596affdd),
+        (
+            Value::List(Arc::new(vec![Value::Int(1), Value::str("x")])),
+            0x4a9d2122d7e8edf2,
+        ),
+        (Value::Map(Arc::new(map)), 0xa443f85c1181a8ff),
+    ];
+    let got: Vec<u64> = cases.iter().map(|(value, _)| key_hash(value)).collect();
+    let want: Vec<u64> = cases.iter().map(|(_, hash)| *hash).collect();
+    assert_eq!(got, want, "{got:#x?}");
+    assert_eq!(key_partition(&Value::Int(42), 1), 0);
+}
+
+#[test]
+fn merge_refuses_shared_keys_and_other_configs() {
+    let config = config(WindowKind::Tumbling { size: 5 }, 0);
+    let mut windows = KeyedWindows::new(config.clone()).expect("valid config");
+    let mut out = Vec::new();
+    let inputs = vec![Value::Int(1); AGGREGATES.len()];
+    windows
+        .add(&Value::Int(1), 3, &inputs, &mut out)
+        .expect("added");
+    let snapshot = windows.snapshot().expect("snapshot");
+    assert!(WindowSnapshot::merge(vec![snapshot.clone(), snapshot.clone()]).is_err());
+    assert!(WindowSnapshot::merge(Vec::new()).is_err());
+    let other = KeyedWindows::new(WindowConfig {
+        kind: WindowKind::Session { gap: 5 },
+        ..config
+    })
+    .expect("valid config")
+    .snapshot()
+    .expect("snapshot");
+    assert!(WindowSnapshot::merge(vec![snapshot, other]).is_err());
 }
