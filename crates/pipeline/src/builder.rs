@@ -285,13 +285,19 @@ impl PipelineBuilder {
         self
     }
 
+    /// Keeps keyed operator state where `state` says (in memory by default).
+    pub fn state(mut self, state: crate::spec::StateSpec) -> Self {
+        self.spec.state = state;
+        self
+    }
+
     /// Runs the keyed part of the pipeline on `workers` workers (`parallelism`; 1 by default).
     pub fn parallelism(mut self, workers: usize) -> Self {
         self.spec.runtime.parallelism = workers.max(1);
         self
     }
 
-    /// Sets the runtime settings.
+    /// Sets the runtime settings, all of them: call [`PipelineBuilder::parallelism`] after it.
     pub fn runtime(mut self, runtime: RuntimeSpec) -> Self {
         self.spec.runtime = runtime;
         self

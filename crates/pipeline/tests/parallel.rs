@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use dataflow_event::json::TimeFormat;
 use dataflow_pipeline::builder::PipelineBuilder;
 use dataflow_pipeline::runtime::Pipeline;
-use dataflow_pipeline::spec::{CheckpointSpec, OnStop, RuntimeSpec, SinkSpec, SourceKind};
+use dataflow_pipeline::spec::{
+    CheckpointSpec, OnStop, RuntimeSpec, SinkSpec, SourceKind, StateSpec,
+};
 
 fn millis(spec: SinkSpec) -> SinkSpec {
     SinkSpec {
@@ -102,13 +104,15 @@ fn run(dir: &Path, input: &Path, kind: Kind, workers: usize) -> [Vec<String>; 3]
     .sink(millis(SinkSpec::file(out.join("results.jsonl"))))
     .late_events(millis(SinkSpec::file(out.join("late.jsonl"))))
     .dead_letters(millis(SinkSpec::file(out.join("dead.jsonl"))))
-    .parallelism(workers)
     .runtime(RuntimeSpec {
         batch_size: 3,
         ..RuntimeSpec::default()
     })
+    // After `runtime`, which replaces every runtime setting.
+    .parallelism(workers)
     .build()
     .expect("valid pipeline");
+    assert_eq!(pipeline.plan().runtime.parallelism, workers);
     common::run(pipeline);
     ["results", "late", "dead"].map(|name| sorted_lines(&out.join(format!("{name}.jsonl"))))
 }
@@ -159,7 +163,14 @@ fn append(path: &Path, lines: &[String]) {
 
 /// A run over `input` with `workers` workers, committing to the parts sink in `dir/parts`,
 /// following the file (until stopped) or reading it to its end.
-fn rescaled(dir: &Path, input: &Path, kind: Kind, workers: usize, follow: bool) -> Pipeline {
+fn rescaled(
+    dir: &Path,
+    input: &Path,
+    kind: Kind,
+    workers: usize,
+    follow: bool,
+    state: &StateSpec,
+) -> Pipeline {
     let builder = steps(
         PipelineBuilder::new("rescaled").file_source("events", input),
         kind,
@@ -177,12 +188,14 @@ fn rescaled(dir: &Path, input: &Path, kind: Kind, workers: usize, follow: bool) 
         interval: 20,
         retain: 3,
     })
-    .parallelism(workers)
+    .state(state.clone())
     .runtime(RuntimeSpec {
         batch_size: 1,
         on_stop: OnStop::Keep,
         ..RuntimeSpec::default()
-    });
+    })
+    // After `runtime`, which replaces every runtime setting.
+    .parallelism(workers);
     let mut spec = builder.spec().expect("valid spec");
     for source in &mut spec.sources {
         if let SourceKind::File { follow: f, .. } = &mut source.kind {
@@ -208,15 +221,27 @@ fn run_until_read(pipeline: Pipeline, records: u64) {
 
 #[test]
 fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
-    for kind in [Kind::Tumbling, Kind::Session] {
+    let memory = StateSpec::Memory;
+    for (kind, sled) in [
+        (Kind::Tumbling, false),
+        (Kind::Session, false),
+        (Kind::Session, true),
+    ] {
         let dir = tempfile::tempdir().expect("temp dir");
+        let state = if sled {
+            StateSpec::Sled {
+                dir: dir.path().join("state"),
+            }
+        } else {
+            StateSpec::Memory
+        };
         let lines = input(600);
         let all: Vec<&str> = lines.iter().map(String::as_str).collect();
         let whole = common::write_lines(dir.path(), "whole.jsonl", &all);
         let expected = {
             let out = dir.path().join("uninterrupted");
             std::fs::create_dir_all(&out).expect("dir");
-            common::run(rescaled(&out, &whole, kind, 1, false));
+            common::run(rescaled(&out, &whole, kind, 1, false, &memory));
             let mut lines: Vec<String> =
                 dataflow_pipeline::sink::read_committed(&out.join("parts"))
                     .expect("committed output")
@@ -230,11 +255,11 @@ fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
 
         let input = dir.path().join("growing.jsonl");
         append(&input, &lines[..200]);
-        run_until_read(rescaled(dir.path(), &input, kind, 1, true), 200);
+        run_until_read(rescaled(dir.path(), &input, kind, 1, true, &state), 200);
         append(&input, &lines[200..400]);
-        run_until_read(rescaled(dir.path(), &input, kind, 3, true), 200);
+        run_until_read(rescaled(dir.path(), &input, kind, 3, true, &state), 200);
         append(&input, &lines[400..]);
-        common::run(rescaled(dir.path(), &input, kind, 2, false));
+        common::run(rescaled(dir.path(), &input, kind, 2, false, &state));
 
         let mut committed: Vec<String> =
             dataflow_pipeline::sink::read_committed(&dir.path().join("parts"))
@@ -243,6 +268,20 @@ fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
                 .map(str::to_owned)
                 .collect();
         committed.sort();
-        assert_eq!(committed, expected, "{kind:?}");
+        assert_eq!(committed, expected, "{kind:?}, sled: {sled}");
+        if sled {
+            // Each of the three workers of the middle run kept its state in a sled store.
+            let window_dirs: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+                .expect("state directory")
+                .flatten()
+                .collect();
+            assert_eq!(window_dirs.len(), 1, "one window operator");
+            for instance in 0..3 {
+                assert!(window_dirs[0]
+                    .path()
+                    .join(format!("instance-{instance}"))
+                    .is_dir());
+            }
+        }
     }
 }
