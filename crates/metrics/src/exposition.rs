@@ -145,6 +145,7 @@ struct OperatorFamilies {
 #[derive(Debug)]
 struct SourceFamilies {
     events_read: Family<SourceLabels, Count>,
+    dead_letters: Family<SourceLabels, Count>,
     bytes_read: Family<SourceLabels, Count>,
     rate_limit_waits: Family<SourceLabels, Count>,
     rate_limit_wait_seconds: Family<SourceLabels, Seconds>,
@@ -319,6 +320,7 @@ impl Metrics {
 
         let sources = SourceFamilies {
             events_read: Family::default(),
+            dead_letters: Family::default(),
             bytes_read: Family::default(),
             rate_limit_waits: Family::default(),
             rate_limit_wait_seconds: Family::default(),
@@ -332,6 +334,12 @@ impl Metrics {
             "dataflow_source_events_read",
             "Records read, including those that failed to decode",
             &s.events_read,
+        );
+        register(
+            &mut r,
+            "dataflow_source_dead_letters",
+            "Records that failed to decode, routed to the dead letters",
+            &s.dead_letters,
         );
         register(
             &mut r,
@@ -499,6 +507,7 @@ impl Metrics {
         let f = &self.sources;
         SourceMetrics {
             events_read: f.events_read.get_or_create_owned(&labels),
+            dead_letters: f.dead_letters.get_or_create_owned(&labels),
             bytes_read: f.bytes_read.get_or_create_owned(&labels),
             rate_limit_waits: f.rate_limit_waits.get_or_create_owned(&labels),
             rate_limit_wait_seconds: f.rate_limit_wait_seconds.get_or_create_owned(&labels),
@@ -665,6 +674,7 @@ impl OperatorMetrics {
 #[derive(Clone, Debug)]
 pub struct SourceMetrics {
     events_read: Count,
+    dead_letters: Count,
     bytes_read: Count,
     rate_limit_waits: Count,
     rate_limit_wait_seconds: Seconds,
@@ -686,7 +696,12 @@ impl SourceMetrics {
         self.events_read.inc_by(n);
     }
 
-    /// `n` bytes read.
+    /// `n` records that failed to decode.
+    pub fn dead_letters(&self, n: u64) {
+        self.dead_letters.inc_by(n);
+    }
+
+    /// `n` more bytes read.
     pub fn bytes_read(&self, n: u64) {
         self.bytes_read.inc_by(n);
     }

@@ -983,6 +983,7 @@ impl SourceFeed {
             if records > 0 {
                 self.counters.add_read(records, 0);
                 self.metrics.events_read(records);
+                self.metrics.dead_letters(dead_letters.len() as u64);
             }
             self.metrics.bytes_read(bytes.saturating_sub(last_bytes));
             last_bytes = bytes;
@@ -1379,10 +1380,16 @@ impl Chain {
             let mut out = Output::default();
             let started = Instant::now();
             control(self.operators[index].operator.as_mut(), &mut out);
-            self.operator_metrics[index].busy(started.elapsed());
+            let metrics = &self.operator_metrics[index];
+            metrics.busy(started.elapsed());
             if let Some(failure) = out.failure {
                 return Err(failure);
             }
+            // What a watermark, a tick or the end makes an operator emit counts as sent too.
+            metrics.events_sent(out.events.len() as u64);
+            let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
+            metrics.late_events(late);
+            metrics.dead_letters(out.side.len() as u64 - late);
             side.append(&mut out.side);
             results.extend(push(
                 &mut self.operators,
