@@ -1203,13 +1203,7 @@ impl Chain {
                             return Ok(());
                         }
                     };
-                    let waited = waiting.elapsed();
-                    for metrics in &self.operator_metrics {
-                        metrics.starved(waited);
-                    }
-                    if let Some(first) = self.operator_metrics.first() {
-                        first.set_queue_fill(rx.len(), rx.max_capacity());
-                    }
+                    self.starved(waiting.elapsed(), rx.len(), rx.max_capacity());
                     next
                 }
             };
@@ -1282,6 +1276,17 @@ impl Chain {
             if ended[input] {
                 self.advance(combiner.current()).await?;
             }
+        }
+    }
+
+    /// Counts `waited` as time every operator was starved for input, and the input queue's fill
+    /// (`queued` of `capacity`) against the first.
+    fn starved(&self, waited: Duration, queued: usize, capacity: usize) {
+        for metrics in &self.operator_metrics {
+            metrics.starved(waited);
+        }
+        if let Some(first) = self.operator_metrics.first() {
+            first.set_queue_fill(queued, capacity);
         }
     }
 
@@ -1490,13 +1495,7 @@ impl Chain {
                 // The chain is gone without an end of input: it failed and says why.
                 return Ok(());
             };
-            let waited = waiting.elapsed();
-            for metrics in &self.operator_metrics {
-                metrics.starved(waited);
-            }
-            if let Some(first) = self.operator_metrics.first() {
-                first.set_queue_fill(rx.len(), rx.max_capacity());
-            }
+            self.starved(waiting.elapsed(), rx.len(), rx.max_capacity());
             match message {
                 WorkerMessage::Drive(drive) => {
                     let finish = matches!(drive, Drive::Finish(_));

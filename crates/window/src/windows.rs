@@ -127,6 +127,17 @@ fn session_time(session: &Slice, lateness: i64) -> i64 {
     }
 }
 
+/// The result of `session` of `key` as it stands.
+fn session_result(key: &Value, session: &Slice, is_update: bool) -> WindowResult {
+    WindowResult {
+        key: key.clone(),
+        start: session.start,
+        end: session.end,
+        values: session.values(),
+        is_update,
+    }
+}
+
 /// The indexes `low..high` of the sessions that intersect `[start, end)`.
 fn intersecting(sessions: &[Slice], start: i64, end: i64) -> (usize, usize) {
     let low = sessions.partition_point(|session| session.end <= start);
@@ -323,13 +334,7 @@ impl<S: KeyStates> KeyedWindows<S> {
             // session can need firing right away.
             let admission = if session.fired || session.end <= watermark {
                 session.fired = true;
-                out.push(WindowResult {
-                    key: key.clone(),
-                    start: session.start,
-                    end: session.end,
-                    values: session.values(),
-                    is_update: true,
-                });
+                out.push(session_result(key, session, true));
                 Admission::LateUpdated
             } else {
                 Admission::OnTime
@@ -410,13 +415,7 @@ impl<S: KeyStates> KeyedWindows<S> {
                     for session in slices.iter_mut() {
                         if !session.fired && session.end <= watermark {
                             session.fired = true;
-                            out.push(WindowResult {
-                                key: key.clone(),
-                                start: session.start,
-                                end: session.end,
-                                values: session.values(),
-                                is_update: false,
-                            });
+                            out.push(session_result(key, session, false));
                         }
                     }
                     purged = slices.partition_point(|session| {
