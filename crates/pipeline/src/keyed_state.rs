@@ -5,21 +5,41 @@
 //! accumulators (a [`StoredKey`]), and `<operator>/timers` holds one empty entry per timer,
 //! keyed by its time (big-endian, sign bit flipped, so byte order is time order) then the key.
 //! Keys and states are encoded with the checkpoint crate's state codec.
+//!
+//! The keys in use are cached as objects, like the memory backend holds them, up to a bound
+//! ([`DEFAULT_CACHE_KEYS`]): an event of a cached key costs no read, decode or write. When the
+//! cache is full its changed states are written back and it starts over. What the store holds
+//! may lag behind the cache; that is fine, because the store is never the truth: a checkpoint
+//! reads both, and a start rebuilds the store from a checkpoint.
 
 use std::fmt;
 
 use dataflow_event::Value;
 use dataflow_state::{StateSnapshot, StateStore};
 use dataflow_window::{KeyState, KeyStates, StoredKey, WindowError};
+use rustc_hash::FxHashMap;
 
-/// [`KeyStates`] in a [`StateStore`]: every update reads the key's state, changes it and writes
-/// it back, so state may be larger than memory.
+/// How many keys a [`StoreStates`] keeps as objects by default.
+pub const DEFAULT_CACHE_KEYS: usize = 16_384;
+
+/// A key's state held in the cache.
+#[derive(Debug)]
+struct Cached {
+    state: KeyState,
+    /// The store holds an entry for the key (perhaps an older state).
+    in_store: bool,
+}
+
+/// [`KeyStates`] in a [`StateStore`], so state may be larger than memory, with the keys in use
+/// cached as objects.
 pub struct StoreStates {
     store: Box<dyn StateStore>,
     namespace: String,
     timers: String,
-    /// Keys holding state: the store's count of `namespace`, kept here to be cheap.
+    /// Keys holding state, in the cache or the store.
     len: usize,
+    cache: FxHashMap<Value, Cached>,
+    capacity: usize,
 }
 
 impl fmt::Debug for StoreStates {
@@ -28,6 +48,7 @@ impl fmt::Debug for StoreStates {
             .field("store", &self.store)
             .field("namespace", &self.namespace)
             .field("len", &self.len)
+            .field("cached", &self.cache.len())
             .finish()
     }
 }
@@ -38,6 +59,11 @@ fn failed(what: &str, error: impl fmt::Display) -> WindowError {
 
 fn encode_key(key: &Value) -> Result<Vec<u8>, WindowError> {
     dataflow_checkpoint::encode_state(key).map_err(|error| failed("encode a key", error))
+}
+
+fn encode_value(state: &KeyState) -> Result<Vec<u8>, WindowError> {
+    dataflow_checkpoint::encode_state(&state.to_stored())
+        .map_err(|error| failed("encode a state", error))
 }
 
 /// A timer's entry key: its time, ordered as bytes, then the encoded key.
@@ -55,48 +81,36 @@ fn timer_time(entry: &[u8]) -> Option<i64> {
 
 impl StoreStates {
     /// The states of the operator `namespace` in `store`, which is the operator's own: a restore
-    /// ([`KeyStates::load`]) replaces the store's whole contents.
+    /// ([`KeyStates::load`]) replaces the store's whole contents. Caches up to
+    /// [`DEFAULT_CACHE_KEYS`] keys.
     pub fn new(store: Box<dyn StateStore>, namespace: &str) -> StoreStates {
         StoreStates {
             store,
             namespace: namespace.to_string(),
             timers: format!("{namespace}/timers"),
             len: 0,
+            cache: FxHashMap::default(),
+            capacity: DEFAULT_CACHE_KEYS,
         }
     }
 
-    /// The store the states live in.
+    /// Caches at most `keys` keys as objects (0 caches none: every update reads and writes).
+    pub fn with_cache_capacity(mut self, keys: usize) -> StoreStates {
+        self.capacity = keys;
+        self
+    }
+
+    /// The store the states live in (it may lag behind the cache).
     pub fn store(&self) -> &dyn StateStore {
         self.store.as_ref()
     }
 
-    fn write_back(
-        &mut self,
-        key: &[u8],
-        existed: bool,
-        state: &mut KeyState,
-    ) -> Result<(), WindowError> {
-        if state.is_empty() {
-            if existed {
-                self.store
-                    .delete(&self.namespace, key)
-                    .map_err(|error| failed("delete a key", error))?;
-                self.len -= 1;
-            }
-            return Ok(());
-        }
+    /// Writes a timer an update scheduled, if any.
+    fn register(&mut self, key: &Value, state: &mut KeyState) -> Result<(), WindowError> {
         if let Some(time) = state.take_scheduled() {
             self.store
-                .put(&self.timers, &timer_key(time, key), &[])
+                .put(&self.timers, &timer_key(time, &encode_key(key)?), &[])
                 .map_err(|error| failed("write a timer", error))?;
-        }
-        let bytes = dataflow_checkpoint::encode_state(&state.to_stored())
-            .map_err(|error| failed("encode a state", error))?;
-        self.store
-            .put(&self.namespace, key, &bytes)
-            .map_err(|error| failed("write a state", error))?;
-        if !existed {
-            self.len += 1;
         }
         Ok(())
     }
@@ -112,6 +126,20 @@ impl StoreStates {
         let stored: StoredKey = dataflow_checkpoint::decode_state(&bytes)
             .map_err(|error| failed("decode a state", error))?;
         Ok(Some(KeyState::from_stored(stored)))
+    }
+
+    /// Writes every state of the cache to the store and empties the cache.
+    fn spill(&mut self) -> Result<(), WindowError> {
+        for (key, cached) in std::mem::take(&mut self.cache) {
+            self.store
+                .put(
+                    &self.namespace,
+                    &encode_key(&key)?,
+                    &encode_value(&cached.state)?,
+                )
+                .map_err(|error| failed("write a state", error))?;
+        }
+        Ok(())
     }
 
     fn delete_all(&mut self, namespace: &str) -> Result<(), WindowError> {
@@ -137,12 +165,52 @@ impl KeyStates for StoreStates {
         key: &Value,
         update: impl FnOnce(&mut KeyState) -> R,
     ) -> dataflow_window::Result<R> {
+        if let Some(cached) = self.cache.get_mut(key) {
+            let result = update(&mut cached.state);
+            let mut state = std::mem::take(&mut cached.state);
+            self.register(key, &mut state)?;
+            if state.is_empty() {
+                if let Some(cached) = self.cache.remove(key) {
+                    if cached.in_store {
+                        self.store
+                            .delete(&self.namespace, &encode_key(key)?)
+                            .map_err(|error| failed("delete a key", error))?;
+                    }
+                }
+                self.len -= 1;
+            } else if let Some(cached) = self.cache.get_mut(key) {
+                cached.state = state;
+            }
+            return Ok(result);
+        }
         let encoded = encode_key(key)?;
         let existing = self.read(&encoded)?;
-        let existed = existing.is_some();
+        let in_store = existing.is_some();
         let mut state = existing.unwrap_or_default();
         let result = update(&mut state);
-        self.write_back(&encoded, existed, &mut state)?;
+        self.register(key, &mut state)?;
+        if state.is_empty() {
+            if in_store {
+                self.store
+                    .delete(&self.namespace, &encoded)
+                    .map_err(|error| failed("delete a key", error))?;
+                self.len -= 1;
+            }
+            return Ok(result);
+        }
+        if !in_store {
+            self.len += 1;
+        }
+        if self.capacity == 0 {
+            self.store
+                .put(&self.namespace, &encoded, &encode_value(&state)?)
+                .map_err(|error| failed("write a state", error))?;
+            return Ok(result);
+        }
+        if self.cache.len() >= self.capacity {
+            self.spill()?;
+        }
+        self.cache.insert(key.clone(), Cached { state, in_store });
         Ok(result)
     }
 
@@ -172,6 +240,7 @@ impl KeyStates for StoreStates {
 
     fn load(&mut self, states: Vec<(Value, KeyState)>) -> dataflow_window::Result<Option<Value>> {
         // One snapshot written in batches: far faster than a write per key.
+        self.cache.clear();
         let mut snapshot = StateSnapshot::new();
         let count = states.len();
         for (key, mut state) in states {
@@ -179,9 +248,10 @@ impl KeyStates for StoreStates {
             if let Some(time) = state.take_scheduled() {
                 snapshot.insert(&self.timers, &timer_key(time, &encoded), &[]);
             }
-            let bytes = dataflow_checkpoint::encode_state(&state.to_stored())
-                .map_err(|error| failed("encode a state", error))?;
-            if snapshot.insert(&self.namespace, &encoded, &bytes).is_some() {
+            if snapshot
+                .insert(&self.namespace, &encoded, &encode_value(&state)?)
+                .is_some()
+            {
                 return Ok(Some(key));
             }
         }
@@ -194,6 +264,9 @@ impl KeyStates for StoreStates {
     }
 
     fn for_each(&self, visit: &mut dyn FnMut(&Value, &KeyState)) -> dataflow_window::Result<()> {
+        for (key, cached) in &self.cache {
+            visit(key, &cached.state);
+        }
         let scan = self
             .store
             .scan_prefix(&self.namespace, &[])
@@ -202,6 +275,10 @@ impl KeyStates for StoreStates {
             let (key, bytes) = entry.map_err(|error| failed("scan the states", error))?;
             let key: Value = dataflow_checkpoint::decode_state(&key)
                 .map_err(|error| failed("decode a key", error))?;
+            // A cached key's stored state may be older than the cached one, seen above.
+            if self.cache.contains_key(&key) {
+                continue;
+            }
             let stored: StoredKey = dataflow_checkpoint::decode_state(&bytes)
                 .map_err(|error| failed("decode a state", error))?;
             visit(&key, &KeyState::from_stored(stored));
@@ -214,6 +291,7 @@ impl KeyStates for StoreStates {
     }
 
     fn clear(&mut self) -> dataflow_window::Result<()> {
+        self.cache.clear();
         let (namespace, timers) = (self.namespace.clone(), self.timers.clone());
         self.delete_all(&namespace)?;
         self.delete_all(&timers)?;

@@ -111,8 +111,11 @@ fn run<S: KeyStates>(config: &WindowConfig, ops: &[Op], mut fresh: impl FnMut() 
     run
 }
 
-fn memory_store() -> StoreStates {
-    StoreStates::new(Box::new(MemoryStore::new()), "steps[1].window")
+fn memory_store(cache_keys: usize) -> impl FnMut() -> StoreStates {
+    move || {
+        StoreStates::new(Box::new(MemoryStore::new()), "steps[1].window")
+            .with_cache_capacity(cache_keys)
+    }
 }
 
 proptest! {
@@ -126,8 +129,12 @@ proptest! {
     ) {
         let config = config(kind, lateness);
         let heap = run(&config, &ops, dataflow_window::HeapStates::default);
-        let stored = run(&config, &ops, memory_store);
-        prop_assert_eq!(heap, stored);
+        // No cache (every update reads and writes the store), a cache smaller than the keys
+        // (spills), and the default one.
+        for cache_keys in [0, 3, dataflow_pipeline::keyed_state::DEFAULT_CACHE_KEYS] {
+            let stored = run(&config, &ops, memory_store(cache_keys));
+            prop_assert_eq!(&heap, &stored, "cache of {} keys", cache_keys);
+        }
     }
 }
 
@@ -146,7 +153,8 @@ fn windows_in_sled_match_the_heap() {
             let sled = run(&config, &ops, || {
                 let store =
                     SledStore::rebuild(&path, &StateSnapshot::default()).expect("sled store");
-                StoreStates::new(Box::new(store), "steps[1].window")
+                // A small cache: the states go through sled.
+                StoreStates::new(Box::new(store), "steps[1].window").with_cache_capacity(2)
             });
             prop_assert_eq!(heap, sled);
             Ok(())
