@@ -44,7 +44,7 @@ use crate::operator::OperatorSnapshot;
 use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
 use crate::ratelimit::RateLimiter;
-use crate::sink::{JsonLinesSink, PartsSink, SideWriter, Sink};
+use crate::sink::{JsonLinesSink, OpenMode, PartsSink, SideWriter, Sink};
 use crate::source::{FileSource, GeneratorSource, PartitionPosition, Poll, Source, StdinSource};
 use crate::spec::{OnStop, SinkKind, SourceKind, WatermarkSpec};
 use crate::{PipelineError, Result};
@@ -356,13 +356,6 @@ impl Pipeline {
         let fingerprint = plan.fingerprint();
 
         // Open every sink and source before anything runs, so a bad path fails the run at once.
-        let dead_letters = SideWriter::open(&plan.dead_letters, "dead letters").await?;
-        let late = match &plan.late_events {
-            Some(spec) if *spec != plan.dead_letters => {
-                Some(SideWriter::open(spec, "late events").await?)
-            }
-            _ => None,
-        };
         let mut sources = Vec::new();
         for source in &plan.sources {
             sources.push((open_source(source)?, source.spec.watermark));
@@ -436,6 +429,22 @@ impl Pipeline {
             None => {}
         }
 
+        // A run resumed from a checkpoint keeps what earlier runs wrote to its file outputs (what
+        // they wrote after the checkpoint is written again: at least once); a run from the
+        // start writes them anew.
+        let mode = if restored_id.is_some() {
+            OpenMode::Append
+        } else {
+            OpenMode::Truncate
+        };
+        let dead_letters = SideWriter::open(&plan.dead_letters, "dead letters", mode).await?;
+        let late = match &plan.late_events {
+            Some(spec) if *spec != plan.dead_letters => {
+                Some(SideWriter::open(spec, "late events", mode).await?)
+            }
+            _ => None,
+        };
+
         // Sinks recover to the restored checkpoint: exactly-once sinks drop what it does not cover.
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         for spec in &plan.sinks {
@@ -445,7 +454,7 @@ impl Pipeline {
                 SinkKind::Parts { .. } => {
                     Box::new(PartsSink::open(spec, layout, write_time, restored_id).await?)
                 }
-                _ => Box::new(JsonLinesSink::open(spec, layout, write_time).await?),
+                _ => Box::new(JsonLinesSink::open(spec, layout, write_time, mode).await?),
             });
         }
 

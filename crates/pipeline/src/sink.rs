@@ -42,13 +42,30 @@ pub trait Sink: Send {
 
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// Opens the writer of a sink: stdout, or a file created (with its directory) or truncated.
-async fn open_writer(spec: &SinkSpec, what: &str) -> Result<(Writer, String)> {
+/// How a file output starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Empty: a run that starts from the beginning.
+    Truncate,
+    /// After what the file holds: a run that may resume from a checkpoint, so that what earlier
+    /// runs wrote is kept.
+    Append,
+}
+
+/// Opens the writer of a sink: stdout, or a file created (with its directory), truncated or
+/// appended to as `mode` says.
+async fn open_writer(spec: &SinkSpec, what: &str, mode: OpenMode) -> Result<(Writer, String)> {
     match &spec.kind {
         SinkKind::Stdout => Ok((Box::pin(tokio::io::stdout()), "stdout".into())),
         SinkKind::File { path } | SinkKind::Parts { dir: path } => {
             create_parent(path, what).await?;
-            let file = tokio::fs::File::create(path)
+            let mut options = tokio::fs::OpenOptions::new();
+            match mode {
+                OpenMode::Truncate => options.write(true).create(true).truncate(true),
+                OpenMode::Append => options.append(true).create(true),
+            };
+            let file = options
+                .open(path)
                 .await
                 .map_err(|source| PipelineError::Io {
                     context: format!("{what}: cannot create {}", path.display()),
@@ -112,8 +129,13 @@ const WRITE_CHUNK: usize = 256 << 10;
 impl JsonLinesSink {
     /// Opens the sink of `spec` for events of `layout`. Window results carry their time in
     /// their fields, so `write_time` is off for them.
-    pub async fn open(spec: &SinkSpec, layout: Layout, write_time: bool) -> Result<JsonLinesSink> {
-        let (writer, name) = open_writer(spec, "sink").await?;
+    pub async fn open(
+        spec: &SinkSpec,
+        layout: Layout,
+        write_time: bool,
+        mode: OpenMode,
+    ) -> Result<JsonLinesSink> {
+        let (writer, name) = open_writer(spec, "sink", mode).await?;
         let encoder = result_encoder(spec, layout, write_time);
         Ok(JsonLinesSink {
             writer,
@@ -176,8 +198,8 @@ impl std::fmt::Debug for SideWriter {
 
 impl SideWriter {
     /// Opens the side-record sink of `spec`.
-    pub async fn open(spec: &SinkSpec, what: &str) -> Result<SideWriter> {
-        let (writer, name) = open_writer(spec, what).await?;
+    pub async fn open(spec: &SinkSpec, what: &str, mode: OpenMode) -> Result<SideWriter> {
+        let (writer, name) = open_writer(spec, what, mode).await?;
         Ok(SideWriter {
             writer,
             name,
