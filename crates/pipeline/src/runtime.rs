@@ -45,6 +45,7 @@ use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
 use crate::ratelimit::RateLimiter;
 use crate::sink::{JsonLinesSink, PartsSink, SideWriter, Sink};
+use crate::ingest::{HttpSource, IngestHub};
 use crate::source::{FileSource, GeneratorSource, PartitionPosition, Poll, Source, StdinSource};
 use crate::spec::{OnStop, SinkKind, SourceKind, WatermarkSpec};
 use crate::{PipelineError, Result};
@@ -141,6 +142,8 @@ pub struct Pipeline {
     checkpoint_fs: Option<Arc<dyn FileSystem>>,
     control: ControlHandle,
     replan: Option<Replan>,
+    /// The queues of the `http` sources, kept across restores in place.
+    ingest: IngestHub,
 }
 
 /// Builds the plan again, for a restart in place (a plan's operators are consumed by a run).
@@ -196,7 +199,9 @@ impl Pipeline {
             metrics.operator(&plan.name, &sink_stage(index), "sink");
         }
         let control = ControlHandle::new(&plan, counters.clone(), metrics.clone());
+        let ingest = IngestHub::new(&plan, &metrics);
         Pipeline {
+            ingest,
             plan,
             counters,
             metrics,
@@ -249,6 +254,12 @@ impl Pipeline {
         self.metrics.backpressure()
     }
 
+    /// The queues of the `http` sources, which the processor's `POST /ingest` feeds (see
+    /// [`crate::ingest`]); empty without such sources.
+    pub fn ingest(&self) -> IngestHub {
+        self.ingest.clone()
+    }
+
     /// The live counters of the run.
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
@@ -299,6 +310,7 @@ impl Pipeline {
                 pipeline.checkpoint_fs.clone(),
                 pipeline.replan.clone(),
             );
+            let ingest = pipeline.ingest.clone();
             let result = pipeline.run_once().await;
             let restart = control.run_ended(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             let (metrics, checkpoint_fs, replan) = again;
@@ -324,6 +336,7 @@ impl Pipeline {
                         checkpoint_fs,
                         control: control.clone(),
                         replan: Some(replan),
+                        ingest,
                     };
                 }
                 (result, restart, _) => {
@@ -349,6 +362,7 @@ impl Pipeline {
             checkpoint_fs,
             control,
             replan: _,
+            ingest,
         } = self;
         control.run_starting(&plan);
         let capacity = plan.runtime.channel_capacity;
@@ -365,13 +379,17 @@ impl Pipeline {
         };
         let mut sources = Vec::new();
         for source in &plan.sources {
-            sources.push((open_source(source)?, source.spec.watermark));
+            sources.push((open_source(source, &ingest)?, source.spec.watermark));
         }
         let source_names: Vec<String> = plan.sources.iter().map(|s| s.spec.name.clone()).collect();
         let limiters: Vec<Option<RateLimiter>> = plan
             .sources
             .iter()
-            .map(|s| s.spec.rate_limit.as_ref().map(RateLimiter::new))
+            // An http source applies its rate limit when it admits a request (it cannot wait).
+            .map(|s| match s.spec.kind {
+                SourceKind::Http { .. } => None,
+                _ => s.spec.rate_limit.as_ref().map(RateLimiter::new),
+            })
             .collect();
 
         // Operators open their state stores before a restore fills them.
@@ -860,7 +878,7 @@ async fn run_writer(
     }
 }
 
-fn open_source(plan: &SourcePlan) -> Result<Box<dyn Source>> {
+fn open_source(plan: &SourcePlan, ingest: &IngestHub) -> Result<Box<dyn Source>> {
     let spec = &plan.spec;
     Ok(match &spec.kind {
         SourceKind::File { paths, follow } => Box::new(FileSource::open(
@@ -877,6 +895,15 @@ fn open_source(plan: &SourcePlan) -> Result<Box<dyn Source>> {
             let generator = Generator::new(config.clone())?;
             Box::new(GeneratorSource::new(generator, *rate))
         }
+        SourceKind::Http { .. } => match ingest.queue(&spec.name) {
+            Some(queue) => Box::new(HttpSource::open(queue)),
+            None => {
+                return Err(PipelineError::Runtime(format!(
+                    "http source `{}` has no ingest queue",
+                    spec.name
+                )))
+            }
+        },
     })
 }
 
@@ -958,7 +985,8 @@ impl SourceFeed {
                     return Ok(());
                 }
             }
-            if self.stop.load(Ordering::SeqCst) {
+            // A source holding acknowledged records (HTTP ingest) hands them on first.
+            if self.stop.load(Ordering::SeqCst) && !source.drain_before_stop() {
                 let partitions = states(source.as_ref(), &generators);
                 self.control
                     .report_source(self.input, &names, &generators, &combiner, None, true);
