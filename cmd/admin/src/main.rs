@@ -316,7 +316,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!(
                         "over the last {:.1} s; held back by {}",
                         report.interval_seconds,
-                        report.bottleneck.as_deref().unwrap_or("none (the input is the limit)")
+                        report
+                            .bottleneck
+                            .as_deref()
+                            .unwrap_or("none (the input is the limit)")
                     );
                     println!(
                         "{:<28} {:<10} {:>9} {:>6} {:>14} {:>8}",

@@ -83,7 +83,9 @@ pub mod routes {
 pub mod control;
 pub mod state;
 
-pub use control::{Control, ControlError, Ingest, IngestError, IngestFormat, Progress, StateDecoder};
+pub use control::{
+    Control, ControlError, Ingest, IngestError, IngestFormat, Progress, StateDecoder,
+};
 pub use dataflow_metrics::{BackpressureReport, StageShare};
 
 /// One row of the checkpoint list.

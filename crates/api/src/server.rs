@@ -602,13 +602,20 @@ fn ingest_format(headers: &HeaderMap) -> Result<IngestFormat, ApiError> {
         return Ok(IngestFormat::JsonLines);
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(IngestFormat::Json),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl"
-        | "application/x-jsonlines" | "application/jsonlines" | "application/json-lines" => {
-            Ok(IngestFormat::JsonLines)
-        }
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines"
+        | "application/json-lines" => Ok(IngestFormat::JsonLines),
         _ => Err(ApiError::UnsupportedMediaType(format!(
             "`Content-Type: {text}` is not taken: send `application/json` (an object or an \
              array) or `application/x-ndjson` (JSON Lines)"
@@ -633,8 +640,7 @@ async fn ingest(
         error
     };
     let Query(query) = query.map_err(|e| refuse(RefuseReason::Malformed, e.into()))?;
-    let format =
-        ingest_format(&headers).map_err(|error| refuse(RefuseReason::Malformed, error))?;
+    let format = ingest_format(&headers).map_err(|error| refuse(RefuseReason::Malformed, error))?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             refuse(

@@ -532,7 +532,10 @@ impl dataflow_api::Ingest for FakeIngest {
         use dataflow_api::IngestError as E;
         use std::time::Duration;
         if source.is_some_and(|s| s != "in") {
-            return Err(E::NoSource(format!("no http source named `{}`", source.unwrap_or(""))));
+            return Err(E::NoSource(format!(
+                "no http source named `{}`",
+                source.unwrap_or("")
+            )));
         }
         let text = String::from_utf8_lossy(body);
         match text.split_whitespace().next() {
@@ -618,10 +621,16 @@ async fn ingest_answers_202_429_400_503_and_counts_its_refusals() {
         "[{}]",
     )
     .await;
-    assert_eq!((status, &body["accepted"]), (StatusCode::ACCEPTED, &1.into()));
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::ACCEPTED, &1.into())
+    );
     // Without a Content-Type the body is JSON Lines.
     let (status, _, body) = post("/ingest", Some(TOKEN), None, "{}\n{}").await;
-    assert_eq!((status, &body["accepted"]), (StatusCode::ACCEPTED, &2.into()));
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::ACCEPTED, &2.into())
+    );
 
     for (text, code, retry) in [("full", "queue_full", "1"), ("limit", "rate_limited", "2")] {
         let (status, after, body) = post("/ingest", Some(TOKEN), ndjson, text).await;
@@ -631,32 +640,56 @@ async fn ingest_answers_202_429_400_503_and_counts_its_refusals() {
     }
     let (status, after, body) = post("/ingest", Some(TOKEN), ndjson, "stop").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!((after.as_deref(), &body["code"]), (Some("1"), &"shutting_down".into()));
+    assert_eq!(
+        (after.as_deref(), &body["code"]),
+        (Some("1"), &"shutting_down".into())
+    );
     let (status, _, body) = post("/ingest", Some(TOKEN), ndjson, "bad").await;
-    assert_eq!((status, &body["code"]), (StatusCode::BAD_REQUEST, &"bad_request".into()));
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::BAD_REQUEST, &"bad_request".into())
+    );
     let message = body["message"].as_str().expect("message");
     assert!(message.starts_with("line 2: invalid JSON"), "{message}");
-    assert!(message.contains("nothing of this body was accepted"), "{message}");
+    assert!(
+        message.contains("nothing of this body was accepted"),
+        "{message}"
+    );
     let (status, _, body) = post("/ingest?source=nope", Some(TOKEN), ndjson, "{}").await;
-    assert_eq!((status, &body["code"]), (StatusCode::NOT_FOUND, &"not_found".into()));
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::NOT_FOUND, &"not_found".into())
+    );
 
     // Refused before the body reaches the ingest: counted by the server.
     let (status, _, body) = post("/ingest", Some(TOKEN), Some("text/csv"), "a,b").await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(body["code"], "unsupported_media_type");
     let (status, _, body) = post("/ingest", Some("wrong"), ndjson, "{}").await;
-    assert_eq!((status, &body["code"]), (StatusCode::UNAUTHORIZED, &"unauthorized".into()));
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::UNAUTHORIZED, &"unauthorized".into())
+    );
     let (status, _, body) = post("/ingest", None, ndjson, "{}").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let huge = vec![b'\n'; dataflow_api::server::MAX_INGEST_BODY + 1];
-    let (status, _, body) =
-        post_ingest(ingest_state(ingest.clone()), "/ingest", Some(TOKEN), ndjson, huge).await;
+    let (status, _, body) = post_ingest(
+        ingest_state(ingest.clone()),
+        "/ingest",
+        Some(TOKEN),
+        ndjson,
+        huge,
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["code"], "payload_too_large");
     // Bodies above the other routes' limit are fine here.
     let big = "{}\n".repeat(MAX_BODY);
     let (status, _, body) = post("/ingest", Some(TOKEN), ndjson, &big).await;
-    assert_eq!((status, &body["accepted"]), (StatusCode::ACCEPTED, &MAX_BODY.into()));
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::ACCEPTED, &MAX_BODY.into())
+    );
     assert_eq!(
         *ingest.refused.lock().expect("lock"),
         vec![
@@ -693,7 +726,14 @@ async fn backpressure_reports_every_stage_and_the_bottleneck() {
         metrics: Some(metrics),
         ..ApiState::default()
     };
-    let (status, body) = call(with_metrics, "GET", routes::BACKPRESSURE, Some(TOKEN), vec![]).await;
+    let (status, body) = call(
+        with_metrics,
+        "GET",
+        routes::BACKPRESSURE,
+        Some(TOKEN),
+        vec![],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let report: dataflow_api::BackpressureReport =
         serde_json::from_value(body).expect("a backpressure report");
@@ -704,7 +744,11 @@ async fn backpressure_reports_every_stage_and_the_bottleneck() {
         .collect();
     assert_eq!(
         stages,
-        [("in", "source"), ("steps[0].filter", "filter"), ("sinks[0]", "sink")]
+        [
+            ("in", "source"),
+            ("steps[0].filter", "filter"),
+            ("sinks[0]", "sink")
+        ]
     );
     for stage in &report.stages {
         for share in [stage.busy, stage.backpressured, stage.starved] {
@@ -722,7 +766,10 @@ async fn backpressure_reports_every_stage_and_the_bottleneck() {
         vec![],
     )
     .await;
-    assert_eq!((status, &body["code"]), (StatusCode::CONFLICT, &"no_pipeline".into()));
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::CONFLICT, &"no_pipeline".into())
+    );
 }
 
 proptest::proptest! {

@@ -111,7 +111,6 @@ fn first_line(text: &str) -> String {
 /// The most workers `parallelism` may ask for.
 pub const MAX_PARALLELISM: usize = 256;
 
-
 /// Events an `http` source's queue holds when `queue` is not given.
 pub const DEFAULT_INGEST_QUEUE: usize = 65_536;
 /// The largest `queue` an `http` source accepts.

@@ -578,9 +578,15 @@ mod tests {
     #[test]
     fn bodies_decode_as_objects_arrays_and_lines() {
         assert_eq!(decode(BodyFormat::Json, A), Ok(1));
-        assert_eq!(decode(BodyFormat::Json, &format!(" [ {A} ,\n{B} ] ")), Ok(2));
+        assert_eq!(
+            decode(BodyFormat::Json, &format!(" [ {A} ,\n{B} ] ")),
+            Ok(2)
+        );
         assert_eq!(decode(BodyFormat::Json, "[]"), Ok(0));
-        assert_eq!(decode(BodyFormat::JsonLines, &format!("{A}\r\n\n{B}\n")), Ok(2));
+        assert_eq!(
+            decode(BodyFormat::JsonLines, &format!("{A}\r\n\n{B}\n")),
+            Ok(2)
+        );
         assert_eq!(decode(BodyFormat::JsonLines, ""), Ok(0));
     }
 
@@ -593,7 +599,10 @@ mod tests {
         let message = refused(BodyFormat::JsonLines, &format!("{A}\n\n{{oops\n{B}"));
         assert!(message.starts_with("line 3: invalid JSON"), "{message}");
         let message = refused(BodyFormat::JsonLines, &format!("{A}\n{{\"v\":1}}"));
-        assert!(message.starts_with("line 2: missing event time"), "{message}");
+        assert!(
+            message.starts_with("line 2: missing event time"),
+            "{message}"
+        );
         let message = refused(BodyFormat::Json, &format!("[{A}, 7]"));
         assert!(message.starts_with("element 2: invalid JSON"), "{message}");
         for body in [

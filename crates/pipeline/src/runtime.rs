@@ -40,12 +40,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{ControlHandle, Request};
 use crate::generator::Generator;
+use crate::ingest::{HttpSource, IngestHub};
 use crate::operator::OperatorSnapshot;
 use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
 use crate::ratelimit::RateLimiter;
 use crate::sink::{JsonLinesSink, PartsSink, SideWriter, Sink};
-use crate::ingest::{HttpSource, IngestHub};
 use crate::source::{FileSource, GeneratorSource, PartitionPosition, Poll, Source, StdinSource};
 use crate::spec::{OnStop, SinkKind, SourceKind, WatermarkSpec};
 use crate::{PipelineError, Result};
@@ -577,6 +577,10 @@ impl Pipeline {
             source_names,
             fingerprint,
             last_watermark: start_watermark,
+            drain_on_stop: plan
+                .sources
+                .iter()
+                .any(|s| matches!(s.spec.kind, SourceKind::Http { .. })),
         };
         control.run_started(restored_id);
         let chain_result = chain
@@ -1161,6 +1165,9 @@ struct Chain {
     source_names: Vec<String>,
     fingerprint: String,
     last_watermark: i64,
+    /// Whether a stop waits for the sources' ends even without checkpoints: an http source
+    /// drains the events it already accepted first.
+    drain_on_stop: bool,
 }
 
 /// What drives the operators next.
@@ -1189,7 +1196,8 @@ impl Chain {
         let mut replay: VecDeque<(usize, Message)> = VecDeque::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let checkpointing = self.writer.is_some();
+        // With checkpoints the sources send a final barrier; an http source drains: wait for both.
+        let wait_for_sources = self.writer.is_some() || self.drain_on_stop;
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         loop {
             let waiting = Instant::now();
@@ -1215,7 +1223,7 @@ impl Chain {
                             None
                         }
                         _ = stop.stopped(), if stop_deadline.is_none() => {
-                            if !checkpointing {
+                            if !wait_for_sources {
                                 self.drive(Drive::Finish(fire_on_stop)).await?;
                                 return Ok(());
                             }
@@ -1776,6 +1784,7 @@ fn start_workers(
             source_names: Vec::new(),
             fingerprint: String::new(),
             last_watermark: start_watermark,
+            drain_on_stop: false,
         };
         txs.push(tx);
         tasks.push(tokio::spawn(worker.run_worker(rx)));
