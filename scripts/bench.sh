@@ -208,4 +208,5 @@ if [ "${INGEST:-1}" = "1" ]; then
   printf '| as fast as possible | %s | %s ms | %s ms | %s |\n' "$max_rate" "$p50" "$p99" "$(awk -v a="$refused_before" -v b="$refused_after" 'BEGIN { print b - a }')"
   printf '| paced at half (delay %s ms) | %s | %s ms | %s ms | |\n' "$delay" "$half_rate" "$hp50" "$hp99"
   echo "sink lines: $(wc -l < target/bench/out/ingest.jsonl)" >&2
+  rm -f target/bench/out/ingest.jsonl
 fi
