@@ -168,3 +168,45 @@ YAML
     done
   done
 fi
+
+# HTTP ingest (INGEST=0 skips): wrk posts bodies of LINES JSON lines to POST /ingest from
+# loopback. First as fast as it can (the maximum rate: events accepted per second, from the
+# processor's own counter), then paced at half of that rate, where wrk's request latency is the
+# time from sending a body to its 202 (accepted into the source's queue).
+if [ "${INGEST:-1}" = "1" ]; then
+  if ! command -v wrk >/dev/null; then
+    echo "installing wrk..." >&2
+    apt-get install -y wrk >/dev/null
+  fi
+  LINES=${LINES:-100}
+  SECONDS_RUN=${INGEST_SECONDS:-10}
+  CONNECTIONS=${CONNECTIONS:-8}
+  address_file="$DIR/out/ingest.address"
+  rm -f "$address_file"
+  DATAFLOW_API_ADDRESS_FILE="$address_file" "$PROCESSOR" run --config configs/bench/ingest.yaml --no-progress 2>"$DIR/out/ingest.log" &
+  pid=$!
+  for _ in $(seq 100); do [ -s "$address_file" ] && break; sleep 0.1; done
+  url="http://$(cat "$address_file")"
+  accepted() { curl -s "$url/metrics" | awk '/^dataflow_ingest_accepted_events_total/ {print $2}'; }
+  refused() { curl -s "$url/metrics" | awk '/^dataflow_ingest_refused_total.*overloaded/ {print $2}'; }
+  run_wrk() { LINES=$LINES DELAY_MS=$1 wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" -s scripts/ingest.lua "$url/ingest"; }
+  before=$(accepted); refused_before=$(refused)
+  out=$(run_wrk 0)
+  after=$(accepted); refused_after=$(refused)
+  max_rate=$(awk -v a="$before" -v b="$after" -v s="$SECONDS_RUN" 'BEGIN { printf "%.0f", (b - a) / s }')
+  p50=$(echo "$out" | awk '/latency_p50_ms/ {print $2}'); p99=$(echo "$out" | awk '/latency_p99_ms/ {print $2}')
+  # Half of the maximum: each connection waits so that CONNECTIONS x LINES events per
+  # (delay + round trip) is half the maximum rate.
+  delay=$(awk -v c="$CONNECTIONS" -v l="$LINES" -v r="$max_rate" 'BEGIN { d = c * l * 1000 / (r / 2); printf "%d", (d < 1 ? 1 : d) }')
+  before=$(accepted)
+  half=$(run_wrk "$delay")
+  after=$(accepted)
+  half_rate=$(awk -v a="$before" -v b="$after" -v s="$SECONDS_RUN" 'BEGIN { printf "%.0f", (b - a) / s }')
+  hp50=$(echo "$half" | awk '/latency_p50_ms/ {print $2}'); hp99=$(echo "$half" | awk '/latency_p99_ms/ {print $2}')
+  kill -TERM "$pid"; wait "$pid" || true
+  printf '\n| ingest over HTTP (wrk, %s connections, %s lines per body) | events/s accepted | 202 latency p50 | p99 | 429 answers |\n|---|---:|---:|---:|---:|\n' "$CONNECTIONS" "$LINES"
+  printf '| as fast as possible | %s | %s ms | %s ms | %s |\n' "$max_rate" "$p50" "$p99" "$(awk -v a="$refused_before" -v b="$refused_after" 'BEGIN { print b - a }')"
+  printf '| paced at half (delay %s ms) | %s | %s ms | %s ms | |\n' "$delay" "$half_rate" "$hp50" "$hp99"
+  echo "sink lines: $(wc -l < target/bench/out/ingest.jsonl)" >&2
+  rm -f target/bench/out/ingest.jsonl
+fi

@@ -57,6 +57,9 @@ enum Command {
     Status,
     /// Every source's and partition's watermark, and which holds the operators back (needs --url).
     Watermarks,
+    /// Per stage, the share of the last interval it was busy, blocked by its output or starved
+    /// for input, and the stage most likely holding the pipeline back (needs --url).
+    Backpressure,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +302,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!(
                             "  {:<28} {:<10} {:>12} {:>12}",
                             op.name, op.kind, op.events_in, op.events_out
+                        );
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Backpressure => {
+            let report = source.client("backpressure")?.backpressure()?;
+            match cli.output {
+                Output::Json => print_json(&report)?,
+                Output::Table => {
+                    println!(
+                        "over the last {:.1} s; held back by {}",
+                        report.interval_seconds,
+                        report
+                            .bottleneck
+                            .as_deref()
+                            .unwrap_or("none (the input is the limit)")
+                    );
+                    println!(
+                        "{:<28} {:<10} {:>9} {:>6} {:>14} {:>8}",
+                        "STAGE", "KIND", "INSTANCES", "BUSY", "BACKPRESSURED", "STARVED"
+                    );
+                    let percent = |share: f64| format!("{:.0}%", share * 100.0);
+                    for stage in &report.stages {
+                        println!(
+                            "{:<28} {:<10} {:>9} {:>6} {:>14} {:>8}",
+                            stage.stage,
+                            stage.kind,
+                            stage.instances,
+                            percent(stage.busy),
+                            percent(stage.backpressured),
+                            percent(stage.starved)
                         );
                     }
                 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use dataflow_pipeline::control::ControlHandle;
 use dataflow_pipeline::generator::{Generator, GeneratorConfig, Profile};
+use dataflow_pipeline::ingest::{BodyFormat, IngestHub, IngestRefusal};
 use dataflow_pipeline::inspect;
 use dataflow_pipeline::runtime::{Pipeline, RestoreMode, RestoreOptions};
 use dataflow_pipeline::{config, PipelineError};
@@ -212,10 +213,11 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
     let api = pipeline.plan().api.clone();
     let metrics = pipeline.metrics();
     let control = pipeline.control();
+    let ingest = pipeline.ingest();
     let checkpoint_dir = pipeline.plan().checkpoint.as_ref().map(|c| c.dir.clone());
     let summary = runtime.block_on(async {
         let server = match api {
-            Some(api) => Some(start_api(api, checkpoint_dir, metrics, control).await?),
+            Some(api) => Some(start_api(api, checkpoint_dir, metrics, control, ingest).await?),
             None => None,
         };
         let signals = tokio::spawn(async move {
@@ -261,6 +263,7 @@ async fn start_api(
     checkpoint_dir: Option<PathBuf>,
     metrics: std::sync::Arc<dataflow_metrics::Metrics>,
     control: ControlHandle,
+    ingest: IngestHub,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let storage: Option<std::sync::Arc<dyn dataflow_checkpoint::CheckpointStorage>> =
         match checkpoint_dir {
@@ -294,6 +297,9 @@ async fn start_api(
         metrics: Some(metrics),
         control: Some(std::sync::Arc::new(ApiControl(control))),
         decoder: Some(std::sync::Arc::new(ApiDecoder)),
+        ingest: (!ingest.is_empty()).then(|| {
+            std::sync::Arc::new(ApiIngest(ingest)) as std::sync::Arc<dyn dataflow_api::Ingest>
+        }),
     };
     Ok(tokio::spawn(dataflow_api::server::serve(listener, state)))
 }
@@ -374,6 +380,37 @@ impl dataflow_api::Control for ApiControl {
         dry_run: bool,
     ) -> Result<dataflow_api::RestoreReport, dataflow_api::ControlError> {
         convert(self.0.restore(id, dry_run).await.map_err(control_error)?)
+    }
+}
+
+/// The pipeline's `http` sources behind the API's `POST /ingest`.
+struct ApiIngest(IngestHub);
+
+impl dataflow_api::Ingest for ApiIngest {
+    fn ingest(
+        &self,
+        source: Option<&str>,
+        format: dataflow_api::IngestFormat,
+        body: &[u8],
+    ) -> Result<u64, dataflow_api::IngestError> {
+        use dataflow_api::IngestError as Api;
+        let format = match format {
+            dataflow_api::IngestFormat::Json => BodyFormat::Json,
+            dataflow_api::IngestFormat::JsonLines => BodyFormat::JsonLines,
+        };
+        self.0
+            .ingest(source, format, body)
+            .map_err(|refusal| match refusal {
+                IngestRefusal::NoSource(m) => Api::NoSource(m),
+                IngestRefusal::Malformed(m) => Api::Malformed(m),
+                IngestRefusal::RateLimited(wait) => Api::RateLimited(wait),
+                IngestRefusal::QueueFull(wait) => Api::QueueFull(wait),
+                IngestRefusal::ShuttingDown(wait) => Api::ShuttingDown(wait),
+            })
+    }
+
+    fn refused(&self, reason: dataflow_metrics::RefuseReason) {
+        self.0.refused(reason);
     }
 }
 

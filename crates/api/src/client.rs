@@ -164,6 +164,11 @@ impl Client {
         Self::json(self.send(self.http.get(self.url(routes::WATERMARKS, &[])))?)
     }
 
+    /// `GET /api/v1/backpressure`.
+    pub fn backpressure(&self) -> Result<crate::BackpressureReport, ClientError> {
+        Self::json(self.send(self.http.get(self.url(routes::BACKPRESSURE, &[])))?)
+    }
+
     /// `POST /api/v1/checkpoints`: takes a checkpoint now; answers its id.
     pub fn trigger(&self) -> Result<TriggerResponse, ClientError> {
         Self::json(self.send(self.http.post(self.url(routes::CHECKPOINTS, &[])))?)

@@ -1,8 +1,11 @@
 //! What the server asks of the running pipeline, as traits the processor implements, so that
 //! this crate knows nothing of the pipeline: [`Control`] (status, watermarks, a checkpoint now,
-//! restore) and [`StateDecoder`] (operator state as JSON).
+//! restore), [`StateDecoder`] (operator state as JSON) and [`Ingest`] (`POST /ingest`).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
+use dataflow_metrics::RefuseReason;
 
 use crate::state::KeyState;
 use crate::{PipelineStatus, RestoreReport, Watermarks};
@@ -56,4 +59,43 @@ pub struct Progress {
     pub last_triggered: u64,
     /// Whether the pipeline still runs (or is restoring).
     pub live: bool,
+}
+
+/// How an ingest body is laid out, from its `Content-Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestFormat {
+    /// `application/json`: one object, or an array of objects.
+    Json,
+    /// `application/x-ndjson` (or `application/jsonl`, `application/json-lines`, or no
+    /// `Content-Type`): one object per line.
+    JsonLines,
+}
+
+/// Why an ingest body was refused; nothing of it was accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestError {
+    /// No such `http` source (404 `not_found`).
+    NoSource(String),
+    /// A record does not decode: the first bad line or element, and why (400 `bad_request`).
+    Malformed(String),
+    /// The source's rate limit is reached (429 `rate_limited`, `Retry-After`).
+    RateLimited(Duration),
+    /// The source's queue is full (429 `queue_full`, `Retry-After`).
+    QueueFull(Duration),
+    /// The source is stopping or restoring (503 `shutting_down`, `Retry-After`).
+    ShuttingDown(Duration),
+}
+
+/// Where `POST /ingest` puts events: the processor's `http` sources.
+pub trait Ingest: Send + Sync {
+    /// Decodes `body` and accepts all of its events into `source` (the only `http` source when
+    /// `None`), or none. Returns how many. Never waits for room: a full queue is an error.
+    fn ingest(
+        &self,
+        source: Option<&str>,
+        format: IngestFormat,
+        body: &[u8],
+    ) -> Result<u64, IngestError>;
+    /// Counts a request the server refused before it reached [`Ingest::ingest`].
+    fn refused(&self, reason: RefuseReason);
 }

@@ -50,6 +50,12 @@ pub mod routes {
     pub const STATE_KEYS: &str = "/api/v1/checkpoints/{id}/operators/{operator}/keys";
     /// `GET ?key=`: one key's state (the key as JSON, or as a plain string).
     pub const STATE_KEY: &str = "/api/v1/checkpoints/{id}/operators/{operator}/state";
+    /// `GET`: per stage, the share of the last interval it was busy, blocked by its output or
+    /// starved for input, and the stage most likely holding the pipeline back.
+    pub const BACKPRESSURE: &str = "/api/v1/backpressure";
+    /// `POST ?source=`: events for an `http` source, as JSON (an object or an array) or JSON
+    /// Lines; all of a body's events are accepted, or none.
+    pub const INGEST: &str = "/ingest";
 
     /// Every route with its methods: the OpenAPI document must describe each (tested).
     pub const ALL: &[(&str, &str)] = &[
@@ -69,13 +75,18 @@ pub mod routes {
         ("get", CHECKPOINT_DIFF),
         ("get", STATE_KEYS),
         ("get", STATE_KEY),
+        ("get", BACKPRESSURE),
+        ("post", INGEST),
     ];
 }
 
 pub mod control;
 pub mod state;
 
-pub use control::{Control, ControlError, Progress, StateDecoder};
+pub use control::{
+    Control, ControlError, Ingest, IngestError, IngestFormat, Progress, StateDecoder,
+};
+pub use dataflow_metrics::{BackpressureReport, StageShare};
 
 /// One row of the checkpoint list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,10 +146,19 @@ pub struct VerifyResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Stable code: `unauthorized`, `bad_request`, `not_found`, `no_checkpoints`,
-    /// `no_pipeline`, `not_running`, `incompatible`, `verification_failed`, `internal`.
+    /// `no_pipeline`, `not_running`, `incompatible`, `verification_failed`, `internal`; on
+    /// `POST /ingest` also `no_ingest`, `payload_too_large`, `unsupported_media_type`,
+    /// `queue_full`, `rate_limited`, `shutting_down`.
     pub code: String,
     /// What went wrong.
     pub message: String,
+}
+
+/// The answer to an accepted `POST /ingest` (202): every event of the body was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResponse {
+    /// Events accepted: all of the body's.
+    pub accepted: u64,
 }
 
 /// The answer to a trigger: the id the checkpoint will have.

@@ -10,29 +10,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dataflow_checkpoint::{Checkpoint, CheckpointError, CheckpointId, CheckpointStorage, Manifest};
-use dataflow_metrics::Metrics;
+use dataflow_metrics::{BackpressureReport, Metrics, RefuseReason};
 use std::collections::HashMap;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::state::{self, CheckpointDiff, KeyPage, StateError, StateValue};
 use crate::{
-    routes, CheckpointProgress, CheckpointSummary, Control, ControlError, ErrorBody,
-    PipelineStatus, RestoreReport, RestoreRequest, StateDecoder, TriggerResponse, VerifyResponse,
-    Watermarks,
+    routes, CheckpointProgress, CheckpointSummary, Control, ControlError, ErrorBody, Ingest,
+    IngestError, IngestFormat, IngestResponse, PipelineStatus, RestoreReport, RestoreRequest,
+    StateDecoder, TriggerResponse, VerifyResponse, Watermarks,
 };
 
 /// The OpenAPI document of the routes, served at [`routes::OPENAPI`]; the same file as
 /// `docs/openapi.json` (hand-written; a test checks it names every route).
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
+
+/// The largest `POST /ingest` body accepted, in bytes (larger ones answer 413).
+pub const MAX_INGEST_BODY: usize = 8 << 20;
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 << 10;
@@ -54,6 +57,8 @@ pub struct ApiState {
     pub control: Option<Arc<dyn Control>>,
     /// Reads operator state for the state and diff routes.
     pub decoder: Option<Arc<dyn StateDecoder>>,
+    /// Takes `POST /ingest` bodies, when the pipeline has `http` sources.
+    pub ingest: Option<Arc<dyn Ingest>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -65,6 +70,7 @@ impl std::fmt::Debug for ApiState {
             .field("metrics", &self.metrics.is_some())
             .field("control", &self.control.is_some())
             .field("decoder", &self.decoder.is_some())
+            .field("ingest", &self.ingest.is_some())
             .finish()
     }
 }
@@ -91,15 +97,28 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::STATE_KEYS, get(state_keys))
         .route(routes::STATE_KEY, get(state_key))
         .route(routes::METRICS, get(metrics))
+        .route(routes::BACKPRESSURE, get(backpressure))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    // Ingest bodies have a limit of their own, checked by the handler so that a refusal is
+    // counted; its refusals for bad credentials are counted too.
+    let ingest = Router::new()
+        .route(routes::INGEST, post(ingest))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_token_ingest,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_INGEST_BODY));
+    let limited = Router::new()
         .route(routes::HEALTH, get(|| async { "ok" }))
         .route(routes::READY, get(|| async { "ready" }))
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // Refuses by Content-Length before any handler runs, whether or not it reads the body.
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY));
+    Router::new()
+        .merge(ingest)
+        .merge(limited)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -130,10 +149,24 @@ pub enum ApiError {
     VerificationFailed(String),
     /// 500 `internal`.
     Internal(String),
+    /// 413 `payload_too_large`.
+    PayloadTooLarge(String),
+    /// 415 `unsupported_media_type`.
+    UnsupportedMediaType(String),
+    /// 429 with a code (`queue_full`, `rate_limited`) and a `Retry-After`.
+    TooManyRequests(&'static str, String, Duration),
+    /// 503 `shutting_down`, with a `Retry-After`.
+    Unavailable(String, Duration),
+}
+
+/// A `Retry-After` value: whole seconds, at least 1.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, code, message) = match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -154,12 +187,35 @@ impl IntoResponse for ApiError {
                 message,
             ),
             ApiError::Internal(message) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+            ApiError::PayloadTooLarge(message) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            ApiError::UnsupportedMediaType(message) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            ),
+            ApiError::TooManyRequests(code, message, wait) => {
+                retry_after = Some(wait);
+                (StatusCode::TOO_MANY_REQUESTS, code, message)
+            }
+            ApiError::Unavailable(message, wait) => {
+                retry_after = Some(wait);
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+            }
         };
         let body = ErrorBody {
             code: code.into(),
             message,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(wait) = retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(retry_after_seconds(wait)),
+            );
+        }
+        response
     }
 }
 
@@ -181,22 +237,41 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `request` carries the token (or none is required).
+fn authorized(state: &ApiState, request: &Request) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
 async fn require_token(
     State(state): State<Arc<ApiState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        let allowed =
-            given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
-        if !allowed {
-            return ApiError::Unauthorized.into_response();
+    if !authorized(&state, &request) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
+
+/// [`require_token`] for `POST /ingest`, counting refusals in the ingest metrics.
+async fn require_token_ingest(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !authorized(&state, &request) {
+        if let Some(ingest) = &state.ingest {
+            ingest.refused(RefuseReason::Unauthorized);
         }
+        return ApiError::Unauthorized.into_response();
     }
     next.run(request).await
 }
@@ -507,4 +582,101 @@ async fn state_key(
     })
     .await?;
     Ok(Json(value))
+}
+
+async fn backpressure(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<BackpressureReport>, ApiError> {
+    let metrics = state.metrics.as_ref().ok_or_else(|| {
+        ApiError::Conflict(
+            "no_pipeline",
+            "no running pipeline is behind this API".into(),
+        )
+    })?;
+    Ok(Json(metrics.backpressure().report()))
+}
+
+/// The body's layout from its `Content-Type`; `None` for a type this route does not take.
+fn ingest_format(headers: &HeaderMap) -> Result<IngestFormat, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(IngestFormat::JsonLines);
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(IngestFormat::Json),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines"
+        | "application/json-lines" => Ok(IngestFormat::JsonLines),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "`Content-Type: {text}` is not taken: send `application/json` (an object or an \
+             array) or `application/x-ndjson` (JSON Lines)"
+        ))),
+    }
+}
+
+async fn ingest(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let ingest = state.ingest.clone().ok_or_else(|| {
+        ApiError::Conflict(
+            "no_ingest",
+            "this pipeline has no source of `type: http`: nothing takes `POST /ingest`".into(),
+        )
+    })?;
+    let refuse = |reason: RefuseReason, error: ApiError| {
+        ingest.refused(reason);
+        error
+    };
+    let Query(query) = query.map_err(|e| refuse(RefuseReason::Malformed, e.into()))?;
+    let format = ingest_format(&headers).map_err(|error| refuse(RefuseReason::Malformed, error))?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            refuse(
+                RefuseReason::TooLarge,
+                ApiError::PayloadTooLarge(format!(
+                    "the body is larger than {MAX_INGEST_BODY} bytes: send fewer events per request"
+                )),
+            )
+        } else {
+            refuse(
+                RefuseReason::Malformed,
+                ApiError::BadRequest(format!("cannot read the body: {rejection}")),
+            )
+        }
+    })?;
+    let source = query.get("source").map(String::as_str);
+    match ingest.ingest(source, format, &body) {
+        Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted }))),
+        Err(IngestError::NoSource(message)) => Err(ApiError::NotFound(message)),
+        Err(IngestError::Malformed(message)) => Err(ApiError::BadRequest(format!(
+            "{message}; nothing of this body was accepted"
+        ))),
+        Err(IngestError::QueueFull(wait)) => Err(ApiError::TooManyRequests(
+            "queue_full",
+            "the source's queue is full: nothing of this body was accepted, retry later".into(),
+            wait,
+        )),
+        Err(IngestError::RateLimited(wait)) => Err(ApiError::TooManyRequests(
+            "rate_limited",
+            "the source's rate limit is reached: nothing of this body was accepted, retry later"
+                .into(),
+            wait,
+        )),
+        Err(IngestError::ShuttingDown(wait)) => Err(ApiError::Unavailable(
+            "the source is stopping or restoring: nothing of this body was accepted".into(),
+            wait,
+        )),
+    }
 }

@@ -515,3 +515,282 @@ proptest::proptest! {
         proptest::prop_assert!(status != StatusCode::INTERNAL_SERVER_ERROR, "{method} {uri}: {status}");
     }
 }
+
+/// An ingest that answers by the body's first word, and records what it was told.
+#[derive(Default)]
+struct FakeIngest {
+    refused: std::sync::Mutex<Vec<dataflow_metrics::RefuseReason>>,
+}
+
+impl dataflow_api::Ingest for FakeIngest {
+    fn ingest(
+        &self,
+        source: Option<&str>,
+        format: dataflow_api::IngestFormat,
+        body: &[u8],
+    ) -> Result<u64, dataflow_api::IngestError> {
+        use dataflow_api::IngestError as E;
+        use std::time::Duration;
+        if source.is_some_and(|s| s != "in") {
+            return Err(E::NoSource(format!(
+                "no http source named `{}`",
+                source.unwrap_or("")
+            )));
+        }
+        let text = String::from_utf8_lossy(body);
+        match text.split_whitespace().next() {
+            Some("full") => Err(E::QueueFull(Duration::from_millis(100))),
+            Some("limit") => Err(E::RateLimited(Duration::from_millis(1500))),
+            Some("stop") => Err(E::ShuttingDown(Duration::from_secs(1))),
+            Some("bad") => Err(E::Malformed("line 2: invalid JSON: oops".into())),
+            _ => Ok(match format {
+                dataflow_api::IngestFormat::Json => 1,
+                dataflow_api::IngestFormat::JsonLines => text.lines().count() as u64,
+            }),
+        }
+    }
+
+    fn refused(&self, reason: dataflow_metrics::RefuseReason) {
+        self.refused.lock().expect("lock").push(reason);
+    }
+}
+
+fn ingest_state(ingest: Arc<FakeIngest>) -> ApiState {
+    ApiState {
+        token: Some(TOKEN.into()),
+        ingest: Some(ingest),
+        ..ApiState::default()
+    }
+}
+
+/// `POST uri` with a content type; the status, the `Retry-After` header and the JSON body.
+async fn post_ingest(
+    state: ApiState,
+    uri: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    let mut request = Request::builder().method("POST").uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let response = router(state)
+        .oneshot(request.body(Body::from(body)).expect("request"))
+        .await
+        .expect("infallible service");
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("ascii").to_string());
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, retry, json)
+}
+
+#[tokio::test]
+async fn ingest_answers_202_429_400_503_and_counts_its_refusals() {
+    use dataflow_metrics::RefuseReason;
+    let ingest = Arc::new(FakeIngest::default());
+    let post = |uri: &'static str, token, content_type, body: &str| {
+        post_ingest(
+            ingest_state(ingest.clone()),
+            uri,
+            token,
+            content_type,
+            body.as_bytes().to_vec(),
+        )
+    };
+    let ndjson = Some("application/x-ndjson");
+    let (status, retry, body) = post("/ingest", Some(TOKEN), ndjson, "{}\n{}\n{}").await;
+    assert_eq!((status, retry), (StatusCode::ACCEPTED, None));
+    assert_eq!(body, serde_json::json!({"accepted": 3}));
+    let (status, _, body) = post(
+        "/ingest?source=in",
+        Some(TOKEN),
+        Some("application/json; charset=utf-8"),
+        "[{}]",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::ACCEPTED, &1.into())
+    );
+    // Without a Content-Type the body is JSON Lines.
+    let (status, _, body) = post("/ingest", Some(TOKEN), None, "{}\n{}").await;
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::ACCEPTED, &2.into())
+    );
+
+    for (text, code, retry) in [("full", "queue_full", "1"), ("limit", "rate_limited", "2")] {
+        let (status, after, body) = post("/ingest", Some(TOKEN), ndjson, text).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+        assert_eq!(after.as_deref(), Some(retry), "{text}");
+        assert_eq!(body["code"], code);
+    }
+    let (status, after, body) = post("/ingest", Some(TOKEN), ndjson, "stop").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (after.as_deref(), &body["code"]),
+        (Some("1"), &"shutting_down".into())
+    );
+    let (status, _, body) = post("/ingest", Some(TOKEN), ndjson, "bad").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::BAD_REQUEST, &"bad_request".into())
+    );
+    let message = body["message"].as_str().expect("message");
+    assert!(message.starts_with("line 2: invalid JSON"), "{message}");
+    assert!(
+        message.contains("nothing of this body was accepted"),
+        "{message}"
+    );
+    let (status, _, body) = post("/ingest?source=nope", Some(TOKEN), ndjson, "{}").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::NOT_FOUND, &"not_found".into())
+    );
+
+    // Refused before the body reaches the ingest: counted by the server.
+    let (status, _, body) = post("/ingest", Some(TOKEN), Some("text/csv"), "a,b").await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(body["code"], "unsupported_media_type");
+    let (status, _, body) = post("/ingest", Some("wrong"), ndjson, "{}").await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::UNAUTHORIZED, &"unauthorized".into())
+    );
+    let (status, _, body) = post("/ingest", None, ndjson, "{}").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let huge = vec![b'\n'; dataflow_api::server::MAX_INGEST_BODY + 1];
+    let (status, _, body) = post_ingest(
+        ingest_state(ingest.clone()),
+        "/ingest",
+        Some(TOKEN),
+        ndjson,
+        huge,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["code"], "payload_too_large");
+    // Bodies above the other routes' limit are fine here.
+    let big = "{}\n".repeat(MAX_BODY);
+    let (status, _, body) = post("/ingest", Some(TOKEN), ndjson, &big).await;
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::ACCEPTED, &MAX_BODY.into())
+    );
+    assert_eq!(
+        *ingest.refused.lock().expect("lock"),
+        vec![
+            RefuseReason::Malformed,
+            RefuseReason::Unauthorized,
+            RefuseReason::Unauthorized,
+            RefuseReason::TooLarge
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ingest_without_an_http_source_is_a_conflict() {
+    let (status, _, body) = post_ingest(
+        state(&fixture()),
+        "/ingest",
+        Some(TOKEN),
+        Some("application/json"),
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "no_ingest");
+}
+
+#[tokio::test]
+async fn backpressure_reports_every_stage_and_the_bottleneck() {
+    let metrics = Arc::new(dataflow_metrics::Metrics::new());
+    metrics.source("p", "in");
+    metrics.operator("p", "steps[0].filter", "filter");
+    metrics.operator("p", "sinks[0]", "sink");
+    let with_metrics = ApiState {
+        token: Some(TOKEN.into()),
+        metrics: Some(metrics),
+        ..ApiState::default()
+    };
+    let (status, body) = call(
+        with_metrics,
+        "GET",
+        routes::BACKPRESSURE,
+        Some(TOKEN),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let report: dataflow_api::BackpressureReport =
+        serde_json::from_value(body).expect("a backpressure report");
+    let stages: Vec<(&str, &str)> = report
+        .stages
+        .iter()
+        .map(|s| (s.stage.as_str(), s.kind.as_str()))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("in", "source"),
+            ("steps[0].filter", "filter"),
+            ("sinks[0]", "sink")
+        ]
+    );
+    for stage in &report.stages {
+        for share in [stage.busy, stage.backpressured, stage.starved] {
+            assert!((0.0..=1.0).contains(&share), "{stage:?}");
+        }
+    }
+    let (status, body) = call(
+        ApiState {
+            token: Some(TOKEN.into()),
+            ..ApiState::default()
+        },
+        "GET",
+        routes::BACKPRESSURE,
+        Some(TOKEN),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (status, &body["code"]),
+        (StatusCode::CONFLICT, &"no_pipeline".into())
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    #[test]
+    fn no_ingest_request_panics_or_answers_500(
+        query in "[a-zA-Z0-9%=&?_-]{0,16}",
+        content_type in proptest::sample::select(vec!["", "application/json", "application/x-ndjson", "text/plain", "application/json; charset=\u{ff}", "\u{1}"]),
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let uri = format!("/ingest{query}");
+        if uri.parse::<axum::http::Uri>().is_err() {
+            return Ok(());
+        }
+        let content_type = (!content_type.is_empty()).then_some(content_type);
+        if content_type.is_some_and(|c| axum::http::HeaderValue::from_str(c).is_err()) {
+            return Ok(());
+        }
+        let state = ingest_state(Arc::new(FakeIngest::default()));
+        let (status, _, _) = runtime.block_on(post_ingest(state, &uri, Some(TOKEN), content_type, body));
+        proptest::prop_assert!(status != StatusCode::INTERNAL_SERVER_ERROR, "{uri}: {status}");
+    }
+}

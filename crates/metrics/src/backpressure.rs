@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Cumulative times of one stage, added to by whoever runs it (every instance of it).
 #[derive(Debug, Default)]
@@ -82,7 +82,7 @@ impl StageClock {
 
 /// One stage's shares of an interval, each between 0 and 1; the rest of the time (up to 1) it
 /// was neither measured busy nor waiting (scheduling, control messages).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StageShare {
     /// The pipeline.
     pub pipeline: String,
@@ -102,7 +102,7 @@ pub struct StageShare {
 
 /// Where a pipeline's time went over the last interval, stage by stage in pipeline order
 /// (sources, operators, sinks), and the stage most likely holding it back.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackpressureReport {
     /// The length of the interval, in seconds.
     pub interval_seconds: f64,

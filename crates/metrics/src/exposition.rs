@@ -79,6 +79,8 @@ pub enum RefuseReason {
     TooLarge,
     /// The pipeline's input queue is full.
     Overloaded,
+    /// The source's rate limit has no tokens for the request now.
+    RateLimited,
     /// Missing or wrong credentials.
     Unauthorized,
     /// The pipeline is stopping.
@@ -87,10 +89,11 @@ pub enum RefuseReason {
 
 impl RefuseReason {
     /// Every reason, in the order of `docs/metrics.md`.
-    pub const ALL: [RefuseReason; 5] = [
+    pub const ALL: [RefuseReason; 6] = [
         RefuseReason::Malformed,
         RefuseReason::TooLarge,
         RefuseReason::Overloaded,
+        RefuseReason::RateLimited,
         RefuseReason::Unauthorized,
         RefuseReason::ShuttingDown,
     ];
@@ -101,6 +104,7 @@ impl RefuseReason {
             RefuseReason::Malformed => "malformed",
             RefuseReason::TooLarge => "too_large",
             RefuseReason::Overloaded => "overloaded",
+            RefuseReason::RateLimited => "rate_limited",
             RefuseReason::Unauthorized => "unauthorized",
             RefuseReason::ShuttingDown => "shutting_down",
         }

@@ -111,6 +111,11 @@ fn first_line(text: &str) -> String {
 /// The most workers `parallelism` may ask for.
 pub const MAX_PARALLELISM: usize = 256;
 
+/// Events an `http` source's queue holds when `queue` is not given.
+pub const DEFAULT_INGEST_QUEUE: usize = 65_536;
+/// The largest `queue` an `http` source accepts.
+const MAX_INGEST_QUEUE: u64 = 16 << 20;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -170,6 +175,7 @@ struct RawSource {
     auctions: Option<Spanned<u64>>,
     bidders: Option<Spanned<u64>>,
     users: Option<Spanned<u64>>,
+    queue: Option<Spanned<u64>>,
     #[serde(default)]
     format: RawFormat,
     #[serde(default)]
@@ -467,6 +473,19 @@ impl Checker {
             .and_then(|s| self.state(s))
             .unwrap_or_default();
         let api = raw.api.as_ref().and_then(|a| self.api(a));
+        if raw.api.is_none() {
+            for source in &sources {
+                if matches!(source.kind, SourceKind::Http { .. }) {
+                    self.problem(
+                        source.place.clone(),
+                        format!(
+                            "http source `{}` needs an `api:` section: `POST /ingest` is served by the processor's API server",
+                            source.name
+                        ),
+                    );
+                }
+            }
+        }
         // A stop keeps open windows for the final checkpoint when there is one, so that a
         // restart resumes them; without checkpoints it fires them, or they would be lost.
         if raw.runtime.on_stop.is_none() && checkpoint.is_some() {
@@ -681,10 +700,18 @@ impl Checker {
                     .as_ref()
                     .map(|s| place_of(s, format!("{path}.users"))),
             ),
+            (
+                "queue",
+                source
+                    .queue
+                    .as_ref()
+                    .map(|s| place_of(s, format!("{path}.queue"))),
+            ),
         ];
         let allowed: &[&str] = match source.kind.value.as_str() {
             "file" => &["path", "paths", "follow"],
             "stdin" => &[],
+            "http" => &["queue"],
             "generator" => &[
                 "profile",
                 "count",
@@ -698,7 +725,9 @@ impl Checker {
             other => {
                 self.problem(
                     kind_place,
-                    format!("unknown source type `{other}`: expected file, stdin or generator"),
+                    format!(
+                        "unknown source type `{other}`: expected file, stdin, http or generator"
+                    ),
                 );
                 return None;
             }
@@ -755,6 +784,32 @@ impl Checker {
                 }
             }
             "stdin" => SourceKind::Stdin,
+            "http" => {
+                if let Some(rate_limit) = &source.rate_limit {
+                    if rate_limit.value.adaptive.is_some() {
+                        self.problem(
+                            place_of(rate_limit, format!("{path}.rate_limit.adaptive")),
+                            "an http source cannot adapt its rate: it refuses what does not fit \
+                             with 429 and clients retry, which already follows backpressure",
+                        );
+                    }
+                }
+                let queue = match &source.queue {
+                    Some(queue) if queue.value == 0 || queue.value > MAX_INGEST_QUEUE => {
+                        self.problem(
+                            place_of(queue, format!("{path}.queue")),
+                            format!(
+                                "`queue` must be between 1 and {MAX_INGEST_QUEUE} events, not {}",
+                                queue.value
+                            ),
+                        );
+                        DEFAULT_INGEST_QUEUE
+                    }
+                    Some(queue) => queue.value as usize,
+                    None => DEFAULT_INGEST_QUEUE,
+                };
+                SourceKind::Http { queue }
+            }
             _ => {
                 let mut config = GeneratorConfig::default();
                 match source.profile.as_ref().map(|p| p.value.as_str()) {

@@ -37,6 +37,7 @@ pub mod control;
 mod error;
 pub mod expr;
 pub mod generator;
+pub mod ingest;
 pub mod inspect;
 pub mod keyed_state;
 pub mod operator;

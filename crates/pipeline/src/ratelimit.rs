@@ -116,6 +116,23 @@ impl TokenBucket {
             .min(MAX_WAIT)
     }
 
+    /// Takes `events` tokens at `now` only if the bucket can cover them without waiting, for
+    /// callers that cannot wait (HTTP ingest refuses instead). A request larger than the burst
+    /// is admitted when the bucket is full, and goes into debt as with [`TokenBucket::acquire`],
+    /// so that it is never refused forever. Refused, it returns how long until it would fit.
+    pub fn try_acquire(&mut self, events: u64, now: Duration) -> Result<(), Duration> {
+        self.refill(now);
+        let needed = (events as f64).min(self.burst);
+        if self.tokens >= needed {
+            self.tokens -= events as f64;
+            return Ok(());
+        }
+        let seconds = (needed - self.tokens) / self.rate;
+        Err(Duration::try_from_secs_f64(seconds)
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT))
+    }
+
     fn refill(&mut self, now: Duration) {
         if now > self.updated {
             let earned = (now - self.updated).as_secs_f64() * self.rate;
@@ -258,6 +275,11 @@ impl RateLimiter {
         self.bucket.acquire(events, now)
     }
 
+    /// Takes `events` tokens at `now` if they are there now: see [`TokenBucket::try_acquire`].
+    pub fn try_acquire(&mut self, events: u64, now: Duration) -> Result<(), Duration> {
+        self.bucket.try_acquire(events, now)
+    }
+
     /// How long the previous send was blocked, observed at `now` (adaptive mode only).
     pub fn observe(&mut self, blocked: Duration, now: Duration) {
         if let Some(adaptive) = &mut self.adaptive {
@@ -313,6 +335,32 @@ mod tests {
         let later = Duration::from_secs(60);
         assert_eq!(bucket.acquire(100, later), Duration::ZERO);
         assert_eq!(bucket.acquire(1, later), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn try_acquire_admits_only_what_the_bucket_covers_and_holds_the_rate() {
+        let mut bucket = TokenBucket::new(1_000.0, 100.0);
+        assert_eq!(bucket.try_acquire(60, Duration::ZERO), Ok(()));
+        // 40 left: 50 are refused, and told to come back when 10 more have been earned.
+        assert_eq!(
+            bucket.try_acquire(50, Duration::ZERO),
+            Err(Duration::from_millis(10))
+        );
+        assert_eq!(bucket.try_acquire(40, Duration::ZERO), Ok(()));
+        // Larger than the burst: admitted once the bucket is full, then the debt is paid back.
+        assert!(bucket.try_acquire(250, Duration::from_millis(50)).is_err());
+        assert_eq!(bucket.try_acquire(250, Duration::from_millis(100)), Ok(()));
+        assert!(bucket.try_acquire(1, Duration::from_millis(150)).is_err());
+        // Offered 10 events every millisecond for 10 s of simulated time, it admits the burst
+        // plus the rate: 100 + 10,000 (within one request).
+        let mut bucket = TokenBucket::new(1_000.0, 100.0);
+        let mut admitted = 0;
+        for ms in 0..10_000u64 {
+            if bucket.try_acquire(10, Duration::from_millis(ms)).is_ok() {
+                admitted += 10;
+            }
+        }
+        assert!((10_000..=10_100).contains(&admitted), "admitted {admitted}");
     }
 
     #[test]

@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{ControlHandle, Request};
 use crate::generator::Generator;
+use crate::ingest::{HttpSource, IngestHub};
 use crate::operator::OperatorSnapshot;
 use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
@@ -141,6 +142,8 @@ pub struct Pipeline {
     checkpoint_fs: Option<Arc<dyn FileSystem>>,
     control: ControlHandle,
     replan: Option<Replan>,
+    /// The queues of the `http` sources, kept across restores in place.
+    ingest: IngestHub,
 }
 
 /// Builds the plan again, for a restart in place (a plan's operators are consumed by a run).
@@ -196,7 +199,9 @@ impl Pipeline {
             metrics.operator(&plan.name, &sink_stage(index), "sink");
         }
         let control = ControlHandle::new(&plan, counters.clone(), metrics.clone());
+        let ingest = IngestHub::new(&plan, &metrics);
         Pipeline {
+            ingest,
             plan,
             counters,
             metrics,
@@ -249,6 +254,12 @@ impl Pipeline {
         self.metrics.backpressure()
     }
 
+    /// The queues of the `http` sources, which the processor's `POST /ingest` feeds (see
+    /// [`crate::ingest`]); empty without such sources.
+    pub fn ingest(&self) -> IngestHub {
+        self.ingest.clone()
+    }
+
     /// The live counters of the run.
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
@@ -299,6 +310,7 @@ impl Pipeline {
                 pipeline.checkpoint_fs.clone(),
                 pipeline.replan.clone(),
             );
+            let ingest = pipeline.ingest.clone();
             let result = pipeline.run_once().await;
             let restart = control.run_ended(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             let (metrics, checkpoint_fs, replan) = again;
@@ -324,6 +336,7 @@ impl Pipeline {
                         checkpoint_fs,
                         control: control.clone(),
                         replan: Some(replan),
+                        ingest,
                     };
                 }
                 (result, restart, _) => {
@@ -349,6 +362,7 @@ impl Pipeline {
             checkpoint_fs,
             control,
             replan: _,
+            ingest,
         } = self;
         control.run_starting(&plan);
         let capacity = plan.runtime.channel_capacity;
@@ -358,13 +372,17 @@ impl Pipeline {
         // Open every sink and source before anything runs, so a bad path fails the run at once.
         let mut sources = Vec::new();
         for source in &plan.sources {
-            sources.push((open_source(source)?, source.spec.watermark));
+            sources.push((open_source(source, &ingest)?, source.spec.watermark));
         }
         let source_names: Vec<String> = plan.sources.iter().map(|s| s.spec.name.clone()).collect();
         let limiters: Vec<Option<RateLimiter>> = plan
             .sources
             .iter()
-            .map(|s| s.spec.rate_limit.as_ref().map(RateLimiter::new))
+            // An http source applies its rate limit when it admits a request (it cannot wait).
+            .map(|s| match s.spec.kind {
+                SourceKind::Http { .. } => None,
+                _ => s.spec.rate_limit.as_ref().map(RateLimiter::new),
+            })
             .collect();
 
         // Operators open their state stores before a restore fills them.
@@ -568,6 +586,10 @@ impl Pipeline {
             source_names,
             fingerprint,
             last_watermark: start_watermark,
+            drain_on_stop: plan
+                .sources
+                .iter()
+                .any(|s| matches!(s.spec.kind, SourceKind::Http { .. })),
         };
         control.run_started(restored_id);
         let chain_result = chain
@@ -869,7 +891,7 @@ async fn run_writer(
     }
 }
 
-fn open_source(plan: &SourcePlan) -> Result<Box<dyn Source>> {
+fn open_source(plan: &SourcePlan, ingest: &IngestHub) -> Result<Box<dyn Source>> {
     let spec = &plan.spec;
     Ok(match &spec.kind {
         SourceKind::File { paths, follow } => Box::new(FileSource::open(
@@ -886,6 +908,15 @@ fn open_source(plan: &SourcePlan) -> Result<Box<dyn Source>> {
             let generator = Generator::new(config.clone())?;
             Box::new(GeneratorSource::new(generator, *rate))
         }
+        SourceKind::Http { .. } => match ingest.queue(&spec.name) {
+            Some(queue) => Box::new(HttpSource::open(queue)),
+            None => {
+                return Err(PipelineError::Runtime(format!(
+                    "http source `{}` has no ingest queue",
+                    spec.name
+                )))
+            }
+        },
     })
 }
 
@@ -967,7 +998,8 @@ impl SourceFeed {
                     return Ok(());
                 }
             }
-            if self.stop.load(Ordering::SeqCst) {
+            // A source holding acknowledged records (HTTP ingest) hands them on first.
+            if self.stop.load(Ordering::SeqCst) && !source.drain_before_stop() {
                 let partitions = states(source.as_ref(), &generators);
                 self.control
                     .report_source(self.input, &names, &generators, &combiner, None, true);
@@ -1143,6 +1175,9 @@ struct Chain {
     source_names: Vec<String>,
     fingerprint: String,
     last_watermark: i64,
+    /// Whether a stop waits for the sources' ends even without checkpoints: an http source
+    /// drains the events it already accepted first.
+    drain_on_stop: bool,
 }
 
 /// What drives the operators next.
@@ -1171,7 +1206,8 @@ impl Chain {
         let mut replay: VecDeque<(usize, Message)> = VecDeque::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let checkpointing = self.writer.is_some();
+        // With checkpoints the sources send a final barrier; an http source drains: wait for both.
+        let wait_for_sources = self.writer.is_some() || self.drain_on_stop;
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         loop {
             let waiting = Instant::now();
@@ -1197,7 +1233,7 @@ impl Chain {
                             None
                         }
                         _ = stop.stopped(), if stop_deadline.is_none() => {
-                            if !checkpointing {
+                            if !wait_for_sources {
                                 self.drive(Drive::Finish(fire_on_stop)).await?;
                                 return Ok(());
                             }
@@ -1763,6 +1799,7 @@ fn start_workers(
             source_names: Vec::new(),
             fingerprint: String::new(),
             last_watermark: start_watermark,
+            drain_on_stop: false,
         };
         txs.push(tx);
         tasks.push(tokio::spawn(worker.run_worker(rx)));

@@ -78,6 +78,13 @@ pub trait Source: Send {
     fn size_hint(&self) -> Option<u64> {
         None
     }
+
+    /// Called when the run stops, before the source's end is sent, until it returns false: a
+    /// source holding records it has already acknowledged to their producer (HTTP ingest)
+    /// stops taking more and returns true while some are left, so that they are read first.
+    fn drain_before_stop(&mut self) -> bool {
+        false
+    }
 }
 
 /// Splits a byte stream into lines with large reads, tracking the offset of each line.

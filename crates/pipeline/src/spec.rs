@@ -290,6 +290,12 @@ pub enum SourceKind {
     },
     /// JSON Lines on standard input (cannot be replayed).
     Stdin,
+    /// Events posted to the processor's `POST /ingest` (cannot be replayed; see
+    /// [`crate::ingest`]).
+    Http {
+        /// The most events its queue holds before requests are refused with 429.
+        queue: usize,
+    },
     /// The built-in deterministic generator.
     Generator {
         /// What to generate.
