@@ -210,3 +210,31 @@ if [ "${INGEST:-1}" = "1" ]; then
   echo "sink lines: $(wc -l < target/bench/out/ingest.jsonl)" >&2
   rm -f target/bench/out/ingest.jsonl
 fi
+
+# End-to-end latency (LATENCY=0 skips): W1 over the largest input, first as fast as it goes,
+# then rate-limited to half of that rate. Latency is the time from the source reading an event
+# to the first sink writing its result (the run's summary: p50 and p99 in milliseconds; batches
+# of 1,024 events fill at the source's rate, so at half rate a batch's first event waits for the
+# rest).
+if [ "${LATENCY:-1}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  input="$DIR/bids-$n.jsonl"
+  [ -s "$input" ] || "$PROCESSOR" generate --profile bids --count "$n" --seed 42 --out "$input"
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  mkdir -p "$DIR/configs"
+  base="$DIR/configs/w1-latency.yaml"
+  sed -e 's|\.\./\.\./target/bench/|../|g' configs/bench/w1-filter-map.yaml > "$base"
+  "$PROCESSOR" run --no-progress --config "$base" >/dev/null 2>"$DIR/out/latency-max.log"
+  max_rate=$(sed -n 's/.*(\([0-9]*\) events\/s).*/\1/p' "$DIR/out/latency-max.log" | tail -n 1)
+  half="$DIR/configs/w1-latency-half.yaml"
+  awk -v rate="$((max_rate / 2))" '{ print } /^    type: file$/ { printf "    rate_limit: { events_per_second: %d }\n", rate }' "$base" > "$half"
+  "$PROCESSOR" run --no-progress --config "$half" >/dev/null 2>"$DIR/out/latency-half.log"
+  printf '\n| events | workload | rate | events/s | latency p50 | latency p99 |\n|---:|---|---|---:|---:|---:|\n'
+  for run in max half; do
+    line=$(grep 'latency p50' "$DIR/out/latency-$run.log" | tail -n 1)
+    rate=$(echo "$line" | sed -n 's/.*(\([0-9]*\) events\/s).*/\1/p')
+    p50=$(echo "$line" | sed -n 's/.*latency p50 \([0-9]*\) ms.*/\1/p')
+    p99=$(echo "$line" | sed -n 's/.*p99 \([0-9]*\) ms.*/\1/p')
+    printf '| %d | w1 | %s | %s | %s ms | %s ms |\n' "$n" "$run" "$rate" "$p50" "$p99"
+  done
+fi

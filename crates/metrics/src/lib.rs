@@ -27,12 +27,14 @@
 
 pub mod backpressure;
 mod exposition;
+mod latency;
 
 pub use backpressure::{Backpressure, BackpressureReport, StageShare};
 pub use exposition::{
     CheckpointMetrics, IngestMetrics, Metrics, OperatorLabels, OperatorMetrics, PipelineLabels,
     RefuseReason, RefusedLabels, SourceLabels, SourceMetrics,
 };
+pub use latency::Latency;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -52,6 +54,8 @@ pub struct Counters {
     rate_limit_wait_nanos: AtomicU64,
     /// The id of the last completed checkpoint; 0 before the first.
     last_checkpoint: AtomicU64,
+    /// From a source reading an event (its processing time) to a sink writing its result.
+    latency: Latency,
 }
 
 impl Default for Counters {
@@ -66,6 +70,7 @@ impl Default for Counters {
             rate_limit_waits: AtomicU64::new(0),
             rate_limit_wait_nanos: AtomicU64::new(0),
             last_checkpoint: AtomicU64::new(0),
+            latency: Latency::default(),
         }
     }
 }
@@ -83,6 +88,11 @@ impl Counters {
     }
 
     /// Events written to the result sinks.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
+    /// `events` more results written to the sinks.
     pub fn add_emitted(&self, events: u64) {
         self.events_emitted.fetch_add(events, Ordering::Relaxed);
     }
@@ -160,6 +170,8 @@ impl Counters {
             } else {
                 0.0
             },
+            latency_p50_ms: self.latency.quantile(0.5),
+            latency_p99_ms: self.latency.quantile(0.99),
         }
     }
 }
@@ -179,6 +191,11 @@ pub struct RunSummary {
     pub elapsed_seconds: f64,
     /// `events_read` per second of `elapsed_seconds`.
     pub events_per_second: f64,
+    /// Median time from a source reading an event to the first sink writing its result, ms
+    /// (for window results, from the window firing); `None` if nothing was written.
+    pub latency_p50_ms: Option<u64>,
+    /// The same at the 99th percentile.
+    pub latency_p99_ms: Option<u64>,
 }
 
 impl fmt::Display for RunSummary {
@@ -192,6 +209,10 @@ impl fmt::Display for RunSummary {
             self.dead_letters,
             self.elapsed_seconds,
             self.events_per_second
-        )
+        )?;
+        if let (Some(p50), Some(p99)) = (self.latency_p50_ms, self.latency_p99_ms) {
+            write!(f, ", latency p50 {p50} ms, p99 {p99} ms")?;
+        }
+        Ok(())
     }
 }

@@ -491,7 +491,9 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel::<SinkMessage>(capacity);
             sink_txs.push(tx);
             let sink_metrics = metrics.operator(&plan.name, &sink_stage(index), "sink");
-            sink_tasks.push(tokio::spawn(run_sink(rx, sink, sink_metrics)));
+            // The first sink measures how long results took to reach it.
+            let latency = (index == 0).then(|| counters.clone());
+            sink_tasks.push(tokio::spawn(run_sink(rx, sink, sink_metrics, latency)));
         }
         let (writer_tx, writer_task) = match &storage {
             Some(storage) => {
@@ -1857,11 +1859,32 @@ fn push(
 
 /// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
 /// results show at once while a busy one writes in large chunks; flushes and acknowledges at
+/// Counts how long each of `events` took from its source (its processing time) to `now`. Runs
+/// of equal processing times, the rule within a batch, are counted at once.
+fn record_latency(latency: &dataflow_metrics::Latency, events: &[Event], now: i64) {
+    let mut run: Option<(i64, u64)> = None;
+    for event in events {
+        match &mut run {
+            Some((time, count)) if *time == event.processing_time => *count += 1,
+            _ => {
+                if let Some((time, count)) = run {
+                    latency.record(now - time, count);
+                }
+                run = Some((event.processing_time, 1));
+            }
+        }
+    }
+    if let Some((time, count)) = run {
+        latency.record(now - time, count);
+    }
+}
+
 /// every checkpoint barrier.
 async fn run_sink(
     mut rx: mpsc::Receiver<SinkMessage>,
     mut sink: Box<dyn Sink>,
     metrics: OperatorMetrics,
+    latency: Option<Arc<Counters>>,
 ) -> Result<()> {
     loop {
         let waiting = Instant::now();
@@ -1876,6 +1899,9 @@ async fn run_sink(
                 sink.write(&events).await?;
                 if rx.is_empty() {
                     sink.flush().await?;
+                }
+                if let Some(counters) = &latency {
+                    record_latency(counters.latency(), &events, now_millis());
                 }
                 metrics.observe_processing(started.elapsed());
                 metrics.events_received(events.len() as u64);
