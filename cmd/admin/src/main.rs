@@ -236,8 +236,27 @@ impl Checkpointed {
     }
 }
 
+/// `println!` that ends the program quietly when the reader of standard output has gone (as in
+/// `admin checkpoints list | head`), and with an error for any other write failure.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            stdout_failed(error);
+        }
+    }};
+}
+
+fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {error}");
+    std::process::exit(1);
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -278,28 +297,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match cli.output {
                 Output::Json => print_json(&status)?,
                 Output::Table => {
-                    println!("pipeline {}: {}", status.pipeline, status.state);
-                    println!("  uptime:          {} ms", status.uptime_ms);
-                    println!(
+                    out!("pipeline {}: {}", status.pipeline, status.state);
+                    out!("  uptime:          {} ms", status.uptime_ms);
+                    out!(
                         "  events:          read {}, emitted {}, late {}, dead-lettered {}",
                         status.events_read,
                         status.events_emitted,
                         status.late_events,
                         status.dead_letters
                     );
-                    println!("  watermark:       {}", time(status.watermark));
-                    println!("  last checkpoint: {}", show(status.last_checkpoint));
-                    println!(
+                    out!("  watermark:       {}", time(status.watermark));
+                    out!("  last checkpoint: {}", show(status.last_checkpoint));
+                    out!(
                         "  restored from:   {} ({} restores in place)",
                         show(status.restored_from),
                         status.restores
                     );
-                    println!(
+                    out!(
                         "  {:<28} {:<10} {:>12} {:>12}",
                         "OPERATOR", "KIND", "IN", "OUT"
                     );
                     for op in &status.operators {
-                        println!(
+                        out!(
                             "  {:<28} {:<10} {:>12} {:>12}",
                             op.name, op.kind, op.events_in, op.events_out
                         );
@@ -313,7 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match cli.output {
                 Output::Json => print_json(&report)?,
                 Output::Table => {
-                    println!(
+                    out!(
                         "over the last {:.1} s; held back by {}",
                         report.interval_seconds,
                         report
@@ -321,13 +340,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .as_deref()
                             .unwrap_or("none (the input is the limit)")
                     );
-                    println!(
+                    out!(
                         "{:<28} {:<10} {:>9} {:>6} {:>14} {:>8}",
                         "STAGE", "KIND", "INSTANCES", "BUSY", "BACKPRESSURED", "STARVED"
                     );
                     let percent = |share: f64| format!("{:.0}%", share * 100.0);
                     for stage in &report.stages {
-                        println!(
+                        out!(
                             "{:<28} {:<10} {:>9} {:>6} {:>14} {:>8}",
                             stage.stage,
                             stage.kind,
@@ -346,13 +365,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match cli.output {
                 Output::Json => print_json(&marks)?,
                 Output::Table => {
-                    println!(
+                    out!(
                         "operators ({}): watermark {}, held back by {}",
                         marks.operators.join(", "),
                         time(marks.watermark),
                         marks.holding_back.as_deref().unwrap_or("none")
                     );
-                    println!(
+                    out!(
                         "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
                         "SOURCE", "PARTITION", "WATERMARK", "IDLE", "ENDED", "SINCE EVENT MS"
                     );
@@ -361,7 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             last.map(|l| (marks.now_ms - l).to_string())
                                 .unwrap_or_else(|| "-".into())
                         };
-                        println!(
+                        out!(
                             "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
                             source.name,
                             "*",
@@ -371,7 +390,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             since(source.last_event_ms)
                         );
                         for p in &source.partitions {
-                            println!(
+                            out!(
                                 "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
                                 "",
                                 p.name,
@@ -391,11 +410,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Checkpoints::List => {
             let rows = source.list()?;
             match cli.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
                 Output::Table => {
-                    println!("{:>20}  {:<24}  {:>12}  STATUS", "ID", "CREATED", "BYTES");
+                    out!("{:>20}  {:<24}  {:>12}  STATUS", "ID", "CREATED", "BYTES");
                     for row in &rows {
-                        println!(
+                        out!(
                             "{:>20}  {:<24}  {:>12}  {}",
                             row.id,
                             row.created_at.as_deref().unwrap_or("-"),
@@ -411,18 +430,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Checkpoints::Show { id } => {
             let manifest = source.manifest(&id)?;
             match cli.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&manifest)?),
+                Output::Json => out!("{}", serde_json::to_string_pretty(&manifest)?),
                 Output::Table => print_manifest(&manifest),
             }
         }
         Checkpoints::Verify { id } => {
             let manifest = source.manifest(&id)?;
             match cli.output {
-                Output::Json => println!(
+                Output::Json => out!(
                     "{}",
                     serde_json::json!({"id": manifest.id.0, "verified": true, "sha256": manifest.payload_sha256})
                 ),
-                Output::Table => println!(
+                Output::Table => out!(
                     "checkpoint {}: ok (sha256 {})",
                     manifest.id, manifest.payload_sha256
                 ),
@@ -434,13 +453,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match cli.output {
                 Output::Json => print_json(&full)?,
                 Output::Table => {
-                    println!("checkpoint {} -> {}", diff.from, diff.to);
+                    out!("checkpoint {} -> {}", diff.from, diff.to);
                     if !diff.same_pipeline {
-                        println!("  (taken by pipelines of different shapes)");
+                        out!("  (taken by pipelines of different shapes)");
                     }
-                    println!("  watermark: {} -> {}", diff.watermark.0, diff.watermark.1);
+                    out!("  watermark: {} -> {}", diff.watermark.0, diff.watermark.1);
                     for op in &diff.operators {
-                        println!(
+                        out!(
                             "  operator {}: keys {} -> {}, bytes {} -> {}",
                             op.name,
                             show(op.key_count.0),
@@ -450,8 +469,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         );
                         if let Some(keys) = full.keys.iter().find(|k| k.operator == op.name) {
                             match &keys.error {
-                                Some(error) => println!("    keys not compared: {error}"),
-                                None => println!(
+                                Some(error) => out!("    keys not compared: {error}"),
+                                None => out!(
                                     "    keys added {}, removed {}, changed {}{}",
                                     keys.added.len(),
                                     keys.removed.len(),
@@ -462,7 +481,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                     }
                     for partition in &diff.partitions {
-                        println!(
+                        out!(
                             "  source {} partition {}: offset {} -> {}, watermark {} -> {}",
                             partition.source,
                             partition.partition,
@@ -501,18 +520,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             match cli.output {
-                Output::Json => println!(
+                Output::Json => out!(
                     "{}",
                     serde_json::json!({"id": triggered.id, "state": state})
                 ),
-                Output::Table => println!("checkpoint {id}: {state}"),
+                Output::Table => out!("checkpoint {id}: {state}"),
             }
         }
         Checkpoints::Delete { id } => {
             source.client("delete")?.delete(&id)?;
             match cli.output {
-                Output::Json => println!("{}", serde_json::json!({"id": id, "deleted": true})),
-                Output::Table => println!("checkpoint {id}: deleted"),
+                Output::Json => out!("{}", serde_json::json!({"id": id, "deleted": true})),
+                Output::Table => out!("checkpoint {id}: deleted"),
             }
         }
         Checkpoints::Restore { id, dry_run } => {
@@ -521,36 +540,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Output::Json => print_json(&report)?,
                 Output::Table => {
                     if report.dry_run {
-                        println!(
+                        out!(
                             "checkpoint {}: would restore (dry run, nothing changed)",
                             report.checkpoint
                         );
                     } else {
-                        println!(
+                        out!(
                             "checkpoint {}: restored; the pipeline runs again from it (last checkpoint before: {})",
                             report.checkpoint,
                             show(report.last_checkpoint_before)
                         );
                     }
-                    println!("  watermark: {}", time(report.watermark));
+                    out!("  watermark: {}", time(report.watermark));
                     for op in &report.operators {
-                        println!(
+                        out!(
                             "  operator {} ({}): {} keys",
                             op.name, op.kind, op.key_count
                         );
                     }
                     for name in &report.empty {
-                        println!("  operator {name}: starts empty");
+                        out!("  operator {name}: starts empty");
                     }
                     for source in &report.sources {
                         for (partition, offset, line) in &source.partitions {
-                            println!("  source {} partition {partition}: resumes at offset {offset}, line {line}", source.name);
+                            out!("  source {} partition {partition}: resumes at offset {offset}, line {line}", source.name);
                         }
                     }
                     for dropped in &report.dropped {
-                        println!("  dropped: {dropped}");
+                        out!("  dropped: {dropped}");
                     }
-                    println!("  discarded: {}", report.discarded);
+                    out!("  discarded: {}", report.discarded);
                 }
             }
         }
@@ -574,7 +593,7 @@ fn state_command(
             match output {
                 Output::Json => print_json(&value)?,
                 Output::Table => {
-                    println!(
+                    out!(
                         "checkpoint {} operator {} key {}",
                         value.checkpoint, value.operator, value.key
                     );
@@ -595,7 +614,7 @@ fn state_command(
                                             .collect()
                                     })
                                     .unwrap_or_default();
-                                println!(
+                                out!(
                                     "  window [{}, {}){}: {}",
                                     window["start"],
                                     window["end"],
@@ -608,7 +627,7 @@ fn state_command(
                                 );
                             }
                         }
-                        None => println!("  {}", value.value),
+                        None => out!("  {}", value.value),
                     }
                 }
             }
@@ -623,7 +642,7 @@ fn state_command(
             match output {
                 Output::Json => print_json(&page)?,
                 Output::Table => {
-                    println!(
+                    out!(
                         "checkpoint {} operator {}: keys {}..{} of {}",
                         page.checkpoint,
                         page.operator,
@@ -632,10 +651,10 @@ fn state_command(
                         page.total
                     );
                     for key in &page.keys {
-                        println!("  {key}");
+                        out!("  {key}");
                     }
                     if let Some(next) = page.next_offset {
-                        println!("  (more: --offset {next})");
+                        out!("  (more: --offset {next})");
                     }
                 }
             }
@@ -677,23 +696,23 @@ fn show<T: ToString>(value: Option<T>) -> String {
 }
 
 fn print_manifest(manifest: &Manifest) {
-    println!("checkpoint {}", manifest.id);
-    println!("  created:     {}", manifest.created_at);
-    println!("  fingerprint: {}", manifest.pipeline_fingerprint);
-    println!("  watermark:   {}", manifest.watermark);
-    println!(
+    out!("checkpoint {}", manifest.id);
+    out!("  created:     {}", manifest.created_at);
+    out!("  fingerprint: {}", manifest.pipeline_fingerprint);
+    out!("  watermark:   {}", manifest.watermark);
+    out!(
         "  data file:   {} bytes, sha256 {}",
         manifest.data_file_size, manifest.payload_sha256
     );
     for op in &manifest.operators {
-        println!(
+        out!(
             "  operator {} ({}): {} keys, {} bytes",
             op.name, op.kind, op.key_count, op.bytes
         );
     }
     for source in &manifest.sources {
         for partition in &source.partitions {
-            println!(
+            out!(
                 "  source {} partition {}: offset {}, line {}, watermark {}",
                 source.name, partition.name, partition.offset, partition.line, partition.watermark
             );
