@@ -315,12 +315,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     out!(
                         "  {:<28} {:<10} {:>12} {:>12}",
-                        "OPERATOR", "KIND", "IN", "OUT"
+                        "OPERATOR",
+                        "KIND",
+                        "IN",
+                        "OUT"
                     );
                     for op in &status.operators {
                         out!(
                             "  {:<28} {:<10} {:>12} {:>12}",
-                            op.name, op.kind, op.events_in, op.events_out
+                            op.name,
+                            op.kind,
+                            op.events_in,
+                            op.events_out
                         );
                     }
                 }
@@ -342,7 +348,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     out!(
                         "{:<28} {:<10} {:>9} {:>6} {:>14} {:>8}",
-                        "STAGE", "KIND", "INSTANCES", "BUSY", "BACKPRESSURED", "STARVED"
+                        "STAGE",
+                        "KIND",
+                        "INSTANCES",
+                        "BUSY",
+                        "BACKPRESSURED",
+                        "STARVED"
                     );
                     let percent = |share: f64| format!("{:.0}%", share * 100.0);
                     for stage in &report.stages {
@@ -373,7 +384,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     out!(
                         "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
-                        "SOURCE", "PARTITION", "WATERMARK", "IDLE", "ENDED", "SINCE EVENT MS"
+                        "SOURCE",
+                        "PARTITION",
+                        "WATERMARK",
+                        "IDLE",
+                        "ENDED",
+                        "SINCE EVENT MS"
                     );
                     for source in &marks.sources {
                         let since = |last: Option<i64>| {
@@ -443,7 +459,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 Output::Table => out!(
                     "checkpoint {}: ok (sha256 {})",
-                    manifest.id, manifest.payload_sha256
+                    manifest.id,
+                    manifest.payload_sha256
                 ),
             }
         }
@@ -555,7 +572,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     for op in &report.operators {
                         out!(
                             "  operator {} ({}): {} keys",
-                            op.name, op.kind, op.key_count
+                            op.name,
+                            op.kind,
+                            op.key_count
                         );
                     }
                     for name in &report.empty {
@@ -595,7 +614,9 @@ fn state_command(
                 Output::Table => {
                     out!(
                         "checkpoint {} operator {} key {}",
-                        value.checkpoint, value.operator, value.key
+                        value.checkpoint,
+                        value.operator,
+                        value.key
                     );
                     match value.value.get("windows").and_then(|w| w.as_array()) {
                         Some(windows) => {
@@ -702,19 +723,27 @@ fn print_manifest(manifest: &Manifest) {
     out!("  watermark:   {}", manifest.watermark);
     out!(
         "  data file:   {} bytes, sha256 {}",
-        manifest.data_file_size, manifest.payload_sha256
+        manifest.data_file_size,
+        manifest.payload_sha256
     );
     for op in &manifest.operators {
         out!(
             "  operator {} ({}): {} keys, {} bytes",
-            op.name, op.kind, op.key_count, op.bytes
+            op.name,
+            op.kind,
+            op.key_count,
+            op.bytes
         );
     }
     for source in &manifest.sources {
         for partition in &source.partitions {
             out!(
                 "  source {} partition {}: offset {}, line {}, watermark {}",
-                source.name, partition.name, partition.offset, partition.line, partition.watermark
+                source.name,
+                partition.name,
+                partition.offset,
+                partition.line,
+                partition.watermark
             );
         }
     }

@@ -304,66 +304,22 @@ async fn start_api(
     Ok(tokio::spawn(dataflow_api::server::serve(listener, state)))
 }
 
-/// The pipeline's control handle behind the API's [`dataflow_api::Control`]: the API's types
-/// have the pipeline's reports' fields, so the glue converts through serde.
+/// The pipeline's control handle behind the API's [`dataflow_api::Control`]: the handle speaks
+/// the API's types.
 struct ApiControl(ControlHandle);
-
-fn convert<T: serde::Serialize, U: serde::de::DeserializeOwned>(
-    value: T,
-) -> Result<U, dataflow_api::ControlError> {
-    serde_json::to_value(value)
-        .and_then(serde_json::from_value)
-        .map_err(|error| dataflow_api::ControlError::Failed(format!("cannot report: {error}")))
-}
-
-fn control_error(error: dataflow_pipeline::control::ControlError) -> dataflow_api::ControlError {
-    use dataflow_api::ControlError as Api;
-    use dataflow_pipeline::control::ControlError as Pipe;
-    match error {
-        Pipe::NoCheckpoints => Api::NoCheckpoints,
-        Pipe::NotRunning(m) => Api::NotRunning(m),
-        Pipe::NotFound(m) => Api::NotFound(m),
-        Pipe::Verification(m) => Api::Verification(m),
-        Pipe::Incompatible(m) => Api::Incompatible(m),
-        Pipe::Failed(m) => Api::Failed(m),
-    }
-}
 
 #[async_trait::async_trait]
 impl dataflow_api::Control for ApiControl {
     fn status(&self) -> dataflow_api::PipelineStatus {
-        let report = self.0.status();
-        let pipeline = report.pipeline.clone();
-        convert(report).unwrap_or_else(|_| dataflow_api::PipelineStatus {
-            pipeline,
-            state: "unknown".into(),
-            uptime_ms: 0,
-            events_read: 0,
-            events_emitted: 0,
-            late_events: 0,
-            dead_letters: 0,
-            watermark: i64::MIN,
-            last_checkpoint: None,
-            restored_from: None,
-            restores: 0,
-            operators: Vec::new(),
-        })
+        self.0.status()
     }
 
     fn watermarks(&self) -> dataflow_api::Watermarks {
-        let report = self.0.watermarks();
-        let now_ms = report.now_ms;
-        convert(report).unwrap_or(dataflow_api::Watermarks {
-            watermark: i64::MIN,
-            holding_back: None,
-            sources: Vec::new(),
-            operators: Vec::new(),
-            now_ms,
-        })
+        self.0.watermarks()
     }
 
     async fn trigger(&self) -> Result<u64, dataflow_api::ControlError> {
-        self.0.trigger().await.map_err(control_error)
+        self.0.trigger().await
     }
 
     fn progress(&self) -> dataflow_api::Progress {
@@ -379,7 +335,7 @@ impl dataflow_api::Control for ApiControl {
         id: u64,
         dry_run: bool,
     ) -> Result<dataflow_api::RestoreReport, dataflow_api::ControlError> {
-        convert(self.0.restore(id, dry_run).await.map_err(control_error)?)
+        self.0.restore(id, dry_run).await
     }
 }
 

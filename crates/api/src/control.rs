@@ -27,6 +27,21 @@ pub enum ControlError {
     Failed(String),
 }
 
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::NoCheckpoints => f.write_str("this pipeline takes no checkpoints"),
+            ControlError::NotRunning(why) => write!(f, "the pipeline is not running: {why}"),
+            ControlError::NotFound(why)
+            | ControlError::Verification(why)
+            | ControlError::Incompatible(why)
+            | ControlError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
 /// The running pipeline, as the API sees it.
 #[async_trait]
 pub trait Control: Send + Sync {

@@ -24,37 +24,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::plan::Plan;
 
-/// Why a control request was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ControlError {
-    /// The pipeline takes no checkpoints.
-    NoCheckpoints,
-    /// The pipeline is not running (finished, or between runs).
-    NotRunning(String),
-    /// No such checkpoint.
-    NotFound(String),
-    /// The checkpoint fails its checks.
-    Verification(String),
-    /// The checkpoint does not fit this pipeline.
-    Incompatible(String),
-    /// Anything else.
-    Failed(String),
-}
-
-impl std::fmt::Display for ControlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ControlError::NoCheckpoints => f.write_str("this pipeline takes no checkpoints"),
-            ControlError::NotRunning(why) => write!(f, "the pipeline is not running: {why}"),
-            ControlError::NotFound(why)
-            | ControlError::Verification(why)
-            | ControlError::Incompatible(why)
-            | ControlError::Failed(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for ControlError {}
+pub use dataflow_api::control::ControlError;
+pub use dataflow_api::{
+    OperatorRestore, OperatorStatus, PartitionWatermark, PipelineStatus, RestoreReport,
+    SourceRestore, SourceWatermark, Watermarks,
+};
 
 /// The run's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -70,137 +44,16 @@ pub enum RunState {
     Stopped,
 }
 
-/// One partition of a source, as last reported by its thread.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PartitionLive {
-    /// The partition's name.
-    pub name: String,
-    /// Its watermark, epoch ms (`i64::MIN` before any event).
-    pub watermark: i64,
-    /// Whether it is idle (no event within the idle timeout).
-    pub idle: bool,
-    /// Wall-clock time of its last event, epoch ms.
-    pub last_event_ms: Option<i64>,
-}
-
-/// One source, as last reported by its thread.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SourceLive {
-    /// The source's name.
-    pub name: String,
-    /// Its combined watermark (what it sends the operators), epoch ms.
-    pub watermark: i64,
-    /// Whether every live partition is idle, or no event came within the idle timeout.
-    pub idle: bool,
-    /// Whether it has ended.
-    pub ended: bool,
-    /// Wall-clock time of its last event, epoch ms.
-    pub last_event_ms: Option<i64>,
-    /// The partition holding the source's watermark back, if any.
-    pub holding_back: Option<String>,
-    /// Its partitions.
-    pub partitions: Vec<PartitionLive>,
-}
-
-/// The operators' view of their inputs' watermarks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct WatermarkReport {
-    /// The operators' combined watermark, epoch ms.
-    pub watermark: i64,
-    /// The source whose watermark is the operators' (the slowest live, non-idle input).
-    pub holding_back: Option<String>,
-    /// Every source.
-    pub sources: Vec<SourceLive>,
-    /// The operators in order; fused in one chain, they share the combined watermark.
-    pub operators: Vec<String>,
-    /// When this report was made, epoch ms.
-    pub now_ms: i64,
-}
-
-/// One operator's counts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OperatorStatus {
-    /// Its name.
-    pub name: String,
-    /// Its kind.
-    pub kind: String,
-    /// Events it received.
-    pub events_in: u64,
-    /// Events it sent on.
-    pub events_out: u64,
-}
-
-/// What the pipeline is doing.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct StatusReport {
-    /// The pipeline's name.
-    pub pipeline: String,
-    /// Its state.
-    pub state: RunState,
-    /// Time since the process started the pipeline, ms.
-    pub uptime_ms: u64,
-    /// Records read, emitted, late, dead-lettered since the start.
-    pub events_read: u64,
-    /// Events written to the result sinks.
-    pub events_emitted: u64,
-    /// Late events routed aside.
-    pub late_events: u64,
-    /// Records routed to the dead letters.
-    pub dead_letters: u64,
-    /// The operators' combined watermark, epoch ms.
-    pub watermark: i64,
-    /// The last completed checkpoint.
-    pub last_checkpoint: Option<u64>,
-    /// The checkpoint the current run restored, if any.
-    pub restored_from: Option<u64>,
-    /// How many times the pipeline was restored in place.
-    pub restores: u64,
-    /// Per operator.
-    pub operators: Vec<OperatorStatus>,
-}
-
-/// What a restore does (or would do) to each operator.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OperatorRestore {
-    /// The operator.
-    pub name: String,
-    /// Its kind.
-    pub kind: String,
-    /// Keys the checkpoint holds for it.
-    pub key_count: u64,
-}
-
-/// What a source is seeked to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SourceRestore {
-    /// The source.
-    pub name: String,
-    /// `(partition, offset, line)` it resumes at.
-    pub partitions: Vec<(String, u64, u64)>,
-}
-
-/// What a restore does, or would do with `dry_run`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RestoreReport {
-    /// The checkpoint.
-    pub checkpoint: u64,
-    /// Whether only planned.
-    pub dry_run: bool,
-    /// The checkpoint's watermark, epoch ms.
-    pub watermark: i64,
-    /// Operators whose state is restored.
-    pub operators: Vec<OperatorRestore>,
-    /// Operators of this pipeline that start empty (the checkpoint has nothing for them).
-    pub empty: Vec<String>,
-    /// Sources seeked.
-    pub sources: Vec<SourceRestore>,
-    /// What the checkpoint holds that this pipeline has no place for (always empty for a
-    /// restore that goes ahead: such checkpoints are refused).
-    pub dropped: Vec<String>,
-    /// What is thrown away: the run's progress after the checkpoint.
-    pub discarded: String,
-    /// The last checkpoint completed before the restore.
-    pub last_checkpoint_before: Option<u64>,
+impl RunState {
+    /// The state's name in the API: `starting`, `running`, `restoring`, `stopped`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Restoring => "restoring",
+            RunState::Stopped => "stopped",
+        }
+    }
 }
 
 /// A request to the checkpoint coordinator.
@@ -243,7 +96,7 @@ struct Shared {
 struct Live {
     state: RunState,
     restored_from: Option<u64>,
-    sources: Vec<SourceLive>,
+    sources: Vec<SourceWatermark>,
     idle_timeouts: Vec<Option<i64>>,
 }
 
@@ -316,7 +169,7 @@ impl ControlHandle {
         live.sources = plan
             .sources
             .iter()
-            .map(|s| SourceLive {
+            .map(|s| SourceWatermark {
                 name: s.spec.name.clone(),
                 watermark: i64::MIN,
                 idle: false,
@@ -395,7 +248,7 @@ impl ControlHandle {
         if source.partitions.len() != names.len() {
             source.partitions = names
                 .iter()
-                .map(|name| PartitionLive {
+                .map(|name| PartitionWatermark {
                     name: name.clone(),
                     watermark: i64::MIN,
                     idle: false,
@@ -429,7 +282,7 @@ impl ControlHandle {
     }
 
     /// What the pipeline is doing.
-    pub fn status(&self) -> StatusReport {
+    pub fn status(&self) -> PipelineStatus {
         let counters = &self.shared.counters;
         let summary = counters.summary(self.shared.started.elapsed());
         let live = lock(&self.shared.live);
@@ -450,9 +303,9 @@ impl ControlHandle {
                 }
             })
             .collect();
-        StatusReport {
+        PipelineStatus {
             pipeline: self.shared.pipeline.clone(),
-            state: live.state,
+            state: live.state.name().to_string(),
             uptime_ms: self.shared.started.elapsed().as_millis() as u64,
             events_read: summary.events_read,
             events_emitted: summary.events_emitted,
@@ -467,7 +320,7 @@ impl ControlHandle {
     }
 
     /// The watermarks of every source and partition, and which input holds the operators back.
-    pub fn watermarks(&self) -> WatermarkReport {
+    pub fn watermarks(&self) -> Watermarks {
         let live = lock(&self.shared.live);
         let now = now_millis();
         let holding_back = live
@@ -476,7 +329,7 @@ impl ControlHandle {
             .filter(|s| !s.ended && !s.idle)
             .min_by_key(|s| s.watermark)
             .map(|s| s.name.clone());
-        WatermarkReport {
+        Watermarks {
             watermark: self.shared.counters.watermark(),
             holding_back,
             sources: live.sources.clone(),
