@@ -365,7 +365,10 @@ impl Pipeline {
         };
         let mut sources = Vec::new();
         for source in &plan.sources {
-            sources.push((open_source(source)?, source.spec.watermark));
+            let mut opened = open_source(source)?;
+            // Decoding spreads over as many threads as there are workers (file sources).
+            opened.decode_in_parallel(plan.runtime.parallelism)?;
+            sources.push((opened, source.spec.watermark));
         }
         let source_names: Vec<String> = plan.sources.iter().map(|s| s.spec.name.clone()).collect();
         let limiters: Vec<Option<RateLimiter>> = plan
