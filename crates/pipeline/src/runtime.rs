@@ -999,11 +999,23 @@ impl SourceFeed {
             };
             match poll {
                 Poll::Data { partition } => {
-                    let every = watermark.every.unwrap_or(usize::MAX);
-                    let mut rest = events.into_iter().peekable();
-                    // One chunk per watermark update: the whole batch unless `every` is smaller.
-                    while rest.peek().is_some() {
-                        let mut chunk: Vec<Event> = rest.by_ref().take(every).collect();
+                    let every = watermark.every.unwrap_or(usize::MAX).max(1);
+                    // One chunk per watermark update: the whole batch unless `every` is smaller
+                    // (then the batch's own vector, not a copy).
+                    let chunks = if events.is_empty() {
+                        Vec::new()
+                    } else if events.len() <= every {
+                        vec![events]
+                    } else {
+                        let mut rest = events.into_iter();
+                        std::iter::from_fn(|| {
+                            let chunk: Vec<Event> = rest.by_ref().take(every).collect();
+                            (!chunk.is_empty()).then_some(chunk)
+                        })
+                        .collect()
+                    };
+                    let mut rest = chunks.into_iter().peekable();
+                    while let Some(mut chunk) = rest.next() {
                         let mut max_time = i64::MIN;
                         for event in &mut chunk {
                             event.processing_time = now;
