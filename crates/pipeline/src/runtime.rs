@@ -372,7 +372,10 @@ impl Pipeline {
         // Open every sink and source before anything runs, so a bad path fails the run at once.
         let mut sources = Vec::new();
         for source in &plan.sources {
-            sources.push((open_source(source, &ingest)?, source.spec.watermark));
+            let mut opened = open_source(source, &ingest)?;
+            // Decoding spreads over as many threads as there are workers (file sources).
+            opened.decode_in_parallel(plan.runtime.parallelism)?;
+            sources.push((opened, source.spec.watermark));
         }
         let source_names: Vec<String> = plan.sources.iter().map(|s| s.spec.name.clone()).collect();
         let limiters: Vec<Option<RateLimiter>> = plan
@@ -1040,11 +1043,23 @@ impl SourceFeed {
             };
             match poll {
                 Poll::Data { partition } => {
-                    let every = watermark.every.unwrap_or(usize::MAX);
-                    let mut rest = events.into_iter().peekable();
-                    // One chunk per watermark update: the whole batch unless `every` is smaller.
-                    while rest.peek().is_some() {
-                        let mut chunk: Vec<Event> = rest.by_ref().take(every).collect();
+                    let every = watermark.every.unwrap_or(usize::MAX).max(1);
+                    // One chunk per watermark update: the whole batch unless `every` is smaller
+                    // (then the batch's own vector, not a copy).
+                    let chunks = if events.is_empty() {
+                        Vec::new()
+                    } else if events.len() <= every {
+                        vec![events]
+                    } else {
+                        let mut rest = events.into_iter();
+                        std::iter::from_fn(|| {
+                            let chunk: Vec<Event> = rest.by_ref().take(every).collect();
+                            (!chunk.is_empty()).then_some(chunk)
+                        })
+                        .collect()
+                    };
+                    let mut rest = chunks.into_iter().peekable();
+                    while let Some(mut chunk) = rest.next() {
                         let mut max_time = i64::MIN;
                         for event in &mut chunk {
                             event.processing_time = now;
