@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use dataflow_event::json::TimeFormat;
 use dataflow_pipeline::builder::PipelineBuilder;
@@ -140,15 +139,6 @@ fn parallel_results_equal_serial_results_for_every_window_kind() {
     }
 }
 
-/// Waits until `done` holds, at most 30 s.
-fn wait_for(mut done: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn append(path: &Path, lines: &[String]) {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
@@ -205,20 +195,6 @@ fn rescaled(
     Pipeline::new(dataflow_pipeline::plan::plan(spec).expect("valid pipeline"))
 }
 
-/// Runs `pipeline` until it has read `records` records, then stops it (a final checkpoint
-/// keeps its open windows).
-fn run_until_read(pipeline: Pipeline, records: u64) {
-    let counters = pipeline.counters();
-    let stop = pipeline.stop_handle();
-    let runner = std::thread::spawn(move || common::run(pipeline));
-    wait_for(
-        || counters.summary(Duration::ZERO).events_read >= records,
-        "the input to be read",
-    );
-    stop.stop();
-    runner.join().expect("run thread");
-}
-
 #[test]
 fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
     let memory = StateSpec::Memory;
@@ -255,9 +231,9 @@ fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
 
         let input = dir.path().join("growing.jsonl");
         append(&input, &lines[..200]);
-        run_until_read(rescaled(dir.path(), &input, kind, 1, true, &state), 200);
+        common::run_until_read(rescaled(dir.path(), &input, kind, 1, true, &state), 200);
         append(&input, &lines[200..400]);
-        run_until_read(rescaled(dir.path(), &input, kind, 3, true, &state), 200);
+        common::run_until_read(rescaled(dir.path(), &input, kind, 3, true, &state), 200);
         append(&input, &lines[400..]);
         common::run(rescaled(dir.path(), &input, kind, 2, false, &state));
 

@@ -38,24 +38,6 @@ fn pipeline(dir: &Path, mode: RestoreMode, follow: bool) -> Pipeline {
     })
 }
 
-/// Runs `pipeline` until it has read `records` records, then stops it cleanly: the stop takes a
-/// final checkpoint.
-fn run_and_stop(pipeline: Pipeline, records: u64) {
-    let counters = pipeline.counters();
-    let stop = pipeline.stop_handle();
-    let runner = std::thread::spawn(move || common::run(pipeline));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while counters.summary(std::time::Duration::ZERO).events_read < records {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the input was not read"
-        );
-        std::thread::yield_now();
-    }
-    stop.stop();
-    runner.join().expect("run thread");
-}
-
 fn append(path: &Path, lines: &[&str]) {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -87,7 +69,7 @@ fn a_resumed_run_appends_to_its_outputs_and_a_fresh_one_starts_them_anew() {
         ],
     );
     // The first run follows the file; its stop takes a checkpoint after the three records.
-    run_and_stop(pipeline(dir.path(), RestoreMode::Latest, true), 3);
+    common::run_until_read(pipeline(dir.path(), RestoreMode::Latest, true), 3);
     assert_eq!(count_lines(&dir.path().join("results.jsonl")), 2);
     assert_eq!(count_lines(&dir.path().join("dead.jsonl")), 1);
 

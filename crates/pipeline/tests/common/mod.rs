@@ -16,6 +16,24 @@ pub fn run(pipeline: Pipeline) -> RunSummary {
     runtime.block_on(pipeline.run()).expect("pipeline run")
 }
 
+/// Runs `pipeline` on another thread until it has read `records` records (at most 30 s), then
+/// stops it cleanly (with checkpoints, the stop takes a final one) and waits for its end.
+pub fn run_until_read(pipeline: Pipeline, records: u64) {
+    let counters = pipeline.counters();
+    let stop = pipeline.stop_handle();
+    let runner = std::thread::spawn(move || run(pipeline));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counters.summary(std::time::Duration::ZERO).events_read < records {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {records} records to be read"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    stop.stop();
+    runner.join().expect("run thread");
+}
+
 /// Writes `lines` as a file in `dir`.
 pub fn write_lines(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
     let path = dir.join(name);
