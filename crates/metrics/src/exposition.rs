@@ -722,6 +722,12 @@ impl SourceMetrics {
         self.clock.backpressured(waited);
     }
 
+    /// The source waited `waited` for input that did not come (an empty ingest queue, a
+    /// followed file with nothing new): starved, in the backpressure report.
+    pub fn starved(&self, waited: Duration) {
+        self.clock.starved(waited);
+    }
+
     /// The source paused `waited` because of its rate limit.
     pub fn rate_limit_wait(&self, waited: Duration) {
         self.rate_limit_waits.inc();

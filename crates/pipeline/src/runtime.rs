@@ -1022,7 +1022,12 @@ impl SourceFeed {
             let mut dead_letters = Vec::new();
             let reading = Instant::now();
             let poll = source.poll_batch(max, &mut events, &mut dead_letters)?;
-            self.metrics.busy(reading.elapsed());
+            // A poll that found nothing waited for input rather than worked.
+            if matches!(poll, Poll::Pending) {
+                self.metrics.starved(reading.elapsed());
+            } else {
+                self.metrics.busy(reading.elapsed());
+            }
             let now = now_millis();
             let records = (events.len() + dead_letters.len()) as u64;
             let bytes = source.bytes_read();
