@@ -264,7 +264,8 @@ fn time(millis: i64) -> String {
     match millis {
         i64::MIN => "none".into(),
         i64::MAX => "end".into(),
-        millis => millis.to_string(),
+        // Event time as people read it; the exact milliseconds are in `--output json`.
+        millis => dataflow_event::time::format_rfc3339(millis),
     }
 }
 
@@ -383,7 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         marks.holding_back.as_deref().unwrap_or("none")
                     );
                     out!(
-                        "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
+                        "{:<20} {:<28} {:>24} {:>5} {:>6} {:>14}",
                         "SOURCE",
                         "PARTITION",
                         "WATERMARK",
@@ -397,7 +398,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 .unwrap_or_else(|| "-".into())
                         };
                         out!(
-                            "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
+                            "{:<20} {:<28} {:>24} {:>5} {:>6} {:>14}",
                             source.name,
                             "*",
                             time(source.watermark),
@@ -407,7 +408,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         );
                         for p in &source.partitions {
                             out!(
-                                "{:<20} {:<28} {:>16} {:>5} {:>6} {:>14}",
+                                "{:<20} {:<28} {:>24} {:>5} {:>6} {:>14}",
                                 "",
                                 p.name,
                                 time(p.watermark),
