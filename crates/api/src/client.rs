@@ -63,6 +63,22 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// An error with its causes, innermost last: reqwest's own message ("error sending request for
+/// url ...") hides the reason (connection refused, timed out) in its source.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
+}
+
 impl Client {
     /// A client of the API at `base` (`http://127.0.0.1:8080`), with an optional token.
     pub fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
@@ -84,7 +100,7 @@ impl Client {
         };
         let response = request
             .send()
-            .map_err(|error| ClientError::Connection(error.to_string()))?;
+            .map_err(|error| ClientError::Connection(with_causes(&error)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
