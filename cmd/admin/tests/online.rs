@@ -113,5 +113,12 @@ fn failures_are_one_line_and_a_non_zero_exit() {
     // Nothing listens on port 9 of loopback (discard), so the connection is refused.
     let output = admin(&["--url", "http://127.0.0.1:9", "checkpoints", "list"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the processor"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach the processor"), "{stderr}");
+    // The reason, not only reqwest's "error sending request".
+    assert!(
+        stderr.to_lowercase().contains("connection refused"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
