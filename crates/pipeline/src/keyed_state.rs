@@ -8,7 +8,7 @@
 //!
 //! The keys in use are cached as objects, like the memory backend holds them, up to a bound
 //! ([`DEFAULT_CACHE_KEYS`]): an event of a cached key costs no read, decode or write. When the
-//! cache is full its changed states are written back and it starts over. What the store holds
+//! cache is full its states are all written back and it starts over. What the store holds
 //! may lag behind the cache; that is fine, because the store is never the truth: a checkpoint
 //! reads both, and a start rebuilds the store from a checkpoint.
 
