@@ -100,19 +100,11 @@ impl StoreStates {
         self
     }
 
-    /// The store the states live in (it may lag behind the cache).
-    pub fn store(&self) -> &dyn StateStore {
-        self.store.as_ref()
-    }
-
-    /// Writes a timer an update scheduled, if any.
-    fn register(&mut self, key: &Value, state: &mut KeyState) -> Result<(), WindowError> {
-        if let Some(time) = state.take_scheduled() {
-            self.store
-                .put(&self.timers, &timer_key(time, &encode_key(key)?), &[])
-                .map_err(|error| failed("write a timer", error))?;
-        }
-        Ok(())
+    /// Writes the timer of the key encoded as `key` at `time`.
+    fn write_timer(&mut self, time: i64, key: &[u8]) -> Result<(), WindowError> {
+        self.store
+            .put(&self.timers, &timer_key(time, key), &[])
+            .map_err(|error| failed("write a timer", error))
     }
 
     fn read(&self, key: &[u8]) -> Result<Option<KeyState>, WindowError> {
@@ -167,19 +159,24 @@ impl KeyStates for StoreStates {
     ) -> dataflow_window::Result<R> {
         if let Some(cached) = self.cache.get_mut(key) {
             let result = update(&mut cached.state);
-            let mut state = std::mem::take(&mut cached.state);
-            self.register(key, &mut state)?;
-            if state.is_empty() {
-                if let Some(cached) = self.cache.remove(key) {
-                    if cached.in_store {
-                        self.store
-                            .delete(&self.namespace, &encode_key(key)?)
-                            .map_err(|error| failed("delete a key", error))?;
-                    }
+            let scheduled = cached.state.take_scheduled();
+            let emptied = cached.state.is_empty();
+            // The key is encoded only when the store is to hear of it.
+            let delete = emptied && cached.in_store;
+            if scheduled.is_some() || delete {
+                let encoded = encode_key(key)?;
+                if let Some(time) = scheduled {
+                    self.write_timer(time, &encoded)?;
                 }
+                if delete {
+                    self.store
+                        .delete(&self.namespace, &encoded)
+                        .map_err(|error| failed("delete a key", error))?;
+                }
+            }
+            if emptied {
+                self.cache.remove(key);
                 self.len -= 1;
-            } else if let Some(cached) = self.cache.get_mut(key) {
-                cached.state = state;
             }
             return Ok(result);
         }
@@ -188,7 +185,9 @@ impl KeyStates for StoreStates {
         let in_store = existing.is_some();
         let mut state = existing.unwrap_or_default();
         let result = update(&mut state);
-        self.register(key, &mut state)?;
+        if let Some(time) = state.take_scheduled() {
+            self.write_timer(time, &encoded)?;
+        }
         if state.is_empty() {
             if in_store {
                 self.store

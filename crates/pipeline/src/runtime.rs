@@ -1454,20 +1454,13 @@ impl Chain {
             control(self.operators[index].operator.as_mut(), &mut out);
             let metrics = &self.operator_metrics[index];
             metrics.busy(started.elapsed());
-            if let Some(failure) = out.failure {
-                return Err(failure);
-            }
             // What a watermark, a tick or the end makes an operator emit counts as sent too.
-            metrics.events_sent(out.events.len() as u64);
-            let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
-            metrics.late_events(late);
-            metrics.dead_letters(out.side.len() as u64 - late);
-            side.append(&mut out.side);
+            let events = take_output(metrics, out, side)?;
             results.extend(push(
                 &mut self.operators,
                 &self.operator_metrics,
                 index + 1,
-                out.events,
+                events,
                 side,
             )?);
         }
@@ -1862,23 +1855,31 @@ fn push(
         let received = events.len() as u64;
         let started = Instant::now();
         node.operator.process(events, &mut out);
-        if let Some(failure) = out.failure {
-            return Err(failure);
-        }
         metrics.observe_processing(started.elapsed());
         metrics.events_received(received);
-        metrics.events_sent(out.events.len() as u64);
-        let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
-        metrics.late_events(late);
-        metrics.dead_letters(out.side.len() as u64 - late);
-        side.append(&mut out.side);
-        events = out.events;
+        events = take_output(metrics, out, side)?;
     }
     Ok(events)
 }
 
-/// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
-/// results show at once while a busy one writes in large chunks; flushes and acknowledges at
+/// Takes what an operator emitted: the run fails if the operator failed; otherwise what it sent
+/// and routed aside is counted, its side records join `side`, and its events are returned.
+fn take_output(
+    metrics: &OperatorMetrics,
+    mut out: Output,
+    side: &mut Vec<SideRecord>,
+) -> Result<Vec<Event>> {
+    if let Some(failure) = out.failure {
+        return Err(failure);
+    }
+    metrics.events_sent(out.events.len() as u64);
+    let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
+    metrics.late_events(late);
+    metrics.dead_letters(out.side.len() as u64 - late);
+    side.append(&mut out.side);
+    Ok(out.events)
+}
+
 /// Counts how long each of `events` took from its source (its processing time) to `now`. Runs
 /// of equal processing times, the rule within a batch, are counted at once.
 fn record_latency(latency: &dataflow_metrics::Latency, events: &[Event], now: i64) {
@@ -1899,6 +1900,8 @@ fn record_latency(latency: &dataflow_metrics::Latency, events: &[Event], now: i6
     }
 }
 
+/// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
+/// results show at once while a busy one writes in large chunks; flushes and acknowledges at
 /// every checkpoint barrier.
 async fn run_sink(
     mut rx: mpsc::Receiver<SinkMessage>,

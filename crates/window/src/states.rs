@@ -106,11 +106,6 @@ impl KeyState {
         self.slices.is_empty()
     }
 
-    /// The number of windows (panes or sessions) the key holds.
-    pub fn window_count(&self) -> usize {
-        self.slices.len()
-    }
-
     /// The timer registered by the last update, if any; taking it leaves `None`. Stores call this
     /// after every [`KeyStates::update`] and register the timer under the key.
     pub fn take_scheduled(&mut self) -> Option<i64> {
