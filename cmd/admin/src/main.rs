@@ -137,12 +137,12 @@ enum Checkpoints {
     },
 }
 
-/// Operator state decoded by `dataflow_pipeline::inspect`, as the processor decodes it.
+/// Operator state decoded by `dataflow_operators::kind::decode_state`, as the processor decodes it.
 struct Decoder;
 
 impl StateDecoder for Decoder {
     fn decode(&self, kind: &str, state: &[u8]) -> Result<Vec<KeyState>, String> {
-        let view = dataflow_pipeline::inspect::decode_operator(kind, state)
+        let view = dataflow_operators::kind::decode_state(kind, state)
             .map_err(|error| error.to_string())?;
         Ok(view
             .keys

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use dataflow_connectors::generator::{Generator, GeneratorConfig, Profile};
+use dataflow_connectors::http::{BodyFormat, IngestHub, IngestRefusal};
 use dataflow_pipeline::control::ControlHandle;
-use dataflow_pipeline::generator::{Generator, GeneratorConfig, Profile};
-use dataflow_pipeline::ingest::{BodyFormat, IngestHub, IngestRefusal};
-use dataflow_pipeline::inspect;
 use dataflow_pipeline::runtime::{Pipeline, RestoreMode, RestoreOptions};
 use dataflow_pipeline::{config, PipelineError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -370,7 +369,7 @@ impl dataflow_api::Ingest for ApiIngest {
     }
 }
 
-/// Operator state for the API, decoded by `dataflow_pipeline::inspect`.
+/// Operator state for the API, decoded by `dataflow_operators::kind::decode_state`.
 struct ApiDecoder;
 
 impl dataflow_api::StateDecoder for ApiDecoder {
@@ -379,7 +378,8 @@ impl dataflow_api::StateDecoder for ApiDecoder {
         kind: &str,
         state: &[u8],
     ) -> Result<Vec<dataflow_api::state::KeyState>, String> {
-        let view = inspect::decode_operator(kind, state).map_err(|error| error.to_string())?;
+        let view = dataflow_operators::kind::decode_state(kind, state)
+            .map_err(|error| error.to_string())?;
         Ok(view
             .keys
             .into_iter()

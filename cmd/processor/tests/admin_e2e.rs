@@ -110,7 +110,7 @@ fn admin_drives_a_running_processor_and_a_restore_replays_from_the_checkpoint() 
         .expect("reference run");
     assert!(status.success());
     let expected =
-        dataflow_pipeline::sink::read_committed(&reference.path().join("out")).expect("output");
+        dataflow_connectors::parts::read_committed(&reference.path().join("out")).expect("output");
     assert!(expected.lines().count() > 10, "{expected}");
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -255,6 +255,7 @@ fn admin_drives_a_running_processor_and_a_restore_replays_from_the_checkpoint() 
     // what followed the restore came from the checkpoint's state and positions.
     let status = child.wait().expect("wait for processor");
     assert!(status.success());
-    let output = dataflow_pipeline::sink::read_committed(&dir.path().join("out")).expect("output");
+    let output =
+        dataflow_connectors::parts::read_committed(&dir.path().join("out")).expect("output");
     assert_eq!(output, expected);
 }

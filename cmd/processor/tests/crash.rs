@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dataflow_pipeline::sink::read_committed;
+use dataflow_connectors::parts::read_committed;
 use std::time::Duration;
 
 fn processor() -> Command {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dataflow_pipeline::sink::read_committed;
+use dataflow_connectors::parts::read_committed;
 
 fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))

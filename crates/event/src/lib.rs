@@ -28,6 +28,7 @@ mod event;
 mod intern;
 pub mod json;
 mod schema;
+pub mod side;
 pub mod time;
 mod value;
 

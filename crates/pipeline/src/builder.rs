@@ -11,7 +11,6 @@ use dataflow_event::Schema;
 use dataflow_window::WindowKind;
 
 use crate::config::parse_aggregate;
-use crate::generator::GeneratorConfig;
 use crate::plan::plan;
 use crate::runtime::Pipeline;
 use crate::spec::{
@@ -19,6 +18,7 @@ use crate::spec::{
     RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
+use dataflow_connectors::generator::GeneratorConfig;
 
 /// Builds a [`Pipeline`] step by step.
 #[derive(Debug)]
@@ -133,7 +133,7 @@ impl PipelineBuilder {
         self
     }
 
-    /// Limits the rate at which the last source sends events (see [`crate::ratelimit`]).
+    /// Limits the rate at which the last source sends events (see [`dataflow_connectors::ratelimit`]).
     pub fn rate_limit(mut self, rate_limit: RateLimitSpec) -> Self {
         if let Some(source) = self.last_source("rate_limit") {
             source.rate_limit = Some(rate_limit);

@@ -16,7 +16,6 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::generator::{GeneratorConfig, Profile};
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
     AdaptiveSpec, AggregateSpec, ApiSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec,
@@ -24,6 +23,7 @@ use crate::spec::{
     StateSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
+use dataflow_connectors::generator::{GeneratorConfig, Profile};
 
 /// Reads and checks a config file. Relative paths in it are taken from the file's directory.
 pub fn load(path: &Path) -> Result<PipelineSpec> {

@@ -22,6 +22,8 @@ use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use dataflow_operators::OperatorKind;
+
 use crate::plan::Plan;
 
 pub use dataflow_api::control::ControlError;
@@ -76,7 +78,7 @@ pub(crate) struct PendingRestore {
 #[derive(Debug)]
 struct Shared {
     pipeline: String,
-    operators: Vec<(String, String)>,
+    operators: Vec<(String, &'static OperatorKind)>,
     sources: Vec<String>,
     fingerprint: String,
     checkpoint_dir: Option<std::path::PathBuf>,
@@ -127,7 +129,7 @@ impl ControlHandle {
             operators: plan
                 .operators
                 .iter()
-                .map(|node| (node.info.name.to_string(), node.info.kind.to_string()))
+                .map(|node| (node.info.name.to_string(), node.info.kind))
                 .collect(),
             sources: plan.sources.iter().map(|s| s.spec.name.clone()).collect(),
             fingerprint: plan.fingerprint(),
@@ -294,10 +296,10 @@ impl ControlHandle {
                 let metrics = self
                     .shared
                     .metrics
-                    .operator(&self.shared.pipeline, name, kind);
+                    .operator(&self.shared.pipeline, name, kind.name);
                 OperatorStatus {
                     name: name.clone(),
-                    kind: kind.clone(),
+                    kind: kind.name.to_string(),
                     events_in: metrics.events_received_count(),
                     events_out: metrics.events_sent_count(),
                 }
@@ -466,7 +468,7 @@ impl ControlHandle {
                 .shared
                 .operators
                 .iter()
-                .any(|(name, kind)| *name == state.name && *kind == state.kind)
+                .any(|(name, kind)| *name == state.name && kind.name == state.kind)
             {
                 operators.push(OperatorRestore {
                     name: state.name.clone(),
@@ -497,7 +499,7 @@ impl ControlHandle {
             .shared
             .operators
             .iter()
-            .filter(|(name, kind)| kind == "window" && !stateful.contains(&name))
+            .filter(|(name, kind)| kind.stateful && !stateful.contains(&name))
             .map(|(name, _)| name.clone())
             .collect();
         let created =

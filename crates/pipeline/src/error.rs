@@ -3,12 +3,15 @@ use thiserror::Error;
 /// Everything that can go wrong while building or running a pipeline.
 #[derive(Debug, Error)]
 pub enum PipelineError {
-    /// A CEL expression that does not parse, or that names something the stream does not have.
-    #[error("expression `{expression}`: {message}")]
-    ExprCompile { expression: String, message: String },
-    /// A CEL expression that failed on one event (a missing field, a type mismatch).
-    #[error("expression `{expression}` failed: {message}")]
-    ExprEval { expression: String, message: String },
+    /// A CEL expression that does not compile, or that failed on one event.
+    #[error(transparent)]
+    Expr(#[from] dataflow_expr::ExprError),
+    /// An operator that failed to open, snapshot or restore its state.
+    #[error(transparent)]
+    Operator(#[from] dataflow_operators::OperatorError),
+    /// A source or sink that failed.
+    #[error(transparent)]
+    Connector(#[from] dataflow_connectors::ConnectorError),
     /// A config or pipeline that failed its checks; every problem is listed with its place.
     #[error("invalid pipeline: {}", format_problems(.0))]
     InvalidConfig(Vec<crate::spec::Problem>),
@@ -21,9 +24,6 @@ pub enum PipelineError {
     /// A record that could not be decoded.
     #[error(transparent)]
     Decode(#[from] dataflow_event::EventError),
-    /// A generator configuration that cannot produce events (a zero rate, a negative disorder).
-    #[error("invalid generator: {0}")]
-    InvalidGenerator(String),
     /// An IO error, with what was being done.
     #[error("{context}: {source}")]
     Io {

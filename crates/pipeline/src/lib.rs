@@ -1,4 +1,6 @@
-//! Operators, sources, sinks, configuration and the tokio runtime of dataflow.
+//! The composition of dataflow pipelines: configuration, typed specs, planning, the builder API,
+//! run control, and the tokio runtime that runs the operators of `dataflow-operators` between
+//! the sources and sinks of `dataflow-connectors`.
 //!
 //! A pipeline is described by a [`spec::PipelineSpec`], written either as YAML
 //! ([`config::load`]) or in code ([`builder::PipelineBuilder`]). [`plan::plan`] checks it and
@@ -35,18 +37,8 @@ pub mod builder;
 pub mod config;
 pub mod control;
 mod error;
-pub mod expr;
-pub mod generator;
-pub mod ingest;
-pub mod inspect;
-pub mod keyed_state;
-pub mod operator;
-pub mod operators;
 pub mod plan;
-pub mod ratelimit;
 pub mod runtime;
-pub mod sink;
-pub mod source;
 pub mod spec;
 
 pub use error::{PipelineError, Result};

@@ -7,15 +7,15 @@ use dataflow_event::json::Decoder;
 use dataflow_event::{FieldType, Layout};
 use dataflow_window::WindowConfig;
 
-use crate::expr::Expr;
-use crate::generator::Generator;
-use crate::operator::{OperatorInfo, OperatorNode};
-use crate::operators::{Filter, KeyBy, Map, WindowAggregate};
 use crate::spec::{
     ApiSpec, CheckpointSpec, ExprSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec,
     SourceKind, SourceSpec, StateSpec, StepSpec,
 };
 use crate::{PipelineError, Result};
+use dataflow_connectors::generator::Generator;
+use dataflow_expr::Expr;
+use dataflow_operators::OperatorNode;
+use dataflow_operators::{Filter, KeyBy, Map, WindowAggregate};
 
 /// A source ready to open: its spec and the decoder for its records.
 #[derive(Debug)]
@@ -208,9 +208,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                             });
                         }
                     }
-                    operators.push(node(
+                    operators.push(OperatorNode::new(
                         name.clone(),
-                        "filter",
                         Filter::new(name, predicate, layout.clone()),
                     ));
                 }
@@ -219,9 +218,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                 let name: Arc<str> = Arc::from(expr.place.path.as_str());
                 if let Some(key) = compile(&expr, &layout, problems) {
                     key_type = Some(key.output_type());
-                    operators.push(node(
+                    operators.push(OperatorNode::new(
                         name.clone(),
-                        "key_by",
                         KeyBy::new(name, key, layout.clone()),
                     ));
                 }
@@ -248,7 +246,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                 ) {
                     Ok((operator, output)) => {
                         layout = output;
-                        operators.push(node(name, "map", operator));
+                        operators.push(OperatorNode::new(name, operator));
                     }
                     Err(message) => problems.push(Problem {
                         place: map.place.clone(),
@@ -305,7 +303,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                         layout = output;
                         windowed = true;
                         key_type = None;
-                        operators.push(node(name, "window", operator));
+                        operators.push(OperatorNode::new(name, operator));
                     }
                     Err(message) => problems.push(Problem {
                         place: window.place.clone(),
@@ -347,17 +345,6 @@ fn step_sources(step: &StepSpec) -> Box<dyn Iterator<Item = &str> + '_> {
                 .filter_map(|a| a.input.as_ref())
                 .map(|expr| expr.source.as_str()),
         ),
-    }
-}
-
-fn node(
-    name: Arc<str>,
-    kind: &'static str,
-    operator: impl crate::operator::Operator + 'static,
-) -> OperatorNode {
-    OperatorNode {
-        info: OperatorInfo { name, kind },
-        operator: Box::new(operator),
     }
 }
 

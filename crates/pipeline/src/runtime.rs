@@ -10,7 +10,7 @@
 //! Every channel is bounded: a slow sink fills its channel, which stops the chain, which fills
 //! the chain's channel, which makes the sources wait. Memory stays bounded by the channel
 //! capacities times the batch size. A source with a `rate_limit` also waits, on its own thread,
-//! before each batch its token bucket cannot cover ([`crate::ratelimit`]).
+//! before each batch its token bucket cannot cover ([`dataflow_connectors::ratelimit`]).
 //!
 //! Checkpoints are aligned by barriers. Every interval the coordinator asks the sources for
 //! barrier `n`; each source sends it in band after the batch it was reading, with its
@@ -39,16 +39,16 @@ use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{ControlHandle, Request};
-use crate::generator::Generator;
-use crate::ingest::{HttpSource, IngestHub};
-use crate::operator::OperatorSnapshot;
-use crate::operator::{OperatorNode, Output, SideKind, SideRecord};
 use crate::plan::{Plan, SourcePlan};
-use crate::ratelimit::RateLimiter;
-use crate::sink::{JsonLinesSink, OpenMode, PartsSink, SideWriter, Sink};
-use crate::source::{FileSource, GeneratorSource, PartitionPosition, Poll, Source, StdinSource};
-use crate::spec::{OnStop, SinkKind, SourceKind, WatermarkSpec};
+use crate::spec::{OnStop, WatermarkSpec};
 use crate::{PipelineError, Result};
+use dataflow_connectors::http::{IngestHub, IngestQueue};
+use dataflow_connectors::ratelimit::RateLimiter;
+use dataflow_connectors::side::SideWriter;
+use dataflow_connectors::sink::{OpenMode, Sink};
+use dataflow_connectors::source::{PartitionPosition, Poll, Source};
+use dataflow_operators::{OperatorKind, OperatorSnapshot};
+use dataflow_operators::{OperatorNode, Output, SideKind, SideRecord};
 
 /// What travels from the sources to the operator chain, in order.
 #[derive(Debug)]
@@ -193,13 +193,26 @@ impl Pipeline {
             metrics.source(&plan.name, &source.spec.name);
         }
         for node in &plan.operators {
-            metrics.operator(&plan.name, &node.info.name, node.info.kind);
+            metrics.operator(&plan.name, &node.info.name, node.info.kind.name);
         }
         for index in 0..plan.sinks.len() {
             metrics.operator(&plan.name, &sink_stage(index), "sink");
         }
         let control = ControlHandle::new(&plan, counters.clone(), metrics.clone());
-        let ingest = IngestHub::new(&plan, &metrics);
+        let ingest = IngestHub::new(
+            &plan.name,
+            plan.sources.iter().filter_map(|source| {
+                let queue = source.spec.kind.ingest_queue()?;
+                let limiter = source.spec.rate_limit.as_ref().map(RateLimiter::new);
+                Some(IngestQueue::new(
+                    &source.spec.name,
+                    source.decoder.clone(),
+                    queue,
+                    limiter,
+                ))
+            }),
+            &metrics,
+        );
         Pipeline {
             ingest,
             plan,
@@ -255,7 +268,7 @@ impl Pipeline {
     }
 
     /// The queues of the `http` sources, which the processor's `POST /ingest` feeds (see
-    /// [`crate::ingest`]); empty without such sources.
+    /// [`dataflow_connectors::http`]); empty without such sources.
     pub fn ingest(&self) -> IngestHub {
         self.ingest.clone()
     }
@@ -277,21 +290,11 @@ impl Pipeline {
 
     /// Total bytes of the bounded file inputs, when every source is a bounded file.
     pub fn input_size_hint(&self) -> Option<u64> {
-        let mut total = 0;
-        for source in &self.plan.sources {
-            match &source.spec.kind {
-                SourceKind::File {
-                    paths,
-                    follow: false,
-                } => {
-                    for path in paths {
-                        total += std::fs::metadata(path).ok()?.len();
-                    }
-                }
-                _ => return None,
-            }
-        }
-        Some(total)
+        self.plan
+            .sources
+            .iter()
+            .map(|source| source.spec.kind.size_hint())
+            .sum()
     }
 
     /// Runs to the end of the input, or until stopped. Must be called within a multi-threaded
@@ -382,9 +385,9 @@ impl Pipeline {
             .sources
             .iter()
             // An http source applies its rate limit when it admits a request (it cannot wait).
-            .map(|s| match s.spec.kind {
-                SourceKind::Http { .. } => None,
-                _ => s.spec.rate_limit.as_ref().map(RateLimiter::new),
+            .map(|s| match s.spec.kind.is_ingest() {
+                true => None,
+                false => s.spec.rate_limit.as_ref().map(RateLimiter::new),
             })
             .collect();
 
@@ -471,12 +474,7 @@ impl Pipeline {
         for spec in &plan.sinks {
             let layout = plan.output_layout.clone();
             let write_time = !plan.output_is_windowed;
-            sinks.push(match &spec.kind {
-                SinkKind::Parts { .. } => {
-                    Box::new(PartsSink::open(spec, layout, write_time, restored_id).await?)
-                }
-                _ => Box::new(JsonLinesSink::open(spec, layout, write_time, mode).await?),
-            });
+            sinks.push(spec.open(layout, write_time, restored_id, mode).await?);
         }
 
         let (side_tx, side_rx) = mpsc::channel::<Vec<SideRecord>>(capacity);
@@ -577,7 +575,7 @@ impl Pipeline {
         let operator_metrics = plan
             .operators
             .iter()
-            .map(|node| metrics.operator(&plan.name, &node.info.name, node.info.kind))
+            .map(|node| metrics.operator(&plan.name, &node.info.name, node.info.kind.name))
             .collect();
         let chain = Chain {
             workers,
@@ -591,10 +589,7 @@ impl Pipeline {
             source_names,
             fingerprint,
             last_watermark: start_watermark,
-            drain_on_stop: plan
-                .sources
-                .iter()
-                .any(|s| matches!(s.spec.kind, SourceKind::Http { .. })),
+            drain_on_stop: plan.sources.iter().any(|s| s.spec.kind.is_ingest()),
         };
         control.run_started(restored_id);
         let chain_result = chain
@@ -709,7 +704,7 @@ fn restore_checkpoint(
         match plan
             .operators
             .iter_mut()
-            .find(|node| *node.info.name == *state.name && node.info.kind == state.kind)
+            .find(|node| *node.info.name == *state.name && node.info.kind.name == state.kind)
         {
             Some(node) => node.operator.restore(&state.state)?,
             None => dropped.push(format!("operator {} ({})", state.name, state.kind)),
@@ -897,32 +892,10 @@ async fn run_writer(
 }
 
 fn open_source(plan: &SourcePlan, ingest: &IngestHub) -> Result<Box<dyn Source>> {
-    let spec = &plan.spec;
-    Ok(match &spec.kind {
-        SourceKind::File { paths, follow } => Box::new(FileSource::open(
-            &spec.name,
-            paths,
-            plan.decoder.clone(),
-            *follow,
-        )?),
-        SourceKind::Stdin => {
-            tracing::warn!(source = %spec.name, "standard input cannot be replayed: a restart cannot resume it");
-            Box::new(StdinSource::new(&spec.name, plan.decoder.clone()))
-        }
-        SourceKind::Generator { config, rate } => {
-            let generator = Generator::new(config.clone())?;
-            Box::new(GeneratorSource::new(generator, *rate))
-        }
-        SourceKind::Http { .. } => match ingest.queue(&spec.name) {
-            Some(queue) => Box::new(HttpSource::open(queue)),
-            None => {
-                return Err(PipelineError::Runtime(format!(
-                    "http source `{}` has no ingest queue",
-                    spec.name
-                )))
-            }
-        },
-    })
+    Ok(plan
+        .spec
+        .kind
+        .open(&plan.spec.name, plan.decoder.clone(), ingest)?)
 }
 
 /// Drives one source on its own thread.
@@ -1121,7 +1094,7 @@ impl SourceFeed {
 
     /// Sends a batch of events, first waiting as long as the rate limit says; false if the
     /// chain is gone. In adaptive mode, how long the send was blocked by backpressure is the
-    /// latency the limiter observes (see [`crate::ratelimit`]).
+    /// latency the limiter observes (see [`dataflow_connectors::ratelimit`]).
     fn send_events(&mut self, events: Vec<Event>, clock: Instant) -> bool {
         if self.limiter.is_none() {
             return self.send(Message::Events(events));
@@ -1446,7 +1419,7 @@ impl Chain {
         &mut self,
         side: &mut Vec<SideRecord>,
         results: &mut Vec<Event>,
-        mut control: impl FnMut(&mut dyn crate::operator::Operator, &mut Output),
+        mut control: impl FnMut(&mut dyn dataflow_operators::Operator, &mut Output),
     ) -> Result<()> {
         for index in 0..self.operators.len() {
             let mut out = Output::default();
@@ -1568,7 +1541,7 @@ impl Chain {
                     let snapshots = self
                         .operators
                         .iter()
-                        .map(|node| node.operator.snapshot())
+                        .map(|node| node.operator.snapshot().map_err(PipelineError::from))
                         .collect();
                     let _ = reply.send(snapshots);
                 }
@@ -1715,24 +1688,11 @@ struct WorkerOutputs<'a> {
     counters: &'a Arc<Counters>,
 }
 
-/// Which operators run in parallel workers, from `start` to the end, and whether by key: the
-/// operators from the first window on, when it is keyed (a `key_by` before it) and the only
-/// window; every operator, batch by batch, when none keeps state. Anything else (a global
-/// window, two windows) runs in one chain.
+/// Which operators run in parallel workers, from `start` to the end, and whether by key (see
+/// [`dataflow_operators::kind::parallel_part`]).
 fn parallel_part(operators: &[OperatorNode]) -> Option<(usize, bool)> {
-    let windows: Vec<usize> = operators
-        .iter()
-        .enumerate()
-        .filter(|(_, node)| node.info.kind == "window")
-        .map(|(index, _)| index)
-        .collect();
-    match windows.as_slice() {
-        [] => Some((0, false)),
-        [window] if operators[..*window].iter().any(|n| n.info.kind == "key_by") => {
-            Some((*window, true))
-        }
-        _ => None,
-    }
+    let kinds: Vec<&OperatorKind> = operators.iter().map(|node| node.info.kind).collect();
+    dataflow_operators::kind::parallel_part(&kinds)
 }
 
 /// Starts `plan.runtime.parallelism` workers for the parallel part of the plan, if it has one,
@@ -1753,7 +1713,7 @@ fn start_workers(
     let Some((start, keyed)) = parallel_part(&plan.operators) else {
         tracing::warn!(
             parallelism = count,
-            "this pipeline's windows cannot be split by key (a window without key_by, or more than one window): running one worker"
+            "this pipeline's state cannot be split by key (a keyed operator without key_by before it, a stateful operator that is not keyed, or a key changed between keyed operators): running one worker"
         );
         return Ok(None);
     };
@@ -1796,7 +1756,7 @@ fn start_workers(
         let operator_metrics: Vec<OperatorMetrics> = operators
             .iter()
             .map(|node| {
-                let handle = metrics.operator(&plan.name, &node.info.name, node.info.kind);
+                let handle = metrics.operator(&plan.name, &node.info.name, node.info.kind.name);
                 handle.set_instances(count);
                 handle
             })
@@ -1870,7 +1830,7 @@ fn take_output(
     side: &mut Vec<SideRecord>,
 ) -> Result<Vec<Event>> {
     if let Some(failure) = out.failure {
-        return Err(failure);
+        return Err(failure.into());
     }
     metrics.events_sent(out.events.len() as u64);
     let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
@@ -1931,7 +1891,7 @@ async fn run_sink(
             }
             SinkMessage::Commit(id) => sink.commit(id).await?,
             SinkMessage::Barrier(id, ack) => {
-                let result = sink.prepare(id).await;
+                let result = sink.prepare(id).await.map_err(PipelineError::from);
                 let failed = result.is_err();
                 let _ = ack.send(result);
                 if failed {
@@ -1942,7 +1902,7 @@ async fn run_sink(
             }
         }
     }
-    sink.finish().await
+    Ok(sink.finish().await?)
 }
 
 async fn run_side(

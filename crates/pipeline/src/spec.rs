@@ -4,10 +4,12 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use dataflow_event::json::{DecoderConfig, TimeFormat};
+use dataflow_event::json::DecoderConfig;
 use dataflow_window::{AggregateKind, WindowKind};
 
-use crate::generator::GeneratorConfig;
+pub use dataflow_connectors::ratelimit::{AdaptiveSpec, RateLimitSpec};
+pub use dataflow_connectors::registry::{SinkKind, SinkSpec, SourceKind};
+pub use dataflow_operators::TimeDomain;
 
 /// Where a setting was written, so that problems can name it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -194,117 +196,6 @@ pub struct SourceSpec {
     pub place: Place,
 }
 
-/// Per-source rate limiting: a token bucket in front of the source's sends, optionally adapted
-/// to backpressure (see [`crate::ratelimit`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RateLimitSpec {
-    /// The sustained rate, in events per second (the starting rate in adaptive mode).
-    pub events_per_second: u64,
-    /// How many events may go at once after a pause (the bucket's size).
-    pub burst: u64,
-    /// Adapt the rate to observed latency, if set.
-    pub adaptive: Option<AdaptiveSpec>,
-}
-
-impl RateLimitSpec {
-    /// A limit of `events_per_second`, with the default burst: a tenth of a second's events,
-    /// at least one.
-    pub fn new(events_per_second: u64) -> RateLimitSpec {
-        RateLimitSpec {
-            events_per_second,
-            burst: Self::default_burst(events_per_second),
-            adaptive: None,
-        }
-    }
-
-    /// The burst used when none is given: `events_per_second / 10`, at least 1.
-    pub fn default_burst(events_per_second: u64) -> u64 {
-        (events_per_second / 10).max(1)
-    }
-
-    /// The same limit with another burst.
-    pub fn with_burst(mut self, burst: u64) -> RateLimitSpec {
-        self.burst = burst;
-        self
-    }
-
-    /// The same limit, adapted to latency as `adaptive` says.
-    pub fn with_adaptive(mut self, adaptive: AdaptiveSpec) -> RateLimitSpec {
-        self.adaptive = Some(adaptive);
-        self
-    }
-
-    /// What is wrong with the settings, as sentence fragments naming the key.
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.events_per_second == 0 {
-            problems.push("`events_per_second` must be at least 1".to_string());
-        }
-        if self.burst == 0 {
-            problems.push("`burst` must be at least 1".to_string());
-        }
-        if let Some(adaptive) = &self.adaptive {
-            if adaptive.target_latency <= 0 {
-                problems.push("`adaptive.target_latency` must be greater than zero".to_string());
-            }
-            if adaptive.min == 0 {
-                problems.push("`adaptive.min` must be at least 1".to_string());
-            }
-            if adaptive.min > adaptive.max {
-                problems.push(format!(
-                    "`adaptive.min` ({}) is larger than `adaptive.max` ({})",
-                    adaptive.min, adaptive.max
-                ));
-            } else if !(adaptive.min..=adaptive.max).contains(&self.events_per_second) {
-                problems.push(format!(
-                    "`events_per_second` ({}) must lie between `adaptive.min` ({}) and `adaptive.max` ({})",
-                    self.events_per_second, adaptive.min, adaptive.max
-                ));
-            }
-        }
-        problems
-    }
-}
-
-/// Adaptive rate limiting: lower the rate when latency is above a target, raise it when well
-/// below, within bounds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdaptiveSpec {
-    /// The latency aimed at, in milliseconds.
-    pub target_latency: i64,
-    /// The lowest rate, in events per second.
-    pub min: u64,
-    /// The highest rate, in events per second.
-    pub max: u64,
-}
-
-/// What a source reads.
-#[derive(Clone, Debug)]
-pub enum SourceKind {
-    /// JSON Lines files; each file is a partition with its own byte offset and watermark.
-    File {
-        /// The files.
-        paths: Vec<PathBuf>,
-        /// Keep reading as the files grow, until stopped.
-        follow: bool,
-    },
-    /// JSON Lines on standard input (cannot be replayed).
-    Stdin,
-    /// Events posted to the processor's `POST /ingest` (cannot be replayed; see
-    /// [`crate::ingest`]).
-    Http {
-        /// The most events its queue holds before requests are refused with 429.
-        queue: usize,
-    },
-    /// The built-in deterministic generator.
-    Generator {
-        /// What to generate.
-        config: GeneratorConfig,
-        /// Events per second of wall-clock time; `None` is as fast as possible.
-        rate: Option<u64>,
-    },
-}
-
 /// Watermark generation for a source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WatermarkSpec {
@@ -345,16 +236,6 @@ pub struct MapSpec {
     pub place: Place,
 }
 
-/// Which clock windows follow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TimeDomain {
-    /// The events' own timestamps, with watermarks.
-    #[default]
-    Event,
-    /// The processing machine's clock when the event reaches the window.
-    Processing,
-}
-
 /// A window aggregate step.
 #[derive(Clone, Debug)]
 pub struct WindowSpec {
@@ -379,50 +260,4 @@ pub struct AggregateSpec {
     pub kind: AggregateKind,
     /// Its input (none for `count`).
     pub input: Option<ExprSpec>,
-}
-
-/// Where output goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SinkSpec {
-    /// Stdout or a file.
-    pub kind: SinkKind,
-    /// How timestamps are written.
-    pub time_format: TimeFormat,
-}
-
-/// Sink kinds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SinkKind {
-    /// Standard output, one JSON line per event.
-    Stdout,
-    /// A JSON Lines file, created or truncated at start.
-    File {
-        /// The file.
-        path: PathBuf,
-    },
-    /// Exactly-once JSON Lines part files in a directory: what is written between two
-    /// checkpoints stays pending until the second completes, then is committed as
-    /// `part-<checkpoint>.jsonl`; a restore discards what no completed checkpoint covers.
-    Parts {
-        /// The directory.
-        dir: PathBuf,
-    },
-}
-
-impl SinkSpec {
-    /// A stdout sink.
-    pub fn stdout() -> SinkSpec {
-        SinkSpec {
-            kind: SinkKind::Stdout,
-            time_format: TimeFormat::Rfc3339,
-        }
-    }
-
-    /// A file sink.
-    pub fn file(path: impl Into<PathBuf>) -> SinkSpec {
-        SinkSpec {
-            kind: SinkKind::File { path: path.into() },
-            time_format: TimeFormat::Rfc3339,
-        }
-    }
 }

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dataflow_checkpoint::{CheckpointStorage, FailingFs, FileSystem, FsOp, LocalStorage};
+use dataflow_connectors::generator::{GeneratorConfig, Profile};
+use dataflow_connectors::parts::read_committed;
 use dataflow_event::json::DecoderConfig;
 use dataflow_pipeline::builder::PipelineBuilder;
-use dataflow_pipeline::generator::{GeneratorConfig, Profile};
 use dataflow_pipeline::runtime::Pipeline;
-use dataflow_pipeline::sink::read_committed;
 use dataflow_pipeline::spec::{
     CheckpointSpec, Place, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
 };

@@ -219,8 +219,8 @@ fn bad_rate_limits_are_refused_with_every_place() {
 
 #[test]
 fn a_builder_rate_limit_is_checked_too() {
+    use dataflow_connectors::generator::GeneratorConfig;
     use dataflow_pipeline::builder::PipelineBuilder;
-    use dataflow_pipeline::generator::GeneratorConfig;
     use dataflow_pipeline::spec::{RateLimitSpec, SinkSpec};
     let result = PipelineBuilder::new("limited")
         .generator_source("bids", GeneratorConfig::default())

@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use dataflow_connectors::http::{BodyFormat, IngestHub, IngestRefusal};
 use dataflow_pipeline::config;
-use dataflow_pipeline::ingest::{BodyFormat, IngestHub, IngestRefusal};
 use dataflow_pipeline::runtime::Pipeline;
 
 fn pipeline(dir: &Path, queue: usize, rate_limit: &str) -> Pipeline {

@@ -219,7 +219,7 @@ fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
             std::fs::create_dir_all(&out).expect("dir");
             common::run(rescaled(&out, &whole, kind, 1, false, &memory));
             let mut lines: Vec<String> =
-                dataflow_pipeline::sink::read_committed(&out.join("parts"))
+                dataflow_connectors::parts::read_committed(&out.join("parts"))
                     .expect("committed output")
                     .lines()
                     .map(str::to_owned)
@@ -238,7 +238,7 @@ fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
         common::run(rescaled(dir.path(), &input, kind, 2, false, &state));
 
         let mut committed: Vec<String> =
-            dataflow_pipeline::sink::read_committed(&dir.path().join("parts"))
+            dataflow_connectors::parts::read_committed(&dir.path().join("parts"))
                 .expect("committed output")
                 .lines()
                 .map(str::to_owned)

@@ -6,10 +6,10 @@ mod common;
 
 use std::path::Path;
 
+use dataflow_connectors::generator::{GeneratorConfig, Profile};
 use dataflow_event::json::TimeFormat;
 use dataflow_pipeline::builder::PipelineBuilder;
 use dataflow_pipeline::config;
-use dataflow_pipeline::generator::{GeneratorConfig, Profile};
 use dataflow_pipeline::runtime::Pipeline;
 use dataflow_pipeline::spec::{AdaptiveSpec, RateLimitSpec, SinkSpec};
 

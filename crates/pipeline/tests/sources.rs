@@ -3,10 +3,10 @@
 
 mod common;
 
+use dataflow_connectors::generator::{GeneratorConfig, Profile};
 use dataflow_event::json::DecoderConfig;
 use dataflow_event::json::TimeFormat;
 use dataflow_pipeline::builder::PipelineBuilder;
-use dataflow_pipeline::generator::{GeneratorConfig, Profile};
 use dataflow_pipeline::spec::{
     Place, RuntimeSpec, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
 };

@@ -3,7 +3,7 @@
 //! stream, across restarts from snapshots.
 
 use dataflow_event::Value;
-use dataflow_pipeline::keyed_state::StoreStates;
+use dataflow_operators::window::StoreStates;
 use dataflow_state::{MemoryStore, SledStore, StateSnapshot};
 use dataflow_window::{
     AggregateKind, KeyStates, KeyedWindows, WindowConfig, WindowKind, WindowResult, WindowSnapshot,
@@ -131,7 +131,7 @@ proptest! {
         let heap = run(&config, &ops, dataflow_window::HeapStates::default);
         // No cache (every update reads and writes the store), a cache smaller than the keys
         // (spills), and the default one.
-        for cache_keys in [0, 3, dataflow_pipeline::keyed_state::DEFAULT_CACHE_KEYS] {
+        for cache_keys in [0, 3, dataflow_operators::window::DEFAULT_CACHE_KEYS] {
             let stored = run(&config, &ops, memory_store(cache_keys));
             prop_assert_eq!(&heap, &stored, "cache of {} keys", cache_keys);
         }

@@ -1,288 +1,52 @@
-//! The built-in operators: filter, map, key-by and window aggregate.
+//! `window`: aggregates events in event-time or processing-time windows per key, with its
+//! keyed state in memory or in a store (`store`) and a readable view of its snapshots
+//! (`inspect`).
+
+mod inspect;
+mod store;
 
 use std::sync::Arc;
 
 use dataflow_event::time::now_millis;
 use dataflow_event::{Event, Field, FieldType, Layout, Payload, Schema, Value};
+use dataflow_expr::Expr;
 use dataflow_state::{SledStore, StateSnapshot};
 use dataflow_window::{
     Admission, AggregateKind, KeyedWindows, WindowConfig, WindowError, WindowResult, WindowSnapshot,
 };
 
-use crate::expr::Expr;
-use crate::keyed_state::StoreStates;
-use crate::operator::OperatorSnapshot;
-use crate::PipelineError;
+pub use inspect::{decode_snapshot, key_from_text, KeyView, OperatorView};
+pub use store::{StoreStates, DEFAULT_CACHE_KEYS};
 
-fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> PipelineError {
-    PipelineError::Checkpoint(error.to_string())
-}
-use crate::operator::{Operator, Output, SideData, SideKind, SideRecord};
-use crate::spec::TimeDomain;
+use crate::kind::{KeyEffect, OperatorKind, Partitioning};
+use crate::operator::{
+    dead_letter, Operator, OperatorSnapshot, Output, SideData, SideKind, SideRecord,
+};
+use crate::OperatorError;
 
-fn dead_letter(stage: &Arc<str>, event: &Event, layout: &Layout, reason: String) -> SideRecord {
-    SideRecord {
-        kind: SideKind::DeadLetter,
-        stage: stage.clone(),
-        reason,
-        line: None,
-        record: SideData::event(event, layout),
-    }
-}
+/// What every window operator is: it keeps state per key, so its input must be partitioned by
+/// key across parallel workers, and its snapshot is `(WindowSnapshot, watermark)` encoded with
+/// `dataflow_checkpoint::encode_state`, readable through [`decode_snapshot`].
+pub const KIND: OperatorKind = OperatorKind {
+    name: "window",
+    stateful: true,
+    input: Partitioning::ByKey,
+    key: KeyEffect::Drops,
+    inspect: Some(decode_snapshot),
+};
 
-/// Keeps the events for which a CEL predicate is true. An event on which the predicate fails
-/// (a missing field, a type mismatch) goes to the dead letters.
-#[derive(Debug)]
-pub struct Filter {
-    stage: Arc<str>,
-    predicate: Expr,
-    layout: Layout,
-}
-
-impl Filter {
-    /// A filter named `stage` over events of `layout`.
-    pub fn new(stage: Arc<str>, predicate: Expr, layout: Layout) -> Filter {
-        Filter {
-            stage,
-            predicate,
-            layout,
-        }
-    }
+/// Which clock windows follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeDomain {
+    /// The events' own timestamps, with watermarks.
+    #[default]
+    Event,
+    /// The processing machine's clock when the event reaches the window.
+    Processing,
 }
 
-impl Operator for Filter {
-    fn process(&mut self, mut batch: Vec<Event>, out: &mut Output) {
-        batch.retain(|event| match self.predicate.eval_bool(event) {
-            Ok(keep) => keep,
-            Err(error) => {
-                out.side.push(dead_letter(
-                    &self.stage,
-                    event,
-                    &self.layout,
-                    error.to_string(),
-                ));
-                false
-            }
-        });
-        if out.events.is_empty() {
-            out.events = batch;
-        } else {
-            out.events.append(&mut batch);
-        }
-    }
-}
-
-/// Where a field of a map step's output row comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Column {
-    Input(usize),
-    Computed(usize),
-}
-
-/// Computes, renames, keeps and drops payload fields.
-#[derive(Debug)]
-pub struct Map {
-    stage: Arc<str>,
-    computed: Vec<(String, Expr)>,
-    renames: Vec<(String, String)>,
-    keep: Option<Vec<String>>,
-    drop: Vec<String>,
-    input_layout: Layout,
-    /// For row layouts: how each output column is made. `None` for object layouts.
-    columns: Option<Vec<Column>>,
-    /// For row layouts: whether the output row is the input row with computed values appended,
-    /// so the row can be extended in place instead of rebuilt.
-    append_only: bool,
-    scratch: Vec<Value>,
-}
-
-impl Map {
-    /// A map step over `input_layout`; returns the operator and its output layout, or the name of
-    /// a field it refers to that does not exist.
-    pub fn new(
-        stage: Arc<str>,
-        computed: Vec<(String, Expr)>,
-        renames: Vec<(String, String)>,
-        keep: Option<Vec<String>>,
-        drop: Vec<String>,
-        input_layout: Layout,
-    ) -> Result<(Map, Layout), String> {
-        let (columns, output_layout, append_only) = match &input_layout {
-            Layout::Object => (None, Layout::Object, false),
-            Layout::Row(schema) => {
-                // Work on (name, type, column) triples, then build the schema once.
-                let mut fields: Vec<(Field, Column)> = schema
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .map(|(index, field)| (field.clone(), Column::Input(index)))
-                    .collect();
-                for (index, (name, expr)) in computed.iter().enumerate() {
-                    let field = Field {
-                        name: name.clone(),
-                        ty: expr.output_type().unwrap_or(FieldType::Json),
-                        nullable: true,
-                    };
-                    match fields
-                        .iter_mut()
-                        .find(|(existing, _)| existing.name == *name)
-                    {
-                        Some(slot) => *slot = (field, Column::Computed(index)),
-                        None => fields.push((field, Column::Computed(index))),
-                    }
-                }
-                for (old, new) in &renames {
-                    if !fields.iter().any(|(field, _)| field.name == *old) {
-                        return Err(format!("cannot rename `{old}`: no such field"));
-                    }
-                    // The renamed field replaces any field that already had the new name.
-                    fields.retain(|(field, _)| field.name != *new);
-                    for (field, _) in fields.iter_mut().filter(|(field, _)| field.name == *old) {
-                        field.name = new.clone();
-                    }
-                }
-                if let Some(keep) = &keep {
-                    for name in keep {
-                        if !fields.iter().any(|(field, _)| field.name == *name) {
-                            return Err(format!("cannot keep `{name}`: no such field"));
-                        }
-                    }
-                    fields.retain(|(field, _)| keep.contains(&field.name));
-                }
-                for name in &drop {
-                    if !fields.iter().any(|(field, _)| field.name == *name) {
-                        return Err(format!("cannot drop `{name}`: no such field"));
-                    }
-                }
-                fields.retain(|(field, _)| !drop.contains(&field.name));
-                let columns: Vec<Column> = fields.iter().map(|(_, column)| *column).collect();
-                let append_only =
-                    columns
-                        .iter()
-                        .enumerate()
-                        .all(|(position, column)| match column {
-                            Column::Input(index) => *index == position,
-                            Column::Computed(_) => position >= schema.len(),
-                        })
-                        && columns.len() >= schema.len();
-                let schema = Schema::from_fields(fields.into_iter().map(|(field, _)| field))
-                    .map_err(|error| error.to_string())?;
-                (Some(columns), Layout::Row(Arc::new(schema)), append_only)
-            }
-        };
-        Ok((
-            Map {
-                stage,
-                computed,
-                renames,
-                keep,
-                drop,
-                input_layout,
-                columns,
-                append_only,
-                scratch: Vec::new(),
-            },
-            output_layout,
-        ))
-    }
-
-    fn apply(&mut self, event: &mut Event) -> Result<(), String> {
-        self.scratch.clear();
-        for (_, expr) in &self.computed {
-            self.scratch
-                .push(expr.eval(event).map_err(|error| error.to_string())?);
-        }
-        match (&mut event.payload, &self.columns) {
-            (Payload::Row(row), Some(columns)) => {
-                if self.append_only {
-                    for column in &columns[row.len()..] {
-                        if let Column::Computed(index) = column {
-                            row.push(std::mem::take(&mut self.scratch[*index]));
-                        }
-                    }
-                } else {
-                    let mut output = Vec::with_capacity(columns.len());
-                    for column in columns {
-                        output.push(match column {
-                            Column::Input(index) => row.get(*index).cloned().unwrap_or_default(),
-                            Column::Computed(index) => std::mem::take(&mut self.scratch[*index]),
-                        });
-                    }
-                    *row = output;
-                }
-            }
-            (Payload::Object(map), _) => {
-                for ((name, _), value) in self.computed.iter().zip(self.scratch.drain(..)) {
-                    map.insert(name.clone(), value);
-                }
-                for (old, new) in &self.renames {
-                    if let Some(value) = map.remove(old) {
-                        map.insert(new.clone(), value);
-                    }
-                }
-                if let Some(keep) = &self.keep {
-                    map.retain(|name, _| keep.contains(name));
-                }
-                for name in &self.drop {
-                    map.remove(name);
-                }
-            }
-            (Payload::Row(_), None) => {
-                return Err("a row payload reached a map step planned for objects".into())
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Operator for Map {
-    fn process(&mut self, mut batch: Vec<Event>, out: &mut Output) {
-        batch.retain_mut(|event| match self.apply(event) {
-            Ok(()) => true,
-            Err(reason) => {
-                out.side
-                    .push(dead_letter(&self.stage, event, &self.input_layout, reason));
-                false
-            }
-        });
-        out.events.append(&mut batch);
-    }
-}
-
-/// Sets each event's key from a CEL expression.
-#[derive(Debug)]
-pub struct KeyBy {
-    stage: Arc<str>,
-    key: Expr,
-    layout: Layout,
-}
-
-impl KeyBy {
-    /// A key-by step over events of `layout`.
-    pub fn new(stage: Arc<str>, key: Expr, layout: Layout) -> KeyBy {
-        KeyBy { stage, key, layout }
-    }
-}
-
-impl Operator for KeyBy {
-    fn process(&mut self, mut batch: Vec<Event>, out: &mut Output) {
-        batch.retain_mut(|event| match self.key.eval(event) {
-            Ok(key) => {
-                event.key = Some(key);
-                true
-            }
-            Err(error) => {
-                out.side.push(dead_letter(
-                    &self.stage,
-                    event,
-                    &self.layout,
-                    error.to_string(),
-                ));
-                false
-            }
-        });
-        out.events.append(&mut batch);
-    }
+fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> OperatorError {
+    OperatorError::Checkpoint(error.to_string())
 }
 
 /// The windows of a window operator, with their state in memory or in a store.
@@ -445,8 +209,8 @@ impl WindowAggregate {
         self.windows.key_count()
     }
 
-    fn state_error(&self, error: WindowError) -> PipelineError {
-        PipelineError::Runtime(format!("{}: {error}", self.stage))
+    fn state_error(&self, error: WindowError) -> OperatorError {
+        OperatorError::State(format!("{}: {error}", self.stage))
     }
 
     fn emit(&mut self, out: &mut Output) {
@@ -471,6 +235,10 @@ impl WindowAggregate {
 }
 
 impl Operator for WindowAggregate {
+    fn kind(&self) -> &'static OperatorKind {
+        &KIND
+    }
+
     fn open(&mut self, instance: usize) -> crate::Result<()> {
         let Some(dir) = &self.state_dir else {
             return Ok(());
@@ -478,7 +246,7 @@ impl Operator for WindowAggregate {
         // sled is a cache: start it empty, and let a restore fill it from the checkpoint.
         let dir = dir.join(format!("instance-{instance}"));
         let store = SledStore::rebuild(&dir, &StateSnapshot::default()).map_err(|error| {
-            PipelineError::Runtime(format!("{}: state store: {error}", self.stage))
+            OperatorError::State(format!("{}: state store: {error}", self.stage))
         })?;
         let states = StoreStates::new(Box::new(store), &self.stage);
         let windows = KeyedWindows::with_states(self.windows.config().clone(), states)
@@ -599,7 +367,7 @@ impl Operator for WindowAggregate {
             snapshots.push(snapshot);
         }
         let merged = WindowSnapshot::merge(snapshots)
-            .map_err(|error| PipelineError::Checkpoint(format!("{}: {error}", self.stage)))?;
+            .map_err(|error| OperatorError::Checkpoint(format!("{}: {error}", self.stage)))?;
         Ok(OperatorSnapshot {
             key_count: merged.key_count() as u64,
             state: dataflow_checkpoint::encode_state(&(merged, watermark))
@@ -623,7 +391,7 @@ impl Operator for WindowAggregate {
         let (snapshot, watermark): (WindowSnapshot, i64) =
             dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
         let config = self.windows.config().clone();
-        let invalid = |error| PipelineError::Checkpoint(format!("{}: {error}", self.stage));
+        let invalid = |error| OperatorError::Checkpoint(format!("{}: {error}", self.stage));
         // Until the restore succeeds the operator holds empty in-memory windows.
         let empty = KeyedWindows::new(config.clone()).map_err(invalid)?;
         self.windows = match std::mem::replace(&mut self.windows, Windows::Heap(empty)) {

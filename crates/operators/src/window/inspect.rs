@@ -7,10 +7,11 @@
 //! crate's. Used by the processor's API (online) and by `admin --dir` (offline).
 //!
 //! ```
-//! use dataflow_pipeline::inspect::{decode_operator, key_from_text};
+//! use dataflow_operators::kind::decode_state;
+//! use dataflow_operators::window::key_from_text;
 //! assert_eq!(key_from_text("42"), serde_json::json!(42));
 //! assert_eq!(key_from_text("u01"), serde_json::json!("u01"));
-//! assert!(decode_operator("filter", &[]).is_err());
+//! assert!(decode_state("filter", &[]).is_err());
 //! ```
 
 use dataflow_event::Value;
@@ -18,7 +19,7 @@ use dataflow_window::WindowSnapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
-use crate::{PipelineError, Result};
+use crate::{OperatorError, Result};
 
 /// One key of an operator's state.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -44,19 +45,14 @@ pub fn key_from_text(text: &str) -> Json {
     serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_string()))
 }
 
-/// Decodes the state of an operator of `kind` (as named in the checkpoint).
-pub fn decode_operator(kind: &str, state: &[u8]) -> Result<OperatorView> {
-    if kind != "window" {
-        return Err(PipelineError::Checkpoint(format!(
-            "operators of kind `{kind}` keep no state that can be shown"
-        )));
-    }
+/// Decodes the state of a window operator (what `WindowAggregate::snapshot` writes).
+pub fn decode_snapshot(state: &[u8]) -> Result<OperatorView> {
     let (snapshot, watermark): (WindowSnapshot, i64) = dataflow_checkpoint::decode_state(state)
-        .map_err(|error| PipelineError::Checkpoint(error.to_string()))?;
+        .map_err(|error| OperatorError::Checkpoint(error.to_string()))?;
     let serialized = serde_json::to_value(&snapshot)
-        .map_err(|error| PipelineError::Checkpoint(format!("cannot read window state: {error}")))?;
+        .map_err(|error| OperatorError::Checkpoint(format!("cannot read window state: {error}")))?;
     let view: SnapshotView = serde_json::from_value(serialized)
-        .map_err(|error| PipelineError::Checkpoint(format!("cannot read window state: {error}")))?;
+        .map_err(|error| OperatorError::Checkpoint(format!("cannot read window state: {error}")))?;
     let keys = view
         .keys
         .into_iter()
@@ -202,7 +198,7 @@ mod tests {
 
     #[test]
     fn garbage_state_is_an_error_not_a_panic() {
-        assert!(decode_operator("window", b"not a snapshot").is_err());
-        assert!(decode_operator("window", &[]).is_err());
+        assert!(decode_snapshot(b"not a snapshot").is_err());
+        assert!(decode_snapshot(&[]).is_err());
     }
 }

@@ -4,13 +4,21 @@ use std::sync::Arc;
 
 use dataflow_event::{Event, Layout};
 
-use crate::PipelineError;
+pub use dataflow_event::side::{SideData, SideKind, SideRecord};
+
+use crate::kind::OperatorKind;
+use crate::OperatorError;
 
 /// What a step does to the stream. Operators are driven by one task, batch by batch; control
 /// (watermarks, end of input) arrives through the other methods in stream order.
 ///
-/// This is the whole contract: a filter implements `process` only.
+/// This is the whole contract: a filter implements `process` and `kind` only.
 pub trait Operator: Send {
+    /// The static facts of this operator's kind (stateful or not, how its input must be
+    /// partitioned, how its snapshot is read): what the runtime and the API ask instead of
+    /// matching kind names.
+    fn kind(&self) -> &'static OperatorKind;
+
     /// Opens what the operator keeps outside memory (its state store), before anything else is
     /// called: before [`Operator::restore`] on a start from a checkpoint. `instance` tells
     /// parallel instances of one operator apart (0 without parallel workers).
@@ -48,7 +56,7 @@ pub trait Operator: Send {
     /// operator that each held a share of the keys: what a checkpoint stores, so that it
     /// restores with any number of workers. Stateless operators take no snapshots.
     fn merge_snapshots(&self, _parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {
-        Err(crate::PipelineError::Checkpoint(
+        Err(OperatorError::Checkpoint(
             "this operator keeps no state to merge".into(),
         ))
     }
@@ -56,7 +64,7 @@ pub trait Operator: Send {
     /// Splits a state from [`Operator::snapshot`] (or [`Operator::merge_snapshots`]) into one
     /// per worker, by `dataflow_window::key_partition`.
     fn split_snapshot(&self, _state: &[u8], _workers: usize) -> crate::Result<Vec<Vec<u8>>> {
-        Err(crate::PipelineError::Checkpoint(
+        Err(OperatorError::Checkpoint(
             "this operator keeps no state to split".into(),
         ))
     }
@@ -76,8 +84,8 @@ pub struct OperatorSnapshot {
 pub struct OperatorInfo {
     /// A stable name: `steps[1].filter`.
     pub name: Arc<str>,
-    /// The operator kind: `filter`, `map`, `key_by`, `window`.
-    pub kind: &'static str,
+    /// What kind of operator it is (its name: `filter`, `map`, `key_by`, `window`).
+    pub kind: &'static OperatorKind,
 }
 
 /// An operator with its static facts.
@@ -88,70 +96,24 @@ pub struct OperatorNode {
     pub operator: Box<dyn Operator>,
 }
 
+impl OperatorNode {
+    /// `operator`, named `name`; its kind is the operator's own.
+    pub fn new(name: Arc<str>, operator: impl Operator + 'static) -> OperatorNode {
+        OperatorNode {
+            info: OperatorInfo {
+                name,
+                kind: operator.kind(),
+            },
+            operator: Box::new(operator),
+        }
+    }
+}
+
 impl std::fmt::Debug for OperatorNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OperatorNode")
             .field("info", &self.info)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a record left the main stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SideKind {
-    /// It could not be decoded or evaluated.
-    DeadLetter,
-    /// It arrived after its windows were closed for good.
-    Late,
-}
-
-impl SideKind {
-    /// The name written in side records.
-    pub fn name(self) -> &'static str {
-        match self {
-            SideKind::DeadLetter => "dead_letter",
-            SideKind::Late => "late",
-        }
-    }
-}
-
-/// A record routed away from the main stream, with its reason. Nothing is dropped silently:
-/// every side record is written to the dead-letter or late-events sink and counted.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SideRecord {
-    /// Dead letter or late event.
-    pub kind: SideKind,
-    /// Where it left: a source name or an operator name.
-    pub stage: Arc<str>,
-    /// Why, as a sentence fragment.
-    pub reason: String,
-    /// The 1-based line number in its source, when known.
-    pub line: Option<u64>,
-    /// The record: the event as a JSON object, or the raw text that could not be decoded.
-    pub record: SideData,
-}
-
-/// The body of a side record.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SideData {
-    /// The raw input text (not valid JSON, or not decodable).
-    Raw(String),
-    /// The event, encoded by the writer as a JSON object in the sink's time format.
-    Event {
-        /// The event.
-        event: Box<Event>,
-        /// Its payload layout.
-        layout: Layout,
-    },
-}
-
-impl SideData {
-    /// An event of `layout`.
-    pub fn event(event: &Event, layout: &Layout) -> SideData {
-        SideData::Event {
-            event: Box::new(event.clone()),
-            layout: layout.clone(),
-        }
     }
 }
 
@@ -164,5 +126,21 @@ pub struct Output {
     pub side: Vec<SideRecord>,
     /// Set when the operator failed in a way no record is to blame for (its state store failed):
     /// the run stops with this error and a restart recovers from the last checkpoint.
-    pub failure: Option<PipelineError>,
+    pub failure: Option<OperatorError>,
+}
+
+/// A dead letter for `event` of `layout`, which left the stream at `stage` because of `reason`.
+pub(crate) fn dead_letter(
+    stage: &Arc<str>,
+    event: &Event,
+    layout: &Layout,
+    reason: String,
+) -> SideRecord {
+    SideRecord {
+        kind: SideKind::DeadLetter,
+        stage: stage.clone(),
+        reason,
+        line: None,
+        record: SideData::event(event, layout),
+    }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use dataflow_event::{Event, FieldType, Layout, Schema, Value};
 
 use super::Expr;
-use crate::PipelineError;
+use crate::ExprError;
 
 fn list(items: Vec<Value>) -> Value {
     Value::List(Arc::new(items))
@@ -119,7 +119,7 @@ fn check(source: &str, layout: &Layout, event: &Event, want: &Want) {
         (Is(expected), Ok(value)) => assert_eq!(value, expected, "`{source}`"),
         (
             Fails(part),
-            Err(PipelineError::ExprEval {
+            Err(ExprError::Eval {
                 message,
                 expression,
             }),
@@ -503,7 +503,7 @@ fn fallback_to_the_interpreter() {
 
 fn compile_error(source: &str, layout: &Layout) -> String {
     match Expr::compile(source, layout) {
-        Err(PipelineError::ExprCompile {
+        Err(ExprError::Compile {
             expression,
             message,
         }) => {
@@ -763,7 +763,7 @@ fn output_types() {
 fn eval_bool_requires_a_bool() {
     let expr = Expr::compile("qty", &row_layout()).expect("compiles");
     match expr.eval_bool(&row_event()) {
-        Err(PipelineError::ExprEval { message, .. }) => {
+        Err(ExprError::Eval { message, .. }) => {
             assert!(message.contains("expected a bool, got int"), "{message}")
         }
         other => panic!("{other:?}"),
@@ -779,20 +779,17 @@ fn a_payload_of_the_other_layout_is_an_error() {
     let expr = Expr::compile("price > 1", &row_layout()).expect("compiles");
     assert!(matches!(
         expr.eval(&object_event()),
-        Err(PipelineError::ExprEval { .. })
+        Err(ExprError::Eval { .. })
     ));
     let expr = Expr::compile("price > 1", &Layout::Object).expect("compiles");
     assert!(matches!(
         expr.eval_bool(&row_event()),
-        Err(PipelineError::ExprEval { .. })
+        Err(ExprError::Eval { .. })
     ));
     // a row shorter than its schema
     let short = Event::row(0, vec![Value::Float(1.0)]);
     let expr = Expr::compile("qty", &row_layout()).expect("compiles");
-    assert!(matches!(
-        expr.eval(&short),
-        Err(PipelineError::ExprEval { .. })
-    ));
+    assert!(matches!(expr.eval(&short), Err(ExprError::Eval { .. })));
     assert!(expr.eval_interpreted(&short).is_err());
 }
 

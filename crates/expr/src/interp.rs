@@ -20,7 +20,7 @@ use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, IdedExpr};
 use dataflow_event::Value;
 
-use super::eval::{event_map, payload_map, Cx, Fault};
+use super::context::{event_map, payload_map, Cx, Fault};
 
 /// The standard CEL environment, built once: building it registers every standard function.
 pub(super) fn env() -> &'static Arc<Env> {

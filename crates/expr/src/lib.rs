@@ -11,7 +11,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use dataflow_event::{Event, FieldType, Layout, Schema, Value};
-//! use dataflow_pipeline::expr::Expr;
+//! use dataflow_expr::Expr;
 //!
 //! let schema = Schema::new([("price", FieldType::Float), ("channel", FieldType::String)]).unwrap();
 //! let layout = Layout::Row(Arc::new(schema));
@@ -117,16 +117,18 @@
 //!
 //! # Errors
 //!
-//! [`Expr::compile`] fails with [`PipelineError::ExprCompile`] on a syntax error (with its line
+//! [`Expr::compile`] fails with [`ExprError::Compile`] on a syntax error (with its line
 //! and column), an unknown field of a row layout (listing the schema's fields), an unknown
 //! `event.` attribute, an unknown function, a native function called with the wrong number of
 //! arguments, an expression nested more than 100 levels deep (32 when part of it runs in the
 //! interpreter), or longer than 64 KiB. Evaluation fails with
-//! [`PipelineError::ExprEval`] on a missing field of an object payload, a missing map key, an
+//! [`ExprError::Eval`] on a missing field of an object payload, a missing map key, an
 //! index out of bounds, operands of the wrong type ("no such overload"), an integer overflow or
 //! a division by zero: data-dependent failures are errors, never panics.
 
 mod compile;
+mod context;
+mod error;
 mod eval;
 mod interp;
 #[cfg(test)]
@@ -138,9 +140,10 @@ use std::sync::Arc;
 use cel::IdedExpr;
 use dataflow_event::{Event, FieldType, Layout, Payload, Value};
 
-use crate::{PipelineError, Result};
 use compile::Compiler;
-use eval::{Cx, Fault, Node, Ty};
+use context::{Cx, Fault};
+pub use error::{ExprError, Result};
+use eval::{Node, Ty};
 
 /// The stack of the thread that parses and compiles: the `cel` parser recurses deeply.
 const COMPILE_STACK: usize = 64 << 20;
@@ -179,8 +182,8 @@ impl fmt::Debug for Expr {
     }
 }
 
-fn compile_error(source: &str, message: impl Into<String>) -> PipelineError {
-    PipelineError::ExprCompile {
+fn compile_error(source: &str, message: impl Into<String>) -> ExprError {
+    ExprError::Compile {
         expression: source.to_string(),
         message: message.into(),
     }
@@ -355,8 +358,8 @@ impl Expr {
     }
 
     #[cold]
-    fn eval_error(&self, message: impl Into<String>) -> PipelineError {
-        PipelineError::ExprEval {
+    fn eval_error(&self, message: impl Into<String>) -> ExprError {
+        ExprError::Eval {
             expression: self.inner.source.clone(),
             message: message.into(),
         }
@@ -383,7 +386,7 @@ impl Expr {
 
     #[cold]
     #[inline(never)]
-    fn layout_mismatch(&self) -> PipelineError {
+    fn layout_mismatch(&self) -> ExprError {
         self.eval_error(match self.inner.layout {
             Layout::Row(_) => "the expression was compiled for row payloads, not object payloads",
             Layout::Object => "the expression was compiled for object payloads, not row payloads",

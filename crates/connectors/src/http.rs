@@ -31,11 +31,9 @@ use dataflow_event::json::Decoder;
 use dataflow_event::Event;
 use dataflow_metrics::{IngestMetrics, Metrics, RefuseReason};
 
-use crate::operator::SideRecord;
-use crate::plan::Plan;
 use crate::ratelimit::RateLimiter;
+use crate::side::SideRecord;
 use crate::source::{PartitionPosition, Poll, Source};
-use crate::spec::SourceKind;
 use crate::Result;
 
 /// How long a source thread waits on an empty queue before it reports it has nothing
@@ -112,7 +110,7 @@ pub struct IngestQueue {
 }
 
 impl IngestQueue {
-    fn new(
+    pub fn new(
         name: &str,
         decoder: Arc<Decoder>,
         capacity: usize,
@@ -234,7 +232,7 @@ impl IngestQueue {
 }
 
 /// The `http` sources of a pipeline, by name, and their ingest metrics. Cloning shares them;
-/// it lives as long as the [`crate::runtime::Pipeline`], across restores in place.
+/// it lives as long as the pipeline, across restores in place.
 #[derive(Clone, Debug)]
 pub struct IngestHub {
     queues: Arc<Vec<Arc<IngestQueue>>>,
@@ -242,24 +240,15 @@ pub struct IngestHub {
 }
 
 impl IngestHub {
-    /// The queues of `plan`'s `http` sources, reporting to `metrics`.
-    pub fn new(plan: &Plan, metrics: &Metrics) -> IngestHub {
-        let queues = plan
-            .sources
-            .iter()
-            .filter_map(|source| match &source.spec.kind {
-                SourceKind::Http { queue } => Some(Arc::new(IngestQueue::new(
-                    &source.spec.name,
-                    source.decoder.clone(),
-                    *queue,
-                    source.spec.rate_limit.as_ref().map(RateLimiter::new),
-                ))),
-                _ => None,
-            })
-            .collect();
+    /// The queues of pipeline `pipeline`'s `http` sources, reporting to `metrics`.
+    pub fn new(
+        pipeline: &str,
+        queues: impl IntoIterator<Item = IngestQueue>,
+        metrics: &Metrics,
+    ) -> IngestHub {
         IngestHub {
-            queues: Arc::new(queues),
-            metrics: metrics.ingest(&plan.name),
+            queues: Arc::new(queues.into_iter().map(Arc::new).collect()),
+            metrics: metrics.ingest(pipeline),
         }
     }
 

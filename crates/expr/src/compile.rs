@@ -10,7 +10,8 @@ use cel::common::ast::{
 use cel::IdedExpr;
 use dataflow_event::{Event, Layout, Schema, Value};
 
-use super::eval::{Arith, Attr, Cmp, Cx, Func1, Func2, Node};
+use super::context::{Attr, Cx};
+use super::eval::{Arith, Cmp, Func1, Func2, Node};
 use super::interp;
 
 /// A compile error message (the caller adds the expression).

@@ -17,7 +17,7 @@
 //! late events.
 //!
 //! ```
-//! use dataflow_pipeline::generator::{Generator, GeneratorConfig, Profile};
+//! use dataflow_connectors::generator::{Generator, GeneratorConfig, Profile};
 //!
 //! let mut generator = Generator::new(GeneratorConfig {
 //!     profile: Profile::Clicks,
@@ -38,7 +38,9 @@ use std::sync::Arc;
 use dataflow_event::json::Encoder;
 use dataflow_event::{Event, FieldType, Layout, Payload, Schema, Value};
 
-use crate::{PipelineError, Result};
+use crate::side::SideRecord;
+use crate::source::{PartitionPosition, Poll, Source};
+use crate::{ConnectorError, Result};
 
 /// 2024-01-01T00:00:00Z in epoch milliseconds: the default time of event 0.
 pub const DEFAULT_START_TIME: i64 = 1_704_067_200_000;
@@ -107,13 +109,13 @@ impl fmt::Display for Profile {
 }
 
 impl FromStr for Profile {
-    type Err = PipelineError;
+    type Err = ConnectorError;
 
     fn from_str(text: &str) -> Result<Self> {
         match text {
             "bids" | "bid" | "nexmark" => Ok(Profile::Bids),
             "clicks" | "click" => Ok(Profile::Clicks),
-            other => Err(PipelineError::InvalidGenerator(format!(
+            other => Err(ConnectorError::InvalidGenerator(format!(
                 "unknown profile `{other}`: expected bids or clicks"
             ))),
         }
@@ -209,7 +211,7 @@ pub struct Generator {
 impl Generator {
     /// A generator for `config`, positioned at event 0.
     pub fn new(config: GeneratorConfig) -> Result<Self> {
-        let invalid = |message: &str| Err(PipelineError::InvalidGenerator(message.to_string()));
+        let invalid = |message: &str| Err(ConnectorError::InvalidGenerator(message.to_string()));
         if config.events_per_second == 0 {
             return invalid("events_per_second must be greater than 0");
         }
@@ -413,11 +415,11 @@ impl Generator {
         mut progress: impl FnMut(u64),
     ) -> Result<u64> {
         let Some(count) = self.config.count else {
-            return Err(PipelineError::InvalidGenerator(
+            return Err(ConnectorError::InvalidGenerator(
                 "cannot write an unbounded generator: set a count".into(),
             ));
         };
-        let io_error = |source| PipelineError::Io {
+        let io_error = |source| ConnectorError::Io {
             context: "writing generated events".into(),
             source,
         };
@@ -558,6 +560,90 @@ impl StackStr {
     fn as_str(&self) -> &str {
         // Only ASCII is ever pushed, so this never falls back.
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+/// The built-in generator as a source, optionally paced to a rate of events per second.
+#[derive(Debug)]
+pub struct GeneratorSource {
+    generator: Generator,
+    rate: Option<u64>,
+    started: Option<std::time::Instant>,
+    produced: u64,
+    ended: bool,
+}
+
+impl GeneratorSource {
+    /// A source over `generator`, at `rate` events per second of wall-clock time if given.
+    pub fn new(generator: Generator, rate: Option<u64>) -> GeneratorSource {
+        GeneratorSource {
+            generator,
+            rate,
+            started: None,
+            produced: 0,
+            ended: false,
+        }
+    }
+
+    /// Moves to event index `position`.
+    pub fn seek_to(&mut self, position: u64) {
+        self.generator.seek(position);
+        self.ended = false;
+    }
+}
+
+impl Source for GeneratorSource {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        events: &mut Vec<Event>,
+        _dead_letters: &mut Vec<SideRecord>,
+    ) -> Result<Poll> {
+        if self.ended {
+            return Ok(Poll::End);
+        }
+        let mut max = max;
+        if let Some(rate) = self.rate {
+            // Pace by wall clock: event n is due at start + n / rate. Waiting here is the point
+            // of a rate, so the thread sleeps until the next event is due.
+            let started = *self.started.get_or_insert_with(std::time::Instant::now);
+            let due = std::time::Duration::from_secs_f64(self.produced as f64 / rate as f64);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+            max = max.min((rate / 100).max(1) as usize);
+        }
+        let produced = self.generator.next_batch(max, events);
+        self.produced += produced as u64;
+        if produced == 0 {
+            self.ended = true;
+            return Ok(Poll::PartitionEnd { partition: 0 });
+        }
+        Ok(Poll::Data { partition: 0 })
+    }
+
+    fn partitions(&self) -> usize {
+        1
+    }
+
+    fn positions(&self) -> Vec<PartitionPosition> {
+        vec![PartitionPosition {
+            name: "generator".into(),
+            offset: self.generator.position(),
+            line: 0,
+        }]
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {
+        if let Some(position) = positions.first() {
+            self.seek_to(position.offset);
+        }
+        Ok(())
     }
 }
 
@@ -745,7 +831,7 @@ mod tests {
         let error = unbounded
             .write_jsonl(&mut Vec::new(), |_| {})
             .expect_err("unbounded");
-        assert!(matches!(error, PipelineError::InvalidGenerator(_)));
+        assert!(matches!(error, ConnectorError::InvalidGenerator(_)));
 
         struct Full;
         impl Write for Full {
@@ -899,7 +985,7 @@ mod tests {
         for config in cases {
             let error = Generator::new(config.clone()).expect_err("invalid");
             assert!(
-                matches!(error, PipelineError::InvalidGenerator(_)),
+                matches!(error, ConnectorError::InvalidGenerator(_)),
                 "{config:?}"
             );
         }

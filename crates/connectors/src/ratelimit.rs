@@ -41,8 +41,6 @@
 
 use std::time::Duration;
 
-use crate::spec::RateLimitSpec;
-
 /// The smallest rate a bucket accepts, in events per second; smaller or invalid rates are
 /// raised to it rather than dividing by zero.
 const MIN_RATE: f64 = 1e-3;
@@ -290,10 +288,93 @@ impl RateLimiter {
     }
 }
 
+/// Per-source rate limiting: a token bucket in front of the source's sends, optionally adapted
+/// to backpressure .
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitSpec {
+    /// The sustained rate, in events per second (the starting rate in adaptive mode).
+    pub events_per_second: u64,
+    /// How many events may go at once after a pause (the bucket's size).
+    pub burst: u64,
+    /// Adapt the rate to observed latency, if set.
+    pub adaptive: Option<AdaptiveSpec>,
+}
+
+impl RateLimitSpec {
+    /// A limit of `events_per_second`, with the default burst: a tenth of a second's events,
+    /// at least one.
+    pub fn new(events_per_second: u64) -> RateLimitSpec {
+        RateLimitSpec {
+            events_per_second,
+            burst: Self::default_burst(events_per_second),
+            adaptive: None,
+        }
+    }
+
+    /// The burst used when none is given: `events_per_second / 10`, at least 1.
+    pub fn default_burst(events_per_second: u64) -> u64 {
+        (events_per_second / 10).max(1)
+    }
+
+    /// The same limit with another burst.
+    pub fn with_burst(mut self, burst: u64) -> RateLimitSpec {
+        self.burst = burst;
+        self
+    }
+
+    /// The same limit, adapted to latency as `adaptive` says.
+    pub fn with_adaptive(mut self, adaptive: AdaptiveSpec) -> RateLimitSpec {
+        self.adaptive = Some(adaptive);
+        self
+    }
+
+    /// What is wrong with the settings, as sentence fragments naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.events_per_second == 0 {
+            problems.push("`events_per_second` must be at least 1".to_string());
+        }
+        if self.burst == 0 {
+            problems.push("`burst` must be at least 1".to_string());
+        }
+        if let Some(adaptive) = &self.adaptive {
+            if adaptive.target_latency <= 0 {
+                problems.push("`adaptive.target_latency` must be greater than zero".to_string());
+            }
+            if adaptive.min == 0 {
+                problems.push("`adaptive.min` must be at least 1".to_string());
+            }
+            if adaptive.min > adaptive.max {
+                problems.push(format!(
+                    "`adaptive.min` ({}) is larger than `adaptive.max` ({})",
+                    adaptive.min, adaptive.max
+                ));
+            } else if !(adaptive.min..=adaptive.max).contains(&self.events_per_second) {
+                problems.push(format!(
+                    "`events_per_second` ({}) must lie between `adaptive.min` ({}) and `adaptive.max` ({})",
+                    self.events_per_second, adaptive.min, adaptive.max
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Adaptive rate limiting: lower the rate when latency is above a target, raise it when well
+/// below, within bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdaptiveSpec {
+    /// The latency aimed at, in milliseconds.
+    pub target_latency: i64,
+    /// The lowest rate, in events per second.
+    pub min: u64,
+    /// The highest rate, in events per second.
+    pub max: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::AdaptiveSpec;
 
     /// Sends `total` events in batches of `batch` through `bucket` on a simulated clock that
     /// starts at `start` and advances only by the waits; returns the clock at the end.

@@ -1,0 +1,31 @@
+//! The connectors of dataflow: the [`Source`] and [`Sink`] traits, one module per connector,
+//! and the [`registry`] that maps a config's `type:` to a connector with its typed settings.
+//!
+//! Sources: `file` (JSON Lines files, partitions with byte offsets, follow mode, parallel
+//! decoding), `stdin`, `http` (events posted to the processor's `POST /ingest`) and
+//! `generator` (deterministic Nexmark-style bids or clicks). Sinks: `stdout` and `file`
+//! (`jsonl`), `parts` (exactly-once part files committed with checkpoints), and the side
+//! outputs for dead letters and late events (`side`). `ratelimit` paces any source.
+//!
+//! Adding a connector: a module with the connector and its settings, and its entry in
+//! [`registry`].
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod file;
+pub mod generator;
+pub mod http;
+pub mod jsonl;
+mod lines;
+pub mod parts;
+pub mod ratelimit;
+pub mod registry;
+pub mod side;
+pub mod sink;
+pub mod source;
+pub mod stdin;
+
+pub use error::{ConnectorError, Result};
+pub use registry::{SinkKind, SinkSpec, SourceKind};
+pub use sink::{OpenMode, Sink};
+pub use source::{PartitionPosition, Poll, Source};

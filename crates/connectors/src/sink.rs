@@ -1,0 +1,90 @@
+//! The sink trait, and the writer every JSON Lines output opens (stdout or a file).
+
+use std::path::Path;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use dataflow_event::Event;
+use tokio::io::AsyncWrite;
+
+use crate::registry::{SinkKind, SinkSpec};
+use crate::{ConnectorError, Result};
+
+/// Where results go. Called once per batch; implementations buffer as they see fit and make
+/// everything durable in [`Sink::flush`].
+#[async_trait]
+pub trait Sink: Send {
+    /// Writes a batch of events.
+    async fn write(&mut self, events: &[Event]) -> Result<()>;
+
+    /// Flushes everything written so far.
+    async fn flush(&mut self) -> Result<()>;
+
+    /// Checkpoint `checkpoint`'s barrier has passed: make everything written before it durable
+    /// as part of that checkpoint. By default, a flush.
+    async fn prepare(&mut self, _checkpoint: u64) -> Result<()> {
+        self.flush().await
+    }
+
+    /// Checkpoint `checkpoint` is saved: publish what was prepared for it and before.
+    async fn commit(&mut self, _checkpoint: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// The run is over: publish everything written.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush().await
+    }
+}
+
+pub(crate) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// How a file output starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Empty: a run that starts from the beginning.
+    Truncate,
+    /// After what the file holds: a run that may resume from a checkpoint, so that what earlier
+    /// runs wrote is kept.
+    Append,
+}
+
+/// Opens the writer of a sink: stdout, or a file created (with its directory), truncated or
+/// appended to as `mode` says.
+pub(crate) async fn open_writer(
+    spec: &SinkSpec,
+    what: &str,
+    mode: OpenMode,
+) -> Result<(Writer, String)> {
+    match &spec.kind {
+        SinkKind::Stdout => Ok((Box::pin(tokio::io::stdout()), "stdout".into())),
+        SinkKind::File { path } | SinkKind::Parts { dir: path } => {
+            create_parent(path, what).await?;
+            let mut options = tokio::fs::OpenOptions::new();
+            match mode {
+                OpenMode::Truncate => options.write(true).create(true).truncate(true),
+                OpenMode::Append => options.append(true).create(true),
+            };
+            let file = options
+                .open(path)
+                .await
+                .map_err(|source| ConnectorError::Io {
+                    context: format!("{what}: cannot create {}", path.display()),
+                    source,
+                })?;
+            Ok((Box::pin(file), path.display().to_string()))
+        }
+    }
+}
+
+pub(crate) async fn create_parent(path: &Path, what: &str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|source| ConnectorError::Io {
+                context: format!("{what}: cannot create directory {}", parent.display()),
+                source,
+            })?;
+    }
+    Ok(())
+}
