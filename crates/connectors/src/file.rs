@@ -10,7 +10,9 @@ use std::sync::Arc;
 use dataflow_event::json::Decoder;
 use dataflow_event::Event;
 
+use crate::config::Settings;
 use crate::lines::{decode_line, split_lines, Decoded, Line, LineReader, RawBatch};
+use crate::registry::SourceKind;
 use crate::side::SideRecord;
 use crate::source::{PartitionPosition, Poll, Source};
 use crate::{ConnectorError, Result};
@@ -389,6 +391,21 @@ impl Source for FileSource {
         }
         Ok(())
     }
+}
+
+/// The settings `configure` takes.
+pub(crate) const KEYS: &[&str] = &["path", "paths", "follow"];
+
+/// `type: file` settings: `path` or `paths`, and `follow`.
+pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SourceKind> {
+    let mut paths: Vec<PathBuf> = settings.path("path").into_iter().collect();
+    paths.extend(settings.paths("paths"));
+    if paths.is_empty() {
+        let place = settings.place();
+        settings.problem(place, "a file source needs `path` or `paths`");
+    }
+    let follow = settings.bool("follow").unwrap_or(false);
+    Some(SourceKind::File { paths, follow })
 }
 
 #[cfg(test)]

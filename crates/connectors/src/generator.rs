@@ -38,6 +38,8 @@ use std::sync::Arc;
 use dataflow_event::json::Encoder;
 use dataflow_event::{Event, FieldType, Layout, Payload, Schema, Value};
 
+use crate::config::Settings;
+use crate::registry::SourceKind;
 use crate::side::SideRecord;
 use crate::source::{PartitionPosition, Poll, Source};
 use crate::{ConnectorError, Result};
@@ -645,6 +647,63 @@ impl Source for GeneratorSource {
         }
         Ok(())
     }
+}
+
+/// `type: generator` settings: `profile`, `seed`, `count`, `rate`, `events_per_second`,
+/// The settings `configure` takes.
+pub(crate) const KEYS: &[&str] = &[
+    "profile",
+    "seed",
+    "count",
+    "rate",
+    "events_per_second",
+    "max_disorder",
+    "auctions",
+    "bidders",
+    "users",
+];
+
+/// `max_disorder`, `auctions`, `bidders`, `users`.
+pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SourceKind> {
+    let mut config = GeneratorConfig::default();
+    match settings.string("profile") {
+        None => config.profile = Profile::Bids,
+        Some((name, place)) => match name.as_str() {
+            "bids" => config.profile = Profile::Bids,
+            "clicks" => config.profile = Profile::Clicks,
+            other => settings.problem(
+                place,
+                format!("unknown generator profile `{other}`: expected bids or clicks"),
+            ),
+        },
+    }
+    if let Some((seed, _)) = settings.u64("seed") {
+        config.seed = seed;
+    }
+    config.count = settings.u64("count").map(|(count, _)| count);
+    for (key, target) in [
+        ("events_per_second", &mut config.events_per_second),
+        ("auctions", &mut config.auctions),
+        ("bidders", &mut config.bidders),
+        ("users", &mut config.users),
+    ] {
+        if let Some((value, place)) = settings.u64(key) {
+            if value == 0 {
+                settings.problem(place, format!("`{key}` must be at least 1"));
+            }
+            *target = value;
+        }
+    }
+    if let Some(millis) = settings.duration("max_disorder") {
+        config.max_disorder_ms = millis;
+    }
+    let rate = settings.u64("rate").map(|(rate, place)| {
+        if rate == 0 {
+            settings.problem(place, "`rate` must be at least 1 event per second");
+        }
+        rate
+    });
+    Some(SourceKind::Generator { config, rate })
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ use dataflow_event::json::Decoder;
 use dataflow_event::Event;
 use dataflow_metrics::{IngestMetrics, Metrics, RefuseReason};
 
+use crate::config::Settings;
 use crate::ratelimit::RateLimiter;
+use crate::registry::SourceKind;
 use crate::side::SideRecord;
 use crate::source::{PartitionPosition, Poll, Source};
 use crate::Result;
@@ -546,6 +548,37 @@ impl IngestQueue {
     pub fn admitted_total(&self) -> u64 {
         self.admitted()
     }
+}
+
+/// Events an `http` source's queue holds when `queue` is not given.
+pub const DEFAULT_INGEST_QUEUE: usize = 65_536;
+/// The largest `queue` an `http` source accepts.
+const MAX_INGEST_QUEUE: u64 = 16 << 20;
+
+/// The settings `configure` takes.
+pub(crate) const KEYS: &[&str] = &["queue"];
+
+/// `type: http` settings: `queue`.
+pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SourceKind> {
+    if let Some(place) = settings.adaptive_rate_limit.clone() {
+        settings.problem(
+            place,
+            "an http source cannot adapt its rate: it refuses what does not fit \
+             with 429 and clients retry, which already follows backpressure",
+        );
+    }
+    let queue = match settings.u64("queue") {
+        Some((queue, place)) if queue == 0 || queue > MAX_INGEST_QUEUE => {
+            settings.problem(
+                place,
+                format!("`queue` must be between 1 and {MAX_INGEST_QUEUE} events, not {queue}"),
+            );
+            DEFAULT_INGEST_QUEUE
+        }
+        Some((queue, _)) => queue as usize,
+        None => DEFAULT_INGEST_QUEUE,
+    };
+    Some(SourceKind::Http { queue })
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use dataflow_event::json::Encoder;
 use dataflow_event::{Event, Layout};
 use tokio::io::AsyncWriteExt;
 
+use crate::config::Settings;
+use crate::registry::SinkKind;
 use crate::registry::SinkSpec;
 use crate::sink::{open_writer, OpenMode, Sink, Writer};
 use crate::{ConnectorError, Result};
@@ -97,5 +99,27 @@ impl Sink for JsonLinesSink {
                 context: format!("cannot flush {}", self.name),
                 source,
             })
+    }
+}
+
+/// The settings `configure_stdout` takes.
+pub(crate) const STDOUT_KEYS: &[&str] = &[];
+/// The settings `configure_file` takes.
+pub(crate) const FILE_KEYS: &[&str] = &["path"];
+
+/// `type: stdout` takes no settings of its own.
+pub(crate) fn configure_stdout(_settings: &mut Settings<'_>) -> Option<SinkKind> {
+    Some(SinkKind::Stdout)
+}
+
+/// `type: file` settings: `path`.
+pub(crate) fn configure_file(settings: &mut Settings<'_>) -> Option<SinkKind> {
+    match settings.path("path") {
+        Some(path) => Some(SinkKind::File { path }),
+        None => {
+            let place = settings.place();
+            settings.problem(place, "a file sink needs `path`");
+            None
+        }
     }
 }

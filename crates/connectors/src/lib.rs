@@ -11,6 +11,7 @@
 //! [`registry`].
 #![forbid(unsafe_code)]
 
+pub mod config;
 mod error;
 pub mod file;
 pub mod generator;

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use dataflow_event::json::Encoder;
 
+use crate::config::Settings;
 use crate::jsonl::{encode_batch, result_encoder, WRITE_CHUNK};
 use crate::registry::{SinkKind, SinkSpec};
 use crate::sink::Sink;
@@ -248,6 +249,21 @@ impl Sink for PartsSink {
         self.commit(u64::MAX).await?;
         let id = self.last_prepared + 1;
         self.seal(&part_name(id)).await
+    }
+}
+
+/// The settings `configure` takes.
+pub(crate) const KEYS: &[&str] = &["path"];
+
+/// `type: parts` settings: `path`, a directory.
+pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
+    match settings.path("path") {
+        Some(dir) => Some(SinkKind::Parts { dir }),
+        None => {
+            let place = settings.place();
+            settings.problem(place, "a parts sink needs `path` (a directory)");
+            None
+        }
     }
 }
 

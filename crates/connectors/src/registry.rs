@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use dataflow_event::json::{Decoder, TimeFormat};
 
+use crate::config::{Place, Settings};
 use crate::file::FileSource;
 use crate::generator::{Generator, GeneratorConfig, GeneratorSource};
 use crate::http::{HttpSource, IngestHub};
@@ -199,5 +200,214 @@ impl SinkSpec {
                 Box::new(JsonLinesSink::open(self, layout, write_time, mode).await?)
             }
         })
+    }
+}
+
+/// A source `type:` a config can name, and how its settings become a [`SourceKind`].
+#[derive(Clone, Copy, Debug)]
+pub struct SourceType {
+    /// The `type:` as written.
+    pub name: &'static str,
+    /// The settings it takes besides the keys every source has.
+    pub keys: &'static [&'static str],
+    /// Reads the type's own settings, reporting problems to them.
+    pub configure: fn(&mut Settings<'_>) -> Option<SourceKind>,
+}
+
+/// A sink `type:` a config can name, and how its settings become a [`SinkKind`].
+#[derive(Clone, Copy, Debug)]
+pub struct SinkType {
+    /// The `type:` as written.
+    pub name: &'static str,
+    /// The settings it takes besides the keys every sink has.
+    pub keys: &'static [&'static str],
+    /// Reads the type's own settings, reporting problems to them.
+    pub configure: fn(&mut Settings<'_>) -> Option<SinkKind>,
+}
+
+/// Every source type.
+pub const SOURCES: [SourceType; 4] = [
+    SourceType {
+        name: "file",
+        keys: crate::file::KEYS,
+        configure: crate::file::configure,
+    },
+    SourceType {
+        name: "stdin",
+        keys: crate::stdin::KEYS,
+        configure: crate::stdin::configure,
+    },
+    SourceType {
+        name: "http",
+        keys: crate::http::KEYS,
+        configure: crate::http::configure,
+    },
+    SourceType {
+        name: "generator",
+        keys: crate::generator::KEYS,
+        configure: crate::generator::configure,
+    },
+];
+
+/// Every sink type.
+pub const SINKS: [SinkType; 3] = [
+    SinkType {
+        name: "stdout",
+        keys: crate::jsonl::STDOUT_KEYS,
+        configure: crate::jsonl::configure_stdout,
+    },
+    SinkType {
+        name: "file",
+        keys: crate::jsonl::FILE_KEYS,
+        configure: crate::jsonl::configure_file,
+    },
+    SinkType {
+        name: "parts",
+        keys: crate::parts::KEYS,
+        configure: crate::parts::configure,
+    },
+];
+
+/// Whether some source type takes `key`: a key none takes is refused as unknown.
+pub fn is_source_key(key: &str) -> bool {
+    SOURCES.iter().any(|t| t.keys.contains(&key))
+}
+
+/// Whether some sink type takes `key`: a key none takes is refused as unknown.
+pub fn is_sink_key(key: &str) -> bool {
+    SINKS.iter().any(|t| t.keys.contains(&key))
+}
+
+/// `a, b or c`.
+fn alternatives(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// The source of `type_name` (written at `type_place`) with `settings`; problems go to the
+/// settings, including an unknown type and keys the type does not take.
+pub fn configure_source(
+    type_name: &str,
+    type_place: Place,
+    mut settings: Settings<'_>,
+) -> Option<SourceKind> {
+    let Some(source) = SOURCES.iter().find(|t| t.name == type_name) else {
+        let names: Vec<&str> = SOURCES.iter().map(|t| t.name).collect();
+        settings.problem(
+            type_place,
+            format!(
+                "unknown source type `{type_name}`: expected {}",
+                alternatives(&names)
+            ),
+        );
+        return None;
+    };
+    let kind = (source.configure)(&mut settings);
+    settings.finish();
+    kind
+}
+
+/// The sink of `type_name` (written at `type_place`) with `settings`; problems go to the
+/// settings, including an unknown type and keys the type does not take.
+pub fn configure_sink(
+    type_name: &str,
+    type_place: Place,
+    mut settings: Settings<'_>,
+) -> Option<SinkKind> {
+    let Some(sink) = SINKS.iter().find(|t| t.name == type_name) else {
+        let names: Vec<&str> = SINKS.iter().map(|t| t.name).collect();
+        settings.problem(
+            type_place,
+            format!(
+                "unknown sink type `{type_name}`: expected {}",
+                alternatives(&names)
+            ),
+        );
+        return None;
+    };
+    let kind = (sink.configure)(&mut settings);
+    settings.finish();
+    kind
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Setting, SettingValue};
+
+    /// A value of the type each key is read as, so that `configure` takes it.
+    fn value_for(key: &str) -> SettingValue {
+        match key {
+            "paths" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
+            "follow" => SettingValue::Bool(false),
+            "path" | "profile" | "max_disorder" => SettingValue::Str(match key {
+                "profile" => "bids".into(),
+                "max_disorder" => "1s".into(),
+                _ => "x".into(),
+            }),
+            _ => SettingValue::Int(1),
+        }
+    }
+
+    fn settings_of(keys: &[&str]) -> Vec<Setting> {
+        keys.iter()
+            .map(|key| Setting {
+                key: key.to_string(),
+                place: Place::path(*key),
+                value: value_for(key),
+            })
+            .collect()
+    }
+
+    /// Each type's `keys` are exactly what its `configure` takes: given all of them, nothing
+    /// is left over, and each is refused by a type that does not list it.
+    #[test]
+    fn every_type_takes_exactly_its_keys() {
+        for source in SOURCES {
+            let mut problems = Vec::new();
+            let settings = Settings::new(
+                "source",
+                source.name,
+                Place::path("s"),
+                Path::new("."),
+                settings_of(source.keys),
+                &mut problems,
+            );
+            assert!(configure_source(source.name, Place::path("t"), settings).is_some());
+            assert!(problems.is_empty(), "{}: {problems:?}", source.name);
+        }
+        for sink in SINKS {
+            let mut problems = Vec::new();
+            let settings = Settings::new(
+                "sink",
+                sink.name,
+                Place::path("s"),
+                Path::new("."),
+                settings_of(sink.keys),
+                &mut problems,
+            );
+            assert!(configure_sink(sink.name, Place::path("t"), settings).is_some());
+            assert!(problems.is_empty(), "{}: {problems:?}", sink.name);
+        }
+        let mut problems = Vec::new();
+        let settings = Settings::new(
+            "source",
+            "stdin",
+            Place::path("s"),
+            Path::new("."),
+            settings_of(&["queue"]),
+            &mut problems,
+        );
+        configure_source("stdin", Place::path("t"), settings);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].message,
+            "`queue` does not apply to a stdin source"
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use dataflow_event::json::Decoder;
 use dataflow_event::Event;
 
+use crate::config::Settings;
 use crate::lines::{read_lines, LineReader};
+use crate::registry::SourceKind;
 use crate::side::SideRecord;
 use crate::source::{PartitionPosition, Poll, Source};
 use crate::{ConnectorError, Result};
@@ -91,4 +93,12 @@ impl Source for StdinSource {
     fn bytes_read(&self) -> u64 {
         self.reader.offset()
     }
+}
+
+/// The settings `configure` takes.
+pub(crate) const KEYS: &[&str] = &[];
+
+/// `type: stdin` takes no settings of its own.
+pub(crate) fn configure(_settings: &mut Settings<'_>) -> Option<SourceKind> {
+    Some(SourceKind::Stdin)
 }

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use dataflow_event::json::{DecoderConfig, TimeFormat};
 use dataflow_event::{Field, FieldType, Schema};
@@ -16,14 +17,16 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use dataflow_connectors::config::{Setting, SettingValue, Settings};
+use dataflow_connectors::registry;
+
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
     AdaptiveSpec, AggregateSpec, ApiSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec,
-    Place, Problem, RateLimitSpec, RuntimeSpec, SinkKind, SinkSpec, SourceKind, SourceSpec,
-    StateSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+    Place, Problem, RateLimitSpec, RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StateSpec,
+    StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
-use dataflow_connectors::generator::{GeneratorConfig, Profile};
 
 /// Reads and checks a config file. Relative paths in it are taken from the file's directory.
 pub fn load(path: &Path) -> Result<PipelineSpec> {
@@ -111,11 +114,6 @@ fn first_line(text: &str) -> String {
 /// The most workers `parallelism` may ask for.
 pub const MAX_PARALLELISM: usize = 256;
 
-/// Events an `http` source's queue holds when `queue` is not given.
-pub const DEFAULT_INGEST_QUEUE: usize = 65_536;
-/// The largest `queue` an `http` source accepts.
-const MAX_INGEST_QUEUE: u64 = 16 << 20;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -157,30 +155,164 @@ struct RawCheckpoint {
     retain: Option<Spanned<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A source as written: the keys every source has, and the rest for its connector.
+#[derive(Debug)]
 struct RawSource {
     name: Spanned<String>,
-    #[serde(rename = "type")]
     kind: Spanned<String>,
-    path: Option<Spanned<String>>,
-    paths: Option<Vec<Spanned<String>>>,
-    follow: Option<Spanned<bool>>,
-    profile: Option<Spanned<String>>,
-    seed: Option<u64>,
-    count: Option<Spanned<u64>>,
-    rate: Option<Spanned<u64>>,
-    events_per_second: Option<Spanned<u64>>,
-    max_disorder: Option<Spanned<DurationText>>,
-    auctions: Option<Spanned<u64>>,
-    bidders: Option<Spanned<u64>>,
-    users: Option<Spanned<u64>>,
-    queue: Option<Spanned<u64>>,
-    #[serde(default)]
     format: RawFormat,
-    #[serde(default)]
     watermark: RawWatermark,
     rate_limit: Option<Spanned<RawRateLimit>>,
+    /// The connector's own keys (`path`, `queue`, `profile`...), checked by its connector.
+    settings: Vec<Setting>,
+}
+
+/// The connector-specific keys of a source or sink, with their places (the path is filled in
+/// once the source's place is known).
+fn read_setting<'de, A: MapAccess<'de>>(
+    key: &Spanned<String>,
+    map: &mut A,
+) -> std::result::Result<Setting, A::Error> {
+    let value: Spanned<RawValue> = map.next_value()?;
+    Ok(Setting {
+        key: key.value.clone(),
+        place: Place {
+            path: key.value.clone(),
+            line: value.referenced.line(),
+            column: value.referenced.column(),
+        },
+        value: value.value.0,
+    })
+}
+
+impl<'de> Deserialize<'de> for RawSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct SourceVisitor;
+        impl<'de> Visitor<'de> for SourceVisitor {
+            type Value = RawSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a source: a mapping with `name` and `type`")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawSource, A::Error> {
+                let (mut name, mut kind, mut format, mut watermark, mut rate_limit) =
+                    (None, None, None, None, None);
+                let mut settings = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    match key.value.as_str() {
+                        "name" => name = Some(map.next_value()?),
+                        "type" => kind = Some(map.next_value()?),
+                        "format" => format = Some(map.next_value()?),
+                        "watermark" => watermark = Some(map.next_value()?),
+                        "rate_limit" => rate_limit = Some(map.next_value()?),
+                        other if registry::is_source_key(other) => {
+                            settings.push(read_setting(&key, &mut map)?)
+                        }
+                        other => {
+                            static KNOWN: OnceLock<Vec<&'static str>> = OnceLock::new();
+                            let keys = registry::SOURCES.map(|t| t.keys);
+                            return Err(unknown_key(other, &KNOWN, &SOURCE_KEYS, &keys));
+                        }
+                    }
+                }
+                Ok(RawSource {
+                    name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+                    kind: kind.ok_or_else(|| de::Error::missing_field("type"))?,
+                    format: format.unwrap_or_default(),
+                    watermark: watermark.unwrap_or_default(),
+                    rate_limit,
+                    settings,
+                })
+            }
+        }
+        deserializer.deserialize_map(SourceVisitor)
+    }
+}
+
+/// The keys every source has; a source's connector takes the others.
+const SOURCE_KEYS: [&str; 5] = ["name", "type", "format", "watermark", "rate_limit"];
+
+/// The error for a key that neither every source (or sink) nor any connector takes, naming the
+/// keys that exist, as serde names an unknown field (and at the key's place).
+fn unknown_key<E: de::Error>(
+    key: &str,
+    known: &'static OnceLock<Vec<&'static str>>,
+    common: &[&'static str],
+    connectors: &[&'static [&'static str]],
+) -> E {
+    let known = known.get_or_init(|| {
+        let mut known: Vec<&'static str> = common.to_vec();
+        for name in connectors.iter().flat_map(|keys| keys.iter()) {
+            if !known.contains(name) {
+                known.push(name);
+            }
+        }
+        known
+    });
+    E::unknown_field(key, known.as_slice())
+}
+
+/// Any YAML value, for a connector to type.
+#[derive(Debug)]
+struct RawValue(SettingValue);
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = RawValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<RawValue, E> {
+                Ok(RawValue(SettingValue::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> std::result::Result<RawValue, E> {
+                Ok(RawValue(SettingValue::Null))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<RawValue, E> {
+                Ok(RawValue(SettingValue::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<RawValue, E> {
+                Ok(RawValue(SettingValue::Int(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<RawValue, E> {
+                match i64::try_from(v) {
+                    Ok(v) => Ok(RawValue(SettingValue::Int(v))),
+                    Err(_) => Ok(RawValue(SettingValue::Float(v as f64))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<RawValue, E> {
+                Ok(RawValue(SettingValue::Float(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RawValue, E> {
+                Ok(RawValue(SettingValue::Str(v.to_string())))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<RawValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(RawValue(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(RawValue(SettingValue::Seq(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawValue, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((key, RawValue(value))) = map.next_entry::<String, RawValue>()? {
+                    entries.push((key, value));
+                }
+                Ok(RawValue(SettingValue::Map(entries)))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,13 +386,57 @@ struct RawWindow {
     aggregates: Spanned<OrderedMap<Spanned<String>>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A sink as written: its type, its time format, and the rest for its connector.
+#[derive(Debug)]
 struct RawSink {
-    #[serde(rename = "type")]
     kind: Spanned<String>,
-    path: Option<Spanned<String>>,
     time_format: Option<Spanned<String>>,
+    /// The connector's own keys (`path`), checked by its connector.
+    settings: Vec<Setting>,
+}
+
+impl<'de> Deserialize<'de> for RawSink {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct SinkVisitor;
+        impl<'de> Visitor<'de> for SinkVisitor {
+            type Value = RawSink;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sink: a mapping with `type`")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawSink, A::Error> {
+                let (mut kind, mut time_format) = (None, None);
+                let mut settings = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    match key.value.as_str() {
+                        "type" => kind = Some(map.next_value()?),
+                        "time_format" => time_format = Some(map.next_value()?),
+                        other if registry::is_sink_key(other) => {
+                            settings.push(read_setting(&key, &mut map)?)
+                        }
+                        other => {
+                            static KNOWN: OnceLock<Vec<&'static str>> = OnceLock::new();
+                            let keys = registry::SINKS.map(|t| t.keys);
+                            return Err(unknown_key(
+                                other,
+                                &KNOWN,
+                                &["type", "time_format"],
+                                &keys,
+                            ));
+                        }
+                    }
+                }
+                Ok(RawSink {
+                    kind: kind.ok_or_else(|| de::Error::missing_field("type"))?,
+                    time_format,
+                    settings,
+                })
+            }
+        }
+        deserializer.deserialize_map(SinkVisitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -475,7 +651,7 @@ impl Checker {
         let api = raw.api.as_ref().and_then(|a| self.api(a));
         if raw.api.is_none() {
             for source in &sources {
-                if matches!(source.kind, SourceKind::Http { .. }) {
+                if source.kind.is_ingest() {
                     self.problem(
                         source.place.clone(),
                         format!(
@@ -619,142 +795,58 @@ impl Checker {
     fn source(&mut self, raw: Spanned<RawSource>, path: &str) -> Option<SourceSpec> {
         let place = place_of(&raw, path);
         let source = raw.value;
-        let kind_place = place_of(&source.kind, format!("{path}.type"));
-        // Which optional keys each type accepts; any other present key is a problem.
-        let given: Vec<(&str, Option<Place>)> = vec![
-            (
-                "path",
-                source
-                    .path
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.path"))),
-            ),
-            (
-                "paths",
-                source
-                    .paths
-                    .as_ref()
-                    .and_then(|p| p.first())
-                    .map(|s| place_of(s, format!("{path}.paths"))),
-            ),
-            (
-                "follow",
-                source
-                    .follow
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.follow"))),
-            ),
-            (
-                "profile",
-                source
-                    .profile
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.profile"))),
-            ),
-            (
-                "count",
-                source
-                    .count
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.count"))),
-            ),
-            (
-                "rate",
-                source
-                    .rate
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.rate"))),
-            ),
-            (
-                "events_per_second",
-                source
-                    .events_per_second
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.events_per_second"))),
-            ),
-            (
-                "max_disorder",
-                source
-                    .max_disorder
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.max_disorder"))),
-            ),
-            (
-                "auctions",
-                source
-                    .auctions
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.auctions"))),
-            ),
-            (
-                "bidders",
-                source
-                    .bidders
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.bidders"))),
-            ),
-            (
-                "users",
-                source
-                    .users
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.users"))),
-            ),
-            (
-                "queue",
-                source
-                    .queue
-                    .as_ref()
-                    .map(|s| place_of(s, format!("{path}.queue"))),
-            ),
-        ];
-        let allowed: &[&str] = match source.kind.value.as_str() {
-            "file" => &["path", "paths", "follow"],
-            "stdin" => &[],
-            "http" => &["queue"],
-            "generator" => &[
-                "profile",
-                "count",
-                "rate",
-                "events_per_second",
-                "max_disorder",
-                "auctions",
-                "bidders",
-                "users",
-            ],
-            other => {
-                self.problem(
-                    kind_place,
-                    format!(
-                        "unknown source type `{other}`: expected file, stdin, http or generator"
-                    ),
-                );
-                return None;
-            }
-        };
-        for (key, key_place) in &given {
-            if let Some(key_place) = key_place {
-                if !allowed.contains(key) {
-                    self.problem(
-                        key_place.clone(),
-                        format!("`{key}` does not apply to a {} source", source.kind.value),
-                    );
-                }
-            }
-        }
-        let watermark = WatermarkSpec {
-            out_of_orderness: source
-                .watermark
+        let kind = self.source_kind(&source, &place, path);
+        let watermark = self.watermark(&source.watermark, path);
+        let decoder = self.decoder(source.format, &place, path);
+        let rate_limit = source
+            .rate_limit
+            .as_ref()
+            .and_then(|raw| self.rate_limit(raw, &format!("{path}.rate_limit")));
+        Some(SourceSpec {
+            name: source.name.value,
+            kind: kind?,
+            decoder,
+            watermark,
+            rate_limit,
+            place,
+        })
+    }
+
+    /// What the source reads: its `type:` and its connector's own settings, checked by the
+    /// connector registry.
+    fn source_kind(&mut self, source: &RawSource, place: &Place, path: &str) -> Option<SourceKind> {
+        let mut settings = Settings::new(
+            "source",
+            &source.kind.value,
+            place.clone(),
+            &self.base,
+            located(&source.settings, path),
+            &mut self.problems,
+        );
+        settings.adaptive_rate_limit = source
+            .rate_limit
+            .as_ref()
+            .filter(|limit| limit.value.adaptive.is_some())
+            .map(|limit| place_of(limit, format!("{path}.rate_limit.adaptive")));
+        registry::configure_source(
+            &source.kind.value,
+            place_of(&source.kind, format!("{path}.type")),
+            settings,
+        )
+    }
+
+    fn watermark(&mut self, raw: &RawWatermark, path: &str) -> WatermarkSpec {
+        WatermarkSpec {
+            out_of_orderness: raw
                 .out_of_orderness
                 .as_ref()
                 .and_then(|d| self.duration(d, &format!("{path}.watermark.out_of_orderness")))
                 .unwrap_or(0),
-            idle_timeout: source
-                .watermark
+            idle_timeout: raw
                 .idle_timeout
                 .as_ref()
                 .and_then(|d| self.duration(d, &format!("{path}.watermark.idle_timeout"))),
-            every: match &source.watermark.every {
+            every: match &raw.every {
                 Some(every) if every.value >= 1 => Some(every.value as usize),
                 Some(every) => {
                     self.problem(
@@ -765,113 +857,12 @@ impl Checker {
                 }
                 None => None,
             },
-        };
-        let kind = match source.kind.value.as_str() {
-            "file" => {
-                let mut paths: Vec<PathBuf> = Vec::new();
-                if let Some(one) = &source.path {
-                    paths.push(self.path(&one.value));
-                }
-                for one in source.paths.iter().flatten() {
-                    paths.push(self.path(&one.value));
-                }
-                if paths.is_empty() {
-                    self.problem(place.clone(), "a file source needs `path` or `paths`");
-                }
-                SourceKind::File {
-                    paths,
-                    follow: source.follow.map(|f| f.value).unwrap_or(false),
-                }
-            }
-            "stdin" => SourceKind::Stdin,
-            "http" => {
-                if let Some(rate_limit) = &source.rate_limit {
-                    if rate_limit.value.adaptive.is_some() {
-                        self.problem(
-                            place_of(rate_limit, format!("{path}.rate_limit.adaptive")),
-                            "an http source cannot adapt its rate: it refuses what does not fit \
-                             with 429 and clients retry, which already follows backpressure",
-                        );
-                    }
-                }
-                let queue = match &source.queue {
-                    Some(queue) if queue.value == 0 || queue.value > MAX_INGEST_QUEUE => {
-                        self.problem(
-                            place_of(queue, format!("{path}.queue")),
-                            format!(
-                                "`queue` must be between 1 and {MAX_INGEST_QUEUE} events, not {}",
-                                queue.value
-                            ),
-                        );
-                        DEFAULT_INGEST_QUEUE
-                    }
-                    Some(queue) => queue.value as usize,
-                    None => DEFAULT_INGEST_QUEUE,
-                };
-                SourceKind::Http { queue }
-            }
-            _ => {
-                let mut config = GeneratorConfig::default();
-                match source.profile.as_ref().map(|p| p.value.as_str()) {
-                    None | Some("bids") => config.profile = Profile::Bids,
-                    Some("clicks") => config.profile = Profile::Clicks,
-                    Some(other) => {
-                        let profile_place = source
-                            .profile
-                            .as_ref()
-                            .map(|p| place_of(p, format!("{path}.profile")))
-                            .unwrap_or_else(|| place.clone());
-                        self.problem(
-                            profile_place,
-                            format!("unknown generator profile `{other}`: expected bids or clicks"),
-                        );
-                    }
-                }
-                if let Some(seed) = source.seed {
-                    config.seed = seed;
-                }
-                config.count = source.count.map(|c| c.value);
-                for (value, target, key) in [
-                    (
-                        &source.events_per_second,
-                        &mut config.events_per_second,
-                        "events_per_second",
-                    ),
-                    (&source.auctions, &mut config.auctions, "auctions"),
-                    (&source.bidders, &mut config.bidders, "bidders"),
-                    (&source.users, &mut config.users, "users"),
-                ] {
-                    if let Some(value) = value {
-                        if value.value == 0 {
-                            self.problem(
-                                place_of(value, format!("{path}.{key}")),
-                                format!("`{key}` must be at least 1"),
-                            );
-                        }
-                        *target = value.value;
-                    }
-                }
-                if let Some(disorder) = &source.max_disorder {
-                    if let Some(millis) = self.duration(disorder, &format!("{path}.max_disorder")) {
-                        config.max_disorder_ms = millis;
-                    }
-                }
-                if let Some(rate) = &source.rate {
-                    if rate.value == 0 {
-                        self.problem(
-                            place_of(rate, format!("{path}.rate")),
-                            "`rate` must be at least 1 event per second",
-                        );
-                    }
-                }
-                SourceKind::Generator {
-                    config,
-                    rate: source.rate.map(|r| r.value),
-                }
-            }
-        };
+        }
+    }
+
+    /// How the source's records are decoded: field names and the schema.
+    fn decoder(&mut self, format: RawFormat, place: &Place, path: &str) -> DecoderConfig {
         let mut decoder = DecoderConfig::default();
-        let format = source.format;
         if let Some(field) = format.time_field {
             decoder.time_field = field;
         }
@@ -907,18 +898,7 @@ impl Checker {
                 Err(error) => self.problem(place.clone(), error.to_string()),
             }
         }
-        let rate_limit = source
-            .rate_limit
-            .as_ref()
-            .and_then(|raw| self.rate_limit(raw, &format!("{path}.rate_limit")));
-        Some(SourceSpec {
-            name: source.name.value,
-            kind,
-            decoder,
-            watermark,
-            rate_limit,
-            place,
-        })
+        decoder
     }
 
     /// A positive count of events (per second), or a problem at its place.
@@ -1195,45 +1175,19 @@ impl Checker {
                 TimeFormat::Rfc3339
             }
         };
-        let kind = match sink.kind.value.as_str() {
-            "stdout" => {
-                if let Some(extra) = &sink.path {
-                    self.problem(
-                        place_of(extra, format!("{path}.path")),
-                        "`path` does not apply to a stdout sink",
-                    );
-                }
-                SinkKind::Stdout
-            }
-            "parts" => match &sink.path {
-                Some(dir) => SinkKind::Parts {
-                    dir: self.path(&dir.value),
-                },
-                None => {
-                    self.problem(
-                        place_of(raw, path),
-                        "a parts sink needs `path` (a directory)",
-                    );
-                    return None;
-                }
-            },
-            "file" => match &sink.path {
-                Some(file) => SinkKind::File {
-                    path: self.path(&file.value),
-                },
-                None => {
-                    self.problem(place_of(raw, path), "a file sink needs `path`");
-                    return None;
-                }
-            },
-            other => {
-                self.problem(
-                    place_of(&sink.kind, format!("{path}.type")),
-                    format!("unknown sink type `{other}`: expected stdout, file or parts"),
-                );
-                return None;
-            }
-        };
+        let settings = Settings::new(
+            "sink",
+            &sink.kind.value,
+            place_of(raw, path),
+            &self.base,
+            located(&sink.settings, path),
+            &mut self.problems,
+        );
+        let kind = registry::configure_sink(
+            &sink.kind.value,
+            place_of(&sink.kind, format!("{path}.type")),
+            settings,
+        )?;
         Some(SinkSpec { kind, time_format })
     }
 
@@ -1274,6 +1228,18 @@ impl Checker {
         }
         runtime
     }
+}
+
+/// `settings` with their full paths: `sources[0].path`.
+fn located(settings: &[Setting], path: &str) -> Vec<Setting> {
+    settings
+        .iter()
+        .map(|setting| {
+            let mut setting = setting.clone();
+            setting.place.path = format!("{path}.{}", setting.key);
+            setting
+        })
+        .collect()
 }
 
 fn expr_spec(expr: &Spanned<String>, path: String) -> ExprSpec {

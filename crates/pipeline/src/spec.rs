@@ -7,56 +7,10 @@ use std::path::PathBuf;
 use dataflow_event::json::DecoderConfig;
 use dataflow_window::{AggregateKind, WindowKind};
 
+pub use dataflow_connectors::config::{Place, Problem};
 pub use dataflow_connectors::ratelimit::{AdaptiveSpec, RateLimitSpec};
 pub use dataflow_connectors::registry::{SinkKind, SinkSpec, SourceKind};
 pub use dataflow_operators::TimeDomain;
-
-/// Where a setting was written, so that problems can name it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Place {
-    /// The path of the setting in the config (`steps[2].filter`).
-    pub path: String,
-    /// 1-based line in the config file; 0 when the setting did not come from a file.
-    pub line: u64,
-    /// 1-based column in the config file; 0 when unknown.
-    pub column: u64,
-}
-
-impl Place {
-    /// A place known only by its path (pipelines built in code).
-    pub fn path(path: impl Into<String>) -> Place {
-        Place {
-            path: path.into(),
-            line: 0,
-            column: 0,
-        }
-    }
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line > 0 {
-            write!(f, "line {}:{}: {}", self.line, self.column, self.path)
-        } else {
-            f.write_str(&self.path)
-        }
-    }
-}
-
-/// One problem found while checking a pipeline, with its place.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// Where.
-    pub place: Place,
-    /// What is wrong, as a sentence fragment without a final period.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.place, self.message)
-    }
-}
 
 /// A CEL expression with the place it was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
