@@ -203,6 +203,9 @@ impl SinkSpec {
     }
 }
 
+/// Reads a connector type's own settings into its kind, reporting problems to them.
+pub type Configure<K> = fn(&mut Settings<'_>) -> Option<K>;
+
 /// A source `type:` a config can name, and how its settings become a [`SourceKind`].
 #[derive(Clone, Copy, Debug)]
 pub struct SourceType {
@@ -211,7 +214,7 @@ pub struct SourceType {
     /// The settings it takes besides the keys every source has.
     pub keys: &'static [&'static str],
     /// Reads the type's own settings, reporting problems to them.
-    pub configure: fn(&mut Settings<'_>) -> Option<SourceKind>,
+    pub configure: Configure<SourceKind>,
 }
 
 /// A sink `type:` a config can name, and how its settings become a [`SinkKind`].
@@ -222,7 +225,7 @@ pub struct SinkType {
     /// The settings it takes besides the keys every sink has.
     pub keys: &'static [&'static str],
     /// Reads the type's own settings, reporting problems to them.
-    pub configure: fn(&mut Settings<'_>) -> Option<SinkKind>,
+    pub configure: Configure<SinkKind>,
 }
 
 /// Every source type.
@@ -287,50 +290,50 @@ fn alternatives(names: &[&str]) -> String {
     }
 }
 
-/// The source of `type_name` (written at `type_place`) with `settings`; problems go to the
-/// settings, including an unknown type and keys the type does not take.
-pub fn configure_source(
+/// Configures a `what` (`source` or `sink`) of `type_name` (written at `type_place`) with the
+/// type among `types` of that name; problems go to `settings`: an unknown type names the known
+/// ones, and keys the type does not take are reported by `Settings::finish`.
+fn configure<K>(
+    what: &str,
+    types: &[(&'static str, Configure<K>)],
     type_name: &str,
     type_place: Place,
     mut settings: Settings<'_>,
-) -> Option<SourceKind> {
-    let Some(source) = SOURCES.iter().find(|t| t.name == type_name) else {
-        let names: Vec<&str> = SOURCES.iter().map(|t| t.name).collect();
+) -> Option<K> {
+    let Some((_, configure)) = types.iter().find(|(name, _)| *name == type_name) else {
+        let names: Vec<&str> = types.iter().map(|(name, _)| *name).collect();
         settings.problem(
             type_place,
             format!(
-                "unknown source type `{type_name}`: expected {}",
+                "unknown {what} type `{type_name}`: expected {}",
                 alternatives(&names)
             ),
         );
         return None;
     };
-    let kind = (source.configure)(&mut settings);
+    let kind = configure(&mut settings);
     settings.finish();
     kind
 }
 
-/// The sink of `type_name` (written at `type_place`) with `settings`; problems go to the
-/// settings, including an unknown type and keys the type does not take.
+/// The source of `type_name` (written at `type_place`) with `settings` (see [`SOURCES`]).
+pub fn configure_source(
+    type_name: &str,
+    type_place: Place,
+    settings: Settings<'_>,
+) -> Option<SourceKind> {
+    let types = SOURCES.map(|t| (t.name, t.configure));
+    configure("source", &types, type_name, type_place, settings)
+}
+
+/// The sink of `type_name` (written at `type_place`) with `settings` (see [`SINKS`]).
 pub fn configure_sink(
     type_name: &str,
     type_place: Place,
-    mut settings: Settings<'_>,
+    settings: Settings<'_>,
 ) -> Option<SinkKind> {
-    let Some(sink) = SINKS.iter().find(|t| t.name == type_name) else {
-        let names: Vec<&str> = SINKS.iter().map(|t| t.name).collect();
-        settings.problem(
-            type_place,
-            format!(
-                "unknown sink type `{type_name}`: expected {}",
-                alternatives(&names)
-            ),
-        );
-        return None;
-    };
-    let kind = (sink.configure)(&mut settings);
-    settings.finish();
-    kind
+    let types = SINKS.map(|t| (t.name, t.configure));
+    configure("sink", &types, type_name, type_place, settings)
 }
 
 #[cfg(test)]
