@@ -3,7 +3,7 @@
 //!
 //! [`ControlHandle`] is cloneable and shared by whoever controls the run (the processor's API).
 //! It reaches the run through a channel into the checkpoint coordinator, which injects a
-//! barrier at once or takes the run down; and through [`LiveStatus`], which the source threads
+//! barrier at once or takes the run down; and through its live status, which the source threads
 //! update after each batch. A restore is checked before anything changes (the checkpoint must
 //! verify and fit this pipeline); then the run stops without a final checkpoint (pending,
 //! uncommitted sink output is discarded as on any recovery) and [`crate::runtime::Pipeline::run`]
