@@ -3,7 +3,7 @@
 //!
 //! [`ControlHandle`] is cloneable and shared by whoever controls the run (the processor's API).
 //! It reaches the run through a channel into the checkpoint coordinator, which injects a
-//! barrier at once or takes the run down; and through [`LiveStatus`], which the source threads
+//! barrier at once or takes the run down; and through its live status, which the source threads
 //! update after each batch. A restore is checked before anything changes (the checkpoint must
 //! verify and fit this pipeline); then the run stops without a final checkpoint (pending,
 //! uncommitted sink output is discarded as on any recovery) and [`crate::runtime::Pipeline::run`]
@@ -22,9 +22,8 @@ use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use dataflow_operators::OperatorKind;
-
 use crate::plan::Plan;
+use crate::runtime::restore::{compatibility, Compatibility, Shape};
 
 pub use dataflow_api::control::ControlError;
 pub use dataflow_api::{
@@ -78,9 +77,8 @@ pub(crate) struct PendingRestore {
 #[derive(Debug)]
 struct Shared {
     pipeline: String,
-    operators: Vec<(String, &'static OperatorKind)>,
-    sources: Vec<String>,
-    fingerprint: String,
+    /// The operators and sources checkpoints are matched against.
+    shape: Shape,
     checkpoint_dir: Option<std::path::PathBuf>,
     started: Instant,
     counters: Arc<Counters>,
@@ -126,13 +124,7 @@ impl ControlHandle {
         };
         let shared = Shared {
             pipeline: plan.name.clone(),
-            operators: plan
-                .operators
-                .iter()
-                .map(|node| (node.info.name.to_string(), node.info.kind))
-                .collect(),
-            sources: plan.sources.iter().map(|s| s.spec.name.clone()).collect(),
-            fingerprint: plan.fingerprint(),
+            shape: Shape::of(plan),
             checkpoint_dir: plan.checkpoint.as_ref().map(|c| c.dir.clone()),
             started: Instant::now(),
             counters,
@@ -290,6 +282,7 @@ impl ControlHandle {
         let live = lock(&self.shared.live);
         let operators = self
             .shared
+            .shape
             .operators
             .iter()
             .map(|(name, kind)| {
@@ -337,6 +330,7 @@ impl ControlHandle {
             sources: live.sources.clone(),
             operators: self
                 .shared
+                .shape
                 .operators
                 .iter()
                 .map(|(n, _)| n.clone())
@@ -411,18 +405,18 @@ impl ControlHandle {
             }
             other => ControlError::Failed(other.to_string()),
         })?;
-        let mut report = self.plan_restore(&checkpoint, dry_run);
-        if checkpoint.pipeline_fingerprint != self.shared.fingerprint || !report.dropped.is_empty()
-        {
+        let fit = compatibility(&checkpoint, &self.shared.shape);
+        if !fit.fits() {
             return Err(ControlError::Incompatible(format!(
                 "checkpoint {id} was taken by a pipeline of another shape; it holds: {}",
-                if report.dropped.is_empty() {
+                if fit.dropped.is_empty() {
                     "state in another layout".to_string()
                 } else {
-                    report.dropped.join(", ")
+                    fit.dropped.join(", ")
                 }
             )));
         }
+        let mut report = self.restore_report(&checkpoint, fit, dry_run);
         if dry_run {
             return Ok(report);
         }
@@ -460,47 +454,33 @@ impl ControlHandle {
             .map_err(|_| ControlError::Failed("the restore was abandoned".into()))?
     }
 
-    fn plan_restore(&self, checkpoint: &Checkpoint, dry_run: bool) -> RestoreReport {
-        let mut operators = Vec::new();
-        let mut dropped = Vec::new();
-        for state in &checkpoint.operators {
-            if self
-                .shared
-                .operators
-                .iter()
-                .any(|(name, kind)| *name == state.name && kind.name == state.kind)
-            {
-                operators.push(OperatorRestore {
-                    name: state.name.clone(),
-                    kind: state.kind.clone(),
-                    key_count: state.key_count,
-                });
-            } else {
-                dropped.push(format!("operator {} ({})", state.name, state.kind));
-            }
-        }
-        let mut sources = Vec::new();
-        for state in &checkpoint.sources {
-            if self.shared.sources.contains(&state.name) {
-                sources.push(SourceRestore {
-                    name: state.name.clone(),
-                    partitions: state
-                        .partitions
-                        .iter()
-                        .map(|p| (p.name.clone(), p.offset, p.line))
-                        .collect(),
-                });
-            } else {
-                dropped.push(format!("source {}", state.name));
-            }
-        }
-        let stateful: Vec<&String> = operators.iter().map(|o| &o.name).collect();
-        let empty = self
-            .shared
+    /// What restoring `checkpoint`, which maps onto the pipeline as `fit` says, does.
+    fn restore_report(
+        &self,
+        checkpoint: &Checkpoint,
+        fit: Compatibility<'_>,
+        dry_run: bool,
+    ) -> RestoreReport {
+        let operators = fit
             .operators
             .iter()
-            .filter(|(name, kind)| kind.stateful && !stateful.contains(&name))
-            .map(|(name, _)| name.clone())
+            .map(|(_, state)| OperatorRestore {
+                name: state.name.clone(),
+                kind: state.kind.clone(),
+                key_count: state.key_count,
+            })
+            .collect();
+        let sources = fit
+            .sources
+            .iter()
+            .map(|(_, state)| SourceRestore {
+                name: state.name.clone(),
+                partitions: state
+                    .partitions
+                    .iter()
+                    .map(|p| (p.name.clone(), p.offset, p.line))
+                    .collect(),
+            })
             .collect();
         let created =
             SystemTime::UNIX_EPOCH + Duration::from_millis(checkpoint.created_at_ms.max(0) as u64);
@@ -513,9 +493,9 @@ impl ControlHandle {
             dry_run,
             watermark: checkpoint.watermark,
             operators,
-            empty,
+            empty: fit.empty,
             sources,
-            dropped,
+            dropped: fit.dropped,
             discarded: format!(
                 "everything processed after checkpoint {} ({} ms ago): open windows and \
                  uncommitted output are dropped and recomputed from its source positions",

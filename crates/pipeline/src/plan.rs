@@ -1,6 +1,7 @@
 //! Compiles a [`PipelineSpec`] into operators, checking every expression against the layout of
 //! the stream it runs on. Every problem is collected with its place.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use dataflow_event::json::Decoder;
@@ -8,8 +9,8 @@ use dataflow_event::{FieldType, Layout};
 use dataflow_window::WindowConfig;
 
 use crate::spec::{
-    ApiSpec, CheckpointSpec, ExprSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec,
-    SourceKind, SourceSpec, StateSpec, StepSpec,
+    ApiSpec, CheckpointSpec, ExprSpec, MapSpec, PipelineSpec, Place, Problem, RuntimeSpec,
+    SinkSpec, SourceKind, SourceSpec, StateSpec, StepSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 use dataflow_connectors::generator::Generator;
@@ -65,15 +66,16 @@ pub struct Plan {
     pub sinks: Vec<SinkSpec>,
     /// The dead-letter sink.
     pub dead_letters: SinkSpec,
-    /// The late-events sink, if not the dead letters.
+    /// The late-events sink; `None` (or the dead-letter sink itself) sends late events to the
+    /// dead letters.
     pub late_events: Option<SinkSpec>,
     /// Runtime settings.
     pub runtime: RuntimeSpec,
     /// Periodic checkpoints, if any.
     pub checkpoint: Option<CheckpointSpec>,
-    /// The HTTP API to serve, if any.
     /// Where keyed operator state is kept.
     pub state: StateSpec,
+    /// The HTTP API to serve, if any.
     pub api: Option<ApiSpec>,
 }
 
@@ -106,26 +108,66 @@ pub fn plan(spec: PipelineSpec) -> Result<Plan> {
 /// Compiles `spec` as far as it can, adding every problem to `problems`. The plan is only
 /// usable when no problem was added.
 pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -> Plan {
+    let operator_factory = operator_factory(&spec);
+    let skip_metadata = skips_metadata(&spec.steps);
+    let (sources, input_layout) = plan_sources(spec.sources, skip_metadata, problems);
+    let mut steps = Steps::new(input_layout.clone());
+    for step in spec.steps {
+        match step {
+            StepSpec::Filter(expr) => steps.filter(expr, problems),
+            StepSpec::KeyBy(expr) => steps.key_by(expr, problems),
+            StepSpec::Map(map) => steps.map(map, problems),
+            StepSpec::Window(window) => steps.window(window, &spec.state, problems),
+        }
+    }
+    Plan {
+        name: spec.name,
+        sources,
+        input_layout,
+        operators: steps.operators,
+        operator_factory,
+        output_layout: steps.layout,
+        output_is_windowed: steps.windowed,
+        sinks: spec.sinks,
+        dead_letters: spec.dead_letters,
+        late_events: spec.late_events,
+        runtime: spec.runtime,
+        checkpoint: spec.checkpoint,
+        state: spec.state,
+        api: spec.api,
+    }
+}
+
+/// Builds the operators of `spec` again, for parallel workers.
+fn operator_factory(spec: &PipelineSpec) -> OperatorFactory {
     let factory_spec = spec.clone();
-    let operator_factory = OperatorFactory(Arc::new(move || {
+    OperatorFactory(Arc::new(move || {
         // The spec planned without problems once, so it plans the same operators again.
         plan_collecting(factory_spec.clone(), &mut Vec::new()).operators
-    }));
-    let mut sources = Vec::new();
-    let mut input_layout: Option<(Layout, String)> = None;
-    // Reading an event's type and id costs two allocations per record. They are skipped when
-    // nothing can see them: results are window results (which carry neither) and no
-    // expression mentions `event`. Dead letters of such a pipeline lack them too.
-    let has_window = spec
-        .steps
-        .iter()
-        .any(|step| matches!(step, StepSpec::Window(_)));
-    let mentions_event = spec
-        .steps
+    }))
+}
+
+/// Whether the sources can skip reading an event's type and id, which costs two allocations
+/// per record: they can when nothing can see them, results being window results (which carry
+/// neither) and no expression mentioning `event`. Dead letters of such a pipeline lack them too.
+fn skips_metadata(steps: &[StepSpec]) -> bool {
+    let has_window = steps.iter().any(|step| matches!(step, StepSpec::Window(_)));
+    let mentions_event = steps
         .iter()
         .any(|step| step_sources(step).any(|source| source.contains("event")));
-    let skip_metadata = has_window && !mentions_event;
-    for mut source in spec.sources {
+    has_window && !mentions_event
+}
+
+/// Plans every source with its decoder, checking its rate limit and generator settings, and
+/// that all share one schema; returns them and the layout of their events.
+fn plan_sources(
+    specs: Vec<SourceSpec>,
+    skip_metadata: bool,
+    problems: &mut Vec<Problem>,
+) -> (Vec<SourcePlan>, Layout) {
+    let mut sources = Vec::new();
+    let mut input_layout: Option<(Layout, String)> = None;
+    for mut source in specs {
         if skip_metadata {
             source.decoder.type_field = None;
             source.decoder.id_field = None;
@@ -141,21 +183,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                 });
             }
         }
-        let decoder = match &source.kind {
-            SourceKind::Generator { config, .. } => {
-                if let Err(error) = Generator::new(config.clone()) {
-                    problems.push(Problem {
-                        place: source.place.clone(),
-                        message: error.to_string(),
-                    });
-                }
-                // Generated events are rows of the profile's schema, stamped with event times.
-                let mut decoder = source.decoder.clone();
-                decoder.schema = Some(Generator::schema(config.profile));
-                Decoder::new(decoder)
-            }
-            _ => Decoder::new(source.decoder.clone()),
-        };
+        let decoder = source_decoder(&source, problems);
         let layout = decoder.layout().clone();
         match &input_layout {
             None => input_layout = Some((layout, source.name.clone())),
@@ -176,158 +204,195 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
     let input_layout = input_layout
         .map(|(layout, _)| layout)
         .unwrap_or(Layout::Object);
+    (sources, input_layout)
+}
 
-    let mut layout = input_layout.clone();
-    let mut operators = Vec::new();
-    let mut key_type: Option<Option<FieldType>> = None;
-    let mut windowed = false;
-    let compile = |expr: &ExprSpec, layout: &Layout, problems: &mut Vec<Problem>| -> Option<Expr> {
-        match Expr::compile(&expr.source, layout) {
-            Ok(compiled) => Some(compiled),
-            Err(error) => {
+/// The decoder of `source`'s records; a generator's checks its settings too.
+fn source_decoder(source: &SourceSpec, problems: &mut Vec<Problem>) -> Decoder {
+    match &source.kind {
+        SourceKind::Generator { config, .. } => {
+            if let Err(error) = Generator::new(config.clone()) {
                 problems.push(Problem {
-                    place: expr.place.clone(),
+                    place: source.place.clone(),
                     message: error.to_string(),
                 });
-                None
             }
+            // Generated events are rows of the profile's schema, stamped with event times.
+            let mut decoder = source.decoder.clone();
+            decoder.schema = Some(Generator::schema(config.profile));
+            Decoder::new(decoder)
         }
-    };
-    for step in spec.steps {
-        match step {
-            StepSpec::Filter(expr) => {
-                let name: Arc<str> = Arc::from(expr.place.path.as_str());
-                if let Some(predicate) = compile(&expr, &layout, problems) {
-                    if let Some(ty) = predicate.output_type() {
-                        if ty != FieldType::Bool {
-                            problems.push(Problem {
-                                place: expr.place.clone(),
-                                message: format!(
-                                    "a filter needs a bool expression, this one gives {ty}"
-                                ),
-                            });
-                        }
-                    }
-                    operators.push(OperatorNode::new(
-                        name.clone(),
-                        Filter::new(name, predicate, layout.clone()),
-                    ));
-                }
-            }
-            StepSpec::KeyBy(expr) => {
-                let name: Arc<str> = Arc::from(expr.place.path.as_str());
-                if let Some(key) = compile(&expr, &layout, problems) {
-                    key_type = Some(key.output_type());
-                    operators.push(OperatorNode::new(
-                        name.clone(),
-                        KeyBy::new(name, key, layout.clone()),
-                    ));
-                }
-            }
-            StepSpec::Map(map) => {
-                let name: Arc<str> = Arc::from(map.place.path.as_str());
-                let computed: Vec<(String, Expr)> = map
-                    .fields
-                    .iter()
-                    .filter_map(|(field, expr)| {
-                        compile(expr, &layout, problems).map(|e| (field.clone(), e))
-                    })
-                    .collect();
-                if computed.len() != map.fields.len() {
-                    continue;
-                }
-                match Map::new(
-                    name.clone(),
-                    computed,
-                    map.rename,
-                    map.keep,
-                    map.drop,
-                    layout.clone(),
-                ) {
-                    Ok((operator, output)) => {
-                        layout = output;
-                        operators.push(OperatorNode::new(name, operator));
-                    }
-                    Err(message) => problems.push(Problem {
-                        place: map.place.clone(),
-                        message,
-                    }),
-                }
-            }
-            StepSpec::Window(window) => {
-                let name: Arc<str> = Arc::from(window.place.path.as_str());
-                let mut aggregates = Vec::new();
-                let mut failed = false;
-                for aggregate in &window.aggregates {
-                    let input = match &aggregate.input {
-                        Some(expr) => match compile(expr, &layout, problems) {
-                            Some(compiled) => Some(compiled),
-                            None => {
-                                failed = true;
-                                continue;
-                            }
-                        },
-                        None => None,
-                    };
-                    aggregates.push((aggregate.name.clone(), aggregate.kind, input));
-                }
-                let config = WindowConfig {
-                    kind: window.kind,
-                    allowed_lateness: window.allowed_lateness,
-                    aggregates: window.aggregates.iter().map(|a| a.kind).collect(),
-                };
-                if let Err(error) = config.validate() {
-                    problems.push(Problem {
-                        place: window.place.clone(),
-                        message: error.to_string(),
-                    });
-                    continue;
-                }
-                if failed {
-                    continue;
-                }
-                let keyed = key_type.is_some();
-                match WindowAggregate::new(
-                    name.clone(),
-                    config,
-                    aggregates,
-                    window.time,
-                    keyed,
-                    key_type.flatten(),
-                    layout.clone(),
-                ) {
-                    Ok((mut operator, output)) => {
-                        if let StateSpec::Sled { dir } = &spec.state {
-                            operator.keep_state_in(dir.join(state_dir_name(&name)));
-                        }
-                        layout = output;
-                        windowed = true;
-                        key_type = None;
-                        operators.push(OperatorNode::new(name, operator));
-                    }
-                    Err(message) => problems.push(Problem {
-                        place: window.place.clone(),
-                        message,
-                    }),
-                }
-            }
+        _ => Decoder::new(source.decoder.clone()),
+    }
+}
+
+/// Compiles `expr` against `layout`, or adds why not to `problems`.
+fn compile(expr: &ExprSpec, layout: &Layout, problems: &mut Vec<Problem>) -> Option<Expr> {
+    match Expr::compile(&expr.source, layout) {
+        Ok(compiled) => Some(compiled),
+        Err(error) => {
+            problems.push(Problem {
+                place: expr.place.clone(),
+                message: error.to_string(),
+            });
+            None
         }
     }
-    Plan {
-        name: spec.name,
-        sources,
-        input_layout,
-        operators,
-        operator_factory,
-        output_layout: layout,
-        output_is_windowed: windowed,
-        sinks: spec.sinks,
-        dead_letters: spec.dead_letters,
-        late_events: spec.late_events,
-        runtime: spec.runtime,
-        checkpoint: spec.checkpoint,
-        state: spec.state,
-        api: spec.api,
+}
+
+/// The steps planned so far, and the stream after them.
+struct Steps {
+    /// The layout of the events after the last step.
+    layout: Layout,
+    operators: Vec<OperatorNode>,
+    /// The type of the key set by the last `key_by` (`Some(None)`: of unknown type), `None`
+    /// when the stream is not keyed.
+    key_type: Option<Option<FieldType>>,
+    /// Whether a window ran: the events are window results.
+    windowed: bool,
+}
+
+impl Steps {
+    fn new(layout: Layout) -> Steps {
+        Steps {
+            layout,
+            operators: Vec::new(),
+            key_type: None,
+            windowed: false,
+        }
+    }
+
+    /// A filter, whose predicate must give a bool.
+    fn filter(&mut self, expr: ExprSpec, problems: &mut Vec<Problem>) {
+        let name: Arc<str> = Arc::from(expr.place.path.as_str());
+        let Some(predicate) = compile(&expr, &self.layout, problems) else {
+            return;
+        };
+        if let Some(ty) = predicate.output_type() {
+            if ty != FieldType::Bool {
+                problems.push(Problem {
+                    place: expr.place.clone(),
+                    message: format!("a filter needs a bool expression, this one gives {ty}"),
+                });
+            }
+        }
+        self.operators.push(OperatorNode::new(
+            name.clone(),
+            Filter::new(name, predicate, self.layout.clone()),
+        ));
+    }
+
+    /// A key_by: the stream is keyed from here on.
+    fn key_by(&mut self, expr: ExprSpec, problems: &mut Vec<Problem>) {
+        let name: Arc<str> = Arc::from(expr.place.path.as_str());
+        if let Some(key) = compile(&expr, &self.layout, problems) {
+            self.key_type = Some(key.output_type());
+            self.operators.push(OperatorNode::new(
+                name.clone(),
+                KeyBy::new(name, key, self.layout.clone()),
+            ));
+        }
+    }
+
+    /// A map: the stream has its output layout from here on.
+    fn map(&mut self, map: MapSpec, problems: &mut Vec<Problem>) {
+        let name: Arc<str> = Arc::from(map.place.path.as_str());
+        let computed: Vec<(String, Expr)> = map
+            .fields
+            .iter()
+            .filter_map(|(field, expr)| {
+                compile(expr, &self.layout, problems).map(|e| (field.clone(), e))
+            })
+            .collect();
+        if computed.len() != map.fields.len() {
+            return;
+        }
+        match Map::new(
+            name.clone(),
+            computed,
+            map.rename,
+            map.keep,
+            map.drop,
+            self.layout.clone(),
+        ) {
+            Ok((operator, output)) => {
+                self.layout = output;
+                self.operators.push(OperatorNode::new(name, operator));
+            }
+            Err(message) => problems.push(Problem {
+                place: map.place.clone(),
+                message,
+            }),
+        }
+    }
+
+    /// A window over the stream (keyed if a key_by came before): the stream is its results
+    /// from here on, not keyed. With sled state, it keeps its state under the state directory.
+    fn window(&mut self, window: WindowSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
+        let name: Arc<str> = Arc::from(window.place.path.as_str());
+        let mut aggregates = Vec::new();
+        let mut failed = false;
+        for aggregate in &window.aggregates {
+            let input = match &aggregate.input {
+                Some(expr) => match compile(expr, &self.layout, problems) {
+                    Some(compiled) => Some(compiled),
+                    None => {
+                        failed = true;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            aggregates.push((aggregate.name.clone(), aggregate.kind, input));
+        }
+        let config = WindowConfig {
+            kind: window.kind,
+            allowed_lateness: window.allowed_lateness,
+            aggregates: window.aggregates.iter().map(|a| a.kind).collect(),
+        };
+        if let Err(error) = config.validate() {
+            problems.push(Problem {
+                place: window.place.clone(),
+                message: error.to_string(),
+            });
+            return;
+        }
+        if failed {
+            return;
+        }
+        let keyed = self.key_type.is_some();
+        match WindowAggregate::new(
+            name.clone(),
+            config,
+            aggregates,
+            window.time,
+            keyed,
+            self.key_type.flatten(),
+            self.layout.clone(),
+        ) {
+            Ok((mut operator, output)) => {
+                if let Some(dir) = state_dir(state, &name) {
+                    operator.keep_state_in(dir);
+                }
+                self.layout = output;
+                self.windowed = true;
+                self.key_type = None;
+                self.operators.push(OperatorNode::new(name, operator));
+            }
+            Err(message) => problems.push(Problem {
+                place: window.place.clone(),
+                message,
+            }),
+        }
+    }
+}
+
+/// Where `operator` keeps its state: a directory of its own under the state directory, with
+/// sled state; `None` in memory.
+fn state_dir(state: &StateSpec, operator: &str) -> Option<PathBuf> {
+    match state {
+        StateSpec::Sled { dir } => Some(dir.join(state_dir_name(operator))),
+        _ => None,
     }
 }
 

@@ -1,0 +1,300 @@
+//! The operator chain: the operators fused in one task, as Flink chains them, fed by every
+//! source. It combines the sources' watermarks, aligns checkpoint barriers (holding back the
+//! inputs whose barrier has arrived), snapshots the operators and hands the checkpoint to the
+//! writer; with parallel workers it keeps the operators before them and feeds them its output.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use dataflow_checkpoint::{Checkpoint, CheckpointId, OperatorState, PartitionState, SourceState};
+use dataflow_event::time::now_millis;
+use dataflow_operators::OperatorSnapshot;
+use dataflow_window::WatermarkCombiner;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::driver::Operators;
+use super::messages::{Drive, Message, PendingCheckpoint, SinkMessage};
+use super::outputs::Downstream;
+use super::stop::{StopHandle, STOP_GRACE};
+use super::workers::Workers;
+use super::TICK;
+use crate::{PipelineError, Result};
+
+/// A checkpoint being aligned: the barriers that have arrived, and the messages held back
+/// from the inputs that sent them.
+struct Alignment {
+    id: u64,
+    arrived: Vec<Option<Vec<PartitionState>>>,
+    held: Vec<VecDeque<Message>>,
+}
+
+/// The operator chain. With `parallelism` above 1 the chain keeps the operators before the
+/// keyed part and hands their output to [`Workers`] running the rest.
+pub(super) struct Chain {
+    /// The parallel workers running the operators after these, if any.
+    pub(super) workers: Option<Workers>,
+    pub(super) operators: Operators,
+    pub(super) downstream: Downstream,
+    /// Where aligned checkpoints go; `None` without checkpoints.
+    pub(super) writer: Option<mpsc::Sender<PendingCheckpoint>>,
+    /// Tells the coordinator the id of the last aligned checkpoint.
+    pub(super) aligned: watch::Sender<u64>,
+    /// The sources' names, in input order.
+    pub(super) source_names: Vec<String>,
+    /// The pipeline's fingerprint, written into its checkpoints.
+    pub(super) fingerprint: String,
+    /// The last combined watermark the operators were driven with.
+    pub(super) last_watermark: i64,
+    /// Whether a stop waits for the sources' ends even without checkpoints: an http source
+    /// drains the events it already accepted first.
+    pub(super) drain_on_stop: bool,
+}
+
+impl Chain {
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(usize, Message)>,
+        inputs: usize,
+        idle_timeout: Option<i64>,
+        stop: StopHandle,
+        fire_on_stop: bool,
+    ) -> Result<()> {
+        let mut combiner = WatermarkCombiner::new(inputs, idle_timeout);
+        let mut ended = vec![false; inputs];
+        let mut final_partitions: Vec<Vec<PartitionState>> = vec![Vec::new(); inputs];
+        let mut fire = true;
+        let mut alignment: Option<Alignment> = None;
+        let mut replay: VecDeque<(usize, Message)> = VecDeque::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // With checkpoints the sources send a final barrier; an http source drains: wait for both.
+        let wait_for_sources = self.writer.is_some() || self.drain_on_stop;
+        let mut stop_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let waiting = Instant::now();
+            let next = match replay.pop_front() {
+                Some(message) => Some(message),
+                None => {
+                    let deadline = stop_deadline;
+                    let next = tokio::select! {
+                        message = rx.recv() => match message {
+                            Some(message) => Some(message),
+                            // Every source is gone without saying End: it failed; its error
+                            // is reported by its task. Keep what the windows hold.
+                            None => {
+                                self.drive(Drive::Finish(false)).await?;
+                                return Ok(());
+                            }
+                        },
+                        _ = tick.tick() => {
+                            let now = now_millis();
+                            combiner.check_idle(now);
+                            self.advance(combiner.current()).await?;
+                            self.drive(Drive::Tick(now)).await?;
+                            None
+                        }
+                        _ = stop.stopped(), if stop_deadline.is_none() => {
+                            if !wait_for_sources {
+                                self.drive(Drive::Finish(fire_on_stop)).await?;
+                                return Ok(());
+                            }
+                            // The sources send their final barrier and end: wait for them, but
+                            // not for one blocked in a read.
+                            stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                            None
+                        }
+                        _ = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } }, if deadline.is_some() => {
+                            tracing::warn!("a source did not end within the stop's grace period; stopping without it");
+                            self.drive(Drive::Finish(fire_on_stop)).await?;
+                            return Ok(());
+                        }
+                    };
+                    self.operators
+                        .starved(waiting.elapsed(), rx.len(), rx.max_capacity());
+                    next
+                }
+            };
+            let Some((input, message)) = next else {
+                continue;
+            };
+            if let Some(aligning) = &mut alignment {
+                if aligning.arrived[input].is_some() {
+                    aligning.held[input].push_back(message);
+                    continue;
+                }
+            }
+            match message {
+                Message::Events(events) => {
+                    combiner.activity(input, now_millis());
+                    self.drive(Drive::Events(events)).await?;
+                }
+                Message::Watermark(watermark) => {
+                    combiner.update(input, watermark, now_millis());
+                    self.advance(combiner.current()).await?;
+                }
+                Message::Barrier { id, partitions } => {
+                    let current = alignment.as_ref().map(|a| a.id).unwrap_or(0);
+                    if id < current {
+                        continue;
+                    }
+                    if id > current {
+                        if let Some(abandoned) = alignment.take() {
+                            tracing::debug!(
+                                checkpoint = abandoned.id,
+                                newer = id,
+                                "checkpoint abandoned for a newer one"
+                            );
+                            release(abandoned.held, &mut replay);
+                        }
+                        alignment = Some(Alignment {
+                            id,
+                            arrived: vec![None; inputs],
+                            held: (0..inputs).map(|_| VecDeque::new()).collect(),
+                        });
+                    }
+                    if let Some(aligning) = &mut alignment {
+                        aligning.arrived[input] = Some(partitions);
+                    }
+                }
+                Message::End {
+                    fire: fire_input,
+                    partitions,
+                } => {
+                    combiner.finish(input);
+                    ended[input] = true;
+                    final_partitions[input] = partitions;
+                    fire &= fire_input;
+                }
+            }
+            // An alignment completes when every input that has not ended sent its barrier.
+            let complete = alignment.as_ref().is_some_and(|aligning| {
+                (0..inputs).all(|i| ended[i] || aligning.arrived[i].is_some())
+            });
+            if complete {
+                if let Some(aligning) = alignment.take() {
+                    self.checkpoint(&aligning, &final_partitions).await?;
+                    release(aligning.held, &mut replay);
+                }
+            }
+            if ended.iter().all(|e| *e) && alignment.is_none() && replay.is_empty() {
+                self.drive(Drive::Finish(fire)).await?;
+                return Ok(());
+            }
+            if ended[input] {
+                self.advance(combiner.current()).await?;
+            }
+        }
+    }
+
+    /// Drives the operators with the combined watermark if it advanced.
+    async fn advance(&mut self, watermark: i64) -> Result<()> {
+        if watermark > self.last_watermark && watermark != i64::MAX {
+            self.last_watermark = watermark;
+            self.downstream.counters.set_watermark(watermark);
+            self.drive(Drive::Watermark(watermark)).await?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots the operators for an aligned checkpoint, sends the sinks its barrier and the
+    /// writer the checkpoint, and tells the coordinator.
+    async fn checkpoint(
+        &mut self,
+        aligning: &Alignment,
+        final_partitions: &[Vec<PartitionState>],
+    ) -> Result<()> {
+        let snapshot_started = Instant::now();
+        let mut operators = Vec::new();
+        for node in self.operators.nodes() {
+            if let Some(OperatorSnapshot { key_count, state }) = node.operator.snapshot()? {
+                operators.push(OperatorState {
+                    name: node.info.name.to_string(),
+                    kind: node.info.kind.to_string(),
+                    key_count,
+                    state,
+                });
+            }
+        }
+        if let Some(workers) = &mut self.workers {
+            operators.extend(workers.snapshot().await?);
+        }
+        let sources = self
+            .source_names
+            .iter()
+            .enumerate()
+            .map(|(input, name)| SourceState {
+                name: name.clone(),
+                partitions: aligning.arrived[input]
+                    .clone()
+                    .unwrap_or_else(|| final_partitions[input].clone()),
+            })
+            .collect();
+        let snapshot_time = snapshot_started.elapsed();
+        let checkpoint = Checkpoint {
+            id: CheckpointId(aligning.id),
+            created_at_ms: now_millis(),
+            pipeline_fingerprint: self.fingerprint.clone(),
+            sources,
+            operators,
+            watermark: self.last_watermark,
+        };
+        let mut acks = Vec::new();
+        for sink in &self.downstream.sinks {
+            let (ack, acked) = oneshot::channel();
+            if sink
+                .send(SinkMessage::Barrier(aligning.id, ack))
+                .await
+                .is_err()
+            {
+                return Err(PipelineError::Runtime("a sink stopped".into()));
+            }
+            acks.push(acked);
+        }
+        if let Some(writer) = &self.writer {
+            if writer
+                .send(PendingCheckpoint {
+                    checkpoint,
+                    acks,
+                    snapshot_time,
+                })
+                .await
+                .is_err()
+            {
+                return Err(PipelineError::Runtime(
+                    "the checkpoint writer stopped".into(),
+                ));
+            }
+        }
+        self.aligned.send_replace(aligning.id);
+        Ok(())
+    }
+
+    /// Drives the operators once, then hands side records on, and results to the workers (with
+    /// what drives them next) or to the sinks.
+    async fn drive(&mut self, drive: Drive) -> Result<()> {
+        let driven = self.operators.drive(drive)?;
+        let started = Instant::now();
+        self.downstream.send_side(driven.side).await?;
+        match &mut self.workers {
+            Some(workers) => {
+                workers.route(driven.results).await?;
+                if let Some(control) = driven.forward {
+                    workers.broadcast(control).await?;
+                }
+            }
+            None => self.downstream.send_results(driven.results).await?,
+        }
+        self.operators.blocked(started.elapsed());
+        Ok(())
+    }
+}
+
+/// Puts messages held back during an alignment in front of what is left to replay: they came
+/// before anything of their input still waiting there.
+fn release(held: Vec<VecDeque<Message>>, replay: &mut VecDeque<(usize, Message)>) {
+    for (input, messages) in held.into_iter().enumerate().rev() {
+        for message in messages.into_iter().rev() {
+            replay.push_front((input, message));
+        }
+    }
+}

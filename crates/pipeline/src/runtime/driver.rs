@@ -1,0 +1,178 @@
+//! Driving a run of operators in order, the piece the chain and the parallel workers share:
+//! events through every operator, watermarks, ticks and the end through each in turn, with
+//! each operator's metrics counted once per batch.
+
+use std::time::{Duration, Instant};
+
+use dataflow_event::time::now_millis;
+use dataflow_event::Event;
+use dataflow_metrics::OperatorMetrics;
+use dataflow_operators::{OperatorNode, OperatorSnapshot, Output, SideKind, SideRecord};
+
+use super::messages::Drive;
+use crate::{PipelineError, Result};
+
+/// Operators fused in one task, each with its metrics.
+pub(super) struct Operators {
+    nodes: Vec<OperatorNode>,
+    /// One handle per operator, in the same order.
+    metrics: Vec<OperatorMetrics>,
+}
+
+/// What one [`Drive`] made the operators emit.
+pub(super) struct Driven {
+    /// What the last operator emitted.
+    pub(super) results: Vec<Event>,
+    /// Dead letters and late events, from every operator.
+    pub(super) side: Vec<SideRecord>,
+    /// What the operators after these (parallel workers) are to be driven with once they
+    /// have `results`: `None` for events (they are the results).
+    pub(super) forward: Option<Drive>,
+}
+
+impl Operators {
+    pub(super) fn new(nodes: Vec<OperatorNode>, metrics: Vec<OperatorMetrics>) -> Operators {
+        Operators { nodes, metrics }
+    }
+
+    /// The operators, in order.
+    pub(super) fn nodes(&self) -> &[OperatorNode] {
+        &self.nodes
+    }
+
+    /// Every operator's snapshot, in order (`None` for an operator without state).
+    pub(super) fn snapshots(&self) -> Result<Vec<Option<OperatorSnapshot>>> {
+        self.nodes
+            .iter()
+            .map(|node| node.operator.snapshot().map_err(PipelineError::from))
+            .collect()
+    }
+
+    /// Runs one input through the operators from the first, forwarding what each emits to the
+    /// ones after it.
+    pub(super) fn drive(&mut self, drive: Drive) -> Result<Driven> {
+        let mut side = Vec::new();
+        let mut results = Vec::new();
+        let forward = match drive {
+            Drive::Events(events) => {
+                results = self.push(0, events, &mut side)?;
+                None
+            }
+            Drive::Watermark(watermark) => {
+                let now = now_millis();
+                for metrics in &self.metrics {
+                    metrics.set_watermark(watermark, now);
+                }
+                let mut forwarded = watermark;
+                self.each_operator(&mut side, &mut results, |operator, out| {
+                    forwarded = operator.on_watermark(forwarded, out);
+                })?;
+                Some(Drive::Watermark(forwarded))
+            }
+            Drive::Tick(now) => {
+                self.each_operator(&mut side, &mut results, |operator, out| {
+                    operator.on_tick(now, out)
+                })?;
+                Some(Drive::Tick(now))
+            }
+            Drive::Finish(fire) => {
+                self.each_operator(&mut side, &mut results, |operator, out| {
+                    operator.finish(fire, out)
+                })?;
+                Some(Drive::Finish(fire))
+            }
+        };
+        Ok(Driven {
+            results,
+            side,
+            forward,
+        })
+    }
+
+    /// Counts `waited` as time every operator was starved for input, and the input queue's fill
+    /// (`queued` of `capacity`) against the first.
+    pub(super) fn starved(&self, waited: Duration, queued: usize, capacity: usize) {
+        for metrics in &self.metrics {
+            metrics.starved(waited);
+        }
+        if let Some(first) = self.metrics.first() {
+            first.set_queue_fill(queued, capacity);
+        }
+    }
+
+    /// The operators waited `waited` for room downstream: every one of them did.
+    pub(super) fn blocked(&self, waited: Duration) {
+        for metrics in &self.metrics {
+            metrics.backpressured(waited);
+        }
+    }
+
+    /// Passes `events` through the operators from `start` on.
+    fn push(
+        &mut self,
+        start: usize,
+        mut events: Vec<Event>,
+        side: &mut Vec<SideRecord>,
+    ) -> Result<Vec<Event>> {
+        for (node, metrics) in self.nodes.iter_mut().zip(&self.metrics).skip(start) {
+            if events.is_empty() {
+                break;
+            }
+            let mut out = Output::default();
+            let received = events.len() as u64;
+            let started = Instant::now();
+            node.operator.process(events, &mut out);
+            metrics.observe_processing(started.elapsed());
+            metrics.events_received(received);
+            if out.failure.is_some() {
+                // The event the operator failed on fails the run.
+                metrics.errors(1);
+            }
+            events = take_output(metrics, out, side)?;
+        }
+        Ok(events)
+    }
+
+    /// Calls `control` on every operator in order (a watermark, a tick, the end), passing what
+    /// each emits through the operators after it.
+    fn each_operator(
+        &mut self,
+        side: &mut Vec<SideRecord>,
+        results: &mut Vec<Event>,
+        mut control: impl FnMut(&mut dyn dataflow_operators::Operator, &mut Output),
+    ) -> Result<()> {
+        for index in 0..self.nodes.len() {
+            let mut out = Output::default();
+            let started = Instant::now();
+            control(self.nodes[index].operator.as_mut(), &mut out);
+            let metrics = &self.metrics[index];
+            metrics.busy(started.elapsed());
+            // What a watermark, a tick or the end makes an operator emit counts as sent too.
+            let events = take_output(metrics, out, side)?;
+            results.extend(self.push(index + 1, events, side)?);
+        }
+        Ok(())
+    }
+}
+
+/// Takes what an operator emitted: the run fails if the operator failed; otherwise what it sent
+/// and routed aside is counted, its side records join `side`, and its events are returned. Every
+/// dead letter of an operator is an event it failed to evaluate, so each also counts as an
+/// error.
+fn take_output(
+    metrics: &OperatorMetrics,
+    mut out: Output,
+    side: &mut Vec<SideRecord>,
+) -> Result<Vec<Event>> {
+    if let Some(failure) = out.failure {
+        return Err(failure.into());
+    }
+    metrics.events_sent(out.events.len() as u64);
+    let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
+    let dead = out.side.len() as u64 - late;
+    metrics.late_events(late);
+    metrics.dead_letters(dead);
+    metrics.errors(dead);
+    side.append(&mut out.side);
+    Ok(out.events)
+}

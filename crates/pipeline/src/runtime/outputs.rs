@@ -1,0 +1,282 @@
+//! The output tasks: one per result sink, and one for the side outputs (dead letters and late
+//! events), each behind a bounded channel; and [`Downstream`], the senders the chain and the
+//! workers hand their results and side records to.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dataflow_connectors::side::SideWriter;
+use dataflow_connectors::sink::{OpenMode, Sink};
+use dataflow_event::time::now_millis;
+use dataflow_event::{Event, Layout};
+use dataflow_metrics::{Counters, Metrics, OperatorMetrics};
+use dataflow_operators::{SideKind, SideRecord};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::messages::SinkMessage;
+use crate::plan::Plan;
+use crate::spec::SinkSpec;
+use crate::{PipelineError, Result};
+
+/// The name of sink `index` in metrics and the backpressure report.
+pub(super) fn sink_stage(index: usize) -> String {
+    format!("sinks[{index}]")
+}
+
+/// Where operators send what they emit: the result sinks and the side output.
+#[derive(Clone)]
+pub(super) struct Downstream {
+    pub(super) sinks: Vec<mpsc::Sender<SinkMessage>>,
+    pub(super) side: mpsc::Sender<Vec<SideRecord>>,
+    pub(super) counters: Arc<Counters>,
+}
+
+impl Downstream {
+    /// Hands dead letters and late events to the side output.
+    pub(super) async fn send_side(&self, side: Vec<SideRecord>) -> Result<()> {
+        if !side.is_empty() && self.side.send(side).await.is_err() {
+            return Err(PipelineError::Runtime(
+                "the dead-letter writer stopped".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Hands results to every sink, counting them as emitted.
+    pub(super) async fn send_results(&self, results: Vec<Event>) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        self.counters.add_emitted(results.len() as u64);
+        let results = Arc::new(results);
+        for sink in &self.sinks {
+            if sink
+                .send(SinkMessage::Events(results.clone()))
+                .await
+                .is_err()
+            {
+                return Err(PipelineError::Runtime("a sink stopped".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The running output tasks of a run.
+pub(super) struct OutputTasks {
+    /// Where results and side records go.
+    pub(super) downstream: Downstream,
+    pub(super) sink_tasks: Vec<JoinHandle<Result<()>>>,
+    pub(super) side_task: JoinHandle<Result<()>>,
+    /// Tells the side task the chain is done: it drains what is queued and ends.
+    pub(super) chain_done: oneshot::Sender<()>,
+}
+
+/// What of a plan the outputs are opened from (borrowed apart: a `&Plan` held across an await
+/// would keep the run's future from being `Send`, its operators not being `Sync`).
+pub(super) struct OutputSpecs<'a> {
+    pipeline: &'a str,
+    sinks: &'a [SinkSpec],
+    dead_letters: &'a SinkSpec,
+    late_events: Option<&'a SinkSpec>,
+    layout: &'a Layout,
+    windowed: bool,
+    capacity: usize,
+}
+
+impl<'a> OutputSpecs<'a> {
+    /// The outputs of `plan`.
+    pub(super) fn of(plan: &'a Plan) -> OutputSpecs<'a> {
+        OutputSpecs {
+            pipeline: &plan.name,
+            sinks: &plan.sinks,
+            dead_letters: &plan.dead_letters,
+            late_events: plan.late_events.as_ref(),
+            layout: &plan.output_layout,
+            windowed: plan.output_is_windowed,
+            capacity: plan.runtime.channel_capacity,
+        }
+    }
+}
+
+/// Opens the side outputs and the sinks of a plan, and starts a task for each. A run resumed
+/// from checkpoint `restored` keeps what earlier runs wrote to its file outputs (what they wrote
+/// after the checkpoint is written again: at least once); a run from the start writes them
+/// anew. Sinks recover to the restored checkpoint: exactly-once sinks drop what it does not
+/// cover.
+pub(super) async fn start_outputs(
+    plan: OutputSpecs<'_>,
+    restored: Option<u64>,
+    counters: &Arc<Counters>,
+    metrics: &Metrics,
+) -> Result<OutputTasks> {
+    let mode = if restored.is_some() {
+        OpenMode::Append
+    } else {
+        OpenMode::Truncate
+    };
+    let dead_letters = SideWriter::open(plan.dead_letters, "dead letters", mode).await?;
+    let late = match plan.late_events {
+        Some(spec) if spec != plan.dead_letters => {
+            Some(SideWriter::open(spec, "late events", mode).await?)
+        }
+        _ => None,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    for spec in plan.sinks {
+        let layout = plan.layout.clone();
+        let write_time = !plan.windowed;
+        sinks.push(spec.open(layout, write_time, restored, mode).await?);
+    }
+
+    let capacity = plan.capacity;
+    let (side_tx, side_rx) = mpsc::channel::<Vec<SideRecord>>(capacity);
+    let (chain_done, chain_done_rx) = oneshot::channel::<()>();
+    let side_task = tokio::spawn(run_side(
+        side_rx,
+        chain_done_rx,
+        dead_letters,
+        late,
+        counters.clone(),
+    ));
+    let mut sink_txs = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for (index, sink) in sinks.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<SinkMessage>(capacity);
+        sink_txs.push(tx);
+        let sink_metrics = metrics.operator(plan.pipeline, &sink_stage(index), "sink");
+        // The first sink measures how long results took to reach it.
+        let latency = (index == 0).then(|| counters.clone());
+        sink_tasks.push(tokio::spawn(run_sink(rx, sink, sink_metrics, latency)));
+    }
+    Ok(OutputTasks {
+        downstream: Downstream {
+            sinks: sink_txs,
+            side: side_tx,
+            counters: counters.clone(),
+        },
+        sink_tasks,
+        side_task,
+        chain_done,
+    })
+}
+
+/// Counts how long each of `events` took from its source (its processing time) to `now`. Runs
+/// of equal processing times, the rule within a batch, are counted at once.
+fn record_latency(latency: &dataflow_metrics::Latency, events: &[Event], now: i64) {
+    let mut run: Option<(i64, u64)> = None;
+    for event in events {
+        match &mut run {
+            Some((time, count)) if *time == event.processing_time => *count += 1,
+            _ => {
+                if let Some((time, count)) = run {
+                    latency.record(now - time, count);
+                }
+                run = Some((event.processing_time, 1));
+            }
+        }
+    }
+    if let Some((time, count)) = run {
+        latency.record(now - time, count);
+    }
+}
+
+/// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
+/// results show at once while a busy one writes in large chunks; flushes and acknowledges at
+/// every checkpoint barrier.
+async fn run_sink(
+    mut rx: mpsc::Receiver<SinkMessage>,
+    mut sink: Box<dyn Sink>,
+    metrics: OperatorMetrics,
+    latency: Option<Arc<Counters>>,
+) -> Result<()> {
+    loop {
+        let waiting = Instant::now();
+        let Some(message) = rx.recv().await else {
+            break;
+        };
+        metrics.starved(waiting.elapsed());
+        metrics.set_queue_fill(rx.len(), rx.max_capacity());
+        match message {
+            SinkMessage::Events(events) => {
+                let started = Instant::now();
+                sink.write(&events).await?;
+                if rx.is_empty() {
+                    sink.flush().await?;
+                }
+                if let Some(counters) = &latency {
+                    record_latency(counters.latency(), &events, now_millis());
+                }
+                metrics.observe_processing(started.elapsed());
+                metrics.events_received(events.len() as u64);
+            }
+            SinkMessage::Commit(id) => sink.commit(id).await?,
+            SinkMessage::Barrier(id, ack) => {
+                let result = sink.prepare(id).await.map_err(PipelineError::from);
+                let failed = result.is_err();
+                let _ = ack.send(result);
+                if failed {
+                    return Err(PipelineError::Runtime(
+                        "a sink failed to flush at a checkpoint".into(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(sink.finish().await?)
+}
+
+/// Writes dead letters and late events as they come, until every sender is gone or, once the
+/// chain is done, nothing more is queued.
+async fn run_side(
+    mut rx: mpsc::Receiver<Vec<SideRecord>>,
+    mut chain_done: oneshot::Receiver<()>,
+    mut dead_letters: SideWriter,
+    mut late: Option<SideWriter>,
+    counters: Arc<Counters>,
+) -> Result<()> {
+    let mut draining = false;
+    loop {
+        let records = if draining {
+            match rx.try_recv() {
+                Ok(records) => records,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                records = rx.recv() => match records {
+                    Some(records) => records,
+                    None => break,
+                },
+                _ = &mut chain_done => {
+                    // Everything a finished source sent is queued by now (it sends its dead
+                    // letters before its end of input); take it and stop.
+                    draining = true;
+                    continue;
+                }
+            }
+        };
+        let (late_records, dead): (Vec<SideRecord>, Vec<SideRecord>) = records
+            .into_iter()
+            .partition(|record| record.kind == SideKind::Late);
+        counters.add_dead_letters(dead.len() as u64);
+        counters.add_late(late_records.len() as u64);
+        dead_letters.write(&dead).await?;
+        match &mut late {
+            Some(writer) => writer.write(&late_records).await?,
+            None => dead_letters.write(&late_records).await?,
+        }
+        if rx.is_empty() {
+            dead_letters.flush().await?;
+            if let Some(writer) = &mut late {
+                writer.flush().await?;
+            }
+        }
+    }
+    dead_letters.flush().await?;
+    if let Some(writer) = &mut late {
+        writer.flush().await?;
+    }
+    Ok(())
+}

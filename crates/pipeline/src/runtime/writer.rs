@@ -1,0 +1,90 @@
+//! The checkpoint writer task: saves the checkpoints the chain takes once every sink has
+//! acknowledged their barrier, then tells the sinks to commit.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dataflow_checkpoint::{CheckpointStorage, LocalStorage};
+use dataflow_metrics::{CheckpointMetrics, Counters};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::messages::{PendingCheckpoint, SinkMessage};
+
+/// The writer's input and its task.
+pub(super) struct WriterTask {
+    pub(super) tx: mpsc::Sender<PendingCheckpoint>,
+    pub(super) task: JoinHandle<()>,
+}
+
+/// Starts the writer for `storage`, committing on `sinks`.
+pub(super) fn start_writer(
+    storage: Arc<LocalStorage>,
+    sinks: Vec<mpsc::Sender<SinkMessage>>,
+    counters: Arc<Counters>,
+    metrics: CheckpointMetrics,
+) -> WriterTask {
+    let (tx, rx) = mpsc::channel::<PendingCheckpoint>(2);
+    let task = tokio::spawn(run_writer(rx, storage, sinks, counters, metrics));
+    WriterTask { tx, task }
+}
+
+/// Saves checkpoints as their sinks acknowledge them, in order.
+async fn run_writer(
+    mut rx: mpsc::Receiver<PendingCheckpoint>,
+    storage: Arc<LocalStorage>,
+    sinks: Vec<mpsc::Sender<SinkMessage>>,
+    counters: Arc<Counters>,
+    metrics: CheckpointMetrics,
+) {
+    while let Some(pending) = rx.recv().await {
+        let id = pending.checkpoint.id.0;
+        let snapshot_millis = pending.snapshot_time.as_millis() as u64;
+        let mut acknowledged = true;
+        for ack in pending.acks {
+            match ack.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(checkpoint = id, %error, "checkpoint failed: a sink could not flush");
+                    acknowledged = false;
+                }
+                Err(_) => {
+                    tracing::error!(checkpoint = id, "checkpoint failed: a sink stopped");
+                    acknowledged = false;
+                }
+            }
+        }
+        if !acknowledged {
+            metrics.failed();
+            continue;
+        }
+        let started = Instant::now();
+        let storage = storage.clone();
+        let checkpoint = pending.checkpoint;
+        match tokio::task::spawn_blocking(move || storage.save(&checkpoint)).await {
+            Ok(Ok(manifest)) => {
+                tracing::info!(
+                    checkpoint = id,
+                    bytes = manifest.data_file_size,
+                    millis = started.elapsed().as_millis() as u64,
+                    snapshot_millis,
+                    "checkpoint completed"
+                );
+                counters.set_last_checkpoint(id);
+                metrics.completed(started.elapsed(), manifest.data_file_size);
+                for sink in &sinks {
+                    // A sink that is gone has failed, and said so itself.
+                    let _ = sink.send(SinkMessage::Commit(id)).await;
+                }
+            }
+            Ok(Err(error)) => {
+                metrics.failed();
+                tracing::error!(checkpoint = id, %error, "checkpoint failed");
+            }
+            Err(error) => {
+                metrics.failed();
+                tracing::error!(checkpoint = id, %error, "checkpoint writer panicked");
+            }
+        }
+    }
+}
