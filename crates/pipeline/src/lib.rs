@@ -7,9 +7,10 @@
 //! compiles every CEL expression against the layout of the stream it runs on, listing every
 //! problem with its place; [`runtime::Pipeline::run`] runs the plan on tokio.
 //!
-//! The traits are small: an [`operator::Operator`] has one required method, `process`, over a
-//! batch; a [`source::Source`] reads batches on a thread of its own; a [`sink::Sink`] writes
-//! batches. Control (watermarks, end of input) travels in band with the events.
+//! The traits it composes are small: a [`dataflow_operators::Operator`] implements `process`
+//! over a batch and names its kind; a [`dataflow_connectors::Source`] reads batches on a thread
+//! of its own; a [`dataflow_connectors::Sink`] writes batches. Control (watermarks, barriers,
+//! end of input) travels in band with the events.
 //!
 //! ```no_run
 //! use dataflow_pipeline::builder::PipelineBuilder;

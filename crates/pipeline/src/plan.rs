@@ -33,6 +33,11 @@ pub struct SourcePlan {
 pub struct OperatorFactory(Arc<dyn Fn() -> Vec<OperatorNode> + Send + Sync>);
 
 impl OperatorFactory {
+    /// A factory whose `build` calls `build`: for plans whose operators are not all of the spec.
+    pub fn new(build: impl Fn() -> Vec<OperatorNode> + Send + Sync + 'static) -> OperatorFactory {
+        OperatorFactory(Arc::new(build))
+    }
+
     /// New instances of every operator of the plan, in order, with empty state.
     pub fn build(&self) -> Vec<OperatorNode> {
         (self.0)()

@@ -247,3 +247,62 @@ fn a_running_count_on_one_worker_counts_each_key_in_order() {
     assert_eq!(results, expected());
     assert_eq!(*opened.lock().expect("lock"), [0]);
 }
+
+/// Runs the keyed plan with a running count of `kind` after the key_by, on `parallelism`
+/// workers: returns the results and the instances the operator was opened as (workers get
+/// their operators from the plan's factory, so it builds the running count too).
+fn run_counts(
+    dir: &Path,
+    parallelism: usize,
+    kind: &'static OperatorKind,
+) -> (Vec<(String, i64, i64)>, Vec<usize>) {
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let mut plan = keyed_plan(dir, parallelism);
+    let spec_operators = plan.operator_factory.clone();
+    let factory_opened = opened.clone();
+    plan.operator_factory = dataflow_pipeline::plan::OperatorFactory::new(move || {
+        let mut operators = spec_operators.build();
+        operators.push(running_count(kind, &factory_opened));
+        operators
+    });
+    plan.operators.push(running_count(kind, &opened));
+    let summary = common::run(Pipeline::new(plan));
+    assert_eq!(summary.events_read, EVENTS as u64);
+    assert_eq!(summary.events_emitted, EVENTS as u64);
+    let mut instances = opened.lock().expect("lock").clone();
+    instances.sort();
+    (results(dir), instances)
+}
+
+#[test]
+fn a_running_count_on_three_workers_is_partitioned_by_key() {
+    let one = tempfile::tempdir().expect("temp dir");
+    let three = tempfile::tempdir().expect("temp dir");
+    let (single, _) = run_counts(one.path(), 1, &RUNNING_COUNT);
+    let (parallel, instances) = run_counts(three.path(), 3, &RUNNING_COUNT);
+    assert_counted_in_order_per_key(&parallel);
+    // Three workers ran it (the chain opens the plan's own instance as 0 first; the workers
+    // open theirs as 0, 1 and 2).
+    assert!(
+        [0, 1, 2].iter().all(|i| instances.contains(i)),
+        "opened as {instances:?}"
+    );
+    let (mut single, mut parallel) = (single, parallel);
+    single.sort();
+    parallel.sort();
+    assert_eq!(parallel, single);
+    assert_eq!(parallel, expected());
+}
+
+#[test]
+fn a_running_count_of_a_kind_that_is_not_keyed_runs_as_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Declared `Partitioning::Any`, the operator's state cannot be split: the runtime keeps
+    // one instance, and only it is opened.
+    let (results, instances) = run_counts(dir.path(), 3, &RUNNING_COUNT_ANY);
+    assert_eq!(instances, [0]);
+    let mut results = results;
+    assert_counted_in_order_per_key(&results);
+    results.sort();
+    assert_eq!(results, expected());
+}

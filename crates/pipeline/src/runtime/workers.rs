@@ -6,7 +6,7 @@
 use dataflow_checkpoint::OperatorState;
 use dataflow_event::Event;
 use dataflow_metrics::{Metrics, OperatorMetrics};
-use dataflow_operators::{OperatorKind, OperatorNode, OperatorSnapshot};
+use dataflow_operators::{OperatorInfo, OperatorKind, OperatorNode, OperatorSnapshot};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -162,6 +162,20 @@ pub(super) fn start_workers(
         return Ok(None);
     };
     let templates = plan.operators.split_off(start);
+    // Workers build their operators with the factory: it must build what the plan holds.
+    let planned: Vec<OperatorInfo> = templates.iter().map(|node| node.info.clone()).collect();
+    let same = |nodes: &[OperatorNode]| {
+        nodes.len() == planned.len()
+            && nodes
+                .iter()
+                .zip(&planned)
+                .all(|(built, planned)| built.info == *planned)
+    };
+    if !same(plan.operator_factory.build().get(start..).unwrap_or(&[])) {
+        return Err(PipelineError::Runtime(
+            "the operator factory builds other operators than the plan holds".into(),
+        ));
+    }
     // The restored state of each operator, split by key among the workers.
     let mut parts: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(templates.len());
     for node in &templates {
@@ -179,7 +193,7 @@ pub(super) fn start_workers(
     let mut instances: Vec<Vec<OperatorNode>> = (0..count)
         .map(|_| plan.operator_factory.build().split_off(start))
         .collect();
-    if instances.iter().any(|nodes| nodes.len() != templates.len()) {
+    if !instances.iter().all(|nodes| same(nodes)) {
         return Err(PipelineError::Runtime(
             "the operator factory built another pipeline than the plan".into(),
         ));
