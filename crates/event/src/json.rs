@@ -668,6 +668,9 @@ pub enum TimeFormat {
 
 /// Encodes events as JSON Lines: the metadata fields first, then the payload's fields in
 /// schema (or key) order, so that output is deterministic byte for byte.
+///
+/// Every key is written once: a metadata field whose name the payload also has (a schema that
+/// names `id`, say) is written only from the payload, with the payload's (the input's) type.
 #[derive(Clone, Debug)]
 pub struct Encoder {
     layout: Layout,
@@ -678,16 +681,46 @@ pub struct Encoder {
     pub time_format: TimeFormat,
     /// Whether to write the event's type and id when present.
     pub metadata: bool,
+    /// The name under which the event's type is written, or `None` to leave it out.
+    pub type_field: Option<String>,
+    /// The name under which the event's id is written, or `None` to leave it out.
+    pub id_field: Option<String>,
 }
 
 impl Encoder {
-    /// An encoder for payloads of `layout`, writing the event time as `timestamp` in RFC 3339.
+    /// An encoder for payloads of `layout`, writing the event time as `timestamp` in RFC 3339
+    /// and the type and id as `type` and `id`: the names [`DecoderConfig::default`] reads.
     pub fn new(layout: Layout) -> Encoder {
         Encoder {
             layout,
             time_field: Some("timestamp".into()),
             time_format: TimeFormat::Rfc3339,
             metadata: true,
+            type_field: Some("type".into()),
+            id_field: Some("id".into()),
+        }
+    }
+
+    /// An encoder for payloads of `layout` that writes the metadata under the names `config`
+    /// reads it from, so that what it writes decodes back with `config`. Without a time field
+    /// in `config` (events stamped with their processing time), the time is written as
+    /// `timestamp`.
+    pub fn for_decoder(layout: Layout, config: &DecoderConfig) -> Encoder {
+        let mut encoder = Encoder::new(layout);
+        if let Some(field) = &config.time_field {
+            encoder.time_field = Some(field.clone());
+        }
+        encoder.type_field = config.type_field.clone();
+        encoder.id_field = config.id_field.clone();
+        encoder
+    }
+
+    /// Whether the payload of `event` has a field `name` (which then speaks for itself).
+    fn in_payload(&self, event: &Event, name: &str) -> bool {
+        match (&event.payload, &self.layout) {
+            (Payload::Row(_), Layout::Row(schema)) => schema.index_of(name).is_some(),
+            (Payload::Object(map), _) => map.contains_key(name),
+            (Payload::Row(_), Layout::Object) => false,
         }
     }
 
@@ -696,17 +729,26 @@ impl Encoder {
         let mut first = true;
         out.push(b'{');
         if let Some(field) = &self.time_field {
-            write_name(out, field, &mut first);
-            self.write_time(event.event_time, out);
+            if !self.in_payload(event, field) {
+                write_name(out, field, &mut first);
+                self.write_time(event.event_time, out);
+            }
         }
         if self.metadata {
-            if let Some(kind) = &event.kind {
-                write_name(out, "type", &mut first);
-                write_str(out, kind);
-            }
-            if let Some(id) = &event.id {
-                write_name(out, "id", &mut first);
-                write_str(out, id);
+            // A name is written once, the first time it comes (time, then type, then id).
+            let mut type_written: Option<&str> = None;
+            let fields = [(&self.type_field, &event.kind), (&self.id_field, &event.id)];
+            for (field, value) in fields {
+                if let (Some(field), Some(value)) = (field, value) {
+                    if type_written != Some(field.as_str())
+                        && self.time_field.as_ref() != Some(field)
+                        && !self.in_payload(event, field)
+                    {
+                        write_name(out, field, &mut first);
+                        write_str(out, value);
+                    }
+                    type_written = Some(field);
+                }
             }
         }
         match (&event.payload, &self.layout) {
@@ -889,6 +931,82 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
             "{\"timestamp\":\"2024-05-01T12:00:00.250Z\",\"id\":\"e1\",\"a\":{\"z\":null},\"b\":[1,2.5,\"x\"]}\n"
+        );
+    }
+
+    fn encode(encoder: &Encoder, event: &Event) -> String {
+        let mut out = Vec::new();
+        encoder.encode(event, &mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn a_metadata_field_the_schema_names_is_written_once_with_its_type() {
+        let schema = Schema::new([("id", FieldType::Int), ("type", FieldType::String)])
+            .expect("valid schema");
+        let decoder = Decoder::new(DecoderConfig {
+            schema: Some(schema),
+            ..DecoderConfig::default()
+        });
+        for line in [
+            &br#"{"timestamp":1714564800250,"id":4,"type":"click"}"#[..],
+            br#"{"type":"click","timestamp":"2024-05-01T12:00:00.250Z","id":4}"#,
+        ] {
+            let event = decoder.decode(line, 1).expect("valid record");
+            assert_eq!(event.id.as_deref(), Some("4"));
+            let encoder = Encoder::for_decoder(decoder.layout().clone(), decoder.config());
+            assert_eq!(
+                encode(&encoder, &event),
+                "{\"timestamp\":\"2024-05-01T12:00:00.250Z\",\"id\":4,\"type\":\"click\"}\n"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_is_written_under_the_decoder_names_and_decodes_back() {
+        let config = DecoderConfig {
+            time_field: Some("ts".into()),
+            type_field: Some("kind".into()),
+            id_field: Some("event_id".into()),
+            ..DecoderConfig::default()
+        };
+        let decoder = Decoder::new(config);
+        let line = br#"{"ts":1714564800250,"kind":"click","event_id":"e1","n":2}"#;
+        let event = decoder.decode(line, 1).expect("valid record");
+        let mut encoder = Encoder::for_decoder(decoder.layout().clone(), decoder.config());
+        encoder.time_format = TimeFormat::Millis;
+        let text = encode(&encoder, &event);
+        assert_eq!(
+            text,
+            "{\"ts\":1714564800250,\"kind\":\"click\",\"event_id\":\"e1\",\"n\":2}\n"
+        );
+        let again = decoder
+            .decode(text.trim_end().as_bytes(), 1)
+            .expect("decodes back");
+        assert_eq!(again, event);
+    }
+
+    #[test]
+    fn a_metadata_name_shared_by_two_roles_or_the_payload_is_written_once() {
+        let mut fields = BTreeMap::new();
+        fields.insert("timestamp".to_string(), Value::Int(7));
+        fields.insert("type".to_string(), Value::str("payload"));
+        let event = Event {
+            id: Some("e1".into()),
+            kind: Some("click".into()),
+            ..Event::object(1, fields)
+        };
+        let mut encoder = Encoder::new(Layout::Object);
+        encoder.id_field = Some("type".into());
+        assert_eq!(
+            encode(&encoder, &event),
+            "{\"timestamp\":7,\"type\":\"payload\"}\n"
+        );
+        encoder.type_field = Some("kind".into());
+        encoder.id_field = Some("kind".into());
+        assert_eq!(
+            encode(&encoder, &event),
+            "{\"kind\":\"click\",\"timestamp\":7,\"type\":\"payload\"}\n"
         );
     }
 }

@@ -434,6 +434,11 @@ impl AccumulatorSnapshot {
         }
     }
 
+    /// The current result of the aggregate, as [`Accumulator::value`] computes it.
+    pub(crate) fn value(&self) -> Value {
+        self.clone().restore().value()
+    }
+
     /// The largest arrival number this snapshot holds, if any.
     pub(crate) fn max_seq(&self) -> Option<u64> {
         match self {

@@ -72,7 +72,7 @@ mod windows;
 
 pub use config::{AggregateKind, WindowConfig, WindowKind};
 pub use error::{Result, WindowError};
-pub use snapshot::{key_hash, key_partition, WindowSnapshot};
+pub use snapshot::{key_hash, key_partition, SnapshotKey, SnapshotWindow, WindowSnapshot};
 pub use states::{HeapStates, KeyState, KeyStates, StoredKey};
 pub use watermark::{BoundedOutOfOrderness, WatermarkCombiner};
 pub use windows::{Admission, KeyedWindows, WindowResult};

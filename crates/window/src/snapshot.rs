@@ -12,7 +12,7 @@ use crate::{AggregateKind, Result, WindowError, WindowKind};
 ///
 /// A snapshot is deterministic: keys, sets and maps are sorted, so equal states give equal
 /// snapshots and equal encodings. Its contents are private; it is meant to be serialized with
-/// serde, stored and restored.
+/// serde, stored and restored, and read through [`WindowSnapshot::keys`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowSnapshot {
     /// The window kind of the operator, checked on restore.
@@ -36,6 +36,56 @@ impl WindowSnapshot {
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
+
+    /// The aggregates of the operator, in the order of each window's results.
+    pub fn aggregates(&self) -> &[AggregateKind] {
+        &self.aggregates
+    }
+
+    /// A read-only view of every key, in the snapshot's (sorted) order: its open windows, each
+    /// with its aggregates' current results, computed as the operator computes them.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = SnapshotKey<'_>> + '_ {
+        self.keys.iter().map(move |key| SnapshotKey {
+            key: &key.key,
+            windows: key
+                .slices
+                .iter()
+                .map(|slice| SnapshotWindow {
+                    start: slice.start,
+                    end: slice.end,
+                    fired: slice.fired,
+                    results: self
+                        .aggregates
+                        .iter()
+                        .zip(&slice.accumulators)
+                        .map(|(kind, accumulator)| (*kind, accumulator.value()))
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// One key of a [`WindowSnapshot`], as [`WindowSnapshot::keys`] shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotKey<'a> {
+    /// The key.
+    pub key: &'a Value,
+    /// Its open panes (tumbling and sliding windows) or sessions, by start.
+    pub windows: Vec<SnapshotWindow>,
+}
+
+/// A pane or session of a [`SnapshotKey`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotWindow {
+    /// Where it starts (inclusive), epoch milliseconds.
+    pub start: i64,
+    /// Where it ends (exclusive), epoch milliseconds.
+    pub end: i64,
+    /// Whether its result was emitted already.
+    pub fired: bool,
+    /// Each aggregate with its current result over this pane or session.
+    pub results: Vec<(AggregateKind, Value)>,
 }
 
 /// The open windows of one key.

@@ -3,8 +3,10 @@
 //!
 //! A window operator's state is `(dataflow_window::WindowSnapshot, watermark)` encoded with
 //! `dataflow_checkpoint::encode_state` (see `WindowAggregate::snapshot`); this module decodes it
-//! the same way and reads the snapshot through its serde form, so the format stays the window
-//! crate's. Used by the processor's API (online) and by `admin --dir` (offline).
+//! the same way and reads the snapshot through [`WindowSnapshot::keys`], the window crate's typed
+//! view (aggregate results computed by the accumulators' own code), so the stored format stays
+//! the window crate's alone. Used by the processor's API (online) and by `admin --dir`
+//! (offline).
 //!
 //! ```
 //! use dataflow_operators::kind::decode_state;
@@ -14,9 +16,8 @@
 //! assert!(decode_state("filter", &[]).is_err());
 //! ```
 
-use dataflow_event::Value;
-use dataflow_window::WindowSnapshot;
-use serde::{Deserialize, Serialize};
+use dataflow_window::{SnapshotKey, WindowSnapshot};
+use serde::Serialize;
 use serde_json::{json, Value as Json};
 
 use crate::{OperatorError, Result};
@@ -49,139 +50,39 @@ pub fn key_from_text(text: &str) -> Json {
 pub fn decode_snapshot(state: &[u8]) -> Result<OperatorView> {
     let (snapshot, watermark): (WindowSnapshot, i64) = dataflow_checkpoint::decode_state(state)
         .map_err(|error| OperatorError::Checkpoint(error.to_string()))?;
-    let serialized = serde_json::to_value(&snapshot)
-        .map_err(|error| OperatorError::Checkpoint(format!("cannot read window state: {error}")))?;
-    let view: SnapshotView = serde_json::from_value(serialized)
-        .map_err(|error| OperatorError::Checkpoint(format!("cannot read window state: {error}")))?;
-    let keys = view
-        .keys
-        .into_iter()
-        .map(|key| KeyView {
-            key: key.key.to_json(),
-            value: json!({
-                "windows": key
-                    .slices
-                    .into_iter()
-                    .map(|slice| {
-                        let aggregates: Vec<Json> = slice
-                            .accumulators
-                            .into_iter()
-                            .enumerate()
-                            .map(|(index, accumulator)| {
-                                json!({
-                                    "aggregate": view.aggregates.get(index).cloned().unwrap_or(Json::Null),
-                                    "value": accumulator.readable(),
-                                })
-                            })
-                            .collect();
-                        json!({
-                            "start": slice.start,
-                            "end": slice.end,
-                            "fired": slice.fired,
-                            "aggregates": aggregates,
-                        })
+    Ok(OperatorView {
+        watermark,
+        keys: snapshot.keys().map(|key| key_view(&key)).collect(),
+    })
+}
+
+/// One key as JSON: `{"windows": [{start, end, fired, aggregates: [{aggregate, value}]}]}`.
+fn key_view(key: &SnapshotKey<'_>) -> KeyView {
+    let windows: Vec<Json> = key
+        .windows
+        .iter()
+        .map(|window| {
+            let aggregates: Vec<Json> = window
+                .results
+                .iter()
+                .map(|(aggregate, value)| {
+                    json!({
+                        "aggregate": aggregate.name(),
+                        "value": value.to_json(),
                     })
-                    .collect::<Vec<_>>()
-            }),
+                })
+                .collect();
+            json!({
+                "start": window.start,
+                "end": window.end,
+                "fired": window.fired,
+                "aggregates": aggregates,
+            })
         })
         .collect();
-    Ok(OperatorView { watermark, keys })
-}
-
-/// The serde form of `WindowSnapshot`, read back from JSON (unknown fields are ignored).
-#[derive(Deserialize)]
-struct SnapshotView {
-    aggregates: Vec<Json>,
-    keys: Vec<KeySnapshotView>,
-}
-
-#[derive(Deserialize)]
-struct KeySnapshotView {
-    key: Value,
-    slices: Vec<SliceView>,
-}
-
-#[derive(Deserialize)]
-struct SliceView {
-    start: i64,
-    end: i64,
-    fired: bool,
-    accumulators: Vec<AccumulatorView>,
-}
-
-#[derive(Deserialize)]
-enum TotalView {
-    Empty,
-    Int(i64),
-    Float(f64),
-}
-
-impl TotalView {
-    fn readable(&self) -> Json {
-        match self {
-            TotalView::Empty => Json::Null,
-            TotalView::Int(sum) => json!(sum),
-            TotalView::Float(sum) => json!(sum),
-        }
-    }
-
-    fn as_f64(&self) -> Option<f64> {
-        match self {
-            TotalView::Empty => None,
-            TotalView::Int(sum) => Some(*sum as f64),
-            TotalView::Float(sum) => Some(*sum),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct StampedView {
-    value: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum AccumulatorView {
-    Count(i64),
-    Sum(TotalView),
-    Min(Option<Value>),
-    Max(Option<Value>),
-    Avg { sum: TotalView, count: i64 },
-    CountDistinct(Vec<Value>),
-    First(Option<StampedView>),
-    Last(Option<StampedView>),
-    CountBy(Vec<(Value, i64)>),
-}
-
-impl AccumulatorView {
-    fn readable(&self) -> Json {
-        match self {
-            AccumulatorView::Count(count) => json!(count),
-            AccumulatorView::Sum(total) => total.readable(),
-            AccumulatorView::Min(value) | AccumulatorView::Max(value) => {
-                value.as_ref().map(Value::to_json).unwrap_or(Json::Null)
-            }
-            AccumulatorView::Avg { sum, count } => match (sum.as_f64(), *count) {
-                (Some(sum), count) if count > 0 => json!(sum / count as f64),
-                _ => Json::Null,
-            },
-            AccumulatorView::CountDistinct(values) => json!(values.len()),
-            AccumulatorView::First(stamped) | AccumulatorView::Last(stamped) => stamped
-                .as_ref()
-                .map(|s| s.value.to_json())
-                .unwrap_or(Json::Null),
-            AccumulatorView::CountBy(pairs) => {
-                let mut map = serde_json::Map::new();
-                for (value, count) in pairs {
-                    let name = match value {
-                        Value::Str(text) => text.to_string(),
-                        other => other.to_json().to_string(),
-                    };
-                    map.insert(name, json!(count));
-                }
-                Json::Object(map)
-            }
-        }
+    KeyView {
+        key: key.key.to_json(),
+        value: json!({ "windows": windows }),
     }
 }
 
@@ -194,6 +95,68 @@ mod tests {
         assert_eq!(key_from_text("\"a b\""), json!("a b"));
         assert_eq!(key_from_text("a b"), json!("a b"));
         assert_eq!(key_from_text("[1, \"x\"]"), json!([1, "x"]));
+    }
+
+    #[test]
+    fn a_window_state_reads_as_windows_with_every_aggregate_result() {
+        use dataflow_event::Value;
+        use dataflow_window::{AggregateKind, KeyedWindows, WindowConfig, WindowKind};
+
+        let config = WindowConfig {
+            kind: WindowKind::Tumbling { size: 10 },
+            allowed_lateness: 0,
+            aggregates: AggregateKind::ALL.to_vec(),
+        };
+        let mut windows = KeyedWindows::new(config).expect("valid config");
+        let mut out = Vec::new();
+        for (key, timestamp, input) in [
+            ("u2", 12, Value::Int(5)),
+            ("u1", 3, Value::Int(2)),
+            ("u1", 1, Value::Float(1.5)),
+            ("u1", 4, Value::Null),
+        ] {
+            let inputs = vec![input; AggregateKind::ALL.len()];
+            windows
+                .add(&Value::str(key), timestamp, &inputs, &mut out)
+                .expect("admitted");
+        }
+        let snapshot = windows.snapshot().expect("snapshot");
+        let state = dataflow_checkpoint::encode_state(&(snapshot, 7_i64)).expect("encodes");
+        let view = decode_snapshot(&state).expect("decodes");
+        let names = AggregateKind::ALL.map(AggregateKind::name);
+        let aggregates = |values: [Json; 9]| -> Json {
+            names
+                .iter()
+                .zip(values)
+                .map(|(name, value)| json!({"aggregate": name, "value": value}))
+                .collect()
+        };
+        assert_eq!(view.watermark, 7);
+        assert_eq!(
+            view.keys,
+            vec![
+                KeyView {
+                    key: json!("u1"),
+                    value: json!({"windows": [{
+                        "start": 0, "end": 10, "fired": false,
+                        "aggregates": aggregates([
+                            json!(3), json!(3.5), json!(1.5), json!(2), json!(1.75),
+                            json!(2), json!(1.5), json!(2), json!({"1.5": 1, "2": 1}),
+                        ]),
+                    }]}),
+                },
+                KeyView {
+                    key: json!("u2"),
+                    value: json!({"windows": [{
+                        "start": 10, "end": 20, "fired": false,
+                        "aggregates": aggregates([
+                            json!(1), json!(5), json!(5), json!(5), json!(5.0),
+                            json!(1), json!(5), json!(5), json!({"5": 1}),
+                        ]),
+                    }]}),
+                },
+            ]
+        );
     }
 
     #[test]
