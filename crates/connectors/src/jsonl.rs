@@ -2,13 +2,13 @@
 
 use async_trait::async_trait;
 use dataflow_event::json::Encoder;
-use dataflow_event::{Event, Layout};
+use dataflow_event::Event;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Settings;
 use crate::registry::SinkKind;
 use crate::registry::SinkSpec;
-use crate::sink::{open_writer, OpenMode, Sink, Writer};
+use crate::sink::{open_writer, OpenMode, ResultFormat, Sink, Writer};
 use crate::{ConnectorError, Result};
 
 /// Writes events as JSON Lines.
@@ -29,10 +29,10 @@ impl std::fmt::Debug for JsonLinesSink {
 
 /// The encoder a result sink of `spec` writes events of `layout` with. Window results carry
 /// their time in their fields, so `write_time` is off for them.
-pub(crate) fn result_encoder(spec: &SinkSpec, layout: Layout, write_time: bool) -> Encoder {
-    let mut encoder = Encoder::new(layout);
+pub(crate) fn result_encoder(spec: &SinkSpec, format: ResultFormat) -> Encoder {
+    let mut encoder = Encoder::for_decoder(format.layout, &format.fields);
     encoder.time_format = spec.time_format;
-    if !write_time {
+    if !format.write_time {
         encoder.time_field = None;
     }
     encoder
@@ -54,12 +54,11 @@ impl JsonLinesSink {
     /// their fields, so `write_time` is off for them.
     pub async fn open(
         spec: &SinkSpec,
-        layout: Layout,
-        write_time: bool,
+        format: ResultFormat,
         mode: OpenMode,
     ) -> Result<JsonLinesSink> {
         let (writer, name) = open_writer(spec, "sink", mode).await?;
-        let encoder = result_encoder(spec, layout, write_time);
+        let encoder = result_encoder(spec, format);
         Ok(JsonLinesSink {
             writer,
             name,

@@ -28,5 +28,5 @@ pub mod stdin;
 
 pub use error::{ConnectorError, Result};
 pub use registry::{SinkKind, SinkSpec, SourceKind};
-pub use sink::{OpenMode, Sink};
+pub use sink::{OpenMode, ResultFormat, Sink};
 pub use source::{PartitionPosition, Poll, Source};

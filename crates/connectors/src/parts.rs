@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use dataflow_event::{Event, Layout};
+use dataflow_event::Event;
 use tokio::io::AsyncWriteExt;
 
 use dataflow_event::json::Encoder;
@@ -11,7 +11,7 @@ use dataflow_event::json::Encoder;
 use crate::config::Settings;
 use crate::jsonl::{encode_batch, result_encoder, WRITE_CHUNK};
 use crate::registry::{SinkKind, SinkSpec};
-use crate::sink::Sink;
+use crate::sink::{ResultFormat, Sink};
 use crate::{ConnectorError, Result};
 
 /// Exactly-once part files (see [`SinkKind::Parts`]). In its directory:
@@ -62,8 +62,7 @@ impl PartsSink {
     /// progress are discarded. `None` (a fresh start) deletes every part.
     pub async fn open(
         spec: &SinkSpec,
-        layout: Layout,
-        write_time: bool,
+        format: ResultFormat,
         restored: Option<u64>,
     ) -> Result<PartsSink> {
         let SinkKind::Parts { dir } = &spec.kind else {
@@ -111,7 +110,7 @@ impl PartsSink {
             }
         }
         sync_dir(dir).await?;
-        let encoder = result_encoder(spec, layout, write_time);
+        let encoder = result_encoder(spec, format);
         Ok(PartsSink {
             dir: dir.clone(),
             encoder,
@@ -270,6 +269,7 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataflow_event::Layout;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -307,7 +307,7 @@ mod tests {
             "notes.txt",
         ];
         setup(&all);
-        PartsSink::open(&spec, Layout::Object, true, Some(2))
+        PartsSink::open(&spec, ResultFormat::new(Layout::Object, true), Some(2))
             .await
             .expect("open");
         assert_eq!(
@@ -322,7 +322,7 @@ mod tests {
         let kept = std::fs::read_to_string(dir.path().join("part-00000000000000000002.jsonl"));
         assert_eq!(kept.expect("read"), ".pending-00000000000000000002.jsonl");
         setup(&all);
-        PartsSink::open(&spec, Layout::Object, true, None)
+        PartsSink::open(&spec, ResultFormat::new(Layout::Object, true), None)
             .await
             .expect("open");
         assert_eq!(names(dir.path()), ["notes.txt"]);
@@ -337,7 +337,7 @@ mod tests {
             },
             time_format: Default::default(),
         };
-        let mut sink = PartsSink::open(&spec, Layout::Object, false, None)
+        let mut sink = PartsSink::open(&spec, ResultFormat::new(Layout::Object, false), None)
             .await
             .expect("open");
         let event = Event::object(0, Default::default());

@@ -13,7 +13,7 @@ use crate::generator::{Generator, GeneratorConfig, GeneratorSource};
 use crate::http::{HttpSource, IngestHub};
 use crate::jsonl::JsonLinesSink;
 use crate::parts::PartsSink;
-use crate::sink::{OpenMode, Sink};
+use crate::sink::{OpenMode, ResultFormat, Sink};
 use crate::source::Source;
 use crate::stdin::StdinSource;
 use crate::{ConnectorError, Result};
@@ -182,22 +182,19 @@ impl SinkKind {
 }
 
 impl SinkSpec {
-    /// Opens the sink for results of `layout` (with the `time` field when `write_time`), in a
-    /// run restored from checkpoint `restored` (if any): an exactly-once sink recovers to it,
-    /// dropping what it does not cover; a file is truncated or appended to as `mode` says.
+    /// Opens the sink for results in `format`, in a run restored from checkpoint `restored` (if
+    /// any): an exactly-once sink recovers to it, dropping what it does not cover; a file is
+    /// truncated or appended to as `mode` says.
     pub async fn open(
         &self,
-        layout: dataflow_event::Layout,
-        write_time: bool,
+        format: ResultFormat,
         restored: Option<u64>,
         mode: OpenMode,
     ) -> Result<Box<dyn Sink>> {
         Ok(match &self.kind {
-            SinkKind::Parts { .. } => {
-                Box::new(PartsSink::open(self, layout, write_time, restored).await?)
-            }
+            SinkKind::Parts { .. } => Box::new(PartsSink::open(self, format, restored).await?),
             SinkKind::Stdout | SinkKind::File { .. } => {
-                Box::new(JsonLinesSink::open(self, layout, write_time, mode).await?)
+                Box::new(JsonLinesSink::open(self, format, mode).await?)
             }
         })
     }

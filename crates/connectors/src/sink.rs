@@ -4,7 +4,8 @@ use std::path::Path;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use dataflow_event::Event;
+use dataflow_event::json::DecoderConfig;
+use dataflow_event::{Event, Layout};
 use tokio::io::AsyncWrite;
 
 use crate::registry::{SinkKind, SinkSpec};
@@ -87,4 +88,28 @@ pub(crate) async fn create_parent(path: &Path, what: &str) -> Result<()> {
             })?;
     }
     Ok(())
+}
+
+/// What a results sink writes: the results' layout, whether each line carries the event time,
+/// and the metadata field names (time, type, id) of the source the results come from, so that
+/// a line decodes back with that source's settings.
+#[derive(Clone, Debug)]
+pub struct ResultFormat {
+    /// The layout of the results' payload.
+    pub layout: Layout,
+    /// Whether lines carry the event time (not for window results, which carry their window).
+    pub write_time: bool,
+    /// The source's decoder settings, whose field names the metadata is written under.
+    pub fields: DecoderConfig,
+}
+
+impl ResultFormat {
+    /// Results of `layout`, with the time when `write_time`, under the default field names.
+    pub fn new(layout: Layout, write_time: bool) -> ResultFormat {
+        ResultFormat {
+            layout,
+            write_time,
+            fields: DecoderConfig::default(),
+        }
+    }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dataflow_connectors::side::SideWriter;
-use dataflow_connectors::sink::{OpenMode, Sink};
+use dataflow_connectors::sink::{OpenMode, ResultFormat, Sink};
+use dataflow_event::json::DecoderConfig;
 use dataflow_event::time::now_millis;
 use dataflow_event::{Event, Layout};
 use dataflow_metrics::{Counters, Metrics, OperatorMetrics};
@@ -82,6 +83,8 @@ pub(super) struct OutputSpecs<'a> {
     late_events: Option<&'a SinkSpec>,
     layout: &'a Layout,
     windowed: bool,
+    /// The first source's decoder settings: results carry its metadata field names.
+    fields: Option<&'a DecoderConfig>,
     capacity: usize,
 }
 
@@ -95,6 +98,7 @@ impl<'a> OutputSpecs<'a> {
             late_events: plan.late_events.as_ref(),
             layout: &plan.output_layout,
             windowed: plan.output_is_windowed,
+            fields: plan.sources.first().map(|source| &source.spec.decoder),
             capacity: plan.runtime.channel_capacity,
         }
     }
@@ -125,9 +129,12 @@ pub(super) async fn start_outputs(
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for spec in plan.sinks {
-        let layout = plan.layout.clone();
-        let write_time = !plan.windowed;
-        sinks.push(spec.open(layout, write_time, restored, mode).await?);
+        let format = ResultFormat {
+            layout: plan.layout.clone(),
+            write_time: !plan.windowed,
+            fields: plan.fields.cloned().unwrap_or_default(),
+        };
+        sinks.push(spec.open(format, restored, mode).await?);
     }
 
     let capacity = plan.capacity;
