@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dataflow_event::json::{Decoder, TimeFormat};
+use dataflow_event::json::{Decoder, DecoderConfig, TimeFormat};
 
 use crate::config::{Place, Settings};
 use crate::file::FileSource;
@@ -139,6 +139,28 @@ impl SourceKind {
             SourceKind::Generator { config, .. } => Some(config),
             _ => None,
         }
+    }
+
+    /// Whether its settings can produce events: a generator's are checked as a whole here
+    /// (each key was checked as it was read).
+    pub fn check(&self) -> Result<()> {
+        match self {
+            SourceKind::Generator { config, .. } => Generator::new(config.clone()).map(|_| ()),
+            SourceKind::File { .. } | SourceKind::Stdin | SourceKind::Http { .. } => Ok(()),
+        }
+    }
+
+    /// The decoder settings its records are read with, from those `written` for it: a
+    /// generator's events are rows of its profile's schema, stamped with event times.
+    pub fn decoder_config(&self, written: &DecoderConfig) -> DecoderConfig {
+        let mut config = written.clone();
+        if let SourceKind::Generator {
+            config: generator, ..
+        } = self
+        {
+            config.schema = Some(Generator::schema(generator.profile));
+        }
+        config
     }
 
     /// Opens the source `name`, decoding with `decoder`; an `http` source takes its queue from

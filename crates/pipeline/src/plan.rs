@@ -10,10 +10,9 @@ use dataflow_window::WindowConfig;
 
 use crate::spec::{
     ApiSpec, CheckpointSpec, ExprSpec, MapSpec, PipelineSpec, Place, Problem, RuntimeSpec,
-    SinkSpec, SourceKind, SourceSpec, StateSpec, StepSpec, WindowSpec,
+    SinkSpec, SourceSpec, StateSpec, StepSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
-use dataflow_connectors::generator::Generator;
 use dataflow_expr::Expr;
 use dataflow_operators::OperatorNode;
 use dataflow_operators::{Filter, KeyBy, Map, WindowAggregate};
@@ -212,23 +211,15 @@ fn plan_sources(
     (sources, input_layout)
 }
 
-/// The decoder of `source`'s records; a generator's checks its settings too.
+/// The decoder of `source`'s records; its connector checks its settings as a whole too.
 fn source_decoder(source: &SourceSpec, problems: &mut Vec<Problem>) -> Decoder {
-    match &source.kind {
-        SourceKind::Generator { config, .. } => {
-            if let Err(error) = Generator::new(config.clone()) {
-                problems.push(Problem {
-                    place: source.place.clone(),
-                    message: error.to_string(),
-                });
-            }
-            // Generated events are rows of the profile's schema, stamped with event times.
-            let mut decoder = source.decoder.clone();
-            decoder.schema = Some(Generator::schema(config.profile));
-            Decoder::new(decoder)
-        }
-        _ => Decoder::new(source.decoder.clone()),
+    if let Err(error) = source.kind.check() {
+        problems.push(Problem {
+            place: source.place.clone(),
+            message: error.to_string(),
+        });
     }
+    Decoder::new(source.kind.decoder_config(&source.decoder))
 }
 
 /// Compiles `expr` against `layout`, or adds why not to `problems`.
