@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: W1–W4 through `processor` beside a plain single-threaded loop
 # (crates/pipeline/examples/baseline.rs) on generated bids. Prints events per second and peak
-# RSS for each, and checks that both produced the same results byte for byte.
+# RSS and CPU seconds (user + system) for each, and checks that both produced the same results
+# byte for byte.
 #
 #   scripts/bench.sh                 # 1M and 10M events
 #   SIZES="1000000" scripts/bench.sh # 1M only
@@ -31,25 +32,27 @@ config_of() {
   esac
 }
 
-# Runs a command, prints "seconds peak_rss_kib" (the command reports its own peak RSS on stderr
-# as "peak RSS N KiB").
+# Runs a command, prints "seconds peak_rss_kib cpu_seconds" (the command reports its own peak
+# RSS on stderr as "peak RSS N KiB"; CPU seconds are user + system, from bash's `time`).
 measure() {
-  local log="$DIR/out/last.log"
+  local log="$DIR/out/last.log" cpu="$DIR/out/last.cpu"
   local start end
   # Start every run with no dirty pages from the previous one's output, so that neither side
   # pays for the other's writeback.
   sync
   start=$(date +%s.%N)
-  "$@" 2>"$log" >/dev/null
+  { TIMEFORMAT='%U %S'; time "$@" 2>"$log" >/dev/null; } 2>"$cpu"
   end=$(date +%s.%N)
   local rss
   rss=$(grep -o 'peak RSS [0-9]*' "$log" | awk '{print $3}' | tail -n 1)
-  awk -v s="$start" -v e="$end" -v r="${rss:-0}" 'BEGIN { printf "%.3f %d\n", e - s, r }'
+  awk -v s="$start" -v e="$end" -v r="${rss:-0}" -v c="$(tail -n 1 "$cpu")" 'BEGIN {
+    split(c, t, " "); printf "%.3f %d %.3f\n", e - s, r, t[1] + t[2]
+  }'
 }
 
 printf '%s\n' "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-printf '| events | workload | processor events/s | processor peak RSS | baseline events/s | baseline peak RSS | processor / baseline | same results |\n'
-printf '|---:|---|---:|---:|---:|---:|---:|---|\n'
+printf '| events | workload | processor events/s | processor peak RSS | processor CPU s | baseline events/s | baseline peak RSS | baseline CPU s | processor / baseline | CPU per event, processor / baseline | same results |\n'
+printf '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
 for n in $SIZES; do
   input="$DIR/bids-$n.jsonl"
   if [ ! -s "$input" ]; then
@@ -62,11 +65,11 @@ for n in $SIZES; do
   # MAIN=0 skips the comparison with the plain loop (to run only the sections below).
   [ "${MAIN:-1}" = "1" ] || continue
   for w in $WORKLOADS; do
-    read -r p_secs p_rss < <(measure "$PROCESSOR" run --no-progress --config "$(config_of "$w")")
-    read -r b_secs b_rss < <(measure "$BASELINE" "$w" "$input" "$DIR/out/$w-baseline.jsonl")
+    read -r p_secs p_rss p_cpu < <(measure "$PROCESSOR" run --no-progress --config "$(config_of "$w")")
+    read -r b_secs b_rss b_cpu < <(measure "$BASELINE" "$w" "$input" "$DIR/out/$w-baseline.jsonl")
     if cmp -s "$DIR/out/$w.jsonl" "$DIR/out/$w-baseline.jsonl"; then same=yes; else same=NO; fi
-    awk -v n="$n" -v w="$w" -v ps="$p_secs" -v pr="$p_rss" -v bs="$b_secs" -v br="$b_rss" -v same="$same" 'BEGIN {
-      printf "| %d | %s | %.0f | %.1f MiB | %.0f | %.1f MiB | %.0f%% | %s |\n", n, w, n/ps, pr/1024, n/bs, br/1024, 100*bs/ps, same
+    awk -v n="$n" -v w="$w" -v ps="$p_secs" -v pr="$p_rss" -v pc="$p_cpu" -v bs="$b_secs" -v br="$b_rss" -v bc="$b_cpu" -v same="$same" 'BEGIN {
+      printf "| %d | %s | %.0f | %.1f MiB | %.2f | %.0f | %.1f MiB | %.2f | %.0f%% | %.2fx | %s |\n", n, w, n/ps, pr/1024, pc, n/bs, br/1024, bc, 100*bs/ps, (bc > 0 ? pc/bc : 0), same
     }'
   done
 done
