@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: W1–W4 through `processor` beside a plain single-threaded loop
 # (crates/pipeline/examples/baseline.rs) on generated bids. Prints events per second and peak
-# RSS and CPU seconds (user + system) for each, and checks that both produced the same results
-# byte for byte.
+# RSS and CPU seconds (user + system) for each, beside the same loop parsing with sonic-rs, and
+# checks that all three produced the same results byte for byte.
 #
 #   scripts/bench.sh                 # 1M and 10M events
 #   SIZES="1000000" scripts/bench.sh # 1M only
@@ -51,8 +51,9 @@ measure() {
 }
 
 printf '%s\n' "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-printf '| events | workload | processor events/s | processor peak RSS | processor CPU s | baseline events/s | baseline peak RSS | baseline CPU s | processor / baseline | CPU per event, processor / baseline | same results |\n'
-printf '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
+# "baseline" parses with serde_json, "sonic loop" is the same loop parsing with sonic-rs.
+printf '| events | workload | processor events/s | processor peak RSS | processor CPU s | baseline events/s | baseline peak RSS | baseline CPU s | processor / baseline | CPU per event, processor / baseline | sonic loop events/s | sonic loop CPU s | processor / sonic loop | CPU per event, processor / sonic loop | same results |\n'
+printf '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
 for n in $SIZES; do
   input="$DIR/bids-$n.jsonl"
   if [ ! -s "$input" ]; then
@@ -67,9 +68,10 @@ for n in $SIZES; do
   for w in $WORKLOADS; do
     read -r p_secs p_rss p_cpu < <(measure "$PROCESSOR" run --no-progress --config "$(config_of "$w")")
     read -r b_secs b_rss b_cpu < <(measure "$BASELINE" "$w" "$input" "$DIR/out/$w-baseline.jsonl")
-    if cmp -s "$DIR/out/$w.jsonl" "$DIR/out/$w-baseline.jsonl"; then same=yes; else same=NO; fi
-    awk -v n="$n" -v w="$w" -v ps="$p_secs" -v pr="$p_rss" -v pc="$p_cpu" -v bs="$b_secs" -v br="$b_rss" -v bc="$b_cpu" -v same="$same" 'BEGIN {
-      printf "| %d | %s | %.0f | %.1f MiB | %.2f | %.0f | %.1f MiB | %.2f | %.0f%% | %.2fx | %s |\n", n, w, n/ps, pr/1024, pc, n/bs, br/1024, bc, 100*bs/ps, (bc > 0 ? pc/bc : 0), same
+    read -r s_secs _ s_cpu < <(measure "$BASELINE" "$w" "$input" "$DIR/out/$w-sonic.jsonl" sonic)
+    if cmp -s "$DIR/out/$w.jsonl" "$DIR/out/$w-baseline.jsonl" && cmp -s "$DIR/out/$w.jsonl" "$DIR/out/$w-sonic.jsonl"; then same=yes; else same=NO; fi
+    awk -v n="$n" -v w="$w" -v ps="$p_secs" -v pr="$p_rss" -v pc="$p_cpu" -v bs="$b_secs" -v br="$b_rss" -v bc="$b_cpu" -v ss="$s_secs" -v sc="$s_cpu" -v same="$same" 'BEGIN {
+      printf "| %d | %s | %.0f | %.1f MiB | %.2f | %.0f | %.1f MiB | %.2f | %.0f%% | %.2fx | %.0f | %.2f | %.0f%% | %.2fx | %s |\n", n, w, n/ps, pr/1024, pc, n/bs, br/1024, bc, 100*bs/ps, (bc > 0 ? pc/bc : 0), n/ss, sc, 100*ss/ps, (sc > 0 ? pc/sc : 0), same
     }'
   done
 done

@@ -3,16 +3,31 @@
 //! needs, compute with hash maps, write JSON Lines — with no framework at all. It emits the same
 //! results, byte for byte, as `processor` on `configs/bench/*.yaml`, so the script can check them.
 //!
-//! Usage: `baseline w1|w2|w3|w4 INPUT OUTPUT`.
+//! Usage: `baseline w1|w2|w3|w4 INPUT OUTPUT [serde_json|sonic]`: the last argument picks the
+//! JSON parser (serde_json by default; sonic-rs, a SIMD parser behind the same serde traits, for
+//! the fastest loop that can be written by hand).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
+
+/// Whether lines are parsed with sonic-rs rather than serde_json.
+static SONIC: AtomicBool = AtomicBool::new(false);
+
+/// Parses one line with the chosen parser.
+fn parse<'a, T: Deserialize<'a>>(line: &'a str) -> anyhow::Result<T> {
+    if SONIC.load(Ordering::Relaxed) {
+        Ok(sonic_rs::from_str(line)?)
+    } else {
+        Ok(serde_json::from_str(line)?)
+    }
+}
 
 /// Watermarks advance once per this many events, as the processor's batches do.
 const BATCH: usize = 1024;
@@ -103,9 +118,16 @@ fn drive(
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, workload, input, output] = args.as_slice() else {
-        bail!("usage: baseline w1|w2|w3|w4 INPUT OUTPUT");
+    let (workload, input, output, parser) = match args.as_slice() {
+        [_, workload, input, output] => (workload, input, output, "serde_json"),
+        [_, workload, input, output, parser] => (workload, input, output, parser.as_str()),
+        _ => bail!("usage: baseline w1|w2|w3|w4 INPUT OUTPUT [serde_json|sonic]"),
     };
+    match parser {
+        "serde_json" => {}
+        "sonic" => SONIC.store(true, Ordering::Relaxed),
+        other => bail!("unknown parser `{other}`: expected serde_json or sonic"),
+    }
     let mut out = BufWriter::with_capacity(
         1 << 20,
         File::create(output).with_context(|| format!("create {output}"))?,
@@ -117,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             drive(
                 input,
                 |line, _| {
-                    let bid: FullBid<'_> = serde_json::from_str(line)?;
+                    let bid: FullBid<'_> = parse(line)?;
                     let time = parse_time(bid.timestamp)?;
                     if bid.price >= 1000 && bid.channel != "partner" {
                         let mut ryu = ryu::Buffer::new();
@@ -152,10 +174,10 @@ fn main() -> anyhow::Result<()> {
                 input,
                 |line, max_time| {
                     let (time, auction, price) = if workload == "w2" {
-                        let bid: AuctionPrice<'_> = serde_json::from_str(line)?;
+                        let bid: AuctionPrice<'_> = parse(line)?;
                         (parse_time(bid.timestamp)?, bid.auction, bid.price)
                     } else {
-                        let bid: Auction<'_> = serde_json::from_str(line)?;
+                        let bid: Auction<'_> = parse(line)?;
                         (parse_time(bid.timestamp)?, bid.auction, 0)
                     };
                     *max_time = (*max_time).max(time);
@@ -209,7 +231,7 @@ fn main() -> anyhow::Result<()> {
             drive(
                 input,
                 |line, max_time| {
-                    let bid: Bidder<'_> = serde_json::from_str(line)?;
+                    let bid: Bidder<'_> = parse(line)?;
                     let time = parse_time(bid.timestamp)?;
                     *max_time = (*max_time).max(time);
                     let mut sessions = sessions.borrow_mut();
