@@ -96,7 +96,8 @@ impl SettingValue {
 pub struct Setting {
     /// The key.
     pub key: String,
-    /// Where its value was written (its path is the setting's: `sources[0].path`).
+    /// Where its value was written (its path is the setting's: `sources[0].path`, once it is
+    /// part of [`Settings`]).
     pub place: Place,
     /// The value.
     pub value: SettingValue,
@@ -111,21 +112,23 @@ pub struct Settings<'a> {
     base: &'a Path,
     settings: Vec<Setting>,
     problems: &'a mut Vec<Problem>,
-    /// Where `rate_limit.adaptive` was written, for a source whose rate limit adapts.
-    pub adaptive_rate_limit: Option<Place>,
 }
 
 impl<'a> Settings<'a> {
-    /// The settings of a `kind` (`source` or `sink`) of type `type_name` written at `place`;
-    /// relative paths are taken from `base`; problems go to `problems`.
+    /// The settings of a `kind` (`source` or `sink`) of type `type_name` written at `place`
+    /// (each setting's path is taken to be under it: `sources[0].path`); relative paths are
+    /// taken from `base`; problems go to `problems`.
     pub fn new(
         kind: &'static str,
         type_name: &str,
         place: Place,
         base: &'a Path,
-        settings: Vec<Setting>,
+        mut settings: Vec<Setting>,
         problems: &'a mut Vec<Problem>,
     ) -> Settings<'a> {
+        for setting in &mut settings {
+            setting.place.path = format!("{}.{}", place.path, setting.key);
+        }
         Settings {
             kind,
             type_name: type_name.to_string(),
@@ -133,8 +136,17 @@ impl<'a> Settings<'a> {
             base,
             settings,
             problems,
-            adaptive_rate_limit: None,
         }
+    }
+
+    /// What these are the settings of: `source` or `sink`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The type named: `file`.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
     }
 
     /// Where the source or sink itself was written.
@@ -148,11 +160,6 @@ impl<'a> Settings<'a> {
             place,
             message: message.into(),
         });
-    }
-
-    /// Whether `key` was written (and not yet taken).
-    pub fn has(&self, key: &str) -> bool {
-        self.settings.iter().any(|s| s.key == key)
     }
 
     /// Takes `key`, if written.

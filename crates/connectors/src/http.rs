@@ -560,13 +560,6 @@ pub(crate) const KEYS: &[&str] = &["queue"];
 
 /// `type: http` settings: `queue`.
 pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SourceKind> {
-    if let Some(place) = settings.adaptive_rate_limit.clone() {
-        settings.problem(
-            place,
-            "an http source cannot adapt its rate: it refuses what does not fit \
-             with 429 and clients retry, which already follows backpressure",
-        );
-    }
     let queue = match settings.u64("queue") {
         Some((queue, place)) if queue == 0 || queue > MAX_INGEST_QUEUE => {
             settings.problem(

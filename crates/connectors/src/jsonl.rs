@@ -30,12 +30,13 @@ impl std::fmt::Debug for JsonLinesSink {
 /// The encoder a result sink of `spec` writes events of `layout` with. Window results carry
 /// their time in their fields, so `write_time` is off for them.
 pub(crate) fn result_encoder(spec: &SinkSpec, format: ResultFormat) -> Encoder {
-    let mut encoder = Encoder::for_decoder(format.layout, &format.fields);
-    encoder.time_format = spec.time_format;
-    if !format.write_time {
-        encoder.time_field = None;
+    let encoder =
+        Encoder::for_decoder(format.layout, &format.fields).with_time_format(spec.time_format);
+    if format.write_time {
+        encoder
+    } else {
+        encoder.without_time()
     }
-    encoder
 }
 
 /// Encodes a batch into `buffer`; true when enough is buffered to write it out.

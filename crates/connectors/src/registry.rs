@@ -106,7 +106,7 @@ impl SourceKind {
     /// source needs `api:`, applies its rate limit when it admits a request (it cannot wait),
     /// and is drained on a stop.
     pub fn is_ingest(&self) -> bool {
-        matches!(self, SourceKind::Http { .. })
+        self.ingest_queue().is_some()
     }
 
     /// The size of its ingest queue, for a source fed through `POST /ingest`.
@@ -225,26 +225,27 @@ impl SinkSpec {
 /// Reads a connector type's own settings into its kind, reporting problems to them.
 pub type Configure<K> = fn(&mut Settings<'_>) -> Option<K>;
 
-/// A source `type:` a config can name, and how its settings become a [`SourceKind`].
-#[derive(Clone, Copy, Debug)]
-pub struct SourceType {
+/// A connector `type:` a config can name, and how its settings become a kind `K`
+/// ([`SourceKind`] or [`SinkKind`]).
+#[derive(Debug)]
+pub struct ConnectorType<K> {
     /// The `type:` as written.
     pub name: &'static str,
-    /// The settings it takes besides the keys every source has.
+    /// The settings it takes besides the keys every source (or sink) has.
     pub keys: &'static [&'static str],
     /// Reads the type's own settings, reporting problems to them.
-    pub configure: Configure<SourceKind>,
+    pub configure: Configure<K>,
 }
 
-/// A sink `type:` a config can name, and how its settings become a [`SinkKind`].
-#[derive(Clone, Copy, Debug)]
-pub struct SinkType {
-    /// The `type:` as written.
-    pub name: &'static str,
-    /// The settings it takes besides the keys every sink has.
-    pub keys: &'static [&'static str],
-    /// Reads the type's own settings, reporting problems to them.
-    pub configure: Configure<SinkKind>,
+/// A source type of [`SOURCES`].
+pub type SourceType = ConnectorType<SourceKind>;
+
+/// A sink type of [`SINKS`].
+pub type SinkType = ConnectorType<SinkKind>;
+
+/// Whether some type of `types` takes `key`: a key none takes is refused as unknown.
+pub fn takes_key<K>(types: &[ConnectorType<K>], key: &str) -> bool {
+    types.iter().any(|t| t.keys.contains(&key))
 }
 
 /// Every source type.
@@ -290,16 +291,6 @@ pub const SINKS: [SinkType; 3] = [
     },
 ];
 
-/// Whether some source type takes `key`: a key none takes is refused as unknown.
-pub fn is_source_key(key: &str) -> bool {
-    SOURCES.iter().any(|t| t.keys.contains(&key))
-}
-
-/// Whether some sink type takes `key`: a key none takes is refused as unknown.
-pub fn is_sink_key(key: &str) -> bool {
-    SINKS.iter().any(|t| t.keys.contains(&key))
-}
-
 /// `a, b or c`.
 fn alternatives(names: &[&str]) -> String {
     match names {
@@ -309,50 +300,28 @@ fn alternatives(names: &[&str]) -> String {
     }
 }
 
-/// Configures a `what` (`source` or `sink`) of `type_name` (written at `type_place`) with the
-/// type among `types` of that name; problems go to `settings`: an unknown type names the known
-/// ones, and keys the type does not take are reported by `Settings::finish`.
-fn configure<K>(
-    what: &str,
-    types: &[(&'static str, Configure<K>)],
-    type_name: &str,
+/// Configures, with `settings`, the type among `types` that they name (written at
+/// `type_place`); problems go to `settings`: an unknown type names the known ones, and keys the
+/// type does not take are reported by `Settings::finish`.
+pub fn configure<K>(
+    types: &[ConnectorType<K>],
     type_place: Place,
     mut settings: Settings<'_>,
 ) -> Option<K> {
-    let Some((_, configure)) = types.iter().find(|(name, _)| *name == type_name) else {
-        let names: Vec<&str> = types.iter().map(|(name, _)| *name).collect();
-        settings.problem(
-            type_place,
-            format!(
-                "unknown {what} type `{type_name}`: expected {}",
-                alternatives(&names)
-            ),
+    let Some(connector) = types.iter().find(|t| t.name == settings.type_name()) else {
+        let names: Vec<&str> = types.iter().map(|t| t.name).collect();
+        let message = format!(
+            "unknown {} type `{}`: expected {}",
+            settings.kind(),
+            settings.type_name(),
+            alternatives(&names)
         );
+        settings.problem(type_place, message);
         return None;
     };
-    let kind = configure(&mut settings);
+    let kind = (connector.configure)(&mut settings);
     settings.finish();
     kind
-}
-
-/// The source of `type_name` (written at `type_place`) with `settings` (see [`SOURCES`]).
-pub fn configure_source(
-    type_name: &str,
-    type_place: Place,
-    settings: Settings<'_>,
-) -> Option<SourceKind> {
-    let types = SOURCES.map(|t| (t.name, t.configure));
-    configure("source", &types, type_name, type_place, settings)
-}
-
-/// The sink of `type_name` (written at `type_place`) with `settings` (see [`SINKS`]).
-pub fn configure_sink(
-    type_name: &str,
-    type_place: Place,
-    settings: Settings<'_>,
-) -> Option<SinkKind> {
-    let types = SINKS.map(|t| (t.name, t.configure));
-    configure("sink", &types, type_name, type_place, settings)
 }
 
 #[cfg(test)]
@@ -400,7 +369,7 @@ mod tests {
                 settings_of(source.keys),
                 &mut problems,
             );
-            assert!(configure_source(source.name, Place::path("t"), settings).is_some());
+            assert!(configure(&SOURCES, Place::path("t"), settings).is_some());
             assert!(problems.is_empty(), "{}: {problems:?}", source.name);
         }
         for sink in SINKS {
@@ -413,7 +382,7 @@ mod tests {
                 settings_of(sink.keys),
                 &mut problems,
             );
-            assert!(configure_sink(sink.name, Place::path("t"), settings).is_some());
+            assert!(configure(&SINKS, Place::path("t"), settings).is_some());
             assert!(problems.is_empty(), "{}: {problems:?}", sink.name);
         }
         let mut problems = Vec::new();
@@ -425,7 +394,7 @@ mod tests {
             settings_of(&["queue"]),
             &mut problems,
         );
-        configure_source("stdin", Place::path("t"), settings);
+        configure(&SOURCES, Place::path("t"), settings);
         assert_eq!(problems.len(), 1);
         assert_eq!(
             problems[0].message,

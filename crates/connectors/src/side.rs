@@ -55,9 +55,9 @@ impl SideWriter {
         match &record.record {
             SideData::Raw(text) => write_str(out, text),
             SideData::Event { event, layout } => {
-                let mut encoder = Encoder::new(layout.clone());
-                encoder.time_format = time_format;
-                encoder.encode(event, out);
+                Encoder::new(layout.clone())
+                    .with_time_format(time_format)
+                    .encode(event, out);
                 // The encoder ends the line; this object continues it.
                 if out.last() == Some(&b'\n') {
                     out.pop();

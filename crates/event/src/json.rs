@@ -674,31 +674,44 @@ pub enum TimeFormat {
 #[derive(Clone, Debug)]
 pub struct Encoder {
     layout: Layout,
-    /// The name under which the event time is written, or `None` to leave it out (window
-    /// results carry their bounds as payload fields instead).
-    pub time_field: Option<String>,
     /// How timestamps (the event time and `timestamp` fields) are written.
-    pub time_format: TimeFormat,
-    /// Whether to write the event's type and id when present.
-    pub metadata: bool,
-    /// The name under which the event's type is written, or `None` to leave it out.
-    pub type_field: Option<String>,
-    /// The name under which the event's id is written, or `None` to leave it out.
-    pub id_field: Option<String>,
+    time_format: TimeFormat,
+    /// The names the event time, type and id are written under (`None`: not written).
+    names: [Option<String>; 3],
+    /// What of them is written before the payload, worked out once from `names`.
+    metadata: Vec<(Metadata, String)>,
+}
+
+/// A field of an event's own, written before its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Metadata {
+    Time,
+    Type,
+    Id,
+}
+
+/// The metadata to write, in order (time, type, id), for `names`: without a type or id named
+/// as the time (the time takes the name), and without a name a row schema has (the payload
+/// writes that field itself, with its own type). Type and id may share a name: `encode` then
+/// writes the first one present.
+fn metadata_to_write(layout: &Layout, names: &[Option<String>; 3]) -> Vec<(Metadata, String)> {
+    let time = names[0].as_deref();
+    let fields = [Metadata::Time, Metadata::Type, Metadata::Id];
+    fields
+        .into_iter()
+        .zip(names)
+        .filter_map(|(field, name)| Some((field, name.as_deref()?)))
+        .filter(|&(field, name)| field == Metadata::Time || time != Some(name))
+        .filter(|&(_, name)| layout.schema().is_none_or(|s| s.index_of(name).is_none()))
+        .map(|(field, name)| (field, name.to_string()))
+        .collect()
 }
 
 impl Encoder {
     /// An encoder for payloads of `layout`, writing the event time as `timestamp` in RFC 3339
     /// and the type and id as `type` and `id`: the names [`DecoderConfig::default`] reads.
     pub fn new(layout: Layout) -> Encoder {
-        Encoder {
-            layout,
-            time_field: Some("timestamp".into()),
-            time_format: TimeFormat::Rfc3339,
-            metadata: true,
-            type_field: Some("type".into()),
-            id_field: Some("id".into()),
-        }
+        Encoder::with_names(layout, Some("timestamp"), Some("type"), Some("id"))
     }
 
     /// An encoder for payloads of `layout` that writes the metadata under the names `config`
@@ -706,49 +719,77 @@ impl Encoder {
     /// in `config` (events stamped with their processing time), the time is written as
     /// `timestamp`.
     pub fn for_decoder(layout: Layout, config: &DecoderConfig) -> Encoder {
-        let mut encoder = Encoder::new(layout);
-        if let Some(field) = &config.time_field {
-            encoder.time_field = Some(field.clone());
-        }
-        encoder.type_field = config.type_field.clone();
-        encoder.id_field = config.id_field.clone();
-        encoder
+        Encoder::with_names(
+            layout,
+            Some(config.time_field.as_deref().unwrap_or("timestamp")),
+            config.type_field.as_deref(),
+            config.id_field.as_deref(),
+        )
     }
 
-    /// Whether the payload of `event` has a field `name` (which then speaks for itself).
-    fn in_payload(&self, event: &Event, name: &str) -> bool {
-        match (&event.payload, &self.layout) {
-            (Payload::Row(_), Layout::Row(schema)) => schema.index_of(name).is_some(),
-            (Payload::Object(map), _) => map.contains_key(name),
-            (Payload::Row(_), Layout::Object) => false,
+    /// An encoder writing the event time, type and id under these names (`None` leaves one
+    /// out), in RFC 3339.
+    fn with_names(
+        layout: Layout,
+        time: Option<&str>,
+        kind: Option<&str>,
+        id: Option<&str>,
+    ) -> Encoder {
+        let names = [time, kind, id].map(|name| name.map(str::to_string));
+        let metadata = metadata_to_write(&layout, &names);
+        Encoder {
+            layout,
+            time_format: TimeFormat::Rfc3339,
+            names,
+            metadata,
         }
+    }
+
+    /// The same encoder, writing timestamps in `format`.
+    pub fn with_time_format(mut self, format: TimeFormat) -> Encoder {
+        self.time_format = format;
+        self
+    }
+
+    /// The same encoder, without the event time (window results carry their bounds as
+    /// payload fields instead).
+    pub fn without_time(mut self) -> Encoder {
+        self.names[0] = None;
+        self.metadata = metadata_to_write(&self.layout, &self.names);
+        self
     }
 
     /// Appends `event` as one line, newline included, to `out`.
     pub fn encode(&self, event: &Event, out: &mut Vec<u8>) {
         let mut first = true;
         out.push(b'{');
-        if let Some(field) = &self.time_field {
-            if !self.in_payload(event, field) {
-                write_name(out, field, &mut first);
-                self.write_time(event.event_time, out);
+        // An object payload may have any field: one it has speaks for itself.
+        let object = match &event.payload {
+            Payload::Object(map) => Some(map),
+            Payload::Row(_) => None,
+        };
+        let mut type_name: Option<&str> = None;
+        for (field, name) in &self.metadata {
+            let text = match field {
+                Metadata::Time => None,
+                Metadata::Type => event.kind.as_deref(),
+                Metadata::Id => event.id.as_deref(),
+            };
+            if *field != Metadata::Time && text.is_none() {
+                continue;
             }
-        }
-        if self.metadata {
-            // A name is written once, the first time it comes (time, then type, then id).
-            let mut type_written: Option<&str> = None;
-            let fields = [(&self.type_field, &event.kind), (&self.id_field, &event.id)];
-            for (field, value) in fields {
-                if let (Some(field), Some(value)) = (field, value) {
-                    if type_written != Some(field.as_str())
-                        && self.time_field.as_ref() != Some(field)
-                        && !self.in_payload(event, field)
-                    {
-                        write_name(out, field, &mut first);
-                        write_str(out, value);
-                    }
-                    type_written = Some(field);
-                }
+            if *field == Metadata::Type {
+                type_name = Some(name);
+            } else if *field == Metadata::Id && type_name == Some(name.as_str()) {
+                continue;
+            }
+            if object.is_some_and(|map| map.contains_key(name.as_str())) {
+                continue;
+            }
+            write_name(out, name, &mut first);
+            match text {
+                Some(text) => write_str(out, text),
+                None => self.write_time(event.event_time, out),
             }
         }
         match (&event.payload, &self.layout) {
@@ -973,8 +1014,8 @@ mod tests {
         let decoder = Decoder::new(config);
         let line = br#"{"ts":1714564800250,"kind":"click","event_id":"e1","n":2}"#;
         let event = decoder.decode(line, 1).expect("valid record");
-        let mut encoder = Encoder::for_decoder(decoder.layout().clone(), decoder.config());
-        encoder.time_format = TimeFormat::Millis;
+        let encoder = Encoder::for_decoder(decoder.layout().clone(), decoder.config())
+            .with_time_format(TimeFormat::Millis);
         let text = encode(&encoder, &event);
         assert_eq!(
             text,
@@ -996,14 +1037,22 @@ mod tests {
             kind: Some("click".into()),
             ..Event::object(1, fields)
         };
-        let mut encoder = Encoder::new(Layout::Object);
-        encoder.id_field = Some("type".into());
+        let encoder = Encoder::with_names(
+            Layout::Object,
+            Some("timestamp"),
+            Some("type"),
+            Some("type"),
+        );
         assert_eq!(
             encode(&encoder, &event),
             "{\"timestamp\":7,\"type\":\"payload\"}\n"
         );
-        encoder.type_field = Some("kind".into());
-        encoder.id_field = Some("kind".into());
+        let encoder = Encoder::with_names(
+            Layout::Object,
+            Some("timestamp"),
+            Some("kind"),
+            Some("kind"),
+        );
         assert_eq!(
             encode(&encoder, &event),
             "{\"kind\":\"click\",\"timestamp\":7,\"type\":\"payload\"}\n"

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use dataflow_connectors::config::{Setting, SettingValue, Settings};
-use dataflow_connectors::registry;
+use dataflow_connectors::registry::{self, ConnectorType};
 
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
@@ -167,23 +167,58 @@ struct RawSource {
     settings: Vec<Setting>,
 }
 
-/// The connector-specific keys of a source or sink, with their places (the path is filled in
-/// once the source's place is known).
-fn read_setting<'de, A: MapAccess<'de>>(
+/// The value of `key`, which none of the keys every source (or sink) has took: a setting for
+/// its connector, with the line and column of its value (its path is set by `Settings`, once
+/// the source's place is known); or, when no connector of `types` takes it, the error serde
+/// gives an unknown field, at the key's place, naming every key there is.
+fn connector_setting<'de, A: MapAccess<'de>, K>(
     key: &Spanned<String>,
     map: &mut A,
+    types: &'static [ConnectorType<K>],
+    common: &'static KnownKeys,
 ) -> std::result::Result<Setting, A::Error> {
+    if !registry::takes_key(types, &key.value) {
+        let known = common.known.get_or_init(|| {
+            let mut known: Vec<&'static str> = common.common.to_vec();
+            for name in types.iter().flat_map(|t| t.keys.iter()) {
+                if !known.contains(name) {
+                    known.push(name);
+                }
+            }
+            known
+        });
+        return Err(de::Error::unknown_field(&key.value, known.as_slice()));
+    }
     let value: Spanned<RawValue> = map.next_value()?;
     Ok(Setting {
         key: key.value.clone(),
         place: Place {
-            path: key.value.clone(),
+            path: String::new(),
             line: value.referenced.line(),
             column: value.referenced.column(),
         },
         value: value.value.0,
     })
 }
+
+/// The keys every source (or sink) has, and, once an unknown key asks, those and every
+/// connector's keys.
+struct KnownKeys {
+    common: &'static [&'static str],
+    known: OnceLock<Vec<&'static str>>,
+}
+
+/// The keys every source has; a source's connector takes the others.
+static SOURCE_KEYS: KnownKeys = KnownKeys {
+    common: &["name", "type", "format", "watermark", "rate_limit"],
+    known: OnceLock::new(),
+};
+
+/// The keys every sink has; a sink's connector takes the others.
+static SINK_KEYS: KnownKeys = KnownKeys {
+    common: &["type", "time_format"],
+    known: OnceLock::new(),
+};
 
 impl<'de> Deserialize<'de> for RawSource {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
@@ -207,14 +242,12 @@ impl<'de> Deserialize<'de> for RawSource {
                         "format" => format = Some(map.next_value()?),
                         "watermark" => watermark = Some(map.next_value()?),
                         "rate_limit" => rate_limit = Some(map.next_value()?),
-                        other if registry::is_source_key(other) => {
-                            settings.push(read_setting(&key, &mut map)?)
-                        }
-                        other => {
-                            static KNOWN: OnceLock<Vec<&'static str>> = OnceLock::new();
-                            let keys = registry::SOURCES.map(|t| t.keys);
-                            return Err(unknown_key(other, &KNOWN, &SOURCE_KEYS, &keys));
-                        }
+                        _ => settings.push(connector_setting(
+                            &key,
+                            &mut map,
+                            &registry::SOURCES,
+                            &SOURCE_KEYS,
+                        )?),
                     }
                 }
                 Ok(RawSource {
@@ -229,29 +262,6 @@ impl<'de> Deserialize<'de> for RawSource {
         }
         deserializer.deserialize_map(SourceVisitor)
     }
-}
-
-/// The keys every source has; a source's connector takes the others.
-const SOURCE_KEYS: [&str; 5] = ["name", "type", "format", "watermark", "rate_limit"];
-
-/// The error for a key that neither every source (or sink) nor any connector takes, naming the
-/// keys that exist, as serde names an unknown field (and at the key's place).
-fn unknown_key<E: de::Error>(
-    key: &str,
-    known: &'static OnceLock<Vec<&'static str>>,
-    common: &[&'static str],
-    connectors: &[&'static [&'static str]],
-) -> E {
-    let known = known.get_or_init(|| {
-        let mut known: Vec<&'static str> = common.to_vec();
-        for name in connectors.iter().flat_map(|keys| keys.iter()) {
-            if !known.contains(name) {
-                known.push(name);
-            }
-        }
-        known
-    });
-    E::unknown_field(key, known.as_slice())
 }
 
 /// Any YAML value, for a connector to type.
@@ -413,19 +423,12 @@ impl<'de> Deserialize<'de> for RawSink {
                     match key.value.as_str() {
                         "type" => kind = Some(map.next_value()?),
                         "time_format" => time_format = Some(map.next_value()?),
-                        other if registry::is_sink_key(other) => {
-                            settings.push(read_setting(&key, &mut map)?)
-                        }
-                        other => {
-                            static KNOWN: OnceLock<Vec<&'static str>> = OnceLock::new();
-                            let keys = registry::SINKS.map(|t| t.keys);
-                            return Err(unknown_key(
-                                other,
-                                &KNOWN,
-                                &["type", "time_format"],
-                                &keys,
-                            ));
-                        }
+                        _ => settings.push(connector_setting(
+                            &key,
+                            &mut map,
+                            &registry::SINKS,
+                            &SINK_KEYS,
+                        )?),
                     }
                 }
                 Ok(RawSink {
@@ -794,8 +797,8 @@ impl Checker {
 
     fn source(&mut self, raw: Spanned<RawSource>, path: &str) -> Option<SourceSpec> {
         let place = place_of(&raw, path);
-        let source = raw.value;
-        let kind = self.source_kind(&source, &place, path);
+        let mut source = raw.value;
+        let kind = self.source_kind(&mut source, &place, path);
         let watermark = self.watermark(&source.watermark, path);
         let decoder = self.decoder(source.format, &place, path);
         let rate_limit = source
@@ -814,25 +817,35 @@ impl Checker {
 
     /// What the source reads: its `type:` and its connector's own settings, checked by the
     /// connector registry.
-    fn source_kind(&mut self, source: &RawSource, place: &Place, path: &str) -> Option<SourceKind> {
-        let mut settings = Settings::new(
+    fn source_kind(
+        &mut self,
+        source: &mut RawSource,
+        place: &Place,
+        path: &str,
+    ) -> Option<SourceKind> {
+        let settings = Settings::new(
             "source",
             &source.kind.value,
             place.clone(),
             &self.base,
-            located(&source.settings, path),
+            std::mem::take(&mut source.settings),
             &mut self.problems,
         );
-        settings.adaptive_rate_limit = source
-            .rate_limit
-            .as_ref()
-            .filter(|limit| limit.value.adaptive.is_some())
-            .map(|limit| place_of(limit, format!("{path}.rate_limit.adaptive")));
-        registry::configure_source(
-            &source.kind.value,
+        let kind = registry::configure(
+            &registry::SOURCES,
             place_of(&source.kind, format!("{path}.type")),
             settings,
-        )
+        )?;
+        if let Some(limit) = &source.rate_limit {
+            if kind.is_ingest() && limit.value.adaptive.is_some() {
+                self.problem(
+                    place_of(limit, format!("{path}.rate_limit.adaptive")),
+                    "an http source cannot adapt its rate: it refuses what does not fit \
+                     with 429 and clients retry, which already follows backpressure",
+                );
+            }
+        }
+        Some(kind)
     }
 
     fn watermark(&mut self, raw: &RawWatermark, path: &str) -> WatermarkSpec {
@@ -1180,11 +1193,11 @@ impl Checker {
             &sink.kind.value,
             place_of(raw, path),
             &self.base,
-            located(&sink.settings, path),
+            sink.settings.clone(),
             &mut self.problems,
         );
-        let kind = registry::configure_sink(
-            &sink.kind.value,
+        let kind = registry::configure(
+            &registry::SINKS,
             place_of(&sink.kind, format!("{path}.type")),
             settings,
         )?;
@@ -1228,18 +1241,6 @@ impl Checker {
         }
         runtime
     }
-}
-
-/// `settings` with their full paths: `sources[0].path`.
-fn located(settings: &[Setting], path: &str) -> Vec<Setting> {
-    settings
-        .iter()
-        .map(|setting| {
-            let mut setting = setting.clone();
-            setting.place.path = format!("{path}.{}", setting.key);
-            setting
-        })
-        .collect()
 }
 
 fn expr_spec(expr: &Spanned<String>, path: String) -> ExprSpec {

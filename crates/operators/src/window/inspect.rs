@@ -20,7 +20,7 @@ use dataflow_window::{SnapshotKey, WindowSnapshot};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 
-use crate::{OperatorError, Result};
+use crate::Result;
 
 /// One key of an operator's state.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -48,8 +48,8 @@ pub fn key_from_text(text: &str) -> Json {
 
 /// Decodes the state of a window operator (what `WindowAggregate::snapshot` writes).
 pub fn decode_snapshot(state: &[u8]) -> Result<OperatorView> {
-    let (snapshot, watermark): (WindowSnapshot, i64) = dataflow_checkpoint::decode_state(state)
-        .map_err(|error| OperatorError::Checkpoint(error.to_string()))?;
+    let (snapshot, watermark): (WindowSnapshot, i64) =
+        dataflow_checkpoint::decode_state(state).map_err(super::checkpoint_error)?;
     Ok(OperatorView {
         watermark,
         keys: snapshot.keys().map(|key| key_view(&key)).collect(),

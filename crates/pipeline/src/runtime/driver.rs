@@ -124,10 +124,6 @@ impl Operators {
             node.operator.process(events, &mut out);
             metrics.observe_processing(started.elapsed());
             metrics.events_received(received);
-            if out.failure.is_some() {
-                // The event the operator failed on fails the run.
-                metrics.errors(1);
-            }
             events = take_output(metrics, out, side)?;
         }
         Ok(events)
@@ -155,16 +151,17 @@ impl Operators {
     }
 }
 
-/// Takes what an operator emitted: the run fails if the operator failed; otherwise what it sent
-/// and routed aside is counted, its side records join `side`, and its events are returned. Every
-/// dead letter of an operator is an event it failed to evaluate, so each also counts as an
-/// error.
+/// Takes what an operator emitted: the run fails if the operator failed (one error); otherwise
+/// what it sent and routed aside is counted, its side records join `side`, and its events are
+/// returned. Every dead letter of an operator is an event it failed to evaluate, so each also
+/// counts as an error.
 fn take_output(
     metrics: &OperatorMetrics,
     mut out: Output,
     side: &mut Vec<SideRecord>,
 ) -> Result<Vec<Event>> {
     if let Some(failure) = out.failure {
+        metrics.errors(1);
         return Err(failure.into());
     }
     metrics.events_sent(out.events.len() as u64);

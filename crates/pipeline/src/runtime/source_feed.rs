@@ -44,9 +44,11 @@ pub(super) fn open_sources(plan: &Plan, ingest: &IngestHub) -> Result<Vec<Opened
         let mut opened = open_source(source, ingest)?;
         // Decoding spreads over as many threads as there are workers (file sources).
         opened.decode_in_parallel(plan.runtime.parallelism)?;
-        let limiter = match source.spec.kind.is_ingest() {
-            true => None,
-            false => source.spec.rate_limit.as_ref().map(RateLimiter::new),
+        // An http source applies its rate limit where it admits requests (see `IngestHub`).
+        let limiter = if source.spec.kind.is_ingest() {
+            None
+        } else {
+            source.spec.rate_limit.as_ref().map(RateLimiter::new)
         };
         sources.push(OpenedSource {
             source: opened,

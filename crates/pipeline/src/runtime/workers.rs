@@ -171,11 +171,6 @@ pub(super) fn start_workers(
                 .zip(&planned)
                 .all(|(built, planned)| built.info == *planned)
     };
-    if !same(plan.operator_factory.build().get(start..).unwrap_or(&[])) {
-        return Err(PipelineError::Runtime(
-            "the operator factory builds other operators than the plan holds".into(),
-        ));
-    }
     // The restored state of each operator, split by key among the workers.
     let mut parts: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(templates.len());
     for node in &templates {
@@ -189,13 +184,17 @@ pub(super) fn start_workers(
     // The templates' state has been handed on: close their stores (a worker reopens one) and
     // rebuild them empty.
     drop(templates);
-    let templates = plan.operator_factory.build().split_off(start);
-    let mut instances: Vec<Vec<OperatorNode>> = (0..count)
-        .map(|_| plan.operator_factory.build().split_off(start))
-        .collect();
-    if !instances.iter().all(|nodes| same(nodes)) {
+    // The parallel part of a new chain from the factory (empty if it builds too few).
+    let build = || {
+        let mut nodes = plan.operator_factory.build();
+        nodes.drain(..start.min(nodes.len()));
+        nodes
+    };
+    let templates = build();
+    let mut instances: Vec<Vec<OperatorNode>> = (0..count).map(|_| build()).collect();
+    if !same(&templates) || !instances.iter().all(|nodes| same(nodes)) {
         return Err(PipelineError::Runtime(
-            "the operator factory built another pipeline than the plan".into(),
+            "the operator factory builds other operators than the plan holds".into(),
         ));
     }
     for (worker, operators) in instances.iter_mut().enumerate() {
