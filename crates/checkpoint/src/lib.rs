@@ -89,7 +89,8 @@ pub use manifest::{
 };
 pub use model::{Checkpoint, OperatorState, PartitionState, SourceState};
 pub use storage::{
-    CheckpointEntry, CheckpointStorage, LocalStorage, DATA_FILE, MANIFEST_FILE, TMP_PREFIX,
+    CheckpointEntry, CheckpointStorage, LocalStorage, Pin, Retention, DATA_FILE, MANIFEST_FILE,
+    TMP_PREFIX,
 };
 
 /// A checkpoint's id: a number that grows with each checkpoint of a pipeline.

@@ -1,10 +1,11 @@
 //! Where checkpoints are kept: the [`CheckpointStorage`] trait and [`LocalStorage`], one
 //! directory per checkpoint.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{info, warn};
 
@@ -75,14 +76,121 @@ pub trait CheckpointStorage: Send + Sync {
     }
 }
 
+/// What retention must keep for now, and which checkpoints were saved: shared (cloning shares
+/// it) by the storages of successive runs of one pipeline and by whoever restores from them.
+///
+/// A [`Pin`] keeps its checkpoint from being deleted by retention until it is dropped (a
+/// restore in place holds one from the moment it checks the checkpoint until the restarted run
+/// has loaded it). Pins are checked and deletions done under one lock, so a checkpoint is
+/// either pinned before retention looks at it, or already gone when the pin is taken (and
+/// loading it then answers [`CheckpointError::NotFound`]).
+#[derive(Clone, Debug, Default)]
+pub struct Retention {
+    inner: Arc<Mutex<RetentionState>>,
+}
+
+#[derive(Debug, Default)]
+struct RetentionState {
+    /// How many pins each pinned checkpoint has.
+    pinned: BTreeMap<CheckpointId, usize>,
+    /// The ids saved, as sorted, disjoint, non-adjacent inclusive ranges (ids grow by one per
+    /// checkpoint, so this stays a handful of ranges however long the run).
+    saved: Vec<(u64, u64)>,
+}
+
+impl RetentionState {
+    fn record_saved(&mut self, id: u64) {
+        let ranges = &mut self.saved;
+        // The first range that ends at or after `id - 1`: the only ones `id` can touch.
+        let at = ranges.partition_point(|&(_, end)| end.saturating_add(1) < id);
+        match ranges.get(at).copied() {
+            Some((start, end)) if start <= id && id <= end => {}
+            Some((start, end)) if end.saturating_add(1) == id => {
+                ranges[at] = (start, id);
+                if let Some(&(next_start, next_end)) = ranges.get(at + 1) {
+                    if next_start == id.saturating_add(1) {
+                        ranges[at] = (start, next_end);
+                        ranges.remove(at + 1);
+                    }
+                }
+            }
+            Some((start, end)) if start == id.saturating_add(1) => ranges[at] = (id, end),
+            _ => ranges.insert(at, (id, id)),
+        }
+    }
+
+    fn was_saved(&self, id: u64) -> bool {
+        let at = self.saved.partition_point(|&(_, end)| end < id);
+        self.saved
+            .get(at)
+            .is_some_and(|&(start, end)| start <= id && id <= end)
+    }
+}
+
+/// Keeps one checkpoint from retention while it lives; see [`Retention::pin`].
+#[derive(Debug)]
+pub struct Pin {
+    retention: Retention,
+    id: CheckpointId,
+}
+
+impl Pin {
+    /// The pinned checkpoint.
+    pub fn id(&self) -> CheckpointId {
+        self.id
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut state = self.retention.lock();
+        if let Some(count) = state.pinned.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                state.pinned.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Retention {
+    /// Mutex poisoning only follows a panic elsewhere; the sets stay usable.
+    fn lock(&self) -> MutexGuard<'_, RetentionState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps checkpoint `id` from retention until the returned pin is dropped. Pinning a
+    /// checkpoint that does not exist is harmless.
+    pub fn pin(&self, id: CheckpointId) -> Pin {
+        *self.lock().pinned.entry(id).or_insert(0) += 1;
+        Pin {
+            retention: self.clone(),
+            id,
+        }
+    }
+
+    /// Whether checkpoint `id` is pinned.
+    pub fn is_pinned(&self, id: CheckpointId) -> bool {
+        self.lock().pinned.contains_key(&id)
+    }
+
+    /// Whether a storage sharing this retention saved checkpoint `id` (whether or not it is
+    /// still stored).
+    pub fn was_saved(&self, id: CheckpointId) -> bool {
+        self.lock().was_saved(id.0)
+    }
+}
+
 /// Checkpoints in a local directory: `<dir>/<id as 20 digits>/` holding `data.bin` and
 /// `manifest.json`.
 ///
 /// A checkpoint is written into `<dir>/.tmp-<id as 20 digits>/`, each file fsynced, the
 /// directory fsynced, renamed to its final name, and the parent directory fsynced; so a
 /// directory with a final name is always complete. After each save, the newest `retain` valid
-/// checkpoints are kept and older valid ones deleted; invalid ones are left in place for
-/// inspection and never count.
+/// checkpoints are kept and older valid ones deleted, except those pinned in its
+/// [`Retention`]; invalid ones are left in place for inspection and never count.
 ///
 /// One writer per directory: two `LocalStorage`s must not save into the same directory at once.
 #[derive(Clone, Debug)]
@@ -91,6 +199,7 @@ pub struct LocalStorage {
     retain: usize,
     max_payload: u64,
     fs: Arc<dyn FileSystem>,
+    retention: Retention,
 }
 
 impl LocalStorage {
@@ -119,6 +228,7 @@ impl LocalStorage {
             retain: usize::MAX,
             max_payload: DEFAULT_MAX_PAYLOAD,
             fs: Arc::new(StdFs),
+            retention: Retention::default(),
         })
     }
 
@@ -144,6 +254,7 @@ impl LocalStorage {
             retain,
             max_payload: DEFAULT_MAX_PAYLOAD,
             fs,
+            retention: Retention::default(),
         };
         storage.remove_stale_tmp_dirs()?;
         Ok(storage)
@@ -154,6 +265,18 @@ impl LocalStorage {
     pub fn with_max_payload(mut self, bytes: u64) -> Self {
         self.max_payload = bytes;
         self
+    }
+
+    /// Shares `retention` (its pins and its record of saved checkpoints) with this storage,
+    /// instead of one of its own.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The pins retention honours and the record of saved checkpoints.
+    pub fn retention(&self) -> &Retention {
+        &self.retention
     }
 
     /// The checkpoint directory.
@@ -263,8 +386,9 @@ impl LocalStorage {
         }
     }
 
-    /// Keeps the newest `retain` valid checkpoints, deletes older valid ones and leaves invalid
-    /// ones in place. Failures are logged: the checkpoint just saved is durable either way.
+    /// Keeps the newest `retain` valid checkpoints, deletes older valid ones unless pinned, and
+    /// leaves invalid ones in place. Failures are logged: the checkpoint just saved is durable
+    /// either way.
     fn apply_retention(&self) {
         let entries = match self.list() {
             Ok(entries) => entries,
@@ -277,10 +401,20 @@ impl LocalStorage {
         for entry in entries.iter().rev() {
             match self.verify(entry.id) {
                 Ok(_) if kept < self.retain => kept += 1,
-                Ok(_) => match self.delete(entry.id) {
-                    Ok(()) => info!(checkpoint = %entry.id, "deleted an old checkpoint"),
-                    Err(error) => warn!(%error, "cannot delete an old checkpoint"),
-                },
+                Ok(_) => {
+                    // Held while deleting: a pin is taken either before this check or after
+                    // the checkpoint is gone.
+                    let state = self.retention.lock();
+                    if state.pinned.contains_key(&entry.id) {
+                        info!(checkpoint = %entry.id, "old checkpoint kept: a restore has pinned it");
+                        continue;
+                    }
+                    match self.delete(entry.id) {
+                        Ok(()) => info!(checkpoint = %entry.id, "deleted an old checkpoint"),
+                        Err(error) => warn!(%error, "cannot delete an old checkpoint"),
+                    }
+                    drop(state);
+                }
                 Err(error) => {
                     warn!(%error, "invalid checkpoint left in place; it does not count toward retention")
                 }
@@ -431,6 +565,7 @@ impl CheckpointStorage for LocalStorage {
                 message,
             })?;
         self.write(id, &encoded.bytes, &json)?;
+        self.retention.lock().record_saved(id.0);
         self.apply_retention();
         Ok(manifest)
     }

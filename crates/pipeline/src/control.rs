@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use dataflow_checkpoint::{
-    Checkpoint, CheckpointError, CheckpointId, CheckpointStorage, LocalStorage,
+    Checkpoint, CheckpointError, CheckpointId, CheckpointStorage, LocalStorage, Pin, Retention,
 };
 use dataflow_event::time::now_millis;
 use dataflow_metrics::{Counters, Metrics};
@@ -72,6 +72,8 @@ pub(crate) struct PendingRestore {
     pub(crate) id: u64,
     report: RestoreReport,
     reply: oneshot::Sender<Result<RestoreReport, ControlError>>,
+    /// Keeps retention from deleting the checkpoint until the restore is answered.
+    _pin: Pin,
 }
 
 #[derive(Debug)]
@@ -87,6 +89,8 @@ struct Shared {
     inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>,
     live: Mutex<Live>,
     restore: Mutex<Option<PendingRestore>>,
+    /// Shared with every run's checkpoint storage: the pins of restores under way.
+    retention: Retention,
     restores: AtomicU64,
     last_triggered: AtomicU64,
     can_restart: std::sync::atomic::AtomicBool,
@@ -104,6 +108,22 @@ struct Live {
 #[derive(Clone, Debug)]
 pub struct ControlHandle {
     shared: Arc<Shared>,
+}
+
+/// Why a checkpoint to restore cannot be: gone (404), failing its checks (422), or another
+/// failure.
+pub(crate) fn restore_error(error: CheckpointError) -> ControlError {
+    match error {
+        CheckpointError::NotFound { .. } => ControlError::NotFound(error.to_string()),
+        // A file that went away between two reads: deleted meanwhile.
+        CheckpointError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ControlError::NotFound(error.to_string())
+        }
+        CheckpointError::Corrupt { .. } | CheckpointError::TooLarge { .. } => {
+            ControlError::Verification(error.to_string())
+        }
+        other => ControlError::Failed(other.to_string()),
+    }
 }
 
 /// Mutex poisoning only follows a panic elsewhere; the data stays usable.
@@ -133,6 +153,7 @@ impl ControlHandle {
             inbox: Arc::new(tokio::sync::Mutex::new(inbox)),
             live: Mutex::new(live),
             restore: Mutex::new(None),
+            retention: Retention::default(),
             restores: AtomicU64::new(0),
             last_triggered: AtomicU64::new(0),
             can_restart: std::sync::atomic::AtomicBool::new(false),
@@ -144,6 +165,31 @@ impl ControlHandle {
 
     pub(crate) fn set_can_restart(&self, can: bool) {
         self.shared.can_restart.store(can, Ordering::SeqCst);
+    }
+
+    /// What every run's checkpoint storage shares: the pins of restores under way, and which
+    /// checkpoints were saved.
+    pub(crate) fn retention(&self) -> &Retention {
+        &self.shared.retention
+    }
+
+    /// The checkpoint a restore in place waits to start from, if one does.
+    pub(crate) fn pending_restore(&self) -> Option<u64> {
+        lock(&self.shared.restore)
+            .as_ref()
+            .map(|pending| pending.id)
+    }
+
+    /// The checkpoint of the pending restore `id` cannot be loaded by the restarted run (it
+    /// vanished after it was checked): the restore is refused with `error` and the run resumes
+    /// as after any recovery.
+    pub(crate) fn restore_refused(&self, id: u64, error: ControlError) {
+        let mut pending = lock(&self.shared.restore);
+        if pending.as_ref().is_some_and(|pending| pending.id == id) {
+            if let Some(restore) = pending.take() {
+                let _ = restore.reply.send(Err(error));
+            }
+        }
     }
 
     /// The coordinator's inbox (locked by the coordinator of the current run).
@@ -379,6 +425,12 @@ impl ControlHandle {
         self.shared.counters.last_checkpoint()
     }
 
+    /// Whether this process stored checkpoint `id` at some point (it may since have been
+    /// removed by retention or deleted).
+    pub fn was_completed(&self, id: u64) -> bool {
+        self.shared.retention.was_saved(CheckpointId(id))
+    }
+
     /// Whether the pipeline still runs (or restarts).
     pub fn is_live(&self) -> bool {
         lock(&self.shared.live).state != RunState::Stopped
@@ -393,18 +445,17 @@ impl ControlHandle {
             .checkpoint_dir
             .clone()
             .ok_or(ControlError::NoCheckpoints)?;
-        let checkpoint = tokio::task::spawn_blocking(move || {
-            LocalStorage::open_for_reading(&dir)?.load(CheckpointId(id))
+        // Pinned before it is read: retention either deleted it already (and the load says
+        // so) or keeps it until this restore is answered.
+        let retention = self.shared.retention.clone();
+        let (checkpoint, pin) = tokio::task::spawn_blocking(move || {
+            let pin = retention.pin(CheckpointId(id));
+            let checkpoint = LocalStorage::open_for_reading(&dir)?.load(CheckpointId(id))?;
+            Ok::<_, CheckpointError>((checkpoint, pin))
         })
         .await
         .map_err(|error| ControlError::Failed(error.to_string()))?
-        .map_err(|error| match error {
-            CheckpointError::NotFound { .. } => ControlError::NotFound(error.to_string()),
-            CheckpointError::Corrupt { .. } | CheckpointError::TooLarge { .. } => {
-                ControlError::Verification(error.to_string())
-            }
-            other => ControlError::Failed(other.to_string()),
-        })?;
+        .map_err(restore_error)?;
         let fit = compatibility(&checkpoint, &self.shared.shape);
         if !fit.fits() {
             return Err(ControlError::Incompatible(format!(
@@ -442,7 +493,12 @@ impl ControlHandle {
                 ));
             }
             report.last_checkpoint_before = Some(self.last_checkpoint()).filter(|id| *id > 0);
-            *pending = Some(PendingRestore { id, report, reply });
+            *pending = Some(PendingRestore {
+                id,
+                report,
+                reply,
+                _pin: pin,
+            });
             live.state = RunState::Restoring;
         }
         tracing::warn!(checkpoint = id, "restore requested: stopping the run");

@@ -279,8 +279,14 @@ impl Pipeline {
         for node in &mut plan.operators {
             node.operator.open(0)?;
         }
-        let start =
-            restore::restore_on_start(&mut plan, restore, checkpoint_fs, &metrics, &mut sources)?;
+        let start = restore::restore_on_start(
+            &mut plan,
+            restore,
+            checkpoint_fs,
+            &metrics,
+            &mut sources,
+            &control,
+        )?;
         let OutputTasks {
             downstream,
             sink_tasks,

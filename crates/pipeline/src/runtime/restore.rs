@@ -14,6 +14,7 @@ use dataflow_metrics::Metrics;
 use dataflow_operators::OperatorKind;
 
 use super::source_feed::OpenedSource;
+use crate::control::{restore_error, ControlHandle};
 use crate::plan::Plan;
 use crate::{PipelineError, Result};
 
@@ -150,14 +151,16 @@ pub(super) struct Start {
     pub(super) restored: Option<u64>,
 }
 
-/// Opens the checkpoint storage of `plan` (through `fs` if given) and restores the checkpoint
-/// `restore` chooses into the plan's operators (already open) and `sources`.
+/// Opens the checkpoint storage of `plan` (through `fs` if given, sharing the retention pins
+/// of `control`) and restores the checkpoint `restore` chooses into the plan's operators
+/// (already open) and `sources`.
 pub(super) fn restore_on_start(
     plan: &mut Plan,
     restore: RestoreOptions,
     fs: Option<Arc<dyn FileSystem>>,
     metrics: &Metrics,
     sources: &mut [OpenedSource],
+    control: &ControlHandle,
 ) -> Result<Start> {
     let storage = match &plan.checkpoint {
         Some(spec) => Some(Arc::new(
@@ -165,7 +168,8 @@ pub(super) fn restore_on_start(
                 Some(fs) => LocalStorage::with_fs(&spec.dir, spec.retain, fs),
                 None => LocalStorage::new(&spec.dir, spec.retain),
             }
-            .map_err(checkpoint_error)?,
+            .map_err(checkpoint_error)?
+            .with_retention(control.retention().clone()),
         )),
         None => None,
     };
@@ -185,7 +189,7 @@ pub(super) fn restore_on_start(
                 .map(|entry| entry.id.0)
                 .unwrap_or(0);
             let restore_started = Instant::now();
-            if let Some(checkpoint) = choose_checkpoint(storage, restore.mode)? {
+            if let Some(checkpoint) = choose_checkpoint(storage, restore.mode, control)? {
                 start.watermark = checkpoint.watermark;
                 start.restored = Some(checkpoint.id.0);
                 restore_checkpoint(
@@ -224,9 +228,31 @@ pub(super) fn restore_on_start(
 /// The checkpoint to restore, if any. A newer checkpoint that fails its checks is logged as an
 /// error and the previous valid one is used; if none is valid the run fails rather than
 /// silently start from nothing.
-fn choose_checkpoint(storage: &LocalStorage, mode: RestoreMode) -> Result<Option<Checkpoint>> {
+///
+/// The checkpoint of a restore in place (the one `control` waits for) is pinned against
+/// retention; should it still have vanished (deleted from outside), the restore is refused
+/// and the run resumes from the newest valid checkpoint, as after a crash, instead of ending.
+fn choose_checkpoint(
+    storage: &LocalStorage,
+    mode: RestoreMode,
+    control: &ControlHandle,
+) -> Result<Option<Checkpoint>> {
     match mode {
         RestoreMode::Fresh => Ok(None),
+        RestoreMode::Id(id) if control.pending_restore() == Some(id) => {
+            match storage.load(CheckpointId(id)) {
+                Ok(checkpoint) => Ok(Some(checkpoint)),
+                Err(error) => {
+                    tracing::error!(
+                        checkpoint = id,
+                        %error,
+                        "the checkpoint to restore in place is gone; resuming from the newest valid one"
+                    );
+                    control.restore_refused(id, restore_error(error));
+                    choose_checkpoint(storage, RestoreMode::Latest, control)
+                }
+            }
+        }
         RestoreMode::Id(id) => storage
             .load(CheckpointId(id))
             .map(Some)
