@@ -336,6 +336,10 @@ impl dataflow_api::Control for ApiControl {
     ) -> Result<dataflow_api::RestoreReport, dataflow_api::ControlError> {
         self.0.restore(id, dry_run).await
     }
+
+    fn was_completed(&self, id: u64) -> bool {
+        self.0.was_completed(id)
+    }
 }
 
 /// The pipeline's `http` sources behind the API's `POST /ingest`.

@@ -56,6 +56,12 @@ pub trait Control: Send + Sync {
     /// Restores checkpoint `id` in place (or says what that would do): refused, with nothing
     /// changed, when the checkpoint fails verification or does not fit.
     async fn restore(&self, id: u64, dry_run: bool) -> Result<RestoreReport, ControlError>;
+    /// Whether the pipeline completed (stored) checkpoint `id` at some point, whether or not
+    /// it is still stored: the checkpoint status answers `removed` for one that is gone. The
+    /// default knows of none.
+    fn was_completed(&self, _id: u64) -> bool {
+        false
+    }
 }
 
 /// Decodes an operator's opaque state into keys and readable values.

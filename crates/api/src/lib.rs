@@ -176,12 +176,15 @@ pub struct TriggerResponse {
 pub struct CheckpointProgress {
     /// The checkpoint's id.
     pub id: u64,
-    /// `completed` (it is stored), `pending` (not yet), or `failed` (the pipeline moved past it
-    /// without storing it: a sink failed, a newer barrier overtook it, or it was deleted).
+    /// `completed` (it is stored), `pending` (not yet), `removed` (it completed and was
+    /// deleted since, by retention or through the API), or `failed` (the pipeline moved past it
+    /// without storing it: a sink failed or a newer barrier overtook it). Id 0 and ids never
+    /// triggered are 404.
     pub state: String,
 }
 
-/// The body of a restore request; an empty body is a real restore.
+/// The body of a restore request; an empty body is a real restore. The server takes only a
+/// JSON object with at most `dry_run` (a boolean): anything else is 400.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {

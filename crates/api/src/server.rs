@@ -435,13 +435,22 @@ async fn checkpoint_status(
             state: state.into(),
         }))
     };
+    if id.0 == 0 {
+        return Err(ApiError::NotFound(
+            "no checkpoint 0: checkpoint ids start at 1".into(),
+        ));
+    }
     if exists(storage, id).await? {
         return answer("completed");
     }
-    let progress = match &state.control {
-        Some(control) => control.progress(),
+    let (progress, completed) = match &state.control {
+        Some(control) => (control.progress(), control.was_completed(id.0)),
         None => return Err(ApiError::NotFound(format!("no checkpoint {id}"))),
     };
+    if completed {
+        // Completed, then deleted (by retention, or through this API).
+        return answer("removed");
+    }
     if id.0 > progress.last_triggered.max(progress.last_completed) {
         return Err(ApiError::NotFound(format!(
             "no checkpoint {id}: none was triggered with that id"
@@ -474,17 +483,52 @@ async fn restore_checkpoint(
     body: Bytes,
 ) -> Result<Json<RestoreReport>, ApiError> {
     let id = parse_id(&id?.0)?;
-    let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RestoreRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::BadRequest(format!("bad restore request: {error}")))?
-    };
+    let request = restore_request(&body)?;
     let storage = storage(&state)?;
     let control = control(&state)?;
     // Verified here first: a checkpoint that fails is refused before the pipeline is asked.
-    blocking(move || Ok(storage.verify(id)?)).await?;
+    // One whose files vanish while read was deleted meanwhile (by retention): 404.
+    blocking(move || {
+        storage.verify(id).map_err(|error| match error {
+            CheckpointError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                ApiError::NotFound(error.to_string())
+            }
+            other => other.into(),
+        })
+    })
+    .await?;
     Ok(Json(control.restore(id.0, request.dry_run).await?))
+}
+
+/// The body of a restore: empty (a real restore), or a JSON object with at most `dry_run`, a
+/// boolean. Anything else (an array, `null`, a string, another type for `dry_run`, another
+/// field) is refused, since reading it as a default request would restore for real.
+fn restore_request(body: &[u8]) -> Result<RestoreRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RestoreRequest::default());
+    }
+    let bad = |why: String| {
+        ApiError::BadRequest(format!(
+            "bad restore request: {why}; send an empty body or an object such as \
+             {{\"dry_run\": true}}"
+        ))
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| bad(error.to_string()))?;
+    if !value.is_object() {
+        let kind = match value {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::Object(_) => "an object",
+        };
+        return Err(bad(format!("the body is {kind}, not an object")));
+    }
+    serde_json::from_value(value).map_err(|error| bad(error.to_string()))
 }
 
 /// Loads (and so verifies) checkpoint `id`, with its manifest.
