@@ -533,7 +533,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                if state != "completed" {
+                // `removed`: it completed, and retention has already deleted it.
+                if state != "completed" && state != "removed" {
                     bail!("checkpoint {id} did not complete: {state}");
                 }
             }
