@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use dataflow_connectors::config::{Setting, SettingValue, Settings};
+use dataflow_connectors::config::{check_path, PathUse, Setting, SettingValue, Settings};
 use dataflow_connectors::registry::{self, ConnectorType};
 
 use crate::plan::{plan_collecting, Plan};
@@ -581,6 +581,16 @@ impl Checker {
         }
     }
 
+    /// The path `written` at `place`, used as `usage` says: a path that cannot be is reported
+    /// there (and still returned, so that no other problem says it is missing).
+    fn checked_path(&mut self, written: &str, place: Place, usage: PathUse) -> PathBuf {
+        let path = self.path(written);
+        if let Err(message) = check_path(&path, usage) {
+            self.problem(place, message);
+        }
+        path
+    }
+
     fn pipeline(&mut self, raw: RawConfig) -> PipelineSpec {
         let mut names = HashSet::new();
         if raw.sources.value.is_empty() {
@@ -624,7 +634,11 @@ impl Checker {
             .collect();
         let dead_letters = match &raw.dead_letters {
             Some(sink) => self.sink(sink, "dead_letters"),
-            None => Some(SinkSpec::file(self.path("dead-letters.jsonl"))),
+            None => Some(SinkSpec::file(self.checked_path(
+                "dead-letters.jsonl",
+                Place::path("dead_letters"),
+                PathUse::WriteFile,
+            ))),
         };
         let late_events = raw
             .late_events
@@ -697,7 +711,7 @@ impl Checker {
                 None
             }
             (Some("sled"), Some(dir)) => Some(StateSpec::Sled {
-                dir: self.path(&dir.value),
+                dir: self.checked_path(&dir.value, place_of(dir, "state.dir"), PathUse::WriteDir),
             }),
             (Some("sled"), None) => {
                 self.problem(
@@ -763,6 +777,11 @@ impl Checker {
 
     fn checkpoint(&mut self, raw: &Spanned<RawCheckpoint>) -> Option<CheckpointSpec> {
         let checkpoint = &raw.value;
+        let dir = self.checked_path(
+            &checkpoint.dir.value,
+            place_of(&checkpoint.dir, "checkpoint.dir"),
+            PathUse::WriteDir,
+        );
         let interval = match &checkpoint.interval {
             Some(text) => {
                 let millis = self.duration(text, "checkpoint.interval")?;
@@ -789,7 +808,7 @@ impl Checker {
             None => 3,
         };
         Some(CheckpointSpec {
-            dir: self.path(&checkpoint.dir.value),
+            dir,
             interval,
             retain,
         })
