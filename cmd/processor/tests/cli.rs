@@ -172,6 +172,58 @@ fn unusable_paths_fail_check_and_run_with_exit_2_creating_nothing() {
     }
 }
 
+/// A `--config` that cannot be read is one line naming it, exit 2, for `check` and `run`.
+#[test]
+fn a_missing_config_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("nope.yaml");
+    for command in ["check", "run"] {
+        let output = processor()
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .expect("run processor");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "error: cannot read config {}: No such file or directory (os error 2)\n",
+                config.display()
+            ),
+            "{command}"
+        );
+    }
+}
+
+/// An error of a run gives its system cause once: reading `/proc/self/mem` from its start fails
+/// with EIO once the run has started.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_read_error_of_a_run_names_its_cause_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        "mem.yaml",
+        "sources:\n  - name: s\n    type: file\n    path: /proc/self/mem\nsinks:\n  - type: stdout\ndead_letters: { type: file, path: dead.jsonl }\n",
+    );
+    let output = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run processor");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert_eq!(
+        error,
+        "error: source s: cannot read /proc/self/mem: Input/output error (os error 5)"
+    );
+}
+
 #[test]
 fn generated_bids_run_through_a_benchmark_workload() {
     let dir = tempfile::tempdir().expect("temp dir");
