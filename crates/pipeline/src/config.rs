@@ -56,20 +56,31 @@ pub fn parse_and_plan(text: &str, base: &Path) -> Result<Plan> {
     if problems.is_empty() {
         Ok(plan)
     } else {
-        problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
-        Err(PipelineError::InvalidConfig(problems))
+        Err(PipelineError::InvalidConfig(in_order(problems)))
     }
 }
 
 /// Parses and checks config text; relative paths are resolved against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<PipelineSpec> {
-    let (spec, mut problems) = parse_collecting(text, base)?;
+    let (spec, problems) = parse_collecting(text, base)?;
     if problems.is_empty() {
         Ok(spec)
     } else {
-        problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
-        Err(PipelineError::InvalidConfig(problems))
+        Err(PipelineError::InvalidConfig(in_order(problems)))
     }
+}
+
+/// `problems` in the order of their places in the config, each once (the same file named
+/// twice in `paths` is one problem).
+fn in_order(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
+    let mut unique: Vec<Problem> = Vec::with_capacity(problems.len());
+    for problem in problems {
+        if !unique.contains(&problem) {
+            unique.push(problem);
+        }
+    }
+    unique
 }
 
 /// Parses config text, collecting the problems of its values. Only YAML that cannot be read

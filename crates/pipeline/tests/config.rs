@@ -365,6 +365,23 @@ state:
     assert!(entries(&dir.path().join("adir")).is_empty());
 }
 
+/// A path named twice is one problem.
+#[test]
+fn a_path_named_twice_is_one_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let found = problems_in(
+        "sources:\n  - name: s\n    type: file\n    paths: [gone.jsonl, gone.jsonl]\nsinks:\n  - type: stdout\n",
+        dir.path(),
+    );
+    assert_eq!(
+        found,
+        vec![format!(
+            "line 4:12: sources[0].paths: cannot read {}/gone.jsonl: No such file or directory (os error 2)",
+            dir.path().display()
+        )]
+    );
+}
+
 /// Outputs that do not exist yet pass when their nearest existing ancestor is a writable
 /// directory, and checking does not create them; an input may be a character device.
 #[test]
