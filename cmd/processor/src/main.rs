@@ -143,25 +143,80 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            if let Some(PipelineError::InvalidConfig(_)) = error.downcast_ref::<PipelineError>() {
-                eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
+            if is_invalid_config(&error) {
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             }
-            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Whether `error` is about the config rather than the run: the config failed its checks, or
+/// the file given with `--config` cannot be read.
+fn is_invalid_config(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<PipelineError>(),
+        Some(PipelineError::InvalidConfig(_))
+    ) || error.downcast_ref::<UnreadableConfig>().is_some()
+}
+
+/// `error` and its causes on one line, each cause once: a cause that an error's message already
+/// includes (`cannot open x: No such file or directory`, whose source is that same IO error) is
+/// not repeated.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.is_empty() {
+            text = message;
+        } else if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+    }
+    text
+}
+
+/// A config file that cannot be read (missing, a directory, not readable): an invalid config.
+#[derive(Debug)]
+struct UnreadableConfig {
+    path: PathBuf,
+    cause: std::io::Error,
+}
+
+impl std::fmt::Display for UnreadableConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot read config {}: {}",
+            self.path.display(),
+            self.cause
+        )
+    }
+}
+
+impl std::error::Error for UnreadableConfig {}
+
+/// The text of the config at `path`.
+fn read_config(path: &Path) -> Result<String, UnreadableConfig> {
+    std::fs::read_to_string(path).map_err(|cause| UnreadableConfig {
+        path: path.to_path_buf(),
+        cause,
+    })
+}
+
+/// Reads and plans the config at `config`; relative paths in it are taken from its directory.
 fn load(config: &Path) -> anyhow::Result<Pipeline> {
-    Ok(Pipeline::new(config::load_plan(config)?))
+    let text = read_config(config)?;
+    let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Pipeline::new(config::parse_and_plan(&text, &base)?))
 }
 
 /// Loads a pipeline that can restart in place from a checkpoint (a restore through the API):
 /// the config text read now is planned again for each restart.
 fn load_restartable(config: &Path) -> anyhow::Result<Pipeline> {
-    let text = std::fs::read_to_string(config)
-        .with_context(|| format!("cannot read config {}", config.display()))?;
+    let text = read_config(config)?;
     let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
     let plan = config::parse_and_plan(&text, &base)?;
     Ok(Pipeline::new(plan).with_replan(move || config::parse_and_plan(&text, &base)))

@@ -103,6 +103,7 @@ fn run_on_the_shipped_sample_prints_the_golden_windows() {
 #[test]
 fn check_lists_every_problem_and_exits_2() {
     let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("x.jsonl"), "").expect("write input");
     let config = write_config(dir.path(), "bad.yaml", "sources:\n  - name: s\n    type: file\n    path: x.jsonl\n    format: { schema: { n: int } }\nsteps:\n  - filter: m > 1\n  - window: { type: tumbling, size: -1s, aggregates: { c: count } }\nsinks:\n  - type: stdout\n");
     let output = processor()
         .args(["check", "--config"])
@@ -116,6 +117,110 @@ fn check_lists_every_problem_and_exits_2() {
     assert!(
         stderr.contains("line 8:37: steps[1].window.size: invalid duration `-1s`"),
         "{stderr}"
+    );
+}
+
+/// Paths a run could not use fail `check` and `run` alike, before anything starts: exit 2, every
+/// problem once with its place, the system's cause once, and nothing created on disk.
+#[test]
+fn unusable_paths_fail_check_and_run_with_exit_2_creating_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().display();
+    std::fs::write(dir.path().join("file.txt"), "not a directory").expect("write file");
+    let config = write_config(
+        dir.path(),
+        "paths.yaml",
+        "sources:\n  - name: s\n    type: file\n    path: missing.jsonl\nsteps:\n  - key_by: payload.user\n  - window: { type: tumbling, size: 1s, aggregates: { n: count } }\nsinks:\n  - type: parts\n    path: file.txt/parts\ndead_letters: { type: file, path: file.txt/dead.jsonl }\nlate_events: { type: file, path: out/late.jsonl }\ncheckpoint: { dir: file.txt }\nstate: { backend: sled, dir: state }\n",
+    );
+    let expected = [
+        format!("line 4:11: sources[0].path: cannot read {d}/missing.jsonl: No such file or directory (os error 2)"),
+        format!("line 10:11: sinks[0].path: cannot create {d}/file.txt/parts: {d}/file.txt is not a directory"),
+        format!("line 11:35: dead_letters.path: cannot create {d}/file.txt/dead.jsonl: {d}/file.txt is not a directory"),
+        format!("line 13:20: checkpoint.dir: {d}/file.txt is not a directory"),
+    ];
+    for command in ["check", "run"] {
+        let output = processor()
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .expect("run processor");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(output.stdout, b"", "{command}");
+        let mut lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+        assert_eq!(
+            lines.remove(0),
+            "error: invalid pipeline: 4 problems",
+            "{command}: {stderr}"
+        );
+        assert_eq!(lines, expected, "{command}");
+        assert_eq!(
+            stderr.matches("No such file or directory").count(),
+            1,
+            "{command}: {stderr}"
+        );
+        let mut entries: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            ["file.txt", "paths.yaml"],
+            "{command} created something"
+        );
+    }
+}
+
+/// A `--config` that cannot be read is one line naming it, exit 2, for `check` and `run`.
+#[test]
+fn a_missing_config_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("nope.yaml");
+    for command in ["check", "run"] {
+        let output = processor()
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .expect("run processor");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "error: cannot read config {}: No such file or directory (os error 2)\n",
+                config.display()
+            ),
+            "{command}"
+        );
+    }
+}
+
+/// An error of a run gives its system cause once: reading `/proc/self/mem` from its start fails
+/// with EIO once the run has started.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_read_error_of_a_run_names_its_cause_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        "mem.yaml",
+        "sources:\n  - name: s\n    type: file\n    path: /proc/self/mem\nsinks:\n  - type: stdout\ndead_letters: { type: file, path: dead.jsonl }\n",
+    );
+    let output = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run processor");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert_eq!(
+        error,
+        "error: source s: cannot read /proc/self/mem: Input/output error (os error 5)"
     );
 }
 

@@ -189,34 +189,47 @@ impl<'a> Settings<'a> {
         }
     }
 
-    /// Takes `key` as a path, relative to the config's directory.
-    pub fn path(&mut self, key: &str) -> Option<PathBuf> {
-        self.string(key).map(|(text, _)| self.resolve(&text))
+    /// Takes `key` as a path, relative to the config's directory, used as `usage` says: a path
+    /// that cannot be is reported at the key's place (and still returned, so that no other
+    /// problem says it is missing).
+    pub fn path(&mut self, key: &str, usage: PathUse) -> Option<PathBuf> {
+        let (text, place) = self.string(key)?;
+        let path = self.resolve(&text);
+        self.check_path(&place, &path, usage);
+        Some(path)
     }
 
-    /// Takes `key` as a sequence of paths.
-    pub fn paths(&mut self, key: &str) -> Vec<PathBuf> {
+    /// Takes `key` as a sequence of paths, each used as `usage` says and checked as
+    /// [`path`](Self::path) checks one.
+    pub fn paths(&mut self, key: &str, usage: PathUse) -> Vec<PathBuf> {
         let Some(setting) = self.take(key) else {
             return Vec::new();
         };
-        match &setting.value {
-            SettingValue::Seq(items) => {
-                let mut paths = Vec::new();
-                for item in items {
-                    match item {
-                        SettingValue::Str(text) => paths.push(self.resolve(text)),
-                        _ => {
-                            self.wrong_type(&setting, "a sequence of paths");
-                            return Vec::new();
-                        }
-                    }
-                }
-                paths
-            }
-            _ => {
-                self.wrong_type(&setting, "a sequence of paths");
-                Vec::new()
-            }
+        let texts: Option<Vec<&str>> = match &setting.value {
+            SettingValue::Seq(items) => items
+                .iter()
+                .map(|item| match item {
+                    SettingValue::Str(text) => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        let Some(texts) = texts else {
+            self.wrong_type(&setting, "a sequence of paths");
+            return Vec::new();
+        };
+        let paths: Vec<PathBuf> = texts.iter().map(|text| self.resolve(text)).collect();
+        for path in &paths {
+            self.check_path(&setting.place, path, usage);
+        }
+        paths
+    }
+
+    /// Reports at `place` why `path` cannot be used as `usage` says, if it cannot.
+    fn check_path(&mut self, place: &Place, path: &Path, usage: PathUse) {
+        if let Err(message) = check_path(path, usage) {
+            self.problem(place.clone(), message);
         }
     }
 
@@ -303,5 +316,219 @@ pub fn parse_duration(written: &str) -> Result<i64, String> {
         Err(error) => Err(format!(
             "invalid duration `{written}`: {error} (write e.g. `500ms`, `5s`, `1m`)"
         )),
+    }
+}
+
+/// What a connector (or the pipeline) does with a path, so that validation can check, before
+/// anything starts and without creating or opening anything, that it will be able to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathUse {
+    /// An input read from its start: it must exist and be a regular file, a FIFO or a
+    /// character device (`/dev/stdin`) that the process may read. A directory, a socket or a
+    /// block device is refused.
+    Read,
+    /// A file written, created with its missing directories: either it exists, is not a
+    /// directory, and the process may write it; or it does not exist and its nearest existing
+    /// ancestor is a directory the process may create entries in.
+    WriteFile,
+    /// A directory written in, created with its missing parents: either it exists, is a
+    /// directory, and the process may create entries in it; or it does not exist and its
+    /// nearest existing ancestor is such a directory.
+    WriteDir,
+}
+
+/// Checks that `path` can be used as `usage` says, looking only at metadata and asking the
+/// system whether the process may read or write (access(2) with the effective ids, so read-only
+/// mounts count, and root may write where the permission bits say no one may). Says why not,
+/// naming the path and giving the system's cause once.
+pub fn check_path(path: &Path, usage: PathUse) -> std::result::Result<(), String> {
+    let shown = path.display();
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if usage != PathUse::Read && is_missing(&error) => {
+            return creatable(path);
+        }
+        Err(error) if usage == PathUse::Read => {
+            return Err(format!("cannot read {shown}: {error}"))
+        }
+        Err(error) => return Err(format!("cannot inspect {shown}: {error}")),
+    };
+    match usage {
+        PathUse::Read => {
+            if metadata.is_dir() {
+                return Err(format!("{shown} is a directory, not a file"));
+            }
+            if !is_readable_kind(&metadata) {
+                return Err(format!(
+                    "{shown} is not a regular file, a FIFO or a character device"
+                ));
+            }
+            may(path, Permission::Read).map_err(|error| format!("cannot read {shown}: {error}"))
+        }
+        PathUse::WriteFile => {
+            if metadata.is_dir() {
+                return Err(format!("{shown} is a directory, not a file"));
+            }
+            may(path, Permission::Write).map_err(|error| format!("cannot write {shown}: {error}"))
+        }
+        PathUse::WriteDir => {
+            if !metadata.is_dir() {
+                return Err(format!("{shown} is not a directory"));
+            }
+            may(path, Permission::CreateIn)
+                .map_err(|error| format!("cannot write in {shown}: {error}"))
+        }
+    }
+}
+
+/// Whether `error` says a path does not exist: it, or one of its ancestors, is missing, or an
+/// ancestor is not a directory (the nearest existing ancestor then says what it is).
+fn is_missing(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
+/// Whether a missing `path` can be created: its nearest existing ancestor must be a directory
+/// the process may create entries in.
+fn creatable(path: &Path) -> std::result::Result<(), String> {
+    let shown = path.display();
+    for ancestor in path.ancestors().skip(1) {
+        // The ancestor of a relative path with one component is the empty path: the current
+        // directory.
+        let ancestor = if ancestor.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            ancestor
+        };
+        match std::fs::metadata(ancestor) {
+            Ok(metadata) if metadata.is_dir() => {
+                return may(ancestor, Permission::CreateIn).map_err(|error| {
+                    format!(
+                        "cannot create {shown}: cannot write in {}: {error}",
+                        ancestor.display()
+                    )
+                });
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "cannot create {shown}: {} is not a directory",
+                    ancestor.display()
+                ))
+            }
+            Err(error) if is_missing(&error) => continue,
+            Err(error) => {
+                return Err(format!(
+                    "cannot create {shown}: cannot inspect {}: {error}",
+                    ancestor.display()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the process must be allowed to do with a path.
+#[derive(Clone, Copy, Debug)]
+enum Permission {
+    Read,
+    Write,
+    /// Create entries in a directory: write and search it.
+    CreateIn,
+}
+
+#[cfg(unix)]
+fn may(path: &Path, permission: Permission) -> std::io::Result<()> {
+    use rustix::fs::{accessat, Access, AtFlags, CWD};
+    let access = match permission {
+        Permission::Read => Access::READ_OK,
+        Permission::Write => Access::WRITE_OK,
+        Permission::CreateIn => Access::WRITE_OK | Access::EXEC_OK,
+    };
+    accessat(CWD, path, access, AtFlags::EACCESS).map_err(std::io::Error::from)
+}
+
+/// Without access(2), a path whose permissions let no one write it is refused.
+#[cfg(not(unix))]
+fn may(path: &Path, permission: Permission) -> std::io::Result<()> {
+    let metadata = std::fs::metadata(path)?;
+    match permission {
+        Permission::Read => Ok(()),
+        Permission::Write | Permission::CreateIn if metadata.permissions().readonly() => Err(
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only"),
+        ),
+        Permission::Write | Permission::CreateIn => Ok(()),
+    }
+}
+
+#[cfg(unix)]
+fn is_readable_kind(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    kind.is_file() || kind.is_fifo() || kind.is_char_device()
+}
+
+#[cfg(not(unix))]
+fn is_readable_kind(metadata: &std::fs::Metadata) -> bool {
+    metadata.is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relative path of one component has the current directory as its nearest ancestor.
+    #[test]
+    fn relative_paths_are_checked_from_the_current_directory() {
+        let missing = Path::new("surely-not-here-dir");
+        assert_eq!(check_path(missing, PathUse::WriteDir), Ok(()));
+        assert_eq!(
+            check_path(&missing.join("x.jsonl"), PathUse::WriteFile),
+            Ok(())
+        );
+        assert!(!missing.exists(), "checking created the directory");
+        assert_eq!(
+            check_path(missing, PathUse::Read),
+            Err("cannot read surely-not-here-dir: No such file or directory (os error 2)".into())
+        );
+    }
+
+    #[test]
+    fn the_kind_of_an_existing_path_must_fit_its_use() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").expect("write file");
+        assert_eq!(check_path(&file, PathUse::Read), Ok(()));
+        assert_eq!(check_path(&file, PathUse::WriteFile), Ok(()));
+        assert_eq!(
+            check_path(&file, PathUse::WriteDir),
+            Err(format!("{} is not a directory", file.display()))
+        );
+        for usage in [PathUse::Read, PathUse::WriteFile] {
+            assert_eq!(
+                check_path(dir.path(), usage),
+                Err(format!(
+                    "{} is a directory, not a file",
+                    dir.path().display()
+                ))
+            );
+        }
+        assert_eq!(check_path(dir.path(), PathUse::WriteDir), Ok(()));
+        assert_eq!(
+            check_path(&file.join("a/b"), PathUse::WriteDir),
+            Err(format!(
+                "cannot create {}: {} is not a directory",
+                file.join("a/b").display(),
+                file.display()
+            ))
+        );
+        assert_eq!(
+            check_path(&file.join("a"), PathUse::Read),
+            Err(format!(
+                "cannot read {}: Not a directory (os error 20)",
+                file.join("a").display()
+            ))
+        );
     }
 }

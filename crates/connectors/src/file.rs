@@ -10,7 +10,7 @@ use std::sync::Arc;
 use dataflow_event::json::Decoder;
 use dataflow_event::Event;
 
-use crate::config::Settings;
+use crate::config::{PathUse, Settings};
 use crate::lines::{decode_line, split_lines, Decoded, Line, LineReader, RawBatch};
 use crate::registry::SourceKind;
 use crate::side::SideRecord;
@@ -398,8 +398,8 @@ pub(crate) const KEYS: &[&str] = &["path", "paths", "follow"];
 
 /// `type: file` settings: `path` or `paths`, and `follow`.
 pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SourceKind> {
-    let mut paths: Vec<PathBuf> = settings.path("path").into_iter().collect();
-    paths.extend(settings.paths("paths"));
+    let mut paths: Vec<PathBuf> = settings.path("path", PathUse::Read).into_iter().collect();
+    paths.extend(settings.paths("paths", PathUse::Read));
     if paths.is_empty() {
         let place = settings.place();
         settings.problem(place, "a file source needs `path` or `paths`");

@@ -5,7 +5,7 @@ use dataflow_event::json::Encoder;
 use dataflow_event::Event;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::Settings;
+use crate::config::{PathUse, Settings};
 use crate::registry::SinkKind;
 use crate::registry::SinkSpec;
 use crate::sink::{open_writer, OpenMode, ResultFormat, Sink, Writer};
@@ -114,7 +114,7 @@ pub(crate) fn configure_stdout(_settings: &mut Settings<'_>) -> Option<SinkKind>
 
 /// `type: file` settings: `path`.
 pub(crate) fn configure_file(settings: &mut Settings<'_>) -> Option<SinkKind> {
-    match settings.path("path") {
+    match settings.path("path", PathUse::WriteFile) {
         Some(path) => Some(SinkKind::File { path }),
         None => {
             let place = settings.place();

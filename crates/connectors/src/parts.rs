@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use dataflow_event::json::Encoder;
 
-use crate::config::Settings;
+use crate::config::{PathUse, Settings};
 use crate::jsonl::{encode_batch, result_encoder, WRITE_CHUNK};
 use crate::registry::{SinkKind, SinkSpec};
 use crate::sink::{ResultFormat, Sink};
@@ -256,7 +256,7 @@ pub(crate) const KEYS: &[&str] = &["path"];
 
 /// `type: parts` settings: `path`, a directory.
 pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
-    match settings.path("path") {
+    match settings.path("path", PathUse::WriteDir) {
         Some(dir) => Some(SinkKind::Parts { dir }),
         None => {
             let place = settings.place();

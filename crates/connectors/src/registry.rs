@@ -359,13 +359,19 @@ mod tests {
     /// is left over, and each is refused by a type that does not list it.
     #[test]
     fn every_type_takes_exactly_its_keys() {
+        // The inputs `a` and `x` exist; the sinks' `x` does not, and can be created.
+        let inputs = tempfile::tempdir().expect("temp dir");
+        for name in ["a", "x"] {
+            std::fs::write(inputs.path().join(name), "").expect("write input");
+        }
+        let outputs = tempfile::tempdir().expect("temp dir");
         for source in SOURCES {
             let mut problems = Vec::new();
             let settings = Settings::new(
                 "source",
                 source.name,
                 Place::path("s"),
-                Path::new("."),
+                inputs.path(),
                 settings_of(source.keys),
                 &mut problems,
             );
@@ -378,7 +384,7 @@ mod tests {
                 "sink",
                 sink.name,
                 Place::path("s"),
-                Path::new("."),
+                outputs.path(),
                 settings_of(sink.keys),
                 &mut problems,
             );

@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use dataflow_connectors::config::{Setting, SettingValue, Settings};
+use dataflow_connectors::config::{check_path, PathUse, Setting, SettingValue, Settings};
 use dataflow_connectors::registry::{self, ConnectorType};
 
 use crate::plan::{plan_collecting, Plan};
@@ -56,20 +56,31 @@ pub fn parse_and_plan(text: &str, base: &Path) -> Result<Plan> {
     if problems.is_empty() {
         Ok(plan)
     } else {
-        problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
-        Err(PipelineError::InvalidConfig(problems))
+        Err(PipelineError::InvalidConfig(in_order(problems)))
     }
 }
 
 /// Parses and checks config text; relative paths are resolved against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<PipelineSpec> {
-    let (spec, mut problems) = parse_collecting(text, base)?;
+    let (spec, problems) = parse_collecting(text, base)?;
     if problems.is_empty() {
         Ok(spec)
     } else {
-        problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
-        Err(PipelineError::InvalidConfig(problems))
+        Err(PipelineError::InvalidConfig(in_order(problems)))
     }
+}
+
+/// `problems` in the order of their places in the config, each once (the same file named
+/// twice in `paths` is one problem).
+fn in_order(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|problem| (problem.place.line, problem.place.column));
+    let mut unique: Vec<Problem> = Vec::with_capacity(problems.len());
+    for problem in problems {
+        if !unique.contains(&problem) {
+            unique.push(problem);
+        }
+    }
+    unique
 }
 
 /// Parses config text, collecting the problems of its values. Only YAML that cannot be read
@@ -581,6 +592,16 @@ impl Checker {
         }
     }
 
+    /// The path `written` at `place`, used as `usage` says: a path that cannot be is reported
+    /// there (and still returned, so that no other problem says it is missing).
+    fn checked_path(&mut self, written: &str, place: Place, usage: PathUse) -> PathBuf {
+        let path = self.path(written);
+        if let Err(message) = check_path(&path, usage) {
+            self.problem(place, message);
+        }
+        path
+    }
+
     fn pipeline(&mut self, raw: RawConfig) -> PipelineSpec {
         let mut names = HashSet::new();
         if raw.sources.value.is_empty() {
@@ -624,7 +645,11 @@ impl Checker {
             .collect();
         let dead_letters = match &raw.dead_letters {
             Some(sink) => self.sink(sink, "dead_letters"),
-            None => Some(SinkSpec::file(self.path("dead-letters.jsonl"))),
+            None => Some(SinkSpec::file(self.checked_path(
+                "dead-letters.jsonl",
+                Place::path("dead_letters"),
+                PathUse::WriteFile,
+            ))),
         };
         let late_events = raw
             .late_events
@@ -697,7 +722,7 @@ impl Checker {
                 None
             }
             (Some("sled"), Some(dir)) => Some(StateSpec::Sled {
-                dir: self.path(&dir.value),
+                dir: self.checked_path(&dir.value, place_of(dir, "state.dir"), PathUse::WriteDir),
             }),
             (Some("sled"), None) => {
                 self.problem(
@@ -763,6 +788,11 @@ impl Checker {
 
     fn checkpoint(&mut self, raw: &Spanned<RawCheckpoint>) -> Option<CheckpointSpec> {
         let checkpoint = &raw.value;
+        let dir = self.checked_path(
+            &checkpoint.dir.value,
+            place_of(&checkpoint.dir, "checkpoint.dir"),
+            PathUse::WriteDir,
+        );
         let interval = match &checkpoint.interval {
             Some(text) => {
                 let millis = self.duration(text, "checkpoint.interval")?;
@@ -789,7 +819,7 @@ impl Checker {
             None => 3,
         };
         Some(CheckpointSpec {
-            dir: self.path(&checkpoint.dir.value),
+            dir,
             interval,
             retain,
         })

@@ -4,8 +4,21 @@ use std::path::Path;
 
 use dataflow_pipeline::{config, plan, PipelineError};
 
+/// A directory holding the input `clicks.jsonl` of [`GOOD_SOURCE`], to take a config's paths from.
+fn base() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("clicks.jsonl"), "").expect("write input");
+    dir
+}
+
+/// The problems of a config whose paths are taken from a [`base`] directory.
 fn problems(yaml: &str) -> Vec<String> {
-    let result = config::parse_and_plan(yaml, Path::new("."));
+    problems_in(yaml, base().path())
+}
+
+/// The problems of a config whose paths are taken from `dir`.
+fn problems_in(yaml: &str, dir: &Path) -> Vec<String> {
+    let result = config::parse_and_plan(yaml, dir);
     match result {
         Err(PipelineError::InvalidConfig(problems)) => {
             problems.iter().map(ToString::to_string).collect()
@@ -260,7 +273,7 @@ fn an_api_without_a_token_only_listens_on_loopback() {
     );
     let plan = config::parse_and_plan(
         &format!("{GOOD_SOURCE}sinks:\n  - type: stdout\napi:\n  listen: 127.0.0.1:0\n"),
-        Path::new("."),
+        base().path(),
     )
     .expect("loopback without a token is allowed");
     assert!(plan.api.is_some_and(|api| api.token.is_none()));
@@ -269,8 +282,9 @@ fn an_api_without_a_token_only_listens_on_loopback() {
 #[test]
 fn state_backends_are_checked() {
     let config = |state: &str| format!("{}{state}", with_steps("  - key_by: user_id\n"));
+    let base = base();
     let spec = |state: &str| {
-        config::parse(&config(state), Path::new("base"))
+        config::parse(&config(state), base.path())
             .expect("valid config")
             .state
     };
@@ -282,7 +296,7 @@ fn state_backends_are_checked() {
     assert_eq!(
         spec("state: { backend: sled, dir: state }\n"),
         dataflow_pipeline::spec::StateSpec::Sled {
-            dir: Path::new("base").join("state")
+            dir: base.path().join("state")
         }
     );
     let found = problems(&config("state: { backend: sled }\n"));
@@ -298,4 +312,121 @@ fn state_backends_are_checked() {
     );
     let found = problems(&config("state: { dir: x }\n"));
     assert!(found[0].contains("state.dir"), "{found:?}");
+}
+
+/// Every path a run would open or create is checked before anything starts: each problem once,
+/// at the place of its value, naming the path and the system's cause once.
+#[test]
+fn unusable_paths_are_refused_each_at_its_place() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().display();
+    std::fs::write(dir.path().join("file.txt"), "not a directory").expect("write file");
+    std::fs::create_dir(dir.path().join("adir")).expect("create dir");
+    let yaml = "\
+sources:
+  - name: clicks
+    type: file
+    path: missing.jsonl
+  - name: more
+    type: file
+    paths: [adir, file.txt]
+sinks:
+  - type: parts
+    path: file.txt/parts
+  - type: file
+    path: adir
+dead_letters:
+  type: file
+  path: file.txt/dead.jsonl
+late_events:
+  type: file
+  path: new/late.jsonl
+checkpoint:
+  dir: file.txt
+state:
+  backend: sled
+  dir: file.txt/state
+";
+    let found = problems_in(yaml, dir.path());
+    assert_eq!(
+        found,
+        vec![
+            format!("line 4:11: sources[0].path: cannot read {d}/missing.jsonl: No such file or directory (os error 2)"),
+            format!("line 7:12: sources[1].paths: {d}/adir is a directory, not a file"),
+            format!("line 10:11: sinks[0].path: cannot create {d}/file.txt/parts: {d}/file.txt is not a directory"),
+            format!("line 12:11: sinks[1].path: {d}/adir is a directory, not a file"),
+            format!("line 15:9: dead_letters.path: cannot create {d}/file.txt/dead.jsonl: {d}/file.txt is not a directory"),
+            format!("line 20:8: checkpoint.dir: {d}/file.txt is not a directory"),
+            format!("line 23:8: state.dir: cannot create {d}/file.txt/state: {d}/file.txt is not a directory"),
+        ]
+    );
+    // Checking created nothing.
+    assert_eq!(entries(dir.path()), ["adir", "file.txt"]);
+    assert!(entries(&dir.path().join("adir")).is_empty());
+}
+
+/// A path named twice is one problem.
+#[test]
+fn a_path_named_twice_is_one_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let found = problems_in(
+        "sources:\n  - name: s\n    type: file\n    paths: [gone.jsonl, gone.jsonl]\nsinks:\n  - type: stdout\n",
+        dir.path(),
+    );
+    assert_eq!(
+        found,
+        vec![format!(
+            "line 4:12: sources[0].paths: cannot read {}/gone.jsonl: No such file or directory (os error 2)",
+            dir.path().display()
+        )]
+    );
+}
+
+/// Outputs that do not exist yet pass when their nearest existing ancestor is a writable
+/// directory, and checking does not create them; an input may be a character device.
+#[test]
+fn outputs_to_create_pass_without_being_created() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("clicks.jsonl"), "").expect("write input");
+    let yaml = "\
+sources:
+  - name: clicks
+    type: file
+    paths: [clicks.jsonl, /dev/null]
+steps:
+  - key_by: payload.user
+  - window: { type: tumbling, size: 1s, aggregates: { n: count } }
+sinks:
+  - type: parts
+    path: out/parts
+  - type: file
+    path: out/deeper/results.jsonl
+late_events:
+  type: file
+  path: late.jsonl
+checkpoint:
+  dir: run/checkpoints
+state:
+  backend: sled
+  dir: run/state
+";
+    let plan = config::parse_and_plan(yaml, dir.path()).expect("valid config");
+    assert_eq!(plan.sinks.len(), 2);
+    assert_eq!(entries(dir.path()), ["clicks.jsonl"]);
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
 }
