@@ -44,6 +44,8 @@ const REFUSAL_DRAIN: usize = 64 << 10;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The pause after a failed accept (out of file descriptors, for instance): no busy loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest header or idle timeout applied; longer ones are cut to it.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The least time between two warnings that the cap is reached.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -53,11 +55,14 @@ pub(crate) async fn serve(
     router: Router,
     limits: ServeLimits,
 ) -> io::Result<()> {
+    // Out-of-range limits are brought within range rather than panicking (in the semaphore, or
+    // in deadline arithmetic).
     let limits = ServeLimits {
-        max_connections: limits.max_connections.max(1),
+        max_connections: limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        header_timeout: limits.header_timeout.min(MAX_TIMEOUT),
+        idle_timeout: limits.idle_timeout.min(MAX_TIMEOUT),
         max_header_bytes: limits.max_header_bytes.max(ServeLimits::MIN_HEADER_BYTES),
         max_requests_per_connection: limits.max_requests_per_connection.max(1),
-        ..limits
     };
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
