@@ -19,7 +19,8 @@ pub struct ServeLimits {
     /// keep-alive connection stays open between requests.
     pub header_timeout: Duration,
     /// A connection on which no byte moves either way for this long, while no request is being
-    /// handled, is closed (a client that stopped reading its response, or a stalled body).
+    /// handled, is closed (a client that stopped reading its response). A request being handled
+    /// (its body included) is bounded by the router's request timeout instead.
     pub idle_timeout: Duration,
     /// The largest request head (request line and headers), in bytes; a larger one is
     /// answered `431` and the connection closed.
