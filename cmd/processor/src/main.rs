@@ -318,7 +318,7 @@ async fn start_api(
     metrics: std::sync::Arc<dataflow_metrics::Metrics>,
     control: ControlHandle,
     ingest: IngestHub,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+) -> anyhow::Result<ApiServer> {
     let storage: Option<std::sync::Arc<dyn dataflow_checkpoint::CheckpointStorage>> =
         match checkpoint_dir {
             Some(dir) => {
@@ -330,8 +330,8 @@ async fn start_api(
             }
             None => None,
         };
-    let listener = tokio::net::TcpListener::bind(api.listen)
-        .await
+    let listener = std::net::TcpListener::bind(api.listen)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
         .with_context(|| format!("cannot listen on {}", api.listen))?;
     let address = listener
         .local_addr()
@@ -355,7 +355,52 @@ async fn start_api(
             std::sync::Arc::new(ApiIngest(ingest)) as std::sync::Arc<dyn dataflow_api::Ingest>
         }),
     };
-    Ok(tokio::spawn(dataflow_api::server::serve(listener, state)))
+    // The API runs on a runtime of its own: its handlers (some read checkpoint files
+    // synchronously) and its connections can never take worker threads from the pipeline.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("api")
+        .enable_all()
+        .build()
+        .context("cannot start the API's runtime")?;
+    let limits = api.limits;
+    let task = runtime.spawn(async move {
+        let served = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => dataflow_api::server::serve_with_limits(listener, state, limits).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &served {
+            tracing::error!(%error, "the API server stopped");
+        }
+        served
+    });
+    Ok(ApiServer {
+        task,
+        runtime: Some(runtime),
+    })
+}
+
+/// The API server, on its own runtime; [`ApiServer::abort`] (or dropping it) stops it.
+#[derive(Debug)]
+struct ApiServer {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ApiServer {
+    /// Stops serving: the connections still open are closed.
+    fn abort(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Dropped from within the pipeline's runtime: no blocking wait here.
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The pipeline's control handle behind the API's [`dataflow_api::Control`]: the handle speaks

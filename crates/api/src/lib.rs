@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]
+mod connections;
+mod limits;
+#[cfg(feature = "server")]
 pub mod server;
 
 /// Route paths.
@@ -88,6 +91,7 @@ pub use control::{
     Control, ControlError, Ingest, IngestError, IngestFormat, Progress, StateDecoder,
 };
 pub use dataflow_metrics::{BackpressureReport, StageShare};
+pub use limits::ServeLimits;
 
 /// One row of the checkpoint list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

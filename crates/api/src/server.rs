@@ -24,6 +24,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::state::{self, CheckpointDiff, KeyPage, StateError, StateValue};
+pub use crate::ServeLimits;
 use crate::{
     routes, CheckpointProgress, CheckpointSummary, Control, ControlError, ErrorBody, Ingest,
     IngestError, IngestFormat, IngestResponse, PipelineStatus, RestoreReport, RestoreRequest,
@@ -126,9 +127,20 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until the task is dropped.
+/// Serves [`router`] on `listener` within the default [`ServeLimits`] until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    serve_with_limits(listener, state, ServeLimits::default()).await
+}
+
+/// Serves [`router`] on `listener` within `limits` (connections at once, header and idle
+/// timeouts, header size, requests per connection) until the task is dropped; see
+/// [`ServeLimits`].
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    crate::connections::serve(listener, router(state), limits).await
 }
 
 /// An error answer: a status and an [`ErrorBody`] with a stable code.

@@ -92,12 +92,14 @@ fn is_operator(name: &str) -> bool {
         || name == operators::NEGATE
 }
 
-/// The depth of the deepest node of `expr`, counted without recursion.
-pub(super) fn depth(expr: &IdedExpr) -> usize {
-    let mut deepest = 0;
+/// The depth of the deepest node of `expr`, counted without recursion, and that node's id.
+pub(super) fn depth(expr: &IdedExpr) -> (usize, u64) {
+    let mut deepest = (0, expr.id);
     let mut stack = vec![(expr, 1)];
     while let Some((expr, depth)) = stack.pop() {
-        deepest = deepest.max(depth);
+        if depth > deepest.0 {
+            deepest = (depth, expr.id);
+        }
         for_each_child(expr, &mut |child| stack.push((child, depth + 1)));
     }
     deepest

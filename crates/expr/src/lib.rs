@@ -121,10 +121,17 @@
 //! and column), an unknown field of a row layout (listing the schema's fields), an unknown
 //! `event.` attribute, an unknown function, a native function called with the wrong number of
 //! arguments, an expression nested more than 100 levels deep (32 when part of it runs in the
-//! interpreter), or longer than 64 KiB. Evaluation fails with
+//! interpreter; brackets nested deeper than 100 are refused before parsing, naming the line
+//! and column of the first one too many), or longer than 64 KiB. Evaluation fails with
 //! [`ExprError::Eval`] on a missing field of an object payload, a missing map key, an
 //! index out of bounds, operands of the wrong type ("no such overload"), an integer overflow or
 //! a division by zero: data-dependent failures are errors, never panics.
+//!
+//! An error echoes an expression of up to 120 characters whole. Of a longer one it echoes 120
+//! characters around the error's position (the start when it has none), with `…` where text
+//! is left out, and its message ends with `(the expression has N bytes; shown in part)`; a
+//! syntax error lists at most its first 3 parser errors, each cut at 200 characters. So a
+//! message stays short (under 1 KiB for ASCII text) however long the expression.
 
 mod compile;
 mod context;
@@ -160,6 +167,9 @@ pub struct Expr {
 
 struct Inner {
     source: String,
+    /// What an evaluation error echoes of the source (see [`ECHO_CHARS`]), and whether that
+    /// is only a part of it.
+    echo: (String, bool),
     layout: Layout,
     /// The whole expression, for the interpreter.
     ast: Arc<IdedExpr>,
@@ -182,28 +192,170 @@ impl fmt::Debug for Expr {
     }
 }
 
+/// The most of an expression's text an error echoes, in characters: an expression up to this
+/// long is echoed whole; a longer one as this many characters around where the error is (its
+/// start when the error has no position), with `…` where text is left out, and the message
+/// then says how long the whole expression is.
+const ECHO_CHARS: usize = 120;
+
+/// The most syntax errors one message lists, and the most characters of each.
+const MAX_SYNTAX_ERRORS: usize = 3;
+const MAX_SYNTAX_MESSAGE: usize = 200;
+
+/// The part of `source` an error echoes, around `at` (a line and a column, 1-based, in
+/// characters), and whether that is only a part.
+fn echo(source: &str, at: Option<(usize, usize)>) -> (String, bool) {
+    let length = source.chars().count();
+    if length <= ECHO_CHARS {
+        return (source.to_string(), false);
+    }
+    let center = at.map_or(0, |(line, column)| {
+        let line_start: usize = source
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(|text| text.chars().count())
+            .sum();
+        (line_start + column.saturating_sub(1)).min(length)
+    });
+    let start = center
+        .saturating_sub(ECHO_CHARS / 2)
+        .min(length - ECHO_CHARS);
+    let end = start + ECHO_CHARS;
+    let mut echoed = String::new();
+    if start > 0 {
+        echoed.push('…');
+    }
+    echoed.extend(source.chars().skip(start).take(ECHO_CHARS));
+    if end < length {
+        echoed.push('…');
+    }
+    (echoed, true)
+}
+
+/// The first `line L, column C` a message names.
+fn position_in(message: &str) -> Option<(usize, usize)> {
+    let (_, rest) = message.split_once("line ")?;
+    let (line, rest) = rest.split_once(", column ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.parse().ok()?, column.parse().ok()?))
+}
+
+/// `line L, column C` (1-based, in characters) of the byte `offset` of `source`.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let (mut line, mut column) = (1, 1);
+    for (_, c) in source.char_indices().take_while(|(at, _)| *at < offset) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
 fn compile_error(source: &str, message: impl Into<String>) -> ExprError {
+    let message = message.into();
+    let (expression, partial) = echo(source, position_in(&message));
     ExprError::Compile {
-        expression: source.to_string(),
-        message: message.into(),
+        expression,
+        message: if partial {
+            format!(
+                "{message} (the expression has {} bytes; shown in part)",
+                source.len()
+            )
+        } else {
+            message
+        },
     }
 }
 
+/// Refuses, before parsing, an expression whose brackets nest more than
+/// [`compile::MAX_DEPTH`] deep: the parser would recurse once per level (and then refuse it
+/// anyway). Brackets inside string literals do not count.
+fn check_nesting(source: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut chars = source.char_indices().peekable();
+    let mut previous = None;
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > compile::MAX_DEPTH {
+                    let (line, column) = line_column(source, at);
+                    return Err(format!(
+                        "the expression is nested too deeply (more than {} levels) at line {line}, column {column}",
+                        compile::MAX_DEPTH
+                    ));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '\'' | '"' => {
+                // A string literal: skip to its end (`'...'`, `"""..."""`; raw after `r`).
+                let raw = matches!(previous, Some('r' | 'R'));
+                let rest = &source[at..];
+                let triple = rest.starts_with(&format!("{c}{c}{c}")[..]);
+                let quote: String = std::iter::repeat_n(c, if triple { 3 } else { 1 }).collect();
+                let body_start = at + quote.len();
+                let mut end = None;
+                let mut index = body_start;
+                while index < source.len() {
+                    let rest = &source[index..];
+                    if !raw && rest.starts_with('\\') {
+                        index += 1 + rest[1..].chars().next().map_or(0, char::len_utf8);
+                        continue;
+                    }
+                    if rest.starts_with(&quote[..]) {
+                        end = Some(index + quote.len());
+                        break;
+                    }
+                    index += rest.chars().next().map_or(1, char::len_utf8);
+                }
+                // An unterminated string is the parser's to report.
+                let Some(end) = end else { return Ok(()) };
+                while chars.peek().is_some_and(|(at, _)| *at < end) {
+                    chars.next();
+                }
+                previous = Some(c);
+                continue;
+            }
+            _ => {}
+        }
+        previous = Some(c);
+    }
+    Ok(())
+}
+
 fn syntax_error(errors: &cel::ParseErrors) -> String {
-    let messages: Vec<String> = errors
+    let mut messages: Vec<String> = errors
         .errors
         .iter()
+        .take(MAX_SYNTAX_ERRORS)
         .map(|error| {
             let message = error
                 .msg
                 .strip_prefix("Syntax error: ")
                 .unwrap_or(&error.msg);
+            let message = if message.contains("Recursion limit of") {
+                "the expression is nested too deeply for the CEL parser".to_string()
+            } else if message.chars().count() > MAX_SYNTAX_MESSAGE {
+                let cut: String = message.chars().take(MAX_SYNTAX_MESSAGE).collect();
+                format!("{cut}…")
+            } else {
+                message.to_string()
+            };
             format!(
                 "syntax error at line {}, column {}: {message}",
                 error.pos.0, error.pos.1
             )
         })
         .collect();
+    if errors.errors.len() > MAX_SYNTAX_ERRORS {
+        messages.push(format!(
+            "and {} more syntax errors",
+            errors.errors.len() - MAX_SYNTAX_ERRORS
+        ));
+    }
     if messages.is_empty() {
         "syntax error".to_string()
     } else {
@@ -359,9 +511,18 @@ impl Expr {
 
     #[cold]
     fn eval_error(&self, message: impl Into<String>) -> ExprError {
+        let (expression, partial) = &self.inner.echo;
+        let message = message.into();
         ExprError::Eval {
-            expression: self.inner.source.clone(),
-            message: message.into(),
+            expression: expression.clone(),
+            message: if *partial {
+                format!(
+                    "{message} (the expression has {} bytes; shown in part)",
+                    self.inner.source.len()
+                )
+            } else {
+                message
+            },
         }
     }
 
@@ -395,15 +556,23 @@ impl Expr {
 }
 
 fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
+    check_nesting(&source).map_err(|message| compile_error(&source, message))?;
     let program = cel::Program::compile(&source)
         .map_err(|errors| compile_error(&source, syntax_error(&errors)))?;
     let ast = program.expression();
-    let depth = compile::depth(ast);
+    let (depth, deepest) = compile::depth(ast);
     if depth > compile::MAX_DEPTH {
+        let at = match program.source_info().offset_for(deepest) {
+            Some((offset, _)) => {
+                let (line, column) = line_column(&source, offset as usize);
+                format!(" at line {line}, column {column}")
+            }
+            None => String::new(),
+        };
         return Err(compile_error(
             &source,
             format!(
-                "the expression is nested too deeply (more than {} levels)",
+                "the expression is nested too deeply (more than {} levels){at}",
                 compile::MAX_DEPTH
             ),
         ));
@@ -442,6 +611,7 @@ fn compile_inner(source: String, layout: Layout) -> Result<Expr> {
     Ok(Expr {
         inner: Arc::new(Inner {
             ast: Arc::new(ast.clone()),
+            echo: echo(&source, None),
             source,
             layout,
             root,

@@ -156,6 +156,11 @@ struct RawApi {
     listen: Option<Spanned<String>>,
     token: Option<String>,
     token_env: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    header_timeout: Option<Spanned<DurationText>>,
+    idle_timeout: Option<Spanned<DurationText>>,
+    max_header_bytes: Option<Spanned<i64>>,
+    max_requests_per_connection: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -747,6 +752,8 @@ impl Checker {
 
     fn api(&mut self, raw: &Spanned<RawApi>) -> Option<ApiSpec> {
         let api = &raw.value;
+        // Checked first, so that their problems are reported with those of the other keys.
+        let limits = self.api_limits(api);
         let listen = match &api.listen {
             Some(text) => match text.value.parse::<std::net::SocketAddr>() {
                 Ok(address) => address,
@@ -783,7 +790,91 @@ impl Checker {
             );
             return None;
         }
-        Some(ApiSpec { listen, token })
+        Some(ApiSpec {
+            listen,
+            token,
+            limits: limits?,
+        })
+    }
+
+    /// The limits on the API's connections: every key optional, every problem reported.
+    fn api_limits(&mut self, api: &RawApi) -> Option<dataflow_api::ServeLimits> {
+        let before = self.problems.len();
+        let defaults = dataflow_api::ServeLimits::DEFAULT;
+        let count = |this: &mut Self, value: &Option<Spanned<i64>>, key: &str, default: u64| {
+            value.as_ref().map_or(Some(default), |value| {
+                this.positive(value, &format!("api.{key}"), key)
+            })
+        };
+        let max_connections = count(
+            self,
+            &api.max_connections,
+            "max_connections",
+            defaults.max_connections as u64,
+        );
+        let max_header_bytes = count(
+            self,
+            &api.max_header_bytes,
+            "max_header_bytes",
+            defaults.max_header_bytes as u64,
+        );
+        let max_requests_per_connection = count(
+            self,
+            &api.max_requests_per_connection,
+            "max_requests_per_connection",
+            defaults.max_requests_per_connection,
+        );
+        if let (Some(bytes), Some(value)) = (max_header_bytes, &api.max_header_bytes) {
+            if bytes < dataflow_api::ServeLimits::MIN_HEADER_BYTES as u64 {
+                self.problem(
+                    place_of(value, "api.max_header_bytes"),
+                    format!(
+                        "`max_header_bytes` must be at least {}, not {bytes}",
+                        dataflow_api::ServeLimits::MIN_HEADER_BYTES
+                    ),
+                );
+            }
+        }
+        let timeout = |this: &mut Self,
+                       value: &Option<Spanned<DurationText>>,
+                       key: &str,
+                       default: std::time::Duration| {
+            let Some(text) = value else {
+                return Some(default);
+            };
+            let path = format!("api.{key}");
+            let millis = this.duration(text, &path)?;
+            if millis == 0 {
+                this.problem(
+                    place_of(text, &path),
+                    format!("`{key}` must be greater than zero"),
+                );
+                return None;
+            }
+            Some(std::time::Duration::from_millis(millis.unsigned_abs()))
+        };
+        let header_timeout = timeout(
+            self,
+            &api.header_timeout,
+            "header_timeout",
+            defaults.header_timeout,
+        );
+        let idle_timeout = timeout(
+            self,
+            &api.idle_timeout,
+            "idle_timeout",
+            defaults.idle_timeout,
+        );
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(dataflow_api::ServeLimits {
+            max_connections: usize::try_from(max_connections?).unwrap_or(usize::MAX),
+            header_timeout: header_timeout?,
+            idle_timeout: idle_timeout?,
+            max_header_bytes: usize::try_from(max_header_bytes?).unwrap_or(usize::MAX),
+            max_requests_per_connection: max_requests_per_connection?,
+        })
     }
 
     fn checkpoint(&mut self, raw: &Spanned<RawCheckpoint>) -> Option<CheckpointSpec> {

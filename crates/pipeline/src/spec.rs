@@ -63,6 +63,9 @@ pub struct ApiSpec {
     pub listen: std::net::SocketAddr,
     /// The bearer token protected routes require. Never logged.
     pub token: Option<String>,
+    /// The limits on its connections (`max_connections`, `header_timeout`, `idle_timeout`,
+    /// `max_header_bytes`, `max_requests_per_connection`).
+    pub limits: dataflow_api::ServeLimits,
 }
 
 impl fmt::Debug for ApiSpec {
@@ -70,6 +73,7 @@ impl fmt::Debug for ApiSpec {
         f.debug_struct("ApiSpec")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("limits", &self.limits)
             .finish()
     }
 }

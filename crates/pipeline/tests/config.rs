@@ -430,3 +430,46 @@ fn entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+#[test]
+fn the_api_connection_limits_are_read_and_checked() {
+    let config = |api: &str| format!("{GOOD_SOURCE}sinks:\n  - type: stdout\napi:\n{api}");
+    let base = base();
+    let limits = |api: &str| {
+        config::parse(&config(api), base.path())
+            .expect("valid config")
+            .api
+            .expect("an api section")
+            .limits
+    };
+    assert_eq!(
+        limits("  listen: 127.0.0.1:0\n"),
+        dataflow_api::ServeLimits::DEFAULT
+    );
+    assert_eq!(
+        limits(
+            "  max_connections: 16\n  header_timeout: 2s\n  idle_timeout: 1m\n  max_header_bytes: 8192\n  max_requests_per_connection: 10\n"
+        ),
+        dataflow_api::ServeLimits {
+            max_connections: 16,
+            header_timeout: std::time::Duration::from_secs(2),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_header_bytes: 8192,
+            max_requests_per_connection: 10,
+        }
+    );
+    let found = problems(&config(
+        "  listen: nowhere\n  max_connections: 0\n  header_timeout: 0s\n  idle_timeout: soon\n  max_header_bytes: 100\n  max_requests_per_connection: -1\n",
+    ));
+    assert_eq!(found.len(), 6, "{found:?}");
+    for part in [
+        "api.max_connections: `max_connections` must be at least 1, not 0",
+        "api.header_timeout: `header_timeout` must be greater than zero",
+        "api.idle_timeout: invalid duration `soon`",
+        "api.max_header_bytes: `max_header_bytes` must be at least 1024, not 100",
+        "api.max_requests_per_connection: `max_requests_per_connection` must be at least 1, not -1",
+        "api.listen: invalid address `nowhere`",
+    ] {
+        assert!(found.iter().any(|p| p.contains(part)), "{part}: {found:?}");
+    }
+}
