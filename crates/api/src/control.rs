@@ -56,6 +56,11 @@ pub trait Control: Send + Sync {
     /// Restores checkpoint `id` in place (or says what that would do): refused, with nothing
     /// changed, when the checkpoint fails verification or does not fit.
     async fn restore(&self, id: u64, dry_run: bool) -> Result<RestoreReport, ControlError>;
+    /// Whether the pipeline can take work (`GET /ready`): `Err` with the reason when not (the
+    /// run failed). Ready by default.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Decodes an operator's opaque state into keys and readable values.
@@ -99,6 +104,8 @@ pub enum IngestError {
     QueueFull(Duration),
     /// The source is stopping or restoring (503 `shutting_down`, `Retry-After`).
     ShuttingDown(Duration),
+    /// The pipeline failed, for the reason given (503 `failed`, no `Retry-After`).
+    Failed(String),
 }
 
 /// Where `POST /ingest` puts events: the processor's `http` sources.
