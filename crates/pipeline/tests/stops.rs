@@ -139,6 +139,18 @@ fn a_stop_with_keep_leaves_what_was_read_in_the_final_checkpoint_with_two_worker
     keep_on_stop_keeps_everything_read(2);
 }
 
+/// With `on_stop: keep` and no checkpoints there is nowhere to keep open windows: the stop
+/// drops them (with a warning), and still ends cleanly with what was read counted as read.
+#[test]
+fn a_stop_with_keep_and_no_checkpoints_drops_the_open_windows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = config(dir.path(), 50_000_000, 1, "keep", false);
+    let summary = run_and_stop(pipeline(dir.path(), &text), STOP_AFTER);
+    let accounted = counted(dir.path()) + summary.late_events + summary.dead_letters;
+    assert!(summary.events_read >= STOP_AFTER, "{summary}");
+    assert!(accounted < summary.events_read, "{summary}");
+}
+
 /// A config whose only sink is a `file` sink at `path`, over a bounded generator.
 fn file_sink_config(path: &Path) -> String {
     format!(

@@ -106,7 +106,7 @@ impl Chain {
                             {
                                 let waiting_for = ended.iter().filter(|e| !**e).count();
                                 tracing::info!(sources = waiting_for, "stopping without the sources blocked in a read");
-                                self.drive(Drive::Finish(fire && fire_on_stop)).await?;
+                                self.finish(fire && fire_on_stop).await?;
                                 return Ok(());
                             }
                             None
@@ -117,7 +117,7 @@ impl Chain {
                         }
                         _ = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } }, if deadline.is_some() => {
                             tracing::warn!("a source did not end within the stop's grace period; stopping without it");
-                            self.drive(Drive::Finish(fire && fire_on_stop)).await?;
+                            self.finish(fire && fire_on_stop).await?;
                             return Ok(());
                         }
                     };
@@ -189,13 +189,43 @@ impl Chain {
                 }
             }
             if ended.iter().all(|e| *e) && alignment.is_none() && replay.is_empty() {
-                self.drive(Drive::Finish(fire)).await?;
+                self.finish(fire).await?;
                 return Ok(());
             }
             if ended[input] {
                 self.advance(combiner.current()).await?;
             }
         }
+    }
+
+    /// Ends the operators, firing their open windows or not. A stop that keeps them without
+    /// checkpoints (`on_stop: keep`, no `checkpoint:`) has nowhere to keep them: says how many
+    /// keys' open windows are dropped (their events were read, and counted as read).
+    async fn finish(&mut self, fire: bool) -> Result<()> {
+        if !fire && self.writer.is_none() {
+            let mut keys: u64 = self
+                .operators
+                .snapshots()?
+                .iter()
+                .flatten()
+                .map(|snapshot| snapshot.key_count)
+                .sum();
+            if let Some(workers) = &mut self.workers {
+                keys += workers
+                    .snapshot()
+                    .await?
+                    .iter()
+                    .map(|state| state.key_count)
+                    .sum::<u64>();
+            }
+            if keys > 0 {
+                tracing::warn!(
+                    keys,
+                    "stopped with `on_stop: keep` and no checkpoints: the open windows of these keys are dropped without results"
+                );
+            }
+        }
+        self.drive(Drive::Finish(fire)).await
     }
 
     /// Drives the operators with the combined watermark if it advanced.
