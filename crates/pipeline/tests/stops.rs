@@ -164,14 +164,31 @@ fn file_sink_config(path: &Path) -> String {
 #[test]
 fn a_full_disk_fails_the_run_naming_the_sink_and_the_cause_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = file_sink_config(&PathBuf::from("/dev/full"));
+    full_disk_fails_the_run(dir.path(), &file_sink_config(&PathBuf::from("/dev/full")));
+}
+
+/// The same with two workers writing the results: the error is the sink's, not a worker's.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_fails_the_run_naming_the_sink_with_two_workers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = config(dir.path(), 200_000, 2, "fire", false).replace(
+        &format!("type: parts, path: {}", dir.path().join("out").display()),
+        "type: file, path: /dev/full",
+    );
+    assert!(text.contains("/dev/full"), "{text}");
+    full_disk_fails_the_run(dir.path(), &text);
+}
+
+#[cfg(target_os = "linux")]
+fn full_disk_fails_the_run(dir: &Path, text: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
     let error = runtime
-        .block_on(pipeline(dir.path(), &text).run())
+        .block_on(pipeline(dir, text).run())
         .expect_err("a full disk fails the run");
     let message = error.to_string();
     assert!(
