@@ -112,7 +112,10 @@ fn a_sink_failure_with_an_http_source_fails_the_run_visibly_and_exits_1() {
             .any(|name| name.starts_with("part-") || name.starts_with(".pending-"))
             .then_some(())
     });
-    std::fs::remove_dir_all(&out).expect("remove the sink's directory");
+    // Gone at once (a rename is atomic; deleting races with the sink creating its next file).
+    let moved = dir.path().join("out-removed");
+    std::fs::rename(&out, &moved).expect("take the sink's directory away");
+    let _ = std::fs::remove_dir_all(&moved);
 
     // The next checkpoint's commit finds the directory gone: the run fails, and says why.
     let (_, ready) = wait_for("`/ready` to answer 503", || {
