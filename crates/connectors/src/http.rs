@@ -701,4 +701,34 @@ mod tests {
         assert_eq!(times, expected, "in order, nothing lost or repeated");
         assert_eq!(queue.admitted(), 22);
     }
+
+    #[test]
+    fn a_failed_run_refuses_every_body_with_its_reason_until_a_new_run() {
+        let metrics = Metrics::new();
+        let hub = IngestHub::new(
+            "p",
+            [IngestQueue::new("in", Arc::new(decoder()), 10, None)],
+            &metrics,
+        );
+        assert_eq!(hub.ingest(None, BodyFormat::JsonLines, A.as_bytes()), Ok(1));
+        hub.fail("sink sinks[0] (parts) failed: disk full");
+        let refusal = hub.ingest(None, BodyFormat::JsonLines, A.as_bytes());
+        assert_eq!(
+            refusal,
+            Err(IngestRefusal::Failed(
+                "sink sinks[0] (parts) failed: disk full".into()
+            ))
+        );
+        assert_eq!(
+            refusal.unwrap_err().to_string(),
+            "the pipeline failed: sink sinks[0] (parts) failed: disk full"
+        );
+        let queue = hub.queue("in").expect("queue");
+        // The source thread sees the queue closed once it has taken what was admitted.
+        let mut out = Vec::new();
+        assert_eq!(queue.take(10, Duration::ZERO, &mut out), Some(1));
+        assert_eq!(queue.take(10, Duration::ZERO, &mut out), None);
+        queue.reopen();
+        assert_eq!(hub.ingest(None, BodyFormat::JsonLines, A.as_bytes()), Ok(1));
+    }
 }
