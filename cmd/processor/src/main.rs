@@ -25,6 +25,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit code of a config that failed its checks.
 const EXIT_INVALID_CONFIG: u8 = 2;
 
+/// How long a processor whose run failed keeps its API answering before it exits (1), so that
+/// clients and health checks see why (`GET /ready` and the status say `failed` with the reason,
+/// `POST /ingest` is refused with it); a signal cuts it short.
+const FAILED_API_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Parser)]
 #[command(name = "processor", version, about = "Runs dataflow pipelines")]
 struct Cli {
@@ -274,7 +279,7 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
             Some(api) => Some(start_api(api, checkpoint_dir, metrics, control, ingest).await?),
             None => None,
         };
-        let signals = tokio::spawn(async move {
+        let mut signals = tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("stop requested: finishing cleanly");
             stop.stop();
@@ -293,6 +298,16 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
         };
         let summary = pipeline.run().await;
         progress.abort();
+        if let (Err(_), Some(_)) = (&summary, &server) {
+            tracing::info!(
+                seconds = FAILED_API_GRACE.as_secs(),
+                "the run failed: the API answers `failed` until the processor exits"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(FAILED_API_GRACE) => {}
+                _ = &mut signals => {}
+            }
+        }
         signals.abort();
         if let Some(server) = server {
             server.abort();
@@ -440,6 +455,10 @@ impl dataflow_api::Control for ApiControl {
     fn was_completed(&self, id: u64) -> bool {
         self.0.was_completed(id)
     }
+
+    fn ready(&self) -> Result<(), String> {
+        self.0.ready()
+    }
 }
 
 /// The pipeline's `http` sources behind the API's `POST /ingest`.
@@ -465,6 +484,9 @@ impl dataflow_api::Ingest for ApiIngest {
                 IngestRefusal::RateLimited(wait) => Api::RateLimited(wait),
                 IngestRefusal::QueueFull(wait) => Api::QueueFull(wait),
                 IngestRefusal::ShuttingDown(wait) => Api::ShuttingDown(wait),
+                IngestRefusal::Failed(reason) => {
+                    Api::Failed(format!("the pipeline failed: {reason}"))
+                }
             })
     }
 

@@ -62,6 +62,12 @@ pub trait Control: Send + Sync {
     fn was_completed(&self, _id: u64) -> bool {
         false
     }
+
+    /// Whether the pipeline can take work (`GET /ready`): `Err` with the reason when not (the
+    /// run failed). Ready by default.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Decodes an operator's opaque state into keys and readable values.
@@ -105,6 +111,8 @@ pub enum IngestError {
     QueueFull(Duration),
     /// The source is stopping or restoring (503 `shutting_down`, `Retry-After`).
     ShuttingDown(Duration),
+    /// The pipeline failed, for the reason given (503 `failed`, no `Retry-After`).
+    Failed(String),
 }
 
 /// Where `POST /ingest` puts events: the processor's `http` sources.

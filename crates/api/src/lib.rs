@@ -215,7 +215,7 @@ pub struct OperatorStatus {
 pub struct PipelineStatus {
     /// The pipeline's name.
     pub pipeline: String,
-    /// `starting`, `running`, `restoring` or `stopped`.
+    /// `starting`, `running`, `restoring`, `stopped` or `failed`.
     pub state: String,
     /// Time since the pipeline started, ms.
     pub uptime_ms: u64,
@@ -237,6 +237,9 @@ pub struct PipelineStatus {
     pub restores: u64,
     /// Per operator.
     pub operators: Vec<OperatorStatus>,
+    /// Why the run failed, when `state` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One partition's watermark.

@@ -111,7 +111,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_INGEST_BODY));
     let limited = Router::new()
         .route(routes::HEALTH, get(|| async { "ok" }))
-        .route(routes::READY, get(|| async { "ready" }))
+        .route(routes::READY, get(ready))
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -169,6 +169,8 @@ pub enum ApiError {
     TooManyRequests(&'static str, String, Duration),
     /// 503 `shutting_down`, with a `Retry-After`.
     Unavailable(String, Duration),
+    /// 503 `failed`: the pipeline failed, for the reason given; retrying will not help.
+    Failed(String),
 }
 
 /// A `Retry-After` value: whole seconds, at least 1.
@@ -215,6 +217,7 @@ impl IntoResponse for ApiError {
                 retry_after = Some(wait);
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }
+            ApiError::Failed(message) => (StatusCode::SERVICE_UNAVAILABLE, "failed", message),
         };
         let body = ErrorBody {
             code: code.into(),
@@ -734,5 +737,16 @@ async fn ingest(
             "the source is stopping or restoring: nothing of this body was accepted".into(),
             wait,
         )),
+        Err(IngestError::Failed(reason)) => Err(ApiError::Failed(format!(
+            "{reason}; nothing of this body was accepted"
+        ))),
+    }
+}
+
+/// `GET /ready`: `ready`, or 503 `failed` with the reason once the pipeline has failed.
+async fn ready(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
+    match state.control.as_ref().map(|control| control.ready()) {
+        Some(Err(reason)) => Err(ApiError::Failed(reason)),
+        _ => Ok("ready"),
     }
 }

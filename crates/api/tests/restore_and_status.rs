@@ -65,6 +65,7 @@ impl Control for Fake {
             restored_from: None,
             restores: 0,
             operators: Vec::new(),
+            error: None,
         }
     }
     fn watermarks(&self) -> Watermarks {

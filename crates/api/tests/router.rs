@@ -59,6 +59,7 @@ impl Control for FakeControl {
             restored_from: None,
             restores: 0,
             operators: Vec::new(),
+            error: None,
         }
     }
     fn watermarks(&self) -> Watermarks {

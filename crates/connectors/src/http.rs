@@ -12,7 +12,9 @@
 //!   ([`IngestRefusal::RateLimited`], with how long until it would fit);
 //! - a body that does not fit in the queue's free room is refused
 //!   ([`IngestRefusal::QueueFull`]);
-//! - a stopped (or restoring) source refuses ([`IngestRefusal::ShuttingDown`]).
+//! - a stopped (or restoring) source refuses ([`IngestRefusal::ShuttingDown`]);
+//! - once the run has failed, every source refuses with the failure ([`IngestRefusal::Failed`]):
+//!   nothing would process what is sent.
 //!
 //! Nothing waits and nothing is dropped: an admitted body is handed to the pipeline whole, a
 //! refused one is the client's to retry, and retrying is safe since a refused body left nothing
@@ -69,6 +71,8 @@ pub enum IngestRefusal {
     QueueFull(Duration),
     /// The source is stopping or restoring and accepts nothing; retry after the duration.
     ShuttingDown(Duration),
+    /// The run has failed, for the reason given: nothing will process what is sent.
+    Failed(String),
 }
 
 impl std::fmt::Display for IngestRefusal {
@@ -82,6 +86,7 @@ impl std::fmt::Display for IngestRefusal {
             IngestRefusal::ShuttingDown(_) => {
                 f.write_str("the source is stopping or restoring and accepts nothing now")
             }
+            IngestRefusal::Failed(reason) => write!(f, "the pipeline failed: {reason}"),
         }
     }
 }
@@ -94,6 +99,8 @@ struct QueueState {
     events: usize,
     /// Whether requests are admitted (closed while the source stops or between runs).
     open: bool,
+    /// Why the run failed, once it has: requests are refused with it.
+    failed: Option<String>,
     limiter: Option<RateLimiter>,
     /// Events admitted in total (for the source's offset).
     admitted: u64,
@@ -127,6 +134,7 @@ impl IngestQueue {
                 batches: VecDeque::new(),
                 events: 0,
                 open: true,
+                failed: None,
                 limiter,
                 admitted: 0,
             }),
@@ -162,6 +170,9 @@ impl IngestQueue {
     fn admit(&self, events: Vec<Event>) -> std::result::Result<u64, IngestRefusal> {
         let count = events.len();
         let mut state = self.lock();
+        if let Some(reason) = &state.failed {
+            return Err(IngestRefusal::Failed(reason.clone()));
+        }
         if !state.open {
             return Err(IngestRefusal::ShuttingDown(STOPPED_RETRY));
         }
@@ -225,7 +236,19 @@ impl IngestQueue {
 
     /// Admits requests again (a new run after a restore).
     fn reopen(&self) {
-        self.lock().open = true;
+        let mut state = self.lock();
+        state.open = true;
+        state.failed = None;
+    }
+
+    /// The run failed: refuses every request with `reason` from now on, and lets the source
+    /// thread end.
+    fn fail(&self, reason: &str) {
+        let mut state = self.lock();
+        state.open = false;
+        state.failed = Some(reason.to_owned());
+        drop(state);
+        self.ready.notify_all();
     }
 
     fn admitted(&self) -> u64 {
@@ -317,6 +340,14 @@ impl IngestHub {
         result
     }
 
+    /// The run failed for `reason`: every source refuses requests with it from now on
+    /// ([`IngestRefusal::Failed`]).
+    pub fn fail(&self, reason: &str) {
+        for queue in self.queues.iter() {
+            queue.fail(reason);
+        }
+    }
+
     /// Counts a refusal decided before the body reached the hub (bad credentials, a body over
     /// the size limit, an unsupported content type).
     pub fn refused(&self, reason: RefuseReason) {
@@ -331,7 +362,9 @@ fn refuse_reason(refusal: &IngestRefusal) -> Option<RefuseReason> {
         IngestRefusal::Malformed(_) => Some(RefuseReason::Malformed),
         IngestRefusal::RateLimited(_) => Some(RefuseReason::RateLimited),
         IngestRefusal::QueueFull(_) => Some(RefuseReason::Overloaded),
-        IngestRefusal::ShuttingDown(_) => Some(RefuseReason::ShuttingDown),
+        IngestRefusal::ShuttingDown(_) | IngestRefusal::Failed(_) => {
+            Some(RefuseReason::ShuttingDown)
+        }
     }
 }
 
@@ -667,5 +700,35 @@ mod tests {
         let expected: Vec<i64> = (0..6).chain(0..4).chain(0..12).collect();
         assert_eq!(times, expected, "in order, nothing lost or repeated");
         assert_eq!(queue.admitted(), 22);
+    }
+
+    #[test]
+    fn a_failed_run_refuses_every_body_with_its_reason_until_a_new_run() {
+        let metrics = Metrics::new();
+        let hub = IngestHub::new(
+            "p",
+            [IngestQueue::new("in", Arc::new(decoder()), 10, None)],
+            &metrics,
+        );
+        assert_eq!(hub.ingest(None, BodyFormat::JsonLines, A.as_bytes()), Ok(1));
+        hub.fail("sink sinks[0] (parts) failed: disk full");
+        let refusal = hub.ingest(None, BodyFormat::JsonLines, A.as_bytes());
+        assert_eq!(
+            refusal,
+            Err(IngestRefusal::Failed(
+                "sink sinks[0] (parts) failed: disk full".into()
+            ))
+        );
+        assert_eq!(
+            refusal.unwrap_err().to_string(),
+            "the pipeline failed: sink sinks[0] (parts) failed: disk full"
+        );
+        let queue = hub.queue("in").expect("queue");
+        // The source thread sees the queue closed once it has taken what was admitted.
+        let mut out = Vec::new();
+        assert_eq!(queue.take(10, Duration::ZERO, &mut out), Some(1));
+        assert_eq!(queue.take(10, Duration::ZERO, &mut out), None);
+        queue.reopen();
+        assert_eq!(hub.ingest(None, BodyFormat::JsonLines, A.as_bytes()), Ok(1));
     }
 }

@@ -58,7 +58,8 @@ impl JsonLinesSink {
         format: ResultFormat,
         mode: OpenMode,
     ) -> Result<JsonLinesSink> {
-        let (writer, name) = open_writer(spec, "sink", mode).await?;
+        // The pipeline names the sink in its errors.
+        let (writer, name) = open_writer(spec, "", mode).await?;
         let encoder = result_encoder(spec, format);
         Ok(JsonLinesSink {
             writer,

@@ -70,11 +70,11 @@ impl PartsSink {
                 "a parts sink needs a directory".into(),
             ));
         };
-        let listing = format!("sink: cannot list {}", dir.display());
+        let listing = format!("cannot list {}", dir.display());
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(io_error(format!(
-                "sink: cannot create directory {}",
+                "cannot create directory {}",
                 dir.display()
             )))?;
         let mut entries = tokio::fs::read_dir(dir)
@@ -103,10 +103,10 @@ impl PartsSink {
             match commit_as {
                 Some(committed) => tokio::fs::rename(&path, &committed)
                     .await
-                    .map_err(io_error(format!("sink: cannot commit {}", path.display())))?,
+                    .map_err(io_error(format!("cannot commit {}", path.display())))?,
                 None => tokio::fs::remove_file(&path)
                     .await
-                    .map_err(io_error(format!("sink: cannot discard {}", path.display())))?,
+                    .map_err(io_error(format!("cannot discard {}", path.display())))?,
             }
         }
         sync_dir(dir).await?;
@@ -128,15 +128,15 @@ impl PartsSink {
             let path = self.dir.join(IN_PROGRESS);
             let file = tokio::fs::File::create(&path)
                 .await
-                .map_err(io_error(format!("sink: cannot create {}", path.display())))?;
+                .map_err(io_error(format!("cannot create {}", path.display())))?;
             self.current = Some(file);
         }
         if let Some(file) = &mut self.current {
             file.write_all(&self.buffer)
                 .await
                 .map_err(io_error(format!(
-                    "sink: cannot write to {}",
-                    self.dir.display()
+                    "cannot write to {}",
+                    self.dir.join(IN_PROGRESS).display()
                 )))?;
         }
         self.buffer.clear();
@@ -149,14 +149,14 @@ impl PartsSink {
         let Some(mut file) = self.current.take() else {
             return Ok(());
         };
-        let context = format!("sink: cannot make {} durable", self.dir.display());
+        let context = format!("cannot make {} durable", self.dir.display());
         file.flush().await.map_err(io_error(context.clone()))?;
         file.sync_all().await.map_err(io_error(context))?;
         drop(file);
         let path = self.dir.join(name);
         tokio::fs::rename(self.dir.join(IN_PROGRESS), &path)
             .await
-            .map_err(io_error(format!("sink: cannot seal {}", path.display())))?;
+            .map_err(io_error(format!("cannot seal {}", path.display())))?;
         sync_dir(&self.dir).await
     }
 }
@@ -186,11 +186,8 @@ async fn sync_dir(dir: &Path) -> Result<()> {
         std::fs::File::open(&owned).and_then(|handle| handle.sync_all())
     })
     .await
-    .map_err(|error| ConnectorError::Runtime(format!("sink: directory sync failed: {error}")))?;
-    synced.map_err(io_error(format!(
-        "sink: cannot sync directory {}",
-        dir.display()
-    )))
+    .map_err(|error| ConnectorError::Runtime(format!("directory sync failed: {error}")))?;
+    synced.map_err(io_error(format!("cannot sync directory {}", dir.display())))
 }
 
 #[async_trait]
@@ -213,7 +210,7 @@ impl Sink for PartsSink {
     }
 
     async fn commit(&mut self, checkpoint: u64) -> Result<()> {
-        let listing = format!("sink: cannot list {}", self.dir.display());
+        let listing = format!("cannot list {}", self.dir.display());
         let mut entries = tokio::fs::read_dir(&self.dir)
             .await
             .map_err(io_error(listing.clone()))?;
@@ -228,10 +225,7 @@ impl Sink for PartsSink {
                 let target = self.dir.join(part_name(id));
                 tokio::fs::rename(entry.path(), &target)
                     .await
-                    .map_err(io_error(format!(
-                        "sink: cannot commit {}",
-                        target.display()
-                    )))?;
+                    .map_err(io_error(format!("cannot commit {}", target.display())))?;
                 committed = true;
             }
         }

@@ -196,6 +196,15 @@ impl SourceKind {
 }
 
 impl SinkKind {
+    /// The `type:` of this sink in a config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::Stdout => "stdout",
+            SinkKind::File { .. } => "file",
+            SinkKind::Parts { .. } => "parts",
+        }
+    }
+
     /// Whether the sink is exactly once: it keeps what was written since the last checkpoint
     /// pending, and a restore discards what no completed checkpoint covers.
     pub fn is_transactional(&self) -> bool {

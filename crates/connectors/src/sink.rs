@@ -50,6 +50,16 @@ pub enum OpenMode {
     Append,
 }
 
+/// `text`, after `what` (the output it is about) when there is one: a results sink's errors
+/// are named by the pipeline (`sink sinks[0] (file) failed: ...`), so it passes no `what`.
+fn about(what: &str, text: String) -> String {
+    if what.is_empty() {
+        text
+    } else {
+        format!("{what}: {text}")
+    }
+}
+
 /// Opens the writer of a sink: stdout, or a file created (with its directory), truncated or
 /// appended to as `mode` says.
 pub(crate) async fn open_writer(
@@ -70,7 +80,7 @@ pub(crate) async fn open_writer(
                 .open(path)
                 .await
                 .map_err(|source| ConnectorError::Io {
-                    context: format!("{what}: cannot create {}", path.display()),
+                    context: about(what, format!("cannot create {}", path.display())),
                     source,
                 })?;
             Ok((Box::pin(file), path.display().to_string()))
@@ -83,7 +93,10 @@ pub(crate) async fn create_parent(path: &Path, what: &str) -> Result<()> {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|source| ConnectorError::Io {
-                context: format!("{what}: cannot create directory {}", parent.display()),
+                context: about(
+                    what,
+                    format!("cannot create directory {}", parent.display()),
+                ),
                 source,
             })?;
     }

@@ -41,18 +41,22 @@ pub enum RunState {
     Running,
     /// Stopping to restore a checkpoint.
     Restoring,
-    /// Done (end of input, stop, or failure).
+    /// Done (end of input or stop).
     Stopped,
+    /// Failed: a sink, source or operator failed and the run ended (or is ending) with its
+    /// error, which the status carries.
+    Failed,
 }
 
 impl RunState {
-    /// The state's name in the API: `starting`, `running`, `restoring`, `stopped`.
+    /// The state's name in the API: `starting`, `running`, `restoring`, `stopped`, `failed`.
     pub fn name(self) -> &'static str {
         match self {
             RunState::Starting => "starting",
             RunState::Running => "running",
             RunState::Restoring => "restoring",
             RunState::Stopped => "stopped",
+            RunState::Failed => "failed",
         }
     }
 }
@@ -99,6 +103,8 @@ struct Shared {
 #[derive(Debug)]
 struct Live {
     state: RunState,
+    /// Why the run failed, once it has.
+    error: Option<String>,
     restored_from: Option<u64>,
     sources: Vec<SourceWatermark>,
     idle_timeouts: Vec<Option<i64>>,
@@ -138,6 +144,7 @@ impl ControlHandle {
         let (requests, inbox) = mpsc::unbounded_channel();
         let live = Live {
             state: RunState::Starting,
+            error: None,
             restored_from: None,
             sources: Vec::new(),
             idle_timeouts: Vec::new(),
@@ -251,13 +258,39 @@ impl ControlHandle {
                 Some(restore.id)
             }
             _ => {
+                let mut live = lock(&self.shared.live);
+                match &result {
+                    Ok(()) => live.state = RunState::Stopped,
+                    Err(why) => {
+                        live.state = RunState::Failed;
+                        live.error.get_or_insert_with(|| why.clone());
+                    }
+                }
+                drop(live);
                 if let Some(restore) = pending.take() {
                     let why = result.err().unwrap_or_else(|| "the run ended".into());
                     let _ = restore.reply.send(Err(ControlError::Failed(why)));
                 }
-                lock(&self.shared.live).state = RunState::Stopped;
                 None
             }
+        }
+    }
+
+    /// The run is failing for `reason` (it ends with that error): status and readiness say so
+    /// from now on.
+    pub(crate) fn run_failing(&self, reason: &str) {
+        let mut live = lock(&self.shared.live);
+        live.state = RunState::Failed;
+        live.error.get_or_insert_with(|| reason.to_owned());
+    }
+
+    /// Whether the pipeline can take work: `Err` with the reason once the run has failed.
+    pub fn ready(&self) -> Result<(), String> {
+        let live = lock(&self.shared.live);
+        match (live.state, &live.error) {
+            (RunState::Failed, Some(error)) => Err(format!("the pipeline failed: {error}")),
+            (RunState::Failed, None) => Err("the pipeline failed".into()),
+            _ => Ok(()),
         }
     }
 
@@ -357,6 +390,7 @@ impl ControlHandle {
             restored_from: live.restored_from,
             restores: self.shared.restores.load(Ordering::SeqCst),
             operators,
+            error: live.error.clone(),
         }
     }
 
@@ -391,6 +425,7 @@ impl ControlHandle {
             RunState::Starting => Err(ControlError::NotRunning("it is starting".into())),
             RunState::Restoring => Err(ControlError::NotRunning("it is restoring".into())),
             RunState::Stopped => Err(ControlError::NotRunning("it has stopped".into())),
+            RunState::Failed => Err(ControlError::NotRunning("it has failed".into())),
         }
     }
 
@@ -433,7 +468,10 @@ impl ControlHandle {
 
     /// Whether the pipeline still runs (or restarts).
     pub fn is_live(&self) -> bool {
-        lock(&self.shared.live).state != RunState::Stopped
+        !matches!(
+            lock(&self.shared.live).state,
+            RunState::Stopped | RunState::Failed
+        )
     }
 
     /// Restores checkpoint `id` in place, or with `dry_run` says what that would do. A

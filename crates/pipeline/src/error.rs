@@ -24,6 +24,20 @@ pub enum PipelineError {
     /// A record that could not be decoded.
     #[error(transparent)]
     Decode(#[from] dataflow_event::EventError),
+    /// A result sink that failed while the run wrote to it: which sink (`sinks[<index>]
+    /// (<type>)`) and its own error, said once (the cause is part of the message, not a
+    /// separate source, so that printing the chain does not repeat it).
+    #[error("sink {sink} failed: {cause}")]
+    Sink {
+        /// `sinks[<index>] (<type>)`.
+        sink: String,
+        /// What the sink reported.
+        cause: dataflow_connectors::ConnectorError,
+    },
+    /// A task of the run (a sink, a worker, the dead-letter writer) ended early because another
+    /// failed; the run ends with that other task's error.
+    #[error("{0} stopped")]
+    Stopped(String),
     /// An IO error, with what was being done.
     #[error("{context}: {source}")]
     Io {

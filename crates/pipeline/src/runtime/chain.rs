@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::driver::Operators;
 use super::messages::{Drive, Message, PendingCheckpoint, SinkMessage};
 use super::outputs::Downstream;
-use super::stop::{StopHandle, STOP_GRACE};
+use super::stop::{Reading, StopHandle, STOP_GRACE};
 use super::workers::Workers;
 use super::TICK;
 use crate::{PipelineError, Result};
@@ -45,9 +45,8 @@ pub(super) struct Chain {
     pub(super) fingerprint: String,
     /// The last combined watermark the operators were driven with.
     pub(super) last_watermark: i64,
-    /// Whether a stop waits for the sources' ends even without checkpoints: an http source
-    /// drains the events it already accepted first.
-    pub(super) drain_on_stop: bool,
+    /// Which sources are blocked in a read, and since when (a stop does not wait for them).
+    pub(super) reading: Reading,
 }
 
 impl Chain {
@@ -67,8 +66,11 @@ impl Chain {
         let mut replay: VecDeque<(usize, Message)> = VecDeque::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // With checkpoints the sources send a final barrier; an http source drains: wait for both.
-        let wait_for_sources = self.writer.is_some() || self.drain_on_stop;
+        let failure = self.downstream.failure.clone();
+        // A stop waits for every source's end: each sends what it has read (and its final
+        // barrier, with checkpoints; an http source drains what it accepted) before it, so
+        // nothing read is left in the channel. Only a source blocked in a read (stdin) is not
+        // waited for: it holds nothing it has read.
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         loop {
             let waiting = Instant::now();
@@ -79,33 +81,43 @@ impl Chain {
                     let next = tokio::select! {
                         message = rx.recv() => match message {
                             Some(message) => Some(message),
-                            // Every source is gone without saying End: it failed; its error
-                            // is reported by its task. Keep what the windows hold.
+                            // Every source is gone without saying End: one failed and reported
+                            // why (or the run was stopped without them).
                             None => {
+                                if failure.reason().is_some() {
+                                    return Err(PipelineError::Stopped("the operator chain".into()));
+                                }
                                 self.drive(Drive::Finish(false)).await?;
                                 return Ok(());
                             }
                         },
+                        _ = failure.failed() => {
+                            return Err(PipelineError::Stopped("the operator chain".into()));
+                        }
                         _ = tick.tick() => {
                             let now = now_millis();
                             combiner.check_idle(now);
                             self.advance(combiner.current()).await?;
                             self.drive(Drive::Tick(now)).await?;
+                            if stop_deadline.is_some()
+                                && rx.is_empty()
+                                && alignment.is_none()
+                                && self.reading.all_blocked(&ended)
+                            {
+                                let waiting_for = ended.iter().filter(|e| !**e).count();
+                                tracing::info!(sources = waiting_for, "stopping without the sources blocked in a read");
+                                self.finish(fire && fire_on_stop).await?;
+                                return Ok(());
+                            }
                             None
                         }
                         _ = stop.stopped(), if stop_deadline.is_none() => {
-                            if !wait_for_sources {
-                                self.drive(Drive::Finish(fire_on_stop)).await?;
-                                return Ok(());
-                            }
-                            // The sources send their final barrier and end: wait for them, but
-                            // not for one blocked in a read.
                             stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
                             None
                         }
                         _ = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } }, if deadline.is_some() => {
                             tracing::warn!("a source did not end within the stop's grace period; stopping without it");
-                            self.drive(Drive::Finish(fire_on_stop)).await?;
+                            self.finish(fire && fire_on_stop).await?;
                             return Ok(());
                         }
                     };
@@ -177,13 +189,43 @@ impl Chain {
                 }
             }
             if ended.iter().all(|e| *e) && alignment.is_none() && replay.is_empty() {
-                self.drive(Drive::Finish(fire)).await?;
+                self.finish(fire).await?;
                 return Ok(());
             }
             if ended[input] {
                 self.advance(combiner.current()).await?;
             }
         }
+    }
+
+    /// Ends the operators, firing their open windows or not. A stop that keeps them without
+    /// checkpoints (`on_stop: keep`, no `checkpoint:`) has nowhere to keep them: says how many
+    /// keys' open windows are dropped (their events were read, and counted as read).
+    async fn finish(&mut self, fire: bool) -> Result<()> {
+        if !fire && self.writer.is_none() {
+            let mut keys: u64 = self
+                .operators
+                .snapshots()?
+                .iter()
+                .flatten()
+                .map(|snapshot| snapshot.key_count)
+                .sum();
+            if let Some(workers) = &mut self.workers {
+                keys += workers
+                    .snapshot()
+                    .await?
+                    .iter()
+                    .map(|state| state.key_count)
+                    .sum::<u64>();
+            }
+            if keys > 0 {
+                tracing::warn!(
+                    keys,
+                    "stopped with `on_stop: keep` and no checkpoints: the open windows of these keys are dropped without results"
+                );
+            }
+        }
+        self.drive(Drive::Finish(fire)).await
     }
 
     /// Drives the operators with the combined watermark if it advanced.
@@ -239,14 +281,14 @@ impl Chain {
             watermark: self.last_watermark,
         };
         let mut acks = Vec::new();
-        for sink in &self.downstream.sinks {
+        for (index, sink) in self.downstream.sinks.iter().enumerate() {
             let (ack, acked) = oneshot::channel();
             if sink
                 .send(SinkMessage::Barrier(aligning.id, ack))
                 .await
                 .is_err()
             {
-                return Err(PipelineError::Runtime("a sink stopped".into()));
+                return Err(self.downstream.sink_gone(index));
             }
             acks.push(acked);
         }
@@ -260,9 +302,7 @@ impl Chain {
                 .await
                 .is_err()
             {
-                return Err(PipelineError::Runtime(
-                    "the checkpoint writer stopped".into(),
-                ));
+                return Err(PipelineError::Stopped("the checkpoint writer".into()));
             }
         }
         self.aligned.send_replace(aligning.id);

@@ -50,7 +50,7 @@ use driver::Operators;
 use outputs::{sink_stage, OutputSpecs, OutputTasks};
 use restore::Start;
 use source_feed::{FeedContext, OpenedSource, SourceFeed};
-use stop::SourceSignals;
+use stop::{Failure, Reading, SourceSignals};
 use writer::WriterTask;
 
 pub use messages::Message;
@@ -287,13 +287,21 @@ impl Pipeline {
             &mut sources,
             &control,
         )?;
+        let failure = Failure::default();
+        let reading = Reading::new(plan.sources.len());
         let OutputTasks {
             downstream,
             sink_tasks,
             side_task,
             chain_done,
-        } = outputs::start_outputs(OutputSpecs::of(&plan), start.restored, &counters, &metrics)
-            .await?;
+        } = outputs::start_outputs(
+            OutputSpecs::of(&plan),
+            start.restored,
+            &counters,
+            &metrics,
+            &failure,
+        )
+        .await?;
         let (writer_tx, writer_task) = match &start.storage {
             Some(storage) => {
                 let WriterTask { tx, task } = writer::start_writer(
@@ -310,10 +318,12 @@ impl Pipeline {
         let feed = FeedContext {
             side: downstream.side.clone(),
             counters: counters.clone(),
-            signals,
+            signals: signals.clone(),
             batch_size: plan.runtime.batch_size,
             fire_on_stop: plan.runtime.on_stop == OnStop::Fire,
             control: control.clone(),
+            reading: reading.clone(),
+            failure: failure.clone(),
         };
         let (chain_rx, source_tasks) = start_sources(&plan, sources, start.initial, feed, &metrics);
 
@@ -328,15 +338,30 @@ impl Pipeline {
             source_names: plan.sources.iter().map(|s| s.spec.name.clone()).collect(),
             fingerprint,
             last_watermark: start.watermark,
-            drain_on_stop: plan.sources.iter().any(|s| s.spec.kind.is_ingest()),
+            reading,
         };
         control.run_started(start.restored);
         let chain_result = run_chain(chain, &plan, chain_rx, &stop).await;
         coordinator.abort();
+        let chain_result =
+            chain_result.map_err(|error| failure.report(error, "the operator chain"));
+        if let Some(reason) = failure.reason() {
+            // The run failed: say so at once (ingest refused, status and readiness failed), and
+            // have the sources end without firing; nothing waits for them.
+            control.run_failing(&reason);
+            ingest.fail(&reason);
+            signals
+                .halt
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            signals
+                .stop
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         // Sources may still hold the side channel (one blocked reading stdin after a stop): the
         // side task drains what is queued and ends instead of waiting for them.
         let _ = chain_done.send(());
-        finish(
+        let failed = failure.reason().is_some();
+        let finished = finish(
             chain_result,
             RunTasks {
                 sink_tasks,
@@ -344,9 +369,14 @@ impl Pipeline {
                 side_task,
                 source_tasks,
             },
-            stop.is_stopped(),
+            stop.is_stopped() || failed,
         )
-        .await?;
+        .await;
+        // The run's error is the first failure's (the task where it started), if any.
+        if let Some(error) = failure.take() {
+            return Err(error);
+        }
+        finished?;
         Ok(counters.summary(started.elapsed()))
     }
 }
@@ -444,7 +474,8 @@ struct RunTasks {
 }
 
 /// Waits for the sinks, the checkpoint writer, the side output and (unless the run was
-/// `stopped`) the sources to end; the run's error is the chain's, or else the first of theirs.
+/// `stopped` or failed) the sources to end; the run's error is the chain's, or else the first
+/// of theirs.
 async fn finish(chain_result: Result<()>, tasks: RunTasks, stopped: bool) -> Result<()> {
     let mut first_error = chain_result.err();
     for task in tasks.sink_tasks {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use dataflow_connectors::side::SideWriter;
 use dataflow_connectors::sink::{OpenMode, ResultFormat, Sink};
+use dataflow_connectors::ConnectorError;
 use dataflow_event::json::DecoderConfig;
 use dataflow_event::time::now_millis;
 use dataflow_event::{Event, Layout};
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::messages::SinkMessage;
+use super::stop::Failure;
 use crate::plan::Plan;
 use crate::spec::SinkSpec;
 use crate::{PipelineError, Result};
@@ -25,21 +27,29 @@ pub(super) fn sink_stage(index: usize) -> String {
     format!("sinks[{index}]")
 }
 
+/// The name of sink `index` of type `type_name` in errors: `sinks[0] (parts)`.
+pub(super) fn sink_name(index: usize, type_name: &str) -> String {
+    format!("{} ({type_name})", sink_stage(index))
+}
+
 /// Where operators send what they emit: the result sinks and the side output.
 #[derive(Clone)]
 pub(super) struct Downstream {
     pub(super) sinks: Vec<mpsc::Sender<SinkMessage>>,
+    /// The sinks' names in errors, in the order of `sinks`.
+    pub(super) sink_names: Vec<String>,
     pub(super) side: mpsc::Sender<Vec<SideRecord>>,
     pub(super) counters: Arc<Counters>,
+    /// Where every task reports the run's first failure.
+    pub(super) failure: Failure,
 }
 
 impl Downstream {
     /// Hands dead letters and late events to the side output.
     pub(super) async fn send_side(&self, side: Vec<SideRecord>) -> Result<()> {
         if !side.is_empty() && self.side.send(side).await.is_err() {
-            return Err(PipelineError::Runtime(
-                "the dead-letter writer stopped".into(),
-            ));
+            // It reported why.
+            return Err(PipelineError::Stopped("the dead-letter writer".into()));
         }
         Ok(())
     }
@@ -51,16 +61,22 @@ impl Downstream {
         }
         self.counters.add_emitted(results.len() as u64);
         let results = Arc::new(results);
-        for sink in &self.sinks {
+        for (index, sink) in self.sinks.iter().enumerate() {
             if sink
                 .send(SinkMessage::Events(results.clone()))
                 .await
                 .is_err()
             {
-                return Err(PipelineError::Runtime("a sink stopped".into()));
+                return Err(self.sink_gone(index));
             }
         }
         Ok(())
+    }
+
+    /// The error of a send to sink `index` that found it gone: it failed and reported why.
+    pub(super) fn sink_gone(&self, index: usize) -> PipelineError {
+        let name = self.sink_names.get(index).map_or("a sink", String::as_str);
+        PipelineError::Stopped(format!("sink {name}"))
     }
 }
 
@@ -114,6 +130,7 @@ pub(super) async fn start_outputs(
     restored: Option<u64>,
     counters: &Arc<Counters>,
     metrics: &Metrics,
+    failure: &Failure,
 ) -> Result<OutputTasks> {
     let mode = if restored.is_some() {
         OpenMode::Append
@@ -128,40 +145,63 @@ pub(super) async fn start_outputs(
         _ => None,
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    for spec in plan.sinks {
+    let mut names = Vec::new();
+    for (index, spec) in plan.sinks.iter().enumerate() {
         let format = ResultFormat {
             layout: plan.layout.clone(),
             write_time: !plan.windowed,
             fields: plan.fields.cloned().unwrap_or_default(),
         };
-        sinks.push(spec.open(format, restored, mode).await?);
+        let name = sink_name(index, spec.kind.type_name());
+        let sink =
+            spec.open(format, restored, mode)
+                .await
+                .map_err(|cause| PipelineError::Sink {
+                    sink: name.clone(),
+                    cause,
+                })?;
+        sinks.push(sink);
+        names.push(name);
     }
 
     let capacity = plan.capacity;
     let (side_tx, side_rx) = mpsc::channel::<Vec<SideRecord>>(capacity);
     let (chain_done, chain_done_rx) = oneshot::channel::<()>();
-    let side_task = tokio::spawn(run_side(
-        side_rx,
-        chain_done_rx,
-        dead_letters,
-        late,
-        counters.clone(),
-    ));
+    let side_task = {
+        let failure = failure.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut rx = side_rx;
+            let result = run_side(&mut rx, chain_done_rx, dead_letters, late, counters).await;
+            // Reported before the channel closes, so that the senders' errors come second.
+            result.map_err(|error| failure.report(error, "the dead-letter writer"))
+        })
+    };
     let mut sink_txs = Vec::new();
     let mut sink_tasks = Vec::new();
-    for (index, sink) in sinks.into_iter().enumerate() {
+    for (index, (sink, name)) in sinks.into_iter().zip(names.iter().cloned()).enumerate() {
         let (tx, rx) = mpsc::channel::<SinkMessage>(capacity);
         sink_txs.push(tx);
         let sink_metrics = metrics.operator(plan.pipeline, &sink_stage(index), "sink");
         // The first sink measures how long results took to reach it.
         let latency = (index == 0).then(|| counters.clone());
-        sink_tasks.push(tokio::spawn(run_sink(rx, sink, sink_metrics, latency)));
+        let failure = failure.clone();
+        sink_tasks.push(tokio::spawn(async move {
+            let mut rx = rx;
+            let result = run_sink(&mut rx, sink, sink_metrics, latency).await;
+            result.map_err(|cause| {
+                let what = format!("sink {name}");
+                failure.report(PipelineError::Sink { sink: name, cause }, &what)
+            })
+        }));
     }
     Ok(OutputTasks {
         downstream: Downstream {
             sinks: sink_txs,
+            sink_names: names,
             side: side_tx,
             counters: counters.clone(),
+            failure: failure.clone(),
         },
         sink_tasks,
         side_task,
@@ -192,12 +232,13 @@ fn record_latency(latency: &dataflow_metrics::Latency, events: &[Event], now: i6
 /// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
 /// results show at once while a busy one writes in large chunks; flushes and acknowledges at
 /// every checkpoint barrier.
+/// Returns the sink's own error: the caller names the sink.
 async fn run_sink(
-    mut rx: mpsc::Receiver<SinkMessage>,
+    rx: &mut mpsc::Receiver<SinkMessage>,
     mut sink: Box<dyn Sink>,
     metrics: OperatorMetrics,
     latency: Option<Arc<Counters>>,
-) -> Result<()> {
+) -> std::result::Result<(), ConnectorError> {
     loop {
         let waiting = Instant::now();
         let Some(message) = rx.recv().await else {
@@ -220,24 +261,22 @@ async fn run_sink(
             }
             SinkMessage::Commit(id) => sink.commit(id).await?,
             SinkMessage::Barrier(id, ack) => {
-                let result = sink.prepare(id).await.map_err(PipelineError::from);
-                let failed = result.is_err();
-                let _ = ack.send(result);
-                if failed {
-                    return Err(PipelineError::Runtime(
-                        "a sink failed to flush at a checkpoint".into(),
-                    ));
+                if let Err(error) = sink.prepare(id).await {
+                    // The writer logs the checkpoint as failed; the run ends with the error.
+                    let _ = ack.send(Err(PipelineError::Runtime(error.to_string())));
+                    return Err(error);
                 }
+                let _ = ack.send(Ok(()));
             }
         }
     }
-    Ok(sink.finish().await?)
+    sink.finish().await
 }
 
 /// Writes dead letters and late events as they come, until every sender is gone or, once the
 /// chain is done, nothing more is queued.
 async fn run_side(
-    mut rx: mpsc::Receiver<Vec<SideRecord>>,
+    rx: &mut mpsc::Receiver<Vec<SideRecord>>,
     mut chain_done: oneshot::Receiver<()>,
     mut dead_letters: SideWriter,
     mut late: Option<SideWriter>,

@@ -17,7 +17,7 @@ use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use tokio::sync::mpsc;
 
 use super::messages::Message;
-use super::stop::SourceSignals;
+use super::stop::{Failure, Reading, SourceSignals};
 use crate::control::ControlHandle;
 use crate::plan::{Plan, SourcePlan};
 use crate::spec::WatermarkSpec;
@@ -74,6 +74,8 @@ pub(super) struct FeedContext {
     pub(super) batch_size: usize,
     pub(super) fire_on_stop: bool,
     pub(super) control: ControlHandle,
+    pub(super) reading: Reading,
+    pub(super) failure: Failure,
 }
 
 impl SourceFeed {
@@ -96,6 +98,8 @@ impl SourceFeed {
             limiter,
             metrics,
             control: context.control.clone(),
+            reading: context.reading.clone(),
+            failure: context.failure.clone(),
         }
     }
 }
@@ -115,6 +119,10 @@ pub(super) struct SourceFeed {
     metrics: SourceMetrics,
     /// Where the source reports its watermarks (see [`crate::control`]).
     control: ControlHandle,
+    /// Where it says when it is inside a read.
+    reading: Reading,
+    /// Where it reports its failure.
+    failure: Failure,
 }
 
 impl SourceFeed {
@@ -125,8 +133,21 @@ impl SourceFeed {
         sent
     }
 
+    /// Reads the source to its end or a stop. A failure is reported to the run before the
+    /// source lets go of its channel, so that the run ends with the source's own error.
     pub(super) fn run(
         mut self,
+        source: Box<dyn Source>,
+        watermark: WatermarkSpec,
+        initial: Vec<PartitionState>,
+    ) -> Result<()> {
+        let result = self.read(source, watermark, initial);
+        self.reading.end(self.input);
+        result.map_err(|error| self.failure.report(error, "a source"))
+    }
+
+    fn read(
+        &mut self,
         mut source: Box<dyn Source>,
         watermark: WatermarkSpec,
         initial: Vec<PartitionState>,
@@ -194,7 +215,10 @@ impl SourceFeed {
             let mut events = Vec::with_capacity(max);
             let mut dead_letters = Vec::new();
             let reading = Instant::now();
-            let poll = source.poll_batch(max, &mut events, &mut dead_letters)?;
+            self.reading.begin(self.input);
+            let poll = source.poll_batch(max, &mut events, &mut dead_letters);
+            self.reading.end(self.input);
+            let poll = poll?;
             // A poll that found nothing waited for input rather than worked.
             if matches!(poll, Poll::Pending) {
                 self.metrics.starved(reading.elapsed());

@@ -32,7 +32,8 @@ pub(super) struct Workers {
 impl Workers {
     async fn send(&mut self, worker: usize, message: WorkerMessage) -> Result<()> {
         if self.txs[worker].send(message).await.is_err() {
-            return Err(PipelineError::Runtime(format!("worker {worker} stopped")));
+            // It reported why.
+            return Err(PipelineError::Stopped(format!("worker {worker}")));
         }
         Ok(())
     }
@@ -109,7 +110,7 @@ impl Workers {
         for replied in replies {
             let snapshots = replied
                 .await
-                .map_err(|_| PipelineError::Runtime("a worker stopped".into()))??;
+                .map_err(|_| PipelineError::Stopped("a worker".into()))??;
             for (index, snapshot) in snapshots.into_iter().enumerate() {
                 if let Some(snapshot) = snapshot {
                     parts[index].push(snapshot);
@@ -209,7 +210,7 @@ pub(super) fn start_workers(
     }
     let mut txs = Vec::new();
     let mut tasks = Vec::new();
-    for operators in instances {
+    for (index, operators) in instances.into_iter().enumerate() {
         let operator_metrics: Vec<OperatorMetrics> = operators
             .iter()
             .map(|node| {
@@ -224,7 +225,13 @@ pub(super) fn start_workers(
             downstream: downstream.clone(),
         };
         txs.push(tx);
-        tasks.push(tokio::spawn(worker.run(rx)));
+        let failure = downstream.failure.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rx = rx;
+            let result = worker.run(&mut rx).await;
+            // Reported before the channel closes, so that the chain's error comes second.
+            result.map_err(|error| failure.report(error, &format!("worker {index}")))
+        }));
     }
     tracing::info!(workers = count, keyed, "parallel workers started");
     Ok(Some(Workers {
@@ -246,7 +253,7 @@ struct Worker {
 impl Worker {
     /// Drives the operators with what the chain routes to it, and answers the chain's snapshot
     /// requests in order with the rest, until the end of input.
-    async fn run(mut self, mut rx: mpsc::Receiver<WorkerMessage>) -> Result<()> {
+    async fn run(mut self, rx: &mut mpsc::Receiver<WorkerMessage>) -> Result<()> {
         loop {
             let waiting = Instant::now();
             let Some(message) = rx.recv().await else {

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::messages::{PendingCheckpoint, SinkMessage};
+use super::outputs::sink_stage;
 
 /// The writer's input and its task.
 pub(super) struct WriterTask {
@@ -41,15 +42,17 @@ async fn run_writer(
         let id = pending.checkpoint.id.0;
         let snapshot_millis = pending.snapshot_time.as_millis() as u64;
         let mut acknowledged = true;
-        for ack in pending.acks {
+        for (index, ack) in pending.acks.into_iter().enumerate() {
+            let sink = sink_stage(index);
             match ack.await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    tracing::error!(checkpoint = id, %error, "checkpoint failed: a sink could not flush");
+                    tracing::error!(checkpoint = id, %sink, %error, "checkpoint failed: a sink could not make its output durable");
                     acknowledged = false;
                 }
                 Err(_) => {
-                    tracing::error!(checkpoint = id, "checkpoint failed: a sink stopped");
+                    // It failed before the barrier and reported why.
+                    tracing::error!(checkpoint = id, %sink, "checkpoint failed: the sink had stopped");
                     acknowledged = false;
                 }
             }
