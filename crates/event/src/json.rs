@@ -3,6 +3,11 @@
 //! Decoding with a [`Schema`] reads only the fields the schema names (plus the time, type, id
 //! and key fields), straight into typed [`Value`]s, and skips the rest without building them:
 //! no JSON tree is allocated for a record. Without a schema, the payload is a generic object.
+//!
+//! Either way a line decodes only if it is one JSON object as serde_json reads it: what a schema
+//! skips is still checked (UTF-8, escapes, numbers, literals), and lists and objects nest at
+//! most [`MAX_NESTING`] levels deep. Epoch milliseconds must be whole
+//! ([`crate::time::whole_millis`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -19,8 +24,8 @@ mod fast;
 /// Which fields of a JSON object carry the event's metadata, and the payload's schema.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecoderConfig {
-    /// The field holding the event time (RFC 3339 text or epoch milliseconds). `None` stamps
-    /// each event with its processing time instead.
+    /// The field holding the event time (RFC 3339 text or whole epoch milliseconds). `None`
+    /// stamps each event with its processing time instead.
     pub time_field: Option<String>,
     /// The field holding the event's type, if any.
     pub type_field: Option<String>,
