@@ -214,30 +214,34 @@ struct Scanner<'a> {
 }
 
 /// The index of the first `"` from `start` on, if no backslash or control character comes
-/// before it.
+/// before it. Eight bytes at a time (see [`specials`]).
 #[inline]
 fn closing_quote(bytes: &[u8], start: usize) -> Option<usize> {
-    let index = special(bytes, start)?;
-    (*bytes.get(index)? == b'"').then_some(index)
-}
-
-/// The index of the first quote, backslash or control character from `start` on. Eight bytes
-/// at a time: a byte's high bit in `special` is set where `word` has a quote, a backslash or a
-/// byte below 0x20 (the lowest such flag is always right; flags above it may be spurious, from
-/// the borrow).
-#[inline(always)]
-fn special(bytes: &[u8], start: usize) -> Option<usize> {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
     let mut at = start;
     while let Some(chunk) = bytes.get(at..at + 8) {
-        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        let special = ((quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (word.wrapping_sub(ONES * 0x20) & !word))
-            & HIGH;
+        let special = specials(u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?));
+        if special != 0 {
+            let index = at + (special.trailing_zeros() / 8) as usize;
+            return (*bytes.get(index)? == b'"').then_some(index);
+        }
+        at += 8;
+    }
+    loop {
+        match *bytes.get(at)? {
+            b'"' => return Some(at),
+            b'\\' | 0..=0x1f => return None,
+            _ => at += 1,
+        }
+    }
+}
+
+/// The index of the first quote, backslash or control character from `start` on, eight bytes
+/// at a time (see [`specials`]).
+#[inline]
+fn special(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let special = specials(u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?));
         if special != 0 {
             return Some(at + (special.trailing_zeros() / 8) as usize);
         }
@@ -249,6 +253,21 @@ fn special(bytes: &[u8], start: usize) -> Option<usize> {
             _ => at += 1,
         }
     }
+}
+
+/// A word with a byte's high bit set where `word` has a quote, a backslash or a byte below
+/// 0x20 (the lowest such flag is always right; flags above it may be spurious, from the
+/// borrow).
+#[inline(always)]
+fn specials(word: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    ((quote.wrapping_sub(ONES) & !quote)
+        | (backslash.wrapping_sub(ONES) & !backslash)
+        | (word.wrapping_sub(ONES * 0x20) & !word))
+        & HIGH
 }
 
 /// Exact powers of ten as `f64` (10^22 is the largest).
@@ -423,14 +442,11 @@ impl<'a> Scanner<'a> {
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
             b'-' | b'0'..=b'9' => {
-                let start = self.at;
+                // serde_json refuses a number beyond `f64`: one within `u64`'s digits and an
+                // exponent up to 22 is below 1.9e41, anything else is left to it. (A check that
+                // converts the number costs the loop without a schema a fifth of its speed.)
                 let number = self.number()?;
-                // Only a number with more digits than `u64` holds or a positive exponent can
-                // be beyond `f64`, which serde_json refuses: only those are converted.
-                if number.overflow || (number.float && number.exponent > 0) {
-                    number_value(&number, self.bytes.get(start..self.at)?)?;
-                }
-                Some(())
+                (!number.overflow && number.exponent <= 22).then_some(())
             }
             _ => None,
         }
@@ -440,8 +456,20 @@ impl<'a> Scanner<'a> {
     /// consumes its closing quote. Gives up on an invalid escape, a raw control character or a
     /// `\u` escape of a UTF-16 surrogate (serde_json refuses a lone one; the serde path checks
     /// pairs).
-    #[inline]
+    #[inline(always)]
     fn skip_string(&mut self) -> Option<()> {
+        let at = special(self.bytes, self.at)?;
+        if *self.bytes.get(at)? == b'"' {
+            self.at = at + 1;
+            return Some(());
+        }
+        self.skip_escaped_string()
+    }
+
+    /// [`Scanner::skip_string`] of a string with a backslash or control character (out of
+    /// line, to keep the common case small).
+    #[inline(never)]
+    fn skip_escaped_string(&mut self) -> Option<()> {
         loop {
             let at = special(self.bytes, self.at)?;
             match *self.bytes.get(at)? {
@@ -474,7 +502,8 @@ impl<'a> Scanner<'a> {
 
     /// Skips a list or an object (at `self.at`) inside the record, without recursion: a bit a
     /// level says whether it is an object. Gives up beyond [`MAX_NESTING`] levels, the record
-    /// counted.
+    /// counted. (Out of line, to keep the loop over a record's fields small.)
+    #[inline(never)]
     fn skip_nested(&mut self) -> Option<()> {
         // The levels open inside the record (at most `MAX_NESTING - 1 < 128`), innermost in
         // the lowest bit, set for an object.
