@@ -3,15 +3,18 @@
 //! Decoding with a [`Schema`] reads only the fields the schema names (plus the time, type, id
 //! and key fields), straight into typed [`Value`]s, and skips the rest without building them:
 //! no JSON tree is allocated for a record. Without a schema, the payload is a generic object.
+//!
+//! Either way a line decodes only if it is one JSON object as serde_json reads it: what a schema
+//! skips is still checked (UTF-8, escapes, numbers, literals), and lists and objects nest at
+//! most [`MAX_NESTING`] levels deep. Epoch milliseconds must be whole
+//! ([`crate::time::whole_millis`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{
-    self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
 
 use crate::time::{parse_text, write_rfc3339};
 use crate::{Event, EventError, FieldType, Layout, Payload, Result, Schema, Value};
@@ -21,8 +24,8 @@ mod fast;
 /// Which fields of a JSON object carry the event's metadata, and the payload's schema.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecoderConfig {
-    /// The field holding the event time (RFC 3339 text or epoch milliseconds). `None` stamps
-    /// each event with its processing time instead.
+    /// The field holding the event time (RFC 3339 text or whole epoch milliseconds). `None`
+    /// stamps each event with its processing time instead.
     pub time_field: Option<String>,
     /// The field holding the event's type, if any.
     pub type_field: Option<String>,
@@ -165,18 +168,12 @@ impl Decoder {
         let event = match decoded {
             Ok(event) => event,
             Err(error) => {
-                return Err(problem.unwrap_or_else(|| EventError::InvalidJson {
-                    line: line_number,
-                    reason: error.to_string(),
-                }))
+                return Err(problem.unwrap_or_else(|| invalid_json(line_number, &error)));
             }
         };
         deserializer
             .end()
-            .map_err(|error| EventError::InvalidJson {
-                line: line_number,
-                reason: error.to_string(),
-            })?;
+            .map_err(|error| invalid_json(line_number, &error))?;
         Ok(event)
     }
 
@@ -186,6 +183,27 @@ impl Decoder {
             .find(|(slot, _)| slot == name)
             .map(|(_, roles)| *roles)
     }
+}
+
+/// How deep lists and objects may nest in a record, the record itself included: serde_json's
+/// recursion limit (128) refuses the 128th level, and the fast path refuses what it refuses.
+pub const MAX_NESTING: usize = 127;
+
+/// serde_json's `error` on line `line` as an [`EventError::InvalidJson`]; a record nested too
+/// deep says how deep it may be.
+#[cold]
+fn invalid_json(line: u64, error: &serde_json::Error) -> EventError {
+    let message = error.to_string();
+    let reason = if message.starts_with("recursion limit exceeded") {
+        format!(
+            "lists and objects nested deeper than {MAX_NESTING} levels at line {} column {}",
+            error.line(),
+            error.column()
+        )
+    } else {
+        message
+    };
+    EventError::InvalidJson { line, reason }
 }
 
 struct RecordVisitor<'a> {
@@ -210,7 +228,7 @@ impl<'de> Visitor<'de> for RecordVisitor<'_> {
                     let value = map.next_value_seed(JsonValueSeed)?;
                     record.other(name.into_owned(), value);
                 } else {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Skipped>()?;
                 }
                 continue;
             };
@@ -474,7 +492,7 @@ impl Scalar<'_> {
     fn to_time(&self) -> Option<i64> {
         match self {
             Scalar::Int(i) => Some(*i),
-            Scalar::Float(f) if f.is_finite() => Some(*f as i64),
+            Scalar::Float(f) => crate::time::whole_millis(*f),
             Scalar::Str(s) => parse_text(s),
             _ => None,
         }
@@ -582,15 +600,67 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         self,
         mut seq: A,
     ) -> std::result::Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skipped>()?.is_some() {}
         Ok(Scalar::Nested("list"))
     }
     fn visit_map<A: MapAccess<'de>>(
         self,
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skipped, Skipped>()?.is_some() {}
         Ok(Scalar::Nested("object"))
+    }
+}
+
+/// A value read and dropped, but checked as serde_json checks what it builds: strings are valid
+/// UTF-8 with valid escapes, numbers are in range, nesting is within the recursion limit.
+/// (serde_json's `IgnoredAny` checks none of these.)
+struct Skipped;
+
+impl<'de> de::Deserialize<'de> for Skipped {
+    fn deserialize<D: de::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(SkippedVisitor)
+    }
+}
+
+struct SkippedVisitor;
+
+impl<'de> Visitor<'de> for SkippedVisitor {
+    type Value = Skipped;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_none<E: de::Error>(self) -> std::result::Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Skipped, A::Error> {
+        while seq.next_element::<Skipped>()?.is_some() {}
+        Ok(Skipped)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Skipped, A::Error> {
+        while map.next_entry::<Skipped, Skipped>()?.is_some() {}
+        Ok(Skipped)
     }
 }
 

@@ -168,6 +168,18 @@ pub fn parse_text(text: &str) -> Option<i64> {
     parse_rfc3339(trimmed)
 }
 
+/// Epoch milliseconds given as a JSON number that is not an integer of `i64` (it has a fraction
+/// or an exponent, or is beyond `i64`): its value if that is a whole number of milliseconds in
+/// `i64`'s range (`1.7e12`, `1700000000000.0`); `None` for a fraction of a millisecond
+/// (`0.0125`, `1700000000000.5`) or a value out of range, which are refused rather than
+/// truncated or saturated.
+#[inline]
+pub fn whole_millis(number: f64) -> Option<i64> {
+    // -2^63 and 2^63 are exact as `f64`; every `f64` in between with no fraction is an `i64`.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (number.fract() == 0.0 && (-LIMIT..LIMIT).contains(&number)).then_some(number as i64)
+}
+
 /// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z in epoch milliseconds: the range the fast
 /// formatter writes (four-digit years); chrono writes the rest.
 const FOUR_DIGIT_YEARS: std::ops::Range<i64> = -62_167_219_200_000..253_402_300_800_000;

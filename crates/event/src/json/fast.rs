@@ -3,14 +3,22 @@
 //!
 //! It reads fields into the same [`Record`] as the serde path, so both treat fields
 //! (duplicates included) alike. It is a strict subset of serde_json's grammar: whatever it is
-//! not sure of (a backslash or control character in a string, a nested value, invalid UTF-8,
-//! a number it cannot convert exactly as serde_json does, any unexpected byte) and every record
-//! that fails to decode makes it give up, and the serde path decides, with its own errors.
+//! not sure of (a backslash or control character in a string it reads, a nested value it
+//! reads, invalid UTF-8, a number it cannot convert exactly as serde_json does, any unexpected
+//! byte) and every record that fails to decode makes it give up, and the serde path decides,
+//! with its own errors.
+//!
+//! Fields it does not read (with a schema) it skips, lists and objects and escaped strings
+//! included, but it checks what it skips as serde_json checks what it reads: the whole line is
+//! UTF-8, strings have valid escapes and no raw control characters, numbers follow the JSON
+//! grammar and are in `f64`'s range, literals are whole, and lists and objects nest at most
+//! [`MAX_NESTING`] deep, the record included. Anything else (a lone surrogate escape too) makes
+//! it give up.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::{Decoder, Record, Roles, Scalar};
+use super::{Decoder, Record, Roles, Scalar, MAX_NESTING};
 use crate::time::parse_text;
 use crate::{Event, FieldType, Value};
 
@@ -68,7 +76,7 @@ impl Decoder {
                         let value = scan.scalar()?.into_value();
                         record.other(name.to_string(), value);
                     }
-                    None => scan.skip_scalar()?,
+                    None => scan.skip_value()?,
                 }
                 scan.skip_whitespace();
                 match scan.next()? {
@@ -206,22 +214,12 @@ struct Scanner<'a> {
 }
 
 /// The index of the first `"` from `start` on, if no backslash or control character comes
-/// before it. Eight bytes at a time: a byte's high bit in `special` is set where `word` has a
-/// quote, a backslash or a byte below 0x20 (the lowest such flag is always right; flags above
-/// it may be spurious, from the borrow).
+/// before it. Eight bytes at a time (see [`specials`]).
 #[inline]
 fn closing_quote(bytes: &[u8], start: usize) -> Option<usize> {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
     let mut at = start;
     while let Some(chunk) = bytes.get(at..at + 8) {
-        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        let special = ((quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (word.wrapping_sub(ONES * 0x20) & !word))
-            & HIGH;
+        let special = specials(u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?));
         if special != 0 {
             let index = at + (special.trailing_zeros() / 8) as usize;
             return (*bytes.get(index)? == b'"').then_some(index);
@@ -235,6 +233,41 @@ fn closing_quote(bytes: &[u8], start: usize) -> Option<usize> {
             _ => at += 1,
         }
     }
+}
+
+/// The index of the first quote, backslash or control character from `start` on, eight bytes
+/// at a time (see [`specials`]).
+#[inline]
+fn special(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let special = specials(u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?));
+        if special != 0 {
+            return Some(at + (special.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    loop {
+        match *bytes.get(at)? {
+            b'"' | b'\\' | 0..=0x1f => return Some(at),
+            _ => at += 1,
+        }
+    }
+}
+
+/// A word with a byte's high bit set where `word` has a quote, a backslash or a byte below
+/// 0x20 (the lowest such flag is always right; flags above it may be spurious, from the
+/// borrow).
+#[inline(always)]
+fn specials(word: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    ((quote.wrapping_sub(ONES) & !quote)
+        | (backslash.wrapping_sub(ONES) & !backslash)
+        | (word.wrapping_sub(ONES * 0x20) & !word))
+        & HIGH
 }
 
 /// Exact powers of ten as `f64` (10^22 is the largest).
@@ -387,20 +420,157 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips a value other than a list or an object.
+    /// Skips a value a field of the record holds (see the module's documentation for what it
+    /// checks).
     #[inline]
+    fn skip_value(&mut self) -> Option<()> {
+        match *self.bytes.get(self.at)? {
+            b'[' | b'{' => self.skip_nested(),
+            _ => self.skip_scalar(),
+        }
+    }
+
+    /// Skips a value other than a list or an object.
+    #[inline(always)]
     fn skip_scalar(&mut self) -> Option<()> {
         match *self.bytes.get(self.at)? {
             b'"' => {
                 self.at += 1;
-                self.string().map(|_| ())
+                self.skip_string()
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number().map(|_| ()),
+            b'-' | b'0'..=b'9' => {
+                // serde_json refuses a number beyond `f64`: one within `u64`'s digits and an
+                // exponent up to 22 is below 1.9e41, anything else is left to it. (A check that
+                // converts the number costs the loop without a schema a fifth of its speed.)
+                let number = self.number()?;
+                (!number.overflow && number.exponent <= 22).then_some(())
+            }
             _ => None,
         }
+    }
+
+    /// Skips the rest of a string whose opening quote is consumed, escapes included, and
+    /// consumes its closing quote. Gives up on an invalid escape, a raw control character or a
+    /// `\u` escape of a UTF-16 surrogate (serde_json refuses a lone one; the serde path checks
+    /// pairs).
+    #[inline(always)]
+    fn skip_string(&mut self) -> Option<()> {
+        let at = special(self.bytes, self.at)?;
+        if *self.bytes.get(at)? == b'"' {
+            self.at = at + 1;
+            return Some(());
+        }
+        self.skip_escaped_string()
+    }
+
+    /// [`Scanner::skip_string`] of a string with a backslash or control character (out of
+    /// line, to keep the common case small).
+    #[inline(never)]
+    fn skip_escaped_string(&mut self) -> Option<()> {
+        loop {
+            let at = special(self.bytes, self.at)?;
+            match *self.bytes.get(at)? {
+                b'"' => {
+                    self.at = at + 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    self.at = at + 2;
+                    match *self.bytes.get(at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => {
+                            let digits = self.bytes.get(at + 2..at + 6)?;
+                            let mut unit = 0u32;
+                            for &digit in digits {
+                                unit = unit << 4 | char::from(digit).to_digit(16)?;
+                            }
+                            if (0xD800..0xE000).contains(&unit) {
+                                return None;
+                            }
+                            self.at = at + 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Skips a list or an object (at `self.at`) inside the record, without recursion: a bit a
+    /// level says whether it is an object. Gives up beyond [`MAX_NESTING`] levels, the record
+    /// counted. (Out of line, to keep the loop over a record's fields small.)
+    #[inline(never)]
+    fn skip_nested(&mut self) -> Option<()> {
+        // The levels open inside the record (at most `MAX_NESTING - 1 < 128`), innermost in
+        // the lowest bit, set for an object.
+        let mut objects: u128 = 0;
+        let mut depth = 1usize;
+        loop {
+            // A value comes next.
+            match *self.bytes.get(self.at)? {
+                open @ (b'[' | b'{') => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return None;
+                    }
+                    let object = open == b'{';
+                    objects = objects << 1 | u128::from(object);
+                    self.at += 1;
+                    self.skip_whitespace();
+                    let close = if object { b'}' } else { b']' };
+                    if !self.eat(close) {
+                        if object {
+                            self.skip_key()?;
+                        }
+                        continue;
+                    }
+                    depth -= 1;
+                    objects >>= 1;
+                }
+                _ => self.skip_scalar()?,
+            }
+            // After a value: a comma, or the end of as many levels as close here.
+            loop {
+                if depth == 1 {
+                    return Some(());
+                }
+                self.skip_whitespace();
+                let object = objects & 1 == 1;
+                match (self.next()?, object) {
+                    (b',', _) => {
+                        self.skip_whitespace();
+                        if object {
+                            self.skip_key()?;
+                        }
+                        break;
+                    }
+                    (b']', false) | (b'}', true) => {
+                        depth -= 1;
+                        objects >>= 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// Skips an object's key, its colon and the whitespace around it, up to its value.
+    #[inline]
+    fn skip_key(&mut self) -> Option<()> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        self.skip_string()?;
+        self.skip_whitespace();
+        if !self.eat(b':') {
+            return None;
+        }
+        self.skip_whitespace();
+        Some(())
     }
 
     /// Scans a number by the JSON grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.

@@ -196,6 +196,35 @@ fn nested_token() -> BoxedStrategy<String> {
             ][..]
         )
         .prop_map(String::from),
+        proptest::sample::select(
+            &[
+                "[\"a\\\"b\\u00e9\\ud83d\\ude00\\/\\t\"]",
+                "{\"\\u0041\\n\":[\"\\\\\"]}",
+                "[\"\\ud800\"]",
+                "[\"\\udc00\"]",
+                "[\"\\ud800\\u0041\"]",
+                "[\"\\x\"]",
+                "[\"\\u12g4\"]",
+                "[\"tab\tinside\"]",
+                "[1e400]",
+                "[1e308, -1e-400, 0.5e3]",
+                "[1 2]",
+                "{\"a\":1,}",
+                "[}",
+                "{\"a\":[}",
+                "[tru]",
+                "[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]",
+            ][..]
+        )
+        .prop_map(String::from),
+        (124usize..130, any::<bool>()).prop_map(|(depth, objects)| {
+            let (open, close) = if objects {
+                ("{\"k\":", "}")
+            } else {
+                ("[", "]")
+            };
+            format!("{}null{}", open.repeat(depth), close.repeat(depth))
+        }),
         (scalar_token(), whitespace()).prop_map(|(value, ws)| format!("[{ws}{value}{ws}]")),
         (scalar_token(), whitespace())
             .prop_map(|(value, ws)| format!("{{{ws}\"k\"{ws}:{value}{ws}}}")),
@@ -587,4 +616,70 @@ fn invalid_records_fall_back_and_keep_their_errors() {
         assert_eq!(decoder.decode_fast(line, 2), None);
         assert!(decoder.decode(line, 2).is_err());
     }
+}
+
+/// With a schema, the fast path skips fields it does not read, nested or escaped ones too, and
+/// gives up (for the serde path to refuse) on whatever serde_json refuses in them.
+#[test]
+fn fast_path_skips_and_checks_fields_it_does_not_read() {
+    let schema = Schema::new([("n", FieldType::Int)]).expect("valid schema");
+    let decoder = Decoder::new(DecoderConfig {
+        schema: Some(schema),
+        ..DecoderConfig::default()
+    });
+    let record = |skipped: &str| format!(r#"{{"timestamp":1,"x":{skipped},"n":2}}"#);
+    let deep = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    for skipped in [
+        "[]".to_string(),
+        "{}".to_string(),
+        r#" [ 1 , { "a\"b" : [ null , true , false , -0.5e-3 , "\u00e9" ] } , "" ] "#.to_string(),
+        r#""\u00e9\n\"\\\/\b\f\r\t""#.to_string(),
+        "1e22".to_string(),
+        "-1.5e-400".to_string(),
+        // The record and 126 levels inside it: as deep as serde_json reads.
+        deep(126),
+    ] {
+        let line = record(&skipped);
+        let event = decoder
+            .decode_fast(line.as_bytes(), 1)
+            .unwrap_or_else(|| panic!("the fast path skips {skipped}"));
+        assert_eq!(Ok(&event), decoder.decode_slow(line.as_bytes(), 1).as_ref());
+        assert_eq!(event.payload, Payload::Row(vec![Value::Int(2)]));
+    }
+    for skipped in [
+        deep(127),
+        deep(100_000),
+        r#""\ud800""#.to_string(),
+        r#""\ud83d\ude00""#.to_string(),
+        r#""\x""#.to_string(),
+        r#"["\u12g4"]"#.to_string(),
+        "[\"\u{1}\"]".to_string(),
+        "1e400".to_string(),
+        "[1e400]".to_string(),
+        // Valid, but beyond what the fast path is sure of: the serde path reads it.
+        "1e308".to_string(),
+        "12345678901234567890123".to_string(),
+        "123456789012345678901234567890e300".to_string(),
+        "[1,]".to_string(),
+        "{\"a\"}".to_string(),
+        "[}".to_string(),
+        "[".to_string(),
+    ] {
+        let line = record(&skipped);
+        assert_eq!(decoder.decode_fast(line.as_bytes(), 1), None, "{skipped}");
+        let valid = serde_json::from_str::<serde_json::Value>(&line).is_ok();
+        assert_eq!(
+            decoder.decode(line.as_bytes(), 1).is_ok(),
+            valid,
+            "{skipped}"
+        );
+    }
+    let line = [
+        &br#"{"timestamp":1,"x":["\u00e9",""#[..],
+        b"\xff",
+        br#""],"n":2}"#,
+    ]
+    .concat();
+    assert_eq!(decoder.decode_fast(&line, 1), None);
+    assert!(decoder.decode(&line, 1).is_err());
 }
