@@ -8,8 +8,10 @@
 #   scripts/fuzz.sh checkpoint api_router  # only these targets
 #   FUZZ_CMIN=1 scripts/fuzz.sh            # then merge what was found into the committed corpus
 #
-# New inputs go to fuzz/target/corpus/<target> (not committed); fuzz/corpus/<target> is read as
-# seeds. A crash's input is written to fuzz/artifacts/<target>/.
+# Inputs are read from fuzz/seeds/<target> (hand-made seeds) and fuzz/corpus/<target> (the
+# committed, minimized corpus); new inputs go to fuzz/target/corpus/<target> (not committed), and
+# FUZZ_CMIN=1 merges all three into fuzz/corpus/<target>. A crash's input is written to
+# fuzz/artifacts/<target>/.
 #
 # cargo-fuzz needs nightly compiler flags (-Zsanitizer, coverage instrumentation);
 # RUSTC_BOOTSTRAP=1 makes the stable toolchain accept them.
@@ -51,11 +53,11 @@ mkdir -p "$LOGS"
 crashed=0
 summary=()
 for target in $TARGETS; do
-  mkdir -p "target/corpus/$target" "corpus/$target"
+  mkdir -p "target/corpus/$target" "corpus/$target" "seeds/$target"
   log=$LOGS/$target.log
   echo "fuzzing $target for ${SECONDS_EACH}s (log: fuzz/$log)..." >&2
   status=0
-  cargo fuzz run "$target" "target/corpus/$target" "corpus/$target" -- \
+  cargo fuzz run "$target" "target/corpus/$target" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$SECONDS_EACH" \
     -max_len="$(max_len_of "$target")" \
     -rss_limit_mb=2048 \
@@ -90,7 +92,7 @@ if [ "${FUZZ_CMIN:-0}" = "1" ]; then
     mkdir -p "$merged"
     # libFuzzer's merge: keeps the smallest set of inputs that covers what all of them cover.
     "target/$HOST/release/$target" -merge=1 "$merged" "target/corpus/$target" "corpus/$target" \
-      -max_len="$(max_len_of "$target")" -malloc_limit_mb="$(malloc_limit_of "$target")" \
+      "seeds/$target" -max_len="$(max_len_of "$target")" -malloc_limit_mb="$(malloc_limit_of "$target")" \
       >"$LOGS/$target.cmin.log" 2>&1
     rm -rf "corpus/$target"
     mv "$merged" "corpus/$target"
