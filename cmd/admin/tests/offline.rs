@@ -272,3 +272,25 @@ fn offline_state_reads_the_fixture() {
         assert!(stderr.contains(says), "{stderr}");
     }
 }
+
+/// An IO error is printed with its OS cause once: the checkpoint error's message already holds
+/// it, and it is also the error's source.
+#[test]
+fn an_io_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_fixture(dir.path());
+    let data = dir.path().join("00000000000000000004/data.bin");
+    std::fs::remove_file(&data).expect("remove data file");
+    std::fs::create_dir(&data).expect("a directory where the data file was");
+    for args in [["checkpoints", "show", "4"], ["checkpoints", "verify", "4"]] {
+        let output = admin(dir.path(), &args);
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("data.bin"), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("(os error 21)").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+    }
+}

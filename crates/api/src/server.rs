@@ -238,6 +238,13 @@ impl From<CheckpointError> for ApiError {
     fn from(error: CheckpointError) -> Self {
         match error {
             CheckpointError::NotFound { .. } => ApiError::NotFound(error.to_string()),
+            // A checkpoint whose files vanish while read was deleted meanwhile (by retention or
+            // a `DELETE`): gone, not a server fault, whichever route was reading it.
+            CheckpointError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                ApiError::NotFound(error.to_string())
+            }
             CheckpointError::InvalidId(_) => ApiError::BadRequest(error.to_string()),
             CheckpointError::Corrupt { .. } | CheckpointError::TooLarge { .. } => {
                 ApiError::VerificationFailed(error.to_string())
@@ -501,19 +508,9 @@ async fn restore_checkpoint(
     let request = restore_request(&body)?;
     let storage = storage(&state)?;
     let control = control(&state)?;
-    // Verified here first: a checkpoint that fails is refused before the pipeline is asked.
-    // One whose files vanish while read was deleted meanwhile (by retention): 404.
-    blocking(move || {
-        storage.verify(id).map_err(|error| match error {
-            CheckpointError::Io { ref source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                ApiError::NotFound(error.to_string())
-            }
-            other => other.into(),
-        })
-    })
-    .await?;
+    // Verified here first: a checkpoint that fails is refused before the pipeline is asked
+    // (one whose files vanish while read is a 404, as on every route).
+    blocking(move || Ok(storage.verify(id)?)).await?;
     Ok(Json(control.restore(id.0, request.dry_run).await?))
 }
 
@@ -748,5 +745,28 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiEr
     match state.control.as_ref().map(|control| control.ready()) {
         Some(Err(reason)) => Err(ApiError::Failed(reason)),
         _ => Ok("ready"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> CheckpointError {
+        CheckpointError::Io {
+            checkpoint: Some(CheckpointId(7)),
+            action: "read /ckpt/00000000000000000007/data.bin".into(),
+            source: std::io::Error::from(kind),
+        }
+    }
+
+    /// A checkpoint deleted while a route reads it is gone (404), on every route; other IO
+    /// errors stay server faults.
+    #[test]
+    fn a_checkpoint_that_vanishes_while_read_is_not_found() {
+        let not_found = ApiError::from(io(std::io::ErrorKind::NotFound)).into_response();
+        assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+        let denied = ApiError::from(io(std::io::ErrorKind::PermissionDenied)).into_response();
+        assert_eq!(denied.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
