@@ -296,8 +296,19 @@ impl ControlHandle {
 
     /// The restart after a restore request failed before the run started.
     pub(crate) fn restart_failed(&self, why: String) {
+        self.end_restore(ControlError::Failed(why));
+    }
+
+    /// The restore request was overtaken by the end of the run (a stop, the end of the input)
+    /// before its restart: nothing was restored, and nothing is running to restore into, so the
+    /// answer is 409 `not_running`, not a server fault.
+    pub(crate) fn restart_abandoned(&self, why: &str) {
+        self.end_restore(ControlError::NotRunning(why.into()));
+    }
+
+    fn end_restore(&self, error: ControlError) {
         if let Some(restore) = lock(&self.shared.restore).take() {
-            let _ = restore.reply.send(Err(ControlError::Failed(why)));
+            let _ = restore.reply.send(Err(error));
         }
         lock(&self.shared.live).state = RunState::Stopped;
     }
@@ -541,7 +552,7 @@ impl ControlHandle {
         }
         tracing::warn!(checkpoint = id, "restore requested: stopping the run");
         if self.shared.requests.send(Request::Halt).is_err() {
-            self.restart_failed("the run has ended".into());
+            self.restart_abandoned("the run has ended");
         }
         answer
             .await

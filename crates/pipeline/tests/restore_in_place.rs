@@ -172,7 +172,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn restore_while_a_save_waits(
     dir: &Path,
     name: &str,
-    meanwhile: impl FnOnce(&Path),
+    meanwhile: impl FnOnce(&Path, &dataflow_pipeline::runtime::StopHandle),
 ) -> (
     Result<u64, ControlError>,
     ControlHandle,
@@ -181,6 +181,7 @@ fn restore_while_a_save_waits(
     let gate = GateFs::new(4);
     let pipeline = restartable(dir, name).with_checkpoint_fs(gate.clone());
     let control = pipeline.control();
+    let stop = pipeline.stop_handle();
     let checkpoints = dir.join(format!("{name}-checkpoints"));
     let runtime = runtime();
     let run = runtime.spawn(pipeline.run());
@@ -193,7 +194,7 @@ fn restore_while_a_save_waits(
             control.status().state == "restoring" || restore.is_finished()
         })
         .await;
-        meanwhile(&checkpoints);
+        meanwhile(&checkpoints, &stop);
         gate.release();
         restore
             .await
@@ -220,7 +221,7 @@ fn retention_cannot_delete_the_checkpoint_a_restore_in_place_is_about_to_load() 
     let dir = tempfile::tempdir().expect("temp dir");
     let expected = reference(dir.path());
 
-    let (answer, control, result) = restore_while_a_save_waits(dir.path(), "pinned", |_| {});
+    let (answer, control, result) = restore_while_a_save_waits(dir.path(), "pinned", |_, _| {});
     assert_eq!(answer, Ok(1), "the restore of checkpoint 1");
     let summary = result.expect("the run goes on after the restore and ends cleanly");
     let status = control.status();
@@ -245,7 +246,7 @@ fn a_restore_whose_checkpoint_vanishes_anyway_is_404_and_the_run_resumes() {
 
     // Deleted from outside the processor, which no pin can prevent.
     let (answer, control, result) =
-        restore_while_a_save_waits(dir.path(), "vanished", |checkpoints| {
+        restore_while_a_save_waits(dir.path(), "vanished", |checkpoints, _| {
             std::fs::remove_dir_all(checkpoints.join(format!("{:020}", 1))).expect("delete 1");
         });
     match answer {
@@ -265,4 +266,22 @@ fn a_restore_whose_checkpoint_vanishes_anyway_is_404_and_the_run_resumes() {
     );
     let found = read_committed(&dir.path().join("vanished-out")).expect("committed output");
     assert!(found == expected, "the output after resuming differs");
+}
+
+/// A stop (SIGTERM) that arrives while a restore waits for the run to halt ends the run; the
+/// restore is answered "not running" (409), not as a server fault, and the run ends cleanly.
+#[test]
+fn a_stop_during_a_restore_answers_not_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (answer, control, result) =
+        restore_while_a_save_waits(dir.path(), "stopped", |_, stop| stop.stop());
+    match answer {
+        Err(ControlError::NotRunning(message)) => {
+            assert!(message.contains("stopped"), "{message}")
+        }
+        other => panic!("expected not running, got {other:?}"),
+    }
+    result.expect("the stopped run ends cleanly");
+    let status = control.status();
+    assert_eq!((status.restores, status.state.as_str()), (0, "stopped"));
 }

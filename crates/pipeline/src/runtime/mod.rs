@@ -247,7 +247,7 @@ impl Pipeline {
                 }
                 (result, restart, _) => {
                     if restart.is_some() {
-                        control.restart_failed("the pipeline was stopped".into());
+                        control.restart_abandoned("it was stopped before the restore");
                     }
                     control.close().await;
                     return result.map(|_| counters.summary(started.elapsed()));
