@@ -184,7 +184,10 @@ pub fn whole_millis(number: f64) -> Option<i64> {
 /// formatter writes (four-digit years); chrono writes the rest.
 const FOUR_DIGIT_YEARS: std::ops::Range<i64> = -62_167_219_200_000..253_402_300_800_000;
 
-/// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision.
+/// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision. RFC 3339 has four-digit
+/// years only: a time before 0000-01-01 or from 10000-01-01 on is written as its epoch
+/// milliseconds (`"253402300800000"`), which [`parse_text`] reads back, so that whatever the
+/// decoder accepts, the encoder writes in a form it accepts again.
 pub fn format_rfc3339(millis: i64) -> String {
     let mut out = Vec::with_capacity(24);
     write_rfc3339(millis, &mut out);
@@ -197,7 +200,7 @@ pub fn format_rfc3339(millis: i64) -> String {
 /// allocating.
 pub fn write_rfc3339(millis: i64, out: &mut Vec<u8>) {
     if !FOUR_DIGIT_YEARS.contains(&millis) {
-        out.extend_from_slice(format_rfc3339_chrono(millis).as_bytes());
+        out.extend_from_slice(millis.to_string().as_bytes());
         return;
     }
     let days = millis.div_euclid(86_400_000);
@@ -222,11 +225,14 @@ pub fn write_rfc3339(millis: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(&text);
 }
 
-/// chrono's formatting: the reference the fast formatter mirrors, and its fallback.
+/// chrono's formatting of four-digit years, epoch milliseconds otherwise: the reference the
+/// fast formatter mirrors, and its fallback.
 fn format_rfc3339_chrono(millis: i64) -> String {
     match DateTime::<Utc>::from_timestamp_millis(millis) {
-        Some(time) => time.to_rfc3339_opts(SecondsFormat::Millis, true),
-        None => millis.to_string(),
+        Some(time) if FOUR_DIGIT_YEARS.contains(&millis) => {
+            time.to_rfc3339_opts(SecondsFormat::Millis, true)
+        }
+        _ => millis.to_string(),
     }
 }
 
@@ -400,6 +406,18 @@ mod properties {
         fn formatted_times_parse_back(millis in FOUR_DIGIT_YEARS) {
             let text = format_rfc3339(millis);
             prop_assert_eq!(parse_rfc3339_fast(text.as_bytes()), Some(millis));
+        }
+
+        /// Every time, four-digit year or not, is written in a form that is read back
+        /// (a fuzz finding: year 26370 was written as `+26370-05-01T…`, which RFC 3339 and
+        /// the decoder refuse).
+        #[test]
+        fn every_formatted_time_is_read_back(millis in prop_oneof![
+            any::<i64>(),
+            (FOUR_DIGIT_YEARS.start - 5..FOUR_DIGIT_YEARS.start + 5),
+            (FOUR_DIGIT_YEARS.end - 5..FOUR_DIGIT_YEARS.end + 5),
+        ]) {
+            prop_assert_eq!(parse_text(&format_rfc3339(millis)), Some(millis));
         }
     }
 

@@ -72,3 +72,28 @@ fn invalid_utf8_in_a_skipped_field_is_refused() {
         );
     }
 }
+
+/// Found by `json_lines`: an event time beyond year 9999 (epoch milliseconds
+/// `770000000000000`, year 26370) was encoded as `"+26370-05-01T00:53:20.000Z"`, which is not
+/// RFC 3339 and which the decoder refuses. Such times are now written as epoch milliseconds.
+#[test]
+fn times_beyond_four_digit_years_are_written_so_that_they_read_back() {
+    let config = DecoderConfig::default();
+    let decoder = Decoder::new(config.clone());
+    let encoder = Encoder::for_decoder(decoder.layout().clone(), &config);
+    let input = data("fuzz-time-beyond-four-digit-years.jsonl");
+    let mut checked = 0;
+    for (index, line) in split_lines(&input).filter(|l| !l.is_empty()).enumerate() {
+        let event = decoder
+            .decode(line, index as u64 + 1)
+            .expect("a valid record");
+        let mut out = Vec::new();
+        encoder.encode(&event, &mut out);
+        let again = decoder
+            .decode(out.strip_suffix(b"\n").unwrap(), 1)
+            .unwrap_or_else(|e| panic!("line {}: re-encoded is refused: {e}", index + 1));
+        assert_eq!(again.event_time, event.event_time, "line {}", index + 1);
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
