@@ -376,6 +376,44 @@ impl<S: KeyStates> KeyedWindows<S> {
         Ok(())
     }
 
+    /// Like [`KeyedWindows::advance_watermark`], in bounded batches: advances the watermark
+    /// towards `watermark` one timer time at a time (the end of the next windows to fire, or a
+    /// purge time), and returns once this call emitted at least `limit` results (at least one)
+    /// or the
+    /// watermark is reached. Returns whether it was reached; if not, [`KeyedWindows::watermark`]
+    /// is the time reached so far (every window ending at or below it has fired), and the
+    /// caller calls again, after forwarding the results, to go on.
+    ///
+    /// A call emits at most `limit - 1` results plus those of one timer time: one window per
+    /// key due at it. Calling until it returns `true` emits what one `advance_watermark` call
+    /// emits, in the same order, `(end, start, key)`.
+    pub fn advance_watermark_bounded(
+        &mut self,
+        watermark: i64,
+        limit: usize,
+        out: &mut Vec<WindowResult>,
+    ) -> Result<bool> {
+        let first = out.len();
+        while watermark > self.watermark {
+            if out.len() - first >= limit.max(1) {
+                return Ok(false);
+            }
+            let Some((time, keys)) = self.states.pop_due(watermark)? else {
+                self.watermark = watermark;
+                break;
+            };
+            let previous = self.watermark;
+            self.watermark = time.max(previous);
+            let step = out.len();
+            for key in keys {
+                self.process_key(&key, time, previous, out)?;
+            }
+            out[step..]
+                .sort_unstable_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        }
+        Ok(true)
+    }
+
     /// Fires and purges the windows of `key` after the watermark moved up from `previous`, if
     /// `time` is the key's live timer.
     fn process_key(

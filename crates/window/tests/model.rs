@@ -627,3 +627,66 @@ proptest! {
         prop_assert_eq!(late, restored);
     }
 }
+
+/// Feeds `events` like [`run`] without snapshots, advancing the watermark in batches of at most
+/// `limit` results plus one timer time's; returns the results and the largest number of results
+/// one call emitted.
+fn run_bounded(
+    config: &WindowConfig,
+    bound: i64,
+    events: &[Event],
+    limit: usize,
+) -> (Vec<WindowResult>, usize) {
+    let mut windows = KeyedWindows::new(config.clone()).expect("valid config");
+    let mut generator = BoundedOutOfOrderness::new(bound);
+    let mut results = Vec::new();
+    let mut largest = 0;
+    let mut advance = |windows: &mut KeyedWindows, watermark: i64, results: &mut Vec<_>| loop {
+        let before = results.len();
+        let done = windows
+            .advance_watermark_bounded(watermark, limit, results)
+            .expect("advance");
+        largest = largest.max(results.len() - before);
+        if done {
+            assert_eq!(windows.watermark(), watermark.max(windows.watermark()));
+            break;
+        }
+        assert!(windows.watermark() < watermark);
+    };
+    for event in events {
+        windows
+            .add(
+                &Value::Int(event.key),
+                event.timestamp,
+                &event.inputs(),
+                &mut results,
+            )
+            .expect("valid event");
+        generator.observe(event.timestamp);
+        advance(&mut windows, generator.current(), &mut results);
+    }
+    advance(&mut windows, i64::MAX, &mut results);
+    windows.finish(&mut results).expect("finish");
+    (results, largest)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Advancing the watermark in bounded batches emits what advancing it at once does, in the
+    /// same order, and no call emits more than `limit - 1` results plus one per key.
+    #[test]
+    fn bounded_advances_match_whole_advances(
+        kind in prop_oneof![window_kind(), long_sliding_kind()],
+        lateness in 0i64..=6,
+        (bound, events) in (0i64..=3).prop_flat_map(|bound| (Just(bound), events(bound + 6))),
+        limit in 0usize..=4,
+    ) {
+        let config = config(kind, lateness);
+        let straight = run(&config, bound, &events, None);
+        let (results, largest) = run_bounded(&config, bound, &events, limit);
+        prop_assert_eq!(results, straight.results);
+        // Three keys: one timer time fires at most one window of each.
+        prop_assert!(largest < limit.max(1) + 3, "{} results in one call", largest);
+    }
+}
