@@ -3,7 +3,8 @@
 //! A key's sliding windows fire in order of their start, and each window is the panes whose
 //! starts fall in `[start, end)`. [`Running`] keeps the combination of the panes of the window
 //! fired last and moves it to the next window by adding the panes that entered and removing
-//! those that left, so that the cost of a fired window does not grow with `size / slide`:
+//! those that left, so that the cost of a fired window does not grow with `size / slide`
+//! (windows of fewer than `INCREMENTAL_PANES` panes merge their panes instead):
 //!
 //! - `count`, `count_distinct` and `count_by` are invertible: panes are added and subtracted
 //!   (`count_distinct` keeps, per value, the number of panes holding it). Integer arithmetic, so

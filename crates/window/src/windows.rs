@@ -75,6 +75,11 @@ pub struct KeyedWindows<S = HeapStates> {
     slice_count: usize,
 }
 
+/// The number of panes per window from which sliding windows are combined incrementally as
+/// they slide ([`Running`]); windows of fewer panes merge them when they fire, which costs at
+/// most this many merges and measured no slower (10 s by 2 s: five panes).
+const INCREMENTAL_PANES: i64 = 8;
+
 /// The values of the window `[start, end)` over `panes`, or `None` if no pane holds data.
 fn window_values(panes: &[Slice], start: i64, end: i64) -> Option<Vec<Value>> {
     let low = panes.partition_point(|pane| pane.start < start);
@@ -446,7 +451,7 @@ impl<S: KeyStates> KeyedWindows<S> {
                         if end > watermark {
                             break;
                         }
-                        let values = if layout.pane() < layout.size() {
+                        let values = if layout.size() / layout.pane() >= INCREMENTAL_PANES {
                             running
                                 .get_or_insert_with(|| Box::new(Running::new(aggregates, start)))
                                 .window(aggregates, slices, start, end)
