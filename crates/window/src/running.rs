@@ -22,10 +22,13 @@
 //! from the panes when it is missing (after a restore, or when a store reads the key back) or
 //! when a late event changed a pane it covers.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use dataflow_event::Value;
 use rustc_hash::FxHashMap;
 
-use crate::aggregate::{count_by_value, Accumulator};
+use crate::aggregate::Accumulator;
 use crate::states::Slice;
 use crate::AggregateKind;
 
@@ -35,7 +38,9 @@ enum Inverse {
     Count(i128),
     /// The number of panes in which each value occurs.
     CountDistinct(FxHashMap<Value, u64>),
-    CountBy(FxHashMap<Value, i64>),
+    /// Counts by each value's text, as the result shows them: texts are made when a pane
+    /// enters or leaves, not for every result.
+    CountBy(BTreeMap<String, i64>),
 }
 
 impl Inverse {
@@ -43,7 +48,7 @@ impl Inverse {
         match kind {
             AggregateKind::Count => Some(Inverse::Count(0)),
             AggregateKind::CountDistinct => Some(Inverse::CountDistinct(FxHashMap::default())),
-            AggregateKind::CountBy => Some(Inverse::CountBy(FxHashMap::default())),
+            AggregateKind::CountBy => Some(Inverse::CountBy(BTreeMap::new())),
             _ => None,
         }
     }
@@ -63,12 +68,8 @@ impl Inverse {
             }
             (Inverse::CountBy(totals), Accumulator::CountBy(counts)) => {
                 for (value, count) in counts {
-                    match totals.get_mut(value) {
-                        Some(total) => *total = total.saturating_add(*count),
-                        None => {
-                            totals.insert(value.clone(), *count);
-                        }
-                    }
+                    let total = totals.entry(value.to_key_string()).or_insert(0);
+                    *total = total.saturating_add(*count);
                 }
             }
             _ => {}
@@ -90,10 +91,11 @@ impl Inverse {
             }
             (Inverse::CountBy(totals), Accumulator::CountBy(counts)) => {
                 for (value, count) in counts {
-                    if let Some(total) = totals.get_mut(value) {
+                    let text = value.to_key_string();
+                    if let Some(total) = totals.get_mut(&text) {
                         *total -= count;
                         if *total <= 0 {
-                            totals.remove(value);
+                            totals.remove(&text);
                         }
                     }
                 }
@@ -109,7 +111,12 @@ impl Inverse {
             Inverse::CountDistinct(panes) => {
                 Value::Int(i64::try_from(panes.len()).unwrap_or(i64::MAX))
             }
-            Inverse::CountBy(totals) => count_by_value(totals.iter()),
+            Inverse::CountBy(totals) => Value::Map(Arc::new(
+                totals
+                    .iter()
+                    .map(|(text, count)| (text.clone(), Value::Int(*count)))
+                    .collect(),
+            )),
         }
     }
 }
