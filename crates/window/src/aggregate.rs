@@ -148,6 +148,22 @@ fn keep_stamped(
     }
 }
 
+/// The result of `count_by` over `counts` of values: a map from each value's text to its count.
+pub(crate) fn count_by_value<'a>(counts: impl Iterator<Item = (&'a Value, &'a i64)>) -> Value {
+    let mut by_text: BTreeMap<String, i64> = BTreeMap::new();
+    for (value, count) in counts {
+        // Different values can share a text (`1` and `"1"`): their counts add up.
+        let total = by_text.entry(value.to_key_string()).or_insert(0);
+        *total = total.saturating_add(*count);
+    }
+    Value::Map(Arc::new(
+        by_text
+            .into_iter()
+            .map(|(text, count)| (text, Value::Int(count)))
+            .collect(),
+    ))
+}
+
 /// The state of one aggregate over one window, pane or session.
 #[derive(Clone, Debug)]
 pub(crate) enum Accumulator {
@@ -258,6 +274,8 @@ impl Accumulator {
     /// Adds everything `other` has seen. Accumulators of different aggregates are left as they
     /// are (callers only merge accumulators of the same position in the same config).
     pub(crate) fn merge(&mut self, other: &Accumulator) {
+        #[cfg(test)]
+        tests::MERGES.with(|merges| merges.set(merges.get() + 1));
         match (self, other) {
             (Accumulator::Count(count), Accumulator::Count(more)) => {
                 *count = count.saturating_add(*more);
@@ -347,20 +365,7 @@ impl Accumulator {
             Accumulator::First(stamped) | Accumulator::Last(stamped) => stamped
                 .as_ref()
                 .map_or(Value::Null, |stamped| stamped.value.clone()),
-            Accumulator::CountBy(counts) => {
-                let mut by_text: BTreeMap<String, i64> = BTreeMap::new();
-                for (value, count) in counts {
-                    // Different values can share a text (`1` and `"1"`): their counts add up.
-                    let total = by_text.entry(value.to_key_string()).or_insert(0);
-                    *total = total.saturating_add(*count);
-                }
-                Value::Map(Arc::new(
-                    by_text
-                        .into_iter()
-                        .map(|(text, count)| (text, Value::Int(count)))
-                        .collect(),
-                ))
-            }
+            Accumulator::CountBy(counts) => count_by_value(counts.iter()),
         }
     }
 
@@ -450,8 +455,13 @@ impl AccumulatorSnapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// The number of [`Accumulator::merge`] calls on this thread, for tests of their cost.
+        pub(crate) static MERGES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
 
     /// Feeds `(timestamp, input)` pairs, arrival numbers in order, and gives the value.
     fn run(kind: AggregateKind, inputs: &[(i64, Value)]) -> Value {

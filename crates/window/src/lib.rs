@@ -7,7 +7,9 @@
 //! - [`KeyedWindows`] holds the windows of every key of one operator: tumbling, sliding or
 //!   session windows ([`WindowKind`]), each computing a list of aggregates ([`AggregateKind`])
 //!   incrementally. Only accumulators are kept, never events; sliding windows keep one
-//!   accumulator per pane of `gcd(size, slide)` and merge panes when a window fires.
+//!   accumulator per pane of `gcd(size, slide)`. Windows of a few panes merge them when they
+//!   fire; windows of many panes are combined incrementally as they slide, so that a fired
+//!   window costs about the same whatever `size / slide`.
 //! - [`BoundedOutOfOrderness`] derives a watermark from event times, and [`WatermarkCombiner`]
 //!   combines the watermarks of several inputs, with idle detection.
 //! - [`KeyStates`] is where the keys' states and timers live: in memory ([`HeapStates`]) by
@@ -65,6 +67,7 @@ mod aggregate;
 mod config;
 mod error;
 mod layout;
+mod running;
 mod snapshot;
 mod states;
 mod watermark;

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Accumulator;
+use crate::running::Running;
 use crate::snapshot::SliceSnapshot;
 use crate::{Result, WindowConfig};
 
@@ -90,6 +91,9 @@ pub struct KeyState {
     pub(crate) timer: Option<i64>,
     /// A timer set during an update, for the store to register when the update ends.
     pub(crate) scheduled: Option<i64>,
+    /// Sliding windows: the combination of the panes of the window fired last, derived from
+    /// `slices` (never stored), rebuilt when missing.
+    pub(crate) running: Option<Box<Running>>,
 }
 
 impl KeyState {
@@ -130,6 +134,7 @@ impl KeyState {
                 .collect(),
             timer: stored.timer,
             scheduled: None,
+            running: None,
         }
     }
 }

@@ -523,3 +523,170 @@ fn merge_refuses_shared_keys_and_other_configs() {
     .expect("snapshot");
     assert!(WindowSnapshot::merge(vec![snapshot, other]).is_err());
 }
+
+/// Sliding window shapes in milliseconds: 60 s by 1 s, and random pairs, some whose slide does
+/// not divide their size (panes of their gcd).
+fn long_sliding_kind() -> impl Strategy<Value = WindowKind> {
+    prop_oneof![
+        Just(WindowKind::Sliding {
+            size: 60_000,
+            slide: 1_000
+        }),
+        (1i64..=40)
+            .prop_flat_map(|size| (Just(size), 1..=size))
+            .prop_map(|(size, slide)| WindowKind::Sliding {
+                size: size * 500,
+                slide: slide * 500
+            }),
+        (1i64..=12)
+            .prop_flat_map(|size| (Just(size), 1..=size))
+            .prop_map(|(size, slide)| WindowKind::Sliding {
+                size: size * 1_000,
+                slide: slide * 300
+            }),
+    ]
+}
+
+/// Like [`events`], with up to 300 events whose timestamps are `scale` times larger (steps of
+/// up to `4 * scale`), so that windows of many panes slide over several keys.
+fn scaled_events(disorder: i64, scale: i64) -> impl Strategy<Value = Vec<Event>> {
+    let event = (0i64..3, 0i64..=4, 0..=disorder, number(), any_value());
+    (-30i64..30, prop::collection::vec(event, 0..300)).prop_map(move |(origin, raw)| {
+        let mut base = origin * scale;
+        raw.into_iter()
+            .map(|(key, step, back, number, any)| {
+                base += step * scale;
+                Event {
+                    key,
+                    timestamp: base - back * scale,
+                    number,
+                    any,
+                }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Sliding windows of many panes, combined incrementally as they slide, give the values of a
+    /// recomputation over each window's events for every aggregate, exactly (the generated
+    /// numbers are small ints and halves, whose sums are exact in any grouping): without late
+    /// events, each window once; with late events and lateness, the last result of each window;
+    /// and snapshot/restore mid-stream changes nothing.
+    #[test]
+    fn long_sliding_windows_match_naive_model(
+        kind in long_sliding_kind(),
+        lateness in prop_oneof![Just(0i64), 0i64..=6_000],
+        (bound, events) in (0i64..=3).prop_flat_map(|bound| (Just(bound), scaled_events(bound + 6, 700))),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let scaled_bound = bound * 700;
+        // In order (disorder within the bound): every window once, as the model computes it.
+        let in_order: Vec<Event> = {
+            let mut sorted = events.clone();
+            sorted.sort_by_key(|event| event.timestamp);
+            sorted
+        };
+        let straight = run(&config(kind, 0), 0, &in_order, None);
+        prop_assert!(straight.results.iter().all(|result| !result.is_update));
+        let emitted: BTreeMap<WindowId, Vec<Value>> = straight
+            .results
+            .iter()
+            .map(|result| (id(result), result.values.clone()))
+            .collect();
+        prop_assert_eq!(emitted.len(), straight.results.len(), "a window was emitted twice");
+        let expected: BTreeMap<WindowId, Vec<Value>> = naive_windows(kind, &in_order, |_, _| true)
+            .into_iter()
+            .map(|(window, members)| (window, aggregate(&in_order, &members)))
+            .collect();
+        prop_assert_eq!(emitted, expected);
+
+        // Out of order, with late events and lateness: the last result of each window covers
+        // the events admitted before it was purged.
+        let config = config(kind, lateness);
+        let late = run(&config, scaled_bound, &events, None);
+        let mut last: BTreeMap<WindowId, Vec<Value>> = BTreeMap::new();
+        for result in &late.results {
+            last.insert(id(result), result.values.clone());
+        }
+        let admitted = |index: usize, end: i64| {
+            let (_, watermark) = late.admissions[index];
+            end.saturating_add(lateness) > watermark
+        };
+        let expected: BTreeMap<WindowId, Vec<Value>> = naive_windows(kind, &events, admitted)
+            .into_iter()
+            .map(|(window, members)| (window, aggregate(&events, &members)))
+            .collect();
+        prop_assert_eq!(last, expected);
+
+        // Restored mid-stream from a snapshot: the same results and admissions.
+        let at = split.index(events.len() + 1);
+        let restored = run(&config, scaled_bound, &events, Some(at));
+        prop_assert_eq!(late, restored);
+    }
+}
+
+/// Feeds `events` like [`run`] without snapshots, advancing the watermark in batches of at most
+/// `limit` results plus one timer time's; returns the results and the largest number of results
+/// one call emitted.
+fn run_bounded(
+    config: &WindowConfig,
+    bound: i64,
+    events: &[Event],
+    limit: usize,
+) -> (Vec<WindowResult>, usize) {
+    let mut windows = KeyedWindows::new(config.clone()).expect("valid config");
+    let mut generator = BoundedOutOfOrderness::new(bound);
+    let mut results = Vec::new();
+    let mut largest = 0;
+    let mut advance = |windows: &mut KeyedWindows, watermark: i64, results: &mut Vec<_>| loop {
+        let before = results.len();
+        let done = windows
+            .advance_watermark_bounded(watermark, limit, results)
+            .expect("advance");
+        largest = largest.max(results.len() - before);
+        if done {
+            assert_eq!(windows.watermark(), watermark.max(windows.watermark()));
+            break;
+        }
+        assert!(windows.watermark() < watermark);
+    };
+    for event in events {
+        windows
+            .add(
+                &Value::Int(event.key),
+                event.timestamp,
+                &event.inputs(),
+                &mut results,
+            )
+            .expect("valid event");
+        generator.observe(event.timestamp);
+        advance(&mut windows, generator.current(), &mut results);
+    }
+    advance(&mut windows, i64::MAX, &mut results);
+    windows.finish(&mut results).expect("finish");
+    (results, largest)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Advancing the watermark in bounded batches emits what advancing it at once does, in the
+    /// same order, and no call emits more than `limit - 1` results plus one per key.
+    #[test]
+    fn bounded_advances_match_whole_advances(
+        kind in prop_oneof![window_kind(), long_sliding_kind()],
+        lateness in 0i64..=6,
+        (bound, events) in (0i64..=3).prop_flat_map(|bound| (Just(bound), events(bound + 6))),
+        limit in 0usize..=4,
+    ) {
+        let config = config(kind, lateness);
+        let straight = run(&config, bound, &events, None);
+        let (results, largest) = run_bounded(&config, bound, &events, limit);
+        prop_assert_eq!(results, straight.results);
+        // Three keys: one timer time fires at most one window of each.
+        prop_assert!(largest < limit.max(1) + 3, "{} results in one call", largest);
+    }
+}
