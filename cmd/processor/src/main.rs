@@ -440,6 +440,7 @@ impl dataflow_api::Control for ApiControl {
         dataflow_api::Progress {
             last_completed: self.0.last_checkpoint(),
             last_triggered: self.0.last_triggered(),
+            first_own: self.0.first_own(),
             live: self.0.is_live(),
         }
     }

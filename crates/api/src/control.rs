@@ -86,6 +86,9 @@ pub struct Progress {
     pub last_triggered: u64,
     /// Whether the pipeline still runs (or is restoring).
     pub live: bool,
+    /// The first checkpoint id this process could take: ids below it were taken by an earlier
+    /// run of the processor on the same directory. 0 when not known (no run started yet).
+    pub first_own: u64,
 }
 
 /// How an ingest body is laid out, from its `Content-Type`.

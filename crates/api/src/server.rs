@@ -473,6 +473,13 @@ async fn checkpoint_status(
         // Completed, then deleted (by retention, or through this API).
         return answer("removed");
     }
+    if id.0 < progress.first_own {
+        // Not this process's: whether it completed before it was removed is not known here.
+        return Err(ApiError::NotFound(format!(
+            "no checkpoint {id}: it is not stored, and an earlier run of the processor took it \
+             (removed since, or never completed)"
+        )));
+    }
     if id.0 > progress.last_triggered.max(progress.last_completed) {
         return Err(ApiError::NotFound(format!(
             "no checkpoint {id}: none was triggered with that id"

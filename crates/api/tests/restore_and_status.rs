@@ -39,6 +39,7 @@ impl Fake {
                 last_completed,
                 last_triggered,
                 live: true,
+                first_own: 1,
             },
             completed: completed.iter().copied().collect(),
         })
@@ -269,6 +270,55 @@ async fn a_checkpoint_removed_after_it_completed_is_removed_and_id_0_is_not_foun
             "7",
             StatusCode::NOT_FOUND,
             serde_json::json!({"code": "not_found", "message": "no checkpoint 7: none was triggered with that id"}),
+        ),
+    ];
+    for (id, status, body) in expect {
+        let answer = call(
+            state(&dir, control.clone()),
+            "GET",
+            &format!("/api/v1/checkpoints/{id}/status"),
+            b"",
+        )
+        .await;
+        assert_eq!(answer, (status, body), "checkpoint {id}");
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_of_an_earlier_run_that_is_gone_is_not_found_not_failed() {
+    // This process started after checkpoint 4 (stored): 1 to 3 were an earlier run's and are
+    // gone; 5 failed in this process; 6 completed here and was removed.
+    let dir = fixture();
+    let control = Arc::new(Fake {
+        restores: Mutex::new(Vec::new()),
+        progress: Progress {
+            last_completed: 6,
+            last_triggered: 0,
+            live: true,
+            first_own: 5,
+        },
+        completed: [6].into_iter().collect(),
+    });
+    let gone = serde_json::json!({
+        "code": "not_found",
+        "message": "no checkpoint 2: it is not stored, and an earlier run of the processor took it (removed since, or never completed)",
+    });
+    let expect = [
+        ("2", StatusCode::NOT_FOUND, gone),
+        (
+            "4",
+            StatusCode::OK,
+            serde_json::json!({"id": 4, "state": "completed"}),
+        ),
+        (
+            "5",
+            StatusCode::OK,
+            serde_json::json!({"id": 5, "state": "failed"}),
+        ),
+        (
+            "6",
+            StatusCode::OK,
+            serde_json::json!({"id": 6, "state": "removed"}),
         ),
     ];
     for (id, status, body) in expect {

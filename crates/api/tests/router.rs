@@ -79,6 +79,7 @@ impl Control for FakeControl {
             last_completed: 4,
             last_triggered: 5,
             live: true,
+            first_own: 1,
         }
     }
     async fn restore(&self, id: u64, dry_run: bool) -> Result<RestoreReport, ControlError> {

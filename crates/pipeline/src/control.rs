@@ -97,6 +97,8 @@ struct Shared {
     retention: Retention,
     restores: AtomicU64,
     last_triggered: AtomicU64,
+    /// The first checkpoint id of this process's first run (0 before it starts).
+    first_own: AtomicU64,
     can_restart: std::sync::atomic::AtomicBool,
 }
 
@@ -163,6 +165,7 @@ impl ControlHandle {
             retention: Retention::default(),
             restores: AtomicU64::new(0),
             last_triggered: AtomicU64::new(0),
+            first_own: AtomicU64::new(0),
             can_restart: std::sync::atomic::AtomicBool::new(false),
         };
         ControlHandle {
@@ -459,6 +462,23 @@ impl ControlHandle {
         self.shared.last_triggered.fetch_max(id, Ordering::SeqCst);
         tracing::info!(checkpoint = id, "checkpoint requested");
         Ok(id)
+    }
+
+    /// A run starts after checkpoint `last_id` (the newest stored, or 0): the first run of
+    /// the process fixes [`ControlHandle::first_own`].
+    pub(crate) fn run_starts_after(&self, last_id: u64) {
+        let _ = self.shared.first_own.compare_exchange(
+            0,
+            last_id.saturating_add(1),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// The first checkpoint id this process could take (ids below it are an earlier run's);
+    /// 0 before the first run starts.
+    pub fn first_own(&self) -> u64 {
+        self.shared.first_own.load(Ordering::SeqCst)
     }
 
     /// The highest id a trigger answered, 0 if none.

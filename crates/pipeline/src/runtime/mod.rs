@@ -392,6 +392,7 @@ fn start_coordinator(
     control: &ControlHandle,
 ) -> (JoinHandle<()>, SourceSignals, watch::Sender<u64>) {
     let signals = SourceSignals::default();
+    control.run_starts_after(start.last_id);
     let (aligned_tx, aligned_rx) = watch::channel(start.last_id);
     let coordinator = tokio::spawn(coordinator::coordinate(
         plan.checkpoint.as_ref().map(|c| c.interval),
