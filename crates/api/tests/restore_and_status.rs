@@ -272,16 +272,7 @@ async fn a_checkpoint_removed_after_it_completed_is_removed_and_id_0_is_not_foun
             serde_json::json!({"code": "not_found", "message": "no checkpoint 7: none was triggered with that id"}),
         ),
     ];
-    for (id, status, body) in expect {
-        let answer = call(
-            state(&dir, control.clone()),
-            "GET",
-            &format!("/api/v1/checkpoints/{id}/status"),
-            b"",
-        )
-        .await;
-        assert_eq!(answer, (status, body), "checkpoint {id}");
-    }
+    expect_statuses(&dir, control, expect).await;
 }
 
 #[tokio::test]
@@ -321,9 +312,18 @@ async fn a_checkpoint_of_an_earlier_run_that_is_gone_is_not_found_not_failed() {
             serde_json::json!({"id": 6, "state": "removed"}),
         ),
     ];
+    expect_statuses(&dir, control, expect).await;
+}
+
+/// Asks the status of each checkpoint of `expect` and checks the answer's code and body.
+async fn expect_statuses<const N: usize>(
+    dir: &Path,
+    control: Arc<Fake>,
+    expect: [(&str, StatusCode, serde_json::Value); N],
+) {
     for (id, status, body) in expect {
         let answer = call(
-            state(&dir, control.clone()),
+            state(dir, control.clone()),
             "GET",
             &format!("/api/v1/checkpoints/{id}/status"),
             b"",
