@@ -274,26 +274,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// `error` and its causes on one line, each cause once: the library errors put their IO cause in
-/// their own message as well as in their source, and `{:#}` would print it twice.
-fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if text.is_empty() {
-            text = message;
-        } else if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-    }
-    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -148,7 +148,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", describe(&error));
+            eprintln!("error: {error:#}");
             if is_invalid_config(&error) {
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             }
@@ -164,23 +164,6 @@ fn is_invalid_config(error: &anyhow::Error) -> bool {
         error.downcast_ref::<PipelineError>(),
         Some(PipelineError::InvalidConfig(_))
     ) || error.downcast_ref::<UnreadableConfig>().is_some()
-}
-
-/// `error` and its causes on one line, each cause once: a cause that an error's message already
-/// includes (`cannot open x: No such file or directory`, whose source is that same IO error) is
-/// not repeated.
-fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if text.is_empty() {
-            text = message;
-        } else if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-    }
-    text
 }
 
 /// A config file that cannot be read (missing, a directory, not readable): an invalid config.

@@ -240,8 +240,8 @@ impl From<CheckpointError> for ApiError {
             CheckpointError::NotFound { .. } => ApiError::NotFound(error.to_string()),
             // A checkpoint whose files vanish while read was deleted meanwhile (by retention or
             // a `DELETE`): gone, not a server fault, whichever route was reading it.
-            CheckpointError::Io { ref source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound =>
+            CheckpointError::Io { ref cause, .. }
+                if cause.kind() == std::io::ErrorKind::NotFound =>
             {
                 ApiError::NotFound(error.to_string())
             }
@@ -763,7 +763,7 @@ mod tests {
         CheckpointError::Io {
             checkpoint: Some(CheckpointId(7)),
             action: "read /ckpt/00000000000000000007/data.bin".into(),
-            source: std::io::Error::from(kind),
+            cause: std::io::Error::from(kind),
         }
     }
 

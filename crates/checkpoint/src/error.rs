@@ -23,15 +23,15 @@ pub enum CheckpointError {
     InvalidRetention(usize),
 
     /// An IO operation failed; `action` names the operation and the path(s).
-    #[error("{}{action}: {source}", prefix(checkpoint))]
+    #[error("{}{action}: {cause}", prefix(checkpoint))]
     Io {
         /// The checkpoint being read or written, if any.
         checkpoint: Option<CheckpointId>,
         /// What was being done, with the path, e.g. `fsync directory /ckpt/.tmp-00000000000000000012`.
         action: String,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// Part of the message, not a separate `source()`: printing the chain says it once.
+        cause: io::Error,
     },
 
     /// A checkpoint file exists but is refused: corrupt, truncated, of an unknown format, too
@@ -125,7 +125,7 @@ impl CheckpointError {
         CheckpointError::Io {
             checkpoint,
             action: action.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -55,7 +55,7 @@ impl DecodePool {
                 })
                 .map_err(|source| ConnectorError::Io {
                     context: format!("{stage}: cannot start a decode thread"),
-                    source,
+                    cause: source,
                 })?;
             handles.push(handle);
         }
@@ -147,7 +147,7 @@ impl FileSource {
         for path in paths {
             let file = File::open(path).map_err(|source| ConnectorError::Io {
                 context: format!("source `{name}`: cannot open {}", path.display()),
-                source,
+                cause: source,
             })?;
             size += file.metadata().map(|m| m.len()).unwrap_or(0);
             partitions.push(FilePartition {
@@ -180,12 +180,12 @@ impl FileSource {
         };
         let mut file = File::open(&part.path).map_err(|source| ConnectorError::Io {
             context: format!("cannot reopen {}", part.path.display()),
-            source,
+            cause: source,
         })?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|source| ConnectorError::Io {
                 context: format!("cannot seek {} to byte {offset}", part.path.display()),
-                source,
+                cause: source,
             })?;
         part.reader = LineReader::new(file, offset, line);
         part.ended = false;
@@ -235,7 +235,7 @@ impl FileSource {
                 split_lines(&mut part.reader, !self.follow, max, &mut line).map_err(|source| {
                     ConnectorError::Io {
                         context: format!("{}: cannot read {}", self.stage, part.path.display()),
-                        source,
+                        cause: source,
                     }
                 })?;
             if records > 0 {

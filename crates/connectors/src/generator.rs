@@ -423,7 +423,7 @@ impl Generator {
         };
         let io_error = |source| ConnectorError::Io {
             context: "writing generated events".into(),
-            source,
+            cause: source,
         };
         let encoder = Encoder::new(self.layout());
         let mut buffer = Vec::with_capacity(FLUSH_BYTES + 4096);

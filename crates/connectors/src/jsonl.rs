@@ -75,7 +75,7 @@ impl JsonLinesSink {
             .await
             .map_err(|source| ConnectorError::Io {
                 context: format!("cannot write to {}", self.name),
-                source,
+                cause: source,
             })?;
         self.buffer.clear();
         Ok(())
@@ -98,7 +98,7 @@ impl Sink for JsonLinesSink {
             .await
             .map_err(|source| ConnectorError::Io {
                 context: format!("cannot flush {}", self.name),
-                source,
+                cause: source,
             })
     }
 }

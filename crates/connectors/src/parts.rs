@@ -52,7 +52,10 @@ fn part_id(name: &str, prefix: &str) -> Option<u64> {
 }
 
 fn io_error(context: String) -> impl FnOnce(std::io::Error) -> ConnectorError {
-    move |source| ConnectorError::Io { context, source }
+    move |source| ConnectorError::Io {
+        context,
+        cause: source,
+    }
 }
 
 impl PartsSink {

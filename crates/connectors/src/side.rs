@@ -88,7 +88,7 @@ impl SideWriter {
         self.buffer.clear();
         result.map_err(|source| ConnectorError::Io {
             context: format!("cannot write to {}", self.name),
-            source,
+            cause: source,
         })
     }
 }

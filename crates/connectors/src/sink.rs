@@ -81,7 +81,7 @@ pub(crate) async fn open_writer(
                 .await
                 .map_err(|source| ConnectorError::Io {
                     context: about(what, format!("cannot create {}", path.display())),
-                    source,
+                    cause: source,
                 })?;
             Ok((Box::pin(file), path.display().to_string()))
         }
@@ -97,7 +97,7 @@ pub(crate) async fn create_parent(path: &Path, what: &str) -> Result<()> {
                     what,
                     format!("cannot create directory {}", parent.display()),
                 ),
-                source,
+                cause: source,
             })?;
     }
     Ok(())

@@ -54,7 +54,7 @@ impl Source for StdinSource {
         )
         .map_err(|source| ConnectorError::Io {
             context: format!("{}: cannot read standard input", self.stage),
-            source,
+            cause: source,
         })?;
         if records > 0 {
             Ok(Poll::Data { partition: 0 })

@@ -32,7 +32,7 @@ use crate::{PipelineError, Result};
 pub fn load(path: &Path) -> Result<PipelineSpec> {
     let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
         context: format!("cannot read config {}", path.display()),
-        source,
+        cause: source,
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &base)
@@ -43,7 +43,7 @@ pub fn load(path: &Path) -> Result<PipelineSpec> {
 pub fn load_plan(path: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
         context: format!("cannot read config {}", path.display()),
-        source,
+        cause: source,
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse_and_plan(&text, &base)

@@ -124,7 +124,7 @@ pub(crate) fn restore_error(error: CheckpointError) -> ControlError {
     match error {
         CheckpointError::NotFound { .. } => ControlError::NotFound(error.to_string()),
         // A file that went away between two reads: deleted meanwhile.
-        CheckpointError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        CheckpointError::Io { ref cause, .. } if cause.kind() == std::io::ErrorKind::NotFound => {
             ControlError::NotFound(error.to_string())
         }
         CheckpointError::Corrupt { .. } | CheckpointError::TooLarge { .. } => {

@@ -39,11 +39,11 @@ pub enum PipelineError {
     #[error("{0} stopped")]
     Stopped(String),
     /// An IO error, with what was being done.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        /// Part of the message, not a separate `source()`: printing the chain says it once.
+        cause: std::io::Error,
     },
 }
 

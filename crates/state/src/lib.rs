@@ -63,15 +63,15 @@ pub use snapshot::StateSnapshot;
 #[derive(Debug, Error)]
 pub enum StateError {
     /// A sled operation that failed.
-    #[error("sled store {}: {op} failed: {source}", path.display())]
+    #[error("sled store {}: {op} failed: {cause}", path.display())]
     Sled {
         /// The store's directory.
         path: PathBuf,
         /// What was being done.
         op: &'static str,
         /// sled's error.
-        #[source]
-        source: sled::Error,
+        /// Part of the message, not a separate `source()`: printing the chain says it once.
+        cause: sled::Error,
     },
     /// A store directory that another open store holds (its lock is taken).
     #[error("sled store {} is in use: another store holds its lock", path.display())]
@@ -96,15 +96,15 @@ pub enum StateError {
         reason: String,
     },
     /// A file system operation on a store directory that failed.
-    #[error("cannot {op} {}: {source}", path.display())]
+    #[error("cannot {op} {}: {cause}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
         /// The directory.
         path: PathBuf,
         /// The IO error.
-        #[source]
-        source: std::io::Error,
+        /// Part of the message, not a separate `source()`: printing the chain says it once.
+        cause: std::io::Error,
     },
 }
 

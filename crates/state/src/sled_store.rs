@@ -110,7 +110,7 @@ impl OpenFailure {
             OpenFailure::Fatal(source) => StateError::Sled {
                 path: path.to_owned(),
                 op: "open",
-                source,
+                cause: source,
             },
             OpenFailure::Unopenable(reason) => StateError::Unopenable {
                 path: path.to_owned(),
@@ -199,7 +199,7 @@ impl SledStore {
             let tree = db.open_tree(&name).map_err(|source| StateError::Sled {
                 path: dir.to_owned(),
                 op: "open tree",
-                source,
+                cause: source,
             })?;
             namespaces.insert(namespace.to_owned(), Namespace::new(tree));
         }
@@ -214,7 +214,7 @@ impl SledStore {
         StateError::Sled {
             path: self.path.clone(),
             op,
-            source,
+            cause: source,
         }
     }
 
@@ -472,7 +472,7 @@ fn exists(path: &Path) -> Result<bool> {
         Err(source) => Err(StateError::Io {
             op: "inspect",
             path: path.to_owned(),
-            source,
+            cause: source,
         }),
     }
 }
@@ -528,7 +528,7 @@ fn discard(dir: &Path) -> Result<()> {
         move |source| StateError::Io {
             op,
             path: dir.to_owned(),
-            source,
+            cause: source,
         }
     };
     let metadata = match fs::symlink_metadata(dir) {
