@@ -41,6 +41,17 @@ pub trait Operator: Send {
     /// The input has ended. With `fire` set, stateful operators emit everything they hold.
     fn finish(&mut self, _fire: bool, _out: &mut Output) {}
 
+    /// Whether the last control call ([`Operator::on_watermark`], [`Operator::on_tick`] or
+    /// [`Operator::finish`]) stopped after one bounded batch of results with more left to emit.
+    /// The runtime then hands on what was emitted, waiting for room downstream, and calls the
+    /// same method again with the same argument until this is `false`, before anything else
+    /// reaches the operator (the operators after it see the control once, after all of it).
+    /// So an operator that fires much at once emits it under backpressure in batches, instead
+    /// of gathering it whole.
+    fn pending(&self) -> bool {
+        false
+    }
+
     /// The operator's state for a checkpoint, taken when a barrier has arrived on all its
     /// inputs. Stateless operators have none.
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {

@@ -115,7 +115,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
     let operator_factory = operator_factory(&spec);
     let skip_metadata = skips_metadata(&spec.steps);
     let (sources, input_layout) = plan_sources(spec.sources, skip_metadata, problems);
-    let mut steps = Steps::new(input_layout.clone());
+    let mut steps = Steps::new(input_layout.clone(), spec.runtime.batch_size);
     for step in spec.steps {
         match step {
             StepSpec::Filter(expr) => steps.filter(expr, problems),
@@ -246,15 +246,18 @@ struct Steps {
     key_type: Option<Option<FieldType>>,
     /// Whether a window ran: the events are window results.
     windowed: bool,
+    /// How many results a window hands on at once: a batch.
+    batch_size: usize,
 }
 
 impl Steps {
-    fn new(layout: Layout) -> Steps {
+    fn new(layout: Layout, batch_size: usize) -> Steps {
         Steps {
             layout,
             operators: Vec::new(),
             key_type: None,
             windowed: false,
+            batch_size,
         }
     }
 
@@ -367,6 +370,7 @@ impl Steps {
             self.layout.clone(),
         ) {
             Ok((mut operator, output)) => {
+                operator.limit_emission(self.batch_size);
                 if let Some(dir) = state_dir(state, &name) {
                     operator.keep_state_in(dir);
                 }

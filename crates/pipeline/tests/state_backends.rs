@@ -62,7 +62,14 @@ struct Run {
     snapshots: Vec<WindowSnapshot>,
 }
 
-fn run<S: KeyStates>(config: &WindowConfig, ops: &[Op], mut fresh: impl FnMut() -> S) -> Run {
+/// Runs `ops`; with a `limit`, advances and finishes in bounded batches of that many results
+/// (`advance_watermark_bounded`, `finish_bounded`), called until done.
+fn run<S: KeyStates>(
+    config: &WindowConfig,
+    ops: &[Op],
+    limit: Option<usize>,
+    mut fresh: impl FnMut() -> S,
+) -> Run {
     let mut windows = KeyedWindows::with_states(config.clone(), fresh()).expect("valid config");
     let mut watermark = 0;
     let mut run = Run {
@@ -91,9 +98,17 @@ fn run<S: KeyStates>(config: &WindowConfig, ops: &[Op], mut fresh: impl FnMut() 
             }
             Op::Advance(by) => {
                 watermark += by;
-                windows
-                    .advance_watermark(watermark, &mut run.results)
-                    .expect("advance");
+                match limit {
+                    None => windows
+                        .advance_watermark(watermark, &mut run.results)
+                        .expect("advance"),
+                    Some(limit) => {
+                        while !windows
+                            .advance_watermark_bounded(watermark, limit, &mut run.results)
+                            .expect("advance")
+                        {}
+                    }
+                }
             }
             Op::Restart => {
                 let snapshot = windows.snapshot().expect("snapshot");
@@ -106,7 +121,15 @@ fn run<S: KeyStates>(config: &WindowConfig, ops: &[Op], mut fresh: impl FnMut() 
         }
     }
     run.snapshots.push(windows.snapshot().expect("snapshot"));
-    windows.finish(&mut run.results).expect("finish");
+    match limit {
+        None => windows.finish(&mut run.results).expect("finish"),
+        Some(limit) => {
+            while !windows
+                .finish_bounded(limit, &mut run.results)
+                .expect("finish")
+            {}
+        }
+    }
     assert_eq!(windows.key_count(), 0);
     run
 }
@@ -128,12 +151,14 @@ proptest! {
         ops in prop::collection::vec(op(), 1..150),
     ) {
         let config = config(kind, lateness);
-        let heap = run(&config, &ops, dataflow_window::HeapStates::default);
+        let heap = run(&config, &ops, None, dataflow_window::HeapStates::default);
         // No cache (every update reads and writes the store), a cache smaller than the keys
-        // (spills), and the default one.
+        // (spills), and the default one; each advancing at once and in batches of one result.
         for cache_keys in [0, 3, dataflow_operators::window::DEFAULT_CACHE_KEYS] {
-            let stored = run(&config, &ops, memory_store(cache_keys));
-            prop_assert_eq!(&heap, &stored, "cache of {} keys", cache_keys);
+            for limit in [None, Some(1)] {
+                let stored = run(&config, &ops, limit, memory_store(cache_keys));
+                prop_assert_eq!(&heap, &stored, "cache of {} keys, limit {:?}", cache_keys, limit);
+            }
         }
     }
 }
@@ -149,8 +174,8 @@ fn windows_in_sled_match_the_heap() {
     runner
         .run(&strategy, |(kind, lateness, ops)| {
             let config = config(kind, lateness);
-            let heap = run(&config, &ops, dataflow_window::HeapStates::default);
-            let sled = run(&config, &ops, || {
+            let heap = run(&config, &ops, None, dataflow_window::HeapStates::default);
+            let sled = run(&config, &ops, Some(1), || {
                 let store =
                     SledStore::rebuild(&path, &StateSnapshot::default()).expect("sled store");
                 // A small cache: the states go through sled.

@@ -159,8 +159,8 @@ pub trait KeyStates: fmt::Debug + Send {
     fn update<R>(&mut self, key: &Value, update: impl FnOnce(&mut KeyState) -> R) -> Result<R>;
 
     /// Removes and returns the earliest timer at or below `watermark`: its time and the keys
-    /// registered at it (some may be stale: their state's timer is another time, or they are
-    /// gone).
+    /// registered at it, all of them or some (the rest come from the next calls); some may be
+    /// stale: their state's timer is another time, or they are gone.
     fn pop_due(&mut self, watermark: i64) -> Result<Option<(i64, Vec<Value>)>>;
 
     /// Fills an empty store with keys and their states, as a restore does. Returns a key that

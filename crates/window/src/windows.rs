@@ -402,10 +402,15 @@ impl<S: KeyStates> KeyedWindows<S> {
             if out.len() - first >= limit.max(1) {
                 return Ok(false);
             }
-            let Some((time, keys)) = self.states.pop_due(watermark)? else {
+            let Some((time, mut keys)) = self.states.pop_due(watermark)? else {
                 self.watermark = watermark;
                 break;
             };
+            // Every key due at this time, fired together: a store may hand them out one by
+            // one, and each must fire from the watermark before this time.
+            while let Some((_, more)) = self.states.pop_due(time)? {
+                keys.extend(more);
+            }
             let previous = self.watermark;
             self.watermark = time.max(previous);
             let step = out.len();
@@ -509,6 +514,19 @@ impl<S: KeyStates> KeyedWindows<S> {
         self.states.clear()?;
         self.slice_count = 0;
         Ok(())
+    }
+
+    /// Like [`KeyedWindows::finish`], in bounded batches as
+    /// [`KeyedWindows::advance_watermark_bounded`] emits them: returns `false` while windows are
+    /// left to fire (call again after forwarding the results), and `true` once everything
+    /// fired and the state was dropped.
+    pub fn finish_bounded(&mut self, limit: usize, out: &mut Vec<WindowResult>) -> Result<bool> {
+        if !self.advance_watermark_bounded(i64::MAX, limit, out)? {
+            return Ok(false);
+        }
+        self.states.clear()?;
+        self.slice_count = 0;
+        Ok(true)
     }
 
     /// The current watermark (`i64::MIN` until one is given).

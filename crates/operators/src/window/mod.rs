@@ -89,16 +89,21 @@ impl Windows {
         on_windows!(self, windows => windows.add(key, timestamp, inputs, out))
     }
 
-    fn advance_watermark(
+    fn advance_watermark_bounded(
         &mut self,
         watermark: i64,
+        limit: usize,
         out: &mut Vec<WindowResult>,
-    ) -> Result<(), WindowError> {
-        on_windows!(self, windows => windows.advance_watermark(watermark, out))
+    ) -> Result<bool, WindowError> {
+        on_windows!(self, windows => windows.advance_watermark_bounded(watermark, limit, out))
     }
 
-    fn finish(&mut self, out: &mut Vec<WindowResult>) -> Result<(), WindowError> {
-        on_windows!(self, windows => windows.finish(out))
+    fn finish_bounded(
+        &mut self,
+        limit: usize,
+        out: &mut Vec<WindowResult>,
+    ) -> Result<bool, WindowError> {
+        on_windows!(self, windows => windows.finish_bounded(limit, out))
     }
 
     fn snapshot(&self) -> Result<WindowSnapshot, WindowError> {
@@ -121,7 +126,16 @@ pub struct WindowAggregate {
     input_values: Vec<Value>,
     results: Vec<WindowResult>,
     watermark: i64,
+    /// How many results a watermark, a tick or the end emits at most at once (plus one timer
+    /// time's); more are emitted by further calls ([`Operator::pending`]).
+    emit_limit: usize,
+    /// The last control call stopped at `emit_limit` with more to emit.
+    pending: bool,
 }
+
+/// How many results a window emits at once unless told otherwise: a batch of the runtime's
+/// default size.
+pub const DEFAULT_EMIT_LIMIT: usize = 1024;
 
 impl std::fmt::Debug for WindowAggregate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,6 +206,8 @@ impl WindowAggregate {
                 output_schema: schema.clone(),
                 results: Vec::new(),
                 watermark: i64::MIN,
+                emit_limit: DEFAULT_EMIT_LIMIT,
+                pending: false,
             },
             Layout::Row(schema),
         ))
@@ -207,6 +223,29 @@ impl WindowAggregate {
     /// The number of keys holding state.
     pub fn key_count(&self) -> usize {
         self.windows.key_count()
+    }
+
+    /// Emits at most about `limit` results per call of a watermark, a tick or the end (the
+    /// results of one timer time are not split), the rest in further calls: see
+    /// [`Operator::pending`].
+    pub fn limit_emission(&mut self, limit: usize) {
+        self.emit_limit = limit.max(1);
+    }
+
+    /// Fires what is due at `time` (a watermark or, in processing time, the clock), one bounded
+    /// batch of it.
+    fn fire_bounded(&mut self, time: i64, out: &mut Output) {
+        match self
+            .windows
+            .advance_watermark_bounded(time, self.emit_limit, &mut self.results)
+        {
+            Ok(done) => self.pending = !done,
+            Err(error) => {
+                self.pending = false;
+                out.failure = Some(self.state_error(error));
+            }
+        }
+        self.emit(out);
     }
 
     fn state_error(&self, error: WindowError) -> OperatorError {
@@ -315,12 +354,9 @@ impl Operator for WindowAggregate {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
-        if self.time == TimeDomain::Event && watermark > self.watermark {
-            self.watermark = watermark;
-            if let Err(error) = self.windows.advance_watermark(watermark, &mut self.results) {
-                out.failure = Some(self.state_error(error));
-            }
-            self.emit(out);
+        if self.time == TimeDomain::Event && (watermark > self.watermark || self.pending) {
+            self.watermark = self.watermark.max(watermark);
+            self.fire_bounded(self.watermark, out);
         }
         // Results fired at watermark W end at or before W and carry the time end - 1, so the
         // watermark forwarded is W - 1: a downstream event-time step never sees them as late.
@@ -329,20 +365,28 @@ impl Operator for WindowAggregate {
 
     fn on_tick(&mut self, now: i64, out: &mut Output) {
         if self.time == TimeDomain::Processing {
-            if let Err(error) = self.windows.advance_watermark(now, &mut self.results) {
-                out.failure = Some(self.state_error(error));
-            }
-            self.emit(out);
+            self.fire_bounded(now, out);
         }
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
         if fire {
-            if let Err(error) = self.windows.finish(&mut self.results) {
-                out.failure = Some(self.state_error(error));
+            match self
+                .windows
+                .finish_bounded(self.emit_limit, &mut self.results)
+            {
+                Ok(done) => self.pending = !done,
+                Err(error) => {
+                    self.pending = false;
+                    out.failure = Some(self.state_error(error));
+                }
             }
             self.emit(out);
         }
+    }
+
+    fn pending(&self) -> bool {
+        self.pending
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {

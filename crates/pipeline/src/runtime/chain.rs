@@ -309,23 +309,29 @@ impl Chain {
         Ok(())
     }
 
-    /// Drives the operators once, then hands side records on, and results to the workers (with
-    /// what drives them next) or to the sinks.
+    /// Drives the operators, then hands side records on, and results to the workers (with
+    /// what drives them next) or to the sinks; a control that leaves an operator with more to
+    /// emit goes on batch by batch, each handed on (waiting for room) before the next.
     async fn drive(&mut self, drive: Drive) -> Result<()> {
-        let driven = self.operators.drive(drive)?;
-        let started = Instant::now();
-        self.downstream.send_side(driven.side).await?;
-        match &mut self.workers {
-            Some(workers) => {
-                workers.route(driven.results).await?;
-                if let Some(control) = driven.forward {
-                    workers.broadcast(control).await?;
+        let mut driven = self.operators.drive(drive)?;
+        loop {
+            let started = Instant::now();
+            self.downstream.send_side(driven.side).await?;
+            match &mut self.workers {
+                Some(workers) => {
+                    workers.route(driven.results).await?;
+                    if let Some(control) = driven.forward {
+                        workers.broadcast(control).await?;
+                    }
                 }
+                None => self.downstream.send_results(driven.results).await?,
             }
-            None => self.downstream.send_results(driven.results).await?,
+            self.operators.blocked(started.elapsed());
+            if !self.operators.pending() {
+                return Ok(());
+            }
+            driven = self.operators.resume()?;
         }
-        self.operators.blocked(started.elapsed());
-        Ok(())
     }
 }
 

@@ -17,6 +17,39 @@ pub(super) struct Operators {
     nodes: Vec<OperatorNode>,
     /// One handle per operator, in the same order.
     metrics: Vec<OperatorMetrics>,
+    /// A control that stopped at an operator with more to emit ([`Operator::pending`]): where
+    /// [`Operators::resume`] goes on.
+    ///
+    /// [`Operator::pending`]: dataflow_operators::Operator::pending
+    resume: Option<Resume>,
+}
+
+/// A control part way through the operators.
+#[derive(Clone, Copy, Debug)]
+struct Resume {
+    /// The operator to call again.
+    index: usize,
+    /// The control, as that operator is given it (a watermark as the operators before it
+    /// forwarded it).
+    control: Control,
+}
+
+/// What reaches every operator in turn, as opposed to events.
+#[derive(Clone, Copy, Debug)]
+enum Control {
+    Watermark(i64),
+    Tick(i64),
+    Finish(bool),
+}
+
+impl Control {
+    fn drive(self) -> Drive {
+        match self {
+            Control::Watermark(watermark) => Drive::Watermark(watermark),
+            Control::Tick(now) => Drive::Tick(now),
+            Control::Finish(fire) => Drive::Finish(fire),
+        }
+    }
 }
 
 /// What one [`Drive`] made the operators emit.
@@ -26,13 +59,24 @@ pub(super) struct Driven {
     /// Dead letters and late events, from every operator.
     pub(super) side: Vec<SideRecord>,
     /// What the operators after these (parallel workers) are to be driven with once they
-    /// have `results`: `None` for events (they are the results).
+    /// have `results`: `None` for events (they are the results), and while a control is
+    /// pending (it is forwarded once it went through every operator).
     pub(super) forward: Option<Drive>,
 }
 
 impl Operators {
     pub(super) fn new(nodes: Vec<OperatorNode>, metrics: Vec<OperatorMetrics>) -> Operators {
-        Operators { nodes, metrics }
+        Operators {
+            nodes,
+            metrics,
+            resume: None,
+        }
+    }
+
+    /// Whether the last drive stopped at an operator with more to emit: the caller hands on
+    /// what it got and calls [`Operators::resume`], before driving anything else.
+    pub(super) fn pending(&self) -> bool {
+        self.resume.is_some()
     }
 
     /// The operators, in order.
@@ -49,44 +93,44 @@ impl Operators {
     }
 
     /// Runs one input through the operators from the first, forwarding what each emits to the
-    /// ones after it.
+    /// ones after it. A control stops at an operator that has more to emit than one batch
+    /// ([`Operators::pending`]).
     pub(super) fn drive(&mut self, drive: Drive) -> Result<Driven> {
-        let mut side = Vec::new();
-        let mut results = Vec::new();
-        let forward = match drive {
+        debug_assert!(self.resume.is_none(), "driven while a control is pending");
+        let control = match drive {
             Drive::Events(events) => {
-                results = self.push(0, events, &mut side)?;
-                None
+                let mut side = Vec::new();
+                let results = self.push(0, events, &mut side)?;
+                return Ok(Driven {
+                    results,
+                    side,
+                    forward: None,
+                });
             }
             Drive::Watermark(watermark) => {
                 let now = now_millis();
                 for metrics in &self.metrics {
                     metrics.set_watermark(watermark, now);
                 }
-                let mut forwarded = watermark;
-                self.each_operator(&mut side, &mut results, |operator, out| {
-                    forwarded = operator.on_watermark(forwarded, out);
-                })?;
-                Some(Drive::Watermark(forwarded))
+                Control::Watermark(watermark)
             }
-            Drive::Tick(now) => {
-                self.each_operator(&mut side, &mut results, |operator, out| {
-                    operator.on_tick(now, out)
-                })?;
-                Some(Drive::Tick(now))
-            }
-            Drive::Finish(fire) => {
-                self.each_operator(&mut side, &mut results, |operator, out| {
-                    operator.finish(fire, out)
-                })?;
-                Some(Drive::Finish(fire))
-            }
+            Drive::Tick(now) => Control::Tick(now),
+            Drive::Finish(fire) => Control::Finish(fire),
         };
-        Ok(Driven {
-            results,
-            side,
-            forward,
-        })
+        self.control_from(0, control)
+    }
+
+    /// Goes on with the control that stopped at an operator with more to emit: calls it again,
+    /// and once it has emitted everything, the operators after it.
+    pub(super) fn resume(&mut self) -> Result<Driven> {
+        match self.resume.take() {
+            Some(Resume { index, control }) => self.control_from(index, control),
+            None => Ok(Driven {
+                results: Vec::new(),
+                side: Vec::new(),
+                forward: None,
+            }),
+        }
     }
 
     /// Counts `waited` as time every operator was starved for input, and the input queue's fill
@@ -129,25 +173,50 @@ impl Operators {
         Ok(events)
     }
 
-    /// Calls `control` on every operator in order (a watermark, a tick, the end), passing what
-    /// each emits through the operators after it.
-    fn each_operator(
-        &mut self,
-        side: &mut Vec<SideRecord>,
-        results: &mut Vec<Event>,
-        mut control: impl FnMut(&mut dyn dataflow_operators::Operator, &mut Output),
-    ) -> Result<()> {
-        for index in 0..self.nodes.len() {
+    /// Passes `control` (a watermark, a tick, the end) to the operators from `start` on, in
+    /// order, passing what each emits through the operators after it. Stops after an operator
+    /// that is left with more to emit, to be resumed there.
+    fn control_from(&mut self, start: usize, mut control: Control) -> Result<Driven> {
+        let mut side = Vec::new();
+        let mut results = Vec::new();
+        for index in start..self.nodes.len() {
             let mut out = Output::default();
             let started = Instant::now();
-            control(self.nodes[index].operator.as_mut(), &mut out);
+            let operator = self.nodes[index].operator.as_mut();
+            let next = match control {
+                Control::Watermark(watermark) => {
+                    Control::Watermark(operator.on_watermark(watermark, &mut out))
+                }
+                Control::Tick(now) => {
+                    operator.on_tick(now, &mut out);
+                    control
+                }
+                Control::Finish(fire) => {
+                    operator.finish(fire, &mut out);
+                    control
+                }
+            };
+            let pending = operator.pending();
             let metrics = &self.metrics[index];
             metrics.busy(started.elapsed());
             // What a watermark, a tick or the end makes an operator emit counts as sent too.
-            let events = take_output(metrics, out, side)?;
-            results.extend(self.push(index + 1, events, side)?);
+            let events = take_output(metrics, out, &mut side)?;
+            results.extend(self.push(index + 1, events, &mut side)?);
+            if pending {
+                self.resume = Some(Resume { index, control });
+                return Ok(Driven {
+                    results,
+                    side,
+                    forward: None,
+                });
+            }
+            control = next;
         }
-        Ok(())
+        Ok(Driven {
+            results,
+            side,
+            forward: Some(control.drive()),
+        })
     }
 }
 

@@ -277,13 +277,19 @@ impl Worker {
         }
     }
 
-    /// Drives the operators once and hands what they emit to the sinks and the side output.
+    /// Drives the operators and hands what they emit to the sinks and the side output, batch by
+    /// batch while an operator has more to emit.
     async fn drive(&mut self, drive: Drive) -> Result<()> {
-        let driven = self.operators.drive(drive)?;
-        let started = Instant::now();
-        self.downstream.send_side(driven.side).await?;
-        self.downstream.send_results(driven.results).await?;
-        self.operators.blocked(started.elapsed());
-        Ok(())
+        let mut driven = self.operators.drive(drive)?;
+        loop {
+            let started = Instant::now();
+            self.downstream.send_side(driven.side).await?;
+            self.downstream.send_results(driven.results).await?;
+            self.operators.blocked(started.elapsed());
+            if !self.operators.pending() {
+                return Ok(());
+            }
+            driven = self.operators.resume()?;
+        }
     }
 }
