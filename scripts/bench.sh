@@ -7,7 +7,7 @@
 #   scripts/bench.sh                 # 1M and 10M events
 #   SIZES="1000000" scripts/bench.sh # 1M only
 #   WORKLOADS="w2 w3" scripts/bench.sh
-#   MAIN=0 CHECKPOINTS=0 scripts/bench.sh  # only 1 vs 2 workers
+#   MAIN=0 CHECKPOINTS=0 scripts/bench.sh  # only 1 vs 2 workers (and W5 against W2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,6 +75,24 @@ for n in $SIZES; do
     }'
   done
 done
+
+# Long sliding windows (SLIDING=0 skips): W5, 60 s by 1 s (60 panes a window), against W2 per
+# output row, on the largest input, one worker: the time per row should not grow with the
+# number of panes (the goal: within 2x of W2's), nor the peak RSS with the output.
+if [ "${SLIDING:-1}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  printf '\n| events | workload | events/s | output rows | ns per output row | peak RSS | CPU s |\n|---:|---|---:|---:|---:|---:|---:|\n'
+  for w in w2 w5; do
+    config=configs/bench/w2-tumbling.yaml
+    [ "$w" = "w5" ] && config=configs/bench/w5-sliding-long.yaml
+    read -r secs rss cpu < <(measure "$PROCESSOR" run --no-progress --config "$config")
+    rows=$(wc -l < "$DIR/out/$w.jsonl")
+    awk -v n="$n" -v w="$w" -v s="$secs" -v r="$rows" -v m="$rss" -v c="$cpu" 'BEGIN {
+      printf "| %d | %s | %.0f | %d | %.0f | %.1f MiB | %.2f |\n", n, w, n/s, r, 1e9*s/r, m/1024, c
+    }'
+  done
+fi
 
 # Parallel workers (PARALLEL=0 skips): each workload with `parallelism: 1` and `parallelism: 2`
 # on the largest input; the outputs must be equal as multisets (workers interleave their lines).
