@@ -369,6 +369,56 @@ impl Accumulator {
         }
     }
 
+    /// The value of this accumulator merged with `other` ([`Accumulator::merge`], then
+    /// [`Accumulator::value`]) without building the merge: what a sliding window's two stacks
+    /// give at every slide, so extremes, firsts and lasts only pick one of the two.
+    pub(crate) fn merged_value(&self, other: &Accumulator) -> Value {
+        fn pick<T>(
+            this: &Option<T>,
+            other: &Option<T>,
+            replaces: impl FnOnce(&T, &T) -> bool,
+        ) -> Option<T>
+        where
+            T: Clone,
+        {
+            match (this, other) {
+                (Some(this), Some(other)) if replaces(other, this) => Some(other.clone()),
+                (Some(this), _) => Some(this.clone()),
+                (None, other) => other.clone(),
+            }
+        }
+        match (self, other) {
+            (Accumulator::Count(count), Accumulator::Count(more)) => {
+                Value::Int(count.saturating_add(*more))
+            }
+            (Accumulator::Min(min), Accumulator::Min(more)) => pick(min, more, |more, min| {
+                extreme_order(more, min) == Ordering::Less
+            })
+            .unwrap_or(Value::Null),
+            (Accumulator::Max(max), Accumulator::Max(more)) => pick(max, more, |more, max| {
+                extreme_order(more, max) == Ordering::Greater
+            })
+            .unwrap_or(Value::Null),
+            (Accumulator::First(first), Accumulator::First(more)) => {
+                let first = first.as_ref().map(|first| (first.order(), first));
+                let more = more.as_ref().map(|more| (more.order(), more));
+                pick(&first, &more, |more, first| more.0 < first.0)
+                    .map_or(Value::Null, |(_, stamped)| stamped.value.clone())
+            }
+            (Accumulator::Last(last), Accumulator::Last(more)) => {
+                let last = last.as_ref().map(|last| (last.order(), last));
+                let more = more.as_ref().map(|more| (more.order(), more));
+                pick(&last, &more, |more, last| more.0 > last.0)
+                    .map_or(Value::Null, |(_, stamped)| stamped.value.clone())
+            }
+            (this, other) => {
+                let mut merged = this.clone();
+                merged.merge(other);
+                merged.value()
+            }
+        }
+    }
+
     /// The accumulator in a deterministic, serializable form.
     pub(crate) fn snapshot(&self) -> AccumulatorSnapshot {
         match self {

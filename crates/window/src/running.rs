@@ -292,11 +292,7 @@ impl Running {
             .map(|slot| match *slot {
                 Slot::Inverse(index) => self.inverse[index].value(),
                 Slot::Stacked(index) => match oldest {
-                    Some(oldest) => {
-                        let mut merged = oldest[index].clone();
-                        merged.merge(&self.back[index]);
-                        merged.value()
-                    }
+                    Some(oldest) => oldest[index].merged_value(&self.back[index]),
                     None => self.back[index].value(),
                 },
             })
