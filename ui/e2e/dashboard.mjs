@@ -134,6 +134,7 @@ try {
   await until('two checkpoints in the list', () => page.locator('tr[data-id]').count(), (n) => n >= 2);
   const ids = (await page.locator('tr[data-id]').evaluateAll((els) => els.map((e) => Number(e.dataset.id)))).sort((a, b) => a - b);
   const newest = ids[ids.length - 1];
+  await until('the mean checkpoint duration', () => page.locator('.durations').textContent(), (t) => /on average over the \d+ checkpoint/.test(t));
   const oldest = ids[0];
   await page.click(`tr[data-id="${newest}"] button.verify`);
   await page.locator(`.verified[data-id="${newest}"]`).waitFor();

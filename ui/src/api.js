@@ -25,9 +25,10 @@ export class ApiError extends Error {
   }
 }
 
-/** `method path` with the token; the parsed JSON answer, or an ApiError. */
-export async function call(method, path, body) {
-  const headers = { Accept: 'application/json' };
+/** `method path` with the token; the parsed JSON answer (the text with `{ text: true }`), or an
+ * ApiError. */
+export async function call(method, path, body, { text: asText = false } = {}) {
+  const headers = { Accept: asText ? 'text/plain' : 'application/json' };
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -64,6 +65,7 @@ export async function call(method, path, body) {
       code,
     });
   }
+  if (asText) return text;
   if (json === null && text) {
     throw new ApiError(`${method} ${path}: the answer is not JSON`, {
       status: response.status,
@@ -75,6 +77,7 @@ export async function call(method, path, body) {
 
 export const get = (path) => call('GET', path);
 export const post = (path, body) => call('POST', path, body);
+export const getText = (path) => call('GET', path, undefined, { text: true });
 
 /** A path segment, percent-encoded (operator names hold brackets). */
 export const segment = (value) => encodeURIComponent(String(value));

@@ -2,9 +2,9 @@
 // and restore: a dry run shows what would be restored and dropped, a confirmation restores,
 // and the page follows the status until the pipeline runs again from the checkpoint.
 
-import { get, post, segment } from './api.js';
+import { get, getText, post, segment } from './api.js';
 import { h, fill, problem } from './dom.js';
-import { bytes, instant } from './model.js';
+import { bytes, duration, instant, meanCheckpointDuration } from './model.js';
 
 const byId = (id) => `/api/v1/checkpoints/${segment(id)}`;
 
@@ -23,6 +23,7 @@ export class Checkpoints {
     this.status = status;
     this.rows = [];
     this.list = h('div', { class: 'checkpoint-list' });
+    this.durations = h('p', { class: 'muted durations' });
     this.result = h('div', { class: 'checkpoint-result', 'aria-live': 'polite' });
     this.diffA = h('select', { name: 'diff-a', 'aria-label': 'older checkpoint' });
     this.diffB = h('select', { name: 'diff-b', 'aria-label': 'newer checkpoint' });
@@ -37,11 +38,13 @@ export class Checkpoints {
         h('button', { type: 'button', class: 'diff', onclick: () => this.diff() }, 'diff'),
       ),
       this.result,
+      this.durations,
       this.list,
     );
   }
 
   async refresh() {
+    this.refreshDurations();
     try {
       this.rows = await get('/api/v1/checkpoints');
     } catch (error) {
@@ -49,6 +52,18 @@ export class Checkpoints {
       return;
     }
     this.renderList();
+  }
+
+  /** The mean duration from /metrics: the checkpoints do not store their own. */
+  async refreshDurations() {
+    try {
+      const mean = meanCheckpointDuration(await getText('/metrics'));
+      this.durations.textContent = mean
+        ? `duration: ${duration(mean.ms)} on average over the ${mean.count} checkpoint(s) this process took (per-checkpoint durations are not stored)`
+        : 'duration: no checkpoint completed by this process yet';
+    } catch (error) {
+      this.durations.textContent = `duration unknown: ${error.message}`;
+    }
   }
 
   renderList() {

@@ -129,3 +129,18 @@ export function instant(ms) {
 export function hasWatermark(ms) {
   return ms != null && ms > -8.64e15 && ms < 8.64e15;
 }
+
+/** The mean checkpoint duration in ms from the `/metrics` text
+ * (`dataflow_checkpoint_duration_seconds` sum over count), with the count; null before the
+ * first checkpoint or when the series is absent. */
+export function meanCheckpointDuration(metricsText) {
+  const value = (suffix) => {
+    const pattern = new RegExp(`^dataflow_checkpoint_duration_seconds_${suffix}(?:\\{[^}]*\\})? (\\S+)`, 'm');
+    const match = pattern.exec(metricsText ?? '');
+    return match ? Number(match[1]) : null;
+  };
+  const sum = value('sum');
+  const count = value('count');
+  if (sum == null || !count) return null;
+  return { ms: (sum / count) * 1000, count };
+}

@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  History, bucketsBetween, compact, dominant, duration, nodeRates, quantile, rate,
+  History, bucketsBetween, compact, dominant, duration, meanCheckpointDuration, nodeRates,
+  quantile, rate,
 } from '../src/model.js';
 
 test('rates are count differences over time, 0 after a restart, null when unknown', () => {
@@ -73,4 +74,16 @@ test('figures read as people write them', () => {
   assert.equal(duration(850), '850 ms');
   assert.equal(duration(12_500), '12.5 s');
   assert.equal(duration(200_000), '3 min 20 s');
+});
+
+test('the mean checkpoint duration comes from the histogram in /metrics', () => {
+  const text = [
+    '# TYPE dataflow_checkpoint_duration_seconds histogram',
+    'dataflow_checkpoint_duration_seconds_sum{pipeline="p"} 0.75',
+    'dataflow_checkpoint_duration_seconds_count{pipeline="p"} 3',
+    'dataflow_checkpoint_duration_seconds_bucket{le="0.001",pipeline="p"} 0',
+  ].join('\n');
+  assert.deepEqual(meanCheckpointDuration(text), { ms: 250, count: 3 });
+  assert.equal(meanCheckpointDuration(text.replace('} 3', '} 0')), null);
+  assert.equal(meanCheckpointDuration('# EOF'), null);
 });
