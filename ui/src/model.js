@@ -95,6 +95,7 @@ export function compact(value) {
   if (abs >= 1e9) return `${(value / 1e9).toFixed(2)}G`;
   if (abs >= 1e6) return `${(value / 1e6).toFixed(2)}M`;
   if (abs >= 1e4) return `${(value / 1e3).toFixed(1)}k`;
+  if (abs < 10 && !Number.isInteger(value)) return value.toFixed(1);
   return `${Math.round(value)}`;
 }
 

@@ -71,6 +71,8 @@ test('figures read as people write them', () => {
   assert.equal(compact(12_345), '12.3k');
   assert.equal(compact(2_500_000), '2.50M');
   assert.equal(compact(null), '—');
+  assert.equal(compact(0.5), '0.5');
+  assert.equal(compact(3), '3');
   assert.equal(duration(850), '850 ms');
   assert.equal(duration(12_500), '12.5 s');
   assert.equal(duration(200_000), '3 min 20 s');
