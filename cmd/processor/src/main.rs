@@ -257,9 +257,19 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
     let control = pipeline.control();
     let ingest = pipeline.ingest();
     let checkpoint_dir = pipeline.plan().checkpoint.as_ref().map(|c| c.dir.clone());
+    let graph = graph_shape(pipeline.plan());
     let summary = runtime.block_on(async {
         let server = match api {
-            Some(api) => Some(start_api(api, checkpoint_dir, metrics, control, ingest).await?),
+            Some(api) => {
+                let live = ApiLive {
+                    metrics,
+                    counters: counters.clone(),
+                    control,
+                    ingest,
+                    graph,
+                };
+                Some(start_api(api, checkpoint_dir, live).await?)
+            }
             None => None,
         };
         let mut signals = tokio::spawn(async move {
@@ -308,15 +318,57 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the API serves of the running pipeline.
+struct ApiLive {
+    metrics: std::sync::Arc<dataflow_metrics::Metrics>,
+    counters: std::sync::Arc<dataflow_metrics::Counters>,
+    control: ControlHandle,
+    ingest: IngestHub,
+    graph: dataflow_api::server::GraphShape,
+}
+
+/// The plan's sources, steps and sinks as the dashboard's graph names them (the metrics' names).
+fn graph_shape(plan: &dataflow_pipeline::plan::Plan) -> dataflow_api::server::GraphShape {
+    use dataflow_api::server::ShapeNode;
+    let node = |name: &str, kind: &str| ShapeNode {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+    };
+    dataflow_api::server::GraphShape {
+        pipeline: plan.name.clone(),
+        sources: plan
+            .sources
+            .iter()
+            .map(|source| node(&source.spec.name, source.spec.kind.type_name()))
+            .collect(),
+        steps: plan
+            .operators
+            .iter()
+            .map(|operator| node(&operator.info.name, operator.info.kind.name))
+            .collect(),
+        sinks: plan
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(index, sink)| node(&format!("sinks[{index}]"), sink.kind.type_name()))
+            .collect(),
+    }
+}
+
 /// Binds the API and serves it in the background. The checkpoint directory is read only (the
 /// run writes it); it is created first so that the API can answer before the first checkpoint.
 async fn start_api(
     api: dataflow_pipeline::spec::ApiSpec,
     checkpoint_dir: Option<PathBuf>,
-    metrics: std::sync::Arc<dataflow_metrics::Metrics>,
-    control: ControlHandle,
-    ingest: IngestHub,
+    live: ApiLive,
 ) -> anyhow::Result<ApiServer> {
+    let ApiLive {
+        metrics,
+        counters,
+        control,
+        ingest,
+        graph,
+    } = live;
     let storage: Option<std::sync::Arc<dyn dataflow_checkpoint::CheckpointStorage>> =
         match checkpoint_dir {
             Some(dir) => {
@@ -352,6 +404,8 @@ async fn start_api(
         ingest: (!ingest.is_empty()).then(|| {
             std::sync::Arc::new(ApiIngest(ingest)) as std::sync::Arc<dyn dataflow_api::Ingest>
         }),
+        graph: Some(std::sync::Arc::new(graph)),
+        counters: Some(counters),
     };
     // The API runs on a runtime of its own: its handlers (some read checkpoint files
     // synchronously) and its connections can never take worker threads from the pipeline.

@@ -20,6 +20,8 @@ mod connections;
 mod limits;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+mod ui;
 
 /// Route paths.
 pub mod routes {
@@ -60,6 +62,16 @@ pub mod routes {
     /// `POST ?source=`: events for an `http` source, as JSON (an object or an array) or JSON
     /// Lines; all of a body's events are accepted, or none.
     pub const INGEST: &str = "/ingest";
+    /// `GET`: the pipeline as a graph (sources, steps, sinks with their kinds and event
+    /// counts) and the end-to-end latency histogram, for the dashboard.
+    pub const GRAPH: &str = "/api/v1/graph";
+    /// The dashboard's page. Not protected: the page asks for the token and sends it on its
+    /// data calls.
+    pub const UI: &str = "/ui";
+    /// The dashboard's page, with a trailing slash.
+    pub const UI_INDEX: &str = "/ui/";
+    /// The dashboard's scripts and styles. Not protected.
+    pub const UI_ASSET: &str = "/ui/{asset}";
 
     /// Every route with its methods: the OpenAPI document must describe each (tested).
     pub const ALL: &[(&str, &str)] = &[
@@ -81,7 +93,14 @@ pub mod routes {
         ("get", STATE_KEY),
         ("get", BACKPRESSURE),
         ("post", INGEST),
+        ("get", GRAPH),
+        ("get", UI),
+        ("get", UI_INDEX),
+        ("get", UI_ASSET),
     ];
+
+    /// The routes open to anyone: probes and the dashboard's static files (which hold no data).
+    pub const PUBLIC: &[&str] = &[HEALTH, READY, UI, UI_INDEX, UI_ASSET];
 }
 
 pub mod control;
@@ -330,4 +349,52 @@ pub struct RestoreReport {
     pub discarded: String,
     /// The last checkpoint completed before the restore.
     pub last_checkpoint_before: Option<u64>,
+}
+
+/// One node of [`PipelineGraph`]: a source, a step or a sink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphNode {
+    /// Its name: the source's name, `steps[1].filter`, `sinks[0]`.
+    pub name: String,
+    /// `source`, `step` or `sink`.
+    pub role: String,
+    /// A source's or sink's `type:` in the config (`generator`, `parts`), or a step's operator
+    /// kind (`filter`, `window`).
+    pub kind: String,
+    /// Events it received so far; none for a source.
+    pub events_in: Option<u64>,
+    /// Events it sent on so far (for a source, the records it read); none for a sink.
+    pub events_out: Option<u64>,
+}
+
+/// The end-to-end latency of the results written so far: from a source reading an event (for
+/// window results, from the window firing) to the first sink writing the result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyReading {
+    /// Results counted.
+    pub count: u64,
+    /// Median, ms, over the whole run; none before the first result.
+    pub p50_ms: Option<u64>,
+    /// 99th percentile, ms, over the whole run.
+    pub p99_ms: Option<u64>,
+    /// The histogram's buckets that counted anything, `[lower bound ms, count]`, in order:
+    /// exact below 1 s, 100 ms wide up to 60 s, one bucket beyond. Subtracting two readings
+    /// gives the quantiles of the results written between them.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// The pipeline as the dashboard draws it: every source, step and sink in pipeline order
+/// (sources feed the steps, the last step feeds every sink) with its counts, and the latency.
+/// Counts only grow (restarting from 0 with the process): rates are the differences of two
+/// readings over their `now_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineGraph {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// When the reading was made, epoch ms.
+    pub now_ms: i64,
+    /// Sources, then steps, then sinks.
+    pub nodes: Vec<GraphNode>,
+    /// End-to-end latency.
+    pub latency: LatencyReading,
 }

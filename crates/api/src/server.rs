@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dataflow_checkpoint::{Checkpoint, CheckpointError, CheckpointId, CheckpointStorage, Manifest};
-use dataflow_metrics::{BackpressureReport, Metrics, RefuseReason};
+use dataflow_metrics::{BackpressureReport, Counters, Metrics, RefuseReason};
 use std::collections::HashMap;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -26,9 +26,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::state::{self, CheckpointDiff, KeyPage, StateError, StateValue};
 pub use crate::ServeLimits;
 use crate::{
-    routes, CheckpointProgress, CheckpointSummary, Control, ControlError, ErrorBody, Ingest,
-    IngestError, IngestFormat, IngestResponse, PipelineStatus, RestoreReport, RestoreRequest,
-    StateDecoder, TriggerResponse, VerifyResponse, Watermarks,
+    routes, CheckpointProgress, CheckpointSummary, Control, ControlError, ErrorBody, GraphNode,
+    Ingest, IngestError, IngestFormat, IngestResponse, LatencyReading, PipelineGraph,
+    PipelineStatus, RestoreReport, RestoreRequest, StateDecoder, TriggerResponse, VerifyResponse,
+    Watermarks,
 };
 
 /// The OpenAPI document of the routes, served at [`routes::OPENAPI`]; the same file as
@@ -60,6 +61,33 @@ pub struct ApiState {
     pub decoder: Option<Arc<dyn StateDecoder>>,
     /// Takes `POST /ingest` bodies, when the pipeline has `http` sources.
     pub ingest: Option<Arc<dyn Ingest>>,
+    /// The pipeline's sources, steps and sinks, for [`routes::GRAPH`] (their counts come from
+    /// `metrics`).
+    pub graph: Option<Arc<GraphShape>>,
+    /// The run's counters: the end-to-end latency of [`routes::GRAPH`].
+    pub counters: Option<Arc<Counters>>,
+}
+
+/// One source, step or sink of a [`GraphShape`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeNode {
+    /// Its name, as in the metrics: the source's name, `steps[1].filter`, `sinks[0]`.
+    pub name: String,
+    /// A source's or sink's `type:`, or a step's operator kind.
+    pub kind: String,
+}
+
+/// What [`routes::GRAPH`] draws: the pipeline's name and its nodes in pipeline order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GraphShape {
+    /// The pipeline's name (the metrics' `pipeline` label).
+    pub pipeline: String,
+    /// The sources.
+    pub sources: Vec<ShapeNode>,
+    /// The steps (operators), in order.
+    pub steps: Vec<ShapeNode>,
+    /// The result sinks, named `sinks[i]`.
+    pub sinks: Vec<ShapeNode>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -72,6 +100,8 @@ impl std::fmt::Debug for ApiState {
             .field("control", &self.control.is_some())
             .field("decoder", &self.decoder.is_some())
             .field("ingest", &self.ingest.is_some())
+            .field("graph", &self.graph.is_some())
+            .field("counters", &self.counters.is_some())
             .finish()
     }
 }
@@ -99,6 +129,7 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::STATE_KEY, get(state_key))
         .route(routes::METRICS, get(metrics))
         .route(routes::BACKPRESSURE, get(backpressure))
+        .route(routes::GRAPH, get(graph))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     // Ingest bodies have a limit of their own, checked by the handler so that a refusal is
     // counted; its refusals for bad credentials are counted too.
@@ -112,6 +143,7 @@ pub fn router(state: ApiState) -> Router {
     let limited = Router::new()
         .route(routes::HEALTH, get(|| async { "ok" }))
         .route(routes::READY, get(ready))
+        .merge(crate::ui::routes())
         .merge(protected)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -401,6 +433,74 @@ impl From<QueryRejection> for ApiError {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+/// `GET /api/v1/graph`: the graph's nodes with their counts from the metrics, and the latency.
+async fn graph(State(state): State<Arc<ApiState>>) -> Result<Json<PipelineGraph>, ApiError> {
+    let no_graph = || {
+        ApiError::Conflict(
+            "no_pipeline",
+            "no running pipeline is behind this API: it has no graph to show".into(),
+        )
+    };
+    let shape = state.graph.as_ref().ok_or_else(no_graph)?;
+    let metrics = state.metrics.as_ref().ok_or_else(no_graph)?;
+    let pipeline = &shape.pipeline;
+    let node = |role: &str, shape: &ShapeNode, events_in, events_out| GraphNode {
+        name: shape.name.clone(),
+        role: role.into(),
+        kind: shape.kind.clone(),
+        events_in,
+        events_out,
+    };
+    let mut nodes = Vec::new();
+    for source in &shape.sources {
+        let read = metrics.source(pipeline, &source.name).events_read_count();
+        nodes.push(node("source", source, None, Some(read)));
+    }
+    for step in &shape.steps {
+        let counts = metrics.operator(pipeline, &step.name, &step.kind);
+        nodes.push(node(
+            "step",
+            step,
+            Some(counts.events_received_count()),
+            Some(counts.events_sent_count()),
+        ));
+    }
+    for sink in &shape.sinks {
+        // Sinks count as operators of kind `sink` (docs/metrics.md).
+        let counts = metrics.operator(pipeline, &sink.name, "sink");
+        nodes.push(node(
+            "sink",
+            sink,
+            Some(counts.events_received_count()),
+            None,
+        ));
+    }
+    let latency = state
+        .counters
+        .as_ref()
+        .map(|counters| {
+            let latency = counters.latency();
+            LatencyReading {
+                count: latency.count(),
+                p50_ms: latency.quantile(0.5),
+                p99_ms: latency.quantile(0.99),
+                buckets: latency.buckets(),
+            }
+        })
+        .unwrap_or_default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
+    Ok(Json(PipelineGraph {
+        pipeline: pipeline.clone(),
+        now_ms,
+        nodes,
+        latency,
+    }))
 }
 
 fn control(state: &ApiState) -> Result<Arc<dyn Control>, ApiError> {

@@ -167,14 +167,15 @@ async fn health_is_open_and_everything_else_needs_the_token() {
     let (status, _) = call(state(&dir), "GET", "/health", None, vec![]).await;
     assert_eq!(status, StatusCode::OK);
     for (method, path) in routes::ALL {
-        if [routes::HEALTH, routes::READY].contains(path) {
+        if routes::PUBLIC.contains(path) {
             continue;
         }
         let method = method.to_uppercase();
         let uri = path
             .replace("{id}", "4")
             .replace("{other}", "4")
-            .replace("{operator}", "w");
+            .replace("{operator}", "w")
+            .replace("{asset}", "app.js");
         for token in [None, Some("wrong"), Some("s3cret-token-but-longer")] {
             let (status, body) = call(state(&dir), &method, &uri, token, vec![]).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {token:?}");
@@ -360,7 +361,8 @@ async fn the_openapi_document_is_served_checked_in_and_names_every_route() {
         let uri = path
             .replace("{id}", "4")
             .replace("{other}", "4")
-            .replace("{operator}", "w");
+            .replace("{operator}", "w")
+            .replace("{asset}", "app.js");
         let (_, body) = call(
             state(copy.path()),
             &method.to_uppercase(),

@@ -79,6 +79,20 @@ impl Latency {
         }
         Some(lower_bound(counts.len() - 1))
     }
+
+    /// The buckets that counted anything, in order: `(lower bound in ms, count)`. Two readings
+    /// subtracted give the latencies of the results written between them (the dashboard's
+    /// live p50 and p99).
+    pub fn buckets(&self) -> Vec<(u64, u64)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, bucket)| {
+                let count = bucket.load(Ordering::Relaxed);
+                (count > 0).then(|| (lower_bound(index), count))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -116,5 +130,6 @@ mod tests {
         assert_eq!(latency.quantile(0.25), Some(0));
         assert_eq!(latency.quantile(0.5), Some(1_200));
         assert_eq!(latency.quantile(1.0), Some(60_000));
+        assert_eq!(latency.buckets(), vec![(0, 1), (1_200, 1), (60_000, 2)]);
     }
 }
