@@ -15,6 +15,14 @@ for arg in "$@"; do
   esac
 done
 
+# Node.js and npm: the machines' image has them; elsewhere Debian's packages do.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "ui-test-deps.sh: installing Node.js and npm (apt-get)" >&2
+  apt_get=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
+  if [[ $(id -u) -ne 0 ]]; then apt_get=(sudo "${apt_get[@]}"); fi
+  "${apt_get[@]}" update >/dev/null
+  "${apt_get[@]}" install --no-install-recommends nodejs npm >/dev/null
+fi
 for tool in node npm; do
   command -v "$tool" >/dev/null || { echo "ui-test-deps.sh: $tool is not installed" >&2; exit 1; }
 done
