@@ -121,14 +121,16 @@ impl Logic {
         oldest_needed.map(|time| time.saturating_add(within))
     }
 
-    /// `Count`: lets time reach `now`: a window that falls below `count` stops the alert at
-    /// the moment it does; events that left the window are forgotten.
+    /// `Count`: every event before `now` has been seen: a window that fell below `count`
+    /// before `now` stops the alert at the moment it did (an event at that very moment may
+    /// have kept it holding, so the stop waits for time to pass it); events that left the
+    /// window for good are forgotten.
     fn advance(&self, key: &Value, state: &mut AlertState, now: i64, out: &mut Output) {
         let AlertRule::Count { within, .. } = self.rule else {
             return;
         };
         if let (Some(since), Some(deadline)) = (state.holding_since, self.window_deadline(state)) {
-            if deadline <= now {
+            if deadline < now {
                 state.holding_since = None;
                 self.result(key, false, since, deadline, state.held_events, out);
             }
@@ -136,7 +138,7 @@ impl Logic {
         while state
             .times
             .front()
-            .is_some_and(|time| time.saturating_add(within) <= now)
+            .is_some_and(|time| time.saturating_add(within) < now)
         {
             state.times.pop_front();
         }
@@ -178,16 +180,34 @@ impl KeyLogic for Logic {
                     state.run_events = 0;
                 }
             }
-            AlertRule::Count { count, .. } => {
+            AlertRule::Count { count, within } => {
                 if holds {
                     state.times.push_back(time);
                     if state.holding_since.is_some() {
                         state.held_events += 1;
-                    } else if state.times.len() >= count as usize {
+                    }
+                }
+                // The window at `time` is `(time - within, time]`.
+                while state
+                    .times
+                    .front()
+                    .is_some_and(|t| t.saturating_add(within) <= time)
+                {
+                    state.times.pop_front();
+                }
+                let enough = state.times.len() >= count as usize;
+                match state.holding_since {
+                    None if enough => {
                         state.holding_since = Some(time);
                         state.held_events = state.times.len() as u64;
                         self.result(key, true, time, time, state.held_events, out);
                     }
+                    // The oldest needed event left the window at this very moment.
+                    Some(since) if !enough => {
+                        state.holding_since = None;
+                        self.result(key, false, since, time, state.held_events, out);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -205,12 +225,18 @@ impl KeyLogic for Logic {
     }
 
     fn deadline(&self, state: &AlertState) -> Option<i64> {
-        self.window_deadline(state)
+        due(self.window_deadline(state), state)
     }
 
     fn idle(&self, state: &AlertState) -> bool {
         state.run_start.is_none() && state.times.is_empty() && state.holding_since.is_none()
     }
+}
+
+/// When a key is due, given its window deadline: a stop is certain, and an event can be
+/// forgotten, once time has passed the deadline (`advance` acts at `deadline < now`).
+fn due(deadline: Option<i64>, _state: &AlertState) -> Option<i64> {
+    deadline.map(|deadline| deadline.saturating_add(1))
 }
 
 /// Tells when a condition starts and stops holding, per key. Results are events whose payload
@@ -321,7 +347,7 @@ impl Operator for Alert {
             dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
         let logic = &self.logic;
         self.timeline
-            .restore(snapshot, |state| logic.window_deadline(state));
+            .restore(snapshot, |state| due(logic.window_deadline(state), state));
         Ok(())
     }
 

@@ -1238,7 +1238,6 @@ impl Checker {
     fn pattern(&mut self, raw: Spanned<RawPattern>, path: &str) -> Option<StepSpec> {
         let place = place_of(&raw, path);
         let pattern = raw.value;
-        let before = self.problems.len();
         if pattern.stages.value.is_empty() {
             self.problem(
                 place_of(&pattern.stages, format!("{path}.stages")),
@@ -1277,18 +1276,21 @@ impl Checker {
                         "`times` (exactly N) cannot be combined with `min` or `max`",
                     );
                 }
-                let times = self.count(times, &format!("{stage_path}.times"));
-                min = times.unwrap_or(1);
-                max = times;
+                // An unreadable count is reported here; the stage is checked further as `times: 1`.
+                let times = self
+                    .count(times, &format!("{stage_path}.times"))
+                    .unwrap_or(1);
+                min = times;
+                max = Some(times);
             } else if stage.min.is_some() || stage.max.is_some() {
                 min = match &stage.min {
                     Some(value) => self.count(value, &format!("{stage_path}.min")).unwrap_or(1),
                     None => 1,
                 };
-                max = match &stage.max {
-                    Some(value) => self.count(value, &format!("{stage_path}.max")),
-                    None => None,
-                };
+                max = stage.max.as_ref().map(|value| {
+                    self.count(value, &format!("{stage_path}.max"))
+                        .unwrap_or(min.max(1))
+                });
             }
             if stage.optional.as_ref().is_some_and(|o| o.value) {
                 min = 0;
@@ -1366,9 +1368,8 @@ impl Checker {
                 Err(message) => self.problem(place_of(function, field_path), message),
             }
         }
-        if self.problems.len() > before {
-            return None;
-        }
+        // Problems found so far are reported; the plan checks the rest of the pattern too,
+        // with defaults where a value was refused, so that every problem is listed at once.
         Some(StepSpec::Pattern(PatternSpec {
             stages,
             within,

@@ -447,7 +447,15 @@ impl Steps {
                 );
             }
         }
-        let bound_layout = match cep::binding_layout(&self.layout, &positive_names) {
+        // A name used twice is reported above (and the pattern is not built): for the checks
+        // of the conditions the layout binds it once, in stage order.
+        let mut distinct_names: Vec<String> = Vec::new();
+        for name in &positive_names {
+            if !distinct_names.contains(name) {
+                distinct_names.push(name.clone());
+            }
+        }
+        let bound_layout = match cep::binding_layout(&self.layout, &distinct_names) {
             Ok(layout) => Some(layout),
             Err(message) => {
                 Self::refuse(problems, &pattern.place, message);
