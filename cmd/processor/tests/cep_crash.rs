@@ -94,7 +94,11 @@ fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing(
         String::from_utf8_lossy(&run.stderr)
     );
     let expected = read_committed(&dir.path().join("reference-out")).expect("committed output");
-    assert!(expected.lines().count() > 1_000, "{}", expected.lines().count());
+    assert!(
+        expected.lines().count() > 1_000,
+        "{}",
+        expected.lines().count()
+    );
 
     let crashed = config(dir.path(), &input, "crashed");
     let mut mix = Mix(20_261_204);

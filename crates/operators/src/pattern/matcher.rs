@@ -475,8 +475,17 @@ impl KeyMatches {
             start.entries = entries;
             settle(start);
         }
-        // The event may start a match of its own.
-        let (entries, _) = step(&mut eval, &def.empty_thread(), &event, seq);
+        // The event may start a match of its own (most events do not: their condition of the
+        // first stage is checked before a thread is built).
+        let starts = def
+            .positives
+            .first()
+            .is_some_and(|&first| eval.holds(first, &event, &def.no_bindings));
+        let (entries, _) = if starts {
+            step(&mut eval, &def.empty_thread(), &event, seq)
+        } else {
+            (Vec::new(), false)
+        };
         let entries: Vec<Entry> = entries
             .into_iter()
             .filter(|entry| matches!(entry, Entry::Running(t) | Entry::Complete(t) if t.counts.first().is_some_and(|c| *c > 0)))

@@ -102,6 +102,8 @@ pub struct PatternDef {
     /// The indices of the positive stages in `stages`.
     positives: Vec<usize>,
     positive_names: Vec<String>,
+    /// A null binding for every positive stage: what the first stage's condition sees.
+    no_bindings: Vec<Value>,
     /// For each positive stage, the negative stages right after it.
     negatives_after: Vec<Vec<usize>>,
     within: Option<i64>,
@@ -194,6 +196,7 @@ impl PatternDef {
             });
         }
         Ok(PatternDef {
+            no_bindings: vec![Value::Null; positives.len()],
             stages,
             positives,
             positive_names,

@@ -4,7 +4,7 @@
 //! gives the same results as sorted input. Each key may also ask to be woken at a time of its
 //! own (a deadline), which the watermark passing it triggers.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use dataflow_event::{Event, Value};
 use rustc_hash::FxHashMap;
@@ -43,9 +43,11 @@ pub(crate) struct KeyEntry<S> {
 #[derive(Debug)]
 pub(crate) struct Timeline<S> {
     keys: FxHashMap<Value, KeyEntry<S>>,
-    /// `(time, key)`: the key is due when the watermark reaches `time`.
-    timers: BTreeSet<(i64, Value)>,
-    /// The time each key is in `timers` at.
+    /// The keys due when the watermark reaches each time. A key may also sit at times it is no
+    /// longer due at (when it became due earlier): `wake` says which entry counts, and the
+    /// others are skipped when they come up. So timers compare times only, never keys.
+    timers: BTreeMap<i64, Vec<Value>>,
+    /// The time each key is due at.
     wake: FxHashMap<Value, i64>,
     watermark: i64,
 }
@@ -61,7 +63,7 @@ impl<S> Default for Timeline<S> {
     fn default() -> Self {
         Timeline {
             keys: FxHashMap::default(),
-            timers: BTreeSet::new(),
+            timers: BTreeMap::new(),
             wake: FxHashMap::default(),
             watermark: i64::MIN,
         }
@@ -94,17 +96,15 @@ impl<S: Default> Timeline<S> {
         let due = time.saturating_add(1);
         match self.wake.get(&key) {
             Some(&wake) if wake <= due => {}
-            Some(&wake) => {
-                self.timers.remove(&(wake, key.clone()));
-                self.timers.insert((due, key.clone()));
-                self.wake.insert(key, due);
-            }
-            None => {
-                self.timers.insert((due, key.clone()));
-                self.wake.insert(key, due);
-            }
+            _ => self.schedule(key, due),
         }
         Ok(())
+    }
+
+    /// Makes `key` due at `due` (whatever it was due at before).
+    fn schedule(&mut self, key: Value, due: i64) {
+        self.timers.entry(due).or_default().push(key.clone());
+        self.wake.insert(key, due);
     }
 
     /// Advances to `watermark`: every key due by then gets its events before it, in time
@@ -119,15 +119,21 @@ impl<S: Default> Timeline<S> {
             return;
         }
         self.watermark = watermark;
-        while let Some((due, _)) = self.timers.first() {
-            if *due > watermark {
+        while let Some((&due, _)) = self.timers.first_key_value() {
+            if due > watermark {
                 break;
             }
-            let Some((_, key)) = self.timers.pop_first() else {
+            let Some((due, keys)) = self.timers.pop_first() else {
                 break;
             };
-            self.wake.remove(&key);
-            self.run_key(key, watermark, false, logic, out);
+            for key in keys {
+                if self.wake.get(&key) != Some(&due) {
+                    // A stale entry: the key became due earlier and was run then.
+                    continue;
+                }
+                self.wake.remove(&key);
+                self.run_key(key, watermark, false, logic, out);
+            }
         }
     }
 
@@ -177,8 +183,7 @@ impl<S: Default> Timeline<S> {
         }
         if let Some(due) = due {
             if !end {
-                self.timers.insert((due, key.clone()));
-                self.wake.insert(key, due);
+                self.schedule(key, due);
             }
         }
     }
@@ -223,8 +228,7 @@ impl<S: Default> Timeline<S> {
                 (a, b) => a.or(b),
             };
             if let Some(due) = due {
-                self.timers.insert((due, key.clone()));
-                self.wake.insert(key.clone(), due);
+                self.schedule(key.clone(), due);
             }
             self.keys.insert(key, entry);
         }
