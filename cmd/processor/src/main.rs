@@ -91,6 +91,7 @@ enum Command {
 enum ProfileArg {
     Bids,
     Clicks,
+    Cards,
 }
 
 fn main() -> ExitCode {
@@ -135,6 +136,7 @@ fn main() -> ExitCode {
                 profile: match profile {
                     ProfileArg::Bids => Profile::Bids,
                     ProfileArg::Clicks => Profile::Clicks,
+                    ProfileArg::Cards => Profile::Cards,
                 },
                 count: Some(count),
                 seed,

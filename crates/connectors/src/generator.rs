@@ -67,6 +67,9 @@ const FLUSH_BYTES: usize = 256 * 1024;
 /// Up to this many user ids are built once, when the generator is created.
 const USER_CACHE_LIMIT: u64 = 65_536;
 
+/// Up to this many card ids are built once, when the generator is created.
+const CARD_CACHE_LIMIT: u64 = 1 << 20;
+
 /// Sales channels of bids, with their weights in percent.
 const CHANNELS: [(&str, u64); 4] = [("web", 50), ("mobile", 30), ("api", 15), ("partner", 5)];
 
@@ -92,6 +95,9 @@ pub enum Profile {
     Bids,
     /// A user click stream: `user_id`, `page`, `duration_ms`.
     Clicks,
+    /// Card transactions, for the fraud pattern: `card`, `amount` (a float), `merchant`; one
+    /// in twenty charges is small (under 2), three in a hundred large (500 and more).
+    Cards,
 }
 
 impl Profile {
@@ -100,6 +106,7 @@ impl Profile {
         match self {
             Profile::Bids => "bids",
             Profile::Clicks => "clicks",
+            Profile::Cards => "cards",
         }
     }
 }
@@ -117,8 +124,9 @@ impl FromStr for Profile {
         match text {
             "bids" | "bid" | "nexmark" => Ok(Profile::Bids),
             "clicks" | "click" => Ok(Profile::Clicks),
+            "cards" | "card" => Ok(Profile::Cards),
             other => Err(ConnectorError::InvalidGenerator(format!(
-                "unknown profile `{other}`: expected bids or clicks"
+                "unknown profile `{other}`: expected bids, clicks or cards"
             ))),
         }
     }
@@ -143,7 +151,7 @@ pub struct GeneratorConfig {
     pub auctions: u64,
     /// Bids: how many distinct bidders there are.
     pub bidders: u64,
-    /// Clicks: how many distinct users there are.
+    /// Clicks: how many distinct users there are; cards: how many distinct cards.
     pub users: u64,
 }
 
@@ -169,6 +177,7 @@ struct Names {
     bid: Arc<str>,
     user_click: Arc<str>,
     page_view: Arc<str>,
+    charge: Arc<str>,
     channels: Vec<(Arc<str>, u64)>,
     pages: Vec<(Arc<str>, u64)>,
     users: Vec<Arc<str>>,
@@ -180,12 +189,16 @@ impl Names {
             Profile::Clicks if config.users <= USER_CACHE_LIMIT => (0..config.users)
                 .map(|n| Arc::from(user_id(n).as_str()))
                 .collect(),
+            Profile::Cards if config.users <= CARD_CACHE_LIMIT => (0..config.users)
+                .map(|n| Arc::from(card_id(n).as_str()))
+                .collect(),
             _ => Vec::new(),
         };
         Names {
             bid: Arc::from("bid"),
             user_click: Arc::from("user_click"),
             page_view: Arc::from("page_view"),
+            charge: Arc::from("charge"),
             channels: CHANNELS
                 .iter()
                 .map(|&(name, weight)| (Arc::from(name), weight))
@@ -227,13 +240,16 @@ impl Generator {
             Profile::Bids if config.bidders == 0 => {
                 return invalid("bidders must be greater than 0")
             }
-            Profile::Clicks if config.users == 0 => return invalid("users must be greater than 0"),
+            Profile::Clicks | Profile::Cards if config.users == 0 => {
+                return invalid("users must be greater than 0")
+            }
             _ => {}
         }
         let schema = Arc::new(Generator::schema(config.profile));
         let salt = match config.profile {
             Profile::Bids => 0x6269_6473,
             Profile::Clicks => 0x636c_6963_6b73,
+            Profile::Cards => 0x0063_6172_6473,
         };
         Ok(Generator {
             key: mix64(config.seed ^ mix64(salt)),
@@ -258,6 +274,11 @@ impl Generator {
                 ("user_id", FieldType::String),
                 ("page", FieldType::String),
                 ("duration_ms", FieldType::Int),
+            ],
+            Profile::Cards => &[
+                ("card", FieldType::String),
+                ("amount", FieldType::Float),
+                ("merchant", FieldType::String),
             ],
         };
         Schema::new(fields.iter().copied())
@@ -292,6 +313,7 @@ impl Generator {
         let (kind, values) = match self.config.profile {
             Profile::Bids => self.bid(index, &mut rng),
             Profile::Clicks => self.click(&mut rng),
+            Profile::Cards => self.charge(&mut rng),
         };
         let mut id = StackStr::new();
         id.push_str(self.config.profile.name());
@@ -374,6 +396,30 @@ impl Generator {
             Value::Int(to_i64(duration)),
         ];
         (Arc::clone(kind), values)
+    }
+
+    fn charge(&self, rng: &mut SplitMix64) -> (Arc<str>, Vec<Value>) {
+        let card = rng.below(self.config.users);
+        let card = match self
+            .names
+            .users
+            .get(usize::try_from(card).unwrap_or(usize::MAX))
+        {
+            Some(cached) => Arc::clone(cached),
+            None => Arc::from(card_id(card).as_str()),
+        };
+        let cents = match rng.below(100) {
+            0..5 => rng.range(1, 199),
+            5..8 => rng.range(50_000, 250_000),
+            _ => rng.range(200, 20_000),
+        };
+        let merchant = pick(&self.names.pages, rng.below(100));
+        let values = vec![
+            Value::Str(card),
+            Value::Float(cents as f64 / 100.0),
+            Value::Str(merchant),
+        ];
+        (Arc::clone(&self.names.charge), values)
     }
 
     /// The index of the next event [`Generator::next_batch`] returns.
@@ -463,6 +509,14 @@ impl Iterator for Generator {
         self.position += 1;
         Some(event)
     }
+}
+
+/// `c1`, `c2`, ... for cards 0, 1, ...
+fn card_id(card: u64) -> StackStr {
+    let mut id = StackStr::new();
+    id.push_str("c");
+    id.push_u64(card.saturating_add(1));
+    id
 }
 
 /// `u01`, `u02`, ... for users 0, 1, ...
@@ -671,9 +725,10 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SourceKind> {
         Some((name, place)) => match name.as_str() {
             "bids" => config.profile = Profile::Bids,
             "clicks" => config.profile = Profile::Clicks,
+            "cards" => config.profile = Profile::Cards,
             other => settings.problem(
                 place,
-                format!("unknown generator profile `{other}`: expected bids or clicks"),
+                format!("unknown generator profile `{other}`: expected bids, clicks or cards"),
             ),
         },
     }

@@ -13,6 +13,9 @@ pub enum SideKind {
     DeadLetter,
     /// It arrived after its windows were closed for good.
     Late,
+    /// A partial match of a `pattern` step whose `within` ran out (an expected event that did
+    /// not come).
+    TimedOut,
 }
 
 impl SideKind {
@@ -21,6 +24,7 @@ impl SideKind {
         match self {
             SideKind::DeadLetter => "dead_letter",
             SideKind::Late => "late",
+            SideKind::TimedOut => "timed_out",
         }
     }
 }

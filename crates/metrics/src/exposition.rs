@@ -136,6 +136,7 @@ struct OperatorFamilies {
     events_sent: Family<OperatorLabels, Count>,
     errors: Family<OperatorLabels, Count>,
     late_events: Family<OperatorLabels, Count>,
+    timed_out: Family<OperatorLabels, Count>,
     dead_letters: Family<OperatorLabels, Count>,
     processing: Histograms<OperatorLabels>,
     busy: Family<OperatorLabels, Seconds>,
@@ -239,6 +240,7 @@ impl Metrics {
             events_sent: Family::default(),
             errors: Family::default(),
             late_events: Family::default(),
+            timed_out: Family::default(),
             dead_letters: Family::default(),
             processing: Family::new_with_constructor(processing_histogram as fn() -> Histogram),
             busy: Family::default(),
@@ -272,6 +274,12 @@ impl Metrics {
             "dataflow_operator_late_events",
             "Events beyond the allowed lateness",
             &o.late_events,
+        );
+        register(
+            &mut r,
+            "dataflow_operator_timed_out",
+            "Partial matches whose time ran out, routed to the timed-out output",
+            &o.timed_out,
         );
         register(
             &mut r,
@@ -490,6 +498,7 @@ impl Metrics {
             events_sent: f.events_sent.get_or_create_owned(&labels),
             errors: f.errors.get_or_create_owned(&labels),
             late_events: f.late_events.get_or_create_owned(&labels),
+            timed_out: f.timed_out.get_or_create_owned(&labels),
             dead_letters: f.dead_letters.get_or_create_owned(&labels),
             processing: f.processing.get_or_create_owned(&labels),
             busy: f.busy.get_or_create_owned(&labels),
@@ -575,6 +584,7 @@ pub struct OperatorMetrics {
     events_sent: Count,
     errors: Count,
     late_events: Count,
+    timed_out: Count,
     dead_letters: Count,
     processing: Histogram,
     busy: Seconds,
@@ -605,6 +615,11 @@ impl OperatorMetrics {
     /// `n` events beyond the allowed lateness.
     pub fn late_events(&self, n: u64) {
         self.late_events.inc_by(n);
+    }
+
+    /// `n` partial matches whose time ran out.
+    pub fn timed_out(&self, n: u64) {
+        self.timed_out.inc_by(n);
     }
 
     /// `n` records routed to the dead letters.

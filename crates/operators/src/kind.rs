@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::window::OperatorView;
-use crate::{filter, key_by, map, window, Result};
+use crate::{alert, filter, key_by, map, pattern, window, Result};
 
 /// How the input of an operator must be spread over parallel workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +106,14 @@ pub fn parallel_part(kinds: &[&OperatorKind]) -> Option<(usize, bool)> {
 }
 
 /// Every built-in kind.
-pub const ALL: [&OperatorKind; 4] = [&filter::KIND, &map::KIND, &key_by::KIND, &window::KIND];
+pub const ALL: [&OperatorKind; 6] = [
+    &filter::KIND,
+    &map::KIND,
+    &key_by::KIND,
+    &window::KIND,
+    &pattern::KIND,
+    &alert::KIND,
+];
 
 /// The kind named `name`, as a checkpoint names it.
 pub fn by_name(name: &str) -> Option<&'static OperatorKind> {

@@ -11,14 +11,17 @@
 //! Adding an operator: a module with the operator, its `KIND`, and an entry in [`kind::ALL`].
 #![forbid(unsafe_code)]
 
+pub mod alert;
 mod error;
 pub mod filter;
 pub mod key_by;
 pub mod kind;
 pub mod map;
 mod operator;
+pub mod pattern;
 pub mod window;
 
+pub use alert::Alert;
 pub use error::{OperatorError, Result};
 pub use filter::Filter;
 pub use key_by::KeyBy;
@@ -27,4 +30,5 @@ pub use map::Map;
 pub use operator::{
     Operator, OperatorInfo, OperatorNode, OperatorSnapshot, Output, SideData, SideKind, SideRecord,
 };
+pub use pattern::Pattern;
 pub use window::{TimeDomain, WindowAggregate};

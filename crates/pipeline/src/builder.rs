@@ -39,6 +39,7 @@ impl PipelineBuilder {
                 sinks: Vec::new(),
                 dead_letters: SinkSpec::file("dead-letters.jsonl"),
                 late_events: None,
+                timed_out: None,
                 runtime: RuntimeSpec::default(),
                 checkpoint: None,
                 state: Default::default(),

@@ -22,9 +22,10 @@ use dataflow_connectors::registry::{self, ConnectorType};
 
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
-    AdaptiveSpec, AggregateSpec, ApiSpec, CheckpointSpec, ExprSpec, MapSpec, OnStop, PipelineSpec,
-    Place, Problem, RateLimitSpec, RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StateSpec,
-    StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+    AdaptiveSpec, AfterMatch, AggregateSpec, AlertRule, AlertSpec, ApiSpec, CheckpointSpec,
+    ExprSpec, MapSpec, OnStop, PatternAggregate, PatternSelectSpec, PatternSpec, PatternStageSpec,
+    PipelineSpec, Place, Problem, RateLimitSpec, RuntimeSpec, SinkSpec, SourceKind, SourceSpec,
+    StateSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -135,6 +136,7 @@ struct RawConfig {
     sinks: Spanned<Vec<Spanned<RawSink>>>,
     dead_letters: Option<Spanned<RawSink>>,
     late_events: Option<Spanned<RawSink>>,
+    timed_out: Option<Spanned<RawSink>>,
     parallelism: Option<Spanned<i64>>,
     #[serde(default)]
     runtime: RawRuntime,
@@ -385,6 +387,43 @@ enum RawStep {
     Map(Box<Spanned<RawMap>>),
     KeyBy(Spanned<String>),
     Window(Box<Spanned<RawWindow>>),
+    Pattern(Box<Spanned<RawPattern>>),
+    Alert(Box<Spanned<RawAlert>>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPattern {
+    stages: Spanned<Vec<Spanned<RawStage>>>,
+    within: Option<Spanned<DurationText>>,
+    after_match: Option<Spanned<String>>,
+    #[serde(default)]
+    select: OrderedMap<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: Spanned<String>,
+    #[serde(rename = "where")]
+    condition: Spanned<String>,
+    times: Option<Spanned<i64>>,
+    min: Option<Spanned<i64>>,
+    max: Option<Spanned<i64>>,
+    optional: Option<Spanned<bool>>,
+    greedy: Option<Spanned<bool>>,
+    contiguity: Option<Spanned<String>>,
+    negative: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    condition: Spanned<String>,
+    #[serde(rename = "for")]
+    duration: Option<Spanned<DurationText>>,
+    count: Option<Spanned<i64>>,
+    within: Option<Spanned<DurationText>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -660,6 +699,10 @@ impl Checker {
             .late_events
             .as_ref()
             .and_then(|sink| self.sink(sink, "late_events"));
+        let timed_out = raw
+            .timed_out
+            .as_ref()
+            .and_then(|sink| self.sink(sink, "timed_out"));
         let mut runtime = self.runtime(&raw.runtime);
         if let Some(parallelism) = &raw.parallelism {
             match usize::try_from(parallelism.value) {
@@ -707,6 +750,7 @@ impl Checker {
             sinks,
             dead_letters: dead_letters.unwrap_or_else(SinkSpec::stdout),
             late_events,
+            timed_out,
             runtime,
             checkpoint,
             state,
@@ -1168,7 +1212,222 @@ impl Checker {
                 }))
             }
             RawStep::Window(window) => self.window(*window, &format!("{path}.window")),
+            RawStep::Pattern(pattern) => self.pattern(*pattern, &format!("{path}.pattern")),
+            RawStep::Alert(alert) => self.alert(*alert, &format!("{path}.alert")),
         }
+    }
+
+    /// A count of events written at `path`: a whole number from 0 up.
+    fn count(&mut self, value: &Spanned<i64>, path: &str) -> Option<u32> {
+        match u32::try_from(value.value) {
+            Ok(count) => Some(count),
+            Err(_) => {
+                self.problem(
+                    place_of(value, path),
+                    format!(
+                        "`{}` must be a number of events from 0 up, not {}",
+                        path.rsplit('.').next().unwrap_or(path),
+                        value.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn pattern(&mut self, raw: Spanned<RawPattern>, path: &str) -> Option<StepSpec> {
+        let place = place_of(&raw, path);
+        let pattern = raw.value;
+        if pattern.stages.value.is_empty() {
+            self.problem(
+                place_of(&pattern.stages, format!("{path}.stages")),
+                "a pattern needs at least one stage",
+            );
+        }
+        let mut stages = Vec::new();
+        for (index, raw_stage) in pattern.stages.value.iter().enumerate() {
+            let stage_path = format!("{path}.stages[{index}]");
+            let stage = &raw_stage.value;
+            let negative = stage.negative.as_ref().is_some_and(|n| n.value);
+            if negative {
+                for (written, key) in [
+                    (stage.times.is_some(), "times"),
+                    (stage.min.is_some(), "min"),
+                    (stage.max.is_some(), "max"),
+                    (stage.optional.is_some(), "optional"),
+                    (stage.greedy.is_some(), "greedy"),
+                    (stage.contiguity.is_some(), "contiguity"),
+                ] {
+                    if written {
+                        self.problem(
+                            place_of(raw_stage, stage_path.clone()),
+                            format!(
+                                "`{key}` does not apply to a negative stage, which takes no events"
+                            ),
+                        );
+                    }
+                }
+            }
+            let (mut min, mut max) = (1, Some(1));
+            if let Some(times) = &stage.times {
+                if stage.min.is_some() || stage.max.is_some() {
+                    self.problem(
+                        place_of(times, format!("{stage_path}.times")),
+                        "`times` (exactly N) cannot be combined with `min` or `max`",
+                    );
+                }
+                // An unreadable count is reported here; the stage is checked further as `times: 1`.
+                let times = self
+                    .count(times, &format!("{stage_path}.times"))
+                    .unwrap_or(1);
+                min = times;
+                max = Some(times);
+            } else if stage.min.is_some() || stage.max.is_some() {
+                min = match &stage.min {
+                    Some(value) => self.count(value, &format!("{stage_path}.min")).unwrap_or(1),
+                    None => 1,
+                };
+                max = stage.max.as_ref().map(|value| {
+                    self.count(value, &format!("{stage_path}.max"))
+                        .unwrap_or(min.max(1))
+                });
+            }
+            if stage.optional.as_ref().is_some_and(|o| o.value) {
+                min = 0;
+            }
+            let strict = match stage.contiguity.as_ref().map(|c| c.value.as_str()) {
+                None | Some("relaxed") => false,
+                Some("strict") => true,
+                Some(other) => {
+                    let contiguity_place = stage
+                        .contiguity
+                        .as_ref()
+                        .map(|c| place_of(c, format!("{stage_path}.contiguity")))
+                        .unwrap_or_default();
+                    self.problem(
+                        contiguity_place,
+                        format!("unknown contiguity `{other}`: expected strict or relaxed"),
+                    );
+                    false
+                }
+            };
+            stages.push(PatternStageSpec {
+                name: stage.name.value.clone(),
+                condition: expr_spec(&stage.condition, format!("{stage_path}.where")),
+                min,
+                max,
+                greedy: stage.greedy.as_ref().is_none_or(|g| g.value),
+                strict,
+                negative,
+                place: place_of(raw_stage, stage_path),
+            });
+        }
+        let within = pattern.within.as_ref().and_then(|within| {
+            let millis = self.duration(within, &format!("{path}.within"))?;
+            if millis == 0 {
+                self.problem(
+                    place_of(within, format!("{path}.within")),
+                    "`within` must be greater than zero",
+                );
+                return None;
+            }
+            Some(millis)
+        });
+        let after_match = match pattern.after_match.as_ref().map(|a| a.value.as_str()) {
+            None | Some("skip_past_last") => AfterMatch::SkipPastLast,
+            Some("skip_to_next") => AfterMatch::SkipToNext,
+            Some(other) => {
+                let after_place = pattern
+                    .after_match
+                    .as_ref()
+                    .map(|a| place_of(a, format!("{path}.after_match")))
+                    .unwrap_or_default();
+                self.problem(
+                    after_place,
+                    format!(
+                        "unknown after_match `{other}`: expected skip_past_last or skip_to_next"
+                    ),
+                );
+                AfterMatch::SkipPastLast
+            }
+        };
+        let mut select = Vec::new();
+        for (name, function) in &pattern.select.0 {
+            let field_path = format!("{path}.select.{}", name.value);
+            match parse_pattern_field(&function.value) {
+                Ok((aggregate, stage, input)) => select.push(PatternSelectSpec {
+                    name: name.value.clone(),
+                    aggregate,
+                    stage,
+                    input: input.map(|source| ExprSpec {
+                        source,
+                        place: place_of(function, field_path.clone()),
+                    }),
+                    place: place_of(function, field_path),
+                }),
+                Err(message) => self.problem(place_of(function, field_path), message),
+            }
+        }
+        // Problems found so far are reported; the plan checks the rest of the pattern too,
+        // with defaults where a value was refused, so that every problem is listed at once.
+        Some(StepSpec::Pattern(PatternSpec {
+            stages,
+            within,
+            after_match,
+            select,
+            place,
+        }))
+    }
+
+    fn alert(&mut self, raw: Spanned<RawAlert>, path: &str) -> Option<StepSpec> {
+        let place = place_of(&raw, path);
+        let alert = raw.value;
+        let positive = |checker: &mut Checker, text: &Spanned<DurationText>, key: &str| {
+            let millis = checker.duration(text, &format!("{path}.{key}"))?;
+            if millis == 0 {
+                checker.problem(
+                    place_of(text, format!("{path}.{key}")),
+                    format!("`{key}` must be greater than zero"),
+                );
+                return None;
+            }
+            Some(millis)
+        };
+        let rule = match (&alert.duration, &alert.count, &alert.within) {
+            (Some(duration), None, None) => positive(self, duration, "for").map(AlertRule::For),
+            (None, Some(count), Some(within)) => {
+                let within = positive(self, within, "within");
+                let count = match u32::try_from(count.value) {
+                    Ok(count) if count > 0 => Some(count),
+                    _ => {
+                        self.problem(
+                            place_of(count, format!("{path}.count")),
+                            format!(
+                                "`count` must be a number of events from 1 up, not {}",
+                                count.value
+                            ),
+                        );
+                        None
+                    }
+                };
+                match (count, within) {
+                    (Some(count), Some(within)) => Some(AlertRule::Count { count, within }),
+                    _ => None,
+                }
+            }
+            _ => {
+                self.problem(
+                    place.clone(),
+                    "an alert needs either `for` (held continuously that long) or `count` with `within` (that many events within that long)",
+                );
+                None
+            }
+        };
+        Some(StepSpec::Alert(AlertSpec {
+            condition: expr_spec(&alert.condition, format!("{path}.condition")),
+            rule: rule?,
+            place,
+        }))
     }
 
     fn window(&mut self, raw: Spanned<RawWindow>, path: &str) -> Option<StepSpec> {
@@ -1368,6 +1627,53 @@ fn expr_spec(expr: &Spanned<String>, path: String) -> ExprSpec {
     ExprSpec {
         source: expr.value.clone(),
         place: place_of(expr, path),
+    }
+}
+
+/// Parses a pattern's selected field: `first(stage.expr)`, `last(stage.expr)`,
+/// `sum(stage.expr)` or `count(stage)`, into the function, the stage and the expression over
+/// the stage's events.
+pub fn parse_pattern_field(
+    text: &str,
+) -> std::result::Result<(PatternAggregate, String, Option<String>), String> {
+    let text = text.trim();
+    let Some(open) = text.find('(') else {
+        return Err(format!(
+            "field `{text}` must be first(stage.expr), last(stage.expr), sum(stage.expr) or count(stage)"
+        ));
+    };
+    let Some(inner) = text[open + 1..].strip_suffix(')') else {
+        return Err(format!("field `{text}` lacks its closing parenthesis"));
+    };
+    let inner = inner.trim();
+    let aggregate = match text[..open].trim() {
+        "first" => PatternAggregate::First,
+        "last" => PatternAggregate::Last,
+        "sum" => PatternAggregate::Sum,
+        "count" => PatternAggregate::Count,
+        other => {
+            return Err(format!(
+                "unknown function `{other}`: expected first, last, sum or count"
+            ))
+        }
+    };
+    let (stage, expr) = match inner.split_once('.') {
+        Some((stage, expr)) => (stage.trim(), Some(expr.trim().to_string())),
+        None => (inner, None),
+    };
+    if stage.is_empty() {
+        return Err(format!("field `{text}` names no stage"));
+    }
+    match (aggregate, expr) {
+        (PatternAggregate::Count, None) => Ok((aggregate, stage.to_string(), None)),
+        (PatternAggregate::Count, Some(_)) => Err(format!(
+            "`count` takes a stage only, as in `count({stage})`"
+        )),
+        (_, None) => Err(format!(
+            "`{text}` needs a field of the stage, as in `{}({stage}.amount)`",
+            text[..open].trim()
+        )),
+        (_, Some(expr)) => Ok((aggregate, stage.to_string(), Some(expr))),
     }
 }
 

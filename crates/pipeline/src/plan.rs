@@ -9,13 +9,14 @@ use dataflow_event::{FieldType, Layout};
 use dataflow_window::WindowConfig;
 
 use crate::spec::{
-    ApiSpec, CheckpointSpec, ExprSpec, MapSpec, PipelineSpec, Place, Problem, RuntimeSpec,
-    SinkSpec, SourceSpec, StateSpec, StepSpec, WindowSpec,
+    AlertSpec, ApiSpec, CheckpointSpec, ExprSpec, MapSpec, PatternSpec, PipelineSpec, Place,
+    Problem, RuntimeSpec, SinkSpec, SourceSpec, StateSpec, StepSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 use dataflow_expr::Expr;
+use dataflow_operators::pattern::{self as cep, PatternDef, SelectDef, StageDef};
 use dataflow_operators::OperatorNode;
-use dataflow_operators::{Filter, KeyBy, Map, WindowAggregate};
+use dataflow_operators::{Alert, Filter, KeyBy, Map, Pattern, WindowAggregate};
 
 /// A source ready to open: its spec and the decoder for its records.
 #[derive(Debug)]
@@ -73,6 +74,9 @@ pub struct Plan {
     /// The late-events sink; `None` (or the dead-letter sink itself) sends late events to the
     /// dead letters.
     pub late_events: Option<SinkSpec>,
+    /// The sink of timed-out partial matches; `None` (or the dead-letter sink itself) sends
+    /// them to the dead letters.
+    pub timed_out: Option<SinkSpec>,
     /// Runtime settings.
     pub runtime: RuntimeSpec,
     /// Periodic checkpoints, if any.
@@ -122,6 +126,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::KeyBy(expr) => steps.key_by(expr, problems),
             StepSpec::Map(map) => steps.map(map, problems),
             StepSpec::Window(window) => steps.window(window, &spec.state, problems),
+            StepSpec::Pattern(pattern) => steps.pattern(pattern, problems),
+            StepSpec::Alert(alert) => steps.alert(alert, problems),
         }
     }
     Plan {
@@ -135,6 +141,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
         sinks: spec.sinks,
         dead_letters: spec.dead_letters,
         late_events: spec.late_events,
+        timed_out: spec.timed_out,
         runtime: spec.runtime,
         checkpoint: spec.checkpoint,
         state: spec.state,
@@ -387,6 +394,268 @@ impl Steps {
     }
 }
 
+/// Whether `name` can be written as a bare name in CEL: a letter or `_`, then letters,
+/// digits and `_`.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Steps {
+    /// A problem at `place`.
+    fn refuse(problems: &mut Vec<Problem>, place: &Place, message: impl Into<String>) {
+        problems.push(Problem {
+            place: place.clone(),
+            message: message.into(),
+        });
+    }
+
+    /// A pattern step over the keyed stream: the stream is its results from here on, keyed
+    /// as before.
+    fn pattern(&mut self, pattern: PatternSpec, problems: &mut Vec<Problem>) {
+        let name: Arc<str> = Arc::from(pattern.place.path.as_str());
+        let before = problems.len();
+        if self.key_type.is_none() {
+            Self::refuse(
+                problems,
+                &pattern.place,
+                "a pattern step needs a `key_by` before it: patterns are matched per key",
+            );
+        }
+        let positive_names: Vec<String> = pattern
+            .stages
+            .iter()
+            .filter(|stage| !stage.negative)
+            .map(|stage| stage.name.clone())
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for stage in &pattern.stages {
+            if !is_identifier(&stage.name) || stage.name == "payload" || stage.name == "event" {
+                Self::refuse(
+                    problems,
+                    &stage.place,
+                    format!(
+                        "stage name `{}` must be a CEL identifier other than `payload` and `event`",
+                        stage.name
+                    ),
+                );
+            }
+            if !seen.insert(stage.name.clone()) {
+                Self::refuse(
+                    problems,
+                    &stage.place,
+                    format!("stage name `{}` is used twice", stage.name),
+                );
+            }
+        }
+        // A name used twice is reported above (and the pattern is not built): for the checks
+        // of the conditions the layout binds it once, in stage order.
+        let mut distinct_names: Vec<String> = Vec::new();
+        for name in &positive_names {
+            if !distinct_names.contains(name) {
+                distinct_names.push(name.clone());
+            }
+        }
+        let bound_layout = match cep::binding_layout(&self.layout, &distinct_names) {
+            Ok(layout) => Some(layout),
+            Err(message) => {
+                Self::refuse(problems, &pattern.place, message);
+                None
+            }
+        };
+        let mut stages = Vec::new();
+        let mut earlier: Vec<&str> = Vec::new();
+        for stage in &pattern.stages {
+            let Some(layout) = &bound_layout else { break };
+            let Some(condition) = compile(&stage.condition, layout, problems) else {
+                continue;
+            };
+            if let Some(ty) = condition.output_type() {
+                if ty != FieldType::Bool {
+                    Self::refuse(
+                        problems,
+                        &stage.condition.place,
+                        format!("a stage condition needs a bool expression, this one gives {ty}"),
+                    );
+                }
+            }
+            let referred: Vec<String> = condition
+                .payload_fields()
+                .into_iter()
+                .filter(|field| positive_names.contains(field))
+                .collect();
+            for field in &referred {
+                if !earlier.contains(&field.as_str()) && !condition.reads_whole_payload() {
+                    Self::refuse(
+                        problems,
+                        &stage.condition.place,
+                        format!(
+                            "the condition of stage `{}` refers to stage `{field}`, which does not come before it: a condition may use only earlier stages",
+                            stage.name
+                        ),
+                    );
+                }
+            }
+            let bound = !referred.is_empty() || condition.reads_whole_payload();
+            let condition = if bound {
+                condition
+            } else {
+                match compile(&stage.condition, &self.layout, problems) {
+                    Some(plain) => plain,
+                    None => continue,
+                }
+            };
+            if !stage.negative {
+                earlier.push(&stage.name);
+            }
+            stages.push(StageDef {
+                name: stage.name.clone(),
+                condition,
+                bound,
+                min: stage.min,
+                max: stage.max,
+                greedy: stage.greedy,
+                strict: stage.strict,
+                negative: stage.negative,
+            });
+        }
+        for (index, message) in cep::shape_problems(&stages_for_shape(&pattern), pattern.within) {
+            let place = index
+                .and_then(|index| pattern.stages.get(index))
+                .map_or(&pattern.place, |stage| &stage.place);
+            Self::refuse(problems, place, message);
+        }
+        let mut select = Vec::new();
+        for field in &pattern.select {
+            let Some(stage) = pattern
+                .stages
+                .iter()
+                .find(|stage| stage.name == field.stage)
+            else {
+                Self::refuse(
+                    problems,
+                    &field.place,
+                    format!(
+                        "field `{}` reads stage `{}`, which the pattern does not have",
+                        field.name, field.stage
+                    ),
+                );
+                continue;
+            };
+            if stage.negative {
+                Self::refuse(
+                    problems,
+                    &field.place,
+                    format!(
+                        "field `{}` reads the negative stage `{}`, which takes no events",
+                        field.name, field.stage
+                    ),
+                );
+                continue;
+            }
+            let input = match &field.input {
+                Some(expr) => match compile(expr, &self.layout, problems) {
+                    Some(input) => Some(input),
+                    None => continue,
+                },
+                None => None,
+            };
+            select.push(SelectDef {
+                name: field.name.clone(),
+                aggregate: field.aggregate,
+                stage: field.stage.clone(),
+                input,
+            });
+        }
+        if problems.len() > before || stages.len() != pattern.stages.len() {
+            return;
+        }
+        let def = match PatternDef::new(
+            stages,
+            pattern.within,
+            pattern.after_match,
+            select,
+            self.layout.clone(),
+        ) {
+            Ok(def) => def,
+            Err(message) => return Self::refuse(problems, &pattern.place, message),
+        };
+        match Pattern::new(name.clone(), def, self.key_type.flatten()) {
+            Ok((operator, output)) => {
+                self.layout = output;
+                self.windowed = true;
+                self.operators.push(OperatorNode::new(name, operator));
+            }
+            Err(message) => Self::refuse(problems, &pattern.place, message),
+        }
+    }
+
+    /// An alert step over the keyed stream: the stream is its results from here on.
+    fn alert(&mut self, alert: AlertSpec, problems: &mut Vec<Problem>) {
+        let name: Arc<str> = Arc::from(alert.place.path.as_str());
+        if self.key_type.is_none() {
+            Self::refuse(
+                problems,
+                &alert.place,
+                "an alert step needs a `key_by` before it: alerts hold per key",
+            );
+            return;
+        }
+        let Some(condition) = compile(&alert.condition, &self.layout, problems) else {
+            return;
+        };
+        if let Some(ty) = condition.output_type() {
+            if ty != FieldType::Bool {
+                return Self::refuse(
+                    problems,
+                    &alert.condition.place,
+                    format!("an alert condition needs a bool expression, this one gives {ty}"),
+                );
+            }
+        }
+        match Alert::new(
+            name.clone(),
+            condition,
+            alert.rule,
+            self.key_type.flatten(),
+            self.layout.clone(),
+        ) {
+            Ok((operator, output)) => {
+                self.layout = output;
+                self.windowed = true;
+                self.operators.push(OperatorNode::new(name, operator));
+            }
+            Err(message) => Self::refuse(problems, &alert.place, message),
+        }
+    }
+}
+
+/// The stages of `pattern` with placeholder conditions, for the shape rules (which read only
+/// quantifiers, contiguity and negation): so that they are checked even when a condition does
+/// not compile.
+fn stages_for_shape(pattern: &PatternSpec) -> Vec<StageDef> {
+    let Ok(placeholder) = Expr::compile("true", &Layout::Object) else {
+        return Vec::new();
+    };
+    pattern
+        .stages
+        .iter()
+        .map(|stage| StageDef {
+            name: stage.name.clone(),
+            condition: placeholder.clone(),
+            bound: false,
+            min: stage.min,
+            max: stage.max,
+            greedy: stage.greedy,
+            strict: stage.strict,
+            negative: stage.negative,
+        })
+        .collect()
+}
+
 /// Where `operator` keeps its state: a directory of its own under the state directory, with
 /// sled state; `None` in memory.
 fn state_dir(state: &StateSpec, operator: &str) -> Option<PathBuf> {
@@ -410,6 +679,20 @@ fn step_sources(step: &StepSpec) -> Box<dyn Iterator<Item = &str> + '_> {
                 .filter_map(|a| a.input.as_ref())
                 .map(|expr| expr.source.as_str()),
         ),
+        StepSpec::Pattern(pattern) => Box::new(
+            pattern
+                .stages
+                .iter()
+                .map(|stage| stage.condition.source.as_str())
+                .chain(
+                    pattern
+                        .select
+                        .iter()
+                        .filter_map(|field| field.input.as_ref())
+                        .map(|expr| expr.source.as_str()),
+                ),
+        ),
+        StepSpec::Alert(alert) => Box::new(std::iter::once(alert.condition.source.as_str())),
     }
 }
 

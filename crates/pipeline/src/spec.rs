@@ -46,6 +46,9 @@ pub struct PipelineSpec {
     pub dead_letters: SinkSpec,
     /// Where events beyond the allowed lateness go; `None` sends them to the dead letters.
     pub late_events: Option<SinkSpec>,
+    /// Where timed-out partial matches of `pattern` steps go; `None` sends them to the dead
+    /// letters.
+    pub timed_out: Option<SinkSpec>,
     /// Runtime settings.
     pub runtime: RuntimeSpec,
     /// Periodic checkpoints, if any.
@@ -177,7 +180,78 @@ pub enum StepSpec {
     KeyBy(ExprSpec),
     /// Aggregate in windows.
     Window(WindowSpec),
+    /// Match a sequence of stages per key.
+    Pattern(PatternSpec),
+    /// Tell when a condition starts and stops holding per key.
+    Alert(AlertSpec),
 }
+
+pub use dataflow_operators::pattern::{AfterMatch, Aggregate as PatternAggregate};
+
+/// A pattern step (complex event processing), after a `key_by`.
+#[derive(Clone, Debug)]
+pub struct PatternSpec {
+    /// The stages, in order.
+    pub stages: Vec<PatternStageSpec>,
+    /// The longest time from the first to the last matched event (ms); `None`: no limit.
+    pub within: Option<i64>,
+    /// What happens after a match.
+    pub after_match: AfterMatch,
+    /// The fields of each result, in order.
+    pub select: Vec<PatternSelectSpec>,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// One stage of a pattern step.
+#[derive(Clone, Debug)]
+pub struct PatternStageSpec {
+    /// Its name, which later conditions use for its first event.
+    pub name: String,
+    /// When an event belongs to it.
+    pub condition: ExprSpec,
+    /// The fewest events it takes (0: optional).
+    pub min: u32,
+    /// The most events it takes; `None`: no limit.
+    pub max: Option<u32>,
+    /// Whether it takes as many events as it can.
+    pub greedy: bool,
+    /// Strict contiguity: its events must follow the previous matched event directly.
+    pub strict: bool,
+    /// A negative stage ("not followed by").
+    pub negative: bool,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// One selected field of a pattern step: `first(stage.expr)`, `last(...)`, `sum(...)`,
+/// `count(stage)`.
+#[derive(Clone, Debug)]
+pub struct PatternSelectSpec {
+    /// The output field.
+    pub name: String,
+    /// What it computes.
+    pub aggregate: PatternAggregate,
+    /// The stage whose events it reads.
+    pub stage: String,
+    /// What it reads of each event (none for `count`).
+    pub input: Option<ExprSpec>,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// An alert step: a condition that holds for a while, per key.
+#[derive(Clone, Debug)]
+pub struct AlertSpec {
+    /// The condition.
+    pub condition: ExprSpec,
+    /// When the alert holds.
+    pub rule: AlertRule,
+    /// Where it was written.
+    pub place: Place,
+}
+
+pub use dataflow_operators::alert::AlertRule;
 
 /// A map step. Applied in this order: computed fields, renames, then keep or drop.
 #[derive(Clone, Debug, Default)]

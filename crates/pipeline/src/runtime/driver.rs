@@ -235,8 +235,14 @@ fn take_output(
     }
     metrics.events_sent(out.events.len() as u64);
     let late = out.side.iter().filter(|r| r.kind == SideKind::Late).count() as u64;
-    let dead = out.side.len() as u64 - late;
+    let timed_out = out
+        .side
+        .iter()
+        .filter(|r| r.kind == SideKind::TimedOut)
+        .count() as u64;
+    let dead = out.side.len() as u64 - late - timed_out;
     metrics.late_events(late);
+    metrics.timed_out(timed_out);
     metrics.dead_letters(dead);
     metrics.errors(dead);
     side.append(&mut out.side);

@@ -97,6 +97,7 @@ pub(super) struct OutputSpecs<'a> {
     sinks: &'a [SinkSpec],
     dead_letters: &'a SinkSpec,
     late_events: Option<&'a SinkSpec>,
+    timed_out: Option<&'a SinkSpec>,
     layout: &'a Layout,
     windowed: bool,
     /// The first source's decoder settings: results carry its metadata field names.
@@ -112,6 +113,7 @@ impl<'a> OutputSpecs<'a> {
             sinks: &plan.sinks,
             dead_letters: &plan.dead_letters,
             late_events: plan.late_events.as_ref(),
+            timed_out: plan.timed_out.as_ref(),
             layout: &plan.output_layout,
             windowed: plan.output_is_windowed,
             fields: plan.sources.first().map(|source| &source.spec.decoder),
@@ -144,6 +146,12 @@ pub(super) async fn start_outputs(
         }
         _ => None,
     };
+    let timed_out = match plan.timed_out {
+        Some(spec) if spec != plan.dead_letters => {
+            Some(SideWriter::open(spec, "timed-out matches", mode).await?)
+        }
+        _ => None,
+    };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut names = Vec::new();
     for (index, spec) in plan.sinks.iter().enumerate() {
@@ -172,7 +180,12 @@ pub(super) async fn start_outputs(
         let counters = counters.clone();
         tokio::spawn(async move {
             let mut rx = side_rx;
-            let result = run_side(&mut rx, chain_done_rx, dead_letters, late, counters).await;
+            let writers = SideWriters {
+                dead_letters,
+                late,
+                timed_out,
+            };
+            let result = run_side(&mut rx, chain_done_rx, writers, counters).await;
             // Reported before the channel closes, so that the senders' errors come second.
             result.map_err(|error| failure.report(error, "the dead-letter writer"))
         })
@@ -273,15 +286,27 @@ async fn run_sink(
     sink.finish().await
 }
 
-/// Writes dead letters and late events as they come, until every sender is gone or, once the
-/// chain is done, nothing more is queued.
+/// Where side records are written: late events and timed-out matches go to the dead letters
+/// unless they have writers of their own.
+struct SideWriters {
+    dead_letters: SideWriter,
+    late: Option<SideWriter>,
+    timed_out: Option<SideWriter>,
+}
+
+/// Writes dead letters, late events and timed-out matches as they come, until every sender is
+/// gone or, once the chain is done, nothing more is queued.
 async fn run_side(
     rx: &mut mpsc::Receiver<Vec<SideRecord>>,
     mut chain_done: oneshot::Receiver<()>,
-    mut dead_letters: SideWriter,
-    mut late: Option<SideWriter>,
+    writers: SideWriters,
     counters: Arc<Counters>,
 ) -> Result<()> {
+    let SideWriters {
+        mut dead_letters,
+        mut late,
+        mut timed_out,
+    } = writers;
     let mut draining = false;
     loop {
         let records = if draining {
@@ -306,6 +331,9 @@ async fn run_side(
         let (late_records, dead): (Vec<SideRecord>, Vec<SideRecord>) = records
             .into_iter()
             .partition(|record| record.kind == SideKind::Late);
+        let (timed_out_records, dead): (Vec<SideRecord>, Vec<SideRecord>) = dead
+            .into_iter()
+            .partition(|record| record.kind == SideKind::TimedOut);
         counters.add_dead_letters(dead.len() as u64);
         counters.add_late(late_records.len() as u64);
         dead_letters.write(&dead).await?;
@@ -313,15 +341,19 @@ async fn run_side(
             Some(writer) => writer.write(&late_records).await?,
             None => dead_letters.write(&late_records).await?,
         }
+        match &mut timed_out {
+            Some(writer) => writer.write(&timed_out_records).await?,
+            None => dead_letters.write(&timed_out_records).await?,
+        }
         if rx.is_empty() {
             dead_letters.flush().await?;
-            if let Some(writer) = &mut late {
+            for writer in [&mut late, &mut timed_out].into_iter().flatten() {
                 writer.flush().await?;
             }
         }
     }
     dead_letters.flush().await?;
-    if let Some(writer) = &mut late {
+    for writer in [&mut late, &mut timed_out].into_iter().flatten() {
         writer.flush().await?;
     }
     Ok(())

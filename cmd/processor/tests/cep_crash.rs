@@ -1,0 +1,147 @@
+//! Crash recovery of the card-fraud pattern example: a processor killed with SIGKILL at 20
+//! seeded instants, and restarted each time, ends with committed output (`parts` sink)
+//! identical to a run that was never killed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use dataflow_connectors::parts::read_committed;
+
+fn processor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_processor"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// splitmix64: a small deterministic generator.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Writes `count` card transactions over `cards` cards into `dir`, in the example's format: a
+/// few small charges, a few large ones, the rest ordinary, arriving up to 20 s out of order.
+fn generate_transactions(dir: &Path, count: u64, cards: u64, seed: u64) -> PathBuf {
+    let path = dir.join("transactions.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create input"));
+    let mut mix = Mix(seed);
+    let start = 1_709_280_000_000i64;
+    for index in 0..count {
+        let time = start + index as i64 * 50 - (mix.next() % 20_000) as i64;
+        let card = mix.next() % cards;
+        let amount = match mix.next() % 100 {
+            0..=4 => (mix.next() % 199) as f64 / 100.0 + 0.01,
+            5..=7 => 500.0 + (mix.next() % 2000) as f64,
+            _ => 2.0 + (mix.next() % 20_000) as f64 / 100.0,
+        };
+        writeln!(
+            out,
+            "{{\"time\":{time},\"card\":\"c{card}\",\"amount\":{amount:.2},\"merchant\":\"m{}\"}}",
+            mix.next() % 50
+        )
+        .expect("write input");
+    }
+    out.flush().expect("flush input");
+    path
+}
+
+/// The shipped card-fraud example reading `input`, with its results in a `parts` sink named
+/// `name-out`, checkpoints every 100 ms, and its side outputs in `dir`.
+fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("configs/examples/cep/card-fraud.yaml"))
+        .expect("shipped config");
+    let sink = "  - type: file\n    path: ../../../out/cep/card-fraud.jsonl\n";
+    assert!(text.contains(sink), "the example's sink changed");
+    let text = text
+        .replace(
+            "../../../data/cep/transactions.jsonl",
+            &input.display().to_string(),
+        )
+        .replace(sink, &format!("  - {{ type: parts, path: {name}-out }}\n"))
+        .replace("../../../out/cep/card-fraud", name)
+        + &format!("checkpoint: {{ dir: {name}-checkpoints, interval: 100ms, retain: 3 }}\n");
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generate_transactions(dir.path(), 400_000, 5_000, 13);
+
+    let reference = config(dir.path(), &input, "reference");
+    let run = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&reference)
+        .current_dir(dir.path())
+        .output()
+        .expect("reference run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let expected = read_committed(&dir.path().join("reference-out")).expect("committed output");
+    assert!(
+        expected.lines().count() > 1_000,
+        "{}",
+        expected.lines().count()
+    );
+
+    let crashed = config(dir.path(), &input, "crashed");
+    let mut mix = Mix(20_261_204);
+    let mut kills = 0;
+    // Runs that end before their instant do not count: keep going until 20 were killed
+    // mid-run (each restart resumes from the last checkpoint, so the input may run out first).
+    for _ in 0..60 {
+        if kills == 20 {
+            break;
+        }
+        let delay = Duration::from_millis(30 + mix.next() % 270);
+        let mut child = processor()
+            .args(["run", "--no-progress", "--config"])
+            .arg(&crashed)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start processor");
+        // The point of the test: a kill at an arbitrary instant, not at a signal.
+        std::thread::sleep(delay);
+        if child.try_wait().expect("poll child").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    let last = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&crashed)
+        .current_dir(dir.path())
+        .output()
+        .expect("final run");
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert_eq!(kills, 20, "the input ran out after {kills} kills");
+    let found = read_committed(&dir.path().join("crashed-out")).expect("committed output");
+    assert_eq!(found.lines().count(), expected.lines().count());
+    assert!(
+        found == expected,
+        "the committed output after {kills} kills differs from the reference"
+    );
+}
