@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dataflow_connectors::ResultFormat;
 use dataflow_event::json::Decoder;
 use dataflow_event::{FieldType, Layout};
 use dataflow_window::WindowConfig;
@@ -123,6 +124,17 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::Map(map) => steps.map(map, problems),
             StepSpec::Window(window) => steps.window(window, &spec.state, problems),
         }
+    }
+    let results = ResultFormat {
+        layout: steps.layout.clone(),
+        write_time: !steps.windowed,
+        fields: sources
+            .first()
+            .map(|source| source.spec.decoder.clone())
+            .unwrap_or_default(),
+    };
+    for sink in &spec.sinks {
+        problems.extend(sink.kind.check_results(&results));
     }
     Plan {
         name: spec.name,
