@@ -7,7 +7,7 @@
 //! does not fit its column (a null in a required column, text in a number column) is handed
 //! back as [`Rejected`] and becomes a dead letter; nothing is dropped.
 //!
-//! Files are written under `.in-progress/` while a checkpoint interval runs; at the barrier of
+//! Files are written (as `part-<seq>.parquet.tmp`) under `.in-progress/` while a checkpoint interval runs; at the barrier of
 //! checkpoint `n` they are closed (footer written, fsynced) and the directory is renamed to
 //! `.pending-<n>/`; once checkpoint `n` is saved each file is renamed to
 //! `<partition>/part-<n>-<seq>.parquet` and the directories are fsynced. Names starting with a
@@ -114,7 +114,8 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
                 "event_time" => PartitionTime::EventTime,
                 _ => PartitionTime::Field(Setting { value, place }),
             });
-    let mut valid = true;
+    // A refused value is reported and replaced by the default, so that the other settings are
+    // still checked against the results: every problem is listed at once.
     let row_group_size = match settings.u64("row_group_size") {
         None => DEFAULT_ROW_GROUP_SIZE,
         Some((rows, place)) => match usize::try_from(rows) {
@@ -124,7 +125,6 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
                     place,
                     format!("`row_group_size` must be between 1 and {MAX_ROW_GROUP_SIZE} rows, not {rows}"),
                 );
-                valid = false;
                 DEFAULT_ROW_GROUP_SIZE
             }
         },
@@ -139,7 +139,6 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
                     place,
                     format!("unknown compression `{other}`: expected snappy or none"),
                 );
-                valid = false;
                 ParquetCompression::Snappy
             }
         },
@@ -149,7 +148,7 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
         settings.problem(place, "a parquet sink needs `path` (a directory)");
         return None;
     };
-    valid.then_some(SinkKind::Parquet(ParquetSettings {
+    Some(SinkKind::Parquet(ParquetSettings {
         place: settings.place(),
         dir,
         partition_by,
@@ -564,10 +563,14 @@ fn pending_id(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
-/// The name a file numbered `seq` in progress has.
+/// The name a file numbered `seq` has in progress and pending: not `*.parquet`, so that a
+/// reader globbing for Parquet files never takes one, even in a hidden directory.
 fn in_progress_name(seq: u64) -> String {
-    format!("part-{seq:06}.parquet")
+    format!("part-{seq:06}{UNPUBLISHED}")
 }
+
+/// The ending of files not published yet.
+const UNPUBLISHED: &str = ".parquet.tmp";
 
 /// The name a file numbered `seq` of checkpoint `id` is published under.
 fn published_name(id: u64, seq: &str) -> String {
@@ -647,7 +650,7 @@ fn publish(dir: &Path, id: u64) -> Result<()> {
             .unwrap_or_default();
         let Some(seq) = name
             .strip_prefix("part-")
-            .and_then(|rest| rest.strip_suffix(".parquet"))
+            .and_then(|rest| rest.strip_suffix(UNPUBLISHED))
         else {
             continue;
         };
@@ -1233,9 +1236,9 @@ mod tests {
         for file in [
             "k=1/part-00000000000000000001-000000.parquet",
             "k=1/part-00000000000000000004-000000.parquet",
-            ".pending-00000000000000000002/k=2/part-000000.parquet",
-            ".pending-00000000000000000003/k=1/part-000000.parquet",
-            ".in-progress/k=3/part-000000.parquet",
+            ".pending-00000000000000000002/k=2/part-000000.parquet.tmp",
+            ".pending-00000000000000000003/k=1/part-000000.parquet.tmp",
+            ".in-progress/k=3/part-000000.parquet.tmp",
             "k=1/notes.txt",
         ] {
             write(file);
@@ -1259,7 +1262,7 @@ mod tests {
             std::fs::read_to_string(root.join("k=2/part-00000000000000000002-000000.parquet"));
         assert_eq!(
             published.expect("read"),
-            ".pending-00000000000000000002/k=2/part-000000.parquet"
+            ".pending-00000000000000000002/k=2/part-000000.parquet.tmp"
         );
         recover(root, None).expect("recover");
         let left: Vec<PathBuf> = files_under(root, false).expect("list");
