@@ -190,15 +190,15 @@ if [ "${PARQUET:-0}" = "1" ]; then
       -e 's|^  - type: file$|  - type: parquet|' \
       -e 's|    path: \.\./out/w2\.jsonl|    path: ../out/w2-lake\n    partition_time: window_start|' \
       configs/bench/w2-tumbling.yaml > "$lake"
-  read -r file_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$plain")
+  read -r file_secs _ file_cpu < <(measure "$PROCESSOR" run --no-progress --config "$plain")
   rows=$(wc -l < "$DIR/out/w2.jsonl")
   file_bytes=$(stat -c %s "$DIR/out/w2.jsonl")
-  read -r lake_secs lake_rss _ < <(measure "$PROCESSOR" run --no-progress --config "$lake")
+  read -r lake_secs lake_rss lake_cpu < <(measure "$PROCESSOR" run --no-progress --config "$lake")
   lake_bytes=$(find "$DIR/out/w2-lake" -name 'part-*.parquet' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
   files=$(find "$DIR/out/w2-lake" -name 'part-*.parquet' | wc -l)
-  printf '\n| events | results | file sink results/s | parquet sink results/s | slowdown | parquet peak RSS | JSON Lines bytes | Parquet bytes (files) |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-  awk -v n="$n" -v r="$rows" -v fs="$file_secs" -v ls="$lake_secs" -v rss="$lake_rss" -v fb="$file_bytes" -v lb="$lake_bytes" -v f="$files" 'BEGIN {
-    printf "| %d | %d | %.0f | %.0f | %.1f%% | %.1f MiB | %.1f MiB | %.1f MiB (%d) |\n", n, r, r/fs, r/ls, 100*(ls-fs)/fs, rss/1024, fb/1048576, lb/1048576, f
+  printf '\n| events | results | file sink results/s | parquet sink results/s | slowdown | file sink CPU s | parquet sink CPU s | parquet peak RSS | JSON Lines bytes | Parquet bytes (files) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+  awk -v n="$n" -v r="$rows" -v fs="$file_secs" -v ls="$lake_secs" -v fc="$file_cpu" -v lc="$lake_cpu" -v rss="$lake_rss" -v fb="$file_bytes" -v lb="$lake_bytes" -v f="$files" 'BEGIN {
+    printf "| %d | %d | %.0f | %.0f | %.1f%% | %.2f | %.2f | %.1f MiB | %.1f MiB | %.1f MiB (%d) |\n", n, r, r/fs, r/ls, 100*(ls-fs)/fs, fc, lc, rss/1024, fb/1048576, lb/1048576, f
   }'
 fi
 

@@ -7,15 +7,15 @@
 //! does not fit its column (a null in a required column, text in a number column) is handed
 //! back as [`Rejected`] and becomes a dead letter; nothing is dropped.
 //!
-//! Files are written (as `part-<seq>.parquet.tmp`) under `.in-progress/` while a checkpoint interval runs; at the barrier of
-//! checkpoint `n` they are closed (footer written, fsynced) and the directory is renamed to
-//! `.pending-<n>/`; once checkpoint `n` is saved each file is renamed to
-//! `<partition>/part-<n>-<seq>.parquet` and the directories are fsynced. Names starting with a
-//! dot are skipped by pyarrow, DuckDB's hive partitioning and Spark, so a reader sees whole
-//! files of completed checkpoints only. A restore from checkpoint `r` publishes the pending
-//! files of checkpoints up to `r`, deletes later ones and everything in progress, and deletes
-//! published files of checkpoints after `r` (they are written again, with the same names, by
-//! the replay). Without checkpoints everything is published when the run ends.
+//! Files are written, named `part-<seq>.parquet.tmp`, under `.in-progress/` while a checkpoint
+//! interval runs; at the barrier of checkpoint `n` they are closed (footer written, fsynced) and
+//! the directory is renamed to `.pending-<n>/`; once checkpoint `n` is saved each file is
+//! renamed to `<partition>/part-<n>-<seq>.parquet` and the directories are fsynced. pyarrow and
+//! Spark skip directories whose names start with a dot, and a `*.parquet` glob matches no file
+//! that is not published, so a reader sees whole files of completed checkpoints only. A restore
+//! from checkpoint `r` publishes the pending files of checkpoints up to `r`, deletes later ones
+//! and everything in progress, and deletes published files of checkpoints after `r` (the replay
+//! writes their rows again). Without checkpoints everything is published when the run ends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
