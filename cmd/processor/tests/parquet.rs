@@ -240,7 +240,7 @@ fn bad_parquet_settings_are_refused_by_check_with_their_place() {
     let config = write_config(
         dir.path(),
         "bad.yaml",
-        "sources:\n  - name: bids\n    type: generator\n    count: 10\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 10s, aggregates: { bids: count } }\nsinks:\n  - { type: parquet, path: a, partition_by: auction, row_group_size: 0 }\n  - { type: parquet, path: b, partition_time: bids, compression: brotli }\n  - { type: parquet, path: c, partition_time: hour }\n  - { type: parquet }\n",
+        "sources:\n  - name: bids\n    type: generator\n    count: 10\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 10s, aggregates: { bids: count } }\nsinks:\n  - { type: parquet, path: a, partition_by: auction, row_group_size: 0 }\n  - { type: parquet, path: b, partition_time: bids, compression: brotli }\n  - { type: parquet, path: c, partition_time: hour }\n  - { type: parquet }\n  - { type: parquet, path: ./a }\n",
     );
     let output = processor()
         .args(["check", "--config"])
@@ -251,13 +251,14 @@ fn bad_parquet_settings_are_refused_by_check_with_their_place() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     let columns = "`key`, `window_start`, `window_end`, `bids`, `is_update`";
     let expected = [
-        "error: invalid pipeline: 6 problems".to_string(),
+        "error: invalid pipeline: 7 problems".to_string(),
         format!("  line 9:45: sinks[0].partition_by: unknown partition field `auction`: the results have {columns}"),
         "  line 9:70: sinks[0].row_group_size: `row_group_size` must be between 1 and 16777216 rows, not 0".into(),
         "  line 10:47: sinks[1].partition_time: `partition_time` must be `event_time` or a timestamp field, and `bids` is int".into(),
         "  line 10:66: sinks[1].compression: unknown compression `brotli`: expected snappy or none".into(),
         format!("  line 11:47: sinks[2].partition_time: unknown partition time `hour`: expected `event_time` or a timestamp field of the results ({columns})"),
         "  line 12:5: sinks[3]: a parquet sink needs `path` (a directory)".into(),
+        format!("  line 13:5: sinks[4]: another parquet sink writes in {}: each needs a directory of its own", dir.path().join("./a").display()),
     ];
     assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
     // Results without a schema have no columns to derive.

@@ -236,9 +236,24 @@ pub fn columns(format: &ResultFormat) -> std::result::Result<Vec<Column>, String
 }
 
 /// The problems of a parquet sink's settings against the results it will get: results without
-/// a schema, a partition field the results lack, a partition time that is not a timestamp.
-pub fn check_layout(settings: &ParquetSettings, format: &ResultFormat) -> Vec<Problem> {
+/// a schema, a partition field the results lack, a partition time that is not a timestamp; and
+/// a directory `shared` with an earlier parquet sink (each recovers its directory to the
+/// restored checkpoint, and their files' names would collide).
+pub fn check_layout(
+    settings: &ParquetSettings,
+    format: &ResultFormat,
+    shared: bool,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
+    if shared {
+        problems.push(Problem {
+            place: settings.place.clone(),
+            message: format!(
+                "another parquet sink writes in {}: each needs a directory of its own",
+                settings.dir.display()
+            ),
+        });
+    }
     let columns = match columns(format) {
         Ok(columns) => columns,
         Err(message) => {

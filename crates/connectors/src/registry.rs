@@ -216,11 +216,21 @@ impl SinkKind {
         matches!(self, SinkKind::Parts { .. } | SinkKind::Parquet(_))
     }
 
-    /// The problems of this sink's settings against the results it will get, each at its
-    /// place: a parquet sink needs typed results and partitions by fields they have.
-    pub fn check_results(&self, format: &ResultFormat) -> Vec<crate::config::Problem> {
+    /// The problems of this sink's settings against the results it will get and the `earlier`
+    /// result sinks of the pipeline, each at its place: a parquet sink needs typed results,
+    /// partitions by fields they have, and a directory no other parquet sink writes in.
+    pub fn check_results(
+        &self,
+        format: &ResultFormat,
+        earlier: &[SinkSpec],
+    ) -> Vec<crate::config::Problem> {
         match self {
-            SinkKind::Parquet(settings) => crate::parquet::check_layout(settings, format),
+            SinkKind::Parquet(settings) => {
+                let shared = earlier.iter().any(|sink| {
+                    matches!(&sink.kind, SinkKind::Parquet(other) if other.dir == settings.dir)
+                });
+                crate::parquet::check_layout(settings, format, shared)
+            }
             SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Parts { .. } => Vec::new(),
         }
     }

@@ -133,8 +133,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             .map(|source| source.spec.decoder.clone())
             .unwrap_or_default(),
     };
-    for sink in &spec.sinks {
-        problems.extend(sink.kind.check_results(&results));
+    for (index, sink) in spec.sinks.iter().enumerate() {
+        problems.extend(sink.kind.check_results(&results, &spec.sinks[..index]));
     }
     Plan {
         name: spec.name,
