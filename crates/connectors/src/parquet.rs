@@ -561,6 +561,24 @@ struct OpenFile {
     writer: ArrowWriter<Vec<u8>>,
     file: tokio::fs::File,
     path: PathBuf,
+    /// When it was last written to, in writes of the sink: the least recent is closed first.
+    last_used: u64,
+}
+
+/// The most files open at once. A partition field of many values would otherwise hold a file
+/// descriptor (and a row group in memory) per value: past this many, the file written to least
+/// recently is closed, and its partition's next rows of the interval start a new file.
+pub const MAX_OPEN_FILES: usize = 128;
+
+/// Closes `file` durably: footer written, everything handed to the file, fsynced.
+async fn close(mut file: OpenFile) -> Result<()> {
+    let context = format!("cannot close {}", file.path.display());
+    file.writer
+        .finish()
+        .map_err(parquet_error(context.clone()))?;
+    drain(&mut file).await?;
+    file.file.flush().await.map_err(io_error(context.clone()))?;
+    file.file.sync_all().await.map_err(io_error(context))
 }
 
 const IN_PROGRESS: &str = ".in-progress";
@@ -773,6 +791,8 @@ pub struct ParquetSink {
     open: HashMap<String, OpenFile>,
     /// The number of the next file of the interval.
     next_seq: u64,
+    /// Partition writes so far, the clock of [`OpenFile::last_used`].
+    writes: u64,
     /// The newest checkpoint whose barrier passed, so that the final files are named after it.
     last_prepared: u64,
     rejected: Vec<Rejected>,
@@ -836,6 +856,7 @@ impl ParquetSink {
             partitioner: Partitioner { time, field },
             open: HashMap::new(),
             next_seq: 0,
+            writes: 0,
             last_prepared: restored.unwrap_or(0),
             rejected: Vec::new(),
             scratch: Vec::new(),
@@ -844,7 +865,18 @@ impl ParquetSink {
 
     /// Writes `batch` of `partition`, opening its file in progress if it has none.
     async fn write_partition(&mut self, partition: &str, batch: RecordBatch) -> Result<()> {
+        self.writes += 1;
         if !self.open.contains_key(partition) {
+            if self.open.len() >= MAX_OPEN_FILES {
+                let least_recent = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, file)| file.last_used)
+                    .map(|(name, _)| name.clone());
+                if let Some(file) = least_recent.and_then(|name| self.open.remove(&name)) {
+                    close(file).await?;
+                }
+            }
             let directory = self.dir.join(IN_PROGRESS).join(partition);
             tokio::fs::create_dir_all(&directory)
                 .await
@@ -863,12 +895,18 @@ impl ParquetSink {
                 Some(self.properties.clone()),
             )
             .map_err(parquet_error(format!("cannot start {}", path.display())))?;
-            self.open
-                .insert(partition.to_string(), OpenFile { writer, file, path });
+            let file = OpenFile {
+                writer,
+                file,
+                path,
+                last_used: 0,
+            };
+            self.open.insert(partition.to_string(), file);
         }
         let Some(open) = self.open.get_mut(partition) else {
             return Ok(());
         };
+        open.last_used = self.writes;
         open.writer.write(&batch).map_err(parquet_error(format!(
             "cannot write {}",
             open.path.display()
@@ -881,19 +919,14 @@ impl ParquetSink {
 
     /// Closes every file in progress durably and moves them to `.pending-<id>`.
     async fn seal(&mut self, id: u64) -> Result<()> {
-        if self.open.is_empty() {
+        // No file was started in the interval (files closed early are in progress too).
+        if self.next_seq == 0 {
             return Ok(());
         }
         let mut open: Vec<(String, OpenFile)> = self.open.drain().collect();
         open.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, mut file) in open {
-            let context = format!("cannot close {}", file.path.display());
-            file.writer
-                .finish()
-                .map_err(parquet_error(context.clone()))?;
-            drain(&mut file).await?;
-            file.file.flush().await.map_err(io_error(context.clone()))?;
-            file.file.sync_all().await.map_err(io_error(context))?;
+        for (_, file) in open {
+            close(file).await?;
         }
         self.next_seq = 0;
         let dir = self.dir.clone();
@@ -1203,6 +1236,43 @@ mod tests {
                 ("s=a%2Fb/part-00000000000000000001-000002.parquet".into(), 1),
             ]
         );
+    }
+
+    /// Past `MAX_OPEN_FILES` partitions in an interval, files are closed early and their
+    /// partitions continue in new files: every row is published, each in its partition.
+    #[tokio::test]
+    async fn many_partitions_hold_at_most_max_open_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = ParquetSink::open(&spec(dir.path(), Some("s")), format(), None)
+            .await
+            .expect("open");
+        let partitions = MAX_OPEN_FILES as i64 + 8;
+        for round in 0..2_i64 {
+            let events: Vec<Event> = (0..partitions)
+                .map(|p| Event::row(0, vec![Value::Int(round), Value::str(&format!("p{p}"))]))
+                .collect();
+            for event in &events {
+                sink.write(std::slice::from_ref(event))
+                    .await
+                    .expect("write");
+                assert!(sink.open.len() <= MAX_OPEN_FILES);
+            }
+        }
+        sink.prepare(1).await.expect("prepare");
+        sink.commit(1).await.expect("commit");
+        let published = published_rows(dir.path());
+        let total: i64 = published.iter().map(|(_, rows)| rows).sum();
+        assert_eq!(total, 2 * partitions);
+        // Writing the partitions round robin, each file is closed before its partition comes
+        // round again: one file per row.
+        assert_eq!(published.len() as i64, 2 * partitions);
+        for p in 0..partitions {
+            let in_partition = published
+                .iter()
+                .filter(|(path, _)| path.starts_with(&format!("s=p{p}/")))
+                .count();
+            assert_eq!(in_partition, 2, "partition p{p}");
+        }
     }
 
     #[tokio::test]
