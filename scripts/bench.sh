@@ -8,6 +8,7 @@
 #   SIZES="1000000" scripts/bench.sh # 1M only
 #   WORKLOADS="w2 w3" scripts/bench.sh
 #   MAIN=0 CHECKPOINTS=0 scripts/bench.sh  # only 1 vs 2 workers (and W5 against W2)
+#   MAIN=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 PARQUET=1 scripts/bench.sh  # only the parquet sink
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -190,6 +191,33 @@ YAML
       }'
     done
   done
+fi
+
+# Parquet (PARQUET=1 runs it): W2's results into a parquet sink (partitioned by the hour of
+# window_start, snappy) against the same results into the file sink, on the largest input,
+# without checkpoints (the files are published at the end); results per second, the slowdown,
+# and the bytes written.
+if [ "${PARQUET:-0}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  mkdir -p "$DIR/configs"
+  plain="$DIR/configs/w2-file.yaml"
+  lake="$DIR/configs/w2-parquet.yaml"
+  sed -e 's|\.\./\.\./target/bench/|../|g' configs/bench/w2-tumbling.yaml > "$plain"
+  sed -e 's|\.\./\.\./target/bench/|../|g' \
+      -e 's|^  - type: file$|  - type: parquet|' \
+      -e 's|    path: \.\./out/w2\.jsonl|    path: ../out/w2-lake\n    partition_time: window_start|' \
+      configs/bench/w2-tumbling.yaml > "$lake"
+  read -r file_secs _ file_cpu < <(measure "$PROCESSOR" run --no-progress --config "$plain")
+  rows=$(wc -l < "$DIR/out/w2.jsonl")
+  file_bytes=$(stat -c %s "$DIR/out/w2.jsonl")
+  read -r lake_secs lake_rss lake_cpu < <(measure "$PROCESSOR" run --no-progress --config "$lake")
+  lake_bytes=$(find "$DIR/out/w2-lake" -name 'part-*.parquet' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+  files=$(find "$DIR/out/w2-lake" -name 'part-*.parquet' | wc -l)
+  printf '\n| events | results | file sink results/s | parquet sink results/s | slowdown | file sink CPU s | parquet sink CPU s | parquet peak RSS | JSON Lines bytes | Parquet bytes (files) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+  awk -v n="$n" -v r="$rows" -v fs="$file_secs" -v ls="$lake_secs" -v fc="$file_cpu" -v lc="$lake_cpu" -v rss="$lake_rss" -v fb="$file_bytes" -v lb="$lake_bytes" -v f="$files" 'BEGIN {
+    printf "| %d | %d | %.0f | %.0f | %.1f%% | %.2f | %.2f | %.1f MiB | %.1f MiB | %.1f MiB (%d) |\n", n, r, r/fs, r/ls, 100*(ls-fs)/fs, fc, lc, rss/1024, fb/1048576, lb/1048576, f
+  }'
 fi
 
 # HTTP ingest (INGEST=0 skips): wrk posts bodies of LINES JSON lines to POST /ingest from

@@ -4,7 +4,8 @@
 //! Sources: `file` (JSON Lines files, partitions with byte offsets, follow mode, parallel
 //! decoding), `stdin`, `http` (events posted to the processor's `POST /ingest`) and
 //! `generator` (deterministic Nexmark-style bids or clicks). Sinks: `stdout` and `file`
-//! (`jsonl`), `parts` (exactly-once part files committed with checkpoints), and the side
+//! (`jsonl`), `parts` (exactly-once part files committed with checkpoints), `parquet` (exactly-once
+//! Parquet files, partitioned, published with checkpoints), and the side
 //! outputs for dead letters and late events (`side`). `ratelimit` paces any source.
 //!
 //! Adding a connector: a module with the connector and its settings, and its entry in
@@ -18,6 +19,7 @@ pub mod generator;
 pub mod http;
 pub mod jsonl;
 mod lines;
+pub mod parquet;
 pub mod parts;
 pub mod ratelimit;
 pub mod registry;
@@ -28,5 +30,5 @@ pub mod stdin;
 
 pub use error::{ConnectorError, Result};
 pub use registry::{SinkKind, SinkSpec, SourceKind};
-pub use sink::{OpenMode, ResultFormat, Sink};
+pub use sink::{OpenMode, Rejected, ResultFormat, Sink};
 pub use source::{PartitionPosition, Poll, Source};

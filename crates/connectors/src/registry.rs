@@ -12,6 +12,7 @@ use crate::file::FileSource;
 use crate::generator::{Generator, GeneratorConfig, GeneratorSource};
 use crate::http::{HttpSource, IngestHub};
 use crate::jsonl::JsonLinesSink;
+use crate::parquet::{ParquetSettings, ParquetSink};
 use crate::parts::PartsSink;
 use crate::sink::{OpenMode, ResultFormat, Sink};
 use crate::source::Source;
@@ -71,6 +72,9 @@ pub enum SinkKind {
         /// The directory.
         dir: PathBuf,
     },
+    /// Exactly-once Parquet files in a directory, partitioned, published when the checkpoint
+    /// after them completes (see [`crate::parquet`]).
+    Parquet(ParquetSettings),
 }
 
 impl SinkSpec {
@@ -202,13 +206,33 @@ impl SinkKind {
             SinkKind::Stdout => "stdout",
             SinkKind::File { .. } => "file",
             SinkKind::Parts { .. } => "parts",
+            SinkKind::Parquet(_) => "parquet",
         }
     }
 
     /// Whether the sink is exactly once: it keeps what was written since the last checkpoint
     /// pending, and a restore discards what no completed checkpoint covers.
     pub fn is_transactional(&self) -> bool {
-        matches!(self, SinkKind::Parts { .. })
+        matches!(self, SinkKind::Parts { .. } | SinkKind::Parquet(_))
+    }
+
+    /// The problems of this sink's settings against the results it will get and the `earlier`
+    /// result sinks of the pipeline, each at its place: a parquet sink needs typed results,
+    /// partitions by fields they have, and a directory no other parquet sink writes in.
+    pub fn check_results(
+        &self,
+        format: &ResultFormat,
+        earlier: &[SinkSpec],
+    ) -> Vec<crate::config::Problem> {
+        match self {
+            SinkKind::Parquet(settings) => {
+                let shared = earlier.iter().any(|sink| {
+                    matches!(&sink.kind, SinkKind::Parquet(other) if other.dir == settings.dir)
+                });
+                crate::parquet::check_layout(settings, format, shared)
+            }
+            SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Parts { .. } => Vec::new(),
+        }
     }
 }
 
@@ -224,6 +248,7 @@ impl SinkSpec {
     ) -> Result<Box<dyn Sink>> {
         Ok(match &self.kind {
             SinkKind::Parts { .. } => Box::new(PartsSink::open(self, format, restored).await?),
+            SinkKind::Parquet(_) => Box::new(ParquetSink::open(self, format, restored).await?),
             SinkKind::Stdout | SinkKind::File { .. } => {
                 Box::new(JsonLinesSink::open(self, format, mode).await?)
             }
@@ -282,7 +307,7 @@ pub const SOURCES: [SourceType; 4] = [
 ];
 
 /// Every sink type.
-pub const SINKS: [SinkType; 3] = [
+pub const SINKS: [SinkType; 4] = [
     SinkType {
         name: "stdout",
         keys: crate::jsonl::STDOUT_KEYS,
@@ -297,6 +322,11 @@ pub const SINKS: [SinkType; 3] = [
         name: "parts",
         keys: crate::parts::KEYS,
         configure: crate::parts::configure,
+    },
+    SinkType {
+        name: "parquet",
+        keys: crate::parquet::KEYS,
+        configure: crate::parquet::configure,
     },
 ];
 
@@ -345,9 +375,11 @@ mod tests {
         match key {
             "paths" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
             "follow" => SettingValue::Bool(false),
-            "path" | "profile" | "max_disorder" => SettingValue::Str(match key {
+            "path" | "profile" | "max_disorder" | "partition_by" | "partition_time"
+            | "compression" => SettingValue::Str(match key {
                 "profile" => "bids".into(),
                 "max_disorder" => "1s".into(),
+                "compression" => "snappy".into(),
                 _ => "x".into(),
             }),
             _ => SettingValue::Int(1),

@@ -8,6 +8,7 @@ use dataflow_event::json::DecoderConfig;
 use dataflow_event::{Event, Layout};
 use tokio::io::AsyncWrite;
 
+use crate::parquet::ParquetSettings;
 use crate::registry::{SinkKind, SinkSpec};
 use crate::{ConnectorError, Result};
 
@@ -36,6 +37,22 @@ pub trait Sink: Send {
     async fn finish(&mut self) -> Result<()> {
         self.flush().await
     }
+
+    /// The results of the writes so far that the sink could not write (a value that does not
+    /// fit a typed column), each with why: the pipeline makes them dead letters. By default,
+    /// none (JSON Lines takes any result).
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        Vec::new()
+    }
+}
+
+/// A result a sink could not write, and why (see [`Sink::take_rejected`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    /// The result.
+    pub event: Event,
+    /// Why, as a sentence fragment naming the field.
+    pub reason: String,
 }
 
 pub(crate) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
@@ -69,7 +86,9 @@ pub(crate) async fn open_writer(
 ) -> Result<(Writer, String)> {
     match &spec.kind {
         SinkKind::Stdout => Ok((Box::pin(tokio::io::stdout()), "stdout".into())),
-        SinkKind::File { path } | SinkKind::Parts { dir: path } => {
+        SinkKind::File { path }
+        | SinkKind::Parts { dir: path }
+        | SinkKind::Parquet(ParquetSettings { dir: path, .. }) => {
             create_parent(path, what).await?;
             let mut options = tokio::fs::OpenOptions::new();
             match mode {

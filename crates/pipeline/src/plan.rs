@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dataflow_connectors::ResultFormat;
 use dataflow_event::json::Decoder;
 use dataflow_event::{FieldType, Layout};
 use dataflow_window::WindowConfig;
@@ -129,6 +130,17 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::Pattern(pattern) => steps.pattern(pattern, problems),
             StepSpec::Alert(alert) => steps.alert(alert, problems),
         }
+    }
+    let results = ResultFormat {
+        layout: steps.layout.clone(),
+        write_time: !steps.windowed,
+        fields: sources
+            .first()
+            .map(|source| source.spec.decoder.clone())
+            .unwrap_or_default(),
+    };
+    for (index, sink) in spec.sinks.iter().enumerate() {
+        problems.extend(sink.kind.check_results(&results, &spec.sinks[..index]));
     }
     Plan {
         name: spec.name,

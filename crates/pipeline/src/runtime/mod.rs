@@ -357,15 +357,13 @@ impl Pipeline {
                 .stop
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        // Sources may still hold the side channel (one blocked reading stdin after a stop): the
-        // side task drains what is queued and ends instead of waiting for them.
-        let _ = chain_done.send(());
         let failed = failure.reason().is_some();
         let finished = finish(
             chain_result,
             RunTasks {
                 sink_tasks,
                 writer_task,
+                chain_done,
                 side_task,
                 source_tasks,
             },
@@ -470,6 +468,8 @@ fn run_chain(
 struct RunTasks {
     sink_tasks: Vec<JoinHandle<Result<()>>>,
     writer_task: Option<JoinHandle<()>>,
+    /// Tells the side task that everything but the sources is done.
+    chain_done: tokio::sync::oneshot::Sender<()>,
     side_task: JoinHandle<Result<()>>,
     source_tasks: Vec<JoinHandle<Result<()>>>,
 }
@@ -494,6 +494,10 @@ async fn finish(chain_result: Result<()>, tasks: RunTasks, stopped: bool) -> Res
             )));
         }
     }
+    // The sinks are done, and with them the dead letters of results they rejected. Sources
+    // may still hold the side channel (one blocked reading stdin after a stop): the side task
+    // drains what is queued and ends instead of waiting for them.
+    let _ = tasks.chain_done.send(());
     match tasks.side_task.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {

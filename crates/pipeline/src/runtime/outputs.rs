@@ -9,6 +9,7 @@ use dataflow_connectors::side::SideWriter;
 use dataflow_connectors::sink::{OpenMode, ResultFormat, Sink};
 use dataflow_connectors::ConnectorError;
 use dataflow_event::json::DecoderConfig;
+use dataflow_event::side::SideData;
 use dataflow_event::time::now_millis;
 use dataflow_event::{Event, Layout};
 use dataflow_metrics::{Counters, Metrics, OperatorMetrics};
@@ -199,9 +200,14 @@ pub(super) async fn start_outputs(
         // The first sink measures how long results took to reach it.
         let latency = (index == 0).then(|| counters.clone());
         let failure = failure.clone();
+        let rejected = Rejects {
+            side: side_tx.clone(),
+            stage: Arc::from(sink_stage(index)),
+            layout: plan.layout.clone(),
+        };
         sink_tasks.push(tokio::spawn(async move {
             let mut rx = rx;
-            let result = run_sink(&mut rx, sink, sink_metrics, latency).await;
+            let result = run_sink(&mut rx, sink, sink_metrics, latency, rejected).await;
             result.map_err(|cause| {
                 let what = format!("sink {name}");
                 failure.report(PipelineError::Sink { sink: name, cause }, &what)
@@ -242,6 +248,37 @@ fn record_latency(latency: &dataflow_metrics::Latency, events: &[Event], now: i6
     }
 }
 
+/// Where a sink's rejected results go: dead letters of the sink's stage.
+struct Rejects {
+    side: mpsc::Sender<Vec<SideRecord>>,
+    stage: Arc<str>,
+    layout: Layout,
+}
+
+impl Rejects {
+    /// Hands what `sink` rejected so far to the side output.
+    async fn send(&self, sink: &mut dyn Sink) -> std::result::Result<(), ConnectorError> {
+        let rejected = sink.take_rejected();
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let records = rejected
+            .into_iter()
+            .map(|rejected| SideRecord {
+                kind: SideKind::DeadLetter,
+                stage: self.stage.clone(),
+                reason: rejected.reason,
+                line: None,
+                record: SideData::event(&rejected.event, &self.layout),
+            })
+            .collect();
+        self.side.send(records).await.map_err(|_| {
+            // The side task reported why it is gone.
+            ConnectorError::Runtime("the dead-letter writer stopped".into())
+        })
+    }
+}
+
 /// Writes batches as they come; flushes whenever nothing more is queued, so a live pipeline's
 /// results show at once while a busy one writes in large chunks; flushes and acknowledges at
 /// every checkpoint barrier.
@@ -251,6 +288,7 @@ async fn run_sink(
     mut sink: Box<dyn Sink>,
     metrics: OperatorMetrics,
     latency: Option<Arc<Counters>>,
+    rejects: Rejects,
 ) -> std::result::Result<(), ConnectorError> {
     loop {
         let waiting = Instant::now();
@@ -263,6 +301,7 @@ async fn run_sink(
             SinkMessage::Events(events) => {
                 let started = Instant::now();
                 sink.write(&events).await?;
+                rejects.send(sink.as_mut()).await?;
                 if rx.is_empty() {
                     sink.flush().await?;
                 }
@@ -283,7 +322,8 @@ async fn run_sink(
             }
         }
     }
-    sink.finish().await
+    sink.finish().await?;
+    rejects.send(sink.as_mut()).await
 }
 
 /// Where side records are written: late events and timed-out matches go to the dead letters
