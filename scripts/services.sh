@@ -8,6 +8,8 @@
 #   scripts/services.sh start  postgres|redis DIR  # start (initialising DIR first): prints the port
 #   scripts/services.sh stop   postgres|redis DIR  # stop; DIR keeps the data, a start resumes it
 #   scripts/services.sh status postgres|redis DIR  # "running PORT" or "stopped"
+#   scripts/services.sh psql DIR ARGS...            # psql on DIR's instance, database test
+#   scripts/services.sh redis-cli DIR ARGS...       # redis-cli on DIR's instance
 #
 # A start after a stop reuses DIR's port and data, so a test can take "the store" down and bring
 # it back. PostgreSQL runs with trust authentication for the user `postgres`, database `test`;
@@ -60,10 +62,15 @@ apt_install() {
 }
 
 install() {
-  # Several test processes may get here at once: one installs, the others wait for it.
-  local lock=${TMPDIR:-/tmp}/dataflow-services-install.lock
-  exec 9>"$lock"
-  command -v flock >/dev/null && flock 9
+  # Several test processes may get here at once: one installs, the others wait for it. The
+  # lock is held in a subshell, so that no server started later inherits it.
+  (
+    command -v flock >/dev/null && flock 9
+    install_missing
+  ) 9>"${TMPDIR:-/tmp}/dataflow-services-install.lock"
+}
+
+install_missing() {
   if ! pg_bin >/dev/null; then
     echo "installing postgresql..." >&2
     apt_install postgresql
@@ -175,7 +182,7 @@ pg_start() {
   # Fast over safe: no fsync (a throwaway instance), sockets only on loopback TCP.
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 30 \
     -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50" \
-    start >/dev/null 2>&1 || die "postgres did not start on port $port: $(tail -n 5 "$dir/data/server.log" 2>/dev/null)"
+    start </dev/null >/dev/null 2>&1 || die "postgres did not start on port $port: $(tail -n 5 "$dir/data/server.log" 2>/dev/null)"
   wait_for 100 pg_ready "$bin" "$port" || die "postgres on port $port does not answer"
   # The database tests and examples use, as on the project's machines.
   if [ ! -e "$dir/created-test" ]; then
@@ -222,7 +229,7 @@ redis_start() {
   port=$(port_of "$dir" || free_port)
   echo "$port" >"$dir/port"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null ||
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" </dev/null >/dev/null 2>&1 ||
     die "redis-server did not start on port $port"
   wait_for 100 redis_ping "$port" || die "redis on port $port does not answer: $(tail -n 5 "$dir/redis.log" 2>/dev/null)"
   echo "$port"
@@ -249,7 +256,7 @@ redis_status() {
 }
 
 usage() {
-  die "usage: services.sh install | start|stop|status postgres|redis DIR"
+  die "usage: services.sh install | start|stop|status postgres|redis DIR | psql|redis-cli DIR ARGS..."
 }
 
 command=${1:-}
@@ -270,6 +277,21 @@ case "$command" in
     esac
     [ "$command" = start ] && install
     "${service}_${command}" "$dir"
+    ;;
+  psql)
+    dir=${2:-}
+    [ -n "$dir" ] || usage
+    shift 2
+    bin=$(pg_bin) || die "postgresql is not installed"
+    port=$(port_of "$dir") || die "no instance in $dir"
+    exec "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d test "$@"
+    ;;
+  redis-cli)
+    dir=${2:-}
+    [ -n "$dir" ] || usage
+    shift 2
+    port=$(port_of "$dir") || die "no instance in $dir"
+    exec redis-cli -h 127.0.0.1 -p "$port" "$@"
     ;;
   *)
     usage

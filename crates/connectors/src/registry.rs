@@ -13,6 +13,8 @@ use crate::generator::{Generator, GeneratorConfig, GeneratorSource};
 use crate::http::{HttpSource, IngestHub};
 use crate::jsonl::JsonLinesSink;
 use crate::parts::PartsSink;
+use crate::postgres::{PostgresSettings, PostgresSink};
+use crate::redis::{RedisSettings, RedisSink};
 use crate::sink::{OpenMode, ResultFormat, Sink};
 use crate::source::Source;
 use crate::stdin::StdinSource;
@@ -71,6 +73,10 @@ pub enum SinkKind {
         /// The directory.
         dir: PathBuf,
     },
+    /// Rows of a PostgreSQL table, exactly once with checkpoints (see [`crate::postgres`]).
+    Postgres(Box<PostgresSettings>),
+    /// Keys of Redis, last write wins (see [`crate::redis`]).
+    Redis(Box<RedisSettings>),
 }
 
 impl SinkSpec {
@@ -202,13 +208,26 @@ impl SinkKind {
             SinkKind::Stdout => "stdout",
             SinkKind::File { .. } => "file",
             SinkKind::Parts { .. } => "parts",
+            SinkKind::Postgres(_) => "postgres",
+            SinkKind::Redis(_) => "redis",
+        }
+    }
+
+    /// The problems of the sink's settings against the layout of its results (fields its
+    /// mapping names that the results do not have...): checked by validation, which opens no
+    /// connection.
+    pub fn check_layout(&self, layout: &dataflow_event::Layout) -> Vec<crate::config::Problem> {
+        match self {
+            SinkKind::Postgres(settings) => crate::postgres::check_layout(settings, layout),
+            SinkKind::Redis(settings) => crate::redis::check_layout(settings, layout),
+            SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Parts { .. } => Vec::new(),
         }
     }
 
     /// Whether the sink is exactly once: it keeps what was written since the last checkpoint
     /// pending, and a restore discards what no completed checkpoint covers.
     pub fn is_transactional(&self) -> bool {
-        matches!(self, SinkKind::Parts { .. })
+        matches!(self, SinkKind::Parts { .. } | SinkKind::Postgres(_))
     }
 }
 
@@ -224,6 +243,10 @@ impl SinkSpec {
     ) -> Result<Box<dyn Sink>> {
         Ok(match &self.kind {
             SinkKind::Parts { .. } => Box::new(PartsSink::open(self, format, restored).await?),
+            SinkKind::Postgres(settings) => {
+                Box::new(PostgresSink::open(settings, format, restored).await?)
+            }
+            SinkKind::Redis(settings) => Box::new(RedisSink::open(self, settings, format).await?),
             SinkKind::Stdout | SinkKind::File { .. } => {
                 Box::new(JsonLinesSink::open(self, format, mode).await?)
             }
@@ -282,7 +305,7 @@ pub const SOURCES: [SourceType; 4] = [
 ];
 
 /// Every sink type.
-pub const SINKS: [SinkType; 3] = [
+pub const SINKS: [SinkType; 5] = [
     SinkType {
         name: "stdout",
         keys: crate::jsonl::STDOUT_KEYS,
@@ -297,6 +320,16 @@ pub const SINKS: [SinkType; 3] = [
         name: "parts",
         keys: crate::parts::KEYS,
         configure: crate::parts::configure,
+    },
+    SinkType {
+        name: "postgres",
+        keys: crate::postgres::KEYS,
+        configure: crate::postgres::configure,
+    },
+    SinkType {
+        name: "redis",
+        keys: crate::redis::KEYS,
+        configure: crate::redis::configure,
     },
 ];
 
@@ -345,11 +378,20 @@ mod tests {
         match key {
             "paths" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
             "follow" => SettingValue::Bool(false),
-            "path" | "profile" | "max_disorder" => SettingValue::Str(match key {
-                "profile" => "bids".into(),
-                "max_disorder" => "1s".into(),
-                _ => "x".into(),
-            }),
+            "path" | "profile" | "max_disorder" | "retry_timeout" | "ttl" | "url" | "host"
+            | "user" | "password" | "dbname" | "table" | "mode" | "key" | "id" | "command" => {
+                SettingValue::Str(match key {
+                    "profile" => "bids".into(),
+                    "max_disorder" | "retry_timeout" | "ttl" => "1s".into(),
+                    "url" => "redis://127.0.0.1:6379/".into(),
+                    "mode" => "upsert".into(),
+                    "command" => "hset".into(),
+                    "key" => "a".into(),
+                    _ => "x".into(),
+                })
+            }
+            "columns" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
+            "create_table" => SettingValue::Bool(true),
             _ => SettingValue::Int(1),
         }
     }
@@ -389,12 +431,19 @@ mod tests {
         }
         for sink in SINKS {
             let mut problems = Vec::new();
+            // A postgres sink takes a `url` or its parts, not both: the parts here.
+            let keys: Vec<&str> = sink
+                .keys
+                .iter()
+                .copied()
+                .filter(|key| !(sink.name == "postgres" && *key == "url"))
+                .collect();
             let settings = Settings::new(
                 "sink",
                 sink.name,
                 Place::path("s"),
                 outputs.path(),
-                settings_of(sink.keys),
+                settings_of(&keys),
                 &mut problems,
             );
             assert!(configure(&SINKS, Place::path("t"), settings).is_some());

@@ -36,6 +36,10 @@ pub trait Sink: Send {
     async fn finish(&mut self) -> Result<()> {
         self.flush().await
     }
+
+    /// Where a sink writing to a store counts the attempts it makes again after a transient
+    /// failure (`dataflow_sink_store_retries_total`). By default, nowhere: files do not retry.
+    fn count_retries(&mut self, _retries: dataflow_metrics::StoreRetries) {}
 }
 
 pub(crate) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
@@ -85,6 +89,10 @@ pub(crate) async fn open_writer(
                 })?;
             Ok((Box::pin(file), path.display().to_string()))
         }
+        SinkKind::Postgres(_) | SinkKind::Redis(_) => Err(ConnectorError::Runtime(format!(
+            "{} sink writes to a store, not to a file",
+            spec.kind.type_name()
+        ))),
     }
 }
 
@@ -114,6 +122,9 @@ pub struct ResultFormat {
     pub write_time: bool,
     /// The source's decoder settings, whose field names the metadata is written under.
     pub fields: DecoderConfig,
+    /// Whether the run takes checkpoints: an exactly-once store sink then holds back what it
+    /// writes until the checkpoint covering it completes; without, it writes at once.
+    pub checkpoints: bool,
 }
 
 impl ResultFormat {
@@ -123,6 +134,7 @@ impl ResultFormat {
             layout,
             write_time,
             fields: DecoderConfig::default(),
+            checkpoints: false,
         }
     }
 }

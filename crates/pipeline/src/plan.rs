@@ -124,6 +124,10 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::Window(window) => steps.window(window, &spec.state, problems),
         }
     }
+    // Each sink's settings against its results (a mapping naming a field they do not have).
+    for sink in &spec.sinks {
+        problems.extend(sink.kind.check_layout(&steps.layout));
+    }
     Plan {
         name: spec.name,
         sources,
