@@ -189,6 +189,17 @@ fn names(settings: &mut Settings<'_>, key: &str) -> Option<(Vec<String>, Place)>
     }
 }
 
+/// Whether a mapping or sequence holds a boolean.
+fn has_bool(value: &SettingValue) -> bool {
+    match value {
+        SettingValue::Map(entries) => entries
+            .iter()
+            .any(|(_, v)| matches!(v, SettingValue::Bool(_))),
+        SettingValue::Seq(items) => items.iter().any(|v| matches!(v, SettingValue::Bool(_))),
+        _ => false,
+    }
+}
+
 /// `type: postgres` settings: the connection, `table`, `columns`, `mode`, `key`,
 /// `create_table`, `batch_size`, `retry_timeout` and `id`.
 pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
@@ -297,9 +308,15 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SinkKind> {
                     (columns, setting.place)
                 }
                 _ => {
+                    // YAML reads a bare `n`, `y`, `no`, `off`... as a boolean.
+                    let hint = if has_bool(&setting.value) {
+                        " (quote field names that YAML reads as booleans: `\"n\"`)"
+                    } else {
+                        ""
+                    };
                     settings.problem(
                         setting.place.clone(),
-                        "`columns` must map columns to result fields (`{ column: field }`) or list fields",
+                        format!("`columns` must map columns to result fields (`{{ column: field }}`) or list fields{hint}"),
                     );
                     ok = false;
                     (Vec::new(), setting.place)

@@ -234,7 +234,14 @@ impl RedisSink {
             key,
             encoder: result_encoder(spec, format),
             fields,
-            pipeline: ::redis::pipe(),
+            pipeline: {
+                let mut pipeline = ::redis::pipe();
+                if settings.command == Command::Hset {
+                    // DEL then HSET: no reader sees the key missing or half written.
+                    pipeline.atomic();
+                }
+                pipeline
+            },
             queued: 0,
             retries: StoreRetries::default(),
         };
@@ -346,8 +353,8 @@ impl RedisSink {
         Ok(())
     }
 
-    /// Sends the queued commands as one pipeline (`MULTI`/`EXEC`, so that a hash is never
-    /// seen half written), again until the store takes them.
+    /// Sends the queued commands as one pipeline (in `MULTI`/`EXEC` for `hset`, so that a hash
+    /// is never seen half written), again until the store takes them.
     async fn send(&mut self) -> Result<()> {
         if self.queued == 0 {
             return Ok(());
