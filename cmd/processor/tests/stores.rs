@@ -333,3 +333,92 @@ fn columns_the_table_lacks_and_types_that_do_not_fit_are_refused_at_start() {
     // Nothing was started against a table that could not take the results.
     assert_eq!(pg.sql("SELECT count(*) FROM narrow").trim(), "0");
 }
+
+#[test]
+fn a_store_down_beyond_the_retry_timeout_fails_the_run_with_the_reason() {
+    let pg = Store::start(Kind::Postgres);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generate_bids(dir.path(), 100_000, 12);
+    let path = dir.path().join("down.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: down\nsources:\n  - {{ name: bids, type: file, path: {}, format: {{ schema: {{ auction: int, price: int }} }}, rate_limit: {{ events_per_second: 20000 }} }}\nsteps:\n  - key_by: auction\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count }} }}\nsinks:\n  - {{ type: postgres, url: \"{}\", table: down, create_table: true, retry_timeout: 2s }}\ncheckpoint: {{ dir: down-checkpoints, interval: 200ms }}\n",
+            input.display(),
+            pg.url(0)
+        ),
+    )
+    .expect("config");
+    let child = processor()
+        .args(["run", "--no-progress", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start processor");
+    let started = wait_until(Duration::from_secs(30), || {
+        pg.sql("SELECT count(*) FROM dataflow_sink_progress WHERE checkpoint_id > 0")
+            .trim()
+            == "1"
+    });
+    assert!(started, "the run committed nothing");
+    pg.stop();
+    let output = child.wait_with_output().expect("wait for the run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("sink sinks[0] (postgres) failed: postgres table down: the store failed for"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("giving up: "), "{stderr}");
+}
+
+#[test]
+fn without_checkpoints_rows_and_hashes_are_written_at_once() {
+    let pg = Store::start(Kind::Postgres);
+    let redis = Store::start(Kind::Redis);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = generate_bids(dir.path(), 50_000, 13);
+    let path = dir.path().join("plain.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: plain\nsources:\n  - {{ name: bids, type: file, path: {}, format: {{ schema: {{ auction: int, price: int }} }}, watermark: {{ out_of_orderness: 2s }} }}\nsteps:\n  - key_by: auction\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ bids: count, total: sum(price) }} }}\nsinks:\n  - {{ type: postgres, url: \"{}\", table: plain, create_table: true, batch_size: 100, columns: {{ auction: key, start: window_start, bids: bids }} }}\n  - {{ type: redis, url: \"{}\", command: hset, ttl: 1h, key: \"'a:' + string(key) + ':' + string(window_start)\" }}\n  - {{ type: file, path: plain.jsonl, time_format: millis }}\n",
+            input.display(),
+            pg.url(0),
+            redis.url(0)
+        ),
+    )
+    .expect("config");
+    run_to_end(&path);
+    let lines = std::fs::read_to_string(dir.path().join("plain.jsonl")).expect("file sink");
+    let results: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json"))
+        .collect();
+    assert!(results.len() > 1000);
+    // Every result is a row, its window start a time.
+    let count = pg.sql("SELECT count(*), sum(bids) FROM plain");
+    let bids: i64 = results
+        .iter()
+        .map(|r| r["bids"].as_i64().expect("bids"))
+        .sum();
+    assert_eq!(count.trim(), format!("{}|{bids}", results.len()));
+    let first = &results[0];
+    let (auction, start) = (
+        first["key"].as_i64().expect("key"),
+        first["window_start"].as_i64().expect("start"),
+    );
+    let found = pg.sql(&format!(
+        "SELECT bids, (extract(epoch from start) * 1000)::bigint FROM plain WHERE auction = {auction} AND start = timestamptz 'epoch' + {start} * interval '1 millisecond'"
+    ));
+    assert_eq!(found.trim(), format!("{}|{start}", first["bids"]));
+    // Every result is a hash of its fields, expiring.
+    assert_eq!(redis.redis(&["DBSIZE"]).trim(), results.len().to_string());
+    let key = format!("a:{auction}:{start}");
+    let hash = redis.redis(&["HGET", &key, "bids"]);
+    assert_eq!(hash.trim(), first["bids"].to_string());
+    let ttl: i64 = redis.redis(&["PTTL", &key]).trim().parse().expect("ttl");
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+}

@@ -1249,3 +1249,131 @@ impl Sink for PostgresSink {
         self.retries = retries;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Setting;
+    use dataflow_event::Schema;
+    use std::sync::Arc;
+
+    fn configured(settings: Vec<(&str, SettingValue)>) -> (Option<SinkKind>, Vec<String>) {
+        let mut problems = Vec::new();
+        let written = settings
+            .into_iter()
+            .map(|(key, value)| Setting {
+                key: key.to_string(),
+                place: Place::path(key),
+                value,
+            })
+            .collect();
+        let mut settings = Settings::new(
+            "sink",
+            "postgres",
+            Place::path("sinks[0]"),
+            std::path::Path::new("."),
+            written,
+            &mut problems,
+        );
+        let kind = configure(&mut settings);
+        settings.finish();
+        (kind, problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    fn text(value: &str) -> SettingValue {
+        SettingValue::Str(value.into())
+    }
+
+    #[test]
+    fn settings_problems_are_listed_with_their_places() {
+        let (kind, problems) = configured(vec![
+            ("url", text("postgres://127.0.0.1/test")),
+            ("host", text("127.0.0.1")),
+            ("table", text("1table")),
+            ("mode", text("upsert")),
+            ("batch_size", SettingValue::Int(0)),
+        ]);
+        assert!(kind.is_none());
+        assert_eq!(
+            problems,
+            [
+                "sinks[0].url: give either `url` or its parts (`host`, `port`, `user`, `password`, `dbname`), not both",
+                "sinks[0].table: invalid table `1table`: write `name` or `schema.name`, letters, digits and `_`, the name at most 46 characters",
+                "sinks[0]: mode upsert needs `key`: the columns a row is replaced on",
+                "sinks[0].batch_size: `batch_size` must be at least 1",
+            ]
+        );
+        let (_, problems) = configured(vec![
+            ("table", text("t")),
+            ("key", text("k")),
+            (
+                "columns",
+                SettingValue::Map(vec![("n".into(), SettingValue::Bool(false))]),
+            ),
+        ]);
+        assert_eq!(
+            problems,
+            [
+                "sinks[0].columns: `columns` must map columns to result fields (`{ column: field }`) or list fields (quote field names that YAML reads as booleans: `\"n\"`)",
+                "sinks[0].key: `key` applies to mode upsert only",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_mapping_is_checked_against_the_results_layout() {
+        let (kind, problems) = configured(vec![
+            ("url", text("postgres://127.0.0.1/test")),
+            ("table", text("public.results")),
+            ("mode", text("upsert")),
+            ("key", SettingValue::Seq(vec![text("id"), text("day")])),
+            (
+                "columns",
+                SettingValue::Map(vec![
+                    ("id".into(), text("key")),
+                    ("amount".into(), text("total")),
+                ]),
+            ),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let Some(SinkKind::Postgres(settings)) = kind else {
+            panic!("a postgres sink");
+        };
+        assert_eq!(settings.id, "public.results");
+        assert_eq!(
+            settings.table.staging(),
+            "\"public\".\"results_dataflow_staging\""
+        );
+        let schema = Schema::new([("key", FieldType::Int), ("n", FieldType::Int)]).expect("schema");
+        let problems: Vec<String> = check_layout(&settings, &Layout::Row(Arc::new(schema)))
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "sinks[0].columns.amount: column `amount` takes field `total`, which the results do not have (they have key, n)",
+                "sinks[0].key: key `day` is not one of the columns written",
+            ]
+        );
+        assert_eq!(check_layout(&settings, &Layout::Object).len(), 1);
+    }
+
+    #[test]
+    fn values_are_sent_typed_and_json_as_text() {
+        let mut ints = Values::new(FieldType::Timestamp);
+        ints.push(Some(&Value::Int(5)), false);
+        ints.push(Some(&Value::Null), false);
+        ints.push(None, false);
+        assert!(matches!(&ints, Values::Int(v) if v == &[Some(5), None, None]));
+        let mut json = Values::new(FieldType::Json);
+        json.push(Some(&Value::str("a\"b")), true);
+        json.push(Some(&Value::Int(7)), true);
+        assert!(
+            matches!(&json, Values::Text(v) if v == &[Some("\"a\\\"b\"".to_string()), Some("7".to_string())])
+        );
+        let mut floats = Values::new(FieldType::Float);
+        floats.push(Some(&Value::Int(2)), false);
+        assert!(matches!(&floats, Values::Float(v) if v == &[Some(2.0)]));
+    }
+}
