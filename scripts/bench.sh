@@ -279,7 +279,7 @@ if [ "${SINKS:-0}" = "1" ]; then
     "postgres|exactly once (checkpoints 1 s)|{ type: postgres, url: \"$pg_url\", table: w2_exact, create_table: true }|yes" \
     "redis|idempotent|{ type: redis, url: \"redis://127.0.0.1:$redis_port/0\", key: \"string(key) + '@' + string(window_start)\" }|no"; do
     IFS='|' read -r kind delivery sink checkpoints <<<"$variant"
-    scripts/services.sh psql "$DIR/services/postgres" -c 'DROP TABLE IF EXISTS w2_plain, w2_exact, w2_exact_dataflow_staging, dataflow_sink_progress' >/dev/null
+    scripts/services.sh psql "$DIR/services/postgres" -c 'SET client_min_messages = warning' -c 'DROP TABLE IF EXISTS w2_plain, w2_exact, w2_exact_dataflow_staging, dataflow_sink_progress' >/dev/null
     scripts/services.sh redis-cli "$DIR/services/redis" FLUSHALL >/dev/null
     cfg=$(sink_config "$kind-$checkpoints" "$sink" "$checkpoints")
     read -r secs _ < <(measure "$PROCESSOR" run --no-progress --config "$cfg")
