@@ -89,6 +89,22 @@ impl Store {
         run(&["psql"], self.dir.path(), &["-At", "-c", sql])
     }
 
+    /// Runs `sql` as [`sql`](Self::sql) does, `None` when psql fails (a table not created
+    /// yet), for polling.
+    pub fn try_sql(&self, sql: &str) -> Option<String> {
+        let output = Command::new("bash")
+            .arg(script())
+            .arg("psql")
+            .arg(self.dir.path())
+            .args(["-At", "-c", sql])
+            .output()
+            .expect("run scripts/services.sh");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Runs a redis-cli command (raw output: one line per reply element).
     pub fn redis(&self, args: &[&str]) -> String {
         let mut all = vec!["--raw"];
