@@ -9,6 +9,7 @@
 #   WORKLOADS="w2 w3" scripts/bench.sh
 #   MAIN=0 CHECKPOINTS=0 scripts/bench.sh  # only 1 vs 2 workers (and W5 against W2)
 #   MAIN=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 PARQUET=1 scripts/bench.sh  # only the parquet sink
+#   SINKS=1 MAIN=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 LATENCY=0 SIZES=1000000 scripts/bench.sh  # store sinks only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -305,4 +306,54 @@ if [ "${CEP:-0}" = "1" ]; then
   awk -v n="$n" -v s="$c_secs" -v r="$c_rss" -v c="$c_cpu" -v m="$matches" -v t="$timeouts" 'BEGIN {
     printf "| %d | cep-fraud | %.0f | %.1f MiB | %.2f | %d | %d |\n", n, n/s, r/1024, c, m, t
   }'
+fi
+
+# Store sinks (off by default; SINKS=1 runs it): W2's results on the largest input into a file
+# (the reference), into PostgreSQL (insert; at least once without checkpoints, and exactly once
+# with a checkpoint every second, against the file sink with the same checkpoints) and into Redis
+# (SET), against private instances that scripts/services.sh starts (and installs if absent).
+# Rows per second are results written per second of the whole run.
+if [ "${SINKS:-0}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  input="$DIR/bids-$n.jsonl"
+  [ -s "$input" ] || "$PROCESSOR" generate --profile bids --count "$n" --seed 42 --out "$input"
+  ln -sf "bids-$n.jsonl" "$DIR/bids.jsonl"
+  mkdir -p "$DIR/configs"
+  pg_port=$(scripts/services.sh start postgres "$DIR/services/postgres")
+  redis_port=$(scripts/services.sh start redis "$DIR/services/redis")
+  trap 'scripts/services.sh stop postgres "$DIR/services/postgres"; scripts/services.sh stop redis "$DIR/services/redis"' EXIT
+  base="$DIR/configs/w2-sinks-file.yaml"
+  sed -e 's|\.\./\.\./target/bench/|../|g' configs/bench/w2-tumbling.yaml > "$base"
+  # W2 with its sink replaced by $2 (a flow mapping), and checkpoints when $3 is "yes".
+  sink_config() {
+    local out="$DIR/configs/w2-sinks-$1.yaml"
+    awk -v sink="$2" '/^sinks:/ { print; print "  - " sink; skip = 1; next } skip && /^  - |^    / { next } { skip = 0; print }' "$base" > "$out"
+    if [ "$3" = yes ]; then
+      rm -rf "$DIR/out/w2-sinks-$1-checkpoints"
+      printf 'checkpoint: { dir: ../out/w2-sinks-%s-checkpoints, interval: 1s, retain: 2 }\n' "$1" >> "$out"
+    fi
+    echo "$out"
+  }
+  pg_url="postgres://postgres@127.0.0.1:$pg_port/test"
+  printf '\n| events | workload | sink | delivery | events/s | rows/s | slowdown against the file sink |\n|---:|---|---|---|---:|---:|---:|\n'
+  for variant in "file|at least once|{ type: file, path: ../out/w2-sinks.jsonl }|no" \
+    "file|(checkpoints 1 s)|{ type: file, path: ../out/w2-sinks.jsonl }|yes" \
+    "postgres|at least once|{ type: postgres, url: \"$pg_url\", table: w2_plain, create_table: true }|no" \
+    "postgres|exactly once (checkpoints 1 s)|{ type: postgres, url: \"$pg_url\", table: w2_exact, create_table: true }|yes" \
+    "redis|idempotent|{ type: redis, url: \"redis://127.0.0.1:$redis_port/0\", key: \"string(key) + '@' + string(window_start)\" }|no"; do
+    IFS='|' read -r kind delivery sink checkpoints <<<"$variant"
+    scripts/services.sh psql "$DIR/services/postgres" -c 'SET client_min_messages = warning' -c 'DROP TABLE IF EXISTS w2_plain, w2_exact, w2_exact_dataflow_staging, dataflow_sink_progress' >/dev/null
+    scripts/services.sh redis-cli "$DIR/services/redis" FLUSHALL >/dev/null
+    cfg=$(sink_config "$kind-$checkpoints" "$sink" "$checkpoints")
+    read -r secs _ < <(measure "$PROCESSOR" run --no-progress --config "$cfg")
+    rows=$(sed -n 's/.*emitted \([0-9]*\),.*/\1/p' "$DIR/out/last.log" | tail -n 1)
+    if [ "$kind" = file ]; then
+      [ "$checkpoints" = yes ] && file_secs_cp=$secs || file_secs=$secs
+    fi
+    reference=$file_secs
+    [ "$checkpoints" = yes ] && reference=${file_secs_cp:-$file_secs}
+    awk -v n="$n" -v k="$kind" -v d="$delivery" -v s="$secs" -v r="${rows:-0}" -v f="$reference" 'BEGIN {
+      printf "| %d | w2 | %s | %s | %.0f | %.0f | %.2fx |\n", n, k, d, n/s, r/s, s/f
+    }'
+  done
 fi

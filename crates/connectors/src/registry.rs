@@ -14,6 +14,8 @@ use crate::http::{HttpSource, IngestHub};
 use crate::jsonl::JsonLinesSink;
 use crate::parquet::{ParquetSettings, ParquetSink};
 use crate::parts::PartsSink;
+use crate::postgres::{PostgresSettings, PostgresSink};
+use crate::redis::{RedisSettings, RedisSink};
 use crate::sink::{OpenMode, ResultFormat, Sink};
 use crate::source::Source;
 use crate::stdin::StdinSource;
@@ -75,6 +77,10 @@ pub enum SinkKind {
     /// Exactly-once Parquet files in a directory, partitioned, published when the checkpoint
     /// after them completes (see [`crate::parquet`]).
     Parquet(ParquetSettings),
+    /// Rows of a PostgreSQL table, exactly once with checkpoints (see [`crate::postgres`]).
+    Postgres(Box<PostgresSettings>),
+    /// Keys of Redis, last write wins (see [`crate::redis`]).
+    Redis(Box<RedisSettings>),
 }
 
 impl SinkSpec {
@@ -207,18 +213,25 @@ impl SinkKind {
             SinkKind::File { .. } => "file",
             SinkKind::Parts { .. } => "parts",
             SinkKind::Parquet(_) => "parquet",
+            SinkKind::Postgres(_) => "postgres",
+            SinkKind::Redis(_) => "redis",
         }
     }
 
     /// Whether the sink is exactly once: it keeps what was written since the last checkpoint
     /// pending, and a restore discards what no completed checkpoint covers.
     pub fn is_transactional(&self) -> bool {
-        matches!(self, SinkKind::Parts { .. } | SinkKind::Parquet(_))
+        matches!(
+            self,
+            SinkKind::Parts { .. } | SinkKind::Parquet(_) | SinkKind::Postgres(_)
+        )
     }
 
     /// The problems of this sink's settings against the results it will get and the `earlier`
-    /// result sinks of the pipeline, each at its place: a parquet sink needs typed results,
-    /// partitions by fields they have, and a directory no other parquet sink writes in.
+    /// result sinks of the pipeline, each at its place (checked by validation, which opens no
+    /// file and no connection): a parquet sink needs typed results, partitions by fields they
+    /// have, and a directory no other parquet sink writes in; a store sink's mapping names
+    /// fields the results have.
     pub fn check_results(
         &self,
         format: &ResultFormat,
@@ -231,6 +244,8 @@ impl SinkKind {
                 });
                 crate::parquet::check_layout(settings, format, shared)
             }
+            SinkKind::Postgres(settings) => crate::postgres::check_layout(settings, &format.layout),
+            SinkKind::Redis(settings) => crate::redis::check_layout(settings, &format.layout),
             SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Parts { .. } => Vec::new(),
         }
     }
@@ -249,6 +264,10 @@ impl SinkSpec {
         Ok(match &self.kind {
             SinkKind::Parts { .. } => Box::new(PartsSink::open(self, format, restored).await?),
             SinkKind::Parquet(_) => Box::new(ParquetSink::open(self, format, restored).await?),
+            SinkKind::Postgres(settings) => {
+                Box::new(PostgresSink::open(settings, format, restored).await?)
+            }
+            SinkKind::Redis(settings) => Box::new(RedisSink::open(self, settings, format).await?),
             SinkKind::Stdout | SinkKind::File { .. } => {
                 Box::new(JsonLinesSink::open(self, format, mode).await?)
             }
@@ -307,7 +326,7 @@ pub const SOURCES: [SourceType; 4] = [
 ];
 
 /// Every sink type.
-pub const SINKS: [SinkType; 4] = [
+pub const SINKS: [SinkType; 6] = [
     SinkType {
         name: "stdout",
         keys: crate::jsonl::STDOUT_KEYS,
@@ -327,6 +346,16 @@ pub const SINKS: [SinkType; 4] = [
         name: "parquet",
         keys: crate::parquet::KEYS,
         configure: crate::parquet::configure,
+    },
+    SinkType {
+        name: "postgres",
+        keys: crate::postgres::KEYS,
+        configure: crate::postgres::configure,
+    },
+    SinkType {
+        name: "redis",
+        keys: crate::redis::KEYS,
+        configure: crate::redis::configure,
     },
 ];
 
@@ -376,12 +405,21 @@ mod tests {
             "paths" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
             "follow" => SettingValue::Bool(false),
             "path" | "profile" | "max_disorder" | "partition_by" | "partition_time"
-            | "compression" => SettingValue::Str(match key {
-                "profile" => "bids".into(),
-                "max_disorder" => "1s".into(),
-                "compression" => "snappy".into(),
-                _ => "x".into(),
-            }),
+            | "compression" | "retry_timeout" | "ttl" | "url" | "host" | "user" | "password"
+            | "dbname" | "table" | "mode" | "key" | "id" | "command" => {
+                SettingValue::Str(match key {
+                    "profile" => "bids".into(),
+                    "max_disorder" | "retry_timeout" | "ttl" => "1s".into(),
+                    "compression" => "snappy".into(),
+                    "url" => "redis://127.0.0.1:6379/".into(),
+                    "mode" => "upsert".into(),
+                    "command" => "hset".into(),
+                    "key" => "a".into(),
+                    _ => "x".into(),
+                })
+            }
+            "columns" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
+            "create_table" => SettingValue::Bool(true),
             _ => SettingValue::Int(1),
         }
     }
@@ -421,12 +459,19 @@ mod tests {
         }
         for sink in SINKS {
             let mut problems = Vec::new();
+            // A postgres sink takes a `url` or its parts, not both: the parts here.
+            let keys: Vec<&str> = sink
+                .keys
+                .iter()
+                .copied()
+                .filter(|key| !(sink.name == "postgres" && *key == "url"))
+                .collect();
             let settings = Settings::new(
                 "sink",
                 sink.name,
                 Place::path("s"),
                 outputs.path(),
-                settings_of(sink.keys),
+                settings_of(&keys),
                 &mut problems,
             );
             assert!(configure(&SINKS, Place::path("t"), settings).is_some());

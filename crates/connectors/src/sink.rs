@@ -44,6 +44,10 @@ pub trait Sink: Send {
     fn take_rejected(&mut self) -> Vec<Rejected> {
         Vec::new()
     }
+
+    /// Where a sink writing to a store counts the attempts it makes again after a transient
+    /// failure (`dataflow_sink_store_retries_total`). By default, nowhere: files do not retry.
+    fn count_retries(&mut self, _retries: dataflow_metrics::StoreRetries) {}
 }
 
 /// A result a sink could not write, and why (see [`Sink::take_rejected`]).
@@ -104,6 +108,10 @@ pub(crate) async fn open_writer(
                 })?;
             Ok((Box::pin(file), path.display().to_string()))
         }
+        SinkKind::Postgres(_) | SinkKind::Redis(_) => Err(ConnectorError::Runtime(format!(
+            "{} sink writes to a store, not to a file",
+            spec.kind.type_name()
+        ))),
     }
 }
 
@@ -133,6 +141,9 @@ pub struct ResultFormat {
     pub write_time: bool,
     /// The source's decoder settings, whose field names the metadata is written under.
     pub fields: DecoderConfig,
+    /// Whether the run takes checkpoints: an exactly-once store sink then holds back what it
+    /// writes until the checkpoint covering it completes; without, it writes at once.
+    pub checkpoints: bool,
 }
 
 impl ResultFormat {
@@ -142,6 +153,7 @@ impl ResultFormat {
             layout,
             write_time,
             fields: DecoderConfig::default(),
+            checkpoints: false,
         }
     }
 }

@@ -145,6 +145,7 @@ struct OperatorFamilies {
     queue_fill: Family<OperatorLabels, FloatGauge>,
     watermark: Family<OperatorLabels, IntGauge>,
     watermark_lag: Family<OperatorLabels, FloatGauge>,
+    store_retries: Family<OperatorLabels, Count>,
 }
 
 #[derive(Debug)]
@@ -249,6 +250,7 @@ impl Metrics {
             queue_fill: Family::default(),
             watermark: Family::default(),
             watermark_lag: Family::default(),
+            store_retries: Family::default(),
         };
         let o = &operators;
         register(
@@ -310,6 +312,12 @@ impl Metrics {
             "dataflow_operator_starved_seconds",
             "Time the operator waited for input",
             &o.starved,
+        );
+        register(
+            &mut r,
+            "dataflow_sink_store_retries",
+            "Attempts a sink made again because its store was unreachable or refused for a transient reason",
+            &o.store_retries,
         );
         register(
             &mut r,
@@ -507,6 +515,7 @@ impl Metrics {
             queue_fill: f.queue_fill.get_or_create_owned(&labels),
             watermark: f.watermark.get_or_create_owned(&labels),
             watermark_lag: f.watermark_lag.get_or_create_owned(&labels),
+            store_retries: f.store_retries.get_or_create_owned(&labels),
             clock: self.backpressure.stage(pipeline, operator, kind),
         }
     }
@@ -577,6 +586,23 @@ impl Metrics {
     }
 }
 
+/// Counts a sink's retries against its store. Cheap to clone; the default counts into a
+/// series of no registry (for sinks opened outside a run).
+#[derive(Clone, Debug, Default)]
+pub struct StoreRetries(Count);
+
+impl StoreRetries {
+    /// One more attempt after a transient failure.
+    pub fn retried(&self) {
+        self.0.inc();
+    }
+
+    /// The attempts counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
 /// The metrics of one operator. Cheap to clone; every clone updates the same series.
 #[derive(Clone, Debug)]
 pub struct OperatorMetrics {
@@ -593,6 +619,7 @@ pub struct OperatorMetrics {
     queue_fill: FloatGauge,
     watermark: IntGauge,
     watermark_lag: FloatGauge,
+    store_retries: Count,
     clock: Arc<StageClock>,
 }
 
@@ -658,6 +685,11 @@ impl OperatorMetrics {
     /// are of their total time.
     pub fn set_instances(&self, instances: usize) {
         self.clock.set_instances(instances);
+    }
+
+    /// The handle a sink counts its store retries with (`dataflow_sink_store_retries_total`).
+    pub fn store_retries(&self) -> StoreRetries {
+        StoreRetries(self.store_retries.clone())
     }
 
     /// The input channel holds `queued` of `capacity` batches.

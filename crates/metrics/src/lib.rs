@@ -32,7 +32,7 @@ mod latency;
 pub use backpressure::{Backpressure, BackpressureReport, StageShare};
 pub use exposition::{
     CheckpointMetrics, IngestMetrics, Metrics, OperatorLabels, OperatorMetrics, PipelineLabels,
-    RefuseReason, RefusedLabels, SourceLabels, SourceMetrics,
+    RefuseReason, RefusedLabels, SourceLabels, SourceMetrics, StoreRetries,
 };
 pub use latency::Latency;
 use std::fmt;

@@ -131,6 +131,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::Alert(alert) => steps.alert(alert, problems),
         }
     }
+    // Each sink's settings against the results it gets (a field its mapping or partitioning
+    // names that they do not have...), and against the sinks before it.
     let results = ResultFormat {
         layout: steps.layout.clone(),
         write_time: !steps.windowed,
@@ -138,6 +140,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             .first()
             .map(|source| source.spec.decoder.clone())
             .unwrap_or_default(),
+        checkpoints: spec.checkpoint.is_some(),
     };
     for (index, sink) in spec.sinks.iter().enumerate() {
         problems.extend(sink.kind.check_results(&results, &spec.sinks[..index]));

@@ -104,6 +104,7 @@ pub(super) struct OutputSpecs<'a> {
     /// The first source's decoder settings: results carry its metadata field names.
     fields: Option<&'a DecoderConfig>,
     capacity: usize,
+    checkpoints: bool,
 }
 
 impl<'a> OutputSpecs<'a> {
@@ -119,6 +120,7 @@ impl<'a> OutputSpecs<'a> {
             windowed: plan.output_is_windowed,
             fields: plan.sources.first().map(|source| &source.spec.decoder),
             capacity: plan.runtime.channel_capacity,
+            checkpoints: plan.checkpoint.is_some(),
         }
     }
 }
@@ -160,6 +162,7 @@ pub(super) async fn start_outputs(
             layout: plan.layout.clone(),
             write_time: !plan.windowed,
             fields: plan.fields.cloned().unwrap_or_default(),
+            checkpoints: plan.checkpoints,
         };
         let name = sink_name(index, spec.kind.type_name());
         let sink =
@@ -193,10 +196,11 @@ pub(super) async fn start_outputs(
     };
     let mut sink_txs = Vec::new();
     let mut sink_tasks = Vec::new();
-    for (index, (sink, name)) in sinks.into_iter().zip(names.iter().cloned()).enumerate() {
+    for (index, (mut sink, name)) in sinks.into_iter().zip(names.iter().cloned()).enumerate() {
         let (tx, rx) = mpsc::channel::<SinkMessage>(capacity);
         sink_txs.push(tx);
         let sink_metrics = metrics.operator(plan.pipeline, &sink_stage(index), "sink");
+        sink.count_retries(sink_metrics.store_retries());
         // The first sink measures how long results took to reach it.
         let latency = (index == 0).then(|| counters.clone());
         let failure = failure.clone();
