@@ -266,6 +266,26 @@ impl StateStore for SledStore {
         Ok(())
     }
 
+    fn put_batch(&mut self, namespace: &str, entries: &[crate::Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tree = self.tree_for_write(namespace)?;
+        for chunk in entries.chunks(BATCH_ENTRIES) {
+            let mut batch = sled::Batch::default();
+            for (key, value) in chunk {
+                batch.insert(key.as_slice(), value.as_slice());
+            }
+            tree.apply_batch(batch)
+                .map_err(|source| self.error("put a batch", source))?;
+        }
+        // A batch does not say which keys were new: the namespace is counted again when asked.
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            ns.count = OnceLock::new();
+        }
+        Ok(())
+    }
+
     fn delete(&mut self, namespace: &str, key: &[u8]) -> Result<()> {
         let Some(ns) = self.namespaces.get(namespace) else {
             return Ok(());

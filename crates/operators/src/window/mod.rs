@@ -3,6 +3,7 @@
 //! (`inspect`).
 
 mod inspect;
+mod snapshot;
 mod store;
 
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use dataflow_event::{Event, Field, FieldType, Layout, Payload, Schema, Value};
 use dataflow_expr::Expr;
 use dataflow_state::{SledStore, StateSnapshot};
 use dataflow_window::{
-    Admission, AggregateKind, KeyedWindows, WindowConfig, WindowError, WindowResult, WindowSnapshot,
+    Admission, AggregateKind, HeapStates, KeyStates, KeyedWindows, WindowConfig, WindowError,
+    WindowResult, WindowSnapshot,
 };
 
 pub use inspect::{decode_snapshot, key_from_text, KeyView, OperatorView};
+use snapshot::{SnapshotReader, SnapshotWriter};
 pub use store::{StoreStates, DEFAULT_CACHE_KEYS};
 
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
@@ -101,8 +104,25 @@ impl Windows {
         on_windows!(self, windows => windows.finish(out))
     }
 
-    fn snapshot(&self) -> Result<WindowSnapshot, WindowError> {
-        on_windows!(self, windows => windows.snapshot())
+    /// The encoded `(WindowSnapshot, watermark)`, written key by key.
+    fn encode_snapshot(&self, watermark: i64) -> Result<Vec<u8>, WindowError> {
+        let mut writer = SnapshotWriter::with_capacity(self.key_count());
+        match self {
+            Windows::Heap(windows) => {
+                let mut failure = None;
+                windows.states().for_each(&mut |key, state| {
+                    if failure.is_none() {
+                        failure = writer.add(key, state).err();
+                    }
+                })?;
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+            }
+            Windows::Store(windows) => windows.states().write_snapshot(&mut writer)?,
+        }
+        let header = on_windows!(self, windows => windows.snapshot_header());
+        writer.finish(&header, watermark)
     }
 }
 
@@ -346,14 +366,15 @@ impl Operator for WindowAggregate {
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        let snapshot = self
+        // Encoded key by key, never gathered as a `WindowSnapshot`: with a million keys that
+        // would hold every key's windows as objects beside their encoding.
+        let state = self
             .windows
-            .snapshot()
+            .encode_snapshot(self.watermark)
             .map_err(|error| self.state_error(error))?;
-        let state = (snapshot, self.watermark);
         Ok(Some(OperatorSnapshot {
             key_count: self.windows.key_count() as u64,
-            state: dataflow_checkpoint::encode_state(&state).map_err(checkpoint_error)?,
+            state,
         }))
     }
 
@@ -388,22 +409,25 @@ impl Operator for WindowAggregate {
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let (snapshot, watermark): (WindowSnapshot, i64) =
-            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
-        let config = self.windows.config().clone();
         let invalid = |error| OperatorError::Checkpoint(format!("{}: {error}", self.stage));
+        // Read one key at a time: a decoded `WindowSnapshot` of a million keys would be held
+        // whole beside the restored states.
+        let (header, mut keys) = SnapshotReader::new(state).map_err(invalid)?;
+        let config = self.windows.config().clone();
         // Until the restore succeeds the operator holds empty in-memory windows.
         let empty = KeyedWindows::new(config.clone()).map_err(invalid)?;
-        self.windows = match std::mem::replace(&mut self.windows, Windows::Heap(empty)) {
-            Windows::Heap(_) => {
-                Windows::Heap(KeyedWindows::restore(config, snapshot).map_err(invalid)?)
-            }
+        let restored = match std::mem::replace(&mut self.windows, Windows::Heap(empty)) {
+            Windows::Heap(_) => Windows::Heap(
+                KeyedWindows::restore_keys(config, HeapStates::default(), &header, &mut keys)
+                    .map_err(invalid)?,
+            ),
             Windows::Store(windows) => Windows::Store(
-                KeyedWindows::restore_with(config, windows.into_states(), snapshot)
+                KeyedWindows::restore_keys(config, windows.into_states(), &header, &mut keys)
                     .map_err(invalid)?,
             ),
         };
-        self.watermark = watermark;
+        self.watermark = keys.watermark().map_err(invalid)?;
+        self.windows = restored;
         Ok(())
     }
 }
