@@ -367,8 +367,8 @@ impl Steps {
             self.layout.clone(),
         ) {
             Ok((mut operator, output)) => {
-                if let Some(dir) = state_dir(state, &name) {
-                    operator.keep_state_in(dir);
+                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes);
                 }
                 self.layout = output;
                 self.windowed = true;
@@ -385,9 +385,11 @@ impl Steps {
 
 /// Where `operator` keeps its state: a directory of its own under the state directory, with
 /// sled state; `None` in memory.
-fn state_dir(state: &StateSpec, operator: &str) -> Option<PathBuf> {
+fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64)> {
     match state {
-        StateSpec::Sled { dir } => Some(dir.join(state_dir_name(operator))),
+        StateSpec::Sled { dir, cache_bytes } => {
+            Some((dir.join(state_dir_name(operator)), *cache_bytes))
+        }
         _ => None,
     }
 }

@@ -56,7 +56,7 @@ use thiserror::Error;
 
 pub use backend::Backend;
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES};
 pub use snapshot::StateSnapshot;
 
 /// Errors of state stores.

@@ -131,8 +131,8 @@ impl Windows {
 pub struct WindowAggregate {
     stage: Arc<str>,
     windows: Windows,
-    /// Where a sled store keeps the state, if not in memory.
-    state_dir: Option<std::path::PathBuf>,
+    /// Where a sled store keeps the state, if not in memory, with its page cache in bytes.
+    state_dir: Option<(std::path::PathBuf, u64)>,
     inputs: Vec<Option<Expr>>,
     time: TimeDomain,
     keyed: bool,
@@ -218,10 +218,11 @@ impl WindowAggregate {
     }
 
     /// Keeps the state in a sled store in `dir` from [`Operator::open`] on, instead of in
-    /// memory. The directory is a cache: `open` empties it, and a restore fills it from the
-    /// checkpoint.
-    pub fn keep_state_in(&mut self, dir: std::path::PathBuf) {
-        self.state_dir = Some(dir);
+    /// memory, with sled's page cache capped at about `cache_bytes`
+    /// ([`dataflow_state::DEFAULT_CACHE_BYTES`] by default). The directory is a cache: `open`
+    /// empties it, and a restore fills it from the checkpoint.
+    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64) {
+        self.state_dir = Some((dir, cache_bytes));
     }
 
     /// The number of keys holding state.
@@ -260,14 +261,15 @@ impl Operator for WindowAggregate {
     }
 
     fn open(&mut self, instance: usize) -> crate::Result<()> {
-        let Some(dir) = &self.state_dir else {
+        let Some((dir, cache_bytes)) = &self.state_dir else {
             return Ok(());
         };
         // sled is a cache: start it empty, and let a restore fill it from the checkpoint.
         let dir = dir.join(format!("instance-{instance}"));
-        let store = SledStore::rebuild(&dir, &StateSnapshot::default()).map_err(|error| {
-            OperatorError::State(format!("{}: state store: {error}", self.stage))
-        })?;
+        let store = SledStore::rebuild_with_cache(&dir, &StateSnapshot::default(), *cache_bytes)
+            .map_err(|error| {
+                OperatorError::State(format!("{}: state store: {error}", self.stage))
+            })?;
         let states = StoreStates::new(Box::new(store), &self.stage);
         let windows = KeyedWindows::with_states(self.windows.config().clone(), states)
             .map_err(|error| self.state_error(error))?;
