@@ -64,7 +64,11 @@ impl Encoded {
 /// types); the message is bincode's.
 pub(crate) fn encode(checkpoint: &Checkpoint) -> Result<Encoded, String> {
     let wire = wire::Checkpoint::from_checkpoint(checkpoint);
-    let mut bytes = vec![0u8; HEADER_LEN];
+    // Sized for the operators' states up front: grown by doubling, the buffer of a large state
+    // would hold up to twice its size, and copy it on every growth.
+    let states: usize = checkpoint.operators.iter().map(|op| op.state.len()).sum();
+    let mut bytes = Vec::with_capacity(HEADER_LEN + states + 4096);
+    bytes.resize(HEADER_LEN, 0);
     bincode::serde::encode_into_std_write(&wire, &mut bytes, bincode::config::standard())
         .map_err(|e| e.to_string())?;
     let sha256 = sha256(&bytes[HEADER_LEN..]);

@@ -23,38 +23,68 @@ fn encode_into(buffer: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<()
     Ok(())
 }
 
-/// The keys of a snapshot being written: each key's encoded entry (key, then windows) in one
-/// buffer, in the order visited, and the keys with where their entries are, sorted at the end.
+/// How many bytes of encoded entries a [`SnapshotWriter`] keeps per chunk: chunks are never
+/// grown, so the entries take their size, not up to twice as a doubling buffer would.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// The keys of a snapshot being written: each key's encoded entry (key, then windows) in
+/// chunks, in the order visited, and the keys with where their entries are, sorted at the end.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotWriter {
-    entries: Vec<u8>,
-    keys: Vec<(Value, Range<usize>)>,
+    chunks: Vec<Vec<u8>>,
+    /// The bytes of all entries.
+    len: usize,
+    /// Each key, with its entry's chunk, and its place in the chunk.
+    keys: Vec<(Value, u32, Range<u32>)>,
+    /// An entry being encoded.
+    entry: Vec<u8>,
 }
 
 impl SnapshotWriter {
     pub(crate) fn with_capacity(keys: usize) -> SnapshotWriter {
         SnapshotWriter {
-            entries: Vec::new(),
             keys: Vec::with_capacity(keys),
+            ..SnapshotWriter::default()
         }
     }
 
     /// Adds `key` with the windows of `state`.
     pub(crate) fn add(&mut self, key: &Value, state: &KeyState) -> Result<(), WindowError> {
-        let start = self.entries.len();
-        encode_into(&mut self.entries, key)?;
-        encode_into(&mut self.entries, &state.to_stored())?;
-        self.keys.push((key.clone(), start..self.entries.len()));
+        let mut entry = std::mem::take(&mut self.entry);
+        entry.clear();
+        encode_into(&mut entry, key)?;
+        encode_into(&mut entry, &state.to_stored())?;
+        self.push(key.clone(), &[&entry]);
+        self.entry = entry;
         Ok(())
     }
 
     /// Adds `key`, already encoded as `encoded`, with its windows encoded as `windows` (a
     /// [`dataflow_window::StoredKey`]).
     pub(crate) fn add_encoded(&mut self, key: Value, encoded: &[u8], windows: &[u8]) {
-        let start = self.entries.len();
-        self.entries.extend_from_slice(encoded);
-        self.entries.extend_from_slice(windows);
-        self.keys.push((key, start..self.entries.len()));
+        self.push(key, &[encoded, windows]);
+    }
+
+    fn push(&mut self, key: Value, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|chunk| chunk.capacity() - chunk.len() >= len);
+        if !fits {
+            self.chunks.push(Vec::with_capacity(CHUNK_BYTES.max(len)));
+        }
+        let index = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[index];
+        let start = chunk.len();
+        for part in parts {
+            chunk.extend_from_slice(part);
+        }
+        self.len += len;
+        // A chunk holds at most max(CHUNK_BYTES, one entry) bytes, and an entry is a key's
+        // encoding, far below 4 GiB: both fit in `u32`.
+        let place = start as u32..chunk.len() as u32;
+        self.keys.push((key, index as u32, place));
     }
 
     /// The encoded `(snapshot, watermark)` of the keys added, which must be distinct, under
@@ -65,11 +95,12 @@ impl SnapshotWriter {
         watermark: i64,
     ) -> Result<Vec<u8>, WindowError> {
         self.keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::with_capacity(self.entries.len() + 64);
+        let mut out = Vec::with_capacity(self.len + 64);
         encode_into(&mut out, header)?;
         encode_into(&mut out, &(self.keys.len() as u64))?;
-        for (_, range) in &self.keys {
-            out.extend_from_slice(&self.entries[range.clone()]);
+        for (_, chunk, place) in &self.keys {
+            let place = place.start as usize..place.end as usize;
+            out.extend_from_slice(&self.chunks[*chunk as usize][place]);
         }
         encode_into(&mut out, &watermark)?;
         Ok(out)
