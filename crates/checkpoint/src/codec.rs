@@ -64,7 +64,11 @@ impl Encoded {
 /// types); the message is bincode's.
 pub(crate) fn encode(checkpoint: &Checkpoint) -> Result<Encoded, String> {
     let wire = wire::Checkpoint::from_checkpoint(checkpoint);
-    let mut bytes = vec![0u8; HEADER_LEN];
+    // Sized for the operators' states up front: grown by doubling, the buffer of a large state
+    // would hold up to twice its size, and copy it on every growth.
+    let states: usize = checkpoint.operators.iter().map(|op| op.state.len()).sum();
+    let mut bytes = Vec::with_capacity(HEADER_LEN + states + 4096);
+    bytes.resize(HEADER_LEN, 0);
     bincode::serde::encode_into_std_write(&wire, &mut bytes, bincode::config::standard())
         .map_err(|e| e.to_string())?;
     let sha256 = sha256(&bytes[HEADER_LEN..]);
@@ -207,6 +211,21 @@ pub fn encode_state<T: serde::Serialize>(state: &T) -> crate::Result<Vec<u8>> {
 /// Decodes an operator's state written by [`encode_state`]. Like checkpoints, it never claims
 /// memory beyond a small multiple of the bytes it is given, and refuses trailing bytes.
 pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
+    match decode_state_prefix(bytes)? {
+        (state, used) if used == bytes.len() => Ok(state),
+        (_, used) => Err(crate::CheckpointError::State(format!(
+            "{} trailing bytes after the state",
+            bytes.len() - used
+        ))),
+    }
+}
+
+/// Decodes a value written by [`encode_state`] at the start of `bytes`, returning it with the
+/// number of bytes it took, so that a state written as several encoded values one after the
+/// other can be read one value at a time. Claims no more memory than [`decode_state`].
+pub fn decode_state_prefix<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> crate::Result<(T, usize)> {
     fn limited<T: serde::de::DeserializeOwned, const LIMIT: usize>(
         bytes: &[u8],
     ) -> Result<(T, usize), bincode::error::DecodeError> {
@@ -222,14 +241,7 @@ pub fn decode_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> crate::Resu
     } else {
         limited::<T, { u32::MAX as usize }>(bytes)
     };
-    match decoded {
-        Ok((state, used)) if used == bytes.len() => Ok(state),
-        Ok((_, used)) => Err(crate::CheckpointError::State(format!(
-            "{} trailing bytes after the state",
-            bytes.len() - used
-        ))),
-        Err(error) => Err(crate::CheckpointError::State(error.to_string())),
-    }
+    decoded.map_err(|error| crate::CheckpointError::State(error.to_string()))
 }
 
 /// A fingerprint of a pipeline's shape: the sha256, in hex, of its parts in order. A

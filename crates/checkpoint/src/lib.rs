@@ -79,8 +79,8 @@ mod model;
 mod storage;
 
 pub use codec::{
-    decode_state, encode_state, fingerprint, CODEC_BINCODE_STANDARD, DEFAULT_MAX_PAYLOAD,
-    FORMAT_VERSION, HEADER_LEN, MAGIC,
+    decode_state, decode_state_prefix, encode_state, fingerprint, CODEC_BINCODE_STANDARD,
+    DEFAULT_MAX_PAYLOAD, FORMAT_VERSION, HEADER_LEN, MAGIC,
 };
 pub use error::{CheckpointError, Corruption, FileKind, Result};
 pub use fs::{FailingFs, FileSystem, FsOp, StdFs};

@@ -126,6 +126,9 @@ fn first_line(text: &str) -> String {
 /// The most workers `parallelism` may ask for.
 pub const MAX_PARALLELISM: usize = 256;
 
+/// The largest `state.cache_mb`: 1 TiB of sled page cache per store.
+const MAX_CACHE_MB: i64 = 1 << 20;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -150,6 +153,7 @@ struct RawConfig {
 struct RawState {
     backend: Option<Spanned<String>>,
     dir: Option<Spanned<String>>,
+    cache_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -761,8 +765,30 @@ impl Checker {
     fn state(&mut self, raw: &Spanned<RawState>) -> Option<StateSpec> {
         let state = &raw.value;
         let backend = state.backend.as_ref().map(|b| b.value.as_str());
+        let cache_bytes = match &state.cache_mb {
+            None => Some(dataflow_state::DEFAULT_CACHE_BYTES),
+            Some(mb) if backend != Some("sled") => {
+                self.problem(
+                    place_of(mb, "state.cache_mb"),
+                    "`cache_mb` is only used by the `sled` backend: set `backend: sled` or remove it",
+                );
+                None
+            }
+            Some(mb) if (1..=MAX_CACHE_MB).contains(&mb.value) => Some((mb.value as u64) << 20),
+            Some(mb) => {
+                self.problem(
+                    place_of(mb, "state.cache_mb"),
+                    format!(
+                        "`cache_mb` must be between 1 and {MAX_CACHE_MB} (MiB), not {}",
+                        mb.value
+                    ),
+                );
+                None
+            }
+        };
         match (backend, &state.dir) {
-            (None | Some("memory"), None) => Some(StateSpec::Memory),
+            (None | Some("memory"), None) if cache_bytes.is_some() => Some(StateSpec::Memory),
+            (None | Some("memory"), None) => None,
             (None | Some("memory"), Some(dir)) => {
                 self.problem(
                     place_of(dir, "state.dir"),
@@ -770,9 +796,14 @@ impl Checker {
                 );
                 None
             }
-            (Some("sled"), Some(dir)) => Some(StateSpec::Sled {
-                dir: self.checked_path(&dir.value, place_of(dir, "state.dir"), PathUse::WriteDir),
-            }),
+            (Some("sled"), Some(dir)) => {
+                let dir =
+                    self.checked_path(&dir.value, place_of(dir, "state.dir"), PathUse::WriteDir);
+                Some(StateSpec::Sled {
+                    dir,
+                    cache_bytes: cache_bytes?,
+                })
+            }
             (Some("sled"), None) => {
                 self.problem(
                     place_of(raw, "state"),

@@ -393,8 +393,8 @@ impl Steps {
         ) {
             Ok((mut operator, output)) => {
                 operator.limit_emission(self.batch_size);
-                if let Some(dir) = state_dir(state, &name) {
-                    operator.keep_state_in(dir);
+                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes);
                 }
                 self.layout = output;
                 self.windowed = true;
@@ -673,9 +673,11 @@ fn stages_for_shape(pattern: &PatternSpec) -> Vec<StageDef> {
 
 /// Where `operator` keeps its state: a directory of its own under the state directory, with
 /// sled state; `None` in memory.
-fn state_dir(state: &StateSpec, operator: &str) -> Option<PathBuf> {
+fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64)> {
     match state {
-        StateSpec::Sled { dir } => Some(dir.join(state_dir_name(operator))),
+        StateSpec::Sled { dir, cache_bytes } => {
+            Some((dir.join(state_dir_name(operator)), *cache_bytes))
+        }
         _ => None,
     }
 }

@@ -92,6 +92,9 @@ pub enum StateSpec {
     Sled {
         /// The directory holding one sled directory per operator.
         dir: PathBuf,
+        /// The cap of each sled store's page cache, in bytes
+        /// ([`dataflow_state::DEFAULT_CACHE_BYTES`] unless configured).
+        cache_bytes: u64,
     },
 }
 

@@ -296,7 +296,8 @@ fn state_backends_are_checked() {
     assert_eq!(
         spec("state: { backend: sled, dir: state }\n"),
         dataflow_pipeline::spec::StateSpec::Sled {
-            dir: base.path().join("state")
+            dir: base.path().join("state"),
+            cache_bytes: dataflow_state::DEFAULT_CACHE_BYTES,
         }
     );
     let found = problems(&config("state: { backend: sled }\n"));
@@ -312,6 +313,25 @@ fn state_backends_are_checked() {
     );
     let found = problems(&config("state: { dir: x }\n"));
     assert!(found[0].contains("state.dir"), "{found:?}");
+    assert_eq!(
+        spec("state: { backend: sled, dir: state, cache_mb: 16 }\n"),
+        dataflow_pipeline::spec::StateSpec::Sled {
+            dir: base.path().join("state"),
+            cache_bytes: 16 << 20,
+        }
+    );
+    let found = problems(&config("state: { backend: sled, dir: x, cache_mb: 0 }\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("state.cache_mb") && found[0].contains("between 1 and"),
+        "{found:?}"
+    );
+    let found = problems(&config("state: { cache_mb: 64 }\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("state.cache_mb") && found[0].contains("only used by the `sled`"),
+        "{found:?}"
+    );
 }
 
 /// Every path a run would open or create is checked before anything starts: each problem once,

@@ -207,6 +207,7 @@ fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
         let state = if sled {
             StateSpec::Sled {
                 dir: dir.path().join("state"),
+                cache_bytes: dataflow_state::DEFAULT_CACHE_BYTES,
             }
         } else {
             StateSpec::Memory

@@ -29,6 +29,11 @@ const FORMAT: &[u8] = b"1";
 /// How long opening waits for a held lock to be released before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(1);
 
+/// The default cap of sled's page cache, in bytes ([`SledStore::open_with_cache`]). sled's own
+/// default is 1 GiB, which lets a store of a million keys grow the process by hundreds of
+/// megabytes; state kept on disk is meant to stay out of memory.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 /// How many entries a restore writes per sled batch: bounds the memory a batch copies.
 const BATCH_ENTRIES: usize = 1024;
 
@@ -132,14 +137,24 @@ impl SledStore {
     /// [`StateError::MoveAside`] if an unopenable `dir` cannot be moved; [`StateError::Sled`] or
     /// [`StateError::Unopenable`] if even a fresh store cannot be opened.
     pub fn open(dir: &Path) -> Result<SledStore> {
-        let db = match open_db(dir) {
+        SledStore::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with sled's page cache capped at about `cache_bytes` (sled's own
+    /// estimate of the pages it holds; its other buffers come on top).
+    ///
+    /// # Errors
+    ///
+    /// As [`SledStore::open`].
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
+        let db = match open_db(dir, cache_bytes) {
             Ok(db) => db,
             Err(OpenFailure::Unopenable(reason)) => {
                 if !exists(dir)? {
                     return Err(OpenFailure::Unopenable(reason).into_error(dir));
                 }
                 move_aside(dir, &reason)?;
-                open_db(dir).map_err(|failure| failure.into_error(dir))?
+                open_db(dir, cache_bytes).map_err(|failure| failure.into_error(dir))?
             }
             Err(failure) => return Err(failure.into_error(dir)),
         };
@@ -158,8 +173,22 @@ impl SledStore {
     /// As [`SledStore::open`], plus [`StateError::Io`] if the old store cannot be removed and
     /// [`StateError::Sled`] if the snapshot cannot be written.
     pub fn rebuild(dir: &Path, snapshot: &StateSnapshot) -> Result<SledStore> {
+        SledStore::rebuild_with_cache(dir, snapshot, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::rebuild`] with sled's page cache capped at about `cache_bytes`, as
+    /// [`SledStore::open_with_cache`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SledStore::rebuild`].
+    pub fn rebuild_with_cache(
+        dir: &Path,
+        snapshot: &StateSnapshot,
+        cache_bytes: u64,
+    ) -> Result<SledStore> {
         discard(dir)?;
-        let mut store = SledStore::open(dir)?;
+        let mut store = SledStore::open_with_cache(dir, cache_bytes)?;
         store.restore(snapshot)?;
         store.flush()?;
         Ok(store)
@@ -262,6 +291,26 @@ impl StateStore for SledStore {
         let old = tree.insert(key, value).map_err(|e| self.error("put", e))?;
         if old.is_none() {
             self.adjust_count(namespace, true);
+        }
+        Ok(())
+    }
+
+    fn put_batch(&mut self, namespace: &str, entries: &[crate::Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tree = self.tree_for_write(namespace)?;
+        for chunk in entries.chunks(BATCH_ENTRIES) {
+            let mut batch = sled::Batch::default();
+            for (key, value) in chunk {
+                batch.insert(key.as_slice(), value.as_slice());
+            }
+            tree.apply_batch(batch)
+                .map_err(|source| self.error("put a batch", source))?;
+        }
+        // A batch does not say which keys were new: the namespace is counted again when asked.
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            ns.count = OnceLock::new();
         }
         Ok(())
     }
@@ -402,9 +451,12 @@ fn tree_name(namespace: &str) -> Vec<u8> {
 /// directory sled cannot use. A panic inside sled counts as the latter, and so does a database
 /// without this crate's format marker whose log was not empty: sled treats a garbled log as torn
 /// writes and opens it empty, so the marker is what tells a lost store from a new one.
-fn open_db(dir: &Path) -> std::result::Result<sled::Db, OpenFailure> {
+fn open_db(dir: &Path, cache_bytes: u64) -> std::result::Result<sled::Db, OpenFailure> {
     let had_log = fs::metadata(dir.join("db")).is_ok_and(|log| log.len() > 0);
-    let config = sled::Config::new().path(dir).flush_every_ms(None);
+    let config = sled::Config::new()
+        .path(dir)
+        .flush_every_ms(None)
+        .cache_capacity(cache_bytes);
     let started = Instant::now();
     let mut pause = Duration::from_millis(2);
     let db = loop {
@@ -553,7 +605,8 @@ fn discard(dir: &Path) -> Result<()> {
     if empty {
         return Ok(());
     }
-    match open_db(dir) {
+    // Opened only to tell a store from something else: no cache to speak of.
+    match open_db(dir, 1 << 20) {
         Ok(db) => {
             drop(db);
             fs::remove_dir_all(dir).map_err(io_error("remove the old store in"))?;

@@ -353,3 +353,31 @@ fn flushed_writes_survive_a_crash() {
         assert_eq!(value, b"value");
     }
 }
+
+/// A batch of puts leaves what the same puts one by one leave, counts included, in both stores,
+/// also over existing keys and across more entries than one sled batch holds.
+#[test]
+fn batches_of_puts_equal_single_puts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..3000u32)
+        .map(|i| ((i % 2500).to_be_bytes().to_vec(), i.to_le_bytes().to_vec()))
+        .collect();
+    let mut one_by_one = dataflow_state::MemoryStore::new();
+    one_by_one.put("window", b"\xff", b"old").unwrap();
+    for (key, value) in &entries {
+        one_by_one.put("window", key, value).unwrap();
+    }
+    let mut sled = SledStore::open_with_cache(&tmp.path().join("state"), 1 << 20).unwrap();
+    sled.put("window", b"\xff", b"old").unwrap();
+    assert_eq!(sled.key_count("window").unwrap(), 1);
+    sled.put_batch("window", &entries).unwrap();
+    let mut memory = dataflow_state::MemoryStore::new();
+    memory.put("window", b"\xff", b"old").unwrap();
+    memory.put_batch("window", &entries).unwrap();
+    for store in [&sled as &dyn StateStore, &memory] {
+        assert_eq!(store.snapshot().unwrap(), one_by_one.snapshot().unwrap());
+        assert_eq!(store.key_count("window").unwrap(), 2501);
+    }
+    sled.put_batch("other", &[]).unwrap();
+    assert_eq!(sled.namespaces().unwrap(), ["window"]);
+}

@@ -13,8 +13,10 @@
 //! - [`BoundedOutOfOrderness`] derives a watermark from event times, and [`WatermarkCombiner`]
 //!   combines the watermarks of several inputs, with idle detection.
 //! - [`KeyStates`] is where the keys' states and timers live: in memory ([`HeapStates`]) by
-//!   default, or in any key-value store that keeps [`StoredKey`]s.
-//! - [`WindowSnapshot`] is the serializable state of a [`KeyedWindows`], for checkpoints.
+//!   default, or in any key-value store that keeps [`StoredKey`]s, with the timers in memory
+//!   beside it ([`Timers`]).
+//! - [`WindowSnapshot`] is the serializable state of a [`KeyedWindows`], for checkpoints; its
+//!   [`SnapshotHeader`] lets a store write one key by key, without gathering it.
 //!
 //! # Conventions
 //!
@@ -75,7 +77,9 @@ mod windows;
 
 pub use config::{AggregateKind, WindowConfig, WindowKind};
 pub use error::{Result, WindowError};
-pub use snapshot::{key_hash, key_partition, SnapshotKey, SnapshotWindow, WindowSnapshot};
-pub use states::{HeapStates, KeyState, KeyStates, StoredKey};
+pub use snapshot::{
+    key_hash, key_partition, SnapshotHeader, SnapshotKey, SnapshotWindow, WindowSnapshot,
+};
+pub use states::{HeapStates, KeyState, KeyStates, StoredKey, Timers};
 pub use watermark::{BoundedOutOfOrderness, WatermarkCombiner};
 pub use windows::{Admission, KeyedWindows, WindowResult};

@@ -1,5 +1,7 @@
 //! The serializable state of a [`crate::KeyedWindows`].
 
+use std::borrow::Cow;
+
 use dataflow_event::Value;
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +66,26 @@ impl WindowSnapshot {
                 .collect(),
         })
     }
+}
+
+/// What a [`WindowSnapshot`] serializes as before its keys, so that a snapshot can be written
+/// one key at a time instead of gathered whole ([`crate::KeyedWindows::snapshot_header`]).
+///
+/// With serde formats that write a struct as its fields in order and a sequence as its length
+/// then its items (bincode, the checkpoints' codec), a [`WindowSnapshot`] serializes exactly
+/// as: this header; the number of keys as a `u64`; then every key in ascending order as the
+/// pair `(key, windows)`, its [`Value`] and its [`crate::StoredKey`]
+/// ([`crate::KeyState::to_stored`]).
+///
+/// A restore reads a snapshot the same way: the header (deserialized as a
+/// `SnapshotHeader<'static>`), the number of keys, then the keys one at a time
+/// ([`crate::KeyedWindows::restore_keys`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotHeader<'a> {
+    pub(crate) kind: WindowKind,
+    pub(crate) aggregates: Cow<'a, [AggregateKind]>,
+    pub(crate) watermark: i64,
+    pub(crate) next_seq: u64,
 }
 
 /// One key of a [`WindowSnapshot`], as [`WindowSnapshot::keys`] shows it.

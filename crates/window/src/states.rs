@@ -2,10 +2,13 @@
 //! [`HeapStates`], its in-memory implementation.
 //!
 //! A key's state ([`KeyState`]) is its open windows with their accumulators, and the time of
-//! its timer: the earliest watermark at which it has a window to fire or to purge. Timers are
-//! kept by the store too, ordered by time, so that a store on disk can hold more keys than fit
-//! in memory. Stores outside this crate (the pipeline's, over `dataflow-state`) persist a key's
-//! state as a [`StoredKey`].
+//! its timer: the earliest watermark at which it has a window to fire or to purge. Every store
+//! keeps its timers in memory, in [`Timers`] (an ordered map of times to keys, as Flink keeps
+//! heap timers beside RocksDB): a timer is written for most new windows and read when they
+//! fire, so keeping them on disk would cost store operations per event, and a store's timers
+//! are rebuilt from its keys' states on restore ([`KeyStates::load`]). Stores outside this crate
+//! (the pipeline's, over `dataflow-state`) persist a key's windows as a [`StoredKey`] and its
+//! timer ([`KeyState::timer`]) beside it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -116,35 +119,91 @@ impl KeyState {
         self.scheduled.take()
     }
 
-    /// The serializable form of the state, for stores that keep bytes.
+    /// The time of the key's live timer, which a store keeps beside its [`StoredKey`].
+    pub fn timer(&self) -> Option<i64> {
+        self.timer
+    }
+
+    /// The serializable form of the key's windows, for stores that keep bytes.
     pub fn to_stored(&self) -> StoredKey {
         StoredKey {
             slices: self.slices.iter().map(Slice::snapshot).collect(),
-            timer: self.timer,
         }
     }
 
-    /// The state a [`StoredKey`] was taken of.
-    pub fn from_stored(stored: StoredKey) -> KeyState {
+    /// The state whose windows a [`StoredKey`] was taken of, with its live timer.
+    pub fn from_stored(stored: StoredKey, timer: Option<i64>) -> KeyState {
         KeyState {
             slices: stored
                 .slices
                 .into_iter()
                 .map(Slice::from_snapshot)
                 .collect(),
-            timer: stored.timer,
+            timer,
             scheduled: None,
             running: None,
         }
     }
 }
 
-/// The serializable form of a [`KeyState`]. Its contents are private: it is meant to be
-/// serialized with serde, stored and read back.
+/// The serializable form of a [`KeyState`]'s windows (not its timer). Its contents are
+/// private: it is meant to be serialized with serde, stored and read back.
+///
+/// It serializes exactly as the windows of a key do inside a [`crate::WindowSnapshot`], so a
+/// snapshot can be written from stored keys without decoding them
+/// ([`crate::SnapshotHeader`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct StoredKey {
     slices: Vec<SliceSnapshot>,
-    timer: Option<i64>,
+}
+
+impl StoredKey {
+    pub(crate) fn from_slices(slices: Vec<SliceSnapshot>) -> StoredKey {
+        StoredKey { slices }
+    }
+
+    pub(crate) fn into_slices(self) -> Vec<SliceSnapshot> {
+        self.slices
+    }
+}
+
+/// Timers in memory: the keys to look at when the watermark reaches a time, ordered by time.
+/// A key may be registered at several times; all but its state's timer are stale, and
+/// [`crate::KeyedWindows`] skips them.
+#[derive(Debug, Default)]
+pub struct Timers {
+    times: BTreeMap<i64, Vec<Value>>,
+}
+
+impl Timers {
+    /// Registers `key` at `time`.
+    pub fn register(&mut self, time: i64, key: Value) {
+        self.times.entry(time).or_default().push(key);
+    }
+
+    /// Removes and returns the earliest time at or below `watermark` with its keys.
+    pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, Vec<Value>)> {
+        match self.times.first_entry() {
+            Some(entry) if *entry.key() <= watermark => Some(entry.remove_entry()),
+            _ => None,
+        }
+    }
+
+    /// The number of timers registered, stale ones included.
+    pub fn len(&self) -> usize {
+        self.times.values().map(Vec::len).sum()
+    }
+
+    /// Whether no timer is registered.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Drops every timer.
+    pub fn clear(&mut self) {
+        self.times.clear();
+    }
 }
 
 /// The keys of one [`crate::KeyedWindows`], with their states and timers.
@@ -163,9 +222,10 @@ pub trait KeyStates: fmt::Debug + Send {
     /// stale: their state's timer is another time, or they are gone.
     fn pop_due(&mut self, watermark: i64) -> Result<Option<(i64, Vec<Value>)>>;
 
-    /// Fills an empty store with keys and their states, as a restore does. Returns a key that
-    /// appears twice, if one does; the store's contents are then unspecified.
-    fn load(&mut self, states: Vec<(Value, KeyState)>) -> Result<Option<Value>>;
+    /// Adds keys with their states, as a restore does: called after [`KeyStates::clear`], any
+    /// number of times, with keys in ascending order over all calls (so never twice the same
+    /// key), each state's timer to be registered ([`KeyState::take_scheduled`]).
+    fn load(&mut self, states: Vec<(Value, KeyState)>) -> Result<()>;
 
     /// Calls `visit` on every key and its state, in no particular order.
     fn for_each(&self, visit: &mut dyn FnMut(&Value, &KeyState)) -> Result<()>;
@@ -186,18 +246,18 @@ pub trait KeyStates: fmt::Debug + Send {
 #[derive(Debug, Default)]
 pub struct HeapStates {
     keys: FxHashMap<Value, KeyState>,
-    timers: BTreeMap<i64, Vec<Value>>,
+    timers: Timers,
 }
 
 impl HeapStates {
     /// The number of timers registered, stale ones included.
     pub fn timer_count(&self) -> usize {
-        self.timers.values().map(Vec::len).sum()
+        self.timers.len()
     }
 
     fn register(&mut self, key: &Value, state: &mut KeyState) {
         if let Some(time) = state.take_scheduled() {
-            self.timers.entry(time).or_default().push(key.clone());
+            self.timers.register(time, key.clone());
         }
     }
 }
@@ -210,7 +270,7 @@ impl KeyStates for HeapStates {
             if state.is_empty() {
                 self.keys.remove(key);
             } else if let Some(time) = state.take_scheduled() {
-                self.timers.entry(time).or_default().push(key.clone());
+                self.timers.register(time, key.clone());
             }
             return Ok(result);
         }
@@ -224,22 +284,16 @@ impl KeyStates for HeapStates {
     }
 
     fn pop_due(&mut self, watermark: i64) -> Result<Option<(i64, Vec<Value>)>> {
-        match self.timers.first_entry() {
-            Some(entry) if *entry.key() <= watermark => Ok(Some(entry.remove_entry())),
-            _ => Ok(None),
-        }
+        Ok(self.timers.pop_due(watermark))
     }
 
-    fn load(&mut self, states: Vec<(Value, KeyState)>) -> Result<Option<Value>> {
+    fn load(&mut self, states: Vec<(Value, KeyState)>) -> Result<()> {
         self.keys.reserve(states.len());
         for (key, mut state) in states {
-            if self.keys.contains_key(&key) {
-                return Ok(Some(key));
-            }
             self.register(&key, &mut state);
             self.keys.insert(key, state);
         }
-        Ok(None)
+        Ok(())
     }
 
     fn for_each(&self, visit: &mut dyn FnMut(&Value, &KeyState)) -> Result<()> {

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::check_inputs;
 use crate::layout::PaneLayout;
 use crate::running::Running;
-use crate::snapshot::{KeySnapshot, WindowSnapshot};
-use crate::states::{HeapStates, KeyState, KeyStates, Slice};
+use crate::snapshot::{KeySnapshot, SnapshotHeader, WindowSnapshot};
+use crate::states::{HeapStates, KeyState, KeyStates, Slice, StoredKey};
 use crate::{Result, WindowConfig, WindowError, WindowKind};
 
 /// The aggregates of one key over one window, emitted when the window fires or is updated.
@@ -79,6 +79,9 @@ pub struct KeyedWindows<S = HeapStates> {
 /// they slide ([`Running`]); windows of fewer panes merge them when they fire, at most seven
 /// merges per window, where the running combination measured slower (10 s by 2 s: five panes).
 const INCREMENTAL_PANES: i64 = 8;
+
+/// How many restored keys are handed to the store at once ([`KeyStates::load`]).
+const RESTORE_BATCH: usize = 1024;
 
 /// The values of the window `[start, end)` over `panes`, or `None` if no pane holds data.
 fn window_values(panes: &[Slice], start: i64, end: i64) -> Option<Vec<Value>> {
@@ -574,6 +577,17 @@ impl<S: KeyStates> KeyedWindows<S> {
         })
     }
 
+    /// What [`KeyedWindows::snapshot`]'s serialized form starts with, for writing a snapshot
+    /// key by key from [`KeyedWindows::states`] (see [`SnapshotHeader`]).
+    pub fn snapshot_header(&self) -> SnapshotHeader<'_> {
+        SnapshotHeader {
+            kind: self.config.kind,
+            aggregates: self.config.aggregates.as_slice().into(),
+            watermark: self.watermark,
+            next_seq: self.next_seq,
+        }
+    }
+
     /// Windows for `config` holding the state of `snapshot`, kept in `states` (cleared first).
     /// The snapshot must have been taken with the same window kind and aggregates; the allowed
     /// lateness may differ.
@@ -582,82 +596,133 @@ impl<S: KeyStates> KeyedWindows<S> {
         states: S,
         snapshot: WindowSnapshot,
     ) -> Result<KeyedWindows<S>> {
+        let WindowSnapshot {
+            kind,
+            aggregates,
+            watermark,
+            next_seq,
+            keys,
+        } = snapshot;
+        let header = SnapshotHeader {
+            kind,
+            aggregates: aggregates.into(),
+            watermark,
+            next_seq,
+        };
+        let keys = keys
+            .into_iter()
+            .map(|key| Ok((key.key, StoredKey::from_slices(key.slices))));
+        KeyedWindows::restore_keys(config, states, &header, keys)
+    }
+
+    /// Like [`KeyedWindows::restore_with`], from a snapshot read one key at a time: its
+    /// `header`, then its keys with their windows in the snapshot's order (ascending), so that
+    /// a restore never holds the whole snapshot decoded. The first error of `keys` ends the
+    /// restore with it.
+    pub fn restore_keys(
+        config: WindowConfig,
+        states: S,
+        header: &SnapshotHeader<'_>,
+        keys: impl Iterator<Item = Result<(Value, StoredKey)>>,
+    ) -> Result<KeyedWindows<S>> {
         let mut windows = KeyedWindows::with_states(config, states)?;
         let invalid = |reason: String| Err(WindowError::InvalidSnapshot(reason));
-        if snapshot.kind != windows.config.kind {
+        if header.kind != windows.config.kind {
             return invalid(format!(
                 "taken with window kind {:?}, restored with {:?}",
-                snapshot.kind, windows.config.kind
+                header.kind, windows.config.kind
             ));
         }
-        if snapshot.aggregates != windows.config.aggregates {
+        if *header.aggregates != windows.config.aggregates {
             return invalid(format!(
                 "taken with aggregates {:?}, restored with {:?}",
-                snapshot.aggregates, windows.config.aggregates
+                header.aggregates, windows.config.aggregates
             ));
         }
-        windows.watermark = snapshot.watermark;
-        windows.next_seq = snapshot.next_seq;
-        let lateness = windows.config.allowed_lateness;
-        let mut states = Vec::with_capacity(snapshot.keys.len());
-        for KeySnapshot { key, slices } in snapshot.keys {
-            if slices.is_empty() {
-                return invalid(format!("key {key:?} has no windows"));
-            }
-            let mut restored = Vec::with_capacity(slices.len());
-            for slice in slices {
-                if slice.accumulators.len() != windows.config.aggregates.len() {
+        windows.watermark = header.watermark;
+        windows.next_seq = header.next_seq;
+        let mut batch = Vec::with_capacity(RESTORE_BATCH);
+        let mut previous: Option<Value> = None;
+        for entry in keys {
+            let (key, stored) = entry?;
+            // Ascending keys are distinct: the store need not look for a key loaded twice.
+            if let Some(previous) = &previous {
+                if *previous == key {
+                    return invalid(format!("key {key:?} appears twice"));
+                }
+                if *previous > key {
                     return invalid(format!(
-                        "key {key:?}: window at {} has {} accumulators, expected {}",
-                        slice.start,
-                        slice.accumulators.len(),
-                        windows.config.aggregates.len()
+                        "key {key:?} comes after {previous:?}: keys out of order"
                     ));
                 }
-                let mut accumulators = Vec::with_capacity(slice.accumulators.len());
-                for (accumulator, kind) in slice.accumulators.into_iter().zip(&snapshot.aggregates)
-                {
-                    if let Some(seq) = accumulator.max_seq() {
-                        windows.next_seq = windows.next_seq.max(seq.saturating_add(1));
-                    }
-                    let accumulator = accumulator.restore();
-                    if accumulator.kind() != *kind {
-                        return invalid(format!(
-                            "key {key:?}: window at {}: a {} accumulator where {} is expected",
-                            slice.start,
-                            accumulator.kind().name(),
-                            kind.name()
-                        ));
-                    }
-                    accumulators.push(accumulator);
-                }
-                restored.push(Slice {
-                    start: slice.start,
-                    end: slice.end,
-                    fired: slice.fired,
-                    accumulators: accumulators.into_boxed_slice(),
-                });
             }
-            windows.check_slices(&key, &restored)?;
-            windows.slice_count += restored.len();
-            let mut state = KeyState {
-                slices: restored,
-                timer: None,
-                scheduled: None,
-                running: None,
-            };
-            // The earliest time the restored state needs attention.
-            if let Some(next) =
-                next_time(windows.layout, &state.slices, windows.watermark, lateness)
-            {
-                state.schedule(next);
+            let state = windows.restored_state(&key, stored)?;
+            previous = Some(key.clone());
+            batch.push((key, state));
+            if batch.len() == RESTORE_BATCH {
+                windows.states.load(std::mem::take(&mut batch))?;
             }
-            states.push((key, state));
         }
-        if let Some(key) = windows.states.load(states)? {
-            return invalid(format!("key {key:?} appears twice"));
-        }
+        windows.states.load(batch)?;
         Ok(windows)
+    }
+
+    /// The state of a restored `key` from its `stored` windows, checked against the config,
+    /// with its timer scheduled.
+    fn restored_state(&mut self, key: &Value, stored: StoredKey) -> Result<KeyState> {
+        let invalid = |reason: String| Err(WindowError::InvalidSnapshot(reason));
+        let slices = stored.into_slices();
+        if slices.is_empty() {
+            return invalid(format!("key {key:?} has no windows"));
+        }
+        let aggregates = &self.config.aggregates;
+        let mut restored = Vec::with_capacity(slices.len());
+        for slice in slices {
+            if slice.accumulators.len() != aggregates.len() {
+                return invalid(format!(
+                    "key {key:?}: window at {} has {} accumulators, expected {}",
+                    slice.start,
+                    slice.accumulators.len(),
+                    aggregates.len()
+                ));
+            }
+            let mut accumulators = Vec::with_capacity(slice.accumulators.len());
+            for (accumulator, kind) in slice.accumulators.into_iter().zip(aggregates) {
+                if let Some(seq) = accumulator.max_seq() {
+                    self.next_seq = self.next_seq.max(seq.saturating_add(1));
+                }
+                let accumulator = accumulator.restore();
+                if accumulator.kind() != *kind {
+                    return invalid(format!(
+                        "key {key:?}: window at {}: a {} accumulator where {} is expected",
+                        slice.start,
+                        accumulator.kind().name(),
+                        kind.name()
+                    ));
+                }
+                accumulators.push(accumulator);
+            }
+            restored.push(Slice {
+                start: slice.start,
+                end: slice.end,
+                fired: slice.fired,
+                accumulators: accumulators.into_boxed_slice(),
+            });
+        }
+        self.check_slices(key, &restored)?;
+        self.slice_count += restored.len();
+        let mut state = KeyState {
+            slices: restored,
+            timer: None,
+            scheduled: None,
+            running: None,
+        };
+        // The earliest time the restored state needs attention.
+        let lateness = self.config.allowed_lateness;
+        if let Some(next) = next_time(self.layout, &state.slices, self.watermark, lateness) {
+            state.schedule(next);
+        }
+        Ok(state)
     }
 
     /// Checks that restored slices are consistent with the layout.

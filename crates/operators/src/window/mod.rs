@@ -3,6 +3,7 @@
 //! (`inspect`).
 
 mod inspect;
+mod snapshot;
 mod store;
 
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use dataflow_event::{Event, Field, FieldType, Layout, Payload, Schema, Value};
 use dataflow_expr::Expr;
 use dataflow_state::{SledStore, StateSnapshot};
 use dataflow_window::{
-    Admission, AggregateKind, KeyedWindows, WindowConfig, WindowError, WindowResult, WindowSnapshot,
+    Admission, AggregateKind, HeapStates, KeyStates, KeyedWindows, WindowConfig, WindowError,
+    WindowResult, WindowSnapshot,
 };
 
 pub use inspect::{decode_snapshot, key_from_text, KeyView, OperatorView};
+use snapshot::{SnapshotReader, SnapshotWriter};
 pub use store::{StoreStates, DEFAULT_CACHE_KEYS};
 
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
@@ -106,8 +109,25 @@ impl Windows {
         on_windows!(self, windows => windows.finish_bounded(limit, out))
     }
 
-    fn snapshot(&self) -> Result<WindowSnapshot, WindowError> {
-        on_windows!(self, windows => windows.snapshot())
+    /// The encoded `(WindowSnapshot, watermark)`, written key by key.
+    fn encode_snapshot(&self, watermark: i64) -> Result<Vec<u8>, WindowError> {
+        let mut writer = SnapshotWriter::with_capacity(self.key_count());
+        match self {
+            Windows::Heap(windows) => {
+                let mut failure = None;
+                windows.states().for_each(&mut |key, state| {
+                    if failure.is_none() {
+                        failure = writer.add(key, state).err();
+                    }
+                })?;
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+            }
+            Windows::Store(windows) => windows.states().write_snapshot(&mut writer)?,
+        }
+        let header = on_windows!(self, windows => windows.snapshot_header());
+        writer.finish(&header, watermark)
     }
 }
 
@@ -116,8 +136,8 @@ impl Windows {
 pub struct WindowAggregate {
     stage: Arc<str>,
     windows: Windows,
-    /// Where a sled store keeps the state, if not in memory.
-    state_dir: Option<std::path::PathBuf>,
+    /// Where a sled store keeps the state, if not in memory, with its page cache in bytes.
+    state_dir: Option<(std::path::PathBuf, u64)>,
     inputs: Vec<Option<Expr>>,
     time: TimeDomain,
     keyed: bool,
@@ -214,10 +234,11 @@ impl WindowAggregate {
     }
 
     /// Keeps the state in a sled store in `dir` from [`Operator::open`] on, instead of in
-    /// memory. The directory is a cache: `open` empties it, and a restore fills it from the
-    /// checkpoint.
-    pub fn keep_state_in(&mut self, dir: std::path::PathBuf) {
-        self.state_dir = Some(dir);
+    /// memory, with sled's page cache capped at about `cache_bytes`
+    /// ([`dataflow_state::DEFAULT_CACHE_BYTES`] by default). The directory is a cache: `open`
+    /// empties it, and a restore fills it from the checkpoint.
+    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64) {
+        self.state_dir = Some((dir, cache_bytes));
     }
 
     /// The number of keys holding state.
@@ -279,14 +300,15 @@ impl Operator for WindowAggregate {
     }
 
     fn open(&mut self, instance: usize) -> crate::Result<()> {
-        let Some(dir) = &self.state_dir else {
+        let Some((dir, cache_bytes)) = &self.state_dir else {
             return Ok(());
         };
         // sled is a cache: start it empty, and let a restore fill it from the checkpoint.
         let dir = dir.join(format!("instance-{instance}"));
-        let store = SledStore::rebuild(&dir, &StateSnapshot::default()).map_err(|error| {
-            OperatorError::State(format!("{}: state store: {error}", self.stage))
-        })?;
+        let store = SledStore::rebuild_with_cache(&dir, &StateSnapshot::default(), *cache_bytes)
+            .map_err(|error| {
+                OperatorError::State(format!("{}: state store: {error}", self.stage))
+            })?;
         let states = StoreStates::new(Box::new(store), &self.stage);
         let windows = KeyedWindows::with_states(self.windows.config().clone(), states)
             .map_err(|error| self.state_error(error))?;
@@ -390,14 +412,15 @@ impl Operator for WindowAggregate {
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        let snapshot = self
+        // Encoded key by key, never gathered as a `WindowSnapshot`: with a million keys that
+        // would hold every key's windows as objects beside their encoding.
+        let state = self
             .windows
-            .snapshot()
+            .encode_snapshot(self.watermark)
             .map_err(|error| self.state_error(error))?;
-        let state = (snapshot, self.watermark);
         Ok(Some(OperatorSnapshot {
             key_count: self.windows.key_count() as u64,
-            state: dataflow_checkpoint::encode_state(&state).map_err(checkpoint_error)?,
+            state,
         }))
     }
 
@@ -432,22 +455,25 @@ impl Operator for WindowAggregate {
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let (snapshot, watermark): (WindowSnapshot, i64) =
-            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
-        let config = self.windows.config().clone();
         let invalid = |error| OperatorError::Checkpoint(format!("{}: {error}", self.stage));
+        // Read one key at a time: a decoded `WindowSnapshot` of a million keys would be held
+        // whole beside the restored states.
+        let (header, mut keys) = SnapshotReader::new(state).map_err(invalid)?;
+        let config = self.windows.config().clone();
         // Until the restore succeeds the operator holds empty in-memory windows.
         let empty = KeyedWindows::new(config.clone()).map_err(invalid)?;
-        self.windows = match std::mem::replace(&mut self.windows, Windows::Heap(empty)) {
-            Windows::Heap(_) => {
-                Windows::Heap(KeyedWindows::restore(config, snapshot).map_err(invalid)?)
-            }
+        let restored = match std::mem::replace(&mut self.windows, Windows::Heap(empty)) {
+            Windows::Heap(_) => Windows::Heap(
+                KeyedWindows::restore_keys(config, HeapStates::default(), &header, &mut keys)
+                    .map_err(invalid)?,
+            ),
             Windows::Store(windows) => Windows::Store(
-                KeyedWindows::restore_with(config, windows.into_states(), snapshot)
+                KeyedWindows::restore_keys(config, windows.into_states(), &header, &mut keys)
                     .map_err(invalid)?,
             ),
         };
-        self.watermark = watermark;
+        self.watermark = keys.watermark().map_err(invalid)?;
+        self.windows = restored;
         Ok(())
     }
 }

@@ -1,10 +1,15 @@
 //! Window state kept in a [`StateStore`]: the [`KeyStates`] of window operators whose state
 //! backend is not the in-memory default.
 //!
-//! Each operator has two namespaces in its store: `<operator>` maps a key to its windows and
-//! accumulators (a [`StoredKey`]), and `<operator>/timers` holds one empty entry per timer,
-//! keyed by its time (big-endian, sign bit flipped, so byte order is time order) then the key.
-//! Keys and states are encoded with the checkpoint crate's state codec.
+//! Each operator has one namespace in its store, `<operator>`, mapping a key to its windows and
+//! accumulators: the value is the key's timer ([`TIMER_BYTES`]: a flag byte, then the time
+//! big-endian) followed by its [`StoredKey`]. Keys and windows are encoded with the checkpoint
+//! crate's state codec, exactly as a checkpoint's window snapshot holds them, so a snapshot
+//! copies a stored key's bytes without decoding its windows ([`StoreStates::write_snapshot`]).
+//!
+//! Timers are kept in memory ([`Timers`]), not in the store: a new window's timer costs no
+//! store operation, and firing costs no scan. They are rebuilt from the keys' states on restore
+//! ([`KeyStates::load`]), like the store itself.
 //!
 //! The keys in use are cached as objects, like the memory backend holds them, up to a bound
 //! ([`DEFAULT_CACHE_KEYS`]): an event of a cached key costs no read, decode or write. When the
@@ -15,12 +20,21 @@
 use std::fmt;
 
 use dataflow_event::Value;
-use dataflow_state::{StateSnapshot, StateStore};
-use dataflow_window::{KeyState, KeyStates, StoredKey, WindowError};
+use dataflow_state::{Entry, StateStore};
+use dataflow_window::{KeyState, KeyStates, StoredKey, Timers, WindowError};
 use rustc_hash::FxHashMap;
+
+use super::snapshot::SnapshotWriter;
 
 /// How many keys a [`StoreStates`] keeps as objects by default.
 pub const DEFAULT_CACHE_KEYS: usize = 16_384;
+
+/// How many bytes of a stored value hold the key's timer: a flag (0 none, 1 set), then the time
+/// as big-endian `i64`.
+const TIMER_BYTES: usize = 9;
+
+/// How many entries a [`StoreStates`] writes to its store at once (on a spill or a load).
+const WRITE_BATCH: usize = 1024;
 
 /// A key's state held in the cache.
 #[derive(Debug)]
@@ -31,15 +45,15 @@ struct Cached {
 }
 
 /// [`KeyStates`] in a [`StateStore`], so state may be larger than memory, with the keys in use
-/// cached as objects.
+/// cached as objects and the timers in memory.
 pub struct StoreStates {
     store: Box<dyn StateStore>,
     namespace: String,
-    timers: String,
     /// Keys holding state, in the cache or the store.
     len: usize,
     cache: FxHashMap<Value, Cached>,
     capacity: usize,
+    timers: Timers,
 }
 
 impl fmt::Debug for StoreStates {
@@ -49,6 +63,7 @@ impl fmt::Debug for StoreStates {
             .field("namespace", &self.namespace)
             .field("len", &self.len)
             .field("cached", &self.cache.len())
+            .field("timers", &self.timers.len())
             .finish()
     }
 }
@@ -61,22 +76,39 @@ fn encode_key(key: &Value) -> Result<Vec<u8>, WindowError> {
     dataflow_checkpoint::encode_state(key).map_err(|error| failed("encode a key", error))
 }
 
+/// A stored value: the state's timer, then its windows.
 fn encode_value(state: &KeyState) -> Result<Vec<u8>, WindowError> {
-    dataflow_checkpoint::encode_state(&state.to_stored())
-        .map_err(|error| failed("encode a state", error))
+    let windows = dataflow_checkpoint::encode_state(&state.to_stored())
+        .map_err(|error| failed("encode a state", error))?;
+    let mut bytes = Vec::with_capacity(TIMER_BYTES + windows.len());
+    match state.timer() {
+        Some(time) => {
+            bytes.push(1);
+            bytes.extend_from_slice(&time.to_be_bytes());
+        }
+        None => bytes.extend_from_slice(&[0; TIMER_BYTES]),
+    }
+    bytes.extend_from_slice(&windows);
+    Ok(bytes)
 }
 
-/// A timer's entry key: its time, ordered as bytes, then the encoded key.
-fn timer_key(time: i64, key: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + key.len());
-    bytes.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
-    bytes.extend_from_slice(key);
-    bytes
+/// A stored value's timer and encoded windows.
+fn split_value(bytes: &[u8]) -> Result<(Option<i64>, &[u8]), WindowError> {
+    let too_short = || failed("read a state", "a value shorter than its timer");
+    let (timer, windows) = bytes.split_at_checked(TIMER_BYTES).ok_or_else(too_short)?;
+    let time = i64::from_be_bytes(timer[1..].try_into().map_err(|_| too_short())?);
+    match timer[0] {
+        0 => Ok((None, windows)),
+        1 => Ok((Some(time), windows)),
+        flag => Err(failed("read a state", format!("a timer flag of {flag}"))),
+    }
 }
 
-fn timer_time(entry: &[u8]) -> Option<i64> {
-    let bytes: [u8; 8] = entry.get(..8)?.try_into().ok()?;
-    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+fn decode_value(bytes: &[u8]) -> Result<KeyState, WindowError> {
+    let (timer, windows) = split_value(bytes)?;
+    let stored: StoredKey = dataflow_checkpoint::decode_state(windows)
+        .map_err(|error| failed("decode a state", error))?;
+    Ok(KeyState::from_stored(stored, timer))
 }
 
 impl StoreStates {
@@ -87,10 +119,10 @@ impl StoreStates {
         StoreStates {
             store,
             namespace: namespace.to_string(),
-            timers: format!("{namespace}/timers"),
             len: 0,
             cache: FxHashMap::default(),
             capacity: DEFAULT_CACHE_KEYS,
+            timers: Timers::default(),
         }
     }
 
@@ -100,11 +132,9 @@ impl StoreStates {
         self
     }
 
-    /// Writes the timer of the key encoded as `key` at `time`.
-    fn write_timer(&mut self, time: i64, key: &[u8]) -> Result<(), WindowError> {
-        self.store
-            .put(&self.timers, &timer_key(time, key), &[])
-            .map_err(|error| failed("write a timer", error))
+    /// The number of timers registered, stale ones included.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     fn read(&self, key: &[u8]) -> Result<Option<KeyState>, WindowError> {
@@ -115,36 +145,64 @@ impl StoreStates {
         else {
             return Ok(None);
         };
-        let stored: StoredKey = dataflow_checkpoint::decode_state(&bytes)
-            .map_err(|error| failed("decode a state", error))?;
-        Ok(Some(KeyState::from_stored(stored)))
+        decode_value(&bytes).map(Some)
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<Entry>) -> Result<(), WindowError> {
+        self.store
+            .put_batch(&self.namespace, batch)
+            .map_err(|error| failed("write the states", error))?;
+        batch.clear();
+        Ok(())
     }
 
     /// Writes every state of the cache to the store and empties the cache.
     fn spill(&mut self) -> Result<(), WindowError> {
+        let mut batch = Vec::with_capacity(WRITE_BATCH.min(self.cache.len()));
         for (key, cached) in std::mem::take(&mut self.cache) {
-            self.store
-                .put(
-                    &self.namespace,
-                    &encode_key(&key)?,
-                    &encode_value(&cached.state)?,
-                )
-                .map_err(|error| failed("write a state", error))?;
+            batch.push((encode_key(&key)?, encode_value(&cached.state)?));
+            if batch.len() == WRITE_BATCH {
+                self.write_batch(&mut batch)?;
+            }
+        }
+        self.write_batch(&mut batch)
+    }
+
+    /// Adds every key and its windows to `writer`, as a snapshot holds them: the cached keys
+    /// encoded, the others as the store holds them, without decoding their windows.
+    pub(crate) fn write_snapshot(&self, writer: &mut SnapshotWriter) -> Result<(), WindowError> {
+        for (key, cached) in &self.cache {
+            writer.add(key, &cached.state)?;
+        }
+        let scan = self
+            .store
+            .scan_prefix(&self.namespace, &[])
+            .map_err(|error| failed("scan the states", error))?;
+        for entry in scan {
+            let (encoded, bytes) = entry.map_err(|error| failed("scan the states", error))?;
+            let key: Value = dataflow_checkpoint::decode_state(&encoded)
+                .map_err(|error| failed("decode a key", error))?;
+            // A cached key's stored state may be older than the cached one, added above.
+            if self.cache.contains_key(&key) {
+                continue;
+            }
+            let (_, windows) = split_value(&bytes)?;
+            writer.add_encoded(key, &encoded, windows);
         }
         Ok(())
     }
 
-    fn delete_all(&mut self, namespace: &str) -> Result<(), WindowError> {
+    fn delete_all(&mut self) -> Result<(), WindowError> {
         let keys: Vec<Vec<u8>> = self
             .store
-            .scan_prefix(namespace, &[])
+            .scan_prefix(&self.namespace, &[])
             .map_err(|error| failed("scan", error))?
             .map(|entry| entry.map(|(key, _)| key))
             .collect::<Result<_, _>>()
             .map_err(|error| failed("scan", error))?;
         for key in keys {
             self.store
-                .delete(namespace, &key)
+                .delete(&self.namespace, &key)
                 .map_err(|error| failed("delete", error))?;
         }
         Ok(())
@@ -159,22 +217,15 @@ impl KeyStates for StoreStates {
     ) -> dataflow_window::Result<R> {
         if let Some(cached) = self.cache.get_mut(key) {
             let result = update(&mut cached.state);
-            let scheduled = cached.state.take_scheduled();
-            let emptied = cached.state.is_empty();
-            // The key is encoded only when the store is to hear of it.
-            let delete = emptied && cached.in_store;
-            if scheduled.is_some() || delete {
-                let encoded = encode_key(key)?;
-                if let Some(time) = scheduled {
-                    self.write_timer(time, &encoded)?;
-                }
-                if delete {
+            if let Some(time) = cached.state.take_scheduled() {
+                self.timers.register(time, key.clone());
+            }
+            if cached.state.is_empty() {
+                if cached.in_store {
                     self.store
-                        .delete(&self.namespace, &encoded)
+                        .delete(&self.namespace, &encode_key(key)?)
                         .map_err(|error| failed("delete a key", error))?;
                 }
-            }
-            if emptied {
                 self.cache.remove(key);
                 self.len -= 1;
             }
@@ -186,7 +237,7 @@ impl KeyStates for StoreStates {
         let mut state = existing.unwrap_or_default();
         let result = update(&mut state);
         if let Some(time) = state.take_scheduled() {
-            self.write_timer(time, &encoded)?;
+            self.timers.register(time, key.clone());
         }
         if state.is_empty() {
             if in_store {
@@ -214,52 +265,23 @@ impl KeyStates for StoreStates {
     }
 
     fn pop_due(&mut self, watermark: i64) -> dataflow_window::Result<Option<(i64, Vec<Value>)>> {
-        let first = self
-            .store
-            .scan_prefix(&self.timers, &[])
-            .map_err(|error| failed("scan the timers", error))?
-            .next()
-            .transpose()
-            .map_err(|error| failed("scan the timers", error))?;
-        let Some((entry, _)) = first else {
-            return Ok(None);
-        };
-        let time = timer_time(&entry)
-            .ok_or_else(|| failed("read a timer", "an entry shorter than a time"))?;
-        if time > watermark {
-            return Ok(None);
-        }
-        self.store
-            .delete(&self.timers, &entry)
-            .map_err(|error| failed("delete a timer", error))?;
-        let key: Value = dataflow_checkpoint::decode_state(&entry[8..])
-            .map_err(|error| failed("decode a timer's key", error))?;
-        Ok(Some((time, vec![key])))
+        Ok(self.timers.pop_due(watermark))
     }
 
-    fn load(&mut self, states: Vec<(Value, KeyState)>) -> dataflow_window::Result<Option<Value>> {
-        // One snapshot written in batches: far faster than a write per key.
-        self.cache.clear();
-        let mut snapshot = StateSnapshot::new();
-        let count = states.len();
+    fn load(&mut self, states: Vec<(Value, KeyState)>) -> dataflow_window::Result<()> {
+        // Written in batches: far faster than a write per key.
+        let mut batch = Vec::with_capacity(WRITE_BATCH.min(states.len()));
         for (key, mut state) in states {
-            let encoded = encode_key(&key)?;
+            batch.push((encode_key(&key)?, encode_value(&state)?));
             if let Some(time) = state.take_scheduled() {
-                snapshot.insert(&self.timers, &timer_key(time, &encoded), &[]);
+                self.timers.register(time, key);
             }
-            if snapshot
-                .insert(&self.namespace, &encoded, &encode_value(&state)?)
-                .is_some()
-            {
-                return Ok(Some(key));
+            self.len += 1;
+            if batch.len() == WRITE_BATCH {
+                self.write_batch(&mut batch)?;
             }
         }
-        // The store holds nothing of this operator (`with_states` cleared it), and nothing else.
-        self.store
-            .restore(&snapshot)
-            .map_err(|error| failed("load the states", error))?;
-        self.len = count;
-        Ok(None)
+        self.write_batch(&mut batch)
     }
 
     fn for_each(&self, visit: &mut dyn FnMut(&Value, &KeyState)) -> dataflow_window::Result<()> {
@@ -278,9 +300,7 @@ impl KeyStates for StoreStates {
             if self.cache.contains_key(&key) {
                 continue;
             }
-            let stored: StoredKey = dataflow_checkpoint::decode_state(&bytes)
-                .map_err(|error| failed("decode a state", error))?;
-            visit(&key, &KeyState::from_stored(stored));
+            visit(&key, &decode_value(&bytes)?);
         }
         Ok(())
     }
@@ -291,9 +311,8 @@ impl KeyStates for StoreStates {
 
     fn clear(&mut self) -> dataflow_window::Result<()> {
         self.cache.clear();
-        let (namespace, timers) = (self.namespace.clone(), self.timers.clone());
-        self.delete_all(&namespace)?;
-        self.delete_all(&timers)?;
+        self.timers.clear();
+        self.delete_all()?;
         self.len = 0;
         Ok(())
     }
@@ -304,15 +323,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timer_keys_sort_by_time() {
-        let times = [i64::MIN, -5_000, -1, 0, 1, 60_000, i64::MAX];
-        let keys: Vec<Vec<u8>> = times.iter().map(|&time| timer_key(time, b"k")).collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted);
-        for (time, key) in times.iter().zip(&keys) {
-            assert_eq!(timer_time(key), Some(*time));
+    fn stored_values_keep_the_timer_beside_the_windows() {
+        for timer in [
+            None,
+            Some(i64::MIN),
+            Some(-1),
+            Some(0),
+            Some(60_000),
+            Some(i64::MAX),
+        ] {
+            let state = KeyState::from_stored(
+                dataflow_checkpoint::decode_state(&[0]).expect("no windows"),
+                timer,
+            );
+            let bytes = encode_value(&state).expect("encodable");
+            let (read, windows) = split_value(&bytes).expect("a stored value");
+            assert_eq!(read, timer);
+            assert_eq!(windows, [0]);
+            assert_eq!(decode_value(&bytes).expect("decodable").timer(), timer);
         }
-        assert_eq!(timer_time(b"short"), None);
+        assert!(split_value(&[1, 0, 0]).is_err());
+        assert!(split_value(&[2; TIMER_BYTES]).is_err());
     }
 }
