@@ -8,17 +8,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use dataflow_event::time::{format_rfc3339, now_millis};
+use dataflow_event::time::now_millis;
 use dataflow_event::{Event, Field, FieldType, Layout, Payload, Schema, Value};
 use dataflow_expr::Expr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
-use crate::operator::{dead_letter, Operator, OperatorSnapshot, Output, SideData, SideKind};
+use crate::operator::{checkpoint_error, dead_letter, Operator, OperatorSnapshot, Output};
 use crate::pattern::timeline::{self, KeyLogic, Timeline, TimelineSnapshot};
 use crate::window::{KeyView, OperatorView};
-use crate::{OperatorError, SideRecord};
 
 /// What every alert operator is: it keeps state per key, keeps its events' keys, and its
 /// snapshot is a `TimelineSnapshot` of every key's buffered events and alert state.
@@ -256,10 +255,6 @@ impl std::fmt::Debug for Alert {
     }
 }
 
-fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> OperatorError {
-    OperatorError::Checkpoint(error.to_string())
-}
-
 impl Alert {
     /// An alert step named `stage` over events of `input_layout`; returns it and the layout of
     /// its results. `key_type` is the type of the key set before it, when known.
@@ -305,22 +300,14 @@ impl Operator for Alert {
     }
 
     fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
-        for event in batch {
-            let key = event.key.clone().unwrap_or(Value::Null);
-            if let Err(event) = self.timeline.insert(key, event) {
-                out.side.push(SideRecord {
-                    kind: SideKind::Late,
-                    stage: self.logic.stage.clone(),
-                    reason: format!(
-                        "event time {} is behind the watermark {}",
-                        format_rfc3339(event.event_time),
-                        format_rfc3339(self.timeline.watermark()),
-                    ),
-                    line: None,
-                    record: SideData::event(&event, &self.logic.input_layout),
-                });
-            }
-        }
+        let logic = &self.logic;
+        timeline::insert_batch(
+            &mut self.timeline,
+            batch,
+            &logic.stage,
+            &logic.input_layout,
+            out,
+        );
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
@@ -335,16 +322,11 @@ impl Operator for Alert {
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        let snapshot = self.timeline.snapshot();
-        Ok(Some(OperatorSnapshot {
-            key_count: snapshot.keys.len() as u64,
-            state: dataflow_checkpoint::encode_state(&snapshot).map_err(checkpoint_error)?,
-        }))
+        timeline::encode(&self.timeline.snapshot()).map(Some)
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let snapshot: TimelineSnapshot<AlertState> =
-            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
+        let snapshot = timeline::decode::<AlertState>(state)?;
         let logic = &self.logic;
         self.timeline
             .restore(snapshot, |state| due(logic.window_deadline(state), state));
@@ -352,26 +334,11 @@ impl Operator for Alert {
     }
 
     fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {
-        let mut decoded = Vec::with_capacity(parts.len());
-        for part in &parts {
-            let snapshot: TimelineSnapshot<AlertState> =
-                dataflow_checkpoint::decode_state(&part.state).map_err(checkpoint_error)?;
-            decoded.push(snapshot);
-        }
-        let merged = timeline::merge(decoded);
-        Ok(OperatorSnapshot {
-            key_count: merged.keys.len() as u64,
-            state: dataflow_checkpoint::encode_state(&merged).map_err(checkpoint_error)?,
-        })
+        timeline::merge_encoded::<AlertState>(&parts)
     }
 
     fn split_snapshot(&self, state: &[u8], workers: usize) -> crate::Result<Vec<Vec<u8>>> {
-        let snapshot: TimelineSnapshot<AlertState> =
-            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
-        timeline::split(snapshot, workers)
-            .iter()
-            .map(|part| dataflow_checkpoint::encode_state(part).map_err(checkpoint_error))
-            .collect()
+        timeline::split_encoded::<AlertState>(state, workers)
     }
 }
 

@@ -140,6 +140,11 @@ pub struct Output {
     pub failure: Option<OperatorError>,
 }
 
+/// A checkpoint codec error as an operator's error.
+pub(crate) fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> OperatorError {
+    OperatorError::Checkpoint(error.to_string())
+}
+
 /// A dead letter for `event` of `layout`, which left the stream at `stage` because of `reason`.
 pub(crate) fn dead_letter(
     stage: &Arc<str>,

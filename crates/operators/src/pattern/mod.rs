@@ -17,9 +17,11 @@ use dataflow_expr::Expr;
 use serde_json::json;
 
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
-use crate::operator::{dead_letter, Operator, OperatorSnapshot, Output, SideData, SideKind};
+use crate::operator::{
+    checkpoint_error, dead_letter, Operator, OperatorSnapshot, Output, SideData, SideKind,
+};
 use crate::window::{KeyView, OperatorView};
-use crate::{OperatorError, SideRecord};
+use crate::SideRecord;
 
 use matcher::{Found, KeyMatches, Thread};
 use timeline::{KeyLogic, Timeline, TimelineSnapshot};
@@ -397,10 +399,6 @@ impl std::fmt::Debug for Pattern {
     }
 }
 
-fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> OperatorError {
-    OperatorError::Checkpoint(error.to_string())
-}
-
 impl Pattern {
     /// A pattern step named `stage`; returns it and the layout of its results. `key_type` is
     /// the type of the key set by the `key_by` before it, when known.
@@ -478,22 +476,14 @@ impl Operator for Pattern {
     }
 
     fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
-        for event in batch {
-            let key = event.key.clone().unwrap_or(Value::Null);
-            if let Err(event) = self.timeline.insert(key, event) {
-                out.side.push(SideRecord {
-                    kind: SideKind::Late,
-                    stage: self.logic.stage.clone(),
-                    reason: format!(
-                        "event time {} is behind the watermark {}",
-                        format_rfc3339(event.event_time),
-                        format_rfc3339(self.timeline.watermark()),
-                    ),
-                    line: None,
-                    record: SideData::event(&event, &self.logic.input_layout),
-                });
-            }
-        }
+        let logic = &self.logic;
+        timeline::insert_batch(
+            &mut self.timeline,
+            batch,
+            &logic.stage,
+            &logic.input_layout,
+            out,
+        );
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
@@ -509,16 +499,11 @@ impl Operator for Pattern {
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        let snapshot = self.timeline.snapshot();
-        Ok(Some(OperatorSnapshot {
-            key_count: snapshot.keys.len() as u64,
-            state: dataflow_checkpoint::encode_state(&snapshot).map_err(checkpoint_error)?,
-        }))
+        timeline::encode(&self.timeline.snapshot()).map(Some)
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let snapshot: TimelineSnapshot<KeyMatches> =
-            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
+        let snapshot = timeline::decode::<KeyMatches>(state)?;
         let def = self.logic.def.clone();
         self.timeline
             .restore(snapshot, |state| state.deadline(&def));
@@ -526,26 +511,11 @@ impl Operator for Pattern {
     }
 
     fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {
-        let mut decoded = Vec::with_capacity(parts.len());
-        for part in &parts {
-            let snapshot: TimelineSnapshot<KeyMatches> =
-                dataflow_checkpoint::decode_state(&part.state).map_err(checkpoint_error)?;
-            decoded.push(snapshot);
-        }
-        let merged = timeline::merge(decoded);
-        Ok(OperatorSnapshot {
-            key_count: merged.keys.len() as u64,
-            state: dataflow_checkpoint::encode_state(&merged).map_err(checkpoint_error)?,
-        })
+        timeline::merge_encoded::<KeyMatches>(&parts)
     }
 
     fn split_snapshot(&self, state: &[u8], workers: usize) -> crate::Result<Vec<Vec<u8>>> {
-        let snapshot: TimelineSnapshot<KeyMatches> =
-            dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)?;
-        timeline::split(snapshot, workers)
-            .iter()
-            .map(|part| dataflow_checkpoint::encode_state(part).map_err(checkpoint_error))
-            .collect()
+        timeline::split_encoded::<KeyMatches>(state, workers)
     }
 }
 

@@ -11,7 +11,9 @@ use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::operator::Output;
+use dataflow_event::time::format_rfc3339;
+
+use crate::operator::{checkpoint_error, OperatorSnapshot, Output, SideData, SideKind, SideRecord};
 
 /// What a keyed event-time operator does with one key's events and time.
 pub(crate) trait KeyLogic {
@@ -263,4 +265,68 @@ pub(crate) fn split<S>(snapshot: TimelineSnapshot<S>, workers: usize) -> Vec<Tim
         }
     }
     parts
+}
+
+/// Buffers `batch` per key in `timeline`; an event behind its watermark goes to `out` as a late
+/// record of `stage`: what the pattern and alert steps do with their input.
+pub(crate) fn insert_batch<S: Default>(
+    timeline: &mut Timeline<S>,
+    batch: Vec<Event>,
+    stage: &std::sync::Arc<str>,
+    layout: &dataflow_event::Layout,
+    out: &mut Output,
+) {
+    for event in batch {
+        let key = event.key.clone().unwrap_or(Value::Null);
+        if let Err(event) = timeline.insert(key, event) {
+            out.side.push(SideRecord {
+                kind: SideKind::Late,
+                stage: stage.clone(),
+                reason: format!(
+                    "event time {} is behind the watermark {}",
+                    format_rfc3339(event.event_time),
+                    format_rfc3339(timeline.watermark()),
+                ),
+                line: None,
+                record: SideData::event(&event, layout),
+            });
+        }
+    }
+}
+
+/// `snapshot` encoded as an operator's checkpointed state.
+pub(crate) fn encode<S: Serialize>(
+    snapshot: &TimelineSnapshot<S>,
+) -> crate::Result<OperatorSnapshot> {
+    Ok(OperatorSnapshot {
+        key_count: snapshot.keys.len() as u64,
+        state: dataflow_checkpoint::encode_state(snapshot).map_err(checkpoint_error)?,
+    })
+}
+
+/// A timeline's checkpointed state, decoded.
+pub(crate) fn decode<S: DeserializeOwned>(state: &[u8]) -> crate::Result<TimelineSnapshot<S>> {
+    dataflow_checkpoint::decode_state(state).map_err(checkpoint_error)
+}
+
+/// The encoded states of parallel instances merged into one ([`merge`]).
+pub(crate) fn merge_encoded<S: Serialize + DeserializeOwned>(
+    parts: &[OperatorSnapshot],
+) -> crate::Result<OperatorSnapshot> {
+    let decoded = parts
+        .iter()
+        .map(|part| decode::<S>(&part.state))
+        .collect::<crate::Result<Vec<_>>>()?;
+    encode(&merge(decoded))
+}
+
+/// An encoded state split by key for `workers` instances ([`split`]).
+pub(crate) fn split_encoded<S: Serialize + DeserializeOwned>(
+    state: &[u8],
+    workers: usize,
+) -> crate::Result<Vec<Vec<u8>>> {
+    split(decode::<S>(state)?, workers)
+        .iter()
+        .map(|part| dataflow_checkpoint::encode_state(part).map_err(checkpoint_error))
+        .collect()
 }

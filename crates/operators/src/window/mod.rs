@@ -23,7 +23,8 @@ pub use store::{StoreStates, DEFAULT_CACHE_KEYS};
 
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
 use crate::operator::{
-    dead_letter, Operator, OperatorSnapshot, Output, SideData, SideKind, SideRecord,
+    checkpoint_error, dead_letter, Operator, OperatorSnapshot, Output, SideData, SideKind,
+    SideRecord,
 };
 use crate::OperatorError;
 
@@ -46,10 +47,6 @@ pub enum TimeDomain {
     Event,
     /// The processing machine's clock when the event reaches the window.
     Processing,
-}
-
-fn checkpoint_error(error: dataflow_checkpoint::CheckpointError) -> OperatorError {
-    OperatorError::Checkpoint(error.to_string())
 }
 
 /// The windows of a window operator, with their state in memory or in a store.
