@@ -2,6 +2,8 @@
 //! seeded instants, and restarted each time, ends with committed output (`parts` sink)
 //! identical to a run that was never killed.
 
+mod kills;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,25 +19,12 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// splitmix64: a small deterministic generator.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// Writes `count` card transactions over `cards` cards into `dir`, in the example's format: a
 /// few small charges, a few large ones, the rest ordinary, arriving up to 20 s out of order.
 fn generate_transactions(dir: &Path, count: u64, cards: u64, seed: u64) -> PathBuf {
     let path = dir.join("transactions.jsonl");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create input"));
-    let mut mix = Mix(seed);
+    let mut mix = kills::Mix(seed);
     let start = 1_709_280_000_000i64;
     for index in 0..count {
         let time = start + index as i64 * 50 - (mix.next() % 20_000) as i64;
@@ -101,7 +90,7 @@ fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing(
     );
 
     let crashed = config(dir.path(), &input, "crashed");
-    let mut mix = Mix(20_261_204);
+    let mut mix = kills::Mix(20_261_204);
     let mut kills = 0;
     // Runs that end before their instant do not count: keep going until 20 were killed
     // mid-run (each restart resumes from the last checkpoint, so the input may run out first).
@@ -110,7 +99,7 @@ fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing(
             break;
         }
         let delay = Duration::from_millis(30 + mix.next() % 270);
-        let mut child = processor()
+        let child = processor()
             .args(["run", "--no-progress", "--config"])
             .arg(&crashed)
             .current_dir(dir.path())
@@ -118,13 +107,9 @@ fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing(
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start processor");
-        // The point of the test: a kill at an arbitrary instant, not at a signal.
-        std::thread::sleep(delay);
-        if child.try_wait().expect("poll child").is_none() {
-            child.kill().expect("SIGKILL");
+        if kills::kill_after(child, delay).is_none() {
             kills += 1;
         }
-        let _ = child.wait();
     }
     let last = processor()
         .args(["run", "--no-progress", "--config"])

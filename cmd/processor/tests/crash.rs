@@ -1,11 +1,12 @@
 //! Crash recovery: a processor killed with SIGKILL at random instants, and restarted each
 //! time, ends with committed output identical to a run that was never killed.
 
+mod kills;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dataflow_connectors::parts::read_committed;
-use std::time::Duration;
 
 fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
@@ -60,21 +61,6 @@ fn generate_bids(dir: &Path, count: u64, seed: u64) -> PathBuf {
     input
 }
 
-/// A small deterministic generator of kill delays (splitmix64).
-fn delays(seed: u64, count: usize) -> Vec<Duration> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            Duration::from_millis(30 + z % 270)
-        })
-        .collect()
-}
-
 #[test]
 fn sigkill_at_twenty_instants_loses_and_duplicates_nothing_in_memory() {
     sigkill_at_twenty_instants(Backend::Memory, 20_261_124);
@@ -109,24 +95,20 @@ fn sigkill_at_twenty_instants(backend: Backend, seed: u64) {
     let mut kills = 0;
     // Runs that end before their instant come do not count: keep going until 20 were killed
     // mid-run (each restart resumes from the last checkpoint, so the input may run out first).
-    for delay in delays(seed, 60) {
+    for delay in kills::delays(seed, 60, 30, 270) {
         if kills == 20 {
             break;
         }
-        let mut child = processor()
+        let child = processor()
             .args(["run", "--no-progress", "--config"])
             .arg(&crashed)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start processor");
-        // The point of the test: a kill at an arbitrary instant, not at a signal.
-        std::thread::sleep(delay);
-        if child.try_wait().expect("poll child").is_none() {
-            child.kill().expect("SIGKILL");
+        if kills::kill_after(child, delay).is_none() {
             kills += 1;
         }
-        let _ = child.wait();
     }
     let last = processor()
         .args(["run", "--no-progress", "--config"])

@@ -3,11 +3,12 @@
 //! with SIGKILL at random instants and restarted each time publishes the rows of an
 //! uninterrupted run; bad settings are refused by `processor check` with their place.
 
+mod kills;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
@@ -281,21 +282,6 @@ fn bad_parquet_settings_are_refused_by_check_with_their_place() {
     assert!(!dir.path().join("a").exists() && !dir.path().join("lake").exists());
 }
 
-/// A small deterministic generator of kill delays (splitmix64), as in `crash.rs`.
-fn delays(seed: u64, count: usize, from_ms: u64, span_ms: u64) -> Vec<Duration> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            Duration::from_millis(from_ms + z % span_ms)
-        })
-        .collect()
-}
-
 /// The number of bids of the crash test.
 const CRASH_EVENTS: u64 = 1_000_000;
 
@@ -335,24 +321,20 @@ fn sigkill_at_ten_instants_publishes_the_rows_of_an_uninterrupted_run() {
     let mut kills = 0;
     // A run that ends before its instant does not count: keep going until 10 were killed
     // mid-run (each restart resumes from the last checkpoint, so the input may run out first).
-    for delay in delays(20_261_204, 40, 150, 600) {
+    for delay in kills::delays(20_261_204, 40, 150, 600) {
         if kills == 10 {
             break;
         }
-        let mut child = processor()
+        let child = processor()
             .args(["run", "--no-progress", "--config"])
             .arg(&crashed)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start processor");
-        // The point of the test: a kill at an arbitrary instant, not at a signal.
-        std::thread::sleep(delay);
-        if child.try_wait().expect("poll child").is_none() {
-            child.kill().expect("SIGKILL");
+        if kills::kill_after(child, delay).is_none() {
             kills += 1;
         }
-        let _ = child.wait();
     }
     assert_eq!(kills, 10, "the input ran out after {kills} kills");
     let stderr = run(&crashed);

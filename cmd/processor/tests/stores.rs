@@ -3,6 +3,7 @@
 //! exactly the table and the keys of an uninterrupted run; a store stopped for 10 s mid-run
 //! is waited for; bad mappings are refused by `processor check` or at start.
 
+mod kills;
 mod services;
 
 use std::path::{Path, PathBuf};
@@ -95,21 +96,6 @@ fn keys(redis: &Store, db: u32) -> String {
     redis.redis(&["-n", &db.to_string(), "EVAL", script, "0"])
 }
 
-/// A small deterministic generator of kill delays (splitmix64), from `min` to `min + spread`.
-fn delays(seed: u64, count: usize, min: u64, spread: u64) -> Vec<Duration> {
-    let mut state = seed;
-    (0..count)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            Duration::from_millis(min + z % spread)
-        })
-        .collect()
-}
-
 /// The number of events of the crash test: 1M, as the store sinks' issue asks.
 const CRASH_EVENTS: u64 = 1_000_000;
 
@@ -134,25 +120,20 @@ fn sigkill_at_ten_instants_leaves_the_table_and_keys_of_an_uninterrupted_run() {
     let crashed = pipeline(dir.path(), &input, "crashed", (&pg, &redis, 2), "");
     let mut kills = 0;
     // Runs that end before their instant do not count: keep going until 10 were killed mid-run.
-    for delay in delays(20_261_204, 60, 100, 500) {
+    for delay in kills::delays(20_261_204, 60, 100, 500) {
         if kills == 10 {
             break;
         }
         let log = dir.path().join("crashed-run.log");
-        let mut child = processor()
+        let child = processor()
             .args(["run", "--no-progress", "--config"])
             .arg(&crashed)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("start processor");
-        // The point of the test: a kill at an arbitrary instant, not at a signal.
-        std::thread::sleep(delay);
-        match child.try_wait().expect("poll child") {
-            None => {
-                child.kill().expect("SIGKILL");
-                kills += 1;
-            }
+        match kills::kill_after(child, delay) {
+            None => kills += 1,
             // A run that ended before its instant must have run to the end.
             Some(status) => assert!(
                 status.success(),
@@ -160,7 +141,6 @@ fn sigkill_at_ten_instants_leaves_the_table_and_keys_of_an_uninterrupted_run() {
                 std::fs::read_to_string(&log).unwrap_or_default()
             ),
         }
-        let _ = child.wait();
     }
     assert_eq!(kills, 10, "the input ran out after {kills} kills");
     // The killed runs got far enough to commit checkpoints: the kills fell amid the output.
