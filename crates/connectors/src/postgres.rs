@@ -545,6 +545,28 @@ impl Values {
     }
 }
 
+/// Records in the progress table that sink `id` has its rows up to checkpoint `progress.0` in
+/// the table, and `progress.1` rows after it, then commits `transaction` (what `doing` names).
+async fn record_progress(
+    transaction: tokio_postgres::Transaction<'_>,
+    table: &Table,
+    id: &str,
+    (checkpoint, tail): (i64, i64),
+    doing: &str,
+) -> std::result::Result<(), Attempt> {
+    transaction
+        .execute(
+            &format!(
+                "UPDATE {} SET checkpoint_id = $2, tail_rows = $3 WHERE sink = $1",
+                table.progress()
+            ),
+            &[&id, &checkpoint, &tail],
+        )
+        .await
+        .map_err(|e| attempt(e, doing))?;
+    transaction.commit().await.map_err(|e| attempt(e, doing))
+}
+
 /// Whether an error of the store passes (the store is down, restarting, or asks for a retry).
 fn attempt(error: tokio_postgres::Error, doing: &str) -> Attempt {
     let message = store_message(&error);
@@ -1036,21 +1058,14 @@ impl PostgresSink {
             )
             .await
             .map_err(failed)?;
-        let tail_sql = skip as i64;
-        transaction
-            .execute(
-                &format!(
-                    "UPDATE {} SET checkpoint_id = $2, tail_rows = $3 WHERE sink = $1",
-                    table.progress()
-                ),
-                &[&id, &restored_sql, &tail_sql],
-            )
-            .await
-            .map_err(failed)?;
-        transaction
-            .commit()
-            .await
-            .map_err(|e| attempt(e, "cannot commit the recovery"))?;
+        record_progress(
+            transaction,
+            &table,
+            &id,
+            (restored_sql, skip as i64),
+            "cannot commit the recovery",
+        )
+        .await?;
         if skip > 0 {
             tracing::info!(table = %table.shown(), rows = skip, "rows after the restored checkpoint are already in the table: skipping them");
         }
@@ -1143,20 +1158,14 @@ impl PostgresSink {
             )
             .await
             .map_err(failed)?;
-        transaction
-            .execute(
-                &format!(
-                    "UPDATE {} SET checkpoint_id = $2, tail_rows = $3 WHERE sink = $1",
-                    table.progress()
-                ),
-                &[&id, &progress, &tail],
-            )
-            .await
-            .map_err(failed)?;
-        transaction
-            .commit()
-            .await
-            .map_err(|e| attempt(e, "cannot commit rows"))?;
+        record_progress(
+            transaction,
+            &table,
+            &id,
+            (progress, tail),
+            "cannot commit rows",
+        )
+        .await?;
         Ok(moved)
     }
 

@@ -217,9 +217,10 @@ pub trait KeyStates: fmt::Debug + Send {
     /// ([`KeyState::take_scheduled`]) is registered.
     fn update<R>(&mut self, key: &Value, update: impl FnOnce(&mut KeyState) -> R) -> Result<R>;
 
-    /// Removes and returns the earliest timer at or below `watermark`: its time and the keys
-    /// registered at it, all of them or some (the rest come from the next calls); some may be
-    /// stale: their state's timer is another time, or they are gone.
+    /// Removes and returns the earliest timer at or below `watermark`: its time and every key
+    /// registered at it (a bounded advance fires them together, from the watermark before that
+    /// time); some may be stale: their state's timer is another time, or they are gone. Both
+    /// stores keep their timers in [`Timers`], which hands out a time's keys at once.
     fn pop_due(&mut self, watermark: i64) -> Result<Option<(i64, Vec<Value>)>>;
 
     /// Adds keys with their states, as a restore does: called after [`KeyStates::clear`], any

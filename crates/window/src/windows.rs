@@ -405,15 +405,10 @@ impl<S: KeyStates> KeyedWindows<S> {
             if out.len() - first >= limit.max(1) {
                 return Ok(false);
             }
-            let Some((time, mut keys)) = self.states.pop_due(watermark)? else {
+            let Some((time, keys)) = self.states.pop_due(watermark)? else {
                 self.watermark = watermark;
                 break;
             };
-            // Every key due at this time, fired together: a store may hand them out one by
-            // one, and each must fire from the watermark before this time.
-            while let Some((_, more)) = self.states.pop_due(time)? {
-                keys.extend(more);
-            }
             let previous = self.watermark;
             self.watermark = time.max(previous);
             let step = out.len();
