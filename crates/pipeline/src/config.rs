@@ -692,7 +692,7 @@ impl Checker {
             .filter_map(|(index, sink)| self.sink(sink, &format!("sinks[{index}]")))
             .collect();
         let dead_letters = match &raw.dead_letters {
-            Some(sink) => self.sink(sink, "dead_letters"),
+            Some(sink) => self.side_sink(sink, "dead_letters"),
             None => Some(SinkSpec::file(self.checked_path(
                 "dead-letters.jsonl",
                 Place::path("dead_letters"),
@@ -702,11 +702,11 @@ impl Checker {
         let late_events = raw
             .late_events
             .as_ref()
-            .and_then(|sink| self.sink(sink, "late_events"));
+            .and_then(|sink| self.side_sink(sink, "late_events"));
         let timed_out = raw
             .timed_out
             .as_ref()
-            .and_then(|sink| self.sink(sink, "timed_out"));
+            .and_then(|sink| self.side_sink(sink, "timed_out"));
         let mut runtime = self.runtime(&raw.runtime);
         if let Some(parallelism) = &raw.parallelism {
             match usize::try_from(parallelism.value) {
@@ -1613,6 +1613,23 @@ impl Checker {
             settings,
         )?;
         Some(SinkSpec { kind, time_format })
+    }
+
+    /// A side output's sink (`dead_letters`, `late_events`, `timed_out`): one that side records,
+    /// written as JSON Lines as they come, can go to.
+    fn side_sink(&mut self, raw: &Spanned<RawSink>, path: &str) -> Option<SinkSpec> {
+        let sink = self.sink(raw, path)?;
+        if !sink.kind.takes_side_records() {
+            self.problem(
+                place_of(&raw.value.kind, format!("{path}.type")),
+                format!(
+                    "`{}` cannot take {path}: side records are written as JSON Lines, to `stdout` or a `file`",
+                    sink.kind.type_name()
+                ),
+            );
+            return None;
+        }
+        Some(sink)
     }
 
     fn runtime(&mut self, raw: &RawRuntime) -> RuntimeSpec {

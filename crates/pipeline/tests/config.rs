@@ -493,3 +493,35 @@ fn the_api_connection_limits_are_read_and_checked() {
         assert!(found.iter().any(|p| p.contains(part)), "{part}: {found:?}");
     }
 }
+
+/// Side records are written as JSON Lines as they come: a side output on a sink that is not a
+/// stream of lines (part files, Parquet, a store) is refused at its `type`, each at its place.
+#[test]
+fn side_outputs_take_only_stdout_or_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("in.jsonl"), "").expect("write input");
+    let yaml = "\
+sources:
+  - name: clicks
+    type: file
+    path: in.jsonl
+sinks:
+  - type: stdout
+dead_letters:
+  type: parts
+  path: dead
+late_events:
+  type: parquet
+  path: late
+timed_out:
+  type: stdout
+";
+    let found = problems_in(yaml, dir.path());
+    assert_eq!(
+        found,
+        vec![
+            "line 8:9: dead_letters.type: `parts` cannot take dead_letters: side records are written as JSON Lines, to `stdout` or a `file`".to_string(),
+            "line 11:9: late_events.type: `parquet` cannot take late_events: side records are written as JSON Lines, to `stdout` or a `file`".to_string(),
+        ]
+    );
+}
