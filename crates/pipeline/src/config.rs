@@ -1725,7 +1725,45 @@ pub fn parse_pattern_field(
     }
 }
 
+/// The arguments of an aggregate, split at the commas outside brackets, braces, parentheses
+/// and quotes, each trimmed.
+fn split_arguments(text: &str) -> Vec<String> {
+    let mut arguments = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut start = 0;
+    for (at, character) in text.char_indices() {
+        if let Some(open) = quote {
+            if escaped {
+                escaped = false;
+            } else if character == '\\' {
+                escaped = true;
+            } else if character == open {
+                quote = None;
+            }
+            continue;
+        }
+        match character {
+            '"' | '\'' => quote = Some(character),
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                arguments.push(text[start..at].trim().to_string());
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    arguments.push(text[start..].trim().to_string());
+    arguments
+}
+
 /// Parses `count`, `count()`, `sum(price)`, `count_by(user_id)` into a function and its input.
+///
+/// `arg_max(VALUE, ARGUMENT)` and `arg_min` take the CEL list `[VALUE, ARGUMENT]` as their
+/// input; `arg_max(VALUE)` stands for `arg_max(VALUE, key)`, the keys of an earlier window's
+/// results. `top_k(N, EXPR)` takes `EXPR`, with `N` a whole number of at least 1.
 pub fn parse_aggregate(text: &str) -> std::result::Result<(AggregateKind, Option<String>), String> {
     let text = text.trim();
     let (name, argument) = match text.find('(') {
@@ -1751,12 +1789,49 @@ pub fn parse_aggregate(text: &str) -> std::result::Result<(AggregateKind, Option
         "first" => AggregateKind::First,
         "last" => AggregateKind::Last,
         "count_by" => AggregateKind::CountBy,
+        "arg_max" => AggregateKind::ArgMax,
+        "arg_min" => AggregateKind::ArgMin,
+        "top_k" => AggregateKind::TopK { k: 0 },
         other => {
             return Err(format!(
-                "unknown aggregate `{other}`: expected count, sum, min, max, avg, count_distinct, first, last or count_by"
+                "unknown aggregate `{other}`: expected count, sum, min, max, avg, count_distinct, first, last, count_by, arg_max, arg_min or top_k"
             ))
         }
     };
+    let arguments = argument.as_deref().map(split_arguments).unwrap_or_default();
+    match kind {
+        AggregateKind::ArgMax | AggregateKind::ArgMin => {
+            return match arguments.as_slice() {
+                [value] => Ok((kind, Some(format!("[{value}, key]")))),
+                [value, argument] => Ok((kind, Some(format!("[{value}, {argument}]")))),
+                _ => Err(format!(
+                    "`{name}` takes a value and what to give for it, as in `{name}(price, auction)`, or a value only, as in `{name}(count)` for the keys of an earlier window; found {} arguments",
+                    arguments.len()
+                )),
+            };
+        }
+        AggregateKind::TopK { .. } => {
+            let [count, input] = arguments.as_slice() else {
+                return Err(format!(
+                    "`top_k` takes a count and an expression, as in `top_k(3, price)`; found {} arguments",
+                    arguments.len()
+                ));
+            };
+            return match count.parse::<u32>() {
+                Ok(k) if k >= 1 => Ok((AggregateKind::TopK { k }, Some(input.clone()))),
+                _ => Err(format!(
+                    "`top_k` needs a whole number of at least 1 as its count, found `{count}`"
+                )),
+            };
+        }
+        _ if arguments.len() > 1 => {
+            return Err(format!(
+                "`{name}` takes one argument, found {}",
+                arguments.len()
+            ));
+        }
+        _ => {}
+    }
     match (kind, &argument) {
         (AggregateKind::Count, Some(_)) => {
             Err("`count` takes no argument: it counts events".into())
