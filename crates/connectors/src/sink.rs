@@ -108,10 +108,12 @@ pub(crate) async fn open_writer(
                 })?;
             Ok((Box::pin(file), path.display().to_string()))
         }
-        SinkKind::Postgres(_) | SinkKind::Redis(_) => Err(ConnectorError::Runtime(format!(
-            "{} sink writes to a store, not to a file",
-            spec.kind.type_name()
-        ))),
+        SinkKind::Postgres(_) | SinkKind::Redis(_) | SinkKind::Kafka(_) => {
+            Err(ConnectorError::Runtime(format!(
+                "{} sink writes to a store, not to a file",
+                spec.kind.type_name()
+            )))
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub(super) async fn coordinate(
         trigger,
         stop: source_stop,
         halt,
+        ..
     } = signals;
     // Held for the run: the next run's coordinator takes the inbox over.
     let mut inbox = inbox.lock().await;

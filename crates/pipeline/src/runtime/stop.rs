@@ -52,6 +52,9 @@ pub(super) struct SourceSignals {
     pub(super) stop: Arc<AtomicBool>,
     /// Set with `stop` by a halt for a restore: the sources end without firing.
     pub(super) halt: Arc<AtomicBool>,
+    /// The id of the newest checkpoint saved, which the writer sets: a source then hears
+    /// where that checkpoint's barrier left it ([`dataflow_connectors::Source::checkpoint_completed`]).
+    pub(super) saved: Arc<AtomicU64>,
 }
 
 /// The first failure of a run, shared by all its tasks. A task that fails reports its error

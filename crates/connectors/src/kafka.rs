@@ -1,0 +1,1160 @@
+//! `type: kafka`: a source reading topics of a Kafka-protocol broker, and a sink writing results
+//! to a topic, both through librdkafka (`rdkafka`).
+//!
+//! **Source.** Every partition of the topics (named, or matching a pattern when the source
+//! opens) is a source partition named `topic/partition`, with its own offset in checkpoints
+//! and its own watermark. The consumer is assigned all of them (no group rebalancing yet: the
+//! group id names where offsets are committed, for lag tools). A partition starts at its
+//! checkpointed offset on a restore, else at the group's committed offset, else at `start`.
+//! Records are pulled from the consumer into one buffer per partition, and each poll hands on
+//! a batch of one partition, in turn, so that every batch has one partition's offsets. Values
+//! decode with the source's `format` exactly as a file's lines; the record key becomes
+//! `event.key` (unless the format's `key_field` sets it) and its headers `event.headers`;
+//! with `event_time: record` the record timestamp is the event time. A record that does not
+//! decode is a dead letter naming its topic, partition and offset. After a checkpoint is saved
+//! its offsets are committed to the group ([`Source::checkpoint_completed`]).
+//!
+//! **Sink.** Each result is one record of the topic, its value the result's JSON line (as the
+//! `file` sink writes it, without the newline), its key a CEL expression over the result.
+//! At least once by default: [`Sink::prepare`] waits until the broker acknowledged every record
+//! written before the barrier. With `exactly_once`, records go through a transactional producer,
+//! one transaction per checkpoint: the transaction open since the last commit is flushed at the
+//! barrier and committed when the checkpoint is saved ([`Sink::commit`]); what is written
+//! between the barrier and that commit is held in memory and sent in the next transaction. On
+//! open, `init_transactions` with the same transactional id fences the previous process and
+//! aborts its open transaction, whose results the restore replays.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dataflow_event::json::{Decoder, Encoder};
+use dataflow_event::side::{SideData, SideKind};
+use dataflow_event::{Event, Value};
+use dataflow_expr::Expr;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::{Place, Problem, SettingValue, Settings};
+use crate::jsonl::result_encoder;
+use crate::registry::{SinkKind, SinkSpec, SourceKind};
+use crate::side::SideRecord;
+use crate::sink::{ResultFormat, Sink};
+use crate::source::{PartitionPosition, Poll, Source};
+use crate::{ConnectorError, Result};
+
+/// How long a call to the broker (metadata, offsets, a transaction's commit) may take.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The header naming the transaction of a record an exactly-once sink wrote.
+pub const TXN_HEADER: &str = "dataflow-txn";
+/// How long a poll waits for a record when every partition's buffer is empty.
+const POLL_WAIT: Duration = Duration::from_millis(20);
+
+/// Client properties as written: `key: value`, passed to librdkafka as they are.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Properties(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for Properties {
+    // Values may be secrets (`sasl.password`): only the keys are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(key, _)| key))
+            .finish()
+    }
+}
+
+/// Where a partition without a checkpointed or committed offset starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// Its first record.
+    Earliest,
+    /// After its last record when the source opens.
+    Latest,
+    /// Its first record with a timestamp at or after these epoch milliseconds.
+    Timestamp(i64),
+}
+
+/// Which topics a source reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topics {
+    /// These topics.
+    Names(Vec<String>),
+    /// Every topic whose whole name matches this regular expression when the source opens.
+    Pattern(String),
+}
+
+/// Where an event's time comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventTime {
+    /// The format's `time_field` (or processing time without one), as for files.
+    Field,
+    /// The Kafka record's timestamp.
+    Record,
+}
+
+/// `type: kafka` source settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSourceSettings {
+    /// `host:port,...`.
+    pub brokers: String,
+    /// What it reads.
+    pub topics: Topics,
+    /// The consumer group offsets are committed to; `None`: `dataflow-<source name>`.
+    pub group: Option<String>,
+    /// Where partitions without an offset start.
+    pub start: StartAt,
+    /// Where event times come from.
+    pub event_time: EventTime,
+    /// Other librdkafka properties (security, tuning).
+    pub properties: Properties,
+}
+
+/// The settings a kafka source takes.
+pub(crate) const SOURCE_KEYS: &[&str] = &[
+    "brokers",
+    "topics",
+    "topic_pattern",
+    "group",
+    "start",
+    "event_time",
+    "properties",
+];
+
+/// The settings a kafka sink takes.
+pub(crate) const SINK_KEYS: &[&str] = &[
+    "brokers",
+    "topic",
+    "key",
+    "compression",
+    "exactly_once",
+    "transactional_id",
+    "properties",
+];
+
+/// Properties the connector sets itself: written in `properties`, they are refused.
+const OWN_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "transactional.id",
+    "compression.type",
+    "compression.codec",
+];
+
+fn properties(settings: &mut Settings<'_>) -> Properties {
+    let Some(setting) = settings.take("properties") else {
+        return Properties::default();
+    };
+    let SettingValue::Map(entries) = &setting.value else {
+        settings.problem(
+            setting.place.clone(),
+            "`properties` must be a mapping of librdkafka properties to values",
+        );
+        return Properties::default();
+    };
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        let text = match value {
+            SettingValue::Str(text) => text.clone(),
+            SettingValue::Int(n) => n.to_string(),
+            SettingValue::Float(x) => x.to_string(),
+            SettingValue::Bool(b) => b.to_string(),
+            _ => {
+                settings.problem(
+                    setting.place.clone(),
+                    format!("property `{key}` must be a string, number or bool"),
+                );
+                continue;
+            }
+        };
+        if OWN_PROPERTIES.contains(&key.as_str()) {
+            settings.problem(
+                setting.place.clone(),
+                format!("property `{key}` is set by the connector: use its own key"),
+            );
+            continue;
+        }
+        out.push((key.clone(), text));
+    }
+    // librdkafka checks names and values when a client is created: do it now, so that
+    // `processor check` reports them.
+    let mut config = ClientConfig::new();
+    for (key, value) in &out {
+        config.set(key, value);
+    }
+    if let Err(error) = config.create_native_config() {
+        settings.problem(
+            setting.place.clone(),
+            format!("invalid properties: {error}"),
+        );
+    }
+    Properties(out)
+}
+
+fn brokers(settings: &mut Settings<'_>, what: &str) -> Option<String> {
+    match settings.string("brokers") {
+        Some((brokers, place)) if brokers.trim().is_empty() => {
+            settings.problem(place, "`brokers` is empty");
+            None
+        }
+        Some((brokers, _)) => Some(brokers),
+        None => {
+            let place = settings.place();
+            settings.problem(
+                place,
+                format!("a kafka {what} needs `brokers`: host:port of the bootstrap brokers"),
+            );
+            None
+        }
+    }
+}
+
+/// `type: kafka` source settings.
+pub(crate) fn configure_source(settings: &mut Settings<'_>) -> Option<SourceKind> {
+    let source_place = settings.place();
+    let brokers = brokers(settings, "source");
+    let names = settings.take("topics").map(|setting| match &setting.value {
+        SettingValue::Seq(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| match item {
+                SettingValue::Str(text) if !text.is_empty() => Some(text.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or(setting.place),
+        SettingValue::Str(text) if !text.is_empty() => Ok(vec![text.clone()]),
+        _ => Err(setting.place),
+    });
+    let pattern = settings.string("topic_pattern");
+    let topics = match (names, pattern) {
+        (Some(Ok(names)), None) => Some(Topics::Names(names)),
+        (Some(Err(place)), _) => {
+            settings.problem(place, "`topics` must be a topic name or a list of them");
+            None
+        }
+        (None, Some((pattern, place))) => match regex::Regex::new(&format!("^(?:{pattern})$")) {
+            Ok(_) => Some(Topics::Pattern(pattern)),
+            Err(error) => {
+                settings.problem(place, format!("invalid `topic_pattern`: {error}"));
+                None
+            }
+        },
+        (Some(Ok(_)), Some((_, place))) => {
+            settings.problem(place, "give `topics` or `topic_pattern`, not both");
+            None
+        }
+        (None, None) => {
+            settings.problem(
+                source_place,
+                "a kafka source needs `topics` (a list) or `topic_pattern` (a regular expression)",
+            );
+            None
+        }
+    };
+    let group = settings.string("group").map(|(group, _)| group);
+    let start = match settings.take("start") {
+        None => Some(StartAt::Earliest),
+        Some(setting) => match &setting.value {
+            SettingValue::Str(text) if text == "earliest" => Some(StartAt::Earliest),
+            SettingValue::Str(text) if text == "latest" => Some(StartAt::Latest),
+            SettingValue::Str(text) => match dataflow_event::time::parse_text(text) {
+                Some(millis) => Some(StartAt::Timestamp(millis)),
+                None => {
+                    settings.problem(
+                        setting.place,
+                        format!("`start` must be earliest, latest or a time (RFC 3339 or epoch milliseconds), not `{text}`"),
+                    );
+                    None
+                }
+            },
+            SettingValue::Int(millis) => Some(StartAt::Timestamp(*millis)),
+            _ => {
+                settings.problem(
+                    setting.place,
+                    "`start` must be earliest, latest or a time (RFC 3339 or epoch milliseconds)",
+                );
+                None
+            }
+        },
+    };
+    let event_time = match settings.string("event_time") {
+        None => Some(EventTime::Field),
+        Some((text, place)) => match text.as_str() {
+            "field" => Some(EventTime::Field),
+            "record" => Some(EventTime::Record),
+            other => {
+                settings.problem(
+                    place,
+                    format!("unknown `event_time` `{other}`: expected field or record"),
+                );
+                None
+            }
+        },
+    };
+    let properties = properties(settings);
+    Some(SourceKind::Kafka(Box::new(KafkaSourceSettings {
+        brokers: brokers?,
+        topics: topics?,
+        group,
+        start: start?,
+        event_time: event_time?,
+        properties,
+    })))
+}
+
+/// A client configuration with `brokers` and the properties written.
+fn client_config(brokers: &str, properties: &Properties) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in &properties.0 {
+        config.set(key, value);
+    }
+    config
+}
+
+fn kafka_error(doing: &str, error: KafkaError) -> ConnectorError {
+    ConnectorError::Runtime(format!("{doing}: {error}"))
+}
+
+/// A record read ahead of what the source handed on.
+#[derive(Debug)]
+enum Item {
+    Event(Event),
+    DeadLetter(SideRecord),
+}
+
+#[derive(Debug)]
+struct KafkaPartition {
+    topic: String,
+    partition: i32,
+    /// The offset of the next record to hand on: what checkpoints store.
+    next: i64,
+    /// Records read from the consumer, not yet handed on, each with its offset.
+    buffer: VecDeque<(i64, Item)>,
+}
+
+impl KafkaPartition {
+    fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Reads the partitions of Kafka topics (see the module's documentation).
+pub struct KafkaSource {
+    stage: Arc<str>,
+    decoder: Arc<Decoder>,
+    event_time: EventTime,
+    consumer: BaseConsumer,
+    partitions: Vec<KafkaPartition>,
+    /// Each partition's index, by topic and partition.
+    index: BTreeMap<(String, i32), usize>,
+    /// Whether the consumer has been assigned the partitions at their offsets (at the first
+    /// poll, after any seek).
+    assigned: bool,
+    /// The partition whose turn it is.
+    turn: usize,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("stage", &self.stage)
+            .field("partitions", &self.partitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Connects, finds the partitions of the topics and where each starts.
+    pub fn open(
+        name: &str,
+        settings: &KafkaSourceSettings,
+        decoder: Arc<Decoder>,
+    ) -> Result<KafkaSource> {
+        let group = settings
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("dataflow-{name}"));
+        let mut config = client_config(&settings.brokers, &settings.properties);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| kafka_error(&format!("source `{name}`: cannot create the consumer"), e))?;
+        let metadata = consumer
+            .fetch_metadata(None, BROKER_TIMEOUT)
+            .map_err(|e| kafka_error(&format!("source `{name}`: cannot read the topics"), e))?;
+        let wanted: Vec<String> = match &settings.topics {
+            Topics::Names(names) => names.clone(),
+            Topics::Pattern(pattern) => {
+                let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| ConnectorError::Runtime(format!("topic_pattern: {e}")))?;
+                let mut names: Vec<String> = metadata
+                    .topics()
+                    .iter()
+                    .map(|topic| topic.name().to_string())
+                    .filter(|topic| regex.is_match(topic) && !topic.starts_with("__"))
+                    .collect();
+                names.sort();
+                names
+            }
+        };
+        let mut partitions = Vec::new();
+        for topic in &wanted {
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            let mut ids: Vec<i32> = match found {
+                Some(found) if found.error().is_none() => {
+                    found.partitions().iter().map(|p| p.id()).collect()
+                }
+                _ => Vec::new(),
+            };
+            if ids.is_empty() {
+                return Err(ConnectorError::Runtime(format!(
+                    "source `{name}`: topic `{topic}` does not exist on {}",
+                    settings.brokers
+                )));
+            }
+            ids.sort_unstable();
+            for partition in ids {
+                partitions.push(KafkaPartition {
+                    topic: topic.clone(),
+                    partition,
+                    next: 0,
+                    buffer: VecDeque::new(),
+                });
+            }
+        }
+        if partitions.is_empty() {
+            return Err(ConnectorError::Runtime(format!(
+                "source `{name}`: no topic matches the pattern"
+            )));
+        }
+        let mut source = KafkaSource {
+            stage: Arc::from(format!("source {name}").as_str()),
+            decoder,
+            event_time: settings.event_time,
+            consumer,
+            index: partitions
+                .iter()
+                .enumerate()
+                .map(|(index, p)| ((p.topic.clone(), p.partition), index))
+                .collect(),
+            partitions,
+            assigned: false,
+            turn: 0,
+        };
+        source.resolve_start(settings.start)?;
+        Ok(source)
+    }
+
+    /// Every partition's starting offset: the group's committed one, else `start`'s.
+    fn resolve_start(&mut self, start: StartAt) -> Result<()> {
+        let mut list = TopicPartitionList::new();
+        for part in &self.partitions {
+            list.add_partition(&part.topic, part.partition);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(list, BROKER_TIMEOUT)
+            .map_err(|e| kafka_error("cannot read the group's committed offsets", e))?;
+        let mut by_time = TopicPartitionList::new();
+        for part in &mut self.partitions {
+            let stored = committed
+                .find_partition(&part.topic, part.partition)
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(offset) if offset >= 0 => Some(offset),
+                    _ => None,
+                });
+            if let Some(offset) = stored {
+                part.next = offset;
+                continue;
+            }
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&part.topic, part.partition, BROKER_TIMEOUT)
+                .map_err(|e| {
+                    kafka_error(&format!("cannot read the offsets of {}", part.name()), e)
+                })?;
+            match start {
+                StartAt::Earliest => part.next = low,
+                StartAt::Latest => part.next = high,
+                StartAt::Timestamp(millis) => {
+                    part.next = high;
+                    by_time
+                        .add_partition_offset(&part.topic, part.partition, Offset::Offset(millis))
+                        .map_err(|e| kafka_error("cannot look offsets up by time", e))?;
+                }
+            }
+        }
+        if by_time.count() > 0 {
+            let found = self
+                .consumer
+                .offsets_for_times(by_time, BROKER_TIMEOUT)
+                .map_err(|e| kafka_error("cannot look offsets up by time", e))?;
+            for element in found.elements() {
+                if let (Offset::Offset(offset), Some(&index)) = (
+                    element.offset(),
+                    self.index
+                        .get(&(element.topic().to_string(), element.partition())),
+                ) {
+                    if offset >= 0 {
+                        self.partitions[index].next = offset;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn assign(&mut self) -> Result<()> {
+        let mut list = TopicPartitionList::new();
+        for part in &self.partitions {
+            list.add_partition_offset(&part.topic, part.partition, Offset::Offset(part.next))
+                .map_err(|e| kafka_error("cannot assign partitions", e))?;
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("cannot assign partitions", e))?;
+        self.assigned = true;
+        Ok(())
+    }
+}
+
+/// What decoding a record needs, apart from the consumer that lent it.
+struct Reader<'a> {
+    stage: &'a Arc<str>,
+    decoder: &'a Decoder,
+    event_time: EventTime,
+    index: &'a BTreeMap<(String, i32), usize>,
+}
+
+impl Reader<'_> {
+    /// Decodes one record into its partition's buffer.
+    fn take(&self, partitions: &mut [KafkaPartition], message: &BorrowedMessage<'_>) {
+        let Some(&index) = self
+            .index
+            .get(&(message.topic().to_string(), message.partition()))
+        else {
+            return;
+        };
+        let offset = message.offset();
+        let part = &mut partitions[index];
+        // A record from before the partition's position (a fetch in flight when it was
+        // assigned again) is not handed on twice.
+        let last = part.buffer.back().map_or(part.next - 1, |(last, _)| *last);
+        if offset <= last {
+            return;
+        }
+        let item = match decode(self.decoder, self.event_time, message) {
+            Ok(event) => Item::Event(event),
+            Err(reason) => Item::DeadLetter(SideRecord {
+                kind: SideKind::DeadLetter,
+                stage: self.stage.clone(),
+                reason: format!(
+                    "topic {} partition {} offset {offset}: {reason}",
+                    part.topic, part.partition
+                ),
+                line: None,
+                record: SideData::Raw(
+                    message
+                        .payload()
+                        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                        .unwrap_or_default(),
+                ),
+            }),
+        };
+        part.buffer.push_back((offset, item));
+    }
+}
+
+/// A record's event, or why it has none.
+fn decode(
+    decoder: &Decoder,
+    event_time: EventTime,
+    message: &BorrowedMessage<'_>,
+) -> std::result::Result<Event, String> {
+    let Some(payload) = message.payload() else {
+        return Err("the record has no value".into());
+    };
+    let mut event = decoder.decode(payload, 1).map_err(|error| {
+        // The decoder names a line; a record is one.
+        let text = error.to_string();
+        text.strip_prefix("line 1: ")
+            .map(str::to_string)
+            .unwrap_or(text)
+    })?;
+    if event_time == EventTime::Record {
+        event.event_time = message
+            .timestamp()
+            .to_millis()
+            .ok_or_else(|| "the record has no timestamp".to_string())?;
+    }
+    if event.key.is_none() {
+        if let Some(key) = message.key() {
+            event.key = Some(Value::Str(Arc::from(String::from_utf8_lossy(key).as_ref())));
+        }
+    }
+    if let Some(headers) = message.headers() {
+        let pairs: Vec<(Arc<str>, Arc<str>)> = headers
+            .iter()
+            .map(|header| {
+                let value = header
+                    .value
+                    .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                    .unwrap_or_default();
+                (Arc::from(header.key), Arc::from(value.as_str()))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            event.headers = Some(Box::new(pairs));
+        }
+    }
+    Ok(event)
+}
+
+impl Source for KafkaSource {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        events: &mut Vec<Event>,
+        dead_letters: &mut Vec<SideRecord>,
+    ) -> Result<Poll> {
+        if !self.assigned {
+            self.assign()?;
+        }
+        let max = max.max(1);
+        // Pull what the consumer has, up to a batch, waiting a little when nothing is
+        // buffered.
+        let mut wait = if self.partitions.iter().all(|p| p.buffer.is_empty()) {
+            POLL_WAIT
+        } else {
+            Duration::ZERO
+        };
+        let reader = Reader {
+            stage: &self.stage,
+            decoder: &self.decoder,
+            event_time: self.event_time,
+            index: &self.index,
+        };
+        for _ in 0..max {
+            let Some(polled) = self.consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            match polled {
+                Ok(message) => reader.take(&mut self.partitions, &message),
+                // librdkafka retries on its own; what it reports here is for the log.
+                Err(error) => tracing::warn!(stage = %self.stage, %error, "kafka consumer error"),
+            }
+        }
+        let count = self.partitions.len();
+        for step in 0..count {
+            let index = (self.turn + step) % count;
+            let part = &mut self.partitions[index];
+            if part.buffer.is_empty() {
+                continue;
+            }
+            self.turn = (index + 1) % count;
+            let mut taken = 0;
+            while taken < max {
+                let Some((offset, item)) = part.buffer.pop_front() else {
+                    break;
+                };
+                part.next = offset + 1;
+                match item {
+                    Item::Event(event) => events.push(event),
+                    Item::DeadLetter(record) => dead_letters.push(record),
+                }
+                taken += 1;
+            }
+            return Ok(Poll::Data { partition: index });
+        }
+        Ok(Poll::Pending)
+    }
+
+    fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+
+    fn positions(&self) -> Vec<PartitionPosition> {
+        self.partitions
+            .iter()
+            .map(|part| PartitionPosition {
+                name: part.name(),
+                offset: part.next.max(0) as u64,
+                line: 0,
+            })
+            .collect()
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {
+        for position in positions {
+            let Some(part) = self
+                .partitions
+                .iter_mut()
+                .find(|p| p.name() == position.name)
+            else {
+                tracing::warn!(stage = %self.stage, partition = %position.name,
+                    "a checkpointed partition is not among the source's partitions: ignored");
+                continue;
+            };
+            part.next = i64::try_from(position.offset).map_err(|_| {
+                ConnectorError::Checkpoint(format!("offset {} out of range", position.offset))
+            })?;
+            part.buffer.clear();
+        }
+        if self.assigned {
+            self.assign()?;
+        }
+        Ok(())
+    }
+
+    fn concurrent_partitions(&self) -> bool {
+        true
+    }
+
+    fn checkpoint_completed(&mut self, positions: &[PartitionPosition]) {
+        let mut list = TopicPartitionList::new();
+        for position in positions {
+            let Some(part) = self.partitions.iter().find(|p| p.name() == position.name) else {
+                continue;
+            };
+            if list
+                .add_partition_offset(
+                    &part.topic,
+                    part.partition,
+                    Offset::Offset(position.offset as i64),
+                )
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(stage = %self.stage, %error, "cannot commit offsets to the group");
+        }
+    }
+}
+
+/// How a sink compresses record batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// `type: kafka` sink settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSinkSettings {
+    /// `host:port,...`.
+    pub brokers: String,
+    /// The topic results are written to.
+    pub topic: String,
+    /// The CEL expression of a record's key over a result; `None`: no key.
+    pub key: Option<String>,
+    /// Where `key` was written.
+    pub key_place: Place,
+    /// Record batch compression.
+    pub compression: Compression,
+    /// Write through a transactional producer, one transaction per checkpoint.
+    pub exactly_once: bool,
+    /// The transactional id; `None`: `dataflow-<topic>`.
+    pub transactional_id: Option<String>,
+    /// Where `exactly_once` was written (for the check that needs checkpoints).
+    pub place: Place,
+    /// Other librdkafka properties.
+    pub properties: Properties,
+}
+
+/// `type: kafka` sink settings.
+pub(crate) fn configure_sink(settings: &mut Settings<'_>) -> Option<SinkKind> {
+    let sink_place = settings.place();
+    let brokers = brokers(settings, "sink");
+    let topic = match settings.string("topic") {
+        Some((topic, _)) if !topic.is_empty() => Some(topic),
+        _ => {
+            settings.problem(sink_place.clone(), "a kafka sink needs `topic`");
+            None
+        }
+    };
+    let (key, key_place) = match settings.string("key") {
+        Some((key, place)) => (Some(key), place),
+        None => (None, sink_place.clone()),
+    };
+    let compression = match settings.string("compression") {
+        None => Some(Compression::None),
+        Some((text, place)) => match text.as_str() {
+            "none" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            "snappy" => Some(Compression::Snappy),
+            "lz4" => Some(Compression::Lz4),
+            "zstd" => Some(Compression::Zstd),
+            other => {
+                settings.problem(
+                    place,
+                    format!(
+                        "unknown compression `{other}`: expected none, gzip, snappy, lz4 or zstd"
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let exactly_once = settings.bool("exactly_once").unwrap_or(false);
+    let transactional_id = settings.string("transactional_id").map(|(id, _)| id);
+    let properties = properties(settings);
+    Some(SinkKind::Kafka(Box::new(KafkaSinkSettings {
+        brokers: brokers?,
+        topic: topic?,
+        key,
+        key_place,
+        compression: compression?,
+        exactly_once,
+        transactional_id,
+        place: sink_place,
+        properties,
+    })))
+}
+
+/// The static checks of a kafka sink: its key compiles against the results, and exactly once
+/// needs checkpoints (a transaction per checkpoint).
+pub(crate) fn check_layout(settings: &KafkaSinkSettings, format: &ResultFormat) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(key) = &settings.key {
+        if let Err(error) = Expr::compile(key, &format.layout) {
+            problems.push(Problem {
+                place: settings.key_place.clone(),
+                message: error.to_string(),
+            });
+        }
+    }
+    if settings.exactly_once && !format.checkpoints {
+        problems.push(Problem {
+            place: settings.place.clone(),
+            message:
+                "`exactly_once` needs `checkpoint:`: each transaction is one checkpoint's results"
+                    .into(),
+        });
+    }
+    problems
+}
+
+/// Records the first delivery failure, which the next flush reports.
+#[derive(Clone, Debug, Default)]
+struct Deliveries {
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            if let Ok(mut failure) = self.failure.lock() {
+                failure.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+/// One encoded record.
+#[derive(Debug)]
+struct Record {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Option<Vec<(Arc<str>, Arc<str>)>>,
+}
+
+/// Writes results to a topic (see the module's documentation).
+pub struct KafkaSink {
+    topic: String,
+    producer: Arc<ThreadedProducer<Deliveries>>,
+    deliveries: Deliveries,
+    key: Option<(String, Expr)>,
+    encoder: Encoder,
+    exactly_once: bool,
+    /// The checkpoint whose barrier flushed the open transaction, not committed yet.
+    prepared: Option<u64>,
+    /// With `exactly_once`: the checkpoint the open transaction belongs to, and this process's
+    /// nonce, which every record carries in its `dataflow-txn` header (`<nonce>/<checkpoint>`).
+    transaction: u64,
+    nonce: String,
+    /// Records written after that barrier: the next transaction's.
+    held: Vec<Record>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.topic)
+            .field("exactly_once", &self.exactly_once)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a blocking producer call off the async threads.
+async fn blocking<T: Send + 'static>(
+    producer: &Arc<ThreadedProducer<Deliveries>>,
+    doing: &'static str,
+    call: impl FnOnce(&ThreadedProducer<Deliveries>) -> rdkafka::error::KafkaResult<T> + Send + 'static,
+) -> Result<T> {
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || call(&producer))
+        .await
+        .map_err(|error| ConnectorError::Runtime(format!("{doing}: {error}")))?
+        .map_err(|error| kafka_error(doing, error))
+}
+
+impl KafkaSink {
+    /// Creates the producer; with `exactly_once`, fences the previous process of the same
+    /// transactional id (aborting its open transaction) and begins a transaction.
+    pub async fn open(
+        spec: &SinkSpec,
+        settings: &KafkaSinkSettings,
+        format: ResultFormat,
+        restored: Option<u64>,
+    ) -> Result<KafkaSink> {
+        let key = match &settings.key {
+            Some(text) => Some((
+                text.clone(),
+                Expr::compile(text, &format.layout)
+                    .map_err(|error| ConnectorError::Runtime(format!("key `{text}`: {error}")))?,
+            )),
+            None => None,
+        };
+        let mut config = client_config(&settings.brokers, &settings.properties);
+        config.set("compression.type", settings.compression.name());
+        if settings.exactly_once {
+            let id = settings
+                .transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("dataflow-{}", settings.topic));
+            config.set("transactional.id", id);
+        } else {
+            // Retries keep order and do not duplicate within a run.
+            config.set("enable.idempotence", "true");
+        }
+        let deliveries = Deliveries::default();
+        let producer: ThreadedProducer<Deliveries> = config
+            .create_with_context(deliveries.clone())
+            .map_err(|e| kafka_error("cannot create the producer", e))?;
+        let producer = Arc::new(producer);
+        if settings.exactly_once {
+            blocking(&producer, "cannot initialise transactions", |p| {
+                p.init_transactions(BROKER_TIMEOUT)
+            })
+            .await?;
+            producer
+                .begin_transaction()
+                .map_err(|e| kafka_error("cannot begin a transaction", e))?;
+        }
+        Ok(KafkaSink {
+            topic: settings.topic.clone(),
+            producer,
+            deliveries,
+            key,
+            encoder: result_encoder(spec, format),
+            exactly_once: settings.exactly_once,
+            prepared: None,
+            transaction: restored.unwrap_or(0) + 1,
+            // Time first: nonces of later processes sort after earlier ones.
+            nonce: format!(
+                "{:013}-{}",
+                dataflow_event::time::now_millis(),
+                std::process::id()
+            ),
+            held: Vec::new(),
+        })
+    }
+
+    fn encode(&self, event: &Event) -> Result<Record> {
+        let key = match &self.key {
+            None => None,
+            Some((text, expr)) => match expr.eval(event) {
+                Ok(Value::Null) => None,
+                Ok(Value::Str(key)) => Some(key.as_bytes().to_vec()),
+                Ok(other) => {
+                    let mut out = Vec::new();
+                    dataflow_event::json::write_value(&mut out, &other);
+                    Some(out)
+                }
+                Err(error) => {
+                    return Err(ConnectorError::Runtime(format!("key `{text}`: {error}")));
+                }
+            },
+        };
+        let mut value = Vec::new();
+        self.encoder.encode(event, &mut value);
+        if value.last() == Some(&b'\n') {
+            value.pop();
+        }
+        Ok(Record {
+            key,
+            value,
+            headers: event.headers.as_deref().cloned(),
+        })
+    }
+
+    /// Hands `record` to the producer, waiting while its queue is full.
+    fn send(&self, record: &Record) -> Result<()> {
+        let mut headers = record.headers.as_ref().map(|pairs| {
+            pairs.iter().fold(OwnedHeaders::new(), |headers, (k, v)| {
+                headers.insert(rdkafka::message::Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
+            })
+        });
+        if self.exactly_once {
+            let provenance = format!("{}/{}", self.nonce, self.transaction);
+            headers = Some(
+                headers
+                    .unwrap_or_default()
+                    .insert(rdkafka::message::Header {
+                        key: TXN_HEADER,
+                        value: Some(provenance.as_bytes()),
+                    }),
+            );
+        }
+        loop {
+            let mut base = BaseRecord::<[u8], [u8], ()>::to(&self.topic).payload(&record.value[..]);
+            if let Some(key) = &record.key {
+                base = base.key(&key[..]);
+            }
+            if let Some(headers) = &headers {
+                base = base.headers(headers.clone());
+            }
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    _,
+                )) => {
+                    // The threaded producer's own thread drains the queue.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(kafka_error("cannot produce", error)),
+            }
+        }
+    }
+
+    fn delivery_failure(&self) -> Result<()> {
+        let failure = self
+            .deliveries
+            .failure
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take());
+        match failure {
+            Some(failure) => Err(ConnectorError::Runtime(format!(
+                "a record was not delivered to `{}`: {failure}",
+                self.topic
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn flush_producer(&self) -> Result<()> {
+        blocking(&self.producer, "cannot flush", |p| p.flush(BROKER_TIMEOUT)).await?;
+        self.delivery_failure()
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn write(&mut self, events: &[Event]) -> Result<()> {
+        for event in events {
+            let record = self.encode(event)?;
+            if self.prepared.is_some() {
+                self.held.push(record);
+            } else {
+                self.send(&record)?;
+            }
+        }
+        self.delivery_failure()
+    }
+
+    /// librdkafka sends in the background: a flush only reports a failed delivery. Records are
+    /// waited for at a barrier and at the end.
+    async fn flush(&mut self) -> Result<()> {
+        self.delivery_failure()
+    }
+
+    async fn prepare(&mut self, checkpoint: u64) -> Result<()> {
+        // A transaction still prepared for an earlier checkpoint (one that was not saved) takes
+        // what was held back since: it all comes before this barrier.
+        for record in std::mem::take(&mut self.held) {
+            self.send(&record)?;
+        }
+        self.flush_producer().await?;
+        if self.exactly_once {
+            self.prepared = Some(checkpoint);
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        if !self.exactly_once || self.prepared.is_none_or(|prepared| prepared > checkpoint) {
+            return Ok(());
+        }
+        blocking(&self.producer, "cannot commit the transaction", |p| {
+            p.commit_transaction(BROKER_TIMEOUT)
+        })
+        .await?;
+        self.prepared = None;
+        self.transaction = checkpoint + 1;
+        self.producer
+            .begin_transaction()
+            .map_err(|e| kafka_error("cannot begin a transaction", e))?;
+        for record in std::mem::take(&mut self.held) {
+            self.send(&record)?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        // Records held for after a prepared transaction go out in it: the run is over.
+        for record in std::mem::take(&mut self.held) {
+            self.send(&record)?;
+        }
+        self.flush_producer().await?;
+        if self.exactly_once {
+            blocking(&self.producer, "cannot commit the transaction", |p| {
+                p.commit_transaction(BROKER_TIMEOUT)
+            })
+            .await?;
+            self.prepared = None;
+        }
+        Ok(())
+    }
+}
