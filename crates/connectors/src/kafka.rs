@@ -6,8 +6,8 @@
 //! and its own watermark. The consumer is assigned all of them (no group rebalancing yet: the
 //! group id names where offsets are committed, for lag tools). A partition starts at its
 //! checkpointed offset on a restore, else at the group's committed offset, else at `start`.
-//! Records are pulled from the consumer into one buffer per partition, and each poll hands on
-//! a batch of one partition, in turn, so that every batch has one partition's offsets. Values
+//! Each partition is read from its own librdkafka queue, one batch of one partition per poll,
+//! in turn, so that every batch has one partition's offsets and a backlog is read evenly. Values
 //! decode with the source's `format` exactly as a file's lines; the record key becomes
 //! `event.key` (unless the format's `key_field` sets it) and its headers `event.headers`;
 //! with `event_time: record` the record timestamp is the event time. A record that does not
@@ -24,7 +24,7 @@
 //! open, `init_transactions` with the same transactional id fences the previous process and
 //! aborts its open transaction, whose results the restore replays.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,8 @@ use dataflow_event::side::{SideData, SideKind};
 use dataflow_event::{Event, Value};
 use dataflow_expr::Expr;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -52,7 +53,7 @@ use crate::{ConnectorError, Result};
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header naming the transaction of a record an exactly-once sink wrote.
 pub const TXN_HEADER: &str = "dataflow-txn";
-/// How long a poll waits for a record when every partition's buffer is empty.
+/// How long a poll waits for a record when no partition has one.
 const POLL_WAIT: Duration = Duration::from_millis(20);
 
 /// Client properties as written: `key: value`, passed to librdkafka as they are.
@@ -322,21 +323,13 @@ fn kafka_error(doing: &str, error: KafkaError) -> ConnectorError {
     ConnectorError::Runtime(format!("{doing}: {error}"))
 }
 
-/// A record read ahead of what the source handed on.
-#[derive(Debug)]
-enum Item {
-    Event(Event),
-    DeadLetter(SideRecord),
-}
-
-#[derive(Debug)]
 struct KafkaPartition {
     topic: String,
     partition: i32,
     /// The offset of the next record to hand on: what checkpoints store.
     next: i64,
-    /// Records read from the consumer, not yet handed on, each with its offset.
-    buffer: VecDeque<(i64, Item)>,
+    /// Its own queue of fetched records, split from the consumer's at every assignment.
+    queue: Option<PartitionQueue<DefaultConsumerContext>>,
 }
 
 impl KafkaPartition {
@@ -350,7 +343,7 @@ pub struct KafkaSource {
     stage: Arc<str>,
     decoder: Arc<Decoder>,
     event_time: EventTime,
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer>,
     partitions: Vec<KafkaPartition>,
     /// Each partition's index, by topic and partition.
     index: BTreeMap<(String, i32), usize>,
@@ -429,7 +422,7 @@ impl KafkaSource {
                     topic: topic.clone(),
                     partition,
                     next: 0,
-                    buffer: VecDeque::new(),
+                    queue: None,
                 });
             }
         }
@@ -442,7 +435,7 @@ impl KafkaSource {
             stage: Arc::from(format!("source {name}").as_str()),
             decoder,
             event_time: settings.event_time,
-            consumer,
+            consumer: Arc::new(consumer),
             index: partitions
                 .iter()
                 .enumerate()
@@ -524,44 +517,50 @@ impl KafkaSource {
         self.consumer
             .assign(&list)
             .map_err(|e| kafka_error("cannot assign partitions", e))?;
+        // Each partition is polled from its own queue, in turn: the consumer's single queue
+        // hands on whole fetched chunks of one partition after another, which would hold the
+        // other partitions' watermarks back while a backlog is read.
+        for part in &mut self.partitions {
+            part.queue = self
+                .consumer
+                .split_partition_queue(&part.topic, part.partition);
+            if part.queue.is_none() {
+                return Err(ConnectorError::Runtime(format!(
+                    "cannot read partition {} on its own",
+                    part.name()
+                )));
+            }
+        }
         self.assigned = true;
         Ok(())
     }
 }
 
-/// What decoding a record needs, apart from the consumer that lent it.
-struct Reader<'a> {
-    stage: &'a Arc<str>,
-    decoder: &'a Decoder,
-    event_time: EventTime,
-    index: &'a BTreeMap<(String, i32), usize>,
-}
-
-impl Reader<'_> {
-    /// Decodes one record into its partition's buffer.
-    fn take(&self, partitions: &mut [KafkaPartition], message: &BorrowedMessage<'_>) {
-        let Some(&index) = self
-            .index
-            .get(&(message.topic().to_string(), message.partition()))
-        else {
-            return;
-        };
+impl KafkaPartition {
+    /// Hands on one record: its event, or a dead letter naming where it was. A record from
+    /// before the partition's position (one fetched before a seek) is skipped.
+    fn take(
+        &mut self,
+        stage: &Arc<str>,
+        decoder: &Decoder,
+        event_time: EventTime,
+        message: &BorrowedMessage<'_>,
+        events: &mut Vec<Event>,
+        dead_letters: &mut Vec<SideRecord>,
+    ) {
         let offset = message.offset();
-        let part = &mut partitions[index];
-        // A record from before the partition's position (a fetch in flight when it was
-        // assigned again) is not handed on twice.
-        let last = part.buffer.back().map_or(part.next - 1, |(last, _)| *last);
-        if offset <= last {
+        if offset < self.next {
             return;
         }
-        let item = match decode(self.decoder, self.event_time, message) {
-            Ok(event) => Item::Event(event),
-            Err(reason) => Item::DeadLetter(SideRecord {
+        self.next = offset + 1;
+        match decode(decoder, event_time, message) {
+            Ok(event) => events.push(event),
+            Err(reason) => dead_letters.push(SideRecord {
                 kind: SideKind::DeadLetter,
-                stage: self.stage.clone(),
+                stage: stage.clone(),
                 reason: format!(
                     "topic {} partition {} offset {offset}: {reason}",
-                    part.topic, part.partition
+                    self.topic, self.partition
                 ),
                 line: None,
                 record: SideData::Raw(
@@ -571,8 +570,7 @@ impl Reader<'_> {
                         .unwrap_or_default(),
                 ),
             }),
-        };
-        part.buffer.push_back((offset, item));
+        }
     }
 }
 
@@ -632,51 +630,64 @@ impl Source for KafkaSource {
             self.assign()?;
         }
         let max = max.max(1);
-        // Pull what the consumer has, up to a batch, waiting a little when nothing is
-        // buffered.
-        let mut wait = if self.partitions.iter().all(|p| p.buffer.is_empty()) {
-            POLL_WAIT
-        } else {
-            Duration::ZERO
-        };
-        let reader = Reader {
-            stage: &self.stage,
-            decoder: &self.decoder,
-            event_time: self.event_time,
-            index: &self.index,
-        };
-        for _ in 0..max {
-            let Some(polled) = self.consumer.poll(wait) else {
-                break;
-            };
-            wait = Duration::ZERO;
-            match polled {
-                Ok(message) => reader.take(&mut self.partitions, &message),
-                // librdkafka retries on its own; what it reports here is for the log.
-                Err(error) => tracing::warn!(stage = %self.stage, %error, "kafka consumer error"),
-            }
-        }
         let count = self.partitions.len();
         for step in 0..count {
             let index = (self.turn + step) % count;
             let part = &mut self.partitions[index];
-            if part.buffer.is_empty() {
+            // Out of the partition while its records are taken, which borrow it.
+            let Some(queue) = part.queue.take() else {
                 continue;
-            }
-            self.turn = (index + 1) % count;
+            };
             let mut taken = 0;
             while taken < max {
-                let Some((offset, item)) = part.buffer.pop_front() else {
+                let Some(polled) = queue.poll(Duration::ZERO) else {
                     break;
                 };
-                part.next = offset + 1;
-                match item {
-                    Item::Event(event) => events.push(event),
-                    Item::DeadLetter(record) => dead_letters.push(record),
+                match polled {
+                    Ok(message) => {
+                        part.take(
+                            &self.stage,
+                            &self.decoder,
+                            self.event_time,
+                            &message,
+                            events,
+                            dead_letters,
+                        );
+                        taken += 1;
+                    }
+                    // librdkafka retries on its own; what it reports here is for the log.
+                    Err(error) => {
+                        tracing::warn!(stage = %self.stage, %error, "kafka consumer error")
+                    }
                 }
-                taken += 1;
             }
-            return Ok(Poll::Data { partition: index });
+            part.queue = Some(queue);
+            if taken > 0 {
+                self.turn = (index + 1) % count;
+                return Ok(Poll::Data { partition: index });
+            }
+        }
+        // Nothing fetched: serve the consumer's callbacks, waiting a little. A record fetched
+        // before its partition's queue was split arrives here.
+        match self.consumer.poll(POLL_WAIT) {
+            Some(Ok(message)) => {
+                let key = (message.topic().to_string(), message.partition());
+                if let Some(&index) = self.index.get(&key) {
+                    self.partitions[index].take(
+                        &self.stage,
+                        &self.decoder,
+                        self.event_time,
+                        &message,
+                        events,
+                        dead_letters,
+                    );
+                    return Ok(Poll::Data { partition: index });
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(stage = %self.stage, %error, "kafka consumer error")
+            }
+            None => {}
         }
         Ok(Poll::Pending)
     }
@@ -714,7 +725,6 @@ impl Source for KafkaSource {
             part.next = i64::try_from(position.offset).map_err(|_| {
                 ConnectorError::Checkpoint(format!("offset {} out of range", position.offset))
             })?;
-            part.buffer.clear();
         }
         if self.assigned {
             self.assign()?;
@@ -978,7 +988,7 @@ impl KafkaSink {
                 .begin_transaction()
                 .map_err(|e| kafka_error("cannot begin a transaction", e))?;
         }
-        Ok(KafkaSink {
+        let sink = KafkaSink {
             topic: settings.topic.clone(),
             producer,
             deliveries,
@@ -994,7 +1004,15 @@ impl KafkaSink {
                 std::process::id()
             ),
             held: Vec::new(),
-        })
+        };
+        if sink.exactly_once {
+            tracing::info!(
+                topic = %sink.topic,
+                transaction = %format!("{}/{}", sink.nonce, sink.transaction),
+                "kafka sink opened"
+            );
+        }
+        Ok(sink)
     }
 
     fn encode(&self, event: &Event) -> Result<Record> {
@@ -1084,6 +1102,22 @@ impl KafkaSink {
         }
     }
 
+    /// Commits the open transaction, and says so in the log with the provenance its records
+    /// carry (the crash tests read it back to know which transactions were committed).
+    async fn commit_transaction(&mut self) -> Result<()> {
+        blocking(&self.producer, "cannot commit the transaction", |p| {
+            p.commit_transaction(BROKER_TIMEOUT)
+        })
+        .await?;
+        self.prepared = None;
+        tracing::info!(
+            topic = %self.topic,
+            transaction = %format!("{}/{}", self.nonce, self.transaction),
+            "kafka transaction committed"
+        );
+        Ok(())
+    }
+
     async fn flush_producer(&self) -> Result<()> {
         blocking(&self.producer, "cannot flush", |p| p.flush(BROKER_TIMEOUT)).await?;
         self.delivery_failure()
@@ -1127,11 +1161,7 @@ impl Sink for KafkaSink {
         if !self.exactly_once || self.prepared.is_none_or(|prepared| prepared > checkpoint) {
             return Ok(());
         }
-        blocking(&self.producer, "cannot commit the transaction", |p| {
-            p.commit_transaction(BROKER_TIMEOUT)
-        })
-        .await?;
-        self.prepared = None;
+        self.commit_transaction().await?;
         self.transaction = checkpoint + 1;
         self.producer
             .begin_transaction()
@@ -1149,11 +1179,7 @@ impl Sink for KafkaSink {
         }
         self.flush_producer().await?;
         if self.exactly_once {
-            blocking(&self.producer, "cannot commit the transaction", |p| {
-                p.commit_transaction(BROKER_TIMEOUT)
-            })
-            .await?;
-            self.prepared = None;
+            self.commit_transaction().await?;
         }
         Ok(())
     }
