@@ -22,7 +22,8 @@
 //! barrier and committed when the checkpoint is saved ([`Sink::commit`]); what is written
 //! between the barrier and that commit is held in memory and sent in the next transaction. On
 //! open, `init_transactions` with the same transactional id fences the previous process and
-//! aborts its open transaction, whose results the restore replays.
+//! aborts its open transaction, whose results the restore replays; the restored checkpoint's
+//! own transaction, if it was not committed, is sent again from the sink's spool ([`Spool`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -898,7 +899,7 @@ impl ProducerContext for Deliveries {
 }
 
 /// One encoded record.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Record {
     key: Option<Vec<u8>>,
     value: Vec<u8>,
@@ -921,6 +922,160 @@ pub struct KafkaSink {
     nonce: String,
     /// Records written after that barrier: the next transaction's.
     held: Vec<Record>,
+    /// With `exactly_once` and checkpoints: the records of the open transaction, spooled at
+    /// the barrier into `spool` (see [`Spool`]).
+    in_transaction: Vec<Record>,
+    spool: Option<Spool>,
+}
+
+/// Where an exactly-once sink keeps the records of the transaction it prepared for a
+/// checkpoint until the transaction is committed: `txn-<checkpoint>` files, written and synced
+/// before the barrier is acknowledged (so before the checkpoint can be saved), and a
+/// `committed` file naming the newest checkpoint whose transaction was committed. A restart
+/// from checkpoint `c` whose transaction was not committed (a crash between the save and the
+/// commit) sends `txn-c` again in a transaction of its own: librdkafka cannot resume the
+/// previous producer's transaction, which `init_transactions` has aborted.
+#[derive(Debug)]
+struct Spool {
+    dir: std::path::PathBuf,
+}
+
+fn spool_error(doing: &str, error: std::io::Error) -> ConnectorError {
+    ConnectorError::Io {
+        context: format!("kafka sink spool: {doing}"),
+        cause: error,
+    }
+}
+
+impl Spool {
+    fn file(&self, checkpoint: u64) -> std::path::PathBuf {
+        self.dir.join(format!("txn-{checkpoint}"))
+    }
+
+    /// The spooled checkpoints, by the names of their files.
+    fn checkpoints(&self) -> Result<Vec<u64>> {
+        let mut found = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(error) => return Err(spool_error("cannot list", error)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| spool_error("cannot list", e))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix("txn-"))
+                .and_then(|id| id.parse().ok())
+            {
+                found.push(id);
+            }
+        }
+        Ok(found)
+    }
+
+    fn committed(&self) -> Result<u64> {
+        match std::fs::read_to_string(self.dir.join("committed")) {
+            Ok(text) => text.trim().parse().map_err(|_| {
+                ConnectorError::Runtime(format!(
+                    "kafka sink spool: `committed` holds `{}`",
+                    text.trim()
+                ))
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(error) => Err(spool_error("cannot read `committed`", error)),
+        }
+    }
+
+    /// Writes `bytes` to `name` through a temporary file, synced, then renamed.
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir).map_err(|e| spool_error("cannot create", e))?;
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut file = std::fs::File::create(&tmp).map_err(|e| spool_error("cannot write", e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| spool_error("cannot write", e))?;
+        std::fs::rename(&tmp, self.dir.join(name)).map_err(|e| spool_error("cannot rename", e))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| spool_error("cannot sync", e))
+    }
+
+    /// Removes the spooled transactions `keep` does not keep.
+    fn remove(&self, keep: impl Fn(u64) -> bool) -> Result<()> {
+        for id in self.checkpoints()? {
+            if !keep(id) {
+                std::fs::remove_file(self.file(id)).map_err(|e| spool_error("cannot remove", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(records: &[Record]) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+            match bytes {
+                Some(bytes) => {
+                    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                    out.extend_from_slice(bytes);
+                }
+                None => out.extend_from_slice(&u64::MAX.to_le_bytes()),
+            }
+        }
+        let mut out = Vec::new();
+        for record in records {
+            put(&mut out, record.key.as_deref());
+            put(&mut out, Some(&record.value));
+            let headers = record.headers.as_deref().unwrap_or_default();
+            out.extend_from_slice(&(headers.len() as u64).to_le_bytes());
+            for (name, value) in headers {
+                put(&mut out, Some(name.as_bytes()));
+                put(&mut out, Some(value.as_bytes()));
+            }
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Result<Vec<Record>> {
+        let corrupt =
+            || ConnectorError::Runtime("kafka sink spool: a truncated transaction file".into());
+        fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
+            let (head, rest) = bytes.split_first_chunk::<8>()?;
+            *bytes = rest;
+            Some(u64::from_le_bytes(*head))
+        }
+        fn take(bytes: &mut &[u8]) -> Option<Option<Vec<u8>>> {
+            let len = take_u64(bytes)?;
+            if len == u64::MAX {
+                return Some(None);
+            }
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|len| *len <= bytes.len())?;
+            let (head, rest) = bytes.split_at(len);
+            *bytes = rest;
+            Some(Some(head.to_vec()))
+        }
+        let text = |bytes: Vec<u8>| Arc::<str>::from(String::from_utf8_lossy(&bytes).as_ref());
+        let mut records = Vec::new();
+        while !bytes.is_empty() {
+            let key = take(&mut bytes).ok_or_else(corrupt)?;
+            let value = take(&mut bytes).flatten().ok_or_else(corrupt)?;
+            let count = take_u64(&mut bytes).ok_or_else(corrupt)?;
+            let mut headers = Vec::new();
+            for _ in 0..count {
+                let name = take(&mut bytes).flatten().ok_or_else(corrupt)?;
+                let value = take(&mut bytes).flatten().ok_or_else(corrupt)?;
+                headers.push((text(name), text(value)));
+            }
+            records.push(Record {
+                key,
+                value,
+                headers: (!headers.is_empty()).then_some(headers),
+            });
+        }
+        Ok(records)
+    }
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -962,14 +1117,15 @@ impl KafkaSink {
             )),
             None => None,
         };
+        let format_dir = format.checkpoint_dir.clone();
+        let transactional_id = settings
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("dataflow-{}", settings.topic));
         let mut config = client_config(&settings.brokers, &settings.properties);
         config.set("compression.type", settings.compression.name());
         if settings.exactly_once {
-            let id = settings
-                .transactional_id
-                .clone()
-                .unwrap_or_else(|| format!("dataflow-{}", settings.topic));
-            config.set("transactional.id", id);
+            config.set("transactional.id", &transactional_id);
         } else {
             // Retries keep order and do not duplicate within a run.
             config.set("enable.idempotence", "true");
@@ -988,7 +1144,7 @@ impl KafkaSink {
                 .begin_transaction()
                 .map_err(|e| kafka_error("cannot begin a transaction", e))?;
         }
-        let sink = KafkaSink {
+        let mut sink = KafkaSink {
             topic: settings.topic.clone(),
             producer,
             deliveries,
@@ -1004,7 +1160,25 @@ impl KafkaSink {
                 std::process::id()
             ),
             held: Vec::new(),
+            in_transaction: Vec::new(),
+            spool: None,
         };
+        if let (true, Some(dir)) = (settings.exactly_once, &format_dir) {
+            let id: String = transactional_id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            sink.spool = Some(Spool {
+                dir: dir.join(format!("kafka-sink-{id}")),
+            });
+        }
+        sink.recover(restored).await?;
         if sink.exactly_once {
             tracing::info!(
                 topic = %sink.topic,
@@ -1044,7 +1218,10 @@ impl KafkaSink {
     }
 
     /// Hands `record` to the producer, waiting while its queue is full.
-    fn send(&self, record: &Record) -> Result<()> {
+    fn send(&mut self, record: &Record) -> Result<()> {
+        if self.spool.is_some() {
+            self.in_transaction.push(record.clone());
+        }
         let mut headers = record.headers.as_ref().map(|pairs| {
             pairs.iter().fold(OwnedHeaders::new(), |headers, (k, v)| {
                 headers.insert(rdkafka::message::Header {
@@ -1102,6 +1279,50 @@ impl KafkaSink {
         }
     }
 
+    /// On open: a restore from a checkpoint whose transaction was spooled but not committed
+    /// sends it again and commits it; every other spooled transaction is dropped (those after
+    /// the checkpoint are replayed; a fresh run starts with an empty spool).
+    async fn recover(&mut self, restored: Option<u64>) -> Result<()> {
+        let Some(spool) = &self.spool else {
+            return Ok(());
+        };
+        let Some(restored) = restored else {
+            spool.remove(|_| false)?;
+            return Ok(());
+        };
+        if spool.committed()? < restored && spool.checkpoints()?.contains(&restored) {
+            let bytes = std::fs::read(spool.file(restored))
+                .map_err(|e| spool_error("cannot read a transaction", e))?;
+            let records = Spool::decode(&bytes)?;
+            tracing::info!(topic = %self.topic, checkpoint = restored, records = records.len(),
+                "kafka sink: sending again the transaction of the restored checkpoint, aborted before its commit");
+            self.transaction = restored;
+            for record in &records {
+                self.send(record)?;
+            }
+            self.flush_producer().await?;
+            self.commit_transaction().await?;
+            self.mark_committed(restored)?;
+            self.transaction = restored + 1;
+            self.producer
+                .begin_transaction()
+                .map_err(|e| kafka_error("cannot begin a transaction", e))?;
+        }
+        if let Some(spool) = &self.spool {
+            spool.remove(|_| false)?;
+        }
+        Ok(())
+    }
+
+    /// Records that `checkpoint`'s transaction was committed, and drops its spool.
+    fn mark_committed(&self, checkpoint: u64) -> Result<()> {
+        if let Some(spool) = &self.spool {
+            spool.write("committed", checkpoint.to_string().as_bytes())?;
+            spool.remove(|id| id > checkpoint)?;
+        }
+        Ok(())
+    }
+
     /// Commits the open transaction, and says so in the log with the provenance its records
     /// carry (the crash tests read it back to know which transactions were committed).
     async fn commit_transaction(&mut self) -> Result<()> {
@@ -1110,6 +1331,7 @@ impl KafkaSink {
         })
         .await?;
         self.prepared = None;
+        self.in_transaction.clear();
         tracing::info!(
             topic = %self.topic,
             transaction = %format!("{}/{}", self.nonce, self.transaction),
@@ -1152,6 +1374,14 @@ impl Sink for KafkaSink {
         }
         self.flush_producer().await?;
         if self.exactly_once {
+            if let Some(spool) = &self.spool {
+                spool.write(
+                    &format!("txn-{checkpoint}"),
+                    &Spool::encode(&self.in_transaction),
+                )?;
+                // An earlier prepared transaction (its checkpoint not saved) is part of this one.
+                spool.remove(|id| id >= checkpoint)?;
+            }
             self.prepared = Some(checkpoint);
         }
         Ok(())
@@ -1162,6 +1392,7 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         self.commit_transaction().await?;
+        self.mark_committed(checkpoint)?;
         self.transaction = checkpoint + 1;
         self.producer
             .begin_transaction()
@@ -1182,5 +1413,190 @@ impl Sink for KafkaSink {
             self.commit_transaction().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Setting;
+
+    fn setting(key: &str, value: SettingValue) -> Setting {
+        Setting {
+            key: key.into(),
+            place: Place::path(key),
+            value,
+        }
+    }
+
+    fn text(value: &str) -> SettingValue {
+        SettingValue::Str(value.into())
+    }
+
+    /// The problems of a kafka `kind` with `settings`, each as `path: message`.
+    fn problems(kind: &'static str, settings: Vec<Setting>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut written = Settings::new(
+            kind,
+            "kafka",
+            Place::path("s"),
+            Path::new("."),
+            settings,
+            &mut problems,
+        );
+        if kind == "source" {
+            configure_source(&mut written);
+        } else {
+            configure_sink(&mut written);
+        }
+        written.finish();
+        problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.place.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_source_reports_every_problem_at_its_place() {
+        let found = problems(
+            "source",
+            vec![
+                setting("topics", SettingValue::Seq(vec![text("a")])),
+                setting("topic_pattern", text("b.*")),
+                setting("start", text("yesterday")),
+                setting("event_time", text("wall")),
+                setting(
+                    "properties",
+                    SettingValue::Map(vec![
+                        ("group.id".into(), text("x")),
+                        ("no.such.property".into(), text("1")),
+                    ]),
+                ),
+            ],
+        );
+        assert_eq!(
+            found,
+            [
+                "s: a kafka source needs `brokers`: host:port of the bootstrap brokers",
+                "s.topic_pattern: give `topics` or `topic_pattern`, not both",
+                "s.start: `start` must be earliest, latest or a time (RFC 3339 or epoch milliseconds), not `yesterday`",
+                "s.event_time: unknown `event_time` `wall`: expected field or record",
+                "s.properties: property `group.id` is set by the connector: use its own key",
+                "s.properties: invalid properties: Client config error: No such configuration property: \"no.such.property\" no.such.property 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_reads_its_settings() {
+        let mut problems = Vec::new();
+        let mut written = Settings::new(
+            "source",
+            "kafka",
+            Place::path("s"),
+            Path::new("."),
+            vec![
+                setting("brokers", text("127.0.0.1:9092")),
+                setting("topic_pattern", text("bids-.*")),
+                setting("start", text("2024-01-01T00:00:00Z")),
+                setting("event_time", text("record")),
+                setting(
+                    "properties",
+                    SettingValue::Map(vec![("fetch.min.bytes".into(), SettingValue::Int(10))]),
+                ),
+            ],
+            &mut problems,
+        );
+        let kind = configure_source(&mut written);
+        written.finish();
+        assert!(problems.is_empty(), "{problems:?}");
+        let Some(SourceKind::Kafka(settings)) = kind else {
+            panic!("a kafka source");
+        };
+        assert_eq!(settings.topics, Topics::Pattern("bids-.*".into()));
+        assert_eq!(settings.start, StartAt::Timestamp(1_704_067_200_000));
+        assert_eq!(settings.event_time, EventTime::Record);
+        assert_eq!(
+            settings.properties.0,
+            [("fetch.min.bytes".to_string(), "10".to_string())]
+        );
+        // Secrets in properties are not shown.
+        assert_eq!(
+            format!("{:?}", settings.properties),
+            "[\"fetch.min.bytes\"]"
+        );
+    }
+
+    #[test]
+    fn a_sink_reports_every_problem_at_its_place() {
+        let found = problems(
+            "sink",
+            vec![
+                setting("brokers", text("127.0.0.1:9092")),
+                setting("compression", text("brotli")),
+                setting("exactly_once", text("yes")),
+            ],
+        );
+        assert_eq!(
+            found,
+            [
+                "s: a kafka sink needs `topic`",
+                "s.compression: unknown compression `brotli`: expected none, gzip, snappy, lz4 or zstd",
+                "s.exactly_once: `exactly_once` must be true or false, not the string `yes`",
+            ]
+        );
+    }
+
+    #[test]
+    fn exactly_once_needs_checkpoints_and_the_key_must_compile() {
+        let settings = KafkaSinkSettings {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "out".into(),
+            key: Some("no_such_field +".into()),
+            key_place: Place::path("s.key"),
+            compression: Compression::None,
+            exactly_once: true,
+            transactional_id: None,
+            place: Place::path("s"),
+            properties: Properties::default(),
+        };
+        let format = ResultFormat::new(dataflow_event::Layout::Object, true);
+        let found: Vec<String> = check_layout(&settings, &format)
+            .into_iter()
+            .map(|p| p.place.path)
+            .collect();
+        assert_eq!(found, ["s.key", "s"]);
+    }
+
+    #[test]
+    fn the_spool_gives_back_what_it_was_given() {
+        let records = vec![
+            Record {
+                key: Some(b"k1".to_vec()),
+                value: b"{\"n\":1}".to_vec(),
+                headers: Some(vec![(Arc::from("trace"), Arc::from("t1"))]),
+            },
+            Record {
+                key: None,
+                value: Vec::new(),
+                headers: None,
+            },
+        ];
+        let bytes = Spool::encode(&records);
+        let back = Spool::decode(&bytes).expect("decode");
+        assert_eq!(back.len(), 2);
+        for (a, b) in records.iter().zip(&back) {
+            assert_eq!(
+                (&a.key, &a.value, &a.headers),
+                (&b.key, &b.value, &b.headers)
+            );
+        }
+        // Every truncation is refused, none panics.
+        for cut in 0..bytes.len() {
+            let _ = Spool::decode(&bytes[..cut]);
+        }
+        assert!(Spool::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -146,6 +146,10 @@ pub struct ResultFormat {
     /// Whether the run takes checkpoints: an exactly-once store sink then holds back what it
     /// writes until the checkpoint covering it completes; without, it writes at once.
     pub checkpoints: bool,
+    /// The checkpoint directory, when the run takes checkpoints: an exactly-once sink that
+    /// must keep what it prepared for a checkpoint (the kafka sink's spool) keeps it in a
+    /// directory of its own there (not a number: never taken for a checkpoint).
+    pub checkpoint_dir: Option<std::path::PathBuf>,
 }
 
 impl ResultFormat {
@@ -156,6 +160,7 @@ impl ResultFormat {
             write_time,
             fields: DecoderConfig::default(),
             checkpoints: false,
+            checkpoint_dir: None,
         }
     }
 }
