@@ -184,17 +184,14 @@ fn properties(settings: &mut Settings<'_>) -> Properties {
         }
         out.push((key.clone(), text));
     }
-    // librdkafka checks names and values when a client is created: do it now, so that
-    // `processor check` reports them.
-    let mut config = ClientConfig::new();
+    // librdkafka checks names and values when a client is created: do it now, one property
+    // at a time (it stops at the first bad one), so that `processor check` reports them all.
     for (key, value) in &out {
+        let mut config = ClientConfig::new();
         config.set(key, value);
-    }
-    if let Err(error) = config.create_native_config() {
-        settings.problem(
-            setting.place.clone(),
-            format!("invalid properties: {error}"),
-        );
+        if let Err(error) = config.create_native_config() {
+            settings.problem(setting.place.clone(), format!("invalid property: {error}"));
+        }
     }
     Properties(out)
 }
@@ -1484,7 +1481,7 @@ mod tests {
                 "s.start: `start` must be earliest, latest or a time (RFC 3339 or epoch milliseconds), not `yesterday`",
                 "s.event_time: unknown `event_time` `wall`: expected field or record",
                 "s.properties: property `group.id` is set by the connector: use its own key",
-                "s.properties: invalid properties: Client config error: No such configuration property: \"no.such.property\" no.such.property 1",
+                "s.properties: invalid property: Client config error: No such configuration property: \"no.such.property\" no.such.property 1",
             ]
         );
     }
