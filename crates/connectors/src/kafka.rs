@@ -54,6 +54,8 @@ use crate::{ConnectorError, Result};
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header naming the transaction of a record an exactly-once sink wrote.
 pub const TXN_HEADER: &str = "dataflow-txn";
+/// How often the consumer's own queue is polled while the partitions' queues have records.
+const SERVE_EVERY: Duration = Duration::from_millis(100);
 /// How long a poll waits for a record when no partition has one.
 const POLL_WAIT: Duration = Duration::from_millis(20);
 
@@ -350,6 +352,8 @@ pub struct KafkaSource {
     assigned: bool,
     /// The partition whose turn it is.
     turn: usize,
+    /// When the consumer's own queue was last polled.
+    served: std::time::Instant,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -442,6 +446,7 @@ impl KafkaSource {
             partitions,
             assigned: false,
             turn: 0,
+            served: std::time::Instant::now(),
         };
         source.resolve_start(settings.start)?;
         Ok(source)
@@ -617,6 +622,40 @@ fn decode(
     Ok(event)
 }
 
+impl KafkaSource {
+    /// Polls the consumer's own queue for up to `wait`, which serves its callbacks. A record
+    /// fetched before its partition's queue was split arrives there: it is handed on, and its
+    /// partition returned.
+    fn serve(
+        &mut self,
+        wait: Duration,
+        events: &mut Vec<Event>,
+        dead_letters: &mut Vec<SideRecord>,
+    ) -> Option<usize> {
+        self.served = std::time::Instant::now();
+        match self.consumer.poll(wait) {
+            Some(Ok(message)) => {
+                let key = (message.topic().to_string(), message.partition());
+                let index = *self.index.get(&key)?;
+                self.partitions[index].take(
+                    &self.stage,
+                    &self.decoder,
+                    self.event_time,
+                    &message,
+                    events,
+                    dead_letters,
+                );
+                Some(index)
+            }
+            Some(Err(error)) => {
+                tracing::warn!(stage = %self.stage, %error, "kafka consumer error");
+                None
+            }
+            None => None,
+        }
+    }
+}
+
 impl Source for KafkaSource {
     fn poll_batch(
         &mut self,
@@ -628,6 +667,13 @@ impl Source for KafkaSource {
             self.assign()?;
         }
         let max = max.max(1);
+        // The consumer's own queue carries its callbacks (errors, offset commits): served
+        // often, even while the partitions' queues have records.
+        if self.served.elapsed() >= SERVE_EVERY {
+            if let Some(partition) = self.serve(Duration::ZERO, events, dead_letters) {
+                return Ok(Poll::Data { partition });
+            }
+        }
         let count = self.partitions.len();
         for step in 0..count {
             let index = (self.turn + step) % count;
@@ -665,29 +711,11 @@ impl Source for KafkaSource {
                 return Ok(Poll::Data { partition: index });
             }
         }
-        // Nothing fetched: serve the consumer's callbacks, waiting a little. A record fetched
-        // before its partition's queue was split arrives here.
-        match self.consumer.poll(POLL_WAIT) {
-            Some(Ok(message)) => {
-                let key = (message.topic().to_string(), message.partition());
-                if let Some(&index) = self.index.get(&key) {
-                    self.partitions[index].take(
-                        &self.stage,
-                        &self.decoder,
-                        self.event_time,
-                        &message,
-                        events,
-                        dead_letters,
-                    );
-                    return Ok(Poll::Data { partition: index });
-                }
-            }
-            Some(Err(error)) => {
-                tracing::warn!(stage = %self.stage, %error, "kafka consumer error")
-            }
-            None => {}
-        }
-        Ok(Poll::Pending)
+        // Nothing fetched: wait a little on the consumer's own queue.
+        Ok(match self.serve(POLL_WAIT, events, dead_letters) {
+            Some(partition) => Poll::Data { partition },
+            None => Poll::Pending,
+        })
     }
 
     fn partitions(&self) -> usize {
