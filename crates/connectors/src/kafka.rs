@@ -36,7 +36,7 @@ use dataflow_event::{Event, Value};
 use dataflow_expr::Expr;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -329,7 +329,7 @@ struct KafkaPartition {
     /// The offset of the next record to hand on: what checkpoints store.
     next: i64,
     /// Its own queue of fetched records, split from the consumer's at every assignment.
-    queue: Option<PartitionQueue<DefaultConsumerContext>>,
+    queue: Option<PartitionQueue<Lags>>,
 }
 
 impl KafkaPartition {
@@ -338,12 +338,36 @@ impl KafkaPartition {
     }
 }
 
+/// The consumer's context: keeps each partition's consumer lag from librdkafka's statistics.
+#[derive(Clone, Debug, Default)]
+pub struct Lags {
+    by_partition: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+}
+
+impl ClientContext for Lags {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Ok(mut lags) = self.by_partition.lock() else {
+            return;
+        };
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                // -1: not known (yet); the internal partition -1 is not one of ours.
+                if *id >= 0 && partition.consumer_lag >= 0 {
+                    lags.insert((name.clone(), *id), partition.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Lags {}
+
 /// Reads the partitions of Kafka topics (see the module's documentation).
 pub struct KafkaSource {
     stage: Arc<str>,
     decoder: Arc<Decoder>,
     event_time: EventTime,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<Lags>>,
     partitions: Vec<KafkaPartition>,
     /// Each partition's index, by topic and partition.
     index: BTreeMap<(String, i32), usize>,
@@ -354,6 +378,8 @@ pub struct KafkaSource {
     turn: usize,
     /// When the consumer's own queue was last polled.
     served: std::time::Instant,
+    /// The partitions' consumer lag, from the statistics the consumer's queue delivers.
+    lags: Lags,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -382,8 +408,18 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = config
-            .create()
+        if !settings
+            .properties
+            .0
+            .iter()
+            .any(|(key, _)| key == "statistics.interval.ms")
+        {
+            // The consumer lag of each partition, for `/metrics`.
+            config.set("statistics.interval.ms", "1000");
+        }
+        let lags = Lags::default();
+        let consumer: BaseConsumer<Lags> = config
+            .create_with_context(lags.clone())
             .map_err(|e| kafka_error(&format!("source `{name}`: cannot create the consumer"), e))?;
         let metadata = consumer
             .fetch_metadata(None, BROKER_TIMEOUT)
@@ -447,6 +483,7 @@ impl KafkaSource {
             assigned: false,
             turn: 0,
             served: std::time::Instant::now(),
+            lags,
         };
         source.resolve_start(settings.start)?;
         Ok(source)
@@ -760,6 +797,19 @@ impl Source for KafkaSource {
 
     fn concurrent_partitions(&self) -> bool {
         true
+    }
+
+    fn partition_lags(&self) -> Vec<(String, i64)> {
+        let Ok(lags) = self.lags.by_partition.lock() else {
+            return Vec::new();
+        };
+        self.partitions
+            .iter()
+            .filter_map(|part| {
+                let lag = lags.get(&(part.topic.clone(), part.partition))?;
+                Some((part.name(), *lag))
+            })
+            .collect()
     }
 
     fn checkpoint_completed(&mut self, positions: &[PartitionPosition]) {

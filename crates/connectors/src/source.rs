@@ -93,6 +93,12 @@ pub trait Source: Send {
         let _ = positions;
     }
 
+    /// How many records each partition has not read yet, by partition name, for the ones the
+    /// source knows it of (Kafka: the consumer lag); by default none.
+    fn partition_lags(&self) -> Vec<(String, i64)> {
+        Vec::new()
+    }
+
     /// Asks the source to decode on `threads` threads of its own (the runtime passes its
     /// `parallelism`). Batches, their order and the positions a checkpoint sees stay exactly
     /// those of decoding on the source's thread; sources that cannot do so ignore it.

@@ -172,6 +172,7 @@ impl SourceFeed {
         // The positions of the barriers sent whose checkpoint is not saved yet, oldest first.
         let mut unsaved: VecDeque<(u64, Vec<PartitionPosition>)> = VecDeque::new();
         let concurrent = source.concurrent_partitions();
+        let mut lags_reported = Instant::now();
         let mut last_bytes = 0u64;
         // The rate limiter's clock: time since the source started.
         let clock = Instant::now();
@@ -200,6 +201,13 @@ impl SourceFeed {
                     partitions,
                 }) {
                     return Ok(());
+                }
+            }
+            // Per-partition lag, where the source knows it, once a second.
+            if lags_reported.elapsed() >= Duration::from_secs(1) {
+                lags_reported = Instant::now();
+                for (partition, records) in source.partition_lags() {
+                    self.metrics.set_partition_lag(&partition, records);
                 }
             }
             // A saved checkpoint's positions go back to the source (Kafka commits them).
