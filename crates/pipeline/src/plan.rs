@@ -141,6 +141,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             .map(|source| source.spec.decoder.clone())
             .unwrap_or_default(),
         checkpoints: spec.checkpoint.is_some(),
+        checkpoint_dir: spec.checkpoint.as_ref().map(|c| c.dir.clone()),
     };
     for (index, sink) in spec.sinks.iter().enumerate() {
         problems.extend(sink.kind.check_results(&results, &spec.sinks[..index]));
