@@ -127,8 +127,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::KeyBy(expr) => steps.key_by(expr, problems),
             StepSpec::Map(map) => steps.map(map, problems),
             StepSpec::Window(window) => steps.window(window, &spec.state, problems),
-            StepSpec::Pattern(pattern) => steps.pattern(pattern, problems),
-            StepSpec::Alert(alert) => steps.alert(alert, problems),
+            StepSpec::Pattern(pattern) => steps.pattern(pattern, &spec.state, problems),
+            StepSpec::Alert(alert) => steps.alert(alert, &spec.state, problems),
         }
     }
     // Each sink's settings against the results it gets (a field its mapping or partitioning
@@ -429,8 +429,8 @@ impl Steps {
     }
 
     /// A pattern step over the keyed stream: the stream is its results from here on, keyed
-    /// as before.
-    fn pattern(&mut self, pattern: PatternSpec, problems: &mut Vec<Problem>) {
+    /// as before. With sled state, it keeps its partial matches under the state directory.
+    fn pattern(&mut self, pattern: PatternSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(pattern.place.path.as_str());
         let before = problems.len();
         if self.key_type.is_none() {
@@ -599,7 +599,10 @@ impl Steps {
             Err(message) => return Self::refuse(problems, &pattern.place, message),
         };
         match Pattern::new(name.clone(), def, self.key_type.flatten()) {
-            Ok((operator, output)) => {
+            Ok((mut operator, output)) => {
+                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes);
+                }
                 self.layout = output;
                 self.windowed = true;
                 self.operators.push(OperatorNode::new(name, operator));
@@ -608,8 +611,9 @@ impl Steps {
         }
     }
 
-    /// An alert step over the keyed stream: the stream is its results from here on.
-    fn alert(&mut self, alert: AlertSpec, problems: &mut Vec<Problem>) {
+    /// An alert step over the keyed stream: the stream is its results from here on. With sled
+    /// state, it keeps its state under the state directory.
+    fn alert(&mut self, alert: AlertSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(alert.place.path.as_str());
         if self.key_type.is_none() {
             Self::refuse(
@@ -638,7 +642,10 @@ impl Steps {
             self.key_type.flatten(),
             self.layout.clone(),
         ) {
-            Ok((operator, output)) => {
+            Ok((mut operator, output)) => {
+                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes);
+                }
                 self.layout = output;
                 self.windowed = true;
                 self.operators.push(OperatorNode::new(name, operator));

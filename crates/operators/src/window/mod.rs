@@ -3,7 +3,7 @@
 //! (`inspect`).
 
 mod inspect;
-mod snapshot;
+pub(crate) mod snapshot;
 mod store;
 
 use std::sync::Arc;
@@ -114,7 +114,7 @@ impl Windows {
                 let mut failure = None;
                 windows.states().for_each(&mut |key, state| {
                     if failure.is_none() {
-                        failure = writer.add(key, state).err();
+                        failure = writer.add(key, &state.to_stored()).err();
                     }
                 })?;
                 if let Some(error) = failure {
@@ -124,7 +124,7 @@ impl Windows {
             Windows::Store(windows) => windows.states().write_snapshot(&mut writer)?,
         }
         let header = on_windows!(self, windows => windows.snapshot_header());
-        writer.finish(&header, watermark)
+        writer.finish(&header, &watermark)
     }
 }
 
