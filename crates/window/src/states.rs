@@ -3,14 +3,15 @@
 //!
 //! A key's state ([`KeyState`]) is its open windows with their accumulators, and the time of
 //! its timer: the earliest watermark at which it has a window to fire or to purge. Every store
-//! keeps its timers in memory, in [`Timers`] (an ordered map of times to keys, as Flink keeps
+//! keeps its timers in memory, in [`Timers`] (a priority queue of times and keys, as Flink keeps
 //! heap timers beside RocksDB): a timer is written for most new windows and read when they
 //! fire, so keeping them on disk would cost store operations per event, and a store's timers
 //! are rebuilt from its keys' states on restore ([`KeyStates::load`]). Stores outside this crate
 //! (the pipeline's, over `dataflow-state`) persist a key's windows as a [`StoredKey`] and its
 //! timer ([`KeyState::timer`]) beside it.
 
-use std::collections::BTreeMap;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::fmt;
 
 use dataflow_event::Value;
@@ -168,41 +169,139 @@ impl StoredKey {
     }
 }
 
-/// Timers in memory: the keys to look at when the watermark reaches a time, ordered by time.
-/// A key may be registered at several times; all but its state's timer are stale, and
-/// [`crate::KeyedWindows`] skips them.
+/// Timers in memory: the keys to look at when the watermark reaches a time, ordered by time,
+/// then in the order they were registered. A key may be registered at several times; all but
+/// its state's timer are stale, and [`crate::KeyedWindows`] skips them.
+///
+/// A binary heap of `(time, registration number, key)`: registering costs no allocation (a
+/// sorted map of times to key lists allocates a list for every new time, and most timers are
+/// at times of their own).
 #[derive(Debug, Default)]
 pub struct Timers {
-    times: BTreeMap<i64, Vec<Value>>,
+    heap: BinaryHeap<Reverse<Timer>>,
+    /// The registration number of the next timer.
+    next: u64,
+}
+
+/// One timer of [`Timers`], ordered by time, then registration.
+#[derive(Debug)]
+struct Timer {
+    time: i64,
+    seq: u64,
+    key: Value,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+
+impl Eq for Timer {}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
 }
 
 impl Timers {
     /// Registers `key` at `time`.
     pub fn register(&mut self, time: i64, key: Value) {
-        self.times.entry(time).or_default().push(key);
+        let seq = self.next;
+        self.next += 1;
+        self.heap.push(Reverse(Timer { time, seq, key }));
     }
 
-    /// Removes and returns the earliest time at or below `watermark` with its keys.
+    /// Removes and returns the earliest time at or below `watermark` with its keys, in the
+    /// order they were registered.
     pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, Vec<Value>)> {
-        match self.times.first_entry() {
-            Some(entry) if *entry.key() <= watermark => Some(entry.remove_entry()),
-            _ => None,
+        let mut keys = Vec::new();
+        self.pop_due_into(watermark, &mut keys)
+            .map(|time| (time, keys))
+    }
+
+    /// [`Timers::pop_due`] into `keys` (emptied first), so that a caller can reuse one buffer:
+    /// returns the time, or `None` (with `keys` empty) when no timer is due.
+    pub fn pop_due_into(&mut self, watermark: i64, keys: &mut Vec<Value>) -> Option<i64> {
+        keys.clear();
+        let time = match self.heap.peek() {
+            Some(Reverse(timer)) if timer.time <= watermark => timer.time,
+            _ => return None,
+        };
+        while let Some(Reverse(timer)) = self.heap.peek() {
+            if timer.time != time {
+                break;
+            }
+            if let Some(Reverse(timer)) = self.heap.pop() {
+                keys.push(timer.key);
+            }
         }
+        Some(time)
     }
 
     /// The number of timers registered, stale ones included.
     pub fn len(&self) -> usize {
-        self.times.values().map(Vec::len).sum()
+        self.heap.len()
     }
 
     /// Whether no timer is registered.
     pub fn is_empty(&self) -> bool {
-        self.times.is_empty()
+        self.heap.is_empty()
     }
 
     /// Drops every timer.
     pub fn clear(&mut self) {
-        self.times.clear();
+        self.heap.clear();
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Timers hand out times in order, each with its keys in the order registered: as a
+        /// sorted map of times to key lists does.
+        #[test]
+        fn timers_pop_what_a_sorted_map_holds(
+            ops in prop::collection::vec(prop_oneof![
+                (0i64..30, 0i64..1000).prop_map(|(time, key)| (Some(time), key)),
+                (0i64..40).prop_map(|watermark| (None, watermark)),
+            ], 0..200),
+        ) {
+            let mut timers = Timers::default();
+            let mut model: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+            for (time, value) in ops {
+                match time {
+                    Some(time) => {
+                        timers.register(time, Value::Int(value));
+                        model.entry(time).or_default().push(Value::Int(value));
+                    }
+                    None => loop {
+                        let expected = match model.first_entry() {
+                            Some(entry) if *entry.key() <= value => Some(entry.remove_entry()),
+                            _ => None,
+                        };
+                        let found = timers.pop_due(value);
+                        prop_assert_eq!(&found, &expected);
+                        if found.is_none() {
+                            break;
+                        }
+                    },
+                }
+                prop_assert_eq!(timers.len(), model.values().map(Vec::len).sum::<usize>());
+            }
+        }
     }
 }
 

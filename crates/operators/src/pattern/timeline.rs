@@ -64,13 +64,41 @@ impl<S: Serialize + DeserializeOwned> StoredValue for KeyEntry<S> {
     }
 }
 
+/// A key's entry in memory, with the time it is due at: one hash-map lookup finds both (the
+/// keys in a store have theirs in [`Timeline::wake`]).
+#[derive(Debug)]
+struct Slot<S> {
+    entry: KeyEntry<S>,
+    wake: Option<i64>,
+}
+
 /// Where a timeline keeps its keys' entries.
 #[derive(Debug)]
 enum Keys<S> {
-    /// Objects in memory: the default, and the fastest.
-    Memory(FxHashMap<Value, KeyEntry<S>>),
+    /// Objects in memory: the default, and the fastest. The emptied buffers of forgotten keys
+    /// are kept for new keys ([`recycle`]): most keys hold an event only until the watermark
+    /// passes it, and are then forgotten, so this saves an allocation and a free per event.
+    Memory {
+        keys: FxHashMap<Value, Slot<S>>,
+        spare: Vec<VecDeque<Event>>,
+    },
     /// The operator's own state store, with the keys in use cached as objects.
     Store(StoreCache<KeyEntry<S>>),
+}
+
+/// How many emptied buffers a timeline in memory keeps for new keys.
+const SPARE_BUFFERS: usize = 1024;
+
+/// The largest capacity of an emptied buffer kept for a new key: a larger one goes back to the
+/// allocator, so that the spare buffers hold little memory.
+const SPARE_CAPACITY: usize = 8;
+
+/// Keeps the (empty) `buffer` of a forgotten key for a new key, if it is worth keeping.
+fn recycle(spare: &mut Vec<VecDeque<Event>>, buffer: VecDeque<Event>) {
+    if spare.len() < SPARE_BUFFERS && (1..=SPARE_CAPACITY).contains(&buffer.capacity()) {
+        debug_assert!(buffer.is_empty());
+        spare.push(buffer);
+    }
 }
 
 /// Every key's buffered events and state, and when each key is due.
@@ -81,9 +109,11 @@ pub(crate) struct Timeline<S> {
     /// longer due at (when it became due earlier): `wake` says which entry counts, and the
     /// others are skipped when they come up. So timers compare times only, never keys.
     timers: Timers,
-    /// The time each key is due at.
+    /// The time each key in a store is due at (a key in memory has its own, [`Slot::wake`]).
     wake: FxHashMap<Value, i64>,
     watermark: i64,
+    /// The keys of a due time being run (kept for its allocation).
+    due_keys: Vec<Value>,
 }
 
 /// The serializable form of a [`Timeline`]: keys sorted, with the watermark.
@@ -96,10 +126,14 @@ pub(crate) struct TimelineSnapshot<S> {
 impl<S> Default for Timeline<S> {
     fn default() -> Self {
         Timeline {
-            keys: Keys::Memory(FxHashMap::default()),
+            keys: Keys::Memory {
+                keys: FxHashMap::default(),
+                spare: Vec::new(),
+            },
             timers: Timers::default(),
             wake: FxHashMap::default(),
             watermark: i64::MIN,
+            due_keys: Vec::new(),
         }
     }
 }
@@ -201,7 +235,7 @@ impl<S: Default + Serialize + DeserializeOwned> Timeline<S> {
     /// The number of keys holding events or state.
     pub(crate) fn key_count(&self) -> usize {
         match &self.keys {
-            Keys::Memory(keys) => keys.len(),
+            Keys::Memory { keys, .. } => keys.len(),
             Keys::Store(cache) => cache.len(),
         }
     }
@@ -212,25 +246,33 @@ impl<S: Default + Serialize + DeserializeOwned> Timeline<S> {
         if time < self.watermark {
             return Ok(Some(event));
         }
+        // An event at `time` is handed on once the watermark passes it: at `time + 1`; a key
+        // due by then stays due when it was.
+        let due = time.saturating_add(1);
         match &mut self.keys {
-            Keys::Memory(keys) => buffer_event(keys.entry(key.clone()).or_default(), event),
+            Keys::Memory { keys, spare } => {
+                let slot = keys.entry(key.clone()).or_insert_with(|| Slot {
+                    entry: KeyEntry {
+                        buffer: spare.pop().unwrap_or_default(),
+                        state: S::default(),
+                    },
+                    wake: None,
+                });
+                buffer_event(&mut slot.entry, event);
+                if slot.wake.is_none_or(|wake| wake > due) {
+                    slot.wake = Some(due);
+                    self.timers.register(due, key);
+                }
+            }
             Keys::Store(cache) => {
                 cache.update(&key, true, |entry| (buffer_event(entry, event), true))?;
+                if self.wake.get(&key).is_none_or(|&wake| wake > due) {
+                    self.timers.register(due, key.clone());
+                    self.wake.insert(key, due);
+                }
             }
         }
-        // An event at `time` is handed on once the watermark passes it: at `time + 1`.
-        let due = time.saturating_add(1);
-        match self.wake.get(&key) {
-            Some(&wake) if wake <= due => {}
-            _ => self.schedule(key, due),
-        }
         Ok(None)
-    }
-
-    /// Makes `key` due at `due` (whatever it was due at before).
-    fn schedule(&mut self, key: Value, due: i64) {
-        self.timers.register(due, key.clone());
-        self.wake.insert(key, due);
     }
 
     /// Advances to `watermark`: every key due by then gets its events before it, in time
@@ -245,16 +287,14 @@ impl<S: Default + Serialize + DeserializeOwned> Timeline<S> {
             return Ok(());
         }
         self.watermark = watermark;
-        while let Some((due, keys)) = self.timers.pop_due(watermark) {
-            for key in keys {
-                if self.wake.get(&key) != Some(&due) {
-                    // A stale entry: the key became due earlier and was run then.
-                    continue;
-                }
-                self.wake.remove(&key);
-                self.run_key(key, watermark, false, logic, out)?;
+        // One buffer for the keys of every due time: no allocation per time.
+        let mut keys = std::mem::take(&mut self.due_keys);
+        while let Some(due) = self.timers.pop_due_into(watermark, &mut keys) {
+            for key in keys.drain(..) {
+                self.run_due(key, due, watermark, logic, out)?;
             }
         }
+        self.due_keys = keys;
         Ok(())
     }
 
@@ -264,47 +304,86 @@ impl<S: Default + Serialize + DeserializeOwned> Timeline<S> {
         logic: &mut L,
         out: &mut Output,
     ) -> crate::Result<()> {
-        let mut keys: Vec<Value> = match &self.keys {
-            Keys::Memory(keys) => keys.keys().cloned().collect(),
-            Keys::Store(cache) => cache.keys()?,
-        };
-        keys.sort();
         self.timers.clear();
         self.wake.clear();
-        for key in keys {
-            self.run_key(key, i64::MAX, true, logic, out)?;
+        let now = i64::MAX;
+        match &mut self.keys {
+            Keys::Memory { keys, spare } => {
+                let mut sorted: Vec<Value> = keys.keys().cloned().collect();
+                sorted.sort();
+                for key in sorted {
+                    let Some(slot) = keys.get_mut(&key) else {
+                        continue;
+                    };
+                    slot.wake = None;
+                    let (_, keep) = run_entry(&key, &mut slot.entry, now, true, logic, out);
+                    if !keep {
+                        if let Some(slot) = keys.remove(&key) {
+                            recycle(spare, slot.entry.buffer);
+                        }
+                    }
+                }
+            }
+            Keys::Store(cache) => {
+                let mut sorted = cache.keys()?;
+                sorted.sort();
+                for key in sorted {
+                    cache.update(&key, false, |entry| {
+                        let (_, keep) = run_entry(&key, entry, now, true, logic, out);
+                        ((), keep)
+                    })?;
+                }
+            }
         }
         Ok(())
     }
 
-    fn run_key<L: KeyLogic<State = S>>(
+    /// Runs `key`, found due at `due` by its timer, at `now`, unless the timer is stale (the
+    /// key became due earlier and was run then), and schedules it again if it still waits.
+    fn run_due<L: KeyLogic<State = S>>(
         &mut self,
         key: Value,
+        due: i64,
         now: i64,
-        end: bool,
         logic: &mut L,
         out: &mut Output,
     ) -> crate::Result<()> {
-        let ran = match &mut self.keys {
-            Keys::Memory(keys) => {
-                let Some(entry) = keys.get_mut(&key) else {
+        let next = match &mut self.keys {
+            Keys::Memory { keys, spare } => {
+                let Some(slot) = keys.get_mut(&key) else {
                     return Ok(());
                 };
-                let (due, keep) = run_entry(&key, entry, now, end, logic, out);
-                if !keep {
-                    keys.remove(&key);
+                if slot.wake != Some(due) {
+                    return Ok(());
                 }
-                Some((due, keep))
+                let (next, keep) = run_entry(&key, &mut slot.entry, now, false, logic, out);
+                slot.wake = next;
+                if !keep {
+                    if let Some(slot) = keys.remove(&key) {
+                        recycle(spare, slot.entry.buffer);
+                    }
+                    return Ok(());
+                }
+                next
             }
-            Keys::Store(cache) => cache.update(&key, false, |entry| {
-                let (due, keep) = run_entry(&key, entry, now, end, logic, out);
-                ((due, keep), keep)
-            })?,
+            Keys::Store(cache) => {
+                if self.wake.get(&key) != Some(&due) {
+                    return Ok(());
+                }
+                self.wake.remove(&key);
+                let ran = cache.update(&key, false, |entry| {
+                    let (next, keep) = run_entry(&key, entry, now, false, logic, out);
+                    ((next, keep), keep)
+                })?;
+                let Some((Some(next), true)) = ran else {
+                    return Ok(());
+                };
+                self.wake.insert(key.clone(), next);
+                Some(next)
+            }
         };
-        if let Some((Some(due), true)) = ran {
-            if !end {
-                self.schedule(key, due);
-            }
+        if let Some(next) = next {
+            self.timers.register(next, key);
         }
         Ok(())
     }
@@ -314,9 +393,9 @@ impl<S: Default + Serialize + DeserializeOwned> Timeline<S> {
     pub(crate) fn snapshot(&self) -> crate::Result<OperatorSnapshot> {
         let mut writer = SnapshotWriter::with_capacity(self.key_count());
         match &self.keys {
-            Keys::Memory(keys) => {
-                for (key, entry) in keys {
-                    writer.add(key, entry).map_err(invalid)?;
+            Keys::Memory { keys, .. } => {
+                for (key, slot) in keys {
+                    writer.add(key, &slot.entry).map_err(invalid)?;
                 }
             }
             Keys::Store(cache) => cache.for_each(&mut |key, held| {
@@ -349,19 +428,21 @@ impl<S: Default + Serialize + DeserializeOwned> Timeline<S> {
         self.timers.clear();
         self.wake.clear();
         self.watermark = watermark;
+        let timers = &mut self.timers;
         let mut schedule = |key: &Value, entry: &KeyEntry<S>| {
-            if let Some(due) = due_of(entry, deadline(&entry.state)) {
-                self.timers.register(due, key.clone());
-                self.wake.insert(key.clone(), due);
+            let due = due_of(entry, deadline(&entry.state));
+            if let Some(due) = due {
+                timers.register(due, key.clone());
             }
+            due
         };
         match &mut self.keys {
-            Keys::Memory(keys) => {
+            Keys::Memory { keys, .. } => {
                 keys.clear();
                 for entry in entries.by_ref() {
                     let (key, entry) = entry.map_err(invalid)?;
-                    schedule(&key, &entry);
-                    keys.insert(key, entry);
+                    let wake = schedule(&key, &entry);
+                    keys.insert(key, Slot { entry, wake });
                 }
             }
             Keys::Store(cache) => {
@@ -369,7 +450,9 @@ impl<S: Default + Serialize + DeserializeOwned> Timeline<S> {
                 let mut batch = Vec::with_capacity(LOAD_BATCH);
                 for entry in entries.by_ref() {
                     let (key, entry) = entry.map_err(invalid)?;
-                    schedule(&key, &entry);
+                    if let Some(due) = schedule(&key, &entry) {
+                        self.wake.insert(key.clone(), due);
+                    }
                     batch.push((key, entry));
                     if batch.len() == LOAD_BATCH {
                         cache.load(batch.drain(..))?;
