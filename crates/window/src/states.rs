@@ -10,8 +10,7 @@
 //! (the pipeline's, over `dataflow-state`) persist a key's windows as a [`StoredKey`] and its
 //! timer ([`KeyState::timer`]) beside it.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use dataflow_event::Value;
@@ -173,105 +172,80 @@ impl StoredKey {
 /// then in the order they were registered. A key may be registered at several times; all but
 /// its state's timer are stale, and [`crate::KeyedWindows`] skips them.
 ///
-/// A binary heap of `(time, registration number, key)`: registering costs no allocation (a
-/// sorted map of times to key lists allocates a list for every new time, and most timers are
-/// at times of their own).
+/// An ordered map of times to key lists: handing out a time's keys moves its list whole, which
+/// matters for windows (every key of a tumbling window fires at its end). The lists of times
+/// handed out through [`Timers::pop_due_into`] are kept for new times (a few, small ones), so
+/// that a caller with a time of its own for most timers (the pattern and alert timelines)
+/// registers them without allocating a list each.
 #[derive(Debug, Default)]
 pub struct Timers {
-    heap: BinaryHeap<Reverse<Timer>>,
-    /// The registration number of the next timer.
-    next: u64,
+    times: BTreeMap<i64, Vec<Value>>,
+    /// Emptied lists, for new times.
+    spare: Vec<Vec<Value>>,
 }
 
-/// One timer of [`Timers`], ordered by time, then registration.
-#[derive(Debug)]
-struct Timer {
-    time: i64,
-    seq: u64,
-    key: Value,
-}
+/// How many emptied lists [`Timers`] keeps.
+const SPARE_LISTS: usize = 64;
 
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-
-impl Eq for Timer {}
-
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Timer {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.time, self.seq).cmp(&(other.time, other.seq))
-    }
-}
+/// The largest capacity of an emptied list [`Timers`] keeps: larger ones are freed.
+const SPARE_LIST_CAPACITY: usize = 16;
 
 impl Timers {
     /// Registers `key` at `time`.
     pub fn register(&mut self, time: i64, key: Value) {
-        let seq = self.next;
-        self.next += 1;
-        self.heap.push(Reverse(Timer { time, seq, key }));
+        let spare = &mut self.spare;
+        self.times
+            .entry(time)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(key);
     }
 
     /// Removes and returns the earliest time at or below `watermark` with its keys, in the
     /// order they were registered.
     pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, Vec<Value>)> {
-        let mut keys = Vec::new();
-        self.pop_due_into(watermark, &mut keys)
-            .map(|time| (time, keys))
+        match self.times.first_entry() {
+            Some(entry) if *entry.key() <= watermark => Some(entry.remove_entry()),
+            _ => None,
+        }
     }
 
-    /// [`Timers::pop_due`] into `keys` (emptied first), so that a caller can reuse one buffer:
-    /// returns the time, or `None` (with `keys` empty) when no timer is due.
+    /// [`Timers::pop_due`] into `keys` (whatever it held is dropped), so that a caller can
+    /// reuse one buffer: returns the time, or `None` (with `keys` empty) when no timer is due.
     pub fn pop_due_into(&mut self, watermark: i64, keys: &mut Vec<Value>) -> Option<i64> {
         keys.clear();
-        let time = match self.heap.peek() {
-            Some(Reverse(timer)) if timer.time <= watermark => timer.time,
-            _ => return None,
-        };
-        while let Some(Reverse(timer)) = self.heap.peek() {
-            if timer.time != time {
-                break;
-            }
-            if let Some(Reverse(timer)) = self.heap.pop() {
-                keys.push(timer.key);
-            }
+        let (time, mut list) = self.pop_due(watermark)?;
+        std::mem::swap(keys, &mut list);
+        // `list` is now the caller's old buffer, empty.
+        if self.spare.len() < SPARE_LISTS && (1..=SPARE_LIST_CAPACITY).contains(&list.capacity()) {
+            self.spare.push(list);
         }
         Some(time)
     }
 
     /// The number of timers registered, stale ones included.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.times.values().map(Vec::len).sum()
     }
 
     /// Whether no timer is registered.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.times.is_empty()
     }
 
     /// Drops every timer.
     pub fn clear(&mut self) {
-        self.heap.clear();
+        self.times.clear();
     }
 }
 
 #[cfg(test)]
 mod timer_tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use proptest::prelude::*;
 
     proptest! {
-        /// Timers hand out times in order, each with its keys in the order registered: as a
-        /// sorted map of times to key lists does.
+        /// Timers hand out times in order, each with its keys in the order registered, whichever
+        /// way they are popped, reusing lists or not.
         #[test]
         fn timers_pop_what_a_sorted_map_holds(
             ops in prop::collection::vec(prop_oneof![
@@ -292,7 +266,13 @@ mod timer_tests {
                             Some(entry) if *entry.key() <= value => Some(entry.remove_entry()),
                             _ => None,
                         };
-                        let found = timers.pop_due(value);
+                        // Both ways of popping, in turn.
+                        let found = if model.len() % 2 == 0 {
+                            timers.pop_due(value)
+                        } else {
+                            let mut keys = vec![Value::Int(-1)];
+                            timers.pop_due_into(value, &mut keys).map(|time| (time, keys))
+                        };
                         prop_assert_eq!(&found, &expected);
                         if found.is_none() {
                             break;
@@ -342,7 +322,7 @@ pub trait KeyStates: fmt::Debug + Send {
     fn clear(&mut self) -> Result<()>;
 }
 
-/// Key states in memory: a hash map of keys and an ordered map of timers. The default.
+/// Key states in memory: a hash map of keys and the timers ([`Timers`]). The default.
 #[derive(Debug, Default)]
 pub struct HeapStates {
     keys: FxHashMap<Value, KeyState>,
