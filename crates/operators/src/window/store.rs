@@ -169,8 +169,7 @@ impl KeyStates for StoreStates {
         Ok(self.timers.pop_due(watermark))
     }
 
-    fn load(&mut self, states: Vec<(Value, KeyState)>) -> dataflow_window::Result<()> {
-        let mut states = states;
+    fn load(&mut self, mut states: Vec<(Value, KeyState)>) -> dataflow_window::Result<()> {
         for (key, state) in &mut states {
             if let Some(time) = state.take_scheduled() {
                 self.timers.register(time, key.clone());
