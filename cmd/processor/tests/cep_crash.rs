@@ -49,7 +49,8 @@ fn generate_transactions(dir: &Path, count: u64, cards: u64, seed: u64) -> PathB
 
 /// The shipped card-fraud example reading `input`, with its results in a `parts` sink named
 /// `name-out`, checkpoints every 100 ms, and its side outputs in `dir`; its state in sled under
-/// `name-state` when `sled`.
+/// `name-state` when `sled`, with 100 keys cached as objects (of 5,000 cards), so that most
+/// keys' state goes through sled.
 fn config(dir: &Path, input: &Path, name: &str, sled: bool) -> PathBuf {
     let text = std::fs::read_to_string(root().join("configs/examples/cep/card-fraud.yaml"))
         .expect("shipped config");
@@ -64,7 +65,7 @@ fn config(dir: &Path, input: &Path, name: &str, sled: bool) -> PathBuf {
         .replace("../../../out/cep/card-fraud", name)
         + &format!("checkpoint: {{ dir: {name}-checkpoints, interval: 100ms, retain: 3 }}\n");
     let text = if sled {
-        text + &format!("state: {{ backend: sled, dir: {name}-state }}\n")
+        text + &format!("state: {{ backend: sled, dir: {name}-state, cache_keys: 100 }}\n")
     } else {
         text
     };

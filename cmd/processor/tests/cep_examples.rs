@@ -1,6 +1,7 @@
 //! The shipped CEP examples (`configs/examples/cep/`) run end to end on their sample data and
 //! write exactly their golden outputs: results, timed-out partial matches, late events and dead
-//! letters; and exactly the same with their state in sled (`state.backend: sled`) as in memory.
+//! letters; and exactly the same with their state in sled (`state.backend: sled`, caching one
+//! key as objects, so that the keys' state goes through sled) as in memory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +34,10 @@ fn check_in(name: &str, outputs: &[&str], sled: bool) {
     );
     let text = if sled {
         let state = dir.path().join("state");
-        text + &format!("state: {{ backend: sled, dir: {} }}\n", state.display())
+        text + &format!(
+            "state: {{ backend: sled, dir: {}, cache_keys: 1 }}\n",
+            state.display()
+        )
     } else {
         text
     };

@@ -301,8 +301,8 @@ impl Alert {
     /// Keeps the alert state in a sled store of its own under `dir` (one database per parallel
     /// instance, opened by [`Operator::open`]), with a page cache of `cache_bytes`:
     /// `state.backend: sled`.
-    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64) {
-        self.state_dir = Some((dir, cache_bytes));
+    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64, cache_keys: usize) {
+        self.state_dir = Some((dir, cache_bytes, cache_keys));
     }
 
     /// Keeps the alert state in `store` (its own), caching at most `cache_keys` keys as
@@ -334,9 +334,10 @@ impl Operator for Alert {
     }
 
     fn open(&mut self, instance: usize) -> crate::Result<()> {
-        if let Some((dir, cache_bytes)) = &self.state_dir {
+        if let Some((dir, cache_bytes, cache_keys)) = &self.state_dir {
             let store = timeline::open_store(&self.logic.stage, dir, *cache_bytes, instance)?;
             self.timeline.keep_in(store, &self.logic.stage);
+            self.timeline.set_cache_capacity(*cache_keys);
         }
         Ok(())
     }

@@ -393,8 +393,8 @@ impl Steps {
         ) {
             Ok((mut operator, output)) => {
                 operator.limit_emission(self.batch_size);
-                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
-                    operator.keep_state_in(dir, cache_bytes);
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
                 }
                 self.layout = output;
                 self.windowed = true;
@@ -600,8 +600,8 @@ impl Steps {
         };
         match Pattern::new(name.clone(), def, self.key_type.flatten()) {
             Ok((mut operator, output)) => {
-                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
-                    operator.keep_state_in(dir, cache_bytes);
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
                 }
                 self.layout = output;
                 self.windowed = true;
@@ -643,8 +643,8 @@ impl Steps {
             self.layout.clone(),
         ) {
             Ok((mut operator, output)) => {
-                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
-                    operator.keep_state_in(dir, cache_bytes);
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
                 }
                 self.layout = output;
                 self.windowed = true;
@@ -680,11 +680,17 @@ fn stages_for_shape(pattern: &PatternSpec) -> Vec<StageDef> {
 
 /// Where `operator` keeps its state: a directory of its own under the state directory, with
 /// sled state; `None` in memory.
-fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64)> {
+fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64, usize)> {
     match state {
-        StateSpec::Sled { dir, cache_bytes } => {
-            Some((dir.join(state_dir_name(operator)), *cache_bytes))
-        }
+        StateSpec::Sled {
+            dir,
+            cache_bytes,
+            cache_keys,
+        } => Some((
+            dir.join(state_dir_name(operator)),
+            *cache_bytes,
+            *cache_keys,
+        )),
         _ => None,
     }
 }

@@ -189,8 +189,9 @@ fn run_entry<L: KeyLogic>(
 const LOAD_BATCH: usize = 1024;
 
 /// Where a pattern or alert step keeps its state with `state.backend: sled`: its directory
-/// under the state directory, and the cap of sled's page cache in bytes.
-pub(crate) type StateDir = Option<(PathBuf, u64)>;
+/// under the state directory, the cap of sled's page cache in bytes, and the most keys cached
+/// as objects.
+pub(crate) type StateDir = Option<(PathBuf, u64, usize)>;
 
 /// The operator `stage`'s own sled store for its parallel instance `instance` under `dir`,
 /// empty: sled is a cache, and a restore fills it from the checkpoint.
