@@ -127,8 +127,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::KeyBy(expr) => steps.key_by(expr, problems),
             StepSpec::Map(map) => steps.map(map, problems),
             StepSpec::Window(window) => steps.window(window, &spec.state, problems),
-            StepSpec::Pattern(pattern) => steps.pattern(pattern, problems),
-            StepSpec::Alert(alert) => steps.alert(alert, problems),
+            StepSpec::Pattern(pattern) => steps.pattern(pattern, &spec.state, problems),
+            StepSpec::Alert(alert) => steps.alert(alert, &spec.state, problems),
         }
     }
     // Each sink's settings against the results it gets (a field its mapping or partitioning
@@ -394,8 +394,8 @@ impl Steps {
         ) {
             Ok((mut operator, output)) => {
                 operator.limit_emission(self.batch_size);
-                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
-                    operator.keep_state_in(dir, cache_bytes);
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
                 }
                 self.layout = output;
                 self.windowed = true;
@@ -430,8 +430,8 @@ impl Steps {
     }
 
     /// A pattern step over the keyed stream: the stream is its results from here on, keyed
-    /// as before.
-    fn pattern(&mut self, pattern: PatternSpec, problems: &mut Vec<Problem>) {
+    /// as before. With sled state, it keeps its partial matches under the state directory.
+    fn pattern(&mut self, pattern: PatternSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(pattern.place.path.as_str());
         let before = problems.len();
         if self.key_type.is_none() {
@@ -600,7 +600,10 @@ impl Steps {
             Err(message) => return Self::refuse(problems, &pattern.place, message),
         };
         match Pattern::new(name.clone(), def, self.key_type.flatten()) {
-            Ok((operator, output)) => {
+            Ok((mut operator, output)) => {
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
+                }
                 self.layout = output;
                 self.windowed = true;
                 self.operators.push(OperatorNode::new(name, operator));
@@ -609,8 +612,9 @@ impl Steps {
         }
     }
 
-    /// An alert step over the keyed stream: the stream is its results from here on.
-    fn alert(&mut self, alert: AlertSpec, problems: &mut Vec<Problem>) {
+    /// An alert step over the keyed stream: the stream is its results from here on. With sled
+    /// state, it keeps its state under the state directory.
+    fn alert(&mut self, alert: AlertSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(alert.place.path.as_str());
         if self.key_type.is_none() {
             Self::refuse(
@@ -639,7 +643,10 @@ impl Steps {
             self.key_type.flatten(),
             self.layout.clone(),
         ) {
-            Ok((operator, output)) => {
+            Ok((mut operator, output)) => {
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
+                }
                 self.layout = output;
                 self.windowed = true;
                 self.operators.push(OperatorNode::new(name, operator));
@@ -674,11 +681,17 @@ fn stages_for_shape(pattern: &PatternSpec) -> Vec<StageDef> {
 
 /// Where `operator` keeps its state: a directory of its own under the state directory, with
 /// sled state; `None` in memory.
-fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64)> {
+fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64, usize)> {
     match state {
-        StateSpec::Sled { dir, cache_bytes } => {
-            Some((dir.join(state_dir_name(operator)), *cache_bytes))
-        }
+        StateSpec::Sled {
+            dir,
+            cache_bytes,
+            cache_keys,
+        } => Some((
+            dir.join(state_dir_name(operator)),
+            *cache_bytes,
+            *cache_keys,
+        )),
         _ => None,
     }
 }
