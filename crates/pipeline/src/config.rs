@@ -632,7 +632,7 @@ struct Checker {
 #[derive(Debug, Clone)]
 struct BranchDef {
     name: String,
-    source: Option<String>,
+    source: Option<(String, Place)>,
     steps: Vec<StepSpec>,
     place: Place,
 }
@@ -726,6 +726,11 @@ impl Checker {
         }
         self.source_names = sources.iter().map(|source| source.name.clone()).collect();
         self.read_branches(raw.branches);
+        let joins = !self.branches.is_empty()
+            || raw
+                .steps
+                .iter()
+                .any(|step| matches!(step, RawStep::Join(_)));
         let steps = raw
             .steps
             .into_iter()
@@ -816,6 +821,7 @@ impl Checker {
             name: raw.name.unwrap_or_else(|| "pipeline".into()),
             sources,
             steps,
+            joins,
             sinks,
             dead_letters: dead_letters.unwrap_or_else(SinkSpec::stdout),
             late_events,
@@ -1335,22 +1341,24 @@ impl Checker {
                 );
             }
             let branch = branch.value;
-            let source = match &branch.from {
-                Some(from) if !self.source_names.contains(&from.value) => {
+            // A source the pipeline lacks is refused here, and by the plan when a join takes
+            // the branch, in the same words (the same problem is listed once).
+            let source = branch
+                .from
+                .as_ref()
+                .map(|from| (from.value.clone(), place_of(from, format!("{path}.from"))));
+            if let Some((from, from_place)) = &source {
+                if !self.source_names.contains(from) {
                     self.problem(
-                        place_of(from, format!("{path}.from")),
+                        from_place.clone(),
                         format!(
-                            "branch `{}` reads source `{}`, which the pipeline does not have (its sources: {})",
+                            "branch `{}` reads source `{from}`, which the pipeline does not have (its sources: {})",
                             name.value,
-                            from.value,
                             self.source_names.join(", ")
                         ),
                     );
-                    None
                 }
-                Some(from) => Some(from.value.clone()),
-                None => None,
-            };
+            }
             let steps = branch
                 .steps
                 .into_iter()
@@ -1403,7 +1411,13 @@ impl Checker {
             *used = true;
             (branch.source.clone(), branch.steps.clone())
         } else if self.source_names.contains(&name) {
-            (Some(name.clone()), Vec::new())
+            (
+                Some((
+                    name.clone(),
+                    place_of(&input.input, format!("{path}.input")),
+                )),
+                Vec::new(),
+            )
         } else {
             let branches: Vec<&str> = self.branches.iter().map(|(b, _)| b.name.as_str()).collect();
             self.problem(
@@ -1432,7 +1446,10 @@ impl Checker {
                 .map(|prefix| prefix.value)
                 .unwrap_or_else(|| format!("{name}_")),
             name,
-            source,
+            source_place: source
+                .as_ref()
+                .map_or_else(|| place.clone(), |(_, place)| place.clone()),
+            source: source.map(|(source, _)| source),
             steps,
             key: expr_spec(&input.key, format!("{path}.key")),
             delete: input
@@ -1475,7 +1492,10 @@ impl Checker {
                 if let Some(text) = value {
                     checker.problem(
                         place_of(text, format!("{path}.{key}")),
-                        format!("`{key}` does not apply to a {} join", join.kind.value),
+                        format!(
+                            "`{key}` does not apply to {} join",
+                            article(&join.kind.value)
+                        ),
                     );
                 }
             };
@@ -1490,7 +1510,7 @@ impl Checker {
                 None => {
                     checker.problem(
                         place.clone(),
-                        format!("a {} join needs `{key}`", join.kind.value),
+                        format!("{} join needs `{key}`", article(&join.kind.value)),
                     );
                     None
                 }
@@ -1965,6 +1985,15 @@ impl Checker {
             }
         }
         runtime
+    }
+}
+
+/// `word` with its indefinite article: `an interval`, `a window`.
+fn article(word: &str) -> String {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {word}")
+    } else {
+        format!("a {word}")
     }
 }
 

@@ -125,8 +125,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
     let skip_metadata = skips_metadata(&spec.steps);
     // A join whose inputs each name a source reads each with its own schema; otherwise the
     // sources merge into one stream of one schema.
-    let one_schema = !matches!(spec.steps.first(), Some(StepSpec::Join(join))
-        if join.left.source.is_some() && join.right.source.is_some());
+    let one_schema = !spec.joins;
     let (sources, input_layout) = plan_sources(spec.sources, skip_metadata, one_schema, problems);
     let mut steps = Steps::new(input_layout.clone(), spec.runtime.batch_size);
     let source_names: Vec<(&str, &Layout)> = sources
@@ -685,6 +684,20 @@ impl Steps {
             .as_ref()
             .and_then(|name| source_names.iter().find(|(source, _)| source == name))
             .map_or(&self.layout, |(_, layout)| *layout);
+        if input.source.is_none()
+            && source_names
+                .iter()
+                .any(|(_, source_layout)| *source_layout != &self.layout)
+        {
+            Self::refuse(
+                problems,
+                &input.place,
+                format!(
+                    "join input `{}` takes the events of every source, whose schemas differ: name one source with `from`",
+                    input.name
+                ),
+            );
+        }
         let mut branch = Steps::new(layout.clone(), self.batch_size);
         for step in &input.steps {
             match step {
@@ -737,10 +750,15 @@ impl Steps {
             Some(name) => match source_names.iter().position(|(source, _)| source == name) {
                 Some(index) => Some(vec![index]),
                 None => {
+                    let names: Vec<&str> = source_names.iter().map(|(name, _)| *name).collect();
                     Self::refuse(
                         problems,
-                        &input.place,
-                        format!("join input `{}` reads source `{name}`, which the pipeline does not have", input.name),
+                        &input.source_place,
+                        format!(
+                            "branch `{}` reads source `{name}`, which the pipeline does not have (its sources: {})",
+                            input.name,
+                            names.join(", ")
+                        ),
                     );
                     None
                 }

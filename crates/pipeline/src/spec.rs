@@ -40,6 +40,9 @@ pub struct PipelineSpec {
     pub sources: Vec<SourceSpec>,
     /// The steps applied in order.
     pub steps: Vec<StepSpec>,
+    /// Whether a join or a branch was written (even one refused): join inputs read their
+    /// sources by name, so sources need not share one schema (the join checks its inputs).
+    pub joins: bool,
     /// Where results go; each sink receives every result.
     pub sinks: Vec<SinkSpec>,
     /// Where records that failed to decode or evaluate go, with their reason.
@@ -250,6 +253,8 @@ pub struct JoinInputSpec {
     pub name: String,
     /// The source whose events it takes (`None`: every source).
     pub source: Option<String>,
+    /// Where that source was named (a branch's `from`, or the input itself).
+    pub source_place: Place,
     /// Its steps before the join (filters and maps).
     pub steps: Vec<StepSpec>,
     /// The join key, over the input's events after its steps.
