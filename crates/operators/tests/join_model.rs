@@ -183,6 +183,8 @@ struct Stream {
     batches: Vec<usize>,
     restore_at: usize,
     workers: usize,
+    /// How many results a watermark or the end hands on per call.
+    limit: usize,
 }
 
 fn stream(sides: Vec<Side>) -> impl Strategy<Value = Stream> {
@@ -193,8 +195,9 @@ fn stream(sides: Vec<Side>) -> impl Strategy<Value = Stream> {
         proptest::collection::vec(1usize..6, 1..40),
         0usize..=count,
         prop_oneof![Just(1usize), Just(3usize)],
+        prop_oneof![Just(usize::MAX), 1usize..4],
     )
-        .prop_map(move |(rows, bound, batches, restore_at, workers)| {
+        .prop_map(move |(rows, bound, batches, restore_at, workers, limit)| {
             let mut time = 0;
             let mut arrived: Vec<(i64, Input)> = rows
                 .iter()
@@ -221,6 +224,7 @@ fn stream(sides: Vec<Side>) -> impl Strategy<Value = Stream> {
                 batches,
                 restore_at,
                 workers,
+                limit,
             }
         })
 }
@@ -237,7 +241,12 @@ fn side_strategy(lookup: bool) -> impl Strategy<Value = Vec<Side>> {
 /// Runs `stream` through the join `new` builds: one instance up to `restore_at`, a snapshot
 /// split among `workers` instances (events routed by key) to the end. Checks that no result lies
 /// behind the watermark forwarded before it, and returns the results.
-fn run<L: Logic>(stream: &Stream, new: impl Fn() -> Join<L>) -> Vec<Result> {
+fn run<L: Logic>(stream: &Stream, build: impl Fn() -> Join<L>) -> Vec<Result> {
+    let new = || {
+        let mut join = build();
+        join.limit_emission(stream.limit);
+        join
+    };
     let mut instances = vec![new()];
     let mut results = Vec::new();
     // The watermark the join forwarded last: what a downstream operator has been told.
@@ -301,16 +310,36 @@ fn run<L: Logic>(stream: &Stream, new: impl Fn() -> Join<L>) -> Vec<Result> {
         let watermark = max_time - stream.bound;
         let mut next = i64::MAX;
         for instance in &mut instances {
-            let mut out = Output::default();
-            next = next.min(instance.on_watermark(watermark, &mut out));
-            collect(out, forwarded, &mut results);
+            loop {
+                let mut out = Output::default();
+                let forwards = instance.on_watermark(watermark, &mut out);
+                // Bounded emission: past the limit, only the results of the key that
+                // crossed it (a key's results are handed on whole).
+                if let Some(tail) = out.events.get(stream.limit.saturating_sub(1)..) {
+                    assert!(
+                        tail.iter().all(|event| event.key == tail[0].key),
+                        "a call went on to another key past its limit of {}",
+                        stream.limit
+                    );
+                }
+                collect(out, forwarded, &mut results);
+                if !instance.pending() {
+                    next = next.min(forwards);
+                    break;
+                }
+            }
         }
         forwarded = forwarded.max(next);
     }
     for instance in &mut instances {
-        let mut out = Output::default();
-        instance.finish(true, &mut out);
-        collect(out, forwarded, &mut results);
+        loop {
+            let mut out = Output::default();
+            instance.finish(true, &mut out);
+            collect(out, forwarded, &mut results);
+            if !instance.pending() {
+                break;
+            }
+        }
     }
     results
 }

@@ -17,7 +17,7 @@ use crate::spec::{
 use crate::{PipelineError, Result};
 use dataflow_expr::Expr;
 use dataflow_operators::join::{
-    Branches, IntervalJoin, Join, JoinInputs, Lane, LookupJoin, Side, WindowJoin,
+    Branches, IntervalJoin, Join, JoinInputs, Lane, Logic, LookupJoin, Side, WindowJoin,
 };
 use dataflow_operators::pattern::{self as cep, PatternDef, SelectDef, StageDef};
 use dataflow_operators::OperatorNode;
@@ -867,40 +867,45 @@ impl Steps {
             Branches::new(vec![left, right]),
         ));
         let name: Arc<str> = Arc::from(path.as_str());
+        let batch_size = self.batch_size;
         let node = match join.kind {
-            JoinKindSpec::Interval { lower, upper } => OperatorNode::new(
-                name.clone(),
-                Join::new(
-                    name,
-                    IntervalJoin {
-                        lower,
-                        upper,
-                        how: join.how,
-                    },
-                    inputs,
-                ),
-            ),
-            JoinKindSpec::Window { size, slide } => OperatorNode::new(
-                name.clone(),
-                Join::new(
-                    name,
-                    WindowJoin {
-                        size,
-                        slide,
-                        how: join.how,
-                    },
-                    inputs,
-                ),
-            ),
-            JoinKindSpec::Lookup => OperatorNode::new(
-                name.clone(),
-                Join::new(name, LookupJoin { how: join.how }, inputs),
-            ),
+            JoinKindSpec::Interval { lower, upper } => {
+                let logic = IntervalJoin {
+                    lower,
+                    upper,
+                    how: join.how,
+                };
+                bounded_join(name, logic, inputs, batch_size)
+            }
+            JoinKindSpec::Window { size, slide } => {
+                let logic = WindowJoin {
+                    size,
+                    slide,
+                    how: join.how,
+                };
+                bounded_join(name, logic, inputs, batch_size)
+            }
+            JoinKindSpec::Lookup => {
+                bounded_join(name, LookupJoin { how: join.how }, inputs, batch_size)
+            }
         };
         self.operators.push(node);
         self.layout = Layout::Row(Arc::new(schema));
         self.key_type = Some(key_type);
     }
+}
+
+/// A join named `name` doing what `logic` does, handing on at most `batch_size` results (and
+/// a key's whole) per call of a watermark or the end.
+fn bounded_join<L: Logic + 'static>(
+    name: Arc<str>,
+    logic: L,
+    inputs: JoinInputs,
+    batch_size: usize,
+) -> OperatorNode {
+    let mut join = Join::new(name.clone(), logic, inputs);
+    join.limit_emission(batch_size);
+    OperatorNode::new(name, join)
 }
 
 /// The stages of `pattern` with placeholder conditions, for the shape rules (which read only

@@ -286,6 +286,13 @@ pub struct Join<L: Logic> {
     watermark: i64,
     seq: u64,
     counters: JoinCounters,
+    /// How many results a watermark or the end hands on at once (every key's results whole):
+    /// past it the operator is [`Operator::pending`] and goes on at the next call.
+    emit_limit: usize,
+    pending: bool,
+    /// At the end of input: the keys still to finish, in descending order (popped from the
+    /// back); `None` before the end.
+    finishing: Option<Vec<Value>>,
 }
 
 impl<L: Logic> std::fmt::Debug for Join<L> {
@@ -310,7 +317,16 @@ impl<L: Logic> Join<L> {
             watermark: i64::MIN,
             seq: 0,
             counters: JoinCounters::default(),
+            emit_limit: usize::MAX,
+            pending: false,
+            finishing: None,
         }
+    }
+
+    /// Hands on at most about `limit` results per call of a watermark or the end (a key's
+    /// results whole), the rest at the next call ([`Operator::pending`]).
+    pub fn limit_emission(&mut self, limit: usize) {
+        self.emit_limit = limit.max(1);
     }
 
     /// What it has matched and not matched so far.
@@ -438,25 +454,35 @@ impl<L: Logic> Operator for Join<L> {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
-        if watermark > self.watermark {
-            self.watermark = watermark;
-            while let Some((&due, _)) = self.timers.first_key_value() {
-                if due > watermark {
-                    break;
+        // Called again with the same watermark while pending: goes on with the keys left due.
+        self.watermark = self.watermark.max(watermark);
+        self.pending = false;
+        let emitted = out.events.len();
+        while let Some((&due, _)) = self.timers.first_key_value() {
+            if due > self.watermark {
+                break;
+            }
+            if out.events.len() - emitted >= self.emit_limit {
+                self.pending = true;
+                break;
+            }
+            let Some((due, mut keys)) = self.timers.pop_first() else {
+                break;
+            };
+            while let Some(key) = keys.pop() {
+                if self.wake.get(&key) != Some(&due) {
+                    continue;
                 }
-                let Some((due, keys)) = self.timers.pop_first() else {
+                self.wake.remove(&key);
+                if let Some(state) = self.keys.get_mut(&key) {
+                    let mut emit = Self::emit(out, &mut self.counters, &self.inputs);
+                    self.logic.advance(&key, state, self.watermark, &mut emit);
+                }
+                self.reschedule(key);
+                if out.events.len() - emitted >= self.emit_limit && !keys.is_empty() {
+                    // The keys of this time not yet run wait for the next call.
+                    self.timers.entry(due).or_default().append(&mut keys);
                     break;
-                };
-                for key in keys {
-                    if self.wake.get(&key) != Some(&due) {
-                        continue;
-                    }
-                    self.wake.remove(&key);
-                    if let Some(state) = self.keys.get_mut(&key) {
-                        let mut emit = Self::emit(out, &mut self.counters, &self.inputs);
-                        self.logic.advance(&key, state, watermark, &mut emit);
-                    }
-                    self.reschedule(key);
                 }
             }
         }
@@ -464,19 +490,36 @@ impl<L: Logic> Operator for Join<L> {
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
+        self.pending = false;
         if !fire {
             return;
         }
-        let mut keys: Vec<Value> = self.keys.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
+        let mut remaining = match self.finishing.take() {
+            Some(remaining) => remaining,
+            None => {
+                let mut keys: Vec<Value> = self.keys.keys().cloned().collect();
+                keys.sort_by(|a, b| b.cmp(a));
+                keys
+            }
+        };
+        let emitted = out.events.len();
+        while let Some(key) = remaining.pop() {
             if let Some(mut state) = self.keys.remove(&key) {
                 let mut emit = Self::emit(out, &mut self.counters, &self.inputs);
                 self.logic.finish(&key, &mut state, &mut emit);
             }
+            if out.events.len() - emitted >= self.emit_limit && !remaining.is_empty() {
+                self.pending = true;
+                self.finishing = Some(remaining);
+                return;
+            }
         }
         self.timers.clear();
         self.wake.clear();
+    }
+
+    fn pending(&self) -> bool {
+        self.pending
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
