@@ -227,7 +227,8 @@ pub trait Logic: Send {
         emit: &mut Emit<'_>,
     );
 
-    /// The watermark reached `watermark` (at least [`Logic::due`] of the key).
+    /// Event time reached `watermark` for the key: the time it was due at ([`Logic::due`]),
+    /// which the watermark has reached; everything due before was run before.
     fn advance(&self, key: &Value, state: &mut Self::State, watermark: i64, emit: &mut Emit<'_>);
 
     /// The input ended: emit everything the key still owes.
@@ -458,6 +459,10 @@ impl<L: Logic> Operator for Join<L> {
         self.watermark = self.watermark.max(watermark);
         self.pending = false;
         let emitted = out.events.len();
+        // Keys run at the times they are due, in time order then key order, each advanced to
+        // that time only (it may be due again before the watermark): so the results come in
+        // the same order however the watermark advanced, in one step or many, and a run
+        // restored from a checkpoint repeats the order of a run never stopped.
         while let Some((&due, _)) = self.timers.first_key_value() {
             if due > self.watermark {
                 break;
@@ -469,19 +474,23 @@ impl<L: Logic> Operator for Join<L> {
             let Some((due, mut keys)) = self.timers.pop_first() else {
                 break;
             };
-            while let Some(key) = keys.pop() {
+            keys.sort();
+            keys.dedup();
+            let mut keys = keys.into_iter();
+            while let Some(key) = keys.next() {
                 if self.wake.get(&key) != Some(&due) {
+                    // A stale entry: the key is due at another time.
                     continue;
                 }
                 self.wake.remove(&key);
                 if let Some(state) = self.keys.get_mut(&key) {
                     let mut emit = Self::emit(out, &mut self.counters, &self.inputs);
-                    self.logic.advance(&key, state, self.watermark, &mut emit);
+                    self.logic.advance(&key, state, due, &mut emit);
                 }
                 self.reschedule(key);
-                if out.events.len() - emitted >= self.emit_limit && !keys.is_empty() {
+                if out.events.len() - emitted >= self.emit_limit && keys.len() > 0 {
                     // The keys of this time not yet run wait for the next call.
-                    self.timers.entry(due).or_default().append(&mut keys);
+                    self.timers.entry(due).or_default().extend(keys);
                     break;
                 }
             }
