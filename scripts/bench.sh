@@ -13,7 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SIZES=${SIZES:-"1000000 10000000"}
+SIZES=${SIZES-"1000000 10000000"}
+if [ -z "${SIZES// /}" ]; then
+  echo "SIZES is set but empty: name at least one number of events (SIZES=1000000)" >&2
+  exit 2
+fi
 WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4"}
 DIR=target/bench
 mkdir -p "$DIR/out"

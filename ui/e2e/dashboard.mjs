@@ -135,6 +135,8 @@ try {
   const ids = (await page.locator('tr[data-id]').evaluateAll((els) => els.map((e) => Number(e.dataset.id)))).sort((a, b) => a - b);
   const newest = ids[ids.length - 1];
   await until('the mean checkpoint duration', () => page.locator('.durations').textContent(), (t) => /on average over the \d+ checkpoint/.test(t));
+  const took = await page.locator(`tr[data-id="${newest}"] td.duration`).textContent();
+  check(/^\d+(\.\d)? (ms|s)$/.test(took.trim()), `checkpoint ${newest} shows its own duration, not "${took}"`);
   const oldest = ids[0];
   await page.click(`tr[data-id="${newest}"] button.verify`);
   await page.locator(`.verified[data-id="${newest}"]`).waitFor();

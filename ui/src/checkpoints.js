@@ -1,4 +1,4 @@
-// Checkpoints: the list (id, time, size, status), verify one, the diff of two, take one now,
+// Checkpoints: the list (id, time, size, duration, status), verify one, the diff of two, take one now,
 // and restore: a dry run shows what would be restored and dropped, a confirmation restores,
 // and the page follows the status until the pipeline runs again from the checkpoint.
 
@@ -54,12 +54,12 @@ export class Checkpoints {
     this.renderList();
   }
 
-  /** The mean duration from /metrics: the checkpoints do not store their own. */
+  /** The mean duration from /metrics, over the checkpoints this process took. */
   async refreshDurations() {
     try {
       const mean = meanCheckpointDuration(await getText('/metrics'));
       this.durations.textContent = mean
-        ? `duration: ${duration(mean.ms)} on average over the ${mean.count} checkpoint(s) this process took (per-checkpoint durations are not stored)`
+        ? `duration: ${duration(mean.ms)} on average over the ${mean.count} checkpoint(s) this process took`
         : 'duration: no checkpoint completed by this process yet';
     } catch (error) {
       this.durations.textContent = `duration unknown: ${error.message}`;
@@ -76,7 +76,7 @@ export class Checkpoints {
         h(
           'table',
           { class: 'table checkpoints' },
-          h('thead', {}, h('tr', {}, ['id', 'taken (UTC)', 'size', 'status', ''].map((t) => h('th', {}, t)))),
+          h('thead', {}, h('tr', {}, ['id', 'taken (UTC)', 'size', 'duration', 'status', ''].map((t) => h('th', {}, t)))),
           h(
             'tbody',
             {},
@@ -87,6 +87,7 @@ export class Checkpoints {
                 h('td', { class: 'num' }, row.id),
                 h('td', { class: 'mono' }, row.created_at ? instant(Date.parse(row.created_at)) : '—'),
                 h('td', { class: 'num' }, bytes(row.bytes)),
+                h('td', { class: 'num duration' }, duration(row.duration_ms)),
                 h('td', {}, row.status),
                 h(
                   'td',

@@ -429,14 +429,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match cli.output {
                 Output::Json => out!("{}", serde_json::to_string_pretty(&rows)?),
                 Output::Table => {
-                    out!("{:>20}  {:<24}  {:>12}  STATUS", "ID", "CREATED", "BYTES");
+                    out!(
+                        "{:>20}  {:<24}  {:>12}  {:>10}  STATUS",
+                        "ID",
+                        "CREATED",
+                        "BYTES",
+                        "DURATION"
+                    );
                     for row in &rows {
                         out!(
-                            "{:>20}  {:<24}  {:>12}  {}",
+                            "{:>20}  {:<24}  {:>12}  {:>10}  {}",
                             row.id,
                             row.created_at.as_deref().unwrap_or("-"),
                             row.bytes
                                 .map(|b| b.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            row.duration_ms
+                                .map(|ms| format!("{ms} ms"))
                                 .unwrap_or_else(|| "-".into()),
                             row.status
                         );
@@ -723,6 +732,9 @@ fn print_manifest(manifest: &Manifest) {
     out!("  created:     {}", manifest.created_at);
     out!("  fingerprint: {}", manifest.pipeline_fingerprint);
     out!("  watermark:   {}", manifest.watermark);
+    if let Some(ms) = manifest.duration_ms {
+        out!("  duration:    {ms} ms");
+    }
     out!(
         "  data file:   {} bytes, sha256 {}",
         manifest.data_file_size,

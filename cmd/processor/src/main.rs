@@ -92,6 +92,7 @@ enum ProfileArg {
     Bids,
     Clicks,
     Cards,
+    Nexmark,
 }
 
 fn main() -> ExitCode {
@@ -137,6 +138,7 @@ fn main() -> ExitCode {
                     ProfileArg::Bids => Profile::Bids,
                     ProfileArg::Clicks => Profile::Clicks,
                     ProfileArg::Cards => Profile::Cards,
+                    ProfileArg::Nexmark => Profile::Nexmark,
                 },
                 count: Some(count),
                 seed,

@@ -8,25 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod admin_bin;
+use admin_bin::admin_binary;
+
 const TOKEN: &str = "e2e-t0ken";
 
 fn processor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_processor"))
-}
-
-/// The `admin` binary beside `processor` (built by `cargo test --workspace`; built here when
-/// only this package's tests run).
-fn admin_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_processor")).with_file_name("admin");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "dataflow-admin", "--bin", "admin"])
-            .status()
-            .expect("build admin");
-        assert!(status.success(), "cannot build admin");
-    }
-    path
 }
 
 struct Admin {
@@ -134,6 +122,7 @@ fn config(dir: &Path, live: bool) -> PathBuf {
 
 #[test]
 fn admin_drives_a_running_processor_and_a_restore_replays_from_the_checkpoint() {
+    let admin_binary = admin_binary();
     // The reference: the same pipeline, uninterrupted.
     let reference = tempfile::tempdir().expect("temp dir");
     let status = processor()
@@ -167,7 +156,7 @@ fn admin_drives_a_running_processor_and_a_restore_replays_from_the_checkpoint() 
         std::fs::read_to_string(&address_file).ok()
     });
     let admin = Admin {
-        binary: admin_binary(),
+        binary: admin_binary,
         url: format!("http://{address}"),
     };
 
@@ -180,13 +169,16 @@ fn admin_drives_a_running_processor_and_a_restore_replays_from_the_checkpoint() 
     // was asked for, and none that is not stored after (the run retains all it takes).
     let checkpoint_dir = dir.path().join("checkpoints");
     let stored_before = stored_ids(&checkpoint_dir);
-    let listed: BTreeSet<u64> = admin
-        .json(&["checkpoints", "list"])
-        .as_array()
-        .expect("a list")
+    let rows = admin.json(&["checkpoints", "list"]);
+    let rows = rows.as_array().expect("a list");
+    let listed: BTreeSet<u64> = rows
         .iter()
         .map(|row| row["id"].as_u64().expect("an id"))
         .collect();
+    // Each checkpoint this run took records how long it took, from its trigger.
+    for row in rows {
+        assert!(row["duration_ms"].is_u64(), "no duration in {row}");
+    }
     let table = admin.ok(&["checkpoints", "list"]);
     let stored_after = stored_ids(&checkpoint_dir);
     assert!(
@@ -209,6 +201,7 @@ fn admin_drives_a_running_processor_and_a_restore_replays_from_the_checkpoint() 
     }
     let manifest = admin.json(&["checkpoints", "show", &older.to_string()]);
     assert_eq!(manifest["id"], older);
+    assert!(manifest["duration_ms"].is_u64(), "{manifest}");
     assert_eq!(manifest["sources"][0]["name"], "bids", "{manifest}");
     assert_eq!(manifest["sources"].as_array().map(Vec::len), Some(1));
     let operators = manifest["operators"].as_array().expect("operators");

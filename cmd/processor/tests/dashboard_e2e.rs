@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod admin_bin;
+use admin_bin::admin_binary;
+
 const TOKEN: &str = "dashboard-e2e-t0ken";
 
 fn workspace() -> PathBuf {
@@ -27,20 +30,6 @@ fn target_dir() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| workspace().join("target"))
-}
-
-/// The `admin` binary beside `processor`, built when only this package's tests run.
-fn admin_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_processor")).with_file_name("admin");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "dataflow-admin", "--bin", "admin"])
-            .status()
-            .expect("build admin");
-        assert!(status.success(), "cannot build admin");
-    }
-    path
 }
 
 /// Kills the processor however the test ends.
@@ -83,6 +72,7 @@ api: { listen: \"127.0.0.1:0\", token_env: DATAFLOW_DASHBOARD_TOKEN }
 
 #[test]
 fn the_dashboard_shows_the_pipeline_and_restores_a_checkpoint_in_a_browser() {
+    let admin_binary = admin_binary();
     let deps = Command::new("bash")
         .arg(workspace().join("scripts/ui-test-deps.sh"))
         .arg("--browser")
@@ -141,7 +131,7 @@ fn the_dashboard_shows_the_pipeline_and_restores_a_checkpoint_in_a_browser() {
     }
 
     // `admin status` says the running pipeline was restored from the checkpoint the page chose.
-    let admin = Command::new(admin_binary())
+    let admin = Command::new(&admin_binary)
         .args(["--output", "json", "status"])
         .env("DATAFLOW_URL", &url)
         .env("DATAFLOW_TOKEN", TOKEN)

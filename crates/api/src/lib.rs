@@ -121,6 +121,10 @@ pub struct CheckpointSummary {
     pub created_at: Option<String>,
     /// Its data file's size, if it verifies.
     pub bytes: Option<u64>,
+    /// How long it took from its trigger until every sink acknowledged its barrier, in
+    /// milliseconds, if it verifies and its manifest records it.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
     /// `valid`, or `invalid: <reason>`.
     pub status: String,
     /// Whether it passed its checks.
@@ -139,6 +143,7 @@ impl CheckpointSummary {
                     id: entry.id.0,
                     created_at: Some(manifest.created_at),
                     bytes: Some(manifest.data_file_size),
+                    duration_ms: manifest.duration_ms,
                     status: "valid".into(),
                     verified: true,
                 },
@@ -146,6 +151,7 @@ impl CheckpointSummary {
                     id: entry.id.0,
                     created_at: None,
                     bytes: None,
+                    duration_ms: None,
                     status: format!("invalid: {error}"),
                     verified: false,
                 },

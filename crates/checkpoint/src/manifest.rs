@@ -37,6 +37,13 @@ pub struct Manifest {
     pub data_file_size: u64,
     /// The sha256 of the data file's payload, lowercase hex.
     pub payload_sha256: String,
+    /// How long the checkpoint took, in milliseconds, from the coordinator's trigger until its
+    /// data file was durable: the barrier's way through the queues, the alignment, the
+    /// snapshot, the sinks' flushes and the write. Recorded when saved, not derived from the
+    /// data file, so it is not checked against it; absent in checkpoints written before it
+    /// existed or saved without a timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 /// The summary of one operator's state in a [`Manifest`].
@@ -77,6 +84,7 @@ impl Manifest {
             codec: CODEC_BINCODE_STANDARD,
             data_file_size: HEADER_LEN as u64 + header.payload_len,
             payload_sha256: codec::hex(&header.sha256),
+            duration_ms: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tracing::{info, warn};
 
@@ -35,7 +36,13 @@ pub struct CheckpointEntry {
 pub trait CheckpointStorage: Send + Sync {
     /// Writes `checkpoint` durably and returns its manifest. On error nothing that
     /// [`list`](Self::list) reports is left behind.
-    fn save(&self, checkpoint: &Checkpoint) -> Result<Manifest>;
+    fn save(&self, checkpoint: &Checkpoint) -> Result<Manifest> {
+        self.save_timed(checkpoint, None)
+    }
+
+    /// [`save`](Self::save), recording in the manifest how long the checkpoint took: from
+    /// `triggered` (when its barrier was asked for) until its data file was durable.
+    fn save_timed(&self, checkpoint: &Checkpoint, triggered: Option<Instant>) -> Result<Manifest>;
 
     /// Reads checkpoint `id`, checking every byte of it and that its manifest agrees.
     fn load(&self, id: CheckpointId) -> Result<Checkpoint>;
@@ -329,7 +336,14 @@ impl LocalStorage {
 
     /// Writes the checkpoint's files into the temporary directory and renames it; on error
     /// removes what it wrote, so no complete-looking directory is left.
-    fn write(&self, id: CheckpointId, data: &[u8], manifest: &[u8]) -> Result<()> {
+    /// Writes `data`, then the manifest `manifest` makes once the data is durable (so that it
+    /// can say how long everything up to then took), into a new checkpoint directory.
+    fn write(
+        &self,
+        id: CheckpointId,
+        data: &[u8],
+        manifest: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<()> {
         let tmp = self.tmp_dir(id);
         let done = self.checkpoint_dir(id);
         let io_error = |action: String| move |e| CheckpointError::io(Some(id), action, e);
@@ -343,12 +357,14 @@ impl LocalStorage {
             .create_dir(&tmp)
             .map_err(io_error(format!("create directory {}", tmp.display())))?;
         let before_rename = (|| {
-            for (name, contents) in [(DATA_FILE, data), (MANIFEST_FILE, manifest)] {
+            let write = |name: &str, contents: &[u8]| {
                 let path = tmp.join(name);
                 self.fs
                     .write_file_synced(&path, contents)
-                    .map_err(io_error(format!("write and fsync {}", path.display())))?;
-            }
+                    .map_err(io_error(format!("write and fsync {}", path.display())))
+            };
+            write(DATA_FILE, data)?;
+            write(MANIFEST_FILE, &manifest()?)?;
             self.fs
                 .sync_dir(&tmp)
                 .map_err(io_error(format!("fsync directory {}", tmp.display())))?;
@@ -531,7 +547,7 @@ impl LocalStorage {
 }
 
 impl CheckpointStorage for LocalStorage {
-    fn save(&self, checkpoint: &Checkpoint) -> Result<Manifest> {
+    fn save_timed(&self, checkpoint: &Checkpoint, triggered: Option<Instant>) -> Result<Manifest> {
         let id = checkpoint.id;
         let done = self.checkpoint_dir(id);
         if done.exists() {
@@ -556,15 +572,18 @@ impl CheckpointStorage for LocalStorage {
             payload_len: encoded.payload_len(),
             sha256: encoded.sha256,
         };
-        let manifest = Manifest::describe(checkpoint, &header);
-        let json = manifest
-            .to_json()
-            .map_err(|message| CheckpointError::Encode {
-                checkpoint: id,
-                what: "manifest",
-                message,
-            })?;
-        self.write(id, &encoded.bytes, &json)?;
+        let mut manifest = Manifest::describe(checkpoint, &header);
+        self.write(id, &encoded.bytes, || {
+            manifest.duration_ms =
+                triggered.map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+            manifest
+                .to_json()
+                .map_err(|message| CheckpointError::Encode {
+                    checkpoint: id,
+                    what: "manifest",
+                    message,
+                })
+        })?;
         self.retention.lock().record_saved(id.0);
         self.apply_retention();
         Ok(manifest)

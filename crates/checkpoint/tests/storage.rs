@@ -732,3 +732,34 @@ fn ids_cannot_name_paths() {
         storage.dir().join("00000000000000000000")
     );
 }
+
+#[test]
+fn a_timed_save_records_its_duration_in_the_manifest_only() {
+    let (_dir, storage) = open(5);
+    let triggered = std::time::Instant::now() - std::time::Duration::from_millis(42);
+    let before = std::time::Instant::now();
+    let manifest = storage.save_timed(&sample(1), Some(triggered)).unwrap();
+    let at_most = 42 + before.elapsed().as_millis() as u64;
+    let took = manifest.duration_ms.expect("a duration");
+    assert!((42..=at_most).contains(&took), "{took} ms");
+    // It is read back, and verifying does not compare it with the data file.
+    assert_eq!(
+        storage.verify(CheckpointId(1)).unwrap().duration_ms,
+        Some(took)
+    );
+    assert_eq!(
+        storage.manifest(CheckpointId(1)).unwrap().duration_ms,
+        Some(took)
+    );
+    assert_eq!(storage.load(CheckpointId(1)).unwrap(), sample(1));
+    let json = fs::read_to_string(manifest_path(&storage, 1)).unwrap();
+    assert!(json.contains(&format!("\"duration_ms\": {took}")), "{json}");
+
+    // An untimed save writes no duration, and such a manifest (as written before durations
+    // existed) still verifies.
+    let manifest = storage.save(&sample(2)).unwrap();
+    assert_eq!(manifest.duration_ms, None);
+    let json = fs::read_to_string(manifest_path(&storage, 2)).unwrap();
+    assert!(!json.contains("duration_ms"), "{json}");
+    assert_eq!(storage.verify(CheckpointId(2)).unwrap().duration_ms, None);
+}

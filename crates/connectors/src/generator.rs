@@ -5,11 +5,15 @@
 //! [`Generator::seek`] is O(1), and a pipeline restored from a checkpoint that stored
 //! [`Generator::position`] replays exactly the events it would have seen.
 //!
-//! Two profiles are built in:
+//! Four profiles are built in:
 //!
 //! * [`Profile::Bids`], after the Nexmark benchmark: bids on a slowly rotating set of active
 //!   auctions, with skewed prices and weighted sales channels.
+//! * [`Profile::Nexmark`]: the Nexmark benchmark's own stream of persons, auctions and bids in
+//!   its proportions 1:3:46, every key naming an entity generated before it (see
+//!   [`Generator::schema`] for the one payload schema the three kinds share).
 //! * [`Profile::Clicks`]: a user click stream, mostly `user_click` events with some `page_view`s.
+//! * [`Profile::Cards`]: card charges, for the fraud pattern.
 //!
 //! Event times advance at [`GeneratorConfig::events_per_second`] from
 //! [`GeneratorConfig::start_time`], each pulled back by up to
@@ -58,6 +62,61 @@ pub const FIRST_BIDDER_ID: u64 = 1_000;
 /// `0..auctions`.
 pub const AUCTION_ROTATION_EVENTS: u64 = 100;
 
+/// Nexmark: the id of the first person.
+pub const FIRST_PERSON_ID: u64 = 1_000;
+
+/// Nexmark: the id of the first category; auctions fall in `NEXMARK_CATEGORIES` of them.
+pub const FIRST_CATEGORY_ID: u64 = 10;
+
+/// Nexmark: the number of auction categories.
+pub const NEXMARK_CATEGORIES: u64 = 5;
+
+/// Nexmark: out of every [`NEXMARK_CYCLE`] events, the first is a person, the next three are
+/// auctions and the other 46 are bids (the benchmark's proportions 1:3:46).
+pub const NEXMARK_CYCLE: u64 = 50;
+
+/// Nexmark: how many of the newest auctions a bid that is not on the hot auction may name.
+pub const NEXMARK_IN_FLIGHT_AUCTIONS: u64 = 100;
+
+/// Nexmark: how many of the newest persons a bidder or seller that is not hot may be.
+pub const NEXMARK_ACTIVE_PEOPLE: u64 = 1_000;
+
+/// Nexmark: one bid in `HOT_AUCTION_RATIO` names a recent auction, the others the hot one.
+const HOT_AUCTION_RATIO: u64 = 2;
+
+/// Nexmark: one bidder (and one seller) in `HOT_PERSON_RATIO` is a recent person, the others
+/// the hot one.
+const HOT_PERSON_RATIO: u64 = 4;
+
+/// Nexmark: one bid in `HOT_CHANNEL_RATIO` comes from a channel of its own.
+const HOT_CHANNEL_RATIO: u64 = 100;
+
+/// Nexmark: the channels most bids come from.
+const NEXMARK_CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
+
+/// Nexmark: what persons are named, first and last.
+const FIRST_NAMES: [&str; 11] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: [&str; 9] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
+
+/// Nexmark: where persons live.
+const CITIES: [&str; 10] = [
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
+const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+
 /// How often (in events) [`Generator::write_jsonl`] reports progress.
 pub const PROGRESS_EVERY: u64 = 65_536;
 
@@ -87,6 +146,29 @@ const PAGES: [(&str, u64); 10] = [
     ("/login", 4),
 ];
 
+/// The fields of the Nexmark profile's one schema, all nullable: see [`Generator::schema`].
+pub const NEXMARK_FIELDS: &[(&str, FieldType)] = &[
+    ("id", FieldType::Int),
+    ("name", FieldType::String),
+    ("email_address", FieldType::String),
+    ("credit_card", FieldType::String),
+    ("city", FieldType::String),
+    ("state", FieldType::String),
+    ("item_name", FieldType::String),
+    ("description", FieldType::String),
+    ("initial_bid", FieldType::Int),
+    ("reserve", FieldType::Int),
+    ("date_time", FieldType::Timestamp),
+    ("expires", FieldType::Timestamp),
+    ("seller", FieldType::Int),
+    ("category", FieldType::Int),
+    ("auction", FieldType::Int),
+    ("bidder", FieldType::Int),
+    ("price", FieldType::Int),
+    ("channel", FieldType::String),
+    ("url", FieldType::String),
+];
+
 /// What kind of events a generator makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,6 +180,9 @@ pub enum Profile {
     /// Card transactions, for the fraud pattern: `card`, `amount` (a float), `merchant`; one
     /// in twenty charges is small (under 2), three in a hundred large (500 and more).
     Cards,
+    /// The Nexmark benchmark's persons, auctions and bids (1:3:46), in one schema: see
+    /// [`Generator::schema`].
+    Nexmark,
 }
 
 impl Profile {
@@ -107,6 +192,7 @@ impl Profile {
             Profile::Bids => "bids",
             Profile::Clicks => "clicks",
             Profile::Cards => "cards",
+            Profile::Nexmark => "nexmark",
         }
     }
 }
@@ -122,11 +208,12 @@ impl FromStr for Profile {
 
     fn from_str(text: &str) -> Result<Self> {
         match text {
-            "bids" | "bid" | "nexmark" => Ok(Profile::Bids),
+            "bids" | "bid" => Ok(Profile::Bids),
             "clicks" | "click" => Ok(Profile::Clicks),
             "cards" | "card" => Ok(Profile::Cards),
+            "nexmark" => Ok(Profile::Nexmark),
             other => Err(ConnectorError::InvalidGenerator(format!(
-                "unknown profile `{other}`: expected bids, clicks or cards"
+                "unknown profile `{other}`: expected bids, clicks, cards or nexmark"
             ))),
         }
     }
@@ -147,7 +234,8 @@ pub struct GeneratorConfig {
     pub events_per_second: u64,
     /// Each event's time is its base time minus a uniform draw from `0..=max_disorder_ms`.
     pub max_disorder_ms: i64,
-    /// Bids: how many distinct auctions are active at any time.
+    /// Bids: how many distinct auctions are active at any time. (Nexmark keeps the benchmark's
+    /// own numbers: [`NEXMARK_IN_FLIGHT_AUCTIONS`], [`NEXMARK_ACTIVE_PEOPLE`].)
     pub auctions: u64,
     /// Bids: how many distinct bidders there are.
     pub bidders: u64,
@@ -178,6 +266,14 @@ struct Names {
     user_click: Arc<str>,
     page_view: Arc<str>,
     charge: Arc<str>,
+    person: Arc<str>,
+    auction: Arc<str>,
+    /// Nexmark: every first and last name, `FIRST_NAMES[i / 9] LAST_NAMES[i % 9]`.
+    full_names: Vec<Arc<str>>,
+    cities: Vec<Arc<str>>,
+    states: Vec<Arc<str>>,
+    /// Nexmark: the hot channels with their urls.
+    nexmark_channels: Vec<(Arc<str>, Arc<str>)>,
     channels: Vec<(Arc<str>, u64)>,
     pages: Vec<(Arc<str>, u64)>,
     users: Vec<Arc<str>>,
@@ -199,6 +295,24 @@ impl Names {
             user_click: Arc::from("user_click"),
             page_view: Arc::from("page_view"),
             charge: Arc::from("charge"),
+            person: Arc::from("person"),
+            auction: Arc::from("auction"),
+            full_names: FIRST_NAMES
+                .iter()
+                .flat_map(|first| LAST_NAMES.iter().map(move |last| format!("{first} {last}")))
+                .map(|name| Arc::from(name.as_str()))
+                .collect(),
+            cities: CITIES.iter().map(|&city| Arc::from(city)).collect(),
+            states: STATES.iter().map(|&state| Arc::from(state)).collect(),
+            nexmark_channels: NEXMARK_CHANNELS
+                .iter()
+                .enumerate()
+                .map(|(number, &name)| {
+                    let url =
+                        format!("https://www.nexmark.com/item.htm?query=1&channel_id={number}");
+                    (Arc::from(name), Arc::from(url.as_str()))
+                })
+                .collect(),
             channels: CHANNELS
                 .iter()
                 .map(|&(name, weight)| (Arc::from(name), weight))
@@ -250,6 +364,7 @@ impl Generator {
             Profile::Bids => 0x6269_6473,
             Profile::Clicks => 0x636c_6963_6b73,
             Profile::Cards => 0x0063_6172_6473,
+            Profile::Nexmark => 0x006e_6578_6d61_726b,
         };
         Ok(Generator {
             key: mix64(config.seed ^ mix64(salt)),
@@ -261,6 +376,14 @@ impl Generator {
     }
 
     /// The payload schema of `profile`'s events.
+    ///
+    /// The three kinds of Nexmark events share one schema, the union of their fields in the
+    /// order of [`NEXMARK_FIELDS`]: a person sets `id`, `name`, `email_address`, `credit_card`,
+    /// `city`, `state` and `date_time`; an auction `id`, `item_name`, `description`,
+    /// `initial_bid`, `reserve`, `date_time`, `expires`, `seller` and `category`; a bid
+    /// `auction`, `bidder`, `price`, `channel`, `url` and `date_time`. Every other field is null,
+    /// and the event's type (`type` in expressions) says which kind it is: `person`, `auction`
+    /// or `bid`.
     pub fn schema(profile: Profile) -> Schema {
         let fields: &[(&str, FieldType)] = match profile {
             Profile::Bids => &[
@@ -280,9 +403,15 @@ impl Generator {
                 ("amount", FieldType::Float),
                 ("merchant", FieldType::String),
             ],
+            Profile::Nexmark => NEXMARK_FIELDS,
         };
-        Schema::new(fields.iter().copied())
-            .expect("the built-in schemas have unique, non-empty names")
+        let nullable = profile == Profile::Nexmark;
+        Schema::from_fields(fields.iter().map(|&(name, ty)| dataflow_event::Field {
+            name: name.into(),
+            ty,
+            nullable,
+        }))
+        .expect("the built-in schemas have unique, non-empty names")
     }
 
     /// The layout of this generator's events.
@@ -314,13 +443,19 @@ impl Generator {
             Profile::Bids => self.bid(index, &mut rng),
             Profile::Clicks => self.click(&mut rng),
             Profile::Cards => self.charge(&mut rng),
+            Profile::Nexmark => self.nexmark(index, event_time, &mut rng),
         };
-        let mut id = StackStr::new();
-        id.push_str(self.config.profile.name());
-        id.push_str("-");
-        id.push_u64(index);
+        // A Nexmark event has no id of its own: persons and auctions carry theirs in the
+        // payload's `id`, which is also the field a JSON Lines reader takes ids from.
+        let id = (self.config.profile != Profile::Nexmark).then(|| {
+            let mut id = StackStr::new();
+            id.push_str(self.config.profile.name());
+            id.push_str("-");
+            id.push_u64(index);
+            Arc::from(id.as_str())
+        });
         Event {
-            id: Some(Arc::from(id.as_str())),
+            id,
             kind: Some(kind),
             event_time,
             processing_time: 0,
@@ -360,6 +495,107 @@ impl Generator {
             Value::Str(Arc::from(url.as_str())),
         ];
         (Arc::clone(&self.names.bid), values)
+    }
+
+    /// Nexmark event `index`: a person, an auction or a bid by its place in its cycle of
+    /// [`NEXMARK_CYCLE`] events. Ids count up in stream order, so the persons and auctions that
+    /// exist when event `index` is generated are known from `index` alone.
+    fn nexmark(&self, index: u64, time: i64, rng: &mut SplitMix64) -> (Arc<str>, Vec<Value>) {
+        let cycle = index / NEXMARK_CYCLE;
+        let offset = index % NEXMARK_CYCLE;
+        // The newest person, counted from 0: the one of this cycle, made at its offset 0.
+        let last_person = cycle;
+        let mut values = vec![Value::Null; NEXMARK_FIELDS.len()];
+        let id = |n: u64| Value::Int(to_i64(n));
+        values[10] = Value::Int(time);
+        match offset {
+            0 => {
+                values[0] = id(FIRST_PERSON_ID.saturating_add(cycle));
+                let name = rng.below(self.names.full_names.len() as u64) as usize;
+                values[1] = Value::Str(Arc::clone(&self.names.full_names[name]));
+                let mut email = StackStr::new();
+                push_letters(&mut email, rng, 3, 10);
+                email.push_str("@");
+                push_letters(&mut email, rng, 3, 10);
+                email.push_str(".com");
+                values[2] = Value::Str(Arc::from(email.as_str()));
+                let mut card = StackStr::new();
+                for group in 0..4 {
+                    if group > 0 {
+                        card.push_str(" ");
+                    }
+                    let digits = rng.below(10_000);
+                    for power in [1_000, 100, 10, 1] {
+                        card.push_u64(digits / power % 10);
+                    }
+                }
+                values[3] = Value::Str(Arc::from(card.as_str()));
+                let city = rng.below(self.names.cities.len() as u64) as usize;
+                values[4] = Value::Str(Arc::clone(&self.names.cities[city]));
+                let state = rng.below(self.names.states.len() as u64) as usize;
+                values[5] = Value::Str(Arc::clone(&self.names.states[state]));
+                (Arc::clone(&self.names.person), values)
+            }
+            1..=3 => {
+                let auction = cycle.saturating_mul(3).saturating_add(offset - 1);
+                values[0] = id(FIRST_AUCTION_ID.saturating_add(auction));
+                let mut item = StackStr::new();
+                push_letters(&mut item, rng, 5, 20);
+                values[6] = Value::Str(Arc::from(item.as_str()));
+                let mut description = StackStr::new();
+                push_letters(&mut description, rng, 10, 40);
+                values[7] = Value::Str(Arc::from(description.as_str()));
+                let initial_bid = nexmark_price(rng);
+                values[8] = id(initial_bid);
+                values[9] = id(initial_bid.saturating_add(nexmark_price(rng)));
+                // An auction lasts up to twice the event time of NEXMARK_IN_FLIGHT_AUCTIONS
+                // auctions, so about that many are open at once.
+                let in_flight_ms = NEXMARK_IN_FLIGHT_AUCTIONS * NEXMARK_CYCLE * 1000
+                    / 3
+                    / self.config.events_per_second.max(1);
+                let length = rng.range(1, in_flight_ms.saturating_mul(2).max(1));
+                values[11] = Value::Int(time.saturating_add(to_i64(length)));
+                let seller =
+                    hot_or_recent(rng, last_person, HOT_PERSON_RATIO, NEXMARK_ACTIVE_PEOPLE);
+                values[12] = id(FIRST_PERSON_ID.saturating_add(seller));
+                values[13] = id(FIRST_CATEGORY_ID + rng.below(NEXMARK_CATEGORIES));
+                (Arc::clone(&self.names.auction), values)
+            }
+            _ => {
+                // The newest auction, counted from 0: the last of this cycle's three.
+                let last_auction = cycle.saturating_mul(3).saturating_add(2);
+                let auction = hot_or_recent(
+                    rng,
+                    last_auction,
+                    HOT_AUCTION_RATIO,
+                    NEXMARK_IN_FLIGHT_AUCTIONS,
+                );
+                values[14] = id(FIRST_AUCTION_ID.saturating_add(auction));
+                let bidder =
+                    hot_or_recent(rng, last_person, HOT_PERSON_RATIO, NEXMARK_ACTIVE_PEOPLE);
+                values[15] = id(FIRST_PERSON_ID.saturating_add(bidder));
+                values[16] = id(nexmark_price(rng));
+                if rng.below(HOT_CHANNEL_RATIO) > 0 {
+                    let channel = rng.below(self.names.nexmark_channels.len() as u64) as usize;
+                    let (name, url) = &self.names.nexmark_channels[channel];
+                    values[17] = Value::Str(Arc::clone(name));
+                    values[18] = Value::Str(Arc::clone(url));
+                } else {
+                    let number = rng.below(10_000);
+                    let mut name = StackStr::new();
+                    name.push_str("channel-");
+                    name.push_u64(number);
+                    values[17] = Value::Str(Arc::from(name.as_str()));
+                    let mut url = StackStr::new();
+                    url.push_str("https://www.nexmark.com/");
+                    push_letters(&mut url, rng, 5, 5);
+                    url.push_str("/item.htm?query=1&channel_id=");
+                    url.push_u64(number);
+                    values[18] = Value::Str(Arc::from(url.as_str()));
+                }
+                (Arc::clone(&self.names.bid), values)
+            }
+        }
     }
 
     fn click(&self, rng: &mut SplitMix64) -> (Arc<str>, Vec<Value>) {
@@ -528,6 +764,34 @@ fn user_id(user: u64) -> StackStr {
     }
     id.push_u64(user.saturating_add(1));
     id
+}
+
+/// Nexmark's choice of an existing entity, counted from 0 with `last` the newest: all but one
+/// in `ratio` draws take the hot one (`last` rounded down to a multiple of `ratio`), the others
+/// one of the `recent` newest.
+fn hot_or_recent(rng: &mut SplitMix64, last: u64, ratio: u64, recent: u64) -> u64 {
+    if rng.below(ratio) > 0 {
+        last / ratio * ratio
+    } else {
+        let low = last.saturating_sub(recent - 1);
+        low + rng.below(last - low + 1)
+    }
+}
+
+/// Nexmark's prices, in cents: `10^(6u) * 100` for a uniform `u`, from 1 to a million dollars,
+/// most of them small.
+fn nexmark_price(rng: &mut SplitMix64) -> u64 {
+    let exponent = rng.below(1 << 30) as f64 / f64::from(1u32 << 30) * 6.0;
+    (10f64.powf(exponent) * 100.0).round() as u64
+}
+
+/// Appends between `min` and `max` random lowercase letters.
+fn push_letters(text: &mut StackStr, rng: &mut SplitMix64, min: u64, max: u64) {
+    const LETTERS: &str = "abcdefghijklmnopqrstuvwxyz";
+    for _ in 0..rng.range(min, max) {
+        let letter = rng.below(26) as usize;
+        text.push_str(&LETTERS[letter..letter + 1]);
+    }
 }
 
 /// The entry whose cumulative weight first exceeds `draw`.
@@ -726,9 +990,12 @@ pub(crate) fn configure(settings: &mut Settings<'_>) -> Option<SourceKind> {
             "bids" => config.profile = Profile::Bids,
             "clicks" => config.profile = Profile::Clicks,
             "cards" => config.profile = Profile::Cards,
+            "nexmark" => config.profile = Profile::Nexmark,
             other => settings.problem(
                 place,
-                format!("unknown generator profile `{other}`: expected bids, clicks or cards"),
+                format!(
+                    "unknown generator profile `{other}`: expected bids, clicks, cards or nexmark"
+                ),
             ),
         },
     }
@@ -784,7 +1051,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_events_and_different_seeds_differ() {
-        for profile in [Profile::Bids, Profile::Clicks] {
+        for profile in [Profile::Bids, Profile::Clicks, Profile::Nexmark] {
             let a = batch(&mut generator(profile, 7, None), 2_000);
             let b = batch(&mut generator(profile, 7, None), 2_000);
             let c = batch(&mut generator(profile, 8, None), 2_000);
@@ -809,7 +1076,7 @@ mod tests {
 
     #[test]
     fn seek_then_batch_equals_events_from_there() {
-        for profile in [Profile::Bids, Profile::Clicks] {
+        for profile in [Profile::Bids, Profile::Clicks, Profile::Nexmark] {
             let mut source = generator(profile, 42, None);
             let _ = batch(&mut source, 10);
             source.seek(123_456_789);
@@ -906,7 +1173,7 @@ mod tests {
 
     #[test]
     fn jsonl_decodes_back_to_the_same_events() {
-        for profile in [Profile::Bids, Profile::Clicks] {
+        for profile in [Profile::Bids, Profile::Clicks, Profile::Nexmark] {
             let count = PROGRESS_EVERY + 10;
             let mut source = generator(profile, 11, Some(count));
             source.seek(5);
@@ -921,6 +1188,8 @@ mod tests {
             let decoder = Decoder::new(DecoderConfig {
                 schema: Some(Generator::schema(profile)),
                 time_field: Some("timestamp".into()),
+                // Nexmark events have no id of their own; `id` is a person's or an auction's.
+                id_field: (profile != Profile::Nexmark).then(|| "id".into()),
                 ..DecoderConfig::default()
             });
             let text = String::from_utf8(out).expect("utf-8");
@@ -1070,6 +1339,113 @@ mod tests {
             .is_some_and(|id| id.starts_with('u') && id[1..].parse::<u64>().is_ok()));
     }
 
+    /// The Nexmark stream: its proportions, its ids counting up, every reference naming a person
+    /// or an auction generated before, and the fields each kind sets.
+    #[test]
+    fn nexmark_keeps_its_mix_and_refers_to_existing_entities() {
+        let source = generator(Profile::Nexmark, 3, None);
+        let schema = Generator::schema(Profile::Nexmark);
+        let field = |name: &str| schema.index_of(name).expect("nexmark field");
+        let set_by = |kind: &str| -> Vec<&str> {
+            match kind {
+                "person" => vec![
+                    "id",
+                    "name",
+                    "email_address",
+                    "credit_card",
+                    "city",
+                    "state",
+                    "date_time",
+                ],
+                "auction" => vec![
+                    "id",
+                    "item_name",
+                    "description",
+                    "initial_bid",
+                    "reserve",
+                    "date_time",
+                    "expires",
+                    "seller",
+                    "category",
+                ],
+                _ => vec!["auction", "bidder", "price", "channel", "url", "date_time"],
+            }
+        };
+        let mut persons = std::collections::HashSet::new();
+        let mut auctions = std::collections::HashSet::new();
+        let mut kinds = std::collections::BTreeMap::new();
+        let mut bids_per_auction = std::collections::HashMap::new();
+        let mut hot_channels = 0;
+        let n = 50_000u64;
+        for index in 0..n {
+            let event = source.event(index);
+            assert_eq!(event.id, None);
+            let kind = event.kind.as_deref().expect("a kind").to_string();
+            let row = event.payload.as_row().expect("row payload");
+            assert_eq!(row.len(), schema.len());
+            let set = set_by(&kind);
+            for (position, value) in row.iter().enumerate() {
+                let name = &schema.fields()[position].name;
+                assert_eq!(
+                    !value.is_null(),
+                    set.contains(&name.as_str()),
+                    "event {index} ({kind}): field {name} is {value:?}"
+                );
+            }
+            assert_eq!(row[field("date_time")], Value::Int(event.event_time));
+            let int = |name: &str| row[field(name)].as_i64().expect("int field") as u64;
+            match kind.as_str() {
+                "person" => {
+                    assert_eq!(index % NEXMARK_CYCLE, 0);
+                    assert_eq!(int("id"), FIRST_PERSON_ID + persons.len() as u64);
+                    persons.insert(int("id"));
+                    let card = row[field("credit_card")].as_str().expect("card");
+                    assert_eq!(card.len(), 19, "{card}");
+                    assert!(row[field("email_address")]
+                        .as_str()
+                        .is_some_and(|email| email.contains('@') && email.ends_with(".com")));
+                }
+                "auction" => {
+                    assert!((1..4).contains(&(index % NEXMARK_CYCLE)));
+                    assert_eq!(int("id"), FIRST_AUCTION_ID + auctions.len() as u64);
+                    auctions.insert(int("id"));
+                    assert!(persons.contains(&int("seller")), "event {index}");
+                    let category = int("category");
+                    assert!((FIRST_CATEGORY_ID..FIRST_CATEGORY_ID + 5).contains(&category));
+                    assert!(int("reserve") >= int("initial_bid"));
+                    assert!(int("expires") as i64 > event.event_time);
+                }
+                "bid" => {
+                    assert!(index % NEXMARK_CYCLE >= 4);
+                    assert!(auctions.contains(&int("auction")), "event {index}");
+                    assert!(persons.contains(&int("bidder")), "event {index}");
+                    assert!((100..=100_000_000).contains(&int("price")));
+                    *bids_per_auction.entry(int("auction")).or_insert(0u64) += 1;
+                    let channel = row[field("channel")].as_str().expect("channel");
+                    if NEXMARK_CHANNELS.contains(&channel) {
+                        hot_channels += 1;
+                    } else {
+                        assert!(channel.starts_with("channel-"), "{channel}");
+                    }
+                }
+                other => panic!("unexpected kind {other}"),
+            }
+            *kinds.entry(kind).or_insert(0u64) += 1;
+        }
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            [
+                ("auction".to_string(), n / 50 * 3),
+                ("bid".to_string(), n / 50 * 46),
+                ("person".to_string(), n / 50),
+            ]
+        );
+        // Half the bids go to hot auctions: the busiest auction has far more than its share.
+        let busiest = bids_per_auction.values().max().copied().unwrap_or(0);
+        assert!(busiest > 40, "busiest auction has {busiest} bids");
+        assert!(hot_channels > n * 46 / 50 * 95 / 100);
+    }
+
     #[test]
     fn invalid_configs_are_refused() {
         let base = GeneratorConfig::default();
@@ -1109,7 +1485,7 @@ mod tests {
 
     #[test]
     fn extreme_configs_do_not_panic() {
-        for profile in [Profile::Bids, Profile::Clicks] {
+        for profile in [Profile::Bids, Profile::Clicks, Profile::Nexmark] {
             for (start_time, events_per_second, max_disorder_ms) in [
                 (i64::MAX, 1, i64::MAX),
                 (i64::MIN, u64::MAX, i64::MAX),
@@ -1204,7 +1580,12 @@ mod tests {
 
     #[test]
     fn profiles_parse_and_print() {
-        for profile in [Profile::Bids, Profile::Clicks] {
+        for profile in [
+            Profile::Bids,
+            Profile::Clicks,
+            Profile::Cards,
+            Profile::Nexmark,
+        ] {
             assert_eq!(
                 profile.to_string().parse::<Profile>().expect("known"),
                 profile

@@ -218,6 +218,12 @@ impl SinkKind {
         }
     }
 
+    /// Whether the sink can take side records (dead letters, late events, timed-out matches),
+    /// which are written as JSON Lines as they come: only a stream of lines can.
+    pub fn takes_side_records(&self) -> bool {
+        matches!(self, SinkKind::Stdout | SinkKind::File { .. })
+    }
+
     /// Whether the sink is exactly once: it keeps what was written since the last checkpoint
     /// pending, and a restore discards what no completed checkpoint covers.
     pub fn is_transactional(&self) -> bool {

@@ -8,7 +8,6 @@ use dataflow_event::json::DecoderConfig;
 use dataflow_event::{Event, Layout};
 use tokio::io::AsyncWrite;
 
-use crate::parquet::ParquetSettings;
 use crate::registry::{SinkKind, SinkSpec};
 use crate::{ConnectorError, Result};
 
@@ -90,9 +89,7 @@ pub(crate) async fn open_writer(
 ) -> Result<(Writer, String)> {
     match &spec.kind {
         SinkKind::Stdout => Ok((Box::pin(tokio::io::stdout()), "stdout".into())),
-        SinkKind::File { path }
-        | SinkKind::Parts { dir: path }
-        | SinkKind::Parquet(ParquetSettings { dir: path, .. }) => {
+        SinkKind::File { path } => {
             create_parent(path, what).await?;
             let mut options = tokio::fs::OpenOptions::new();
             match mode {
@@ -108,8 +105,11 @@ pub(crate) async fn open_writer(
                 })?;
             Ok((Box::pin(file), path.display().to_string()))
         }
-        SinkKind::Postgres(_) | SinkKind::Redis(_) => Err(ConnectorError::Runtime(format!(
-            "{} sink writes to a store, not to a file",
+        SinkKind::Parts { .. }
+        | SinkKind::Parquet(_)
+        | SinkKind::Postgres(_)
+        | SinkKind::Redis(_) => Err(ConnectorError::Runtime(format!(
+            "a {} sink cannot take {what}: they are written as JSON Lines to stdout or a file",
             spec.kind.type_name()
         ))),
     }

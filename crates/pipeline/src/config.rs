@@ -762,7 +762,7 @@ impl Checker {
             .filter_map(|(index, sink)| self.sink(sink, &format!("sinks[{index}]")))
             .collect();
         let dead_letters = match &raw.dead_letters {
-            Some(sink) => self.sink(sink, "dead_letters"),
+            Some(sink) => self.side_sink(sink, "dead_letters"),
             None => Some(SinkSpec::file(self.checked_path(
                 "dead-letters.jsonl",
                 Place::path("dead_letters"),
@@ -772,11 +772,11 @@ impl Checker {
         let late_events = raw
             .late_events
             .as_ref()
-            .and_then(|sink| self.sink(sink, "late_events"));
+            .and_then(|sink| self.side_sink(sink, "late_events"));
         let timed_out = raw
             .timed_out
             .as_ref()
-            .and_then(|sink| self.sink(sink, "timed_out"));
+            .and_then(|sink| self.side_sink(sink, "timed_out"));
         let mut runtime = self.runtime(&raw.runtime);
         if let Some(parallelism) = &raw.parallelism {
             match usize::try_from(parallelism.value) {
@@ -1949,6 +1949,23 @@ impl Checker {
         Some(SinkSpec { kind, time_format })
     }
 
+    /// A side output's sink (`dead_letters`, `late_events`, `timed_out`): one that side records,
+    /// written as JSON Lines as they come, can go to.
+    fn side_sink(&mut self, raw: &Spanned<RawSink>, path: &str) -> Option<SinkSpec> {
+        let sink = self.sink(raw, path)?;
+        if !sink.kind.takes_side_records() {
+            self.problem(
+                place_of(&raw.value.kind, format!("{path}.type")),
+                format!(
+                    "`{}` cannot take {path}: side records are written as JSON Lines, to `stdout` or a `file`",
+                    sink.kind.type_name()
+                ),
+            );
+            return None;
+        }
+        Some(sink)
+    }
+
     fn runtime(&mut self, raw: &RawRuntime) -> RuntimeSpec {
         let mut runtime = RuntimeSpec::default();
         for (value, target, key) in [
@@ -2051,7 +2068,45 @@ pub fn parse_pattern_field(
     }
 }
 
+/// The arguments of an aggregate, split at the commas outside brackets, braces, parentheses
+/// and quotes, each trimmed.
+fn split_arguments(text: &str) -> Vec<String> {
+    let mut arguments = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut start = 0;
+    for (at, character) in text.char_indices() {
+        if let Some(open) = quote {
+            if escaped {
+                escaped = false;
+            } else if character == '\\' {
+                escaped = true;
+            } else if character == open {
+                quote = None;
+            }
+            continue;
+        }
+        match character {
+            '"' | '\'' => quote = Some(character),
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                arguments.push(text[start..at].trim().to_string());
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    arguments.push(text[start..].trim().to_string());
+    arguments
+}
+
 /// Parses `count`, `count()`, `sum(price)`, `count_by(user_id)` into a function and its input.
+///
+/// `arg_max(VALUE, ARGUMENT)` and `arg_min` take the CEL list `[VALUE, ARGUMENT]` as their
+/// input; `arg_max(VALUE)` stands for `arg_max(VALUE, key)`, the keys of an earlier window's
+/// results. `top_k(N, EXPR)` takes `EXPR`, with `N` a whole number of at least 1.
 pub fn parse_aggregate(text: &str) -> std::result::Result<(AggregateKind, Option<String>), String> {
     let text = text.trim();
     let (name, argument) = match text.find('(') {
@@ -2077,12 +2132,49 @@ pub fn parse_aggregate(text: &str) -> std::result::Result<(AggregateKind, Option
         "first" => AggregateKind::First,
         "last" => AggregateKind::Last,
         "count_by" => AggregateKind::CountBy,
+        "arg_max" => AggregateKind::ArgMax,
+        "arg_min" => AggregateKind::ArgMin,
+        "top_k" => AggregateKind::TopK { k: 0 },
         other => {
             return Err(format!(
-                "unknown aggregate `{other}`: expected count, sum, min, max, avg, count_distinct, first, last or count_by"
+                "unknown aggregate `{other}`: expected count, sum, min, max, avg, count_distinct, first, last, count_by, arg_max, arg_min or top_k"
             ))
         }
     };
+    let arguments = argument.as_deref().map(split_arguments).unwrap_or_default();
+    match kind {
+        AggregateKind::ArgMax | AggregateKind::ArgMin => {
+            return match arguments.as_slice() {
+                [value] => Ok((kind, Some(format!("[{value}, key]")))),
+                [value, argument] => Ok((kind, Some(format!("[{value}, {argument}]")))),
+                _ => Err(format!(
+                    "`{name}` takes a value and what to give for it, as in `{name}(price, auction)`, or a value only, as in `{name}(count)` for the keys of an earlier window; found {} arguments",
+                    arguments.len()
+                )),
+            };
+        }
+        AggregateKind::TopK { .. } => {
+            let [count, input] = arguments.as_slice() else {
+                return Err(format!(
+                    "`top_k` takes a count and an expression, as in `top_k(3, price)`; found {} arguments",
+                    arguments.len()
+                ));
+            };
+            return match count.parse::<u32>() {
+                Ok(k) if k >= 1 => Ok((AggregateKind::TopK { k }, Some(input.clone()))),
+                _ => Err(format!(
+                    "`top_k` needs a whole number of at least 1 as its count, found `{count}`"
+                )),
+            };
+        }
+        _ if arguments.len() > 1 => {
+            return Err(format!(
+                "`{name}` takes one argument, found {}",
+                arguments.len()
+            ));
+        }
+        _ => {}
+    }
     match (kind, &argument) {
         (AggregateKind::Count, Some(_)) => {
             Err("`count` takes no argument: it counts events".into())

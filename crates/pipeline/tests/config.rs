@@ -493,3 +493,64 @@ fn the_api_connection_limits_are_read_and_checked() {
         assert!(found.iter().any(|p| p.contains(part)), "{part}: {found:?}");
     }
 }
+
+/// Side records are written as JSON Lines as they come: a side output on a sink that is not a
+/// stream of lines (part files, Parquet, a store) is refused at its `type`, each at its place.
+#[test]
+fn side_outputs_take_only_stdout_or_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("in.jsonl"), "").expect("write input");
+    let yaml = "\
+sources:
+  - name: clicks
+    type: file
+    path: in.jsonl
+sinks:
+  - type: stdout
+dead_letters:
+  type: parts
+  path: dead
+late_events:
+  type: parquet
+  path: late
+timed_out:
+  type: stdout
+";
+    let found = problems_in(yaml, dir.path());
+    assert_eq!(
+        found,
+        vec![
+            "line 8:9: dead_letters.type: `parts` cannot take dead_letters: side records are written as JSON Lines, to `stdout` or a `file`".to_string(),
+            "line 11:9: late_events.type: `parquet` cannot take late_events: side records are written as JSON Lines, to `stdout` or a `file`".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn arg_and_top_aggregates_are_checked_with_their_places() {
+    let found = problems(&with_steps(
+        "  - key_by: user_id\n  - window:\n      type: tumbling\n      size: 1m\n      aggregates:\n        a: arg_max()\n        b: arg_min(n, user_id, n)\n        c: top_k(0, n)\n        d: top_k(-2, n)\n        e: top_k(3)\n        f: top_k(n, 3)\n        g: arg_max(n)\n        h: sum(n, n)\n        ok1: arg_max(n, user_id)\n        ok2: top_k(2, [n, user_id])\n",
+    ));
+    let expected = [
+        "line 14:12: steps[1].window.aggregates.a: `arg_max` takes a value and what to give for it",
+        "line 15:12: steps[1].window.aggregates.b: `arg_min` takes a value and what to give for it",
+        "line 16:12: steps[1].window.aggregates.c: `top_k` needs a whole number of at least 1 as its count, found `0`",
+        "line 17:12: steps[1].window.aggregates.d: `top_k` needs a whole number of at least 1 as its count, found `-2`",
+        "line 18:12: steps[1].window.aggregates.e: `top_k` takes a count and an expression",
+        "line 19:12: steps[1].window.aggregates.f: `top_k` needs a whole number of at least 1 as its count, found `n`",
+        // `arg_max(n)` gives the keys of an earlier window's results: this stream has no `key`.
+        "line 20:12: steps[1].window.aggregates.g: expression `[n, key]`: unknown field `key`",
+        "line 21:12: steps[1].window.aggregates.h: `sum` takes one argument, found 2",
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:?}");
+    for (problem, expected) in found.iter().zip(expected) {
+        assert!(problem.starts_with(expected), "{problem} is not {expected}");
+    }
+    config::parse_and_plan(
+        &with_steps(
+            "  - window:\n      type: tumbling\n      size: 1m\n      aggregates:\n        ok1: arg_max(n, user_id)\n        ok2: top_k(2, [n, user_id])\n        ok3: arg_min(n, \"a,(b\")\n",
+        ),
+        base().path(),
+    )
+    .expect("valid aggregates");
+}

@@ -1,7 +1,7 @@
 //! Accumulators: the incremental state of one aggregate over one window, pane or session.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dataflow_event::Value;
@@ -148,6 +148,73 @@ fn keep_stamped(
     }
 }
 
+/// An extreme value of `arg_max` or `arg_min` and every argument tied for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Ties {
+    value: Value,
+    /// Never empty.
+    arguments: BTreeSet<Value>,
+}
+
+/// The value and the argument of an `arg_max` or `arg_min` input: a list `[value, argument]`,
+/// or any other value standing for both.
+fn value_and_argument(input: &Value) -> (&Value, &Value) {
+    match input {
+        Value::List(pair) if pair.len() == 2 => (&pair[0], &pair[1]),
+        other => (other, other),
+    }
+}
+
+/// Brings `slot` to the extreme (by `wanted`) of itself and `value` with `arguments`: a more
+/// extreme value replaces the ties, an equal one adds its arguments.
+fn keep_ties<'a>(
+    slot: &mut Option<Ties>,
+    value: &Value,
+    arguments: impl IntoIterator<Item = &'a Value>,
+    wanted: Ordering,
+) {
+    let order = slot
+        .as_ref()
+        .map_or(wanted, |ties| extreme_order(value, &ties.value));
+    if order == wanted {
+        *slot = Some(Ties {
+            value: value.clone(),
+            arguments: arguments.into_iter().cloned().collect(),
+        });
+    } else if order == Ordering::Equal {
+        if let Some(ties) = slot {
+            for argument in arguments {
+                if !ties.arguments.contains(argument) {
+                    ties.arguments.insert(argument.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Puts `candidate` in its place in `top`, the at most `k` largest values from the largest
+/// down, if it belongs there.
+fn keep_top(top: &mut Vec<Value>, k: u32, candidate: &Value) {
+    let k = usize::try_from(k).unwrap_or(usize::MAX);
+    if top.len() >= k
+        && top
+            .last()
+            .is_none_or(|last| extreme_order(candidate, last) != Ordering::Greater)
+    {
+        return;
+    }
+    let at = top.partition_point(|value| extreme_order(value, candidate) != Ordering::Less);
+    top.insert(at, candidate.clone());
+    top.truncate(k);
+}
+
+/// The result of `arg_max` or `arg_min`: the tied arguments in order, or an empty list.
+fn ties_value(ties: &Option<Ties>) -> Value {
+    Value::List(Arc::new(ties.as_ref().map_or_else(Vec::new, |ties| {
+        ties.arguments.iter().cloned().collect()
+    })))
+}
+
 /// The result of `count_by` over `counts` of values: a map from each value's text to its count.
 pub(crate) fn count_by_value<'a>(counts: impl Iterator<Item = (&'a Value, &'a i64)>) -> Value {
     let mut by_text: BTreeMap<String, i64> = BTreeMap::new();
@@ -180,6 +247,13 @@ pub(crate) enum Accumulator {
     Last(Option<Stamped>),
     /// Counts per input value; values are turned into strings only when the result is built.
     CountBy(FxHashMap<Value, i64>),
+    ArgMax(Option<Ties>),
+    ArgMin(Option<Ties>),
+    /// The at most `k` largest inputs, from the largest down.
+    TopK {
+        k: u32,
+        top: Vec<Value>,
+    },
 }
 
 impl Accumulator {
@@ -198,6 +272,9 @@ impl Accumulator {
             AggregateKind::First => Accumulator::First(None),
             AggregateKind::Last => Accumulator::Last(None),
             AggregateKind::CountBy => Accumulator::CountBy(FxHashMap::default()),
+            AggregateKind::ArgMax => Accumulator::ArgMax(None),
+            AggregateKind::ArgMin => Accumulator::ArgMin(None),
+            AggregateKind::TopK { k } => Accumulator::TopK { k, top: Vec::new() },
         }
     }
 
@@ -221,6 +298,9 @@ impl Accumulator {
             Accumulator::First(_) => AggregateKind::First,
             Accumulator::Last(_) => AggregateKind::Last,
             Accumulator::CountBy(_) => AggregateKind::CountBy,
+            Accumulator::ArgMax(_) => AggregateKind::ArgMax,
+            Accumulator::ArgMin(_) => AggregateKind::ArgMin,
+            Accumulator::TopK { k, .. } => AggregateKind::TopK { k: *k },
         }
     }
 
@@ -268,6 +348,19 @@ impl Accumulator {
                     counts.insert(input.clone(), 1);
                 }
             },
+            Accumulator::ArgMax(ties) => {
+                let (value, argument) = value_and_argument(input);
+                if !value.is_null() {
+                    keep_ties(ties, value, [argument], Ordering::Greater);
+                }
+            }
+            Accumulator::ArgMin(ties) => {
+                let (value, argument) = value_and_argument(input);
+                if !value.is_null() {
+                    keep_ties(ties, value, [argument], Ordering::Less);
+                }
+            }
+            Accumulator::TopK { k, top } => keep_top(top, *k, input),
         }
     }
 
@@ -320,6 +413,17 @@ impl Accumulator {
                     }
                 }
             }
+            (Accumulator::ArgMax(ties), Accumulator::ArgMax(Some(more))) => {
+                keep_ties(ties, &more.value, &more.arguments, Ordering::Greater);
+            }
+            (Accumulator::ArgMin(ties), Accumulator::ArgMin(Some(more))) => {
+                keep_ties(ties, &more.value, &more.arguments, Ordering::Less);
+            }
+            (Accumulator::TopK { k, top }, Accumulator::TopK { top: more, .. }) => {
+                for value in more {
+                    keep_top(top, *k, value);
+                }
+            }
             _ => {}
         }
     }
@@ -366,6 +470,8 @@ impl Accumulator {
                 .as_ref()
                 .map_or(Value::Null, |stamped| stamped.value.clone()),
             Accumulator::CountBy(counts) => count_by_value(counts.iter()),
+            Accumulator::ArgMax(ties) | Accumulator::ArgMin(ties) => ties_value(ties),
+            Accumulator::TopK { top, .. } => Value::List(Arc::new(top.clone())),
         }
     }
 
@@ -445,6 +551,12 @@ impl Accumulator {
                 pairs.sort_unstable();
                 AccumulatorSnapshot::CountBy(pairs)
             }
+            Accumulator::ArgMax(ties) => AccumulatorSnapshot::ArgMax(ties.clone()),
+            Accumulator::ArgMin(ties) => AccumulatorSnapshot::ArgMin(ties.clone()),
+            Accumulator::TopK { k, top } => AccumulatorSnapshot::TopK {
+                k: *k,
+                top: top.clone(),
+            },
         }
     }
 }
@@ -462,6 +574,9 @@ pub(crate) enum AccumulatorSnapshot {
     First(Option<Stamped>),
     Last(Option<Stamped>),
     CountBy(Vec<(Value, i64)>),
+    ArgMax(Option<Ties>),
+    ArgMin(Option<Ties>),
+    TopK { k: u32, top: Vec<Value> },
 }
 
 impl AccumulatorSnapshot {
@@ -486,6 +601,9 @@ impl AccumulatorSnapshot {
                 }
                 Accumulator::CountBy(counts)
             }
+            AccumulatorSnapshot::ArgMax(ties) => Accumulator::ArgMax(ties),
+            AccumulatorSnapshot::ArgMin(ties) => Accumulator::ArgMin(ties),
+            AccumulatorSnapshot::TopK { k, top } => Accumulator::TopK { k, top },
         }
     }
 
@@ -615,6 +733,81 @@ pub(crate) mod tests {
             run(AggregateKind::CountBy, &[]),
             Value::Map(Arc::new(BTreeMap::new()))
         );
+    }
+
+    fn pair(value: Value, argument: &str) -> Value {
+        Value::List(Arc::new(vec![value, Value::str(argument)]))
+    }
+
+    fn list(values: &[Value]) -> Value {
+        Value::List(Arc::new(values.to_vec()))
+    }
+
+    #[test]
+    fn arg_max_and_arg_min_give_every_tied_argument() {
+        let inputs = at_zero(&[
+            pair(Value::Int(3), "b"),
+            pair(Value::Int(7), "x"),
+            pair(Value::Null, "ignored"),
+            pair(Value::Int(7), "a"),
+            pair(Value::Float(7.0), "float"),
+            pair(Value::Int(1), "low"),
+            pair(Value::Int(7), "x"),
+            pair(Value::Int(1), "also low"),
+        ]);
+        assert_eq!(
+            run(AggregateKind::ArgMax, &inputs),
+            list(&[Value::str("float")])
+        );
+        assert_eq!(
+            run(AggregateKind::ArgMax, &inputs[..4]),
+            list(&[Value::str("a"), Value::str("x")])
+        );
+        assert_eq!(
+            run(AggregateKind::ArgMin, &inputs),
+            list(&[Value::str("also low"), Value::str("low")])
+        );
+        // An input that is not a pair is its own argument.
+        let plain = at_zero(&[Value::Int(2), Value::Int(5), Value::Int(5), Value::str("s")]);
+        assert_eq!(run(AggregateKind::ArgMin, &plain), list(&[Value::Int(2)]));
+        assert_eq!(run(AggregateKind::ArgMax, &plain), list(&[Value::str("s")]));
+        assert_eq!(run(AggregateKind::ArgMax, &[]), list(&[]));
+        assert_eq!(
+            run(AggregateKind::ArgMin, &at_zero(&[Value::Null])),
+            list(&[])
+        );
+    }
+
+    #[test]
+    fn top_k_keeps_the_largest_inputs_in_descending_order() {
+        let inputs = at_zero(&[
+            Value::Int(4),
+            Value::Null,
+            Value::Int(9),
+            Value::Float(4.0),
+            Value::Int(1),
+            Value::Int(9),
+            Value::Int(4),
+        ]);
+        let top = |k| run(AggregateKind::TopK { k }, &inputs);
+        assert_eq!(top(1), list(&[Value::Int(9)]));
+        assert_eq!(top(2), list(&[Value::Int(9), Value::Int(9)]));
+        assert_eq!(
+            top(3),
+            list(&[Value::Int(9), Value::Int(9), Value::Float(4.0)])
+        );
+        assert_eq!(
+            top(10),
+            list(&[
+                Value::Int(9),
+                Value::Int(9),
+                Value::Float(4.0),
+                Value::Int(4),
+                Value::Int(4),
+                Value::Int(1)
+            ])
+        );
+        assert_eq!(run(AggregateKind::TopK { k: 2 }, &[]), list(&[]));
     }
 
     #[test]

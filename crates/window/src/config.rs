@@ -33,7 +33,9 @@ pub enum WindowKind {
 ///
 /// Null inputs are ignored by every aggregate but [`AggregateKind::Count`]; an aggregate that saw
 /// no non-null input gives [`dataflow_event::Value::Null`], except the counts
-/// [`AggregateKind::CountDistinct`] (`0`) and [`AggregateKind::CountBy`] (an empty map).
+/// [`AggregateKind::CountDistinct`] (`0`) and [`AggregateKind::CountBy`] (an empty map), and the
+/// lists [`AggregateKind::ArgMax`], [`AggregateKind::ArgMin`] and [`AggregateKind::TopK`] (an
+/// empty list).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AggregateKind {
@@ -57,11 +59,24 @@ pub enum AggregateKind {
     Last,
     /// A map from each input's [`dataflow_event::Value::to_key_string`] to its number of events.
     CountBy,
+    /// Every argument tied for the largest value: the input is the list `[value, argument]`
+    /// (any other input is its own argument), values compare as in [`AggregateKind::Max`], and
+    /// the result is the list of the distinct arguments of the events whose value is the
+    /// largest, in [`dataflow_event::Value`]'s order. Events whose value is null are ignored.
+    ArgMax,
+    /// Every argument tied for the smallest value, as [`AggregateKind::ArgMax`].
+    ArgMin,
+    /// The `k` largest inputs, in the order of [`AggregateKind::Max`], as a list from the
+    /// largest down; equal inputs each take a place.
+    TopK {
+        /// How many inputs are kept, at least 1.
+        k: u32,
+    },
 }
 
 impl AggregateKind {
-    /// Every aggregate, in declaration order.
-    pub const ALL: [AggregateKind; 9] = [
+    /// Every aggregate, in declaration order (`top_k` with `k` 3).
+    pub const ALL: [AggregateKind; 12] = [
         AggregateKind::Count,
         AggregateKind::Sum,
         AggregateKind::Min,
@@ -71,6 +86,9 @@ impl AggregateKind {
         AggregateKind::First,
         AggregateKind::Last,
         AggregateKind::CountBy,
+        AggregateKind::ArgMax,
+        AggregateKind::ArgMin,
+        AggregateKind::TopK { k: 3 },
     ];
 
     /// The name used in configs and error messages.
@@ -85,6 +103,9 @@ impl AggregateKind {
             AggregateKind::First => "first",
             AggregateKind::Last => "last",
             AggregateKind::CountBy => "count_by",
+            AggregateKind::ArgMax => "arg_max",
+            AggregateKind::ArgMin => "arg_min",
+            AggregateKind::TopK { .. } => "top_k",
         }
     }
 
@@ -146,6 +167,9 @@ impl WindowConfig {
         if self.aggregates.is_empty() {
             return invalid("at least one aggregate is required".to_string());
         }
+        if self.aggregates.contains(&AggregateKind::TopK { k: 0 }) {
+            return invalid("top_k needs k of at least 1".to_string());
+        }
         Ok(())
     }
 }
@@ -194,6 +218,12 @@ mod tests {
         let mut late = config(WindowKind::Tumbling { size: 10 });
         late.allowed_lateness = -1;
         assert!(late.validate().is_err());
+        let mut no_top = config(WindowKind::Tumbling { size: 10 });
+        no_top.aggregates.push(AggregateKind::TopK { k: 0 });
+        assert_eq!(
+            no_top.validate().unwrap_err().to_string(),
+            "invalid window config: top_k needs k of at least 1"
+        );
         let mut empty = config(WindowKind::Tumbling { size: 10 });
         empty.aggregates.clear();
         let error = empty.validate().unwrap_err();

@@ -700,7 +700,7 @@ fn all_aggregates() {
         now: 0,
         key: "k",
         timestamp,
-        inputs: vec![value; 9],
+        inputs: vec![value; 12],
     };
     let counts: BTreeMap<String, Value> = [("-1", 1), ("1.5", 1), ("3", 2)]
         .into_iter()
@@ -735,6 +735,13 @@ fn all_aggregates() {
                     Value::Int(-1),
                     Value::Int(3),
                     Value::Map(Arc::new(counts)),
+                    Value::List(Arc::new(vec![Value::Int(3)])),
+                    Value::List(Arc::new(vec![Value::Int(-1)])),
+                    Value::List(Arc::new(vec![
+                        Value::Int(3),
+                        Value::Int(3),
+                        Value::Float(1.5),
+                    ])),
                 ],
                 false,
             ),
@@ -752,6 +759,9 @@ fn all_aggregates() {
                     Value::Null,
                     Value::Null,
                     Value::Map(Arc::new(BTreeMap::new())),
+                    Value::List(Arc::new(Vec::new())),
+                    Value::List(Arc::new(Vec::new())),
+                    Value::List(Arc::new(Vec::new())),
                 ],
                 false,
             ),

@@ -12,7 +12,10 @@ use dataflow_window::{
 };
 use proptest::prelude::*;
 
-const AGGREGATES: [AggregateKind; 9] = AggregateKind::ALL;
+const AGGREGATES: [AggregateKind; 12] = AggregateKind::ALL;
+
+/// The `k` of `top_k` in [`AggregateKind::ALL`].
+const TOP_K: usize = 3;
 
 #[derive(Clone, Debug)]
 struct Event {
@@ -36,6 +39,10 @@ impl Event {
             any.clone(),
             any.clone(),
             any.clone(),
+            any.clone(),
+            // arg_max and arg_min: the number is the value, `any` the argument.
+            Value::List(Arc::new(vec![number.clone(), any.clone()])),
+            Value::List(Arc::new(vec![number.clone(), any.clone()])),
             any.clone(),
         ]
     }
@@ -269,6 +276,32 @@ fn aggregate(events: &[Event], members: &[usize]) -> Vec<Value> {
         .iter()
         .max_by_key(stamp)
         .map(|(_, value)| (*value).clone());
+    let numbered = || {
+        members
+            .iter()
+            .map(|&index| &events[index])
+            .filter(|event| !event.number.is_null())
+    };
+    // Every argument whose number is the extreme one, written as plainly as possible.
+    let arg_extreme = |wanted: Ordering| {
+        let extreme = numbered()
+            .map(|event| &event.number)
+            .reduce(|best, number| {
+                if extreme_order(number, best) == wanted {
+                    number
+                } else {
+                    best
+                }
+            });
+        let arguments: BTreeSet<Value> = numbered()
+            .filter(|event| Some(&event.number) == extreme)
+            .map(|event| event.any.clone())
+            .collect();
+        Value::List(Arc::new(arguments.into_iter().collect()))
+    };
+    let mut descending: Vec<Value> = values().cloned().collect();
+    descending.sort_by(|a, b| extreme_order(b, a));
+    descending.truncate(TOP_K);
     let mut counts: BTreeMap<String, Value> = BTreeMap::new();
     for value in values() {
         let count = counts.entry(value.to_key_string()).or_insert(Value::Int(0));
@@ -284,6 +317,9 @@ fn aggregate(events: &[Event], members: &[usize]) -> Vec<Value> {
         first.unwrap_or(Value::Null),
         last.unwrap_or(Value::Null),
         Value::Map(Arc::new(counts)),
+        arg_extreme(Ordering::Greater),
+        arg_extreme(Ordering::Less),
+        Value::List(Arc::new(descending)),
     ]
 }
 

@@ -124,7 +124,7 @@ mod tests {
         let state = dataflow_checkpoint::encode_state(&(snapshot, 7_i64)).expect("encodes");
         let view = decode_snapshot(&state).expect("decodes");
         let names = AggregateKind::ALL.map(AggregateKind::name);
-        let aggregates = |values: [Json; 9]| -> Json {
+        let aggregates = |values: [Json; 12]| -> Json {
             names
                 .iter()
                 .zip(values)
@@ -142,6 +142,7 @@ mod tests {
                         "aggregates": aggregates([
                             json!(3), json!(3.5), json!(1.5), json!(2), json!(1.75),
                             json!(2), json!(1.5), json!(2), json!({"1.5": 1, "2": 1}),
+                            json!([2]), json!([1.5]), json!([2, 1.5]),
                         ]),
                     }]}),
                 },
@@ -152,6 +153,7 @@ mod tests {
                         "aggregates": aggregates([
                             json!(1), json!(5), json!(5), json!(5), json!(5.0),
                             json!(1), json!(5), json!(5), json!({"5": 1}),
+                            json!([5]), json!([5]), json!([5]),
                         ]),
                     }]}),
                 },

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::driver::Operators;
 use super::messages::{Drive, Message, PendingCheckpoint, SinkMessage};
 use super::outputs::Downstream;
-use super::stop::{Reading, StopHandle, STOP_GRACE};
+use super::stop::{Reading, StopHandle, TriggerTimes, STOP_GRACE};
 use super::workers::Workers;
 use super::TICK;
 use crate::{PipelineError, Result};
@@ -26,6 +26,8 @@ struct Alignment {
     id: u64,
     arrived: Vec<Option<Vec<PartitionState>>>,
     held: Vec<VecDeque<Message>>,
+    /// When its first barrier reached the chain.
+    started: Instant,
 }
 
 /// The operator chain. With `parallelism` above 1 the chain keeps the operators before the
@@ -47,6 +49,8 @@ pub(super) struct Chain {
     pub(super) last_watermark: i64,
     /// Which sources are blocked in a read, and since when (a stop does not wait for them).
     pub(super) reading: Reading,
+    /// When the coordinator asked for each barrier.
+    pub(super) asked_at: TriggerTimes,
 }
 
 impl Chain {
@@ -162,6 +166,7 @@ impl Chain {
                             id,
                             arrived: vec![None; inputs],
                             held: (0..inputs).map(|_| VecDeque::new()).collect(),
+                            started: Instant::now(),
                         });
                     }
                     if let Some(aligning) = &mut alignment {
@@ -298,6 +303,7 @@ impl Chain {
                     checkpoint,
                     acks,
                     snapshot_time,
+                    triggered: self.asked_at.take(aligning.id).unwrap_or(aligning.started),
                 })
                 .await
                 .is_err()

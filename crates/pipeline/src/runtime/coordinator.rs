@@ -31,11 +31,8 @@ pub(super) async fn coordinate(
     stop: StopHandle,
     inbox: Inbox,
 ) {
-    let SourceSignals {
-        trigger,
-        stop: source_stop,
-        halt,
-    } = signals;
+    let source_stop = signals.stop.clone();
+    let halt = signals.halt.clone();
     // Held for the run: the next run's coordinator takes the inbox over.
     let mut inbox = inbox.lock().await;
     let period = interval.map(|interval| Duration::from_millis(interval.max(1) as u64));
@@ -54,7 +51,7 @@ pub(super) async fn coordinate(
             Wake::Stop => {
                 if period.is_some() {
                     last_id += 1;
-                    trigger.store(last_id, Ordering::SeqCst);
+                    signals.ask(last_id);
                 }
                 source_stop.store(true, Ordering::SeqCst);
                 return;
@@ -72,14 +69,14 @@ pub(super) async fn coordinate(
             Wake::Barrier => {
                 now = false;
                 last_id += 1;
-                trigger.store(last_id, Ordering::SeqCst);
+                signals.ask(last_id);
                 let wanted = last_id;
                 loop {
                     tokio::select! {
                         _ = aligned.wait_for(|id| *id >= wanted) => break,
                         _ = stop.stopped() => {
                             last_id += 1;
-                            trigger.store(last_id, Ordering::SeqCst);
+                            signals.ask(last_id);
                             source_stop.store(true, Ordering::SeqCst);
                             return;
                         }

@@ -3,7 +3,7 @@
 //! [`PendingCheckpoint`] the chain hands the checkpoint writer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dataflow_checkpoint::{Checkpoint, PartitionState};
 use dataflow_event::Event;
@@ -73,4 +73,7 @@ pub(super) struct PendingCheckpoint {
     pub(super) acks: Vec<oneshot::Receiver<Result<()>>>,
     /// How long the operators paused to snapshot their state.
     pub(super) snapshot_time: Duration,
+    /// When the coordinator asked for its barrier (when the chain saw the first of them, if
+    /// this run did not ask for it).
+    pub(super) triggered: Instant,
 }

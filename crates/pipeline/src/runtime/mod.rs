@@ -339,6 +339,7 @@ impl Pipeline {
             fingerprint,
             last_watermark: start.watermark,
             reading,
+            asked_at: signals.asked_at.clone(),
         };
         control.run_started(start.restored);
         let chain_result = run_chain(chain, &plan, chain_rx, &stop).await;

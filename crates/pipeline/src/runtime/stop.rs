@@ -1,9 +1,10 @@
 //! Stop handling: the [`StopHandle`] that asks a run to stop, and the flags the coordinator
 //! sets to tell the source threads to stop (and whether the stop is a halt for a restore).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -52,6 +53,55 @@ pub(super) struct SourceSignals {
     pub(super) stop: Arc<AtomicBool>,
     /// Set with `stop` by a halt for a restore: the sources end without firing.
     pub(super) halt: Arc<AtomicBool>,
+    /// When each barrier still in flight was asked for.
+    pub(super) asked_at: TriggerTimes,
+}
+
+impl SourceSignals {
+    /// Asks the sources for barrier `id`, noting when.
+    pub(super) fn ask(&self, id: u64) {
+        self.asked_at.note(id);
+        self.trigger.store(id, Ordering::SeqCst);
+    }
+}
+
+/// When the coordinator asked for each barrier not yet aligned, so that a checkpoint's
+/// duration runs from its trigger (the barrier's way through the queues included).
+#[derive(Clone, Default)]
+pub(super) struct TriggerTimes(Arc<std::sync::Mutex<VecDeque<(u64, Instant)>>>);
+
+impl TriggerTimes {
+    fn note(&self, id: u64) {
+        let mut asked = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // At most a couple are in flight (one aligning, a final one on a stop); keep it small
+        // whatever happens to the chain.
+        if asked.len() >= 8 {
+            asked.pop_front();
+        }
+        asked.push_back((id, Instant::now()));
+    }
+
+    /// When barrier `id` was asked for (forgetting it and every older one), if this run asked.
+    pub(super) fn take(&self, id: u64) -> Option<Instant> {
+        let mut asked = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut found = None;
+        while let Some(&(first, at)) = asked.front() {
+            if first > id {
+                break;
+            }
+            asked.pop_front();
+            if first == id {
+                found = Some(at);
+            }
+        }
+        found
+    }
 }
 
 /// The first failure of a run, shared by all its tasks. A task that fails reports its error

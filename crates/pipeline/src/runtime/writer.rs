@@ -62,19 +62,23 @@ async fn run_writer(
             continue;
         }
         let started = Instant::now();
+        let triggered = pending.triggered;
         let storage = storage.clone();
         let checkpoint = pending.checkpoint;
-        match tokio::task::spawn_blocking(move || storage.save(&checkpoint)).await {
+        match tokio::task::spawn_blocking(move || storage.save_timed(&checkpoint, Some(triggered)))
+            .await
+        {
             Ok(Ok(manifest)) => {
                 tracing::info!(
                     checkpoint = id,
                     bytes = manifest.data_file_size,
-                    millis = started.elapsed().as_millis() as u64,
+                    millis = pending.triggered.elapsed().as_millis() as u64,
+                    write_millis = started.elapsed().as_millis() as u64,
                     snapshot_millis,
                     "checkpoint completed"
                 );
                 counters.set_last_checkpoint(id);
-                metrics.completed(started.elapsed(), manifest.data_file_size);
+                metrics.completed(pending.triggered.elapsed(), manifest.data_file_size);
                 for sink in &sinks {
                     // A sink that is gone has failed, and said so itself.
                     let _ = sink.send(SinkMessage::Commit(id)).await;
