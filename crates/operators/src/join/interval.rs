@@ -9,6 +9,8 @@
 //! unmatched, and emitted with nulls for the other side when the join is outer on its side:
 //! once the watermark proves it can no longer match, or at the end of input.
 
+use std::collections::VecDeque;
+
 use dataflow_event::Value;
 use serde::{Deserialize, Serialize};
 
@@ -44,13 +46,28 @@ pub struct Held {
     pub matched: bool,
 }
 
-/// One key's rows of each side, in arrival order.
+/// One key's rows of each side, each side sorted by time (equal times in arrival order): so a
+/// row meets the rows of the other side in its range by a binary search, and the rows the
+/// watermark passed leave from the front.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IntervalState {
     /// Left rows that may still meet a right row.
-    pub left: Vec<Held>,
+    pub left: VecDeque<Held>,
     /// Right rows that may still meet a left row.
-    pub right: Vec<Held>,
+    pub right: VecDeque<Held>,
+}
+
+/// Puts `held` into `rows` (sorted by time) after the rows of its time or before.
+fn insert_sorted(rows: &mut VecDeque<Held>, held: Held) {
+    let at = rows.partition_point(|other| other.row.time <= held.row.time);
+    rows.insert(at, held);
+}
+
+/// The rows of `rows` (sorted by time) from `from` to `to`, both included.
+fn in_range(rows: &mut VecDeque<Held>, from: i64, to: i64) -> impl Iterator<Item = &mut Held> {
+    let start = rows.partition_point(|other| other.row.time < from);
+    let end = rows.partition_point(|other| other.row.time <= to);
+    rows.range_mut(start..end.max(start))
 }
 
 impl IntervalJoin {
@@ -64,11 +81,8 @@ impl IntervalJoin {
         time.saturating_sub(self.lower)
     }
 
-    fn joins(&self, left: i64, right: i64) -> bool {
-        right >= left.saturating_add(self.lower) && right <= left.saturating_add(self.upper)
-    }
-
-    /// Drops the rows for which `gone` holds, emitting or counting the unmatched ones.
+    /// Drops the rows at the front of each side (sorted by time) for which `gone_left` and
+    /// `gone_right` hold, emitting or counting the unmatched ones.
     fn drop_rows(
         &self,
         key: &Value,
@@ -77,32 +91,34 @@ impl IntervalJoin {
         gone_right: impl Fn(&Held) -> bool,
         emit: &mut Emit<'_>,
     ) {
-        let keeps_left = self.how.keeps_left();
-        let keeps_right = self.how.keeps_right();
-        state.left.retain(|held| {
+        while let Some(held) = state.left.front() {
             if !gone_left(held) {
-                return true;
+                break;
             }
+            let Some(held) = state.left.pop_front() else {
+                break;
+            };
             if !held.matched {
                 emit.unmatched_left(1);
-                if keeps_left {
+                if self.how.keeps_left() {
                     emit.row(key, held.row.time, Some(&held.row.values), None, &[]);
                 }
             }
-            false
-        });
-        state.right.retain(|held| {
+        }
+        while let Some(held) = state.right.front() {
             if !gone_right(held) {
-                return true;
+                break;
             }
+            let Some(held) = state.right.pop_front() else {
+                break;
+            };
             if !held.matched {
                 emit.unmatched_right(1);
-                if keeps_right {
+                if self.how.keeps_right() {
                     emit.row(key, held.row.time, None, Some(&held.row.values), &[]);
                 }
             }
-            false
-        });
+        }
     }
 }
 
@@ -125,36 +141,37 @@ impl Logic for IntervalJoin {
         let mut matched = false;
         match side {
             Side::Left => {
-                for other in &mut state.right {
-                    if self.joins(row.time, other.row.time) {
-                        matched = true;
-                        other.matched = true;
-                        emit.row(
-                            key,
-                            row.time.max(other.row.time),
-                            Some(&row.values),
-                            Some(&other.row.values),
-                            &[],
-                        );
-                    }
+                let from = row.time.saturating_add(self.lower);
+                let to = row.time.saturating_add(self.upper);
+                for other in in_range(&mut state.right, from, to) {
+                    matched = true;
+                    other.matched = true;
+                    emit.row(
+                        key,
+                        row.time.max(other.row.time),
+                        Some(&row.values),
+                        Some(&other.row.values),
+                        &[],
+                    );
                 }
-                state.left.push(Held { row, matched });
+                insert_sorted(&mut state.left, Held { row, matched });
             }
             Side::Right | Side::RightDelete => {
-                for other in &mut state.left {
-                    if self.joins(other.row.time, row.time) {
-                        matched = true;
-                        other.matched = true;
-                        emit.row(
-                            key,
-                            row.time.max(other.row.time),
-                            Some(&other.row.values),
-                            Some(&row.values),
-                            &[],
-                        );
-                    }
+                // `a.time + lower <= b.time <= a.time + upper`.
+                let from = row.time.saturating_sub(self.upper);
+                let to = row.time.saturating_sub(self.lower);
+                for other in in_range(&mut state.left, from, to) {
+                    matched = true;
+                    other.matched = true;
+                    emit.row(
+                        key,
+                        row.time.max(other.row.time),
+                        Some(&other.row.values),
+                        Some(&row.values),
+                        &[],
+                    );
                 }
-                state.right.push(Held { row, matched });
+                insert_sorted(&mut state.right, Held { row, matched });
             }
         }
     }
@@ -185,6 +202,21 @@ impl Logic for IntervalJoin {
         left.chain(right)
             .min()
             .map(|expiry| expiry.saturating_add(1))
+    }
+
+    fn due_after_insert(
+        &self,
+        _state: &IntervalState,
+        side: Side,
+        time: i64,
+        previous: Option<i64>,
+    ) -> Option<i64> {
+        let expiry = match side {
+            Side::Left => self.left_expiry(time),
+            Side::Right | Side::RightDelete => self.right_expiry(time),
+        };
+        let due = expiry.saturating_add(1);
+        Some(previous.map_or(due, |previous| previous.min(due)))
     }
 
     fn rows(&self, state: &IntervalState) -> usize {

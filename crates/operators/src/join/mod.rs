@@ -237,6 +237,19 @@ pub trait Logic: Send {
     /// The watermark at which the key wants [`Logic::advance`] called, if any.
     fn due(&self, state: &Self::State) -> Option<i64>;
 
+    /// [`Logic::due`] after a row of `side` at `time` was inserted into `state`, whose due was
+    /// `previous` before: by default worked out again; a kind whose due is the earliest of its
+    /// rows' says so in constant time.
+    fn due_after_insert(
+        &self,
+        state: &Self::State,
+        _side: Side,
+        _time: i64,
+        _previous: Option<i64>,
+    ) -> Option<i64> {
+        self.due(state)
+    }
+
     /// How many rows the key holds (0: the key can be forgotten).
     fn rows(&self, state: &Self::State) -> usize;
 
@@ -446,11 +459,22 @@ impl<L: Logic> Operator for Join<L> {
                 values,
             };
             self.seq += 1;
+            let time = row.time;
             let state = self.keys.entry(key.clone()).or_default();
             let mut emit = Self::emit(out, &mut self.counters, &self.inputs);
             self.logic
                 .insert(&key, state, side, row, self.watermark, &mut emit);
-            self.reschedule(key);
+            let previous = self.wake.get(&key).copied();
+            match self.logic.due_after_insert(state, side, time, previous) {
+                Some(due) if previous != Some(due) => {
+                    self.timers.entry(due).or_default().push(key.clone());
+                    self.wake.insert(key, due);
+                }
+                Some(_) => {}
+                None => {
+                    self.wake.remove(&key);
+                }
+            }
         }
     }
 

@@ -157,6 +157,24 @@ impl Logic for WindowJoin {
             .map(|start| start.saturating_add(self.size))
     }
 
+    fn due_after_insert(
+        &self,
+        _state: &WindowState,
+        _side: Side,
+        time: i64,
+        previous: Option<i64>,
+    ) -> Option<i64> {
+        // The earliest window the row went into ends first.
+        let due = self
+            .starts(time)
+            .last()
+            .map(|start| start.saturating_add(self.size));
+        match (due, previous) {
+            (Some(due), Some(previous)) => Some(due.min(previous)),
+            (due, previous) => due.or(previous),
+        }
+    }
+
     fn rows(&self, state: &WindowState) -> usize {
         state
             .windows
