@@ -6,6 +6,7 @@
 
 mod nexmark_data;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -117,6 +118,51 @@ fn naive_q8(events: &[Generated]) -> Vec<Value> {
     rows
 }
 
+/// q4 by nested loops: each auction's closing price (its highest bid from its opening to its
+/// expiry), closed when its session of bids ends (4 s after its last bid), averaged per
+/// category over the 10 s window of that closing time.
+fn naive_q4(events: &[Generated]) -> Vec<Value> {
+    const SIZE: i64 = 10_000;
+    const GAP: i64 = 4_000;
+    // Per category and window: the sum and count of closing prices.
+    let mut windows: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for auction in events.iter().filter(|e| e.kind == "auction") {
+        let bids: Vec<&Generated> = events
+            .iter()
+            .filter(|e| {
+                e.kind == "bid"
+                    && e.int("auction") == auction.int("id")
+                    && e.time >= auction.time
+                    && e.time <= auction.int("expires")
+            })
+            .collect();
+        let (Some(last), Some(price)) = (
+            bids.iter().map(|b| b.time).max(),
+            bids.iter().map(|b| b.int("price")).max(),
+        ) else {
+            continue;
+        };
+        // A session window's result carries the last instant of its window.
+        let closed = last + GAP - 1;
+        let start = closed - closed.rem_euclid(SIZE);
+        let entry = windows.entry((auction.int("category"), start)).or_default();
+        entry.0 += price;
+        entry.1 += 1;
+    }
+    windows
+        .into_iter()
+        .map(|((category, start), (sum, count))| {
+            json!({
+                "key": category,
+                "window_start": start,
+                "window_end": start + SIZE,
+                "average": sum as f64 / count as f64,
+                "auctions": count,
+            })
+        })
+        .collect()
+}
+
 fn check(name: &str, naive: fn(&[Generated]) -> Vec<Value>, fields: &[&str], least: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let events = generate(30_000, 7);
@@ -142,6 +188,16 @@ fn check(name: &str, naive: fn(&[Generated]) -> Vec<Value>, fields: &[&str], lea
 #[test]
 fn q3_local_item_suggestion_is_the_nested_loop_join() {
     check("q3", naive_q3, &["name", "city", "state", "id"], 50);
+}
+
+#[test]
+fn q4_average_price_per_category_is_the_nested_loop_join_and_aggregations() {
+    check(
+        "q4",
+        naive_q4,
+        &["key", "window_start", "window_end", "average", "auctions"],
+        20,
+    );
 }
 
 #[test]

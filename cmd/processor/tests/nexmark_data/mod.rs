@@ -77,10 +77,9 @@ pub fn generate(count: usize, seed: u64) -> Vec<Generated> {
                 "auction"
             }
             _ if !auctions.is_empty() => {
-                fields.insert(
-                    "auction",
-                    json!(auctions[next(auctions.len() as u64) as usize]),
-                );
+                // One of the 20 newest auctions, mostly open ones.
+                let back = next(20.min(auctions.len() as u64)) as usize;
+                fields.insert("auction", json!(auctions[auctions.len() - 1 - back]));
                 fields.insert(
                     "bidder",
                     json!(persons[next(persons.len() as u64) as usize]),
