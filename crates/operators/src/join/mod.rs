@@ -112,15 +112,22 @@ pub fn tag(side: Side, mut event: Event) -> Event {
     event
 }
 
-/// The side and values of an event wrapped by [`tag`].
-fn untag(event: &Event) -> Option<(Side, Vec<Value>)> {
-    let Payload::Row(tagged) = &event.payload else {
-        return None;
+/// The side of an event wrapped by [`tag`], and the event with its row payload back (without
+/// copying its values); the event as it came if it is not wrapped.
+fn untag(mut event: Event) -> Result<(Side, Event), Event> {
+    let Payload::Row(tagged) = &mut event.payload else {
+        return Err(event);
     };
-    let [Value::Int(code), Value::List(values)] = tagged.as_slice() else {
-        return None;
+    let side = match tagged.as_slice() {
+        [Value::Int(code), Value::List(_)] => Side::from_code(*code),
+        _ => None,
     };
-    Some((Side::from_code(*code)?, values.as_ref().clone()))
+    let (Some(side), Some(Value::List(values))) = (side, tagged.pop()) else {
+        return Err(event);
+    };
+    let values = Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone());
+    event.payload = Payload::Row(values);
+    Ok((side, event))
 }
 
 /// One row held by a join: its event time, its arrival order (which orders rows of equal
@@ -395,15 +402,12 @@ impl<L: Logic> Join<L> {
         }
     }
 
+    /// `event` (unwrapped), of `side`, arrived behind the watermark.
     fn late(&self, side: Side, event: &Event, out: &mut Output) {
         let layout = match side {
             Side::Left => &self.inputs.left,
             Side::Right | Side::RightDelete => &self.inputs.right,
         };
-        let mut unwrapped = event.clone();
-        if let Some((_, values)) = untag(event) {
-            unwrapped.payload = Payload::Row(values);
-        }
         out.side.push(SideRecord {
             kind: SideKind::Late,
             stage: self.stage.clone(),
@@ -413,7 +417,7 @@ impl<L: Logic> Join<L> {
                 format_rfc3339(self.watermark),
             ),
             line: None,
-            record: SideData::event(&unwrapped, layout),
+            record: SideData::event(event, layout),
         });
     }
 
@@ -439,22 +443,34 @@ impl<L: Logic> Operator for Join<L> {
 
     fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
         for event in batch {
-            let Some((side, values)) = untag(&event) else {
-                out.side.push(dead_letter(
-                    &self.stage,
-                    &event,
-                    &Layout::Object,
-                    "a join takes only the events of its inputs' branch".into(),
-                ));
-                continue;
+            let (side, event) = match untag(event) {
+                Ok(untagged) => untagged,
+                Err(event) => {
+                    out.side.push(dead_letter(
+                        &self.stage,
+                        &event,
+                        &Layout::Object,
+                        "a join takes only the events of its inputs' branch".into(),
+                    ));
+                    continue;
+                }
             };
             if event.event_time < self.watermark {
                 self.late(side, &event, out);
                 continue;
             }
-            let key = event.key.clone().unwrap_or(Value::Null);
+            let Event {
+                key,
+                payload,
+                event_time,
+                ..
+            } = event;
+            let Payload::Row(values) = payload else {
+                continue;
+            };
+            let key = key.unwrap_or(Value::Null);
             let row = Row {
-                time: event.event_time,
+                time: event_time,
                 seq: self.seq,
                 values,
             };
