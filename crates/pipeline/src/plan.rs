@@ -304,9 +304,15 @@ impl Steps {
     /// A filter, whose predicate must give a bool.
     fn filter(&mut self, expr: ExprSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(expr.place.path.as_str());
-        let Some(predicate) = compile(&expr, &self.layout, problems) else {
-            return;
-        };
+        if let Some(filter) = self.compile_filter(&expr, problems) {
+            self.operators.push(OperatorNode::new(name, filter));
+        }
+    }
+
+    /// The filter of `expr` over the stream here, whose predicate must give a bool.
+    fn compile_filter(&self, expr: &ExprSpec, problems: &mut Vec<Problem>) -> Option<Filter> {
+        let name: Arc<str> = Arc::from(expr.place.path.as_str());
+        let predicate = compile(expr, &self.layout, problems)?;
         if let Some(ty) = predicate.output_type() {
             if ty != FieldType::Bool {
                 problems.push(Problem {
@@ -315,10 +321,7 @@ impl Steps {
                 });
             }
         }
-        self.operators.push(OperatorNode::new(
-            name.clone(),
-            Filter::new(name, predicate, self.layout.clone()),
-        ));
+        Some(Filter::new(name, predicate, self.layout.clone()))
     }
 
     /// A key_by: the stream is keyed from here on.
@@ -699,7 +702,12 @@ impl Steps {
             );
         }
         let mut branch = Steps::new(layout.clone(), self.batch_size);
-        for step in &input.steps {
+        // A first filter runs apart, on the batch both inputs share (see `Lane::filter`).
+        let (filter, steps) = match input.steps.split_first() {
+            Some((StepSpec::Filter(expr), rest)) => (branch.compile_filter(expr, problems), rest),
+            _ => (None, input.steps.as_slice()),
+        };
+        for step in steps {
             match step {
                 StepSpec::Filter(expr) => branch.filter(expr.clone(), problems),
                 StepSpec::Map(map) => branch.map(map.clone(), problems),
@@ -780,6 +788,7 @@ impl Steps {
             Lane {
                 side,
                 sources,
+                filter,
                 steps,
                 delete: delete.flatten(),
                 layout: branch.layout,

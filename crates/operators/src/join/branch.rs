@@ -11,6 +11,7 @@ use dataflow_event::{Event, Layout};
 use dataflow_expr::Expr;
 
 use super::{tag, Side};
+use crate::filter::Filter;
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
 use crate::operator::{dead_letter, Operator, OperatorNode, Output};
 
@@ -30,7 +31,10 @@ pub struct Lane {
     pub side: Side,
     /// The sources (their indexes in the pipeline) whose events it takes; `None`: every one.
     pub sources: Option<Vec<usize>>,
-    /// Its steps, in order; the last sets the join key. Stateless operators only.
+    /// Its first step when it is a filter: run on the batch it shares with the other input, so
+    /// that only the events it keeps are copied.
+    pub filter: Option<Filter>,
+    /// Its (other) steps, in order; the last sets the join key. Stateless operators only.
     pub steps: Vec<OperatorNode>,
     /// For the table of a lookup join: the condition that makes a row a delete of its key,
     /// compiled against `layout`.
@@ -79,14 +83,21 @@ impl Branches {
             .collect();
         let mut batch = Some(batch);
         for (position, &index) in taking.iter().enumerate() {
-            // The last lane to take the batch takes it whole; the others take a copy.
-            let events = if position + 1 == taking.len() {
-                batch.take().unwrap_or_default()
-            } else {
-                batch.clone().unwrap_or_default()
-            };
             let lane = &mut self.lanes[index];
-            let mut events = events;
+            let last = position + 1 == taking.len();
+            // The last lane to take the batch takes it whole; the others take a copy of what
+            // their first filter keeps.
+            let mut events = match (lane.filter.as_mut(), last) {
+                (Some(filter), false) => filter.select(batch.as_deref().unwrap_or_default(), out),
+                (Some(filter), true) => {
+                    let mut kept = Output::default();
+                    filter.process(batch.take().unwrap_or_default(), &mut kept);
+                    out.side.append(&mut kept.side);
+                    kept.events
+                }
+                (None, false) => batch.clone().unwrap_or_default(),
+                (None, true) => batch.take().unwrap_or_default(),
+            };
             for node in &mut lane.steps {
                 if events.is_empty() {
                     break;
