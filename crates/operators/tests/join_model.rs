@@ -518,3 +518,39 @@ fn join_state_is_bounded_by_the_bounds_not_the_stream() {
     });
     assert!(most < 400, "the lookup join held {most} rows");
 }
+
+#[test]
+fn a_row_behind_the_watermark_is_a_late_record_and_joins_nothing() {
+    let mut join = Join::new(
+        stage(),
+        IntervalJoin {
+            lower: -10,
+            upper: 10,
+            how: JoinType::Full,
+        },
+        inputs(),
+    );
+    let row = |side, time, id| Input {
+        side,
+        key: 1,
+        time,
+        id,
+    };
+    let mut out = Output::default();
+    join.process(vec![row(Side::Left, 100, 0).event()], &mut out);
+    join.on_watermark(95, &mut out);
+    // Within the bounds of the left row, but behind the watermark.
+    join.process(vec![row(Side::Right, 90, 1).event()], &mut out);
+    join.finish(true, &mut out);
+    assert_eq!(out.side.len(), 1, "{:?}", out.side);
+    assert_eq!(out.side[0].kind, dataflow_operators::SideKind::Late);
+    assert!(out.side[0].reason.contains("behind the watermark"));
+    // The left row met nothing: emitted alone at the end (full join), counted unmatched.
+    let results: Vec<Result> = out.events.iter().map(result).collect();
+    assert_eq!(
+        results,
+        vec![joined(Some(&row(Side::Left, 100, 0)), None, &[])]
+    );
+    assert_eq!(join.counters().unmatched_left, 1);
+    assert_eq!(join.counters().matched, 0);
+}
