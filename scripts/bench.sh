@@ -297,18 +297,22 @@ fi
 
 # CEP (CEP=1 runs it; off by default): the card-fraud pattern over CEP_EVENTS (10M) generated
 # card charges on 100k cards, one worker: events per second and peak RSS, with the number of
-# matches and timed-out partial matches.
+# matches and timed-out partial matches. CEP_STATE=sled keeps the pattern's state in sled
+# (under target/bench/cep-state) instead of memory.
 if [ "${CEP:-0}" = "1" ]; then
   n=${CEP_EVENTS:-10000000}
   mkdir -p "$DIR/configs"
   config="$DIR/configs/cep-fraud.yaml"
   sed -e "s|count: 10000000|count: $n|" -e 's|\.\./\.\./target/bench/|../|g' configs/bench/cep-fraud.yaml > "$config"
+  if [ "${CEP_STATE:-memory}" = "sled" ]; then
+    echo "state: { backend: sled, dir: ../cep-state }" >> "$config"
+  fi
   read -r c_secs c_rss c_cpu < <(measure "$PROCESSOR" run --no-progress --config "$config")
   matches=$(wc -l < "$DIR/out/cep-fraud.jsonl")
   timeouts=$(wc -l < "$DIR/out/cep-fraud-timed-out.jsonl")
   printf '\n| events | workload | events/s | peak RSS | CPU s | matches | timed out |\n|---:|---|---:|---:|---:|---:|---:|\n'
-  awk -v n="$n" -v s="$c_secs" -v r="$c_rss" -v c="$c_cpu" -v m="$matches" -v t="$timeouts" 'BEGIN {
-    printf "| %d | cep-fraud | %.0f | %.1f MiB | %.2f | %d | %d |\n", n, n/s, r/1024, c, m, t
+  awk -v n="$n" -v st="${CEP_STATE:-memory}" -v s="$c_secs" -v r="$c_rss" -v c="$c_cpu" -v m="$matches" -v t="$timeouts" 'BEGIN {
+    printf "| %d | cep-fraud (%s state) | %.0f | %.1f MiB | %.2f | %d | %d |\n", n, st, n/s, r/1024, c, m, t
   }'
 fi
 

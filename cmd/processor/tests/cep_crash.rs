@@ -1,6 +1,8 @@
 //! Crash recovery of the card-fraud pattern example: a processor killed with SIGKILL at 20
 //! seeded instants, and restarted each time, ends with committed output (`parts` sink)
-//! identical to a run that was never killed.
+//! identical to a run that was never killed; with the pattern's state in memory, and in sled
+//! (where every restart rebuilds the sled database from the checkpoint, and the reference runs
+//! in memory: sled gives the same output).
 
 mod kills;
 
@@ -46,8 +48,10 @@ fn generate_transactions(dir: &Path, count: u64, cards: u64, seed: u64) -> PathB
 }
 
 /// The shipped card-fraud example reading `input`, with its results in a `parts` sink named
-/// `name-out`, checkpoints every 100 ms, and its side outputs in `dir`.
-fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
+/// `name-out`, checkpoints every 100 ms, and its side outputs in `dir`; its state in sled under
+/// `name-state` when `sled`, with 100 keys cached as objects (of 5,000 cards), so that most
+/// keys' state goes through sled.
+fn config(dir: &Path, input: &Path, name: &str, sled: bool) -> PathBuf {
     let text = std::fs::read_to_string(root().join("configs/examples/cep/card-fraud.yaml"))
         .expect("shipped config");
     let sink = "  - type: file\n    path: ../../../out/cep/card-fraud.jsonl\n";
@@ -60,6 +64,11 @@ fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
         .replace(sink, &format!("  - {{ type: parts, path: {name}-out }}\n"))
         .replace("../../../out/cep/card-fraud", name)
         + &format!("checkpoint: {{ dir: {name}-checkpoints, interval: 100ms, retain: 3 }}\n");
+    let text = if sled {
+        text + &format!("state: {{ backend: sled, dir: {name}-state, cache_keys: 100 }}\n")
+    } else {
+        text
+    };
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).expect("write config");
     path
@@ -67,10 +76,21 @@ fn config(dir: &Path, input: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing() {
+    crash_and_compare(false);
+}
+
+#[test]
+fn sigkill_at_twenty_instants_of_the_fraud_pattern_in_sled_loses_and_duplicates_nothing() {
+    crash_and_compare(true);
+}
+
+/// Kills the fraud example 20 times (its state in sled if `sled`), restarting it each time, and
+/// compares its committed output with a run in memory never killed.
+fn crash_and_compare(sled: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = generate_transactions(dir.path(), 400_000, 5_000, 13);
 
-    let reference = config(dir.path(), &input, "reference");
+    let reference = config(dir.path(), &input, "reference", false);
     let run = processor()
         .args(["run", "--no-progress", "--config"])
         .arg(&reference)
@@ -89,7 +109,7 @@ fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing(
         expected.lines().count()
     );
 
-    let crashed = config(dir.path(), &input, "crashed");
+    let crashed = config(dir.path(), &input, "crashed", sled);
     let mut mix = kills::Mix(20_261_204);
     let mut kills = 0;
     // Runs that end before their instant do not count: keep going until 20 were killed
@@ -123,6 +143,7 @@ fn sigkill_at_twenty_instants_of_the_fraud_pattern_loses_and_duplicates_nothing(
         String::from_utf8_lossy(&last.stderr)
     );
     assert_eq!(kills, 20, "the input ran out after {kills} kills");
+    assert_eq!(dir.path().join("crashed-state").is_dir(), sled);
     let found = read_committed(&dir.path().join("crashed-out")).expect("committed output");
     assert_eq!(found.lines().count(), expected.lines().count());
     assert!(

@@ -1,6 +1,7 @@
 //! The shipped CEP examples (`configs/examples/cep/`) run end to end on their sample data and
 //! write exactly their golden outputs: results, timed-out partial matches, late events and dead
-//! letters.
+//! letters; and exactly the same with their state in sled (`state.backend: sled`, caching one
+//! key as objects, so that the keys' state goes through sled) as in memory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +11,14 @@ fn root() -> PathBuf {
 }
 
 /// Runs the example `name` with its data taken from the repository and its outputs in a
-/// temporary directory, and compares every output file with its golden copy.
+/// temporary directory, and compares every output file with its golden copy; then again with
+/// its state in sled.
 fn check(name: &str, outputs: &[&str]) {
+    check_in(name, outputs, false);
+    check_in(name, outputs, true);
+}
+
+fn check_in(name: &str, outputs: &[&str], sled: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let examples = root().join("configs/examples/cep");
     let text = std::fs::read_to_string(examples.join(format!("{name}.yaml"))).expect("config");
@@ -21,6 +28,19 @@ fn check(name: &str, outputs: &[&str]) {
             &format!("{}/", root().join("data/cep").display()),
         )
         .replace("../../../out/cep/", &format!("{}/", dir.path().display()));
+    assert!(
+        !text.contains("\nstate:"),
+        "the example sets its state backend"
+    );
+    let text = if sled {
+        let state = dir.path().join("state");
+        text + &format!(
+            "state: {{ backend: sled, dir: {}, cache_keys: 1 }}\n",
+            state.display()
+        )
+    } else {
+        text
+    };
     let config = dir.path().join(format!("{name}.yaml"));
     std::fs::write(&config, text).expect("write config");
     let output = Command::new(env!("CARGO_BIN_EXE_processor"))
@@ -39,7 +59,18 @@ fn check(name: &str, outputs: &[&str]) {
             .unwrap_or_else(|error| panic!("{file}: {error}"));
         let golden = std::fs::read_to_string(examples.join("golden").join(&file))
             .unwrap_or_else(|error| panic!("golden {file}: {error}"));
-        assert_eq!(actual, golden, "{file} differs from its golden copy");
+        assert_eq!(
+            actual, golden,
+            "{file} differs from its golden copy (sled: {sled})"
+        );
+    }
+    if sled {
+        // The pattern or alert step kept its state in a sled database of its own.
+        let state = std::fs::read_dir(dir.path().join("state"))
+            .expect("a state directory")
+            .map(|entry| entry.expect("an entry").file_name())
+            .collect::<Vec<_>>();
+        assert_eq!(state.len(), 1, "{state:?}");
     }
 }
 

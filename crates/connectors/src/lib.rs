@@ -3,7 +3,8 @@
 //!
 //! Sources: `file` (JSON Lines files, partitions with byte offsets, follow mode, parallel
 //! decoding), `stdin`, `http` (events posted to the processor's `POST /ingest`) and
-//! `generator` (deterministic Nexmark-style bids or clicks). Sinks: `stdout` and `file`
+//! `generator` (deterministic Nexmark-style bids or clicks) and `kafka` (topics of a Kafka
+//! broker). Sinks: `stdout` and `file`
 //! (`jsonl`), `parts` (exactly-once part files committed with checkpoints), `parquet` (exactly-once
 //! Parquet files, partitioned, published with checkpoints), and the side
 //! outputs for dead letters and late events (`side`). `ratelimit` paces any source.
@@ -18,6 +19,7 @@ pub mod file;
 pub mod generator;
 pub mod http;
 pub mod jsonl;
+pub mod kafka;
 mod lines;
 pub mod parquet;
 pub mod parts;

@@ -12,6 +12,7 @@ use crate::file::FileSource;
 use crate::generator::{Generator, GeneratorConfig, GeneratorSource};
 use crate::http::{HttpSource, IngestHub};
 use crate::jsonl::JsonLinesSink;
+use crate::kafka::{EventTime, KafkaSink, KafkaSinkSettings, KafkaSource, KafkaSourceSettings};
 use crate::parquet::{ParquetSettings, ParquetSink};
 use crate::parts::PartsSink;
 use crate::postgres::{PostgresSettings, PostgresSink};
@@ -46,6 +47,8 @@ pub enum SourceKind {
         /// Events per second of wall-clock time; `None` is as fast as possible.
         rate: Option<u64>,
     },
+    /// The partitions of Kafka topics (see [`crate::kafka`]).
+    Kafka(Box<KafkaSourceSettings>),
 }
 
 /// Where output goes.
@@ -81,6 +84,8 @@ pub enum SinkKind {
     Postgres(Box<PostgresSettings>),
     /// Keys of Redis, last write wins (see [`crate::redis`]).
     Redis(Box<RedisSettings>),
+    /// Records of a Kafka topic, at least once or exactly once (see [`crate::kafka`]).
+    Kafka(Box<KafkaSinkSettings>),
 }
 
 impl SinkSpec {
@@ -109,6 +114,7 @@ impl SourceKind {
             SourceKind::Stdin => "stdin",
             SourceKind::Http { .. } => "http",
             SourceKind::Generator { .. } => "generator",
+            SourceKind::Kafka(_) => "kafka",
         }
     }
 
@@ -156,7 +162,10 @@ impl SourceKind {
     pub fn check(&self) -> Result<()> {
         match self {
             SourceKind::Generator { config, .. } => Generator::new(config.clone()).map(|_| ()),
-            SourceKind::File { .. } | SourceKind::Stdin | SourceKind::Http { .. } => Ok(()),
+            SourceKind::File { .. }
+            | SourceKind::Stdin
+            | SourceKind::Http { .. }
+            | SourceKind::Kafka(_) => Ok(()),
         }
     }
 
@@ -169,6 +178,12 @@ impl SourceKind {
         } = self
         {
             config.schema = Some(Generator::schema(generator.profile));
+        }
+        // The record timestamp is the event time: no field holds it.
+        if let SourceKind::Kafka(settings) = self {
+            if settings.event_time == EventTime::Record {
+                config.time_field = None;
+            }
         }
         config
     }
@@ -193,6 +208,7 @@ impl SourceKind {
                 let generator = Generator::new(config.clone())?;
                 Box::new(GeneratorSource::new(generator, *rate))
             }
+            SourceKind::Kafka(settings) => Box::new(KafkaSource::open(name, settings, decoder)?),
             SourceKind::Http { .. } => match ingest.queue(name) {
                 Some(queue) => Box::new(HttpSource::open(queue)),
                 None => {
@@ -215,6 +231,7 @@ impl SinkKind {
             SinkKind::Parquet(_) => "parquet",
             SinkKind::Postgres(_) => "postgres",
             SinkKind::Redis(_) => "redis",
+            SinkKind::Kafka(_) => "kafka",
         }
     }
 
@@ -230,7 +247,7 @@ impl SinkKind {
         matches!(
             self,
             SinkKind::Parts { .. } | SinkKind::Parquet(_) | SinkKind::Postgres(_)
-        )
+        ) || matches!(self, SinkKind::Kafka(settings) if settings.exactly_once)
     }
 
     /// The problems of this sink's settings against the results it will get and the `earlier`
@@ -252,6 +269,7 @@ impl SinkKind {
             }
             SinkKind::Postgres(settings) => crate::postgres::check_layout(settings, &format.layout),
             SinkKind::Redis(settings) => crate::redis::check_layout(settings, &format.layout),
+            SinkKind::Kafka(settings) => crate::kafka::check_layout(settings, format),
             SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Parts { .. } => Vec::new(),
         }
     }
@@ -274,6 +292,9 @@ impl SinkSpec {
                 Box::new(PostgresSink::open(settings, format, restored).await?)
             }
             SinkKind::Redis(settings) => Box::new(RedisSink::open(self, settings, format).await?),
+            SinkKind::Kafka(settings) => {
+                Box::new(KafkaSink::open(self, settings, format, restored).await?)
+            }
             SinkKind::Stdout | SinkKind::File { .. } => {
                 Box::new(JsonLinesSink::open(self, format, mode).await?)
             }
@@ -308,7 +329,7 @@ pub fn takes_key<K>(types: &[ConnectorType<K>], key: &str) -> bool {
 }
 
 /// Every source type.
-pub const SOURCES: [SourceType; 4] = [
+pub const SOURCES: [SourceType; 5] = [
     SourceType {
         name: "file",
         keys: crate::file::KEYS,
@@ -329,10 +350,15 @@ pub const SOURCES: [SourceType; 4] = [
         keys: crate::generator::KEYS,
         configure: crate::generator::configure,
     },
+    SourceType {
+        name: "kafka",
+        keys: crate::kafka::SOURCE_KEYS,
+        configure: crate::kafka::configure_source,
+    },
 ];
 
 /// Every sink type.
-pub const SINKS: [SinkType; 6] = [
+pub const SINKS: [SinkType; 7] = [
     SinkType {
         name: "stdout",
         keys: crate::jsonl::STDOUT_KEYS,
@@ -362,6 +388,11 @@ pub const SINKS: [SinkType; 6] = [
         name: "redis",
         keys: crate::redis::KEYS,
         configure: crate::redis::configure,
+    },
+    SinkType {
+        name: "kafka",
+        keys: crate::kafka::SINK_KEYS,
+        configure: crate::kafka::configure_sink,
     },
 ];
 
@@ -409,16 +440,24 @@ mod tests {
     fn value_for(key: &str) -> SettingValue {
         match key {
             "paths" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
-            "follow" => SettingValue::Bool(false),
+            "follow" | "exactly_once" => SettingValue::Bool(false),
+            "topics" => SettingValue::Seq(vec![SettingValue::Str("t".into())]),
+            "properties" => {
+                SettingValue::Map(vec![("client.id".into(), SettingValue::Str("test".into()))])
+            }
             "path" | "profile" | "max_disorder" | "partition_by" | "partition_time"
             | "compression" | "retry_timeout" | "ttl" | "url" | "host" | "user" | "password"
-            | "dbname" | "table" | "mode" | "key" | "id" | "command" => {
+            | "dbname" | "table" | "mode" | "key" | "id" | "command" | "brokers" | "topic"
+            | "topic_pattern" | "group" | "start" | "event_time" | "transactional_id" => {
                 SettingValue::Str(match key {
                     "profile" => "bids".into(),
                     "max_disorder" | "retry_timeout" | "ttl" => "1s".into(),
                     "compression" => "snappy".into(),
                     "url" => "redis://127.0.0.1:6379/".into(),
                     "mode" => "upsert".into(),
+                    "brokers" => "127.0.0.1:9092".into(),
+                    "start" => "earliest".into(),
+                    "event_time" => "record".into(),
                     "command" => "hset".into(),
                     "key" => "a".into(),
                     _ => "x".into(),
@@ -452,12 +491,19 @@ mod tests {
         let outputs = tempfile::tempdir().expect("temp dir");
         for source in SOURCES {
             let mut problems = Vec::new();
+            // A kafka source takes `topics` or `topic_pattern`, not both: the list here.
+            let keys: Vec<&str> = source
+                .keys
+                .iter()
+                .copied()
+                .filter(|key| !(source.name == "kafka" && *key == "topic_pattern"))
+                .collect();
             let settings = Settings::new(
                 "source",
                 source.name,
                 Place::path("s"),
                 inputs.path(),
-                settings_of(source.keys),
+                settings_of(&keys),
                 &mut problems,
             );
             assert!(configure(&SOURCES, Place::path("t"), settings).is_some());

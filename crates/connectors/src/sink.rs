@@ -108,7 +108,8 @@ pub(crate) async fn open_writer(
         SinkKind::Parts { .. }
         | SinkKind::Parquet(_)
         | SinkKind::Postgres(_)
-        | SinkKind::Redis(_) => Err(ConnectorError::Runtime(format!(
+        | SinkKind::Redis(_)
+        | SinkKind::Kafka(_) => Err(ConnectorError::Runtime(format!(
             "a {} sink cannot take {what}: they are written as JSON Lines to stdout or a file",
             spec.kind.type_name()
         ))),
@@ -144,6 +145,10 @@ pub struct ResultFormat {
     /// Whether the run takes checkpoints: an exactly-once store sink then holds back what it
     /// writes until the checkpoint covering it completes; without, it writes at once.
     pub checkpoints: bool,
+    /// The checkpoint directory, when the run takes checkpoints: an exactly-once sink that
+    /// must keep what it prepared for a checkpoint (the kafka sink's spool) keeps it in a
+    /// directory of its own there (not a number: never taken for a checkpoint).
+    pub checkpoint_dir: Option<std::path::PathBuf>,
 }
 
 impl ResultFormat {
@@ -154,6 +159,7 @@ impl ResultFormat {
             write_time,
             fields: DecoderConfig::default(),
             checkpoints: false,
+            checkpoint_dir: None,
         }
     }
 }

@@ -79,6 +79,26 @@ pub trait Source: Send {
         false
     }
 
+    /// Whether its partitions deliver at once (the partitions of Kafka topics), so that a
+    /// silent one may go idle while others speak; false for sources that read their
+    /// partitions one after another (files), whose unread partitions are waiting their turn.
+    fn concurrent_partitions(&self) -> bool {
+        false
+    }
+
+    /// The checkpoint whose barrier carried `positions` (taken by [`Source::positions`]) has
+    /// been saved: a source may tell its origin how far it got (Kafka commits the offsets to
+    /// its consumer group, for lag tools). The checkpoint stays the truth on a restore.
+    fn checkpoint_completed(&mut self, positions: &[PartitionPosition]) {
+        let _ = positions;
+    }
+
+    /// How many records each partition has not read yet, by partition name, for the ones the
+    /// source knows it of (Kafka: the consumer lag); by default none.
+    fn partition_lags(&self) -> Vec<(String, i64)> {
+        Vec::new()
+    }
+
     /// Asks the source to decode on `threads` threads of its own (the runtime passes its
     /// `parallelism`). Batches, their order and the positions a checkpoint sees stay exactly
     /// those of decoding on the source's thread; sources that cannot do so ignore it.

@@ -153,6 +153,30 @@ fn for_each_child<'e>(expr: &'e IdedExpr, visit: &mut dyn FnMut(&'e IdedExpr)) {
     }
 }
 
+/// The entries of a map literal whose keys are all string literals, each once (what
+/// [`Node::Map`] covers; other keys and repeated keys are the interpreter's).
+fn string_keys(map: &cel::common::ast::MapExpr) -> Option<Vec<(&str, &IdedExpr)>> {
+    let mut entries = Vec::with_capacity(map.entries.len());
+    let mut seen = BTreeSet::new();
+    for entry in &map.entries {
+        let EntryExpr::MapEntry(entry) = &entry.expr else {
+            return None;
+        };
+        if entry.optional {
+            return None;
+        }
+        let Ast::Literal(LiteralValue::String(key)) = &entry.key.expr else {
+            return None;
+        };
+        let key: &str = key.inner();
+        if !seen.insert(key) {
+            return None;
+        }
+        entries.push((key, &entry.value));
+    }
+    Some(entries)
+}
+
 /// Whether `expr` contains a literal with no [`Value`] form (`1u`, `b'..'`): such expressions
 /// run in the interpreter as a whole.
 pub(super) fn has_foreign_literal(expr: &IdedExpr) -> bool {
@@ -393,6 +417,16 @@ impl<'s> Compiler<'s> {
                     .map(|item| self.compile(item))
                     .collect::<CompileResult<_>>()?,
             ),
+            Ast::Map(map) => match string_keys(map) {
+                Some(keys) => {
+                    let mut entries = Vec::with_capacity(keys.len());
+                    for (key, value) in keys {
+                        entries.push((Box::from(key), self.compile(value)?));
+                    }
+                    Node::Map(entries)
+                }
+                None => return self.interp(expr),
+            },
             _ => return self.interp(expr),
         };
         Ok(self.finish(expr, node))
@@ -410,7 +444,7 @@ impl<'s> Compiler<'s> {
             return self.interp_unchecked(expr);
         }
         let constant = children.iter().all(|child| matches!(child, Node::Const(_)));
-        if constant && (!children.is_empty() || matches!(node, Node::List(_))) {
+        if constant && (!children.is_empty() || matches!(node, Node::List(_) | Node::Map(_))) {
             let event = Event::default();
             let cx = Cx {
                 event: &event,

@@ -126,6 +126,8 @@ pub(super) enum Node {
     Index(Box<Node>, Box<Node>),
     /// A list literal.
     List(Vec<Node>),
+    /// A map literal whose keys are distinct string literals.
+    Map(Vec<(Box<str>, Node)>),
     Not(Box<Node>),
     Neg(Box<Node>),
     Arith(Arith, Box<Node>, Box<Node>),
@@ -172,6 +174,7 @@ impl Node {
             | Node::Call2(_, a, b) => vec![a, b],
             Node::Cond(a, b, c) => vec![a, b, c],
             Node::List(items) => items.iter().collect(),
+            Node::Map(entries) => entries.iter().map(|(_, value)| value).collect(),
         }
     }
 
@@ -206,6 +209,13 @@ impl Node {
                     values.push(eval_operand(item, cx)?.into_value());
                 }
                 Ok(Val::Own(Box::new(Value::List(Arc::new(values)))))
+            }
+            Node::Map(entries) => {
+                let mut map = std::collections::BTreeMap::new();
+                for (key, value) in entries {
+                    map.insert(key.to_string(), eval_operand(value, cx)?.into_value());
+                }
+                Ok(Val::Own(Box::new(Value::Map(Arc::new(map)))))
             }
             Node::Neg(operand) => match eval_operand(operand, cx)? {
                 Val::Int(i) => negate(i),
@@ -677,6 +687,7 @@ impl Node {
             | Node::In(..)
             | Node::Call2(..) => Some(Ty::Bool),
             Node::List(_) => Some(Ty::List),
+            Node::Map(_) => Some(Ty::Map),
             Node::Neg(operand) => match operand.ty(schema)?.numeric() {
                 ty @ (Ty::Int | Ty::Float) => Some(ty),
                 _ => None,

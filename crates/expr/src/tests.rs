@@ -463,8 +463,6 @@ fn fallback_to_the_interpreter() {
             Is(list(vec![s("sale")])),
         ),
         ("price > 100 && tags.exists(t, t == channel)", bool(false)),
-        ("{'q': qty}", Is(map(vec![("q", Value::Int(3))]))),
-        ("{'q': qty}.q + 1", int(4)),
         ("type(qty) == int", bool(true)),
         ("type(qty) == 'int'", bool(false)),
         ("type(qty)", text("int")),
@@ -1203,5 +1201,35 @@ mod differential {
             let object_event = with_metadata(Event::object(0, object), metadata);
             agree(&source, &Layout::Object, &object_event)?;
         }
+    }
+}
+
+#[test]
+fn map_literals_with_string_keys_are_native() {
+    let cases = [
+        ("{'q': qty}", Is(map(vec![("q", Value::Int(3))]))),
+        ("{'q': qty}.q + 1", int(4)),
+        (
+            "{'b': [qty, channel], 'a': price > 1}",
+            Is(map(vec![
+                ("a", Value::Bool(true)),
+                ("b", list(vec![Value::Int(3), s("web")])),
+            ])),
+        ),
+        ("{}", Is(map(vec![]))),
+        ("{'q': qty / 0}", Fails("division by zero")),
+    ];
+    for (source, want) in cases {
+        let expr = Expr::compile(source, &row_layout()).expect("compiles");
+        assert!(!expr.uses_interpreter(), "`{source}` should be native");
+        check_both(source, want);
+    }
+    // Other keys, and a key written twice, are left to the interpreter.
+    for source in ["{1: 'one'}", "{'q': 1, 'q': 2}", "{channel: 1}"] {
+        let expr = Expr::compile(source, &row_layout()).expect("compiles");
+        assert!(
+            expr.uses_interpreter(),
+            "`{source}` should use the interpreter"
+        );
     }
 }

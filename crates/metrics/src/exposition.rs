@@ -63,6 +63,17 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// Labels of the per-partition source families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The source's name in the pipeline.
+    pub source: String,
+    /// The source partition's name (`topic/N` for Kafka).
+    pub partition: String,
+}
+
 /// Labels of the checkpoint and ingest families.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PipelineLabels {
@@ -156,6 +167,7 @@ struct SourceFamilies {
     rate_limit_waits: Family<SourceLabels, Count>,
     rate_limit_wait_seconds: Family<SourceLabels, Seconds>,
     lag_bytes: Family<SourceLabels, IntGauge>,
+    partition_lag: Family<PartitionLabels, IntGauge>,
     busy: Family<SourceLabels, Seconds>,
     backpressured: Family<SourceLabels, Seconds>,
 }
@@ -345,6 +357,7 @@ impl Metrics {
             rate_limit_waits: Family::default(),
             rate_limit_wait_seconds: Family::default(),
             lag_bytes: Family::default(),
+            partition_lag: Family::default(),
             busy: Family::default(),
             backpressured: Family::default(),
         };
@@ -396,6 +409,12 @@ impl Metrics {
             "dataflow_source_lag_bytes",
             "Bytes available but not read yet",
             &s.lag_bytes,
+        );
+        register(
+            &mut r,
+            "dataflow_source_partition_lag",
+            "Records of a partition not read yet (Kafka: consumer lag)",
+            &s.partition_lag,
         );
 
         let checkpoints = CheckpointFamilies {
@@ -534,9 +553,11 @@ impl Metrics {
             rate_limit_waits: f.rate_limit_waits.get_or_create_owned(&labels),
             rate_limit_wait_seconds: f.rate_limit_wait_seconds.get_or_create_owned(&labels),
             lag_bytes: f.lag_bytes.get_or_create_owned(&labels),
+            partition_lag: f.partition_lag.clone(),
             busy: f.busy.get_or_create_owned(&labels),
             backpressured: f.backpressured.get_or_create_owned(&labels),
             clock: self.backpressure.stage(pipeline, source, "source"),
+            labels,
         }
     }
 
@@ -730,9 +751,11 @@ pub struct SourceMetrics {
     rate_limit_waits: Count,
     rate_limit_wait_seconds: Seconds,
     lag_bytes: IntGauge,
+    partition_lag: Family<PartitionLabels, IntGauge>,
     busy: Seconds,
     backpressured: Seconds,
     clock: Arc<StageClock>,
+    labels: SourceLabels,
 }
 
 impl SourceMetrics {
@@ -784,6 +807,17 @@ impl SourceMetrics {
     /// `bytes` are available but not read yet.
     pub fn set_lag_bytes(&self, bytes: u64) {
         self.lag_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Partition `partition` has `records` records not read yet.
+    pub fn set_partition_lag(&self, partition: &str, records: i64) {
+        self.partition_lag
+            .get_or_create(&PartitionLabels {
+                pipeline: self.labels.pipeline.clone(),
+                source: self.labels.source.clone(),
+                partition: partition.to_owned(),
+            })
+            .set(records);
     }
 
     /// Records read so far.

@@ -31,8 +31,8 @@ mod latency;
 
 pub use backpressure::{Backpressure, BackpressureReport, StageShare};
 pub use exposition::{
-    CheckpointMetrics, IngestMetrics, Metrics, OperatorLabels, OperatorMetrics, PipelineLabels,
-    RefuseReason, RefusedLabels, SourceLabels, SourceMetrics, StoreRetries,
+    CheckpointMetrics, IngestMetrics, Metrics, OperatorLabels, OperatorMetrics, PartitionLabels,
+    PipelineLabels, RefuseReason, RefusedLabels, SourceLabels, SourceMetrics, StoreRetries,
 };
 pub use latency::Latency;
 use std::fmt;

@@ -245,6 +245,8 @@ fn due(deadline: Option<i64>, _state: &AlertState) -> Option<i64> {
 pub struct Alert {
     logic: Logic,
     timeline: Timeline<AlertState>,
+    /// Where the keys' state lives with `state.backend: sled` (else in memory).
+    state_dir: timeline::StateDir,
 }
 
 impl std::fmt::Debug for Alert {
@@ -288,9 +290,30 @@ impl Alert {
                     input_layout,
                 },
                 timeline: Timeline::default(),
+                state_dir: None,
             },
             Layout::Row(Arc::new(schema)),
         ))
+    }
+}
+
+impl Alert {
+    /// Keeps the alert state in a sled store of its own under `dir` (one database per parallel
+    /// instance, opened by [`Operator::open`]), with a page cache of `cache_bytes`:
+    /// `state.backend: sled`.
+    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64, cache_keys: usize) {
+        self.state_dir = Some((dir, cache_bytes, cache_keys));
+    }
+
+    /// Keeps the alert state in `store` (its own), caching at most `cache_keys` keys as
+    /// objects: what `state.backend: sled` does at open, with any store (for tests).
+    pub fn keep_state_in_store(
+        &mut self,
+        store: Box<dyn dataflow_state::StateStore>,
+        cache_keys: usize,
+    ) {
+        self.timeline.keep_in(store, &self.logic.stage);
+        self.timeline.set_cache_capacity(cache_keys);
     }
 }
 
@@ -310,27 +333,42 @@ impl Operator for Alert {
         );
     }
 
+    fn open(&mut self, instance: usize) -> crate::Result<()> {
+        if let Some((dir, cache_bytes, cache_keys)) = &self.state_dir {
+            let store = timeline::open_store(&self.logic.stage, dir, *cache_bytes, instance)?;
+            self.timeline.keep_in(store, &self.logic.stage);
+            self.timeline.set_cache_capacity(*cache_keys);
+        }
+        Ok(())
+    }
+
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
-        self.timeline.advance(watermark, &mut self.logic, out);
+        if let Err(error) = self.timeline.advance(watermark, &mut self.logic, out) {
+            out.failure = Some(timeline::state_failure(&self.logic.stage, error));
+        }
         watermark
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
         if fire {
-            self.timeline.finish(&mut self.logic, out);
+            if let Err(error) = self.timeline.finish(&mut self.logic, out) {
+                out.failure = Some(timeline::state_failure(&self.logic.stage, error));
+            }
         }
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        timeline::encode(&self.timeline.snapshot()).map(Some)
+        self.timeline
+            .snapshot()
+            .map(Some)
+            .map_err(|error| timeline::state_failure(&self.logic.stage, error))
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let snapshot = timeline::decode::<AlertState>(state)?;
         let logic = &self.logic;
         self.timeline
-            .restore(snapshot, |state| due(logic.window_deadline(state), state));
-        Ok(())
+            .restore(state, |state| due(logic.window_deadline(state), state))
+            .map_err(|error| timeline::state_failure(&logic.stage, error))
     }
 
     fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {

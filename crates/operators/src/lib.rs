@@ -20,6 +20,7 @@ pub mod kind;
 pub mod map;
 mod operator;
 pub mod pattern;
+mod store_cache;
 pub mod window;
 
 pub use alert::Alert;

@@ -7,6 +7,10 @@
 //! - `count N within W`: the number of events meeting the condition in `(t - W, t]`, computed
 //!   at every instant where it can change; the alert starts when it reaches `N` and stops when
 //!   it falls below.
+//!
+//! Each stream runs with the state in memory and in a state store (a small key cache), the
+//! checkpoint taken with one restored with the other; a smaller run goes through sled. All give
+//! the model's results and the same checkpoint bytes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use dataflow_event::{Event, FieldType, Layout, Payload, Schema, Value};
 use dataflow_expr::Expr;
 use dataflow_operators::alert::AlertRule;
 use dataflow_operators::{Alert, Operator, Output};
+use dataflow_state::{MemoryStore, SledStore, StateSnapshot};
 use proptest::prelude::*;
 
 /// key, started, since, at, duration, events.
@@ -118,6 +123,80 @@ fn collect(out: Output, rows: &mut Vec<Row>) {
     }
 }
 
+/// Where an operator keeps its state.
+#[derive(Clone, Debug)]
+enum Backend {
+    Memory,
+    /// A memory store, caching this many keys as objects.
+    Store(usize),
+    /// A sled store in this directory, caching this many keys as objects.
+    Sled(std::path::PathBuf, usize),
+}
+
+fn build_in(rule: AlertRule, backend: &Backend) -> Alert {
+    let mut operator = build(rule);
+    match backend {
+        Backend::Memory => {}
+        Backend::Store(cache_keys) => {
+            operator.keep_state_in_store(Box::new(MemoryStore::new()), *cache_keys)
+        }
+        Backend::Sled(dir, cache_keys) => {
+            let store = SledStore::rebuild(dir, &StateSnapshot::default()).unwrap();
+            operator.keep_state_in_store(Box::new(store), *cache_keys)
+        }
+    }
+    operator
+}
+
+/// Arrivals: (arrival order, key, time, v).
+type Arrivals = Vec<(i64, String, i64, i64)>;
+
+/// Runs the operator on `arrivals` in batches of `batch`, the watermark `bound` behind the
+/// newest event, with a checkpoint after batch `restore_at` restored into a new operator: in
+/// `before` up to it, in `after` from it on. Returns the sorted results and the checkpoint.
+fn run(
+    rule: AlertRule,
+    arrivals: &Arrivals,
+    bound: i64,
+    batch: usize,
+    restore_at: usize,
+    before: &Backend,
+    after: &Backend,
+) -> (Vec<Row>, Vec<u8>) {
+    let mut operator = build_in(rule, before);
+    let mut checkpoint = Vec::new();
+    let mut rows = Vec::new();
+    let mut newest = i64::MIN;
+    for (index, chunk) in arrivals.chunks(batch).enumerate() {
+        let events = chunk
+            .iter()
+            .map(|(_, key, time, v)| {
+                newest = newest.max(*time);
+                let mut event = Event::row(*time, vec![Value::Int(*v)]);
+                event.key = Some(Value::str(key));
+                event
+            })
+            .collect();
+        let mut out = Output::default();
+        operator.process(events, &mut out);
+        operator.on_watermark(newest - bound, &mut out);
+        collect(out, &mut rows);
+        if index == restore_at {
+            let snapshot = operator.snapshot().unwrap().unwrap();
+            // A sled directory has one owner at a time: the old store goes first.
+            drop(operator);
+            operator = build_in(rule, after);
+            operator.restore(&snapshot.state).unwrap();
+            checkpoint = snapshot.state;
+        }
+    }
+    let mut out = Output::default();
+    operator.finish(true, &mut out);
+    collect(out, &mut rows);
+    rows.sort();
+    (rows, checkpoint)
+}
+
 fn rule() -> impl Strategy<Value = AlertRule> {
     prop_oneof![
         (0i64..15).prop_map(AlertRule::For),
@@ -136,6 +215,8 @@ proptest! {
         bound in 0i64..6,
         batch in 1usize..6,
         restore_at in 0usize..12,
+        cache_keys in 0usize..3,
+        sled in prop::bool::weighted(0.05),
     ) {
         let mut arrivals = Vec::new();
         let mut by_key: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
@@ -156,33 +237,18 @@ proptest! {
         }
         expected.sort();
 
-        let mut operator = build(rule);
-        let mut rows = Vec::new();
-        let mut newest = i64::MIN;
-        for (index, chunk) in arrivals.chunks(batch).enumerate() {
-            let events = chunk
-                .iter()
-                .map(|(_, key, time, v)| {
-                    newest = newest.max(*time);
-                    let mut event = Event::row(*time, vec![Value::Int(*v)]);
-                    event.key = Some(Value::str(key));
-                    event
-                })
-                .collect();
-            let mut out = Output::default();
-            operator.process(events, &mut out);
-            operator.on_watermark(newest - bound, &mut out);
-            collect(out, &mut rows);
-            if index == restore_at {
-                let snapshot = operator.snapshot().unwrap().unwrap();
-                operator = build(rule);
-                operator.restore(&snapshot.state).unwrap();
-            }
+        let store = Backend::Store(cache_keys);
+        let (rows, memory) = run(rule, &arrivals, bound, batch, restore_at, &Backend::Memory, &store);
+        prop_assert_eq!(&rows, &expected, "{:?}", rule);
+        let (rows, stored) = run(rule, &arrivals, bound, batch, restore_at, &store, &Backend::Memory);
+        prop_assert_eq!(&rows, &expected, "in a store: {:?}", rule);
+        prop_assert!(memory == stored, "the checkpoints differ");
+        if sled {
+            let dir = tempfile::tempdir().unwrap();
+            let sled = Backend::Sled(dir.path().join("state"), 1);
+            let (rows, in_sled) = run(rule, &arrivals, bound, batch, restore_at, &sled, &sled);
+            prop_assert_eq!(&rows, &expected, "in sled: {:?}", rule);
+            prop_assert!(memory == in_sled, "the checkpoints differ");
         }
-        let mut out = Output::default();
-        operator.finish(true, &mut out);
-        collect(out, &mut rows);
-        rows.sort();
-        prop_assert_eq!(rows, expected, "{:?}", rule);
     }
 }

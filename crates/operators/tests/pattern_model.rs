@@ -3,6 +3,11 @@
 //! the labellings the rules of `docs/configuration.md` allow, and picks the preferred one. The
 //! operator sees the same events disordered within the watermark bound, in batches, with a
 //! checkpoint and restore into a new operator in the middle.
+//!
+//! Each stream runs twice: with the partial matches in memory, then in a state store (a small
+//! key cache, so most keys go through the store), the checkpoint taken with one restored with the
+//! other. Both give the naive matcher's results and the same checkpoint bytes; a smaller run does
+//! the same through sled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +18,7 @@ use dataflow_operators::pattern::{
     binding_layout, AfterMatch, Aggregate, PatternDef, SelectDef, StageDef,
 };
 use dataflow_operators::{Operator, Output, Pattern, SideData, SideKind};
+use dataflow_state::{MemoryStore, SledStore, StateSnapshot};
 use proptest::prelude::*;
 
 /// A stage condition, both as CEL for the operator and as Rust for the model.
@@ -552,17 +558,53 @@ fn collect(out: Output, rows: &mut Vec<Row>) {
     }
 }
 
+/// Where an operator keeps its partial matches.
+#[derive(Clone, Debug)]
+enum Backend {
+    Memory,
+    /// A memory store, caching this many keys as objects.
+    Store(usize),
+    /// A sled store in this directory, caching this many keys as objects.
+    Sled(std::path::PathBuf, usize),
+}
+
+/// `pattern`'s operator with its partial matches in `backend`.
+fn build_in(pattern: &TPattern, backend: &Backend) -> Pattern {
+    let mut operator = build(pattern);
+    match backend {
+        Backend::Memory => {}
+        Backend::Store(cache_keys) => {
+            operator.keep_state_in_store(Box::new(MemoryStore::new()), *cache_keys)
+        }
+        Backend::Sled(dir, cache_keys) => {
+            let store = SledStore::rebuild(dir, &StateSnapshot::default()).unwrap();
+            operator.keep_state_in_store(Box::new(store), *cache_keys)
+        }
+    }
+    operator
+}
+
+/// What a run gave: its results, sorted, and the checkpoint it took.
+struct Run {
+    rows: Vec<Row>,
+    checkpoint: Vec<u8>,
+}
+
 /// Runs the operator on `arrivals` (events in arrival order) in batches of `batch`, the
 /// watermark `bound` behind the newest event after each batch, with a checkpoint and restore
-/// into a new operator after batch `restore_at`.
+/// into a new operator after batch `restore_at`: in `before` up to the checkpoint, in `after`
+/// from the restore on.
 fn run(
     pattern: &TPattern,
     arrivals: &[(String, i64, i64)],
     bound: i64,
     batch: usize,
     restore_at: usize,
-) -> Vec<Row> {
-    let mut operator = build(pattern);
+    before: &Backend,
+    after: &Backend,
+) -> Run {
+    let mut operator = build_in(pattern, before);
+    let mut checkpoint = Vec::new();
     let mut rows = Vec::new();
     let mut newest = i64::MIN;
     for (index, chunk) in arrivals.chunks(batch.max(1)).enumerate() {
@@ -581,15 +623,30 @@ fn run(
         collect(out, &mut rows);
         if index == restore_at {
             let snapshot = operator.snapshot().unwrap().unwrap();
-            operator = build(pattern);
+            // A sled directory has one owner at a time: the old store goes first.
+            drop(operator);
+            operator = build_in(pattern, after);
             operator.restore(&snapshot.state).unwrap();
+            checkpoint = snapshot.state;
         }
     }
     let mut out = Output::default();
     operator.finish(true, &mut out);
     collect(out, &mut rows);
     rows.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    rows
+    Run { rows, checkpoint }
+}
+
+/// The naive matcher's results on `arrivals`, per key in time order.
+fn expected(pattern: &TPattern, arrivals: &[(String, i64, i64)]) -> Vec<Row> {
+    let mut by_key: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for (key, time, v) in arrivals {
+        by_key.entry(key.clone()).or_default().push((*time, *v));
+    }
+    for events in by_key.values_mut() {
+        events.sort();
+    }
+    naive(pattern, &by_key)
 }
 
 // ---------------------------------------------------------------- generators
@@ -723,16 +780,35 @@ proptest! {
         (arrivals, bound) in stream(),
         batch in 1usize..6,
         restore_at in 0usize..10,
+        cache_keys in 0usize..3,
     ) {
-        let mut by_key: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-        for (key, time, v) in &arrivals {
-            by_key.entry(key.clone()).or_default().push((*time, *v));
-        }
-        for events in by_key.values_mut() {
-            events.sort();
-        }
-        let expected = naive(&pattern, &by_key);
-        let actual = run(&pattern, &arrivals, bound, batch, restore_at);
-        prop_assert_eq!(actual, expected, "pattern {:?}", pattern);
+        let expected = expected(&pattern, &arrivals);
+        let store = Backend::Store(cache_keys);
+        let memory = run(&pattern, &arrivals, bound, batch, restore_at, &Backend::Memory, &store);
+        prop_assert_eq!(&memory.rows, &expected, "pattern {:?}", pattern);
+        let stored = run(&pattern, &arrivals, bound, batch, restore_at, &store, &Backend::Memory);
+        prop_assert_eq!(&stored.rows, &expected, "in a store: pattern {:?}", pattern);
+        prop_assert!(memory.checkpoint == stored.checkpoint, "the checkpoints differ");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// The same through sled, restored into sled: sled's store is the one in production.
+    #[test]
+    fn pattern_in_sled_matches_the_naive_matcher(
+        pattern in pattern(),
+        (arrivals, bound) in stream(),
+        batch in 1usize..6,
+        restore_at in 0usize..10,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = Backend::Sled(dir.path().join("state"), 1);
+        let expected = expected(&pattern, &arrivals);
+        let memory = run(&pattern, &arrivals, bound, batch, restore_at, &Backend::Memory, &Backend::Memory);
+        let stored = run(&pattern, &arrivals, bound, batch, restore_at, &sled, &sled);
+        prop_assert_eq!(&stored.rows, &expected, "in sled: pattern {:?}", pattern);
+        prop_assert!(memory.checkpoint == stored.checkpoint, "the checkpoints differ");
     }
 }

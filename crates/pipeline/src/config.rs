@@ -132,6 +132,9 @@ pub const MAX_PARALLELISM: usize = 256;
 /// The largest `state.cache_mb`: 1 TiB of sled page cache per store.
 const MAX_CACHE_MB: i64 = 1 << 20;
 
+/// The largest `state.cache_keys`.
+const MAX_CACHE_KEYS: i64 = 1 << 30;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -159,6 +162,7 @@ struct RawState {
     backend: Option<Spanned<String>>,
     dir: Option<Spanned<String>>,
     cache_mb: Option<Spanned<i64>>,
+    cache_keys: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -857,8 +861,31 @@ impl Checker {
                 None
             }
         };
+        let cache_keys = match &state.cache_keys {
+            None => Some(dataflow_operators::window::DEFAULT_CACHE_KEYS),
+            Some(keys) if backend != Some("sled") => {
+                self.problem(
+                    place_of(keys, "state.cache_keys"),
+                    "`cache_keys` is only used by the `sled` backend: set `backend: sled` or remove it",
+                );
+                None
+            }
+            Some(keys) if (0..=MAX_CACHE_KEYS).contains(&keys.value) => Some(keys.value as usize),
+            Some(keys) => {
+                self.problem(
+                    place_of(keys, "state.cache_keys"),
+                    format!(
+                        "`cache_keys` must be between 0 and {MAX_CACHE_KEYS}, not {}",
+                        keys.value
+                    ),
+                );
+                None
+            }
+        };
         match (backend, &state.dir) {
-            (None | Some("memory"), None) if cache_bytes.is_some() => Some(StateSpec::Memory),
+            (None | Some("memory"), None) if cache_bytes.is_some() && cache_keys.is_some() => {
+                Some(StateSpec::Memory)
+            }
             (None | Some("memory"), None) => None,
             (None | Some("memory"), Some(dir)) => {
                 self.problem(
@@ -873,6 +900,7 @@ impl Checker {
                 Some(StateSpec::Sled {
                     dir,
                     cache_bytes: cache_bytes?,
+                    cache_keys: cache_keys?,
                 })
             }
             (Some("sled"), None) => {

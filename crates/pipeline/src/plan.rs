@@ -144,8 +144,8 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::KeyBy(expr) => steps.key_by(expr, problems),
             StepSpec::Map(map) => steps.map(map, problems),
             StepSpec::Window(window) => steps.window(window, &spec.state, problems),
-            StepSpec::Pattern(pattern) => steps.pattern(pattern, problems),
-            StepSpec::Alert(alert) => steps.alert(alert, problems),
+            StepSpec::Pattern(pattern) => steps.pattern(pattern, &spec.state, problems),
+            StepSpec::Alert(alert) => steps.alert(alert, &spec.state, problems),
         }
     }
     // Each sink's settings against the results it gets (a field its mapping or partitioning
@@ -158,6 +158,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             .map(|source| source.spec.decoder.clone())
             .unwrap_or_default(),
         checkpoints: spec.checkpoint.is_some(),
+        checkpoint_dir: spec.checkpoint.as_ref().map(|c| c.dir.clone()),
     };
     for (index, sink) in spec.sinks.iter().enumerate() {
         problems.extend(sink.kind.check_results(&results, &spec.sinks[..index]));
@@ -414,8 +415,8 @@ impl Steps {
         ) {
             Ok((mut operator, output)) => {
                 operator.limit_emission(self.batch_size);
-                if let Some((dir, cache_bytes)) = state_dir(state, &name) {
-                    operator.keep_state_in(dir, cache_bytes);
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
                 }
                 self.layout = output;
                 self.windowed = true;
@@ -450,8 +451,8 @@ impl Steps {
     }
 
     /// A pattern step over the keyed stream: the stream is its results from here on, keyed
-    /// as before.
-    fn pattern(&mut self, pattern: PatternSpec, problems: &mut Vec<Problem>) {
+    /// as before. With sled state, it keeps its partial matches under the state directory.
+    fn pattern(&mut self, pattern: PatternSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(pattern.place.path.as_str());
         let before = problems.len();
         if self.key_type.is_none() {
@@ -620,7 +621,10 @@ impl Steps {
             Err(message) => return Self::refuse(problems, &pattern.place, message),
         };
         match Pattern::new(name.clone(), def, self.key_type.flatten()) {
-            Ok((operator, output)) => {
+            Ok((mut operator, output)) => {
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
+                }
                 self.layout = output;
                 self.windowed = true;
                 self.operators.push(OperatorNode::new(name, operator));
@@ -629,8 +633,9 @@ impl Steps {
         }
     }
 
-    /// An alert step over the keyed stream: the stream is its results from here on.
-    fn alert(&mut self, alert: AlertSpec, problems: &mut Vec<Problem>) {
+    /// An alert step over the keyed stream: the stream is its results from here on. With sled
+    /// state, it keeps its state under the state directory.
+    fn alert(&mut self, alert: AlertSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(alert.place.path.as_str());
         if self.key_type.is_none() {
             Self::refuse(
@@ -659,7 +664,10 @@ impl Steps {
             self.key_type.flatten(),
             self.layout.clone(),
         ) {
-            Ok((operator, output)) => {
+            Ok((mut operator, output)) => {
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
+                }
                 self.layout = output;
                 self.windowed = true;
                 self.operators.push(OperatorNode::new(name, operator));
@@ -942,11 +950,17 @@ fn stages_for_shape(pattern: &PatternSpec) -> Vec<StageDef> {
 
 /// Where `operator` keeps its state: a directory of its own under the state directory, with
 /// sled state; `None` in memory.
-fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64)> {
+fn state_dir(state: &StateSpec, operator: &str) -> Option<(PathBuf, u64, usize)> {
     match state {
-        StateSpec::Sled { dir, cache_bytes } => {
-            Some((dir.join(state_dir_name(operator)), *cache_bytes))
-        }
+        StateSpec::Sled {
+            dir,
+            cache_bytes,
+            cache_keys,
+        } => Some((
+            dir.join(state_dir_name(operator)),
+            *cache_bytes,
+            *cache_keys,
+        )),
         _ => None,
     }
 }

@@ -98,6 +98,9 @@ pub enum StateSpec {
         /// The cap of each sled store's page cache, in bytes
         /// ([`dataflow_state::DEFAULT_CACHE_BYTES`] unless configured).
         cache_bytes: u64,
+        /// The most keys each stateful operator caches as objects
+        /// ([`dataflow_operators::window::DEFAULT_CACHE_KEYS`] unless configured).
+        cache_keys: usize,
     },
 }
 

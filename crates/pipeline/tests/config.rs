@@ -298,6 +298,7 @@ fn state_backends_are_checked() {
         dataflow_pipeline::spec::StateSpec::Sled {
             dir: base.path().join("state"),
             cache_bytes: dataflow_state::DEFAULT_CACHE_BYTES,
+            cache_keys: dataflow_operators::window::DEFAULT_CACHE_KEYS,
         }
     );
     let found = problems(&config("state: { backend: sled }\n"));
@@ -318,7 +319,30 @@ fn state_backends_are_checked() {
         dataflow_pipeline::spec::StateSpec::Sled {
             dir: base.path().join("state"),
             cache_bytes: 16 << 20,
+            cache_keys: dataflow_operators::window::DEFAULT_CACHE_KEYS,
         }
+    );
+    assert_eq!(
+        spec("state: { backend: sled, dir: state, cache_keys: 0 }\n"),
+        dataflow_pipeline::spec::StateSpec::Sled {
+            dir: base.path().join("state"),
+            cache_bytes: dataflow_state::DEFAULT_CACHE_BYTES,
+            cache_keys: 0,
+        }
+    );
+    let found = problems(&config(
+        "state: { backend: sled, dir: x, cache_keys: -1 }\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("state.cache_keys") && found[0].contains("between 0 and"),
+        "{found:?}"
+    );
+    let found = problems(&config("state: { cache_keys: 10 }\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("state.cache_keys") && found[0].contains("only used by the `sled`"),
+        "{found:?}"
     );
     let found = problems(&config("state: { backend: sled, dir: x, cache_mb: 0 }\n"));
     assert_eq!(found.len(), 1, "{found:?}");

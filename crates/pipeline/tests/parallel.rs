@@ -208,6 +208,7 @@ fn rescaling_one_to_three_to_two_through_checkpoints_gives_exact_results() {
             StateSpec::Sled {
                 dir: dir.path().join("state"),
                 cache_bytes: dataflow_state::DEFAULT_CACHE_BYTES,
+                cache_keys: dataflow_operators::window::DEFAULT_CACHE_KEYS,
             }
         } else {
             StateSpec::Memory

@@ -3,7 +3,7 @@
 //!
 //! A key's state ([`KeyState`]) is its open windows with their accumulators, and the time of
 //! its timer: the earliest watermark at which it has a window to fire or to purge. Every store
-//! keeps its timers in memory, in [`Timers`] (an ordered map of times to keys, as Flink keeps
+//! keeps its timers in memory, in [`Timers`] (a priority queue of times and keys, as Flink keeps
 //! heap timers beside RocksDB): a timer is written for most new windows and read when they
 //! fire, so keeping them on disk would cost store operations per event, and a store's timers
 //! are rebuilt from its keys' states on restore ([`KeyStates::load`]). Stores outside this crate
@@ -168,26 +168,58 @@ impl StoredKey {
     }
 }
 
-/// Timers in memory: the keys to look at when the watermark reaches a time, ordered by time.
-/// A key may be registered at several times; all but its state's timer are stale, and
-/// [`crate::KeyedWindows`] skips them.
+/// Timers in memory: the keys to look at when the watermark reaches a time, ordered by time,
+/// then in the order they were registered. A key may be registered at several times; all but
+/// its state's timer are stale, and [`crate::KeyedWindows`] skips them.
+///
+/// An ordered map of times to key lists: handing out a time's keys moves its list whole, which
+/// matters for windows (every key of a tumbling window fires at its end). The lists of times
+/// handed out through [`Timers::pop_due_into`] are kept for new times (a few, small ones), so
+/// that a caller with a time of its own for most timers (the pattern and alert timelines)
+/// registers them without allocating a list each.
 #[derive(Debug, Default)]
 pub struct Timers {
     times: BTreeMap<i64, Vec<Value>>,
+    /// Emptied lists, for new times.
+    spare: Vec<Vec<Value>>,
 }
+
+/// How many emptied lists [`Timers`] keeps.
+const SPARE_LISTS: usize = 64;
+
+/// The largest capacity of an emptied list [`Timers`] keeps: larger ones are freed.
+const SPARE_LIST_CAPACITY: usize = 16;
 
 impl Timers {
     /// Registers `key` at `time`.
     pub fn register(&mut self, time: i64, key: Value) {
-        self.times.entry(time).or_default().push(key);
+        let spare = &mut self.spare;
+        self.times
+            .entry(time)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(key);
     }
 
-    /// Removes and returns the earliest time at or below `watermark` with its keys.
+    /// Removes and returns the earliest time at or below `watermark` with its keys, in the
+    /// order they were registered.
     pub fn pop_due(&mut self, watermark: i64) -> Option<(i64, Vec<Value>)> {
         match self.times.first_entry() {
             Some(entry) if *entry.key() <= watermark => Some(entry.remove_entry()),
             _ => None,
         }
+    }
+
+    /// [`Timers::pop_due`] into `keys` (whatever it held is dropped), so that a caller can
+    /// reuse one buffer: returns the time, or `None` (with `keys` empty) when no timer is due.
+    pub fn pop_due_into(&mut self, watermark: i64, keys: &mut Vec<Value>) -> Option<i64> {
+        keys.clear();
+        let (time, mut list) = self.pop_due(watermark)?;
+        std::mem::swap(keys, &mut list);
+        // `list` is now the caller's old buffer, empty.
+        if self.spare.len() < SPARE_LISTS && (1..=SPARE_LIST_CAPACITY).contains(&list.capacity()) {
+            self.spare.push(list);
+        }
+        Some(time)
     }
 
     /// The number of timers registered, stale ones included.
@@ -203,6 +235,53 @@ impl Timers {
     /// Drops every timer.
     pub fn clear(&mut self) {
         self.times.clear();
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Timers hand out times in order, each with its keys in the order registered, whichever
+        /// way they are popped, reusing lists or not.
+        #[test]
+        fn timers_pop_what_a_sorted_map_holds(
+            ops in prop::collection::vec(prop_oneof![
+                (0i64..30, 0i64..1000).prop_map(|(time, key)| (Some(time), key)),
+                (0i64..40).prop_map(|watermark| (None, watermark)),
+            ], 0..200),
+        ) {
+            let mut timers = Timers::default();
+            let mut model: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+            for (time, value) in ops {
+                match time {
+                    Some(time) => {
+                        timers.register(time, Value::Int(value));
+                        model.entry(time).or_default().push(Value::Int(value));
+                    }
+                    None => loop {
+                        let expected = match model.first_entry() {
+                            Some(entry) if *entry.key() <= value => Some(entry.remove_entry()),
+                            _ => None,
+                        };
+                        // Both ways of popping, in turn.
+                        let found = if model.len() % 2 == 0 {
+                            timers.pop_due(value)
+                        } else {
+                            let mut keys = vec![Value::Int(-1)];
+                            timers.pop_due_into(value, &mut keys).map(|time| (time, keys))
+                        };
+                        prop_assert_eq!(&found, &expected);
+                        if found.is_none() {
+                            break;
+                        }
+                    },
+                }
+                prop_assert_eq!(timers.len(), model.values().map(Vec::len).sum::<usize>());
+            }
+        }
     }
 }
 
@@ -243,7 +322,7 @@ pub trait KeyStates: fmt::Debug + Send {
     fn clear(&mut self) -> Result<()>;
 }
 
-/// Key states in memory: a hash map of keys and an ordered map of timers. The default.
+/// Key states in memory: a hash map of keys and the timers ([`Timers`]). The default.
 #[derive(Debug, Default)]
 pub struct HeapStates {
     keys: FxHashMap<Value, KeyState>,

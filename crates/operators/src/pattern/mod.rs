@@ -389,6 +389,8 @@ impl Logic {
 pub struct Pattern {
     logic: Logic,
     timeline: Timeline<KeyMatches>,
+    /// Where the keys' state lives with `state.backend: sled` (else in memory).
+    state_dir: timeline::StateDir,
 }
 
 impl std::fmt::Debug for Pattern {
@@ -459,9 +461,28 @@ impl Pattern {
                     found: Vec::new(),
                 },
                 timeline: Timeline::default(),
+                state_dir: None,
             },
             output_layout,
         ))
+    }
+
+    /// Keeps the partial matches in a sled store of their own under `dir` (one database per
+    /// parallel instance, opened by [`Operator::open`]), with a page cache of `cache_bytes`:
+    /// `state.backend: sled`.
+    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64, cache_keys: usize) {
+        self.state_dir = Some((dir, cache_bytes, cache_keys));
+    }
+
+    /// Keeps the partial matches in `store` (its own), caching at most `cache_keys` keys as
+    /// objects: what `state.backend: sled` does at open, with any store (for tests).
+    pub fn keep_state_in_store(
+        &mut self,
+        store: Box<dyn dataflow_state::StateStore>,
+        cache_keys: usize,
+    ) {
+        self.timeline.keep_in(store, &self.logic.stage);
+        self.timeline.set_cache_capacity(cache_keys);
     }
 
     /// The number of keys holding buffered events or partial matches.
@@ -486,28 +507,43 @@ impl Operator for Pattern {
         );
     }
 
+    fn open(&mut self, instance: usize) -> crate::Result<()> {
+        if let Some((dir, cache_bytes, cache_keys)) = &self.state_dir {
+            let store = timeline::open_store(&self.logic.stage, dir, *cache_bytes, instance)?;
+            self.timeline.keep_in(store, &self.logic.stage);
+            self.timeline.set_cache_capacity(*cache_keys);
+        }
+        Ok(())
+    }
+
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
-        self.timeline.advance(watermark, &mut self.logic, out);
+        if let Err(error) = self.timeline.advance(watermark, &mut self.logic, out) {
+            out.failure = Some(timeline::state_failure(&self.logic.stage, error));
+        }
         // Results carry the time of their last event, which is behind the watermark.
         watermark
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
         if fire {
-            self.timeline.finish(&mut self.logic, out);
+            if let Err(error) = self.timeline.finish(&mut self.logic, out) {
+                out.failure = Some(timeline::state_failure(&self.logic.stage, error));
+            }
         }
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        timeline::encode(&self.timeline.snapshot()).map(Some)
+        self.timeline
+            .snapshot()
+            .map(Some)
+            .map_err(|error| timeline::state_failure(&self.logic.stage, error))
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let snapshot = timeline::decode::<KeyMatches>(state)?;
         let def = self.logic.def.clone();
         self.timeline
-            .restore(snapshot, |state| state.deadline(&def));
-        Ok(())
+            .restore(state, |state| state.deadline(&def))
+            .map_err(|error| timeline::state_failure(&self.logic.stage, error))
     }
 
     fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {

@@ -3,7 +3,7 @@
 //! (`inspect`).
 
 mod inspect;
-mod snapshot;
+pub(crate) mod snapshot;
 mod store;
 
 use std::sync::Arc;
@@ -114,7 +114,7 @@ impl Windows {
                 let mut failure = None;
                 windows.states().for_each(&mut |key, state| {
                     if failure.is_none() {
-                        failure = writer.add(key, state).err();
+                        failure = writer.add(key, &state.to_stored()).err();
                     }
                 })?;
                 if let Some(error) = failure {
@@ -124,7 +124,7 @@ impl Windows {
             Windows::Store(windows) => windows.states().write_snapshot(&mut writer)?,
         }
         let header = on_windows!(self, windows => windows.snapshot_header());
-        writer.finish(&header, watermark)
+        writer.finish(&header, &watermark)
     }
 }
 
@@ -134,7 +134,8 @@ pub struct WindowAggregate {
     stage: Arc<str>,
     windows: Windows,
     /// Where a sled store keeps the state, if not in memory, with its page cache in bytes.
-    state_dir: Option<(std::path::PathBuf, u64)>,
+    /// and the most keys it caches as objects.
+    state_dir: Option<(std::path::PathBuf, u64, usize)>,
     inputs: Vec<Option<Expr>>,
     time: TimeDomain,
     keyed: bool,
@@ -234,8 +235,8 @@ impl WindowAggregate {
     /// memory, with sled's page cache capped at about `cache_bytes`
     /// ([`dataflow_state::DEFAULT_CACHE_BYTES`] by default). The directory is a cache: `open`
     /// empties it, and a restore fills it from the checkpoint.
-    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64) {
-        self.state_dir = Some((dir, cache_bytes));
+    pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64, cache_keys: usize) {
+        self.state_dir = Some((dir, cache_bytes, cache_keys));
     }
 
     /// The number of keys holding state.
@@ -297,7 +298,7 @@ impl Operator for WindowAggregate {
     }
 
     fn open(&mut self, instance: usize) -> crate::Result<()> {
-        let Some((dir, cache_bytes)) = &self.state_dir else {
+        let Some((dir, cache_bytes, cache_keys)) = &self.state_dir else {
             return Ok(());
         };
         // sled is a cache: start it empty, and let a restore fill it from the checkpoint.
@@ -306,7 +307,8 @@ impl Operator for WindowAggregate {
             .map_err(|error| {
                 OperatorError::State(format!("{}: state store: {error}", self.stage))
             })?;
-        let states = StoreStates::new(Box::new(store), &self.stage);
+        let states =
+            StoreStates::new(Box::new(store), &self.stage).with_cache_capacity(*cache_keys);
         let windows = KeyedWindows::with_states(self.windows.config().clone(), states)
             .map_err(|error| self.state_error(error))?;
         self.windows = Windows::Store(windows);

@@ -1,6 +1,9 @@
-//! Writing a window operator's checkpointed state one key at a time.
+//! Writing and reading a keyed operator's checkpointed state one key at a time: the window's,
+//! and the pattern and alert timelines' (`pattern::timeline`).
 //!
-//! The state is `(WindowSnapshot, watermark)` encoded with the checkpoint crate's state codec.
+//! A state is a header, then a sequence of `(key, value)` sorted by key, then a trailer, encoded
+//! with the checkpoint crate's state codec (a window's is `(WindowSnapshot, watermark)`; a
+//! timeline's is a `TimelineSnapshot`: the watermark, then its keys, then nothing).
 //! Gathering a [`dataflow_window::WindowSnapshot`] first would hold every key's windows as
 //! objects (several times the encoded size) beside their encoding; [`SnapshotWriter`] instead
 //! encodes each key as it is visited (or copies its bytes from the store, which holds them in
@@ -9,8 +12,12 @@
 
 use std::ops::Range;
 
+use std::marker::PhantomData;
+
 use dataflow_event::Value;
-use dataflow_window::{KeyState, SnapshotHeader, StoredKey, WindowError};
+use dataflow_window::{StoredKey, WindowError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 fn failed(what: &str, error: impl std::fmt::Display) -> WindowError {
     WindowError::State(format!("{what}: {error}"))
@@ -48,21 +55,20 @@ impl SnapshotWriter {
         }
     }
 
-    /// Adds `key` with the windows of `state`.
-    pub(crate) fn add(&mut self, key: &Value, state: &KeyState) -> Result<(), WindowError> {
+    /// Adds `key` with its `value` (a window's [`StoredKey`], a timeline's key entry).
+    pub(crate) fn add(&mut self, key: &Value, value: &impl Serialize) -> Result<(), WindowError> {
         let mut entry = std::mem::take(&mut self.entry);
         entry.clear();
         encode_into(&mut entry, key)?;
-        encode_into(&mut entry, &state.to_stored())?;
+        encode_into(&mut entry, value)?;
         self.push(key.clone(), &[&entry]);
         self.entry = entry;
         Ok(())
     }
 
-    /// Adds `key`, already encoded as `encoded`, with its windows encoded as `windows` (a
-    /// [`dataflow_window::StoredKey`]).
-    pub(crate) fn add_encoded(&mut self, key: Value, encoded: &[u8], windows: &[u8]) {
-        self.push(key, &[encoded, windows]);
+    /// Adds `key`, already encoded as `encoded`, with its value encoded as `value`.
+    pub(crate) fn add_encoded(&mut self, key: Value, encoded: &[u8], value: &[u8]) {
+        self.push(key, &[encoded, value]);
     }
 
     fn push(&mut self, key: Value, parts: &[&[u8]]) {
@@ -87,12 +93,12 @@ impl SnapshotWriter {
         self.keys.push((key, index as u32, place));
     }
 
-    /// The encoded `(snapshot, watermark)` of the keys added, which must be distinct, under
-    /// `header`.
+    /// The encoded state of the keys added, which must be distinct, between `header` and
+    /// `trailer`.
     pub(crate) fn finish(
         mut self,
-        header: &SnapshotHeader<'_>,
-        watermark: i64,
+        header: &impl Serialize,
+        trailer: &impl Serialize,
     ) -> Result<Vec<u8>, WindowError> {
         self.keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::with_capacity(self.len + 64);
@@ -102,32 +108,32 @@ impl SnapshotWriter {
             let place = place.start as usize..place.end as usize;
             out.extend_from_slice(&self.chunks[*chunk as usize][place]);
         }
-        encode_into(&mut out, &watermark)?;
+        encode_into(&mut out, trailer)?;
         Ok(out)
     }
 }
 
-/// An encoded `(WindowSnapshot, watermark)` read one key at a time: its header on
-/// [`SnapshotReader::new`], then its keys as an iterator, then the watermark after them
-/// ([`SnapshotReader::watermark`]).
-pub(crate) struct SnapshotReader<'a> {
+/// An encoded state read one key at a time: its header on [`SnapshotReader::new`], then its
+/// `(key, value)` entries `E` as an iterator, then the trailer after them
+/// ([`SnapshotReader::trailer`]; a window's watermark: [`SnapshotReader::watermark`]).
+pub(crate) struct SnapshotReader<'a, E = (Value, StoredKey)> {
     rest: &'a [u8],
     keys_left: u64,
     failed: bool,
+    entry: PhantomData<E>,
 }
 
 fn invalid(what: &str, error: impl std::fmt::Display) -> WindowError {
     WindowError::InvalidSnapshot(format!("{what}: {error}"))
 }
 
-impl<'a> SnapshotReader<'a> {
+impl<'a, E> SnapshotReader<'a, E> {
     /// The header of the snapshot encoded in `state`, and a reader of its keys.
-    pub(crate) fn new(
+    pub(crate) fn new<H: DeserializeOwned>(
         state: &'a [u8],
-    ) -> Result<(SnapshotHeader<'static>, SnapshotReader<'a>), WindowError> {
-        let (header, used): (SnapshotHeader<'static>, usize) =
-            dataflow_checkpoint::decode_state_prefix(state)
-                .map_err(|error| invalid("cannot decode the header", error))?;
+    ) -> Result<(H, SnapshotReader<'a, E>), WindowError> {
+        let (header, used): (H, usize) = dataflow_checkpoint::decode_state_prefix(state)
+            .map_err(|error| invalid("cannot decode the header", error))?;
         let rest = &state[used..];
         let (keys_left, used): (u64, usize) = dataflow_checkpoint::decode_state_prefix(rest)
             .map_err(|error| invalid("cannot decode the number of keys", error))?;
@@ -135,28 +141,34 @@ impl<'a> SnapshotReader<'a> {
             rest: &rest[used..],
             keys_left,
             failed: false,
+            entry: PhantomData,
         };
         Ok((header, reader))
     }
 
-    /// The watermark written after the keys, once they are all read.
+    /// The watermark written after the keys of a window's state, once they are all read.
     pub(crate) fn watermark(self) -> Result<i64, WindowError> {
+        self.trailer()
+    }
+
+    /// The trailer written after the keys, once they are all read; nothing may follow it.
+    pub(crate) fn trailer<T: DeserializeOwned>(self) -> Result<T, WindowError> {
         if self.keys_left > 0 {
-            return Err(invalid("the watermark", "read before the keys"));
+            return Err(invalid("the trailer", "read before the keys"));
         }
         dataflow_checkpoint::decode_state(self.rest)
-            .map_err(|error| invalid("cannot decode the watermark", error))
+            .map_err(|error| invalid("cannot decode the trailer", error))
     }
 }
 
-impl Iterator for SnapshotReader<'_> {
-    type Item = Result<(Value, StoredKey), WindowError>;
+impl<E: DeserializeOwned> Iterator for SnapshotReader<'_, E> {
+    type Item = Result<E, WindowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.keys_left == 0 || self.failed {
             return None;
         }
-        match dataflow_checkpoint::decode_state_prefix::<(Value, StoredKey)>(self.rest) {
+        match dataflow_checkpoint::decode_state_prefix::<E>(self.rest) {
             Ok((entry, used)) => {
                 self.rest = &self.rest[used..];
                 self.keys_left -= 1;

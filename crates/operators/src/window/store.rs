@@ -1,8 +1,9 @@
 //! Window state kept in a [`StateStore`]: the [`KeyStates`] of window operators whose state
 //! backend is not the in-memory default.
 //!
-//! Each operator has one namespace in its store, `<operator>`, mapping a key to its windows and
-//! accumulators: the value is the key's timer ([`TIMER_BYTES`]: a flag byte, then the time
+//! The keys and their windows live in a [`StoreCache`] (shared with the pattern and alert
+//! timelines): one entry per key in the operator's namespace, with the keys in use cached as
+//! objects. A stored value is the key's timer ([`TIMER_BYTES`]: a flag byte, then the time
 //! big-endian) followed by its [`StoredKey`]. Keys and windows are encoded with the checkpoint
 //! crate's state codec, exactly as a checkpoint's window snapshot holds them, so a snapshot
 //! copies a stored key's bytes without decoding its windows ([`StoreStates::write_snapshot`]).
@@ -10,59 +11,32 @@
 //! Timers are kept in memory ([`Timers`]), not in the store: a new window's timer costs no
 //! store operation, and firing costs no scan. They are rebuilt from the keys' states on restore
 //! ([`KeyStates::load`]), like the store itself.
-//!
-//! The keys in use are cached as objects, like the memory backend holds them, up to a bound
-//! ([`DEFAULT_CACHE_KEYS`]): an event of a cached key costs no read, decode or write. When the
-//! cache is full its states are all written back and it starts over. What the store holds
-//! may lag behind the cache; that is fine, because the store is never the truth: a checkpoint
-//! reads both, and a start rebuilds the store from a checkpoint.
 
 use std::fmt;
 
 use dataflow_event::Value;
-use dataflow_state::{Entry, StateStore};
+use dataflow_state::StateStore;
 use dataflow_window::{KeyState, KeyStates, StoredKey, Timers, WindowError};
-use rustc_hash::FxHashMap;
 
 use super::snapshot::SnapshotWriter;
-
-/// How many keys a [`StoreStates`] keeps as objects by default.
-pub const DEFAULT_CACHE_KEYS: usize = 16_384;
+pub use crate::store_cache::DEFAULT_CACHE_KEYS;
+use crate::store_cache::{decode_held, Held, StoreCache, StoredValue};
 
 /// How many bytes of a stored value hold the key's timer: a flag (0 none, 1 set), then the time
 /// as big-endian `i64`.
 const TIMER_BYTES: usize = 9;
 
-/// How many entries a [`StoreStates`] writes to its store at once (on a spill or a load).
-const WRITE_BATCH: usize = 1024;
-
-/// A key's state held in the cache.
-#[derive(Debug)]
-struct Cached {
-    state: KeyState,
-    /// The store holds an entry for the key (perhaps an older state).
-    in_store: bool,
-}
-
 /// [`KeyStates`] in a [`StateStore`], so state may be larger than memory, with the keys in use
 /// cached as objects and the timers in memory.
 pub struct StoreStates {
-    store: Box<dyn StateStore>,
-    namespace: String,
-    /// Keys holding state, in the cache or the store.
-    len: usize,
-    cache: FxHashMap<Value, Cached>,
-    capacity: usize,
+    keys: StoreCache<KeyState>,
     timers: Timers,
 }
 
 impl fmt::Debug for StoreStates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreStates")
-            .field("store", &self.store)
-            .field("namespace", &self.namespace)
-            .field("len", &self.len)
-            .field("cached", &self.cache.len())
+            .field("keys", &self.keys)
             .field("timers", &self.timers.len())
             .finish()
     }
@@ -72,8 +46,8 @@ fn failed(what: &str, error: impl fmt::Display) -> WindowError {
     WindowError::State(format!("{what}: {error}"))
 }
 
-fn encode_key(key: &Value) -> Result<Vec<u8>, WindowError> {
-    dataflow_checkpoint::encode_state(key).map_err(|error| failed("encode a key", error))
+fn state_error(error: crate::OperatorError) -> WindowError {
+    WindowError::State(error.to_string())
 }
 
 /// A stored value: the state's timer, then its windows.
@@ -111,24 +85,30 @@ fn decode_value(bytes: &[u8]) -> Result<KeyState, WindowError> {
     Ok(KeyState::from_stored(stored, timer))
 }
 
+impl StoredValue for KeyState {
+    fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        encode_value(self).map_err(|error| error.to_string())
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        decode_value(bytes).map_err(|error| error.to_string())
+    }
+}
+
 impl StoreStates {
     /// The states of the operator `namespace` in `store`, which is the operator's own: a restore
     /// ([`KeyStates::load`]) replaces the store's whole contents. Caches up to
     /// [`DEFAULT_CACHE_KEYS`] keys.
     pub fn new(store: Box<dyn StateStore>, namespace: &str) -> StoreStates {
         StoreStates {
-            store,
-            namespace: namespace.to_string(),
-            len: 0,
-            cache: FxHashMap::default(),
-            capacity: DEFAULT_CACHE_KEYS,
+            keys: StoreCache::new(store, namespace),
             timers: Timers::default(),
         }
     }
 
     /// Caches at most `keys` keys as objects (0 caches none: every update reads and writes).
     pub fn with_cache_capacity(mut self, keys: usize) -> StoreStates {
-        self.capacity = keys;
+        self.keys.set_cache_capacity(keys);
         self
     }
 
@@ -137,75 +117,28 @@ impl StoreStates {
         self.timers.len()
     }
 
-    fn read(&self, key: &[u8]) -> Result<Option<KeyState>, WindowError> {
-        let Some(bytes) = self
-            .store
-            .get(&self.namespace, key)
-            .map_err(|error| failed("read a state", error))?
-        else {
-            return Ok(None);
-        };
-        decode_value(&bytes).map(Some)
-    }
-
-    fn write_batch(&mut self, batch: &mut Vec<Entry>) -> Result<(), WindowError> {
-        self.store
-            .put_batch(&self.namespace, batch)
-            .map_err(|error| failed("write the states", error))?;
-        batch.clear();
-        Ok(())
-    }
-
-    /// Writes every state of the cache to the store and empties the cache.
-    fn spill(&mut self) -> Result<(), WindowError> {
-        let mut batch = Vec::with_capacity(WRITE_BATCH.min(self.cache.len()));
-        for (key, cached) in std::mem::take(&mut self.cache) {
-            batch.push((encode_key(&key)?, encode_value(&cached.state)?));
-            if batch.len() == WRITE_BATCH {
-                self.write_batch(&mut batch)?;
-            }
-        }
-        self.write_batch(&mut batch)
-    }
-
     /// Adds every key and its windows to `writer`, as a snapshot holds them: the cached keys
     /// encoded, the others as the store holds them, without decoding their windows.
     pub(crate) fn write_snapshot(&self, writer: &mut SnapshotWriter) -> Result<(), WindowError> {
-        for (key, cached) in &self.cache {
-            writer.add(key, &cached.state)?;
-        }
-        let scan = self
-            .store
-            .scan_prefix(&self.namespace, &[])
-            .map_err(|error| failed("scan the states", error))?;
-        for entry in scan {
-            let (encoded, bytes) = entry.map_err(|error| failed("scan the states", error))?;
-            let key: Value = dataflow_checkpoint::decode_state(&encoded)
-                .map_err(|error| failed("decode a key", error))?;
-            // A cached key's stored state may be older than the cached one, added above.
-            if self.cache.contains_key(&key) {
-                continue;
-            }
-            let (_, windows) = split_value(&bytes)?;
-            writer.add_encoded(key, &encoded, windows);
-        }
-        Ok(())
-    }
-
-    fn delete_all(&mut self) -> Result<(), WindowError> {
-        let keys: Vec<Vec<u8>> = self
-            .store
-            .scan_prefix(&self.namespace, &[])
-            .map_err(|error| failed("scan", error))?
-            .map(|entry| entry.map(|(key, _)| key))
-            .collect::<Result<_, _>>()
-            .map_err(|error| failed("scan", error))?;
-        for key in keys {
-            self.store
-                .delete(&self.namespace, &key)
-                .map_err(|error| failed("delete", error))?;
-        }
-        Ok(())
+        let mut failure = None;
+        self.keys
+            .for_each(&mut |key, held| {
+                let added = match held {
+                    Held::Object(state) => writer.add(key, &state.to_stored()),
+                    Held::Stored {
+                        key: encoded,
+                        value,
+                    } => split_value(value)
+                        .map(|(_, windows)| writer.add_encoded(key.clone(), encoded, windows)),
+                };
+                // A window error is not a state error: keep it whole, and stop.
+                added.map_err(|error| {
+                    let message = error.to_string();
+                    failure = Some(error);
+                    crate::OperatorError::State(message)
+                })
+            })
+            .map_err(|error| failure.take().unwrap_or_else(|| state_error(error)))
     }
 }
 
@@ -215,52 +148,20 @@ impl KeyStates for StoreStates {
         key: &Value,
         update: impl FnOnce(&mut KeyState) -> R,
     ) -> dataflow_window::Result<R> {
-        if let Some(cached) = self.cache.get_mut(key) {
-            let result = update(&mut cached.state);
-            if let Some(time) = cached.state.take_scheduled() {
-                self.timers.register(time, key.clone());
-            }
-            if cached.state.is_empty() {
-                if cached.in_store {
-                    self.store
-                        .delete(&self.namespace, &encode_key(key)?)
-                        .map_err(|error| failed("delete a key", error))?;
-                }
-                self.cache.remove(key);
-                self.len -= 1;
-            }
-            return Ok(result);
-        }
-        let encoded = encode_key(key)?;
-        let existing = self.read(&encoded)?;
-        let in_store = existing.is_some();
-        let mut state = existing.unwrap_or_default();
-        let result = update(&mut state);
-        if let Some(time) = state.take_scheduled() {
+        let updated = self
+            .keys
+            .update(key, true, |state| {
+                let result = update(state);
+                let scheduled = state.take_scheduled();
+                ((result, scheduled), !state.is_empty())
+            })
+            .map_err(state_error)?;
+        let Some((result, scheduled)) = updated else {
+            return Err(failed("update a key", "a key created is missing"));
+        };
+        if let Some(time) = scheduled {
             self.timers.register(time, key.clone());
         }
-        if state.is_empty() {
-            if in_store {
-                self.store
-                    .delete(&self.namespace, &encoded)
-                    .map_err(|error| failed("delete a key", error))?;
-                self.len -= 1;
-            }
-            return Ok(result);
-        }
-        if !in_store {
-            self.len += 1;
-        }
-        if self.capacity == 0 {
-            self.store
-                .put(&self.namespace, &encoded, &encode_value(&state)?)
-                .map_err(|error| failed("write a state", error))?;
-            return Ok(result);
-        }
-        if self.cache.len() >= self.capacity {
-            self.spill()?;
-        }
-        self.cache.insert(key.clone(), Cached { state, in_store });
         Ok(result)
     }
 
@@ -268,53 +169,34 @@ impl KeyStates for StoreStates {
         Ok(self.timers.pop_due(watermark))
     }
 
-    fn load(&mut self, states: Vec<(Value, KeyState)>) -> dataflow_window::Result<()> {
-        // Written in batches: far faster than a write per key.
-        let mut batch = Vec::with_capacity(WRITE_BATCH.min(states.len()));
-        for (key, mut state) in states {
-            batch.push((encode_key(&key)?, encode_value(&state)?));
+    fn load(&mut self, mut states: Vec<(Value, KeyState)>) -> dataflow_window::Result<()> {
+        for (key, state) in &mut states {
             if let Some(time) = state.take_scheduled() {
-                self.timers.register(time, key);
-            }
-            self.len += 1;
-            if batch.len() == WRITE_BATCH {
-                self.write_batch(&mut batch)?;
+                self.timers.register(time, key.clone());
             }
         }
-        self.write_batch(&mut batch)
+        self.keys.load(states).map_err(state_error)
     }
 
     fn for_each(&self, visit: &mut dyn FnMut(&Value, &KeyState)) -> dataflow_window::Result<()> {
-        for (key, cached) in &self.cache {
-            visit(key, &cached.state);
-        }
-        let scan = self
-            .store
-            .scan_prefix(&self.namespace, &[])
-            .map_err(|error| failed("scan the states", error))?;
-        for entry in scan {
-            let (key, bytes) = entry.map_err(|error| failed("scan the states", error))?;
-            let key: Value = dataflow_checkpoint::decode_state(&key)
-                .map_err(|error| failed("decode a key", error))?;
-            // A cached key's stored state may be older than the cached one, seen above.
-            if self.cache.contains_key(&key) {
-                continue;
-            }
-            visit(&key, &decode_value(&bytes)?);
-        }
-        Ok(())
+        self.keys
+            .for_each(&mut |key, held| {
+                match held {
+                    Held::Object(state) => visit(key, state),
+                    Held::Stored { value, .. } => visit(key, &decode_held::<KeyState>(value)?),
+                }
+                Ok(())
+            })
+            .map_err(state_error)
     }
 
     fn len(&self) -> usize {
-        self.len
+        self.keys.len()
     }
 
     fn clear(&mut self) -> dataflow_window::Result<()> {
-        self.cache.clear();
         self.timers.clear();
-        self.delete_all()?;
-        self.len = 0;
-        Ok(())
+        self.keys.clear().map_err(state_error)
     }
 }
 

@@ -302,6 +302,7 @@ impl Pipeline {
             &failure,
         )
         .await?;
+        let saved = Arc::new(std::sync::atomic::AtomicU64::new(start.last_id));
         let (writer_tx, writer_task) = match &start.storage {
             Some(storage) => {
                 let WriterTask { tx, task } = writer::start_writer(
@@ -309,12 +310,14 @@ impl Pipeline {
                     downstream.sinks.clone(),
                     counters.clone(),
                     metrics.checkpoints(&plan.name),
+                    saved.clone(),
                 );
                 (Some(tx), Some(task))
             }
             None => (None, None),
         };
-        let (coordinator, signals, aligned) = start_coordinator(&plan, &start, &stop, &control);
+        let (coordinator, signals, aligned) =
+            start_coordinator(&plan, &start, &stop, &control, saved);
         let feed = FeedContext {
             side: downstream.side.clone(),
             counters: counters.clone(),
@@ -389,8 +392,12 @@ fn start_coordinator(
     start: &Start,
     stop: &StopHandle,
     control: &ControlHandle,
+    saved: Arc<std::sync::atomic::AtomicU64>,
 ) -> (JoinHandle<()>, SourceSignals, watch::Sender<u64>) {
-    let signals = SourceSignals::default();
+    let signals = SourceSignals {
+        saved,
+        ..SourceSignals::default()
+    };
     control.run_starts_after(start.last_id);
     let (aligned_tx, aligned_rx) = watch::channel(start.last_id);
     let coordinator = tokio::spawn(coordinator::coordinate(

@@ -105,6 +105,7 @@ pub(super) struct OutputSpecs<'a> {
     fields: Option<&'a DecoderConfig>,
     capacity: usize,
     checkpoints: bool,
+    checkpoint_dir: Option<&'a std::path::Path>,
 }
 
 impl<'a> OutputSpecs<'a> {
@@ -121,6 +122,7 @@ impl<'a> OutputSpecs<'a> {
             fields: plan.sources.first().map(|source| &source.spec.decoder),
             capacity: plan.runtime.channel_capacity,
             checkpoints: plan.checkpoint.is_some(),
+            checkpoint_dir: plan.checkpoint.as_ref().map(|c| c.dir.as_path()),
         }
     }
 }
@@ -163,6 +165,7 @@ pub(super) async fn start_outputs(
             write_time: !plan.windowed,
             fields: plan.fields.cloned().unwrap_or_default(),
             checkpoints: plan.checkpoints,
+            checkpoint_dir: plan.checkpoint_dir.map(std::path::Path::to_path_buf),
         };
         let name = sink_name(index, spec.kind.type_name());
         let sink =

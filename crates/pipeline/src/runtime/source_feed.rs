@@ -1,6 +1,7 @@
 //! The source feed: one thread per source, reading batches, stamping processing times,
 //! generating watermarks, and sending barriers and the end of input in band to the chain.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use dataflow_checkpoint::PartitionState;
 use dataflow_connectors::http::IngestHub;
 use dataflow_connectors::ratelimit::RateLimiter;
-use dataflow_connectors::source::{Poll, Source};
+use dataflow_connectors::source::{PartitionPosition, Poll, Source};
 use dataflow_event::time::now_millis;
 use dataflow_event::Event;
 use dataflow_metrics::{Counters, SourceMetrics};
@@ -168,6 +169,10 @@ impl SourceFeed {
         }
         let mut last_sent = i64::MIN;
         let mut last_barrier = 0;
+        // The positions of the barriers sent whose checkpoint is not saved yet, oldest first.
+        let mut unsaved: VecDeque<(u64, Vec<PartitionPosition>)> = VecDeque::new();
+        let concurrent = source.concurrent_partitions();
+        let mut lags_reported = Instant::now();
         let mut last_bytes = 0u64;
         // The rate limiter's clock: time since the source started.
         let clock = Instant::now();
@@ -190,12 +195,29 @@ impl SourceFeed {
             if wanted > last_barrier {
                 last_barrier = wanted;
                 let partitions = states(source.as_ref(), &generators);
+                unsaved.push_back((wanted, source.positions()));
                 if !self.send(Message::Barrier {
                     id: wanted,
                     partitions,
                 }) {
                     return Ok(());
                 }
+            }
+            // Per-partition lag, where the source knows it, once a second.
+            if lags_reported.elapsed() >= Duration::from_secs(1) {
+                lags_reported = Instant::now();
+                for (partition, records) in source.partition_lags() {
+                    self.metrics.set_partition_lag(&partition, records);
+                }
+            }
+            // A saved checkpoint's positions go back to the source (Kafka commits them).
+            let saved = self.signals.saved.load(Ordering::SeqCst);
+            let mut newest = None;
+            while unsaved.front().is_some_and(|(id, _)| *id <= saved) {
+                newest = unsaved.pop_front();
+            }
+            if let Some((_, positions)) = newest {
+                source.checkpoint_completed(&positions);
             }
             // A source holding acknowledged records (HTTP ingest) hands them on first.
             if self.signals.stop.load(Ordering::SeqCst) && !source.drain_before_stop() {
@@ -270,6 +292,11 @@ impl SourceFeed {
                         if let Some(generator) = generators.get_mut(partition) {
                             generator.observe(max_time);
                             combiner.update(partition, generator.current(), now);
+                        }
+                        // Partitions that speak at once (Kafka): the silent ones may be idle
+                        // while others speak. (A file waiting its turn is not idle.)
+                        if concurrent {
+                            combiner.check_idle(now);
                         }
                         if !self.send_events(chunk, clock) {
                             return Ok(());

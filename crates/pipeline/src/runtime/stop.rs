@@ -53,6 +53,9 @@ pub(super) struct SourceSignals {
     pub(super) stop: Arc<AtomicBool>,
     /// Set with `stop` by a halt for a restore: the sources end without firing.
     pub(super) halt: Arc<AtomicBool>,
+    /// The id of the newest checkpoint saved, which the writer sets: a source then hears
+    /// where that checkpoint's barrier left it ([`dataflow_connectors::Source::checkpoint_completed`]).
+    pub(super) saved: Arc<AtomicU64>,
     /// When each barrier still in flight was asked for.
     pub(super) asked_at: TriggerTimes,
 }

@@ -1,6 +1,7 @@
 //! The checkpoint writer task: saves the checkpoints the chain takes once every sink has
 //! acknowledged their barrier, then tells the sinks to commit.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,15 +19,17 @@ pub(super) struct WriterTask {
     pub(super) task: JoinHandle<()>,
 }
 
-/// Starts the writer for `storage`, committing on `sinks`.
+/// Starts the writer for `storage`, committing on `sinks` and telling the sources through
+/// `saved` which checkpoint it saved last.
 pub(super) fn start_writer(
     storage: Arc<LocalStorage>,
     sinks: Vec<mpsc::Sender<SinkMessage>>,
     counters: Arc<Counters>,
     metrics: CheckpointMetrics,
+    saved: Arc<AtomicU64>,
 ) -> WriterTask {
     let (tx, rx) = mpsc::channel::<PendingCheckpoint>(2);
-    let task = tokio::spawn(run_writer(rx, storage, sinks, counters, metrics));
+    let task = tokio::spawn(run_writer(rx, storage, sinks, counters, metrics, saved));
     WriterTask { tx, task }
 }
 
@@ -37,6 +40,7 @@ async fn run_writer(
     sinks: Vec<mpsc::Sender<SinkMessage>>,
     counters: Arc<Counters>,
     metrics: CheckpointMetrics,
+    saved: Arc<AtomicU64>,
 ) {
     while let Some(pending) = rx.recv().await {
         let id = pending.checkpoint.id.0;
@@ -78,6 +82,7 @@ async fn run_writer(
                     "checkpoint completed"
                 );
                 counters.set_last_checkpoint(id);
+                saved.fetch_max(id, Ordering::SeqCst);
                 metrics.completed(pending.triggered.elapsed(), manifest.data_file_size);
                 for sink in &sinks {
                     // A sink that is gone has failed, and said so itself.
