@@ -37,6 +37,29 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Copies of the events of `events` for which the predicate is true: what `process` keeps,
+    /// without taking the batch (an event on which it fails goes to the dead letters).
+    pub fn select(&self, events: &[Event], out: &mut Output) -> Vec<Event> {
+        events
+            .iter()
+            .filter(|event| match self.predicate.eval_bool(event) {
+                Ok(keep) => keep,
+                Err(error) => {
+                    out.side.push(dead_letter(
+                        &self.stage,
+                        event,
+                        &self.layout,
+                        error.to_string(),
+                    ));
+                    false
+                }
+            })
+            .cloned()
+            .collect()
+    }
+}
+
 impl Operator for Filter {
     fn kind(&self) -> &'static OperatorKind {
         &KIND

@@ -1,5 +1,5 @@
-//! The operators of dataflow: the [`Operator`] trait, and the built-in filter, map, key-by and
-//! window aggregate, one module each.
+//! The operators of dataflow: the [`Operator`] trait, and the built-in filter, map, key-by,
+//! window aggregate, pattern, alert and joins (interval, window, lookup), one module each.
 //!
 //! An operator processes batches of events and emits events and side records (dead letters,
 //! late events) into an [`Output`]; control (watermarks, processing-time ticks, the end of
@@ -14,6 +14,7 @@
 pub mod alert;
 mod error;
 pub mod filter;
+pub mod join;
 pub mod key_by;
 pub mod kind;
 pub mod map;

@@ -29,6 +29,14 @@ pub trait Operator: Send {
     /// Processes a batch of events, appending what it emits to `out`.
     fn process(&mut self, batch: Vec<Event>, out: &mut Output);
 
+    /// Processes a batch that came from the source `input` (its index among the pipeline's
+    /// sources): the first operator of a chain is driven this way, the others with
+    /// [`Operator::process`]. Only an operator that tells sources apart (a join's `branch`)
+    /// needs more than the default, which forgets where the batch came from.
+    fn process_input(&mut self, _input: usize, batch: Vec<Event>, out: &mut Output) {
+        self.process(batch, out);
+    }
+
     /// The watermark has advanced to `watermark` (no more events before it are expected).
     /// Returns the watermark to forward downstream.
     fn on_watermark(&mut self, watermark: i64, _out: &mut Output) -> i64 {

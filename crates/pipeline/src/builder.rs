@@ -36,6 +36,7 @@ impl PipelineBuilder {
                 name: name.into(),
                 sources: Vec::new(),
                 steps: Vec::new(),
+                joins: false,
                 sinks: Vec::new(),
                 dead_letters: SinkSpec::file("dead-letters.jsonl"),
                 late_events: None,

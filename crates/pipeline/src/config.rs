@@ -23,9 +23,10 @@ use dataflow_connectors::registry::{self, ConnectorType};
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
     AdaptiveSpec, AfterMatch, AggregateSpec, AlertRule, AlertSpec, ApiSpec, CheckpointSpec,
-    ExprSpec, MapSpec, OnStop, PatternAggregate, PatternSelectSpec, PatternSpec, PatternStageSpec,
-    PipelineSpec, Place, Problem, RateLimitSpec, RuntimeSpec, SinkSpec, SourceKind, SourceSpec,
-    StateSpec, StepSpec, TimeDomain, WatermarkSpec, WindowSpec,
+    ExprSpec, JoinInputSpec, JoinKindSpec, JoinSpec, JoinType, MapSpec, OnStop, PatternAggregate,
+    PatternSelectSpec, PatternSpec, PatternStageSpec, PipelineSpec, Place, Problem, RateLimitSpec,
+    RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StateSpec, StepSpec, TimeDomain, WatermarkSpec,
+    WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -104,6 +105,8 @@ fn parse_collecting(text: &str, base: &Path) -> Result<(PipelineSpec, Vec<Proble
     let mut checker = Checker {
         problems: Vec::new(),
         base: base.to_path_buf(),
+        source_names: Vec::new(),
+        branches: Vec::new(),
     };
     let spec = checker.pipeline(raw);
     Ok((spec, checker.problems))
@@ -137,6 +140,8 @@ const MAX_CACHE_KEYS: i64 = 1 << 30;
 struct RawConfig {
     name: Option<String>,
     sources: Spanned<Vec<Spanned<RawSource>>>,
+    #[serde(default)]
+    branches: OrderedMap<Spanned<RawBranch>>,
     #[serde(default)]
     steps: Vec<RawStep>,
     sinks: Spanned<Vec<Spanned<RawSink>>>,
@@ -397,6 +402,40 @@ enum RawStep {
     Window(Box<Spanned<RawWindow>>),
     Pattern(Box<Spanned<RawPattern>>),
     Alert(Box<Spanned<RawAlert>>),
+    Join(Box<Spanned<RawJoin>>),
+}
+
+/// A named input of a join: the events of a source (or of every source) through steps of its
+/// own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBranch {
+    from: Option<Spanned<String>>,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJoin {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    how: Option<Spanned<String>>,
+    left: Spanned<RawJoinInput>,
+    right: Spanned<RawJoinInput>,
+    lower: Option<Spanned<DurationText>>,
+    upper: Option<Spanned<DurationText>>,
+    size: Option<Spanned<DurationText>>,
+    slide: Option<Spanned<DurationText>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJoinInput {
+    input: Spanned<String>,
+    key: Spanned<String>,
+    prefix: Option<Spanned<String>>,
+    delete: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -587,6 +626,19 @@ const DEFAULT_TARGET_LATENCY_MS: i64 = 100;
 struct Checker {
     problems: Vec<Problem>,
     base: PathBuf,
+    /// The sources' names, which a join's inputs and a branch's `from` may name.
+    source_names: Vec<String>,
+    /// The `branches:` read so far, and whether a join took each.
+    branches: Vec<(BranchDef, bool)>,
+}
+
+/// A branch of `branches:`, checked: its name, source and steps.
+#[derive(Debug, Clone)]
+struct BranchDef {
+    name: String,
+    source: Option<(String, Place)>,
+    steps: Vec<StepSpec>,
+    place: Place,
 }
 
 fn place_of<T>(spanned: &Spanned<T>, path: impl Into<String>) -> Place {
@@ -676,12 +728,30 @@ impl Checker {
                 sources.push(spec);
             }
         }
+        self.source_names = sources.iter().map(|source| source.name.clone()).collect();
+        self.read_branches(raw.branches);
+        let joins = !self.branches.is_empty()
+            || raw
+                .steps
+                .iter()
+                .any(|step| matches!(step, RawStep::Join(_)));
         let steps = raw
             .steps
             .into_iter()
             .enumerate()
             .filter_map(|(index, step)| self.step(step, &format!("steps[{index}]")))
             .collect();
+        for (branch, used) in std::mem::take(&mut self.branches) {
+            if !used {
+                self.problem(
+                    branch.place,
+                    format!(
+                        "branch `{}` is not an input of any join: a branch feeds a `join` step",
+                        branch.name
+                    ),
+                );
+            }
+        }
         if raw.sinks.value.is_empty() {
             self.problem(
                 place_of(&raw.sinks, "sinks"),
@@ -755,6 +825,7 @@ impl Checker {
             name: raw.name.unwrap_or_else(|| "pipeline".into()),
             sources,
             steps,
+            joins,
             sinks,
             dead_letters: dead_letters.unwrap_or_else(SinkSpec::stdout),
             late_events,
@@ -1273,7 +1344,270 @@ impl Checker {
             RawStep::Window(window) => self.window(*window, &format!("{path}.window")),
             RawStep::Pattern(pattern) => self.pattern(*pattern, &format!("{path}.pattern")),
             RawStep::Alert(alert) => self.alert(*alert, &format!("{path}.alert")),
+            RawStep::Join(join) => self.join(*join, &format!("{path}.join")),
         }
+    }
+
+    /// Reads `branches:`: each a source (or every source) and steps of its own.
+    fn read_branches(&mut self, raw: OrderedMap<Spanned<RawBranch>>) {
+        for (name, branch) in raw.0 {
+            let path = format!("branches.{}", name.value);
+            let place = place_of(&name, path.clone());
+            if self.branches.iter().any(|(b, _)| b.name == name.value) {
+                self.problem(
+                    place.clone(),
+                    format!("branch `{}` is defined twice", name.value),
+                );
+            }
+            if self.source_names.contains(&name.value) {
+                self.problem(
+                    place.clone(),
+                    format!(
+                        "branch `{}` has the name of a source: a join input could mean either",
+                        name.value
+                    ),
+                );
+            }
+            let branch = branch.value;
+            // A source the pipeline lacks is refused here, and by the plan when a join takes
+            // the branch, in the same words (the same problem is listed once).
+            let source = branch
+                .from
+                .as_ref()
+                .map(|from| (from.value.clone(), place_of(from, format!("{path}.from"))));
+            if let Some((from, from_place)) = &source {
+                if !self.source_names.contains(from) {
+                    self.problem(
+                        from_place.clone(),
+                        format!(
+                            "branch `{}` reads source `{from}`, which the pipeline does not have (its sources: {})",
+                            name.value,
+                            self.source_names.join(", ")
+                        ),
+                    );
+                }
+            }
+            let steps = branch
+                .steps
+                .into_iter()
+                .enumerate()
+                .filter_map(|(index, step)| self.step(step, &format!("{path}.steps[{index}]")))
+                .collect();
+            self.branches.push((
+                BranchDef {
+                    name: name.value,
+                    source,
+                    steps,
+                    place,
+                },
+                false,
+            ));
+        }
+    }
+
+    /// A signed duration written at `path`: `-5s` is five seconds before.
+    fn signed_duration(&mut self, text: &Spanned<DurationText>, path: &str) -> Option<i64> {
+        let written = text.value.0.trim();
+        match written.strip_prefix('-') {
+            Some(rest) => {
+                let positive = Spanned {
+                    value: DurationText(rest.to_string()),
+                    referenced: text.referenced,
+                    defined: text.defined,
+                };
+                self.duration(&positive, path).map(|millis| -millis)
+            }
+            None => self.duration(text, path),
+        }
+    }
+
+    /// One input of a join: the branch or source it names, its key and prefix.
+    fn join_input(
+        &mut self,
+        raw: Spanned<RawJoinInput>,
+        lookup_table: bool,
+        path: &str,
+    ) -> Option<JoinInputSpec> {
+        let place = place_of(&raw, path);
+        let input = raw.value;
+        let name = input.input.value.clone();
+        let (source, steps) = if let Some((branch, used)) = self
+            .branches
+            .iter_mut()
+            .find(|(branch, _)| branch.name == name)
+        {
+            *used = true;
+            (branch.source.clone(), branch.steps.clone())
+        } else if self.source_names.contains(&name) {
+            (
+                Some((
+                    name.clone(),
+                    place_of(&input.input, format!("{path}.input")),
+                )),
+                Vec::new(),
+            )
+        } else {
+            let branches: Vec<&str> = self.branches.iter().map(|(b, _)| b.name.as_str()).collect();
+            self.problem(
+                place_of(&input.input, format!("{path}.input")),
+                format!(
+                    "join input `{name}` is neither a branch ({}) nor a source ({})",
+                    if branches.is_empty() {
+                        "none".to_string()
+                    } else {
+                        branches.join(", ")
+                    },
+                    self.source_names.join(", ")
+                ),
+            );
+            return None;
+        };
+        if let (Some(delete), false) = (&input.delete, lookup_table) {
+            self.problem(
+                place_of(delete, format!("{path}.delete")),
+                "`delete` applies only to the right input (the table) of a lookup join",
+            );
+        }
+        Some(JoinInputSpec {
+            prefix: input
+                .prefix
+                .map(|prefix| prefix.value)
+                .unwrap_or_else(|| format!("{name}_")),
+            name,
+            source_place: source
+                .as_ref()
+                .map_or_else(|| place.clone(), |(_, place)| place.clone()),
+            source: source.map(|(source, _)| source),
+            steps,
+            key: expr_spec(&input.key, format!("{path}.key")),
+            delete: input
+                .delete
+                .as_ref()
+                .filter(|_| lookup_table)
+                .map(|delete| expr_spec(delete, format!("{path}.delete"))),
+            place,
+        })
+    }
+
+    fn join(&mut self, raw: Spanned<RawJoin>, path: &str) -> Option<StepSpec> {
+        let place = place_of(&raw, path);
+        let join = raw.value;
+        let lookup = join.kind.value == "lookup";
+        let left = self.join_input(join.left, false, &format!("{path}.left"));
+        let right = self.join_input(join.right, lookup, &format!("{path}.right"));
+        let how = match join.how.as_ref().map(|how| how.value.as_str()) {
+            None | Some("inner") => Some(JoinType::Inner),
+            Some("left") => Some(JoinType::Left),
+            Some("right") if !lookup => Some(JoinType::Right),
+            Some("full") if !lookup => Some(JoinType::Full),
+            Some(other) => {
+                let expected = if lookup {
+                    "inner or left (a lookup join emits the stream's events: the table's rows are versions, not results)"
+                } else {
+                    "inner, left, right or full"
+                };
+                if let Some(how) = &join.how {
+                    self.problem(
+                        place_of(how, format!("{path}.how")),
+                        format!("unknown join `how: {other}`: expected {expected}"),
+                    );
+                }
+                None
+            }
+        };
+        let unexpected =
+            |checker: &mut Checker, value: &Option<Spanned<DurationText>>, key: &str| {
+                if let Some(text) = value {
+                    checker.problem(
+                        place_of(text, format!("{path}.{key}")),
+                        format!(
+                            "`{key}` does not apply to {} join",
+                            article(&join.kind.value)
+                        ),
+                    );
+                }
+            };
+        let required = |checker: &mut Checker,
+                        value: &Option<Spanned<DurationText>>,
+                        key: &str,
+                        signed: bool|
+         -> Option<i64> {
+            match value {
+                Some(text) if signed => checker.signed_duration(text, &format!("{path}.{key}")),
+                Some(text) => checker.duration(text, &format!("{path}.{key}")),
+                None => {
+                    checker.problem(
+                        place.clone(),
+                        format!("{} join needs `{key}`", article(&join.kind.value)),
+                    );
+                    None
+                }
+            }
+        };
+        let kind = match join.kind.value.as_str() {
+            "interval" => {
+                unexpected(self, &join.size, "size");
+                unexpected(self, &join.slide, "slide");
+                let lower = required(self, &join.lower, "lower", true);
+                let upper = required(self, &join.upper, "upper", true);
+                match (lower, upper) {
+                    (Some(lower), Some(upper)) if lower > upper => {
+                        self.problem(
+                            place.clone(),
+                            format!("`lower` ({lower} ms) is after `upper` ({upper} ms): no pair could ever join"),
+                        );
+                        None
+                    }
+                    (Some(lower), Some(upper)) => Some(JoinKindSpec::Interval { lower, upper }),
+                    _ => None,
+                }
+            }
+            "window" => {
+                unexpected(self, &join.lower, "lower");
+                unexpected(self, &join.upper, "upper");
+                let size = required(self, &join.size, "size", false);
+                let slide = match &join.slide {
+                    Some(text) => self.duration(text, &format!("{path}.slide")),
+                    None => size,
+                };
+                match (size, slide) {
+                    (Some(0), _) | (_, Some(0)) => {
+                        self.problem(
+                            place.clone(),
+                            "`size` and `slide` must be greater than zero",
+                        );
+                        None
+                    }
+                    (Some(size), Some(slide)) if slide > size => {
+                        self.problem(place.clone(), format!("`slide` ({slide} ms) is larger than `size` ({size} ms): events between windows would never join"));
+                        None
+                    }
+                    (Some(size), Some(slide)) => Some(JoinKindSpec::Window { size, slide }),
+                    _ => None,
+                }
+            }
+            "lookup" => {
+                unexpected(self, &join.lower, "lower");
+                unexpected(self, &join.upper, "upper");
+                unexpected(self, &join.size, "size");
+                unexpected(self, &join.slide, "slide");
+                Some(JoinKindSpec::Lookup)
+            }
+            other => {
+                self.problem(
+                    place_of(&join.kind, format!("{path}.type")),
+                    format!("unknown join type `{other}`: expected interval, window or lookup"),
+                );
+                None
+            }
+        };
+        Some(StepSpec::Join(Box::new(JoinSpec {
+            kind: kind?,
+            how: how?,
+            left: left?,
+            right: right?,
+            place,
+        })))
     }
 
     /// A count of events written at `path`: a whole number from 0 up.
@@ -1696,6 +2030,15 @@ impl Checker {
             }
         }
         runtime
+    }
+}
+
+/// `word` with its indefinite article: `an interval`, `a window`.
+fn article(word: &str) -> String {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {word}")
+    } else {
+        format!("a {word}")
     }
 }
 

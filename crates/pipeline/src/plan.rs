@@ -10,11 +10,15 @@ use dataflow_event::{FieldType, Layout};
 use dataflow_window::WindowConfig;
 
 use crate::spec::{
-    AlertSpec, ApiSpec, CheckpointSpec, ExprSpec, MapSpec, PatternSpec, PipelineSpec, Place,
-    Problem, RuntimeSpec, SinkSpec, SourceSpec, StateSpec, StepSpec, WindowSpec,
+    AlertSpec, ApiSpec, CheckpointSpec, ExprSpec, JoinInputSpec, JoinKindSpec, JoinSpec, MapSpec,
+    PatternSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec, SourceSpec, StateSpec,
+    StepSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 use dataflow_expr::Expr;
+use dataflow_operators::join::{
+    Branches, IntervalJoin, Join, JoinInputs, Lane, Logic, LookupJoin, Side, WindowJoin,
+};
 use dataflow_operators::pattern::{self as cep, PatternDef, SelectDef, StageDef};
 use dataflow_operators::OperatorNode;
 use dataflow_operators::{Alert, Filter, KeyBy, Map, Pattern, WindowAggregate};
@@ -119,10 +123,23 @@ pub fn plan(spec: PipelineSpec) -> Result<Plan> {
 pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -> Plan {
     let operator_factory = operator_factory(&spec);
     let skip_metadata = skips_metadata(&spec.steps);
-    let (sources, input_layout) = plan_sources(spec.sources, skip_metadata, problems);
+    // A join whose inputs each name a source reads each with its own schema; otherwise the
+    // sources merge into one stream of one schema.
+    let one_schema = !spec.joins;
+    let (sources, input_layout) = plan_sources(spec.sources, skip_metadata, one_schema, problems);
     let mut steps = Steps::new(input_layout.clone(), spec.runtime.batch_size);
-    for step in spec.steps {
+    let source_names: Vec<(&str, &Layout)> = sources
+        .iter()
+        .map(|source| (source.spec.name.as_str(), source.decoder.layout()))
+        .collect();
+    for (index, step) in spec.steps.into_iter().enumerate() {
         match step {
+            StepSpec::Join(join) if index > 0 => Steps::refuse(
+                problems,
+                &join.place,
+                "a join must be the first step (and a pipeline has one): the steps before it go in the `branches` it joins",
+            ),
+            StepSpec::Join(join) => steps.join(*join, &source_names, problems),
             StepSpec::Filter(expr) => steps.filter(expr, problems),
             StepSpec::KeyBy(expr) => steps.key_by(expr, problems),
             StepSpec::Map(map) => steps.map(map, problems),
@@ -190,6 +207,7 @@ fn skips_metadata(steps: &[StepSpec]) -> bool {
 fn plan_sources(
     specs: Vec<SourceSpec>,
     skip_metadata: bool,
+    one_schema: bool,
     problems: &mut Vec<Problem>,
 ) -> (Vec<SourcePlan>, Layout) {
     let mut sources = Vec::new();
@@ -214,7 +232,7 @@ fn plan_sources(
         let layout = decoder.layout().clone();
         match &input_layout {
             None => input_layout = Some((layout, source.name.clone())),
-            Some((first, first_name)) if *first != layout => problems.push(Problem {
+            Some((first, first_name)) if one_schema && *first != layout => problems.push(Problem {
                 place: source.place.clone(),
                 message: format!(
                     "source `{}` has another schema than source `{first_name}`: merged sources must share one schema",
@@ -287,9 +305,15 @@ impl Steps {
     /// A filter, whose predicate must give a bool.
     fn filter(&mut self, expr: ExprSpec, problems: &mut Vec<Problem>) {
         let name: Arc<str> = Arc::from(expr.place.path.as_str());
-        let Some(predicate) = compile(&expr, &self.layout, problems) else {
-            return;
-        };
+        if let Some(filter) = self.compile_filter(&expr, problems) {
+            self.operators.push(OperatorNode::new(name, filter));
+        }
+    }
+
+    /// The filter of `expr` over the stream here, whose predicate must give a bool.
+    fn compile_filter(&self, expr: &ExprSpec, problems: &mut Vec<Problem>) -> Option<Filter> {
+        let name: Arc<str> = Arc::from(expr.place.path.as_str());
+        let predicate = compile(expr, &self.layout, problems)?;
         if let Some(ty) = predicate.output_type() {
             if ty != FieldType::Bool {
                 problems.push(Problem {
@@ -298,10 +322,7 @@ impl Steps {
                 });
             }
         }
-        self.operators.push(OperatorNode::new(
-            name.clone(),
-            Filter::new(name, predicate, self.layout.clone()),
-        ));
+        Some(Filter::new(name, predicate, self.layout.clone()))
     }
 
     /// A key_by: the stream is keyed from here on.
@@ -656,6 +677,254 @@ impl Steps {
     }
 }
 
+impl Steps {
+    /// One input of a join: its steps over the sources' events, its key, and for a lookup
+    /// join's table its delete condition; `None` when something does not fit (reported).
+    fn join_input(
+        &self,
+        input: &JoinInputSpec,
+        side: Side,
+        join_path: &str,
+        source_names: &[(&str, &Layout)],
+        problems: &mut Vec<Problem>,
+    ) -> Option<(Lane, Option<FieldType>)> {
+        let before = problems.len();
+        // An input reading one source starts from that source's layout.
+        let layout = input
+            .source
+            .as_ref()
+            .and_then(|name| source_names.iter().find(|(source, _)| source == name))
+            .map_or(&self.layout, |(_, layout)| *layout);
+        if input.source.is_none()
+            && source_names
+                .iter()
+                .any(|(_, source_layout)| *source_layout != &self.layout)
+        {
+            Self::refuse(
+                problems,
+                &input.place,
+                format!(
+                    "join input `{}` takes the events of every source, whose schemas differ: name one source with `from`",
+                    input.name
+                ),
+            );
+        }
+        let mut branch = Steps::new(layout.clone(), self.batch_size);
+        // A first filter runs apart, on the batch both inputs share (see `Lane::filter`).
+        let (filter, steps) = match input.steps.split_first() {
+            Some((StepSpec::Filter(expr), rest)) => (branch.compile_filter(expr, problems), rest),
+            _ => (None, input.steps.as_slice()),
+        };
+        for step in steps {
+            match step {
+                StepSpec::Filter(expr) => branch.filter(expr.clone(), problems),
+                StepSpec::Map(map) => branch.map(map.clone(), problems),
+                other => Self::refuse(
+                    problems,
+                    other.place(),
+                    format!(
+                        "branch `{}` of the join can take `filter` and `map` steps only: the join's `key` keys it, and keyed or windowed steps go after the join",
+                        input.name
+                    ),
+                ),
+            }
+        }
+        if branch.layout.schema().is_none() {
+            Self::refuse(
+                problems,
+                &input.place,
+                format!(
+                    "join input `{}` has no schema: a join needs the fields of both inputs (give its source a `format.schema`)",
+                    input.name
+                ),
+            );
+        }
+        let key = compile(&input.key, &branch.layout, problems);
+        let delete = input
+            .delete
+            .as_ref()
+            .map(|delete| compile(delete, &branch.layout, problems));
+        if let Some(Some(delete)) = &delete {
+            if let Some(ty) = delete.output_type() {
+                if ty != FieldType::Bool {
+                    Self::refuse(
+                        problems,
+                        &input
+                            .delete
+                            .as_ref()
+                            .map_or(&input.place, |d| &d.place)
+                            .clone(),
+                        format!(
+                            "a `delete` condition needs a bool expression, this one gives {ty}"
+                        ),
+                    );
+                }
+            }
+        }
+        let sources = match &input.source {
+            None => None,
+            Some(name) => match source_names.iter().position(|(source, _)| source == name) {
+                Some(index) => Some(vec![index]),
+                None => {
+                    let names: Vec<&str> = source_names.iter().map(|(name, _)| *name).collect();
+                    Self::refuse(
+                        problems,
+                        &input.source_place,
+                        format!(
+                            "branch `{}` reads source `{name}`, which the pipeline does not have (its sources: {})",
+                            input.name,
+                            names.join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if problems.len() > before {
+            return None;
+        }
+        let key = key?;
+        let key_type = key.output_type();
+        let side_name = if side == Side::Left { "left" } else { "right" };
+        let key_name: Arc<str> = Arc::from(format!("{join_path}.{side_name}.key"));
+        let mut steps = branch.operators;
+        steps.push(OperatorNode::new(
+            key_name.clone(),
+            KeyBy::new(key_name, key, branch.layout.clone()),
+        ));
+        Some((
+            Lane {
+                side,
+                sources,
+                filter,
+                steps,
+                delete: delete.flatten(),
+                layout: branch.layout,
+                stage: Arc::from(format!("{join_path}.{side_name}.delete")),
+            },
+            key_type,
+        ))
+    }
+
+    /// A join of two inputs, as the first step: a `branch` operator running both inputs' own
+    /// steps, then the join. The stream is the join's results from here on, keyed by the join
+    /// key.
+    fn join(
+        &mut self,
+        join: JoinSpec,
+        source_names: &[(&str, &Layout)],
+        problems: &mut Vec<Problem>,
+    ) {
+        let path = join.place.path.clone();
+        let left = self.join_input(&join.left, Side::Left, &path, source_names, problems);
+        let right = self.join_input(&join.right, Side::Right, &path, source_names, problems);
+        let (Some((left, left_key)), Some((right, right_key))) = (left, right) else {
+            return;
+        };
+        if let (Some(left_key), Some(right_key)) = (left_key, right_key) {
+            let numbers = |ty: FieldType| matches!(ty, FieldType::Int | FieldType::Timestamp);
+            if left_key != right_key && !(numbers(left_key) && numbers(right_key)) {
+                return Self::refuse(
+                    problems,
+                    &join.place,
+                    format!(
+                        "the join's keys have different types: `{}` gives {left_key}, `{}` gives {right_key}, so no two rows could ever meet",
+                        join.left.key.source, join.right.key.source
+                    ),
+                );
+            }
+        }
+        let (Some(left_schema), Some(right_schema)) = (left.layout.schema(), right.layout.schema())
+        else {
+            return;
+        };
+        // A side is null in the results of the rows the other side's outer join keeps.
+        let nullable_left = join.how.keeps_right();
+        let nullable_right = join.how.keeps_left();
+        let mut fields = Vec::new();
+        for (schema, prefix, nullable) in [
+            (left_schema, &join.left.prefix, nullable_left),
+            (right_schema, &join.right.prefix, nullable_right),
+        ] {
+            for field in schema.fields() {
+                fields.push(dataflow_event::Field {
+                    name: format!("{prefix}{}", field.name),
+                    ty: field.ty,
+                    nullable: field.nullable || nullable,
+                });
+            }
+        }
+        if matches!(join.kind, JoinKindSpec::Window { .. }) {
+            for name in ["window_start", "window_end"] {
+                fields.push(dataflow_event::Field {
+                    name: name.into(),
+                    ty: FieldType::Timestamp,
+                    nullable: false,
+                });
+            }
+        }
+        let schema = match dataflow_event::Schema::from_fields(fields) {
+            Ok(schema) => schema,
+            Err(error) => {
+                return Self::refuse(
+                    problems,
+                    &join.place,
+                    format!("the join's results cannot be laid out: {error} (give the inputs different `prefix`es)"),
+                )
+            }
+        };
+        let inputs = JoinInputs {
+            left: left.layout.clone(),
+            right: right.layout.clone(),
+        };
+        let key_type = left_key.or(right_key);
+        let branch_name: Arc<str> = Arc::from(format!("{path}.inputs"));
+        self.operators.push(OperatorNode::new(
+            branch_name,
+            Branches::new(vec![left, right]),
+        ));
+        let name: Arc<str> = Arc::from(path.as_str());
+        let batch_size = self.batch_size;
+        let node = match join.kind {
+            JoinKindSpec::Interval { lower, upper } => {
+                let logic = IntervalJoin {
+                    lower,
+                    upper,
+                    how: join.how,
+                };
+                bounded_join(name, logic, inputs, batch_size)
+            }
+            JoinKindSpec::Window { size, slide } => {
+                let logic = WindowJoin {
+                    size,
+                    slide,
+                    how: join.how,
+                };
+                bounded_join(name, logic, inputs, batch_size)
+            }
+            JoinKindSpec::Lookup => {
+                bounded_join(name, LookupJoin { how: join.how }, inputs, batch_size)
+            }
+        };
+        self.operators.push(node);
+        self.layout = Layout::Row(Arc::new(schema));
+        self.key_type = Some(key_type);
+    }
+}
+
+/// A join named `name` doing what `logic` does, handing on at most `batch_size` results (and
+/// a key's whole) per call of a watermark or the end.
+fn bounded_join<L: Logic + 'static>(
+    name: Arc<str>,
+    logic: L,
+    inputs: JoinInputs,
+    batch_size: usize,
+) -> OperatorNode {
+    let mut join = Join::new(name.clone(), logic, inputs);
+    join.limit_emission(batch_size);
+    OperatorNode::new(name, join)
+}
+
 /// The stages of `pattern` with placeholder conditions, for the shape rules (which read only
 /// quantifiers, contiguity and negation): so that they are checked even when a condition does
 /// not compile.
@@ -724,6 +993,14 @@ fn step_sources(step: &StepSpec) -> Box<dyn Iterator<Item = &str> + '_> {
                 ),
         ),
         StepSpec::Alert(alert) => Box::new(std::iter::once(alert.condition.source.as_str())),
+        StepSpec::Join(join) => Box::new([&join.left, &join.right].into_iter().flat_map(|input| {
+            input
+                .steps
+                .iter()
+                .flat_map(step_sources)
+                .chain(std::iter::once(input.key.source.as_str()))
+                .chain(input.delete.iter().map(|delete| delete.source.as_str()))
+        })),
     }
 }
 

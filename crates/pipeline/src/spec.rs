@@ -40,6 +40,9 @@ pub struct PipelineSpec {
     pub sources: Vec<SourceSpec>,
     /// The steps applied in order.
     pub steps: Vec<StepSpec>,
+    /// Whether a join or a branch was written (even one refused): join inputs read their
+    /// sources by name, so sources need not share one schema (the join checks its inputs).
+    pub joins: bool,
     /// Where results go; each sink receives every result.
     pub sinks: Vec<SinkSpec>,
     /// Where records that failed to decode or evaluate go, with their reason.
@@ -190,6 +193,81 @@ pub enum StepSpec {
     Pattern(PatternSpec),
     /// Tell when a condition starts and stops holding per key.
     Alert(AlertSpec),
+    /// Join two inputs (the first step of a pipeline that has one).
+    Join(Box<JoinSpec>),
+}
+
+impl StepSpec {
+    /// Where the step was written.
+    pub fn place(&self) -> &Place {
+        match self {
+            StepSpec::Filter(expr) | StepSpec::KeyBy(expr) => &expr.place,
+            StepSpec::Map(map) => &map.place,
+            StepSpec::Window(window) => &window.place,
+            StepSpec::Pattern(pattern) => &pattern.place,
+            StepSpec::Alert(alert) => &alert.place,
+            StepSpec::Join(join) => &join.place,
+        }
+    }
+}
+
+pub use dataflow_operators::join::JoinType;
+
+/// A join step: two inputs, each with its own steps and key, joined by key in event time.
+#[derive(Clone, Debug)]
+pub struct JoinSpec {
+    /// Interval, window or lookup, with its bounds.
+    pub kind: JoinKindSpec,
+    /// Which unmatched rows are emitted (lookup joins: inner or left only).
+    pub how: JoinType,
+    /// The left input (the stream of a lookup join).
+    pub left: JoinInputSpec,
+    /// The right input (the table of a lookup join).
+    pub right: JoinInputSpec,
+    /// Where it was written.
+    pub place: Place,
+}
+
+/// What kind of join, with its bounds (milliseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKindSpec {
+    /// `right.time ∈ [left.time + lower, left.time + upper]`.
+    Interval {
+        /// The lower bound, may be negative.
+        lower: i64,
+        /// The upper bound, at least `lower`.
+        upper: i64,
+    },
+    /// Both in the same window of `size`, one starting every `slide` (`size`: tumbling).
+    Window {
+        /// The window's length.
+        size: i64,
+        /// The distance between window starts.
+        slide: i64,
+    },
+    /// The left stream against the right changelog's version as of each event's time.
+    Lookup,
+}
+
+/// One input of a join: a named branch (or a source), its steps and the join key.
+#[derive(Clone, Debug)]
+pub struct JoinInputSpec {
+    /// The branch or source it names.
+    pub name: String,
+    /// The source whose events it takes (`None`: every source).
+    pub source: Option<String>,
+    /// Where that source was named (a branch's `from`, or the input itself).
+    pub source_place: Place,
+    /// Its steps before the join (filters and maps).
+    pub steps: Vec<StepSpec>,
+    /// The join key, over the input's events after its steps.
+    pub key: ExprSpec,
+    /// What its fields are prefixed with in the results.
+    pub prefix: String,
+    /// The table of a lookup join: the rows that delete their key.
+    pub delete: Option<ExprSpec>,
+    /// Where it was written.
+    pub place: Place,
 }
 
 pub use dataflow_operators::pattern::{AfterMatch, Aggregate as PatternAggregate};

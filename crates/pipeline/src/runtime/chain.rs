@@ -142,7 +142,7 @@ impl Chain {
             match message {
                 Message::Events(events) => {
                     combiner.activity(input, now_millis());
-                    self.drive(Drive::Events(events)).await?;
+                    self.drive(Drive::Input(input, events)).await?;
                 }
                 Message::Watermark(watermark) => {
                     combiner.update(input, watermark, now_millis());

@@ -100,7 +100,16 @@ impl Operators {
         let control = match drive {
             Drive::Events(events) => {
                 let mut side = Vec::new();
-                let results = self.push(0, events, &mut side)?;
+                let results = self.push(0, events, &mut side, None)?;
+                return Ok(Driven {
+                    results,
+                    side,
+                    forward: None,
+                });
+            }
+            Drive::Input(input, events) => {
+                let mut side = Vec::new();
+                let results = self.push(0, events, &mut side, Some(input))?;
                 return Ok(Driven {
                     results,
                     side,
@@ -151,12 +160,14 @@ impl Operators {
         }
     }
 
-    /// Passes `events` through the operators from `start` on.
+    /// Passes `events` through the operators from `start` on; the first of them is told the
+    /// source they came from, when `input` says.
     fn push(
         &mut self,
         start: usize,
         mut events: Vec<Event>,
         side: &mut Vec<SideRecord>,
+        mut input: Option<usize>,
     ) -> Result<Vec<Event>> {
         for (node, metrics) in self.nodes.iter_mut().zip(&self.metrics).skip(start) {
             if events.is_empty() {
@@ -165,7 +176,10 @@ impl Operators {
             let mut out = Output::default();
             let received = events.len() as u64;
             let started = Instant::now();
-            node.operator.process(events, &mut out);
+            match input.take() {
+                Some(input) => node.operator.process_input(input, events, &mut out),
+                None => node.operator.process(events, &mut out),
+            }
             metrics.observe_processing(started.elapsed());
             metrics.events_received(received);
             events = take_output(metrics, out, side)?;
@@ -201,7 +215,7 @@ impl Operators {
             metrics.busy(started.elapsed());
             // What a watermark, a tick or the end makes an operator emit counts as sent too.
             let events = take_output(metrics, out, &mut side)?;
-            results.extend(self.push(index + 1, events, &mut side)?);
+            results.extend(self.push(index + 1, events, &mut side, None)?);
             if pending {
                 self.resume = Some(Resume { index, control });
                 return Ok(Driven {

@@ -50,6 +50,9 @@ pub(super) enum SinkMessage {
 #[derive(Debug)]
 pub(super) enum Drive {
     Events(Vec<Event>),
+    /// Events read from the source `input` (its index among the pipeline's sources), for the
+    /// first operator of the chain.
+    Input(usize, Vec<Event>),
     Watermark(i64),
     Tick(i64),
     Finish(bool),

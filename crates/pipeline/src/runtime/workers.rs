@@ -79,7 +79,7 @@ impl Workers {
                 Drive::Watermark(watermark) => Drive::Watermark(*watermark),
                 Drive::Tick(now) => Drive::Tick(*now),
                 Drive::Finish(fire) => Drive::Finish(*fire),
-                Drive::Events(_) => {
+                Drive::Events(_) | Drive::Input(..) => {
                     return Err(PipelineError::Runtime(
                         "events are routed to workers, not broadcast".into(),
                     ))
