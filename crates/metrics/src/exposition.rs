@@ -148,6 +148,7 @@ struct OperatorFamilies {
     errors: Family<OperatorLabels, Count>,
     late_events: Family<OperatorLabels, Count>,
     timed_out: Family<OperatorLabels, Count>,
+    unmatched: Family<OperatorLabels, Count>,
     dead_letters: Family<OperatorLabels, Count>,
     processing: Histograms<OperatorLabels>,
     busy: Family<OperatorLabels, Seconds>,
@@ -254,6 +255,7 @@ impl Metrics {
             errors: Family::default(),
             late_events: Family::default(),
             timed_out: Family::default(),
+            unmatched: Family::default(),
             dead_letters: Family::default(),
             processing: Family::new_with_constructor(processing_histogram as fn() -> Histogram),
             busy: Family::default(),
@@ -294,6 +296,12 @@ impl Metrics {
             "dataflow_operator_timed_out",
             "Partial matches whose time ran out, routed to the timed-out output",
             &o.timed_out,
+        );
+        register(
+            &mut r,
+            "dataflow_operator_unmatched",
+            "Rows of a join that found no partner before the watermark passed them",
+            &o.unmatched,
         );
         register(
             &mut r,
@@ -526,6 +534,7 @@ impl Metrics {
             errors: f.errors.get_or_create_owned(&labels),
             late_events: f.late_events.get_or_create_owned(&labels),
             timed_out: f.timed_out.get_or_create_owned(&labels),
+            unmatched: f.unmatched.get_or_create_owned(&labels),
             dead_letters: f.dead_letters.get_or_create_owned(&labels),
             processing: f.processing.get_or_create_owned(&labels),
             busy: f.busy.get_or_create_owned(&labels),
@@ -632,6 +641,7 @@ pub struct OperatorMetrics {
     errors: Count,
     late_events: Count,
     timed_out: Count,
+    unmatched: Count,
     dead_letters: Count,
     processing: Histogram,
     busy: Seconds,
@@ -668,6 +678,11 @@ impl OperatorMetrics {
     /// `n` partial matches whose time ran out.
     pub fn timed_out(&self, n: u64) {
         self.timed_out.inc_by(n);
+    }
+
+    /// `n` rows of a join that found no partner.
+    pub fn unmatched(&self, n: u64) {
+        self.unmatched.inc_by(n);
     }
 
     /// `n` records routed to the dead letters.

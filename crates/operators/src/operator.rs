@@ -143,6 +143,10 @@ pub struct Output {
     pub events: Vec<Event>,
     /// Dead letters and late events.
     pub side: Vec<SideRecord>,
+    /// Rows of a join that found no partner before the watermark passed them (emitted with
+    /// nulls by an outer side, dropped by an inner one): counted here, so that they show in
+    /// the operator's metrics.
+    pub unmatched: u64,
     /// Set when the operator failed in a way no record is to blame for (its state store failed):
     /// the run stops with this error and a restart recovers from the last checkpoint.
     pub failure: Option<OperatorError>,

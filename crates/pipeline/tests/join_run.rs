@@ -9,9 +9,16 @@ use dataflow_pipeline::config;
 use dataflow_pipeline::runtime::Pipeline;
 use serde_json::{json, Value};
 
-/// Runs `steps` (with `branches`) over the `orders` and `rates` lines, one event per batch;
-/// returns the results (each with its event time as `t`) and the late records.
-fn run(branches: &str, steps: &str, orders: &[&str], rates: &[&str]) -> (Vec<Value>, Vec<Value>) {
+/// What a run gave: the results (each with its event time as `t`), the late records, and the
+/// join's rows without a partner as `dataflow_operator_unmatched_total` counted them.
+struct Ran {
+    results: Vec<Value>,
+    late: Vec<Value>,
+    unmatched: u64,
+}
+
+/// Runs `steps` (with `branches`) over the `orders` and `rates` lines, one event per batch.
+fn run(branches: &str, steps: &str, orders: &[&str], rates: &[&str]) -> Ran {
     let dir = tempfile::tempdir().expect("temp dir");
     common::write_lines(dir.path(), "orders.jsonl", orders);
     common::write_lines(dir.path(), "rates.jsonl", rates);
@@ -36,7 +43,18 @@ runtime: {{ batch_size: 1 }}
 "
     );
     let plan = config::parse_and_plan(&yaml, dir.path()).expect("a valid config");
-    common::run(Pipeline::new(plan));
+    let pipeline = Pipeline::new(plan);
+    let metrics = pipeline.metrics();
+    common::run(pipeline);
+    let unmatched = metrics
+        .encode()
+        .lines()
+        .filter(|line| line.starts_with("dataflow_operator_unmatched_total{"))
+        .map(|line| {
+            let value = line.rsplit(' ').next().expect("a value");
+            value.parse::<u64>().expect("a count")
+        })
+        .sum();
     let dead = common::read_json_lines(&dir.path().join("dead.jsonl"));
     assert!(dead.is_empty(), "dead letters: {dead:?}");
     let mut results = common::read_json_lines(&dir.path().join("results.jsonl"));
@@ -45,12 +63,16 @@ runtime: {{ batch_size: 1 }}
         .into_iter()
         .map(|record| record["record"].clone())
         .collect();
-    (results, late)
+    Ran {
+        results,
+        late,
+        unmatched,
+    }
 }
 
 #[test]
 fn a_lookup_join_meets_the_version_as_of_each_event_and_deletes_end_a_key() {
-    let (results, late) = run(
+    let ran = run(
         "",
         "  - join:
       type: lookup
@@ -89,13 +111,15 @@ fn a_lookup_join_meets_the_version_as_of_each_event_and_deletes_end_a_key() {
     ];
     let mut expected: Vec<Value> = expected;
     expected.sort_by_key(|result| result.to_string());
-    assert_eq!(results, expected);
-    assert!(late.is_empty(), "{late:?}");
+    assert_eq!(ran.results, expected);
+    assert!(ran.late.is_empty(), "{:?}", ran.late);
+    // Orders 3 and 6 met no rate.
+    assert_eq!(ran.unmatched, 2);
 }
 
 #[test]
 fn a_full_interval_join_emits_the_lonely_rows_of_both_sides_once() {
-    let (results, _late) = run(
+    let ran = run(
         "branches:
   big:
     from: orders
@@ -138,5 +162,7 @@ fn a_full_interval_join_emits_the_lonely_rows_of_both_sides_once() {
         json!({"o_id": null, "r_rate": 4, "t": 9500}),
     ];
     expected.sort_by_key(|result| result.to_string());
-    assert_eq!(results, expected);
+    assert_eq!(ran.results, expected);
+    // Orders 3 and 4, the EUR rate at 4.5 s and the GBP rate.
+    assert_eq!(ran.unmatched, 4);
 }

@@ -207,11 +207,13 @@ impl Emit<'_> {
     /// Counts `count` left rows that never found a partner.
     fn unmatched_left(&mut self, count: u64) {
         self.counters.unmatched_left += count;
+        self.out.unmatched += count;
     }
 
     /// Counts `count` right rows that never found a partner.
     fn unmatched_right(&mut self, count: u64) {
         self.counters.unmatched_right += count;
+        self.out.unmatched += count;
     }
 }
 

@@ -257,6 +257,7 @@ fn take_output(
     let dead = out.side.len() as u64 - late - timed_out;
     metrics.late_events(late);
     metrics.timed_out(timed_out);
+    metrics.unmatched(out.unmatched);
     metrics.dead_letters(dead);
     metrics.errors(dead);
     side.append(&mut out.side);
