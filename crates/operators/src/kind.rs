@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::window::OperatorView;
-use crate::{alert, filter, join, key_by, map, pattern, window, Result};
+use crate::{alert, filter, join, key_by, map, over, pattern, window, Result};
 
 /// How the input of an operator must be spread over parallel workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,13 +106,14 @@ pub fn parallel_part(kinds: &[&OperatorKind]) -> Option<(usize, bool)> {
 }
 
 /// Every built-in kind.
-pub const ALL: [&OperatorKind; 10] = [
+pub const ALL: [&OperatorKind; 11] = [
     &filter::KIND,
     &map::KIND,
     &key_by::KIND,
     &window::KIND,
     &pattern::KIND,
     &alert::KIND,
+    &over::KIND,
     &join::branch::KIND,
     &join::interval::KIND,
     &join::window::KIND,

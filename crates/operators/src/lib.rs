@@ -19,6 +19,7 @@ pub mod key_by;
 pub mod kind;
 pub mod map;
 mod operator;
+pub mod over;
 pub mod pattern;
 mod store_cache;
 pub mod window;
@@ -32,5 +33,6 @@ pub use map::Map;
 pub use operator::{
     Operator, OperatorInfo, OperatorNode, OperatorSnapshot, Output, SideData, SideKind, SideRecord,
 };
+pub use over::Over;
 pub use pattern::Pattern;
 pub use window::{TimeDomain, WindowAggregate};

@@ -23,10 +23,10 @@ use dataflow_connectors::registry::{self, ConnectorType};
 use crate::plan::{plan_collecting, Plan};
 use crate::spec::{
     AdaptiveSpec, AfterMatch, AggregateSpec, AlertRule, AlertSpec, ApiSpec, CheckpointSpec,
-    ExprSpec, JoinInputSpec, JoinKindSpec, JoinSpec, JoinType, MapSpec, OnStop, PatternAggregate,
-    PatternSelectSpec, PatternSpec, PatternStageSpec, PipelineSpec, Place, Problem, RateLimitSpec,
-    RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StateSpec, StepSpec, TimeDomain, WatermarkSpec,
-    WindowSpec,
+    ExprSpec, JoinInputSpec, JoinKindSpec, JoinSpec, JoinType, MapSpec, OnStop, OverSpec,
+    PatternAggregate, PatternSelectSpec, PatternSpec, PatternStageSpec, PipelineSpec, Place,
+    Problem, RateLimitSpec, RuntimeSpec, SinkSpec, SourceKind, SourceSpec, StateSpec, StepSpec,
+    TimeDomain, WatermarkSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 
@@ -402,6 +402,7 @@ enum RawStep {
     Window(Box<Spanned<RawWindow>>),
     Pattern(Box<Spanned<RawPattern>>),
     Alert(Box<Spanned<RawAlert>>),
+    Over(Box<Spanned<RawOver>>),
     Join(Box<Spanned<RawJoin>>),
 }
 
@@ -471,6 +472,13 @@ struct RawAlert {
     duration: Option<Spanned<DurationText>>,
     count: Option<Spanned<i64>>,
     within: Option<Spanned<DurationText>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOver {
+    rows: Spanned<i64>,
+    aggregates: Spanned<OrderedMap<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1344,6 +1352,7 @@ impl Checker {
             RawStep::Window(window) => self.window(*window, &format!("{path}.window")),
             RawStep::Pattern(pattern) => self.pattern(*pattern, &format!("{path}.pattern")),
             RawStep::Alert(alert) => self.alert(*alert, &format!("{path}.alert")),
+            RawStep::Over(over) => self.over(*over, &format!("{path}.over")),
             RawStep::Join(join) => self.join(*join, &format!("{path}.join")),
         }
     }
@@ -1819,6 +1828,58 @@ impl Checker {
         Some(StepSpec::Alert(AlertSpec {
             condition: expr_spec(&alert.condition, format!("{path}.condition")),
             rule: rule?,
+            place,
+        }))
+    }
+
+    fn over(&mut self, raw: Spanned<RawOver>, path: &str) -> Option<StepSpec> {
+        let place = place_of(&raw, path);
+        let over = raw.value;
+        let rows = match usize::try_from(over.rows.value) {
+            Ok(rows) if rows > 0 => Some(rows),
+            _ => {
+                self.problem(
+                    place_of(&over.rows, format!("{path}.rows")),
+                    format!(
+                        "`rows` must be a number of events from 1 up, not {}",
+                        over.rows.value
+                    ),
+                );
+                None
+            }
+        };
+        let mut aggregates = Vec::new();
+        if over.aggregates.value.0.is_empty() {
+            self.problem(
+                place_of(&over.aggregates, format!("{path}.aggregates")),
+                "an over step needs at least one aggregate",
+            );
+        }
+        for (name, function) in &over.aggregates.value.0 {
+            let aggregate_path = format!("{path}.aggregates.{}", name.value);
+            match parse_aggregate(&function.value) {
+                Ok((kind, _)) if !dataflow_operators::over::AGGREGATES.contains(&kind) => self
+                    .problem(
+                        place_of(function, aggregate_path),
+                        format!(
+                            "an over step computes count, sum, avg, min and max, not `{}`",
+                            kind.name()
+                        ),
+                    ),
+                Ok((kind, input)) => aggregates.push(AggregateSpec {
+                    name: name.value.clone(),
+                    kind,
+                    input: input.map(|source| ExprSpec {
+                        source,
+                        place: place_of(function, aggregate_path.clone()),
+                    }),
+                }),
+                Err(message) => self.problem(place_of(function, aggregate_path), message),
+            }
+        }
+        Some(StepSpec::Over(OverSpec {
+            rows: rows?,
+            aggregates,
             place,
         }))
     }

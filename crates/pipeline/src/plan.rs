@@ -11,8 +11,8 @@ use dataflow_window::WindowConfig;
 
 use crate::spec::{
     AlertSpec, ApiSpec, CheckpointSpec, ExprSpec, JoinInputSpec, JoinKindSpec, JoinSpec, MapSpec,
-    PatternSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec, SourceSpec, StateSpec,
-    StepSpec, WindowSpec,
+    OverSpec, PatternSpec, PipelineSpec, Place, Problem, RuntimeSpec, SinkSpec, SourceSpec,
+    StateSpec, StepSpec, WindowSpec,
 };
 use crate::{PipelineError, Result};
 use dataflow_expr::Expr;
@@ -21,7 +21,7 @@ use dataflow_operators::join::{
 };
 use dataflow_operators::pattern::{self as cep, PatternDef, SelectDef, StageDef};
 use dataflow_operators::OperatorNode;
-use dataflow_operators::{Alert, Filter, KeyBy, Map, Pattern, WindowAggregate};
+use dataflow_operators::{Alert, Filter, KeyBy, Map, Over, Pattern, WindowAggregate};
 
 /// A source ready to open: its spec and the decoder for its records.
 #[derive(Debug)]
@@ -146,6 +146,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
             StepSpec::Window(window) => steps.window(window, &spec.state, problems),
             StepSpec::Pattern(pattern) => steps.pattern(pattern, &spec.state, problems),
             StepSpec::Alert(alert) => steps.alert(alert, &spec.state, problems),
+            StepSpec::Over(over) => steps.over(over, &spec.state, problems),
         }
     }
     // Each sink's settings against the results it gets (a field its mapping or partitioning
@@ -675,6 +676,49 @@ impl Steps {
             Err(message) => Self::refuse(problems, &alert.place, message),
         }
     }
+
+    /// An over step over the keyed stream: each event goes on with aggregates over its key's
+    /// last rows appended, still keyed. With sled state, it keeps its state under the state
+    /// directory.
+    fn over(&mut self, over: OverSpec, state: &StateSpec, problems: &mut Vec<Problem>) {
+        let name: Arc<str> = Arc::from(over.place.path.as_str());
+        if self.key_type.is_none() {
+            Self::refuse(
+                problems,
+                &over.place,
+                "an over step needs a `key_by` before it: it aggregates each key's last rows",
+            );
+            return;
+        }
+        let mut aggregates = Vec::new();
+        let mut failed = false;
+        for aggregate in &over.aggregates {
+            let input = match &aggregate.input {
+                Some(expr) => match compile(expr, &self.layout, problems) {
+                    Some(compiled) => Some(compiled),
+                    None => {
+                        failed = true;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            aggregates.push((aggregate.name.clone(), aggregate.kind, input));
+        }
+        if failed {
+            return;
+        }
+        match Over::new(name.clone(), over.rows, aggregates, self.layout.clone()) {
+            Ok((mut operator, output)) => {
+                if let Some((dir, cache_bytes, cache_keys)) = state_dir(state, &name) {
+                    operator.keep_state_in(dir, cache_bytes, cache_keys);
+                }
+                self.layout = output;
+                self.operators.push(OperatorNode::new(name, operator));
+            }
+            Err(message) => Self::refuse(problems, &over.place, message),
+        }
+    }
 }
 
 impl Steps {
@@ -993,6 +1037,12 @@ fn step_sources(step: &StepSpec) -> Box<dyn Iterator<Item = &str> + '_> {
                 ),
         ),
         StepSpec::Alert(alert) => Box::new(std::iter::once(alert.condition.source.as_str())),
+        StepSpec::Over(over) => Box::new(
+            over.aggregates
+                .iter()
+                .filter_map(|aggregate| aggregate.input.as_ref())
+                .map(|expr| expr.source.as_str()),
+        ),
         StepSpec::Join(join) => Box::new([&join.left, &join.right].into_iter().flat_map(|input| {
             input
                 .steps

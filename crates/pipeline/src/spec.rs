@@ -193,6 +193,8 @@ pub enum StepSpec {
     Pattern(PatternSpec),
     /// Tell when a condition starts and stops holding per key.
     Alert(AlertSpec),
+    /// Aggregate each key's last N events, per event.
+    Over(OverSpec),
     /// Join two inputs (the first step of a pipeline that has one).
     Join(Box<JoinSpec>),
 }
@@ -206,6 +208,7 @@ impl StepSpec {
             StepSpec::Window(window) => &window.place,
             StepSpec::Pattern(pattern) => &pattern.place,
             StepSpec::Alert(alert) => &alert.place,
+            StepSpec::Over(over) => &over.place,
             StepSpec::Join(join) => &join.place,
         }
     }
@@ -336,6 +339,18 @@ pub struct AlertSpec {
 }
 
 pub use dataflow_operators::alert::AlertRule;
+
+/// An over step: for each event of a key, in event-time order, the event with aggregates over
+/// the key's last `rows` events (itself included).
+#[derive(Clone, Debug)]
+pub struct OverSpec {
+    /// How many of the key's events the aggregates cover, at least 1.
+    pub rows: usize,
+    /// The aggregates, appended to each event in this order.
+    pub aggregates: Vec<AggregateSpec>,
+    /// Where it was written.
+    pub place: Place,
+}
 
 /// A map step. Applied in this order: computed fields, renames, then keep or drop.
 #[derive(Clone, Debug, Default)]

@@ -622,6 +622,29 @@ impl AccumulatorSnapshot {
     }
 }
 
+/// Computes `aggregates` from scratch over `rows`, each one event's inputs (one per aggregate,
+/// checked as [`check_aggregate_inputs`] does) and its timestamp, in arrival order: what a
+/// window holding exactly these events would give. Used where the set of events changes in
+/// ways accumulators cannot follow (an OVER step's last N rows).
+pub fn aggregate_rows<'a>(
+    aggregates: &[AggregateKind],
+    rows: impl IntoIterator<Item = (&'a [Value], i64)>,
+) -> Vec<Value> {
+    let mut accumulators = Accumulator::new_set(aggregates);
+    for (seq, (inputs, timestamp)) in rows.into_iter().enumerate() {
+        for (accumulator, input) in accumulators.iter_mut().zip(inputs) {
+            accumulator.add(input, timestamp, seq as u64);
+        }
+    }
+    accumulators.iter().map(Accumulator::value).collect()
+}
+
+/// Checks one event's aggregate inputs: one per aggregate, and numbers (or nulls) for the
+/// numeric aggregates.
+pub fn check_aggregate_inputs(aggregates: &[AggregateKind], inputs: &[Value]) -> Result<()> {
+    check_inputs(aggregates, inputs)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

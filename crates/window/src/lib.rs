@@ -75,6 +75,7 @@ mod states;
 mod watermark;
 mod windows;
 
+pub use aggregate::{aggregate_rows, check_aggregate_inputs};
 pub use config::{AggregateKind, WindowConfig, WindowKind};
 pub use error::{Result, WindowError};
 pub use snapshot::{
