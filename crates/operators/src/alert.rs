@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
 use crate::operator::{checkpoint_error, dead_letter, Operator, OperatorSnapshot, Output};
-use crate::pattern::timeline::{self, KeyLogic, Timeline, TimelineSnapshot};
+use crate::pattern::timeline::{self, KeyLogic, Keyed, TimelineSnapshot};
 use crate::window::{KeyView, OperatorView};
 
 /// What every alert operator is: it keeps state per key, keeps its events' keys, and its
@@ -230,6 +230,14 @@ impl KeyLogic for Logic {
     fn idle(&self, state: &AlertState) -> bool {
         state.run_start.is_none() && state.times.is_empty() && state.holding_since.is_none()
     }
+
+    fn stage(&self) -> &Arc<str> {
+        &self.stage
+    }
+
+    fn input_layout(&self) -> &Layout {
+        &self.input_layout
+    }
 }
 
 /// When a key is due, given its window deadline: a stop is certain, and an event can be
@@ -243,16 +251,13 @@ fn due(deadline: Option<i64>, _state: &AlertState) -> Option<i64> {
 /// `at` (when this was seen), `duration_ms` (for `stopped`: `at - since`) and `events` (the
 /// events meeting the condition counted then).
 pub struct Alert {
-    logic: Logic,
-    timeline: Timeline<AlertState>,
-    /// Where the keys' state lives with `state.backend: sled` (else in memory).
-    state_dir: timeline::StateDir,
+    keyed: Keyed<Logic>,
 }
 
 impl std::fmt::Debug for Alert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Alert")
-            .field("stage", &self.logic.stage)
+            .field("stage", &self.keyed.logic.stage)
             .finish_non_exhaustive()
     }
 }
@@ -283,14 +288,12 @@ impl Alert {
         .map_err(|error| error.to_string())?;
         Ok((
             Alert {
-                logic: Logic {
+                keyed: Keyed::new(Logic {
                     stage,
                     condition,
                     rule,
                     input_layout,
-                },
-                timeline: Timeline::default(),
-                state_dir: None,
+                }),
             },
             Layout::Row(Arc::new(schema)),
         ))
@@ -302,7 +305,7 @@ impl Alert {
     /// instance, opened by [`Operator::open`]), with a page cache of `cache_bytes`:
     /// `state.backend: sled`.
     pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64, cache_keys: usize) {
-        self.state_dir = Some((dir, cache_bytes, cache_keys));
+        self.keyed.keep_state_in(dir, cache_bytes, cache_keys);
     }
 
     /// Keeps the alert state in `store` (its own), caching at most `cache_keys` keys as
@@ -312,8 +315,7 @@ impl Alert {
         store: Box<dyn dataflow_state::StateStore>,
         cache_keys: usize,
     ) {
-        self.timeline.keep_in(store, &self.logic.stage);
-        self.timeline.set_cache_capacity(cache_keys);
+        self.keyed.keep_state_in_store(store, cache_keys);
     }
 }
 
@@ -323,52 +325,27 @@ impl Operator for Alert {
     }
 
     fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
-        let logic = &self.logic;
-        timeline::insert_batch(
-            &mut self.timeline,
-            batch,
-            &logic.stage,
-            &logic.input_layout,
-            out,
-        );
+        self.keyed.process(batch, out)
     }
 
     fn open(&mut self, instance: usize) -> crate::Result<()> {
-        if let Some((dir, cache_bytes, cache_keys)) = &self.state_dir {
-            let store = timeline::open_store(&self.logic.stage, dir, *cache_bytes, instance)?;
-            self.timeline.keep_in(store, &self.logic.stage);
-            self.timeline.set_cache_capacity(*cache_keys);
-        }
-        Ok(())
+        self.keyed.open(instance)
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
-        if let Err(error) = self.timeline.advance(watermark, &mut self.logic, out) {
-            out.failure = Some(timeline::state_failure(&self.logic.stage, error));
-        }
-        watermark
+        self.keyed.on_watermark(watermark, out)
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
-        if fire {
-            if let Err(error) = self.timeline.finish(&mut self.logic, out) {
-                out.failure = Some(timeline::state_failure(&self.logic.stage, error));
-            }
-        }
+        self.keyed.finish(fire, out)
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        self.timeline
-            .snapshot()
-            .map(Some)
-            .map_err(|error| timeline::state_failure(&self.logic.stage, error))
+        self.keyed.snapshot()
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let logic = &self.logic;
-        self.timeline
-            .restore(state, |state| due(logic.window_deadline(state), state))
-            .map_err(|error| timeline::state_failure(&logic.stage, error))
+        self.keyed.restore(state)
     }
 
     fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::kind::{KeyEffect, OperatorKind, Partitioning};
 use crate::operator::{checkpoint_error, dead_letter, Operator, OperatorSnapshot, Output};
-use crate::pattern::timeline::{self, KeyLogic, Timeline, TimelineSnapshot};
+use crate::pattern::timeline::{self, KeyLogic, Keyed, TimelineSnapshot};
 use crate::window::{KeyView, OperatorView};
 
 /// What every over operator is: it keeps state per key, keeps its events' keys, and its
@@ -117,23 +117,28 @@ impl KeyLogic for Logic {
     fn idle(&self, state: &OverState) -> bool {
         state.rows.is_empty()
     }
+
+    fn stage(&self) -> &Arc<str> {
+        &self.stage
+    }
+
+    fn input_layout(&self) -> &Layout {
+        &self.input_layout
+    }
 }
 
 /// Aggregates over each key's last `rows` events. Results are the input events, in event-time
 /// order per key, each with the aggregates appended (a row's fields after its own, an object's
 /// as members).
 pub struct Over {
-    logic: Logic,
-    timeline: Timeline<OverState>,
-    /// Where the keys' state lives with `state.backend: sled` (else in memory).
-    state_dir: timeline::StateDir,
+    keyed: Keyed<Logic>,
 }
 
 impl std::fmt::Debug for Over {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Over")
-            .field("stage", &self.logic.stage)
-            .field("rows", &self.logic.rows)
+            .field("stage", &self.keyed.logic.stage)
+            .field("rows", &self.keyed.logic.rows)
             .finish_non_exhaustive()
     }
 }
@@ -191,16 +196,14 @@ impl Over {
         }
         Ok((
             Over {
-                logic: Logic {
+                keyed: Keyed::new(Logic {
                     stage,
                     rows,
                     kinds,
                     names,
                     inputs,
                     input_layout,
-                },
-                timeline: Timeline::default(),
-                state_dir: None,
+                }),
             },
             output,
         ))
@@ -210,7 +213,7 @@ impl Over {
     /// instance, opened by [`Operator::open`]), with a page cache of `cache_bytes`:
     /// `state.backend: sled`.
     pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64, cache_keys: usize) {
-        self.state_dir = Some((dir, cache_bytes, cache_keys));
+        self.keyed.keep_state_in(dir, cache_bytes, cache_keys);
     }
 
     /// Keeps the state in `store` (its own), caching at most `cache_keys` keys as objects:
@@ -220,8 +223,7 @@ impl Over {
         store: Box<dyn dataflow_state::StateStore>,
         cache_keys: usize,
     ) {
-        self.timeline.keep_in(store, &self.logic.stage);
-        self.timeline.set_cache_capacity(cache_keys);
+        self.keyed.keep_state_in_store(store, cache_keys);
     }
 }
 
@@ -231,52 +233,27 @@ impl Operator for Over {
     }
 
     fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
-        let logic = &self.logic;
-        timeline::insert_batch(
-            &mut self.timeline,
-            batch,
-            &logic.stage,
-            &logic.input_layout,
-            out,
-        );
+        self.keyed.process(batch, out)
     }
 
     fn open(&mut self, instance: usize) -> crate::Result<()> {
-        if let Some((dir, cache_bytes, cache_keys)) = &self.state_dir {
-            let store = timeline::open_store(&self.logic.stage, dir, *cache_bytes, instance)?;
-            self.timeline.keep_in(store, &self.logic.stage);
-            self.timeline.set_cache_capacity(*cache_keys);
-        }
-        Ok(())
+        self.keyed.open(instance)
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
-        if let Err(error) = self.timeline.advance(watermark, &mut self.logic, out) {
-            out.failure = Some(timeline::state_failure(&self.logic.stage, error));
-        }
-        watermark
+        self.keyed.on_watermark(watermark, out)
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
-        if fire {
-            if let Err(error) = self.timeline.finish(&mut self.logic, out) {
-                out.failure = Some(timeline::state_failure(&self.logic.stage, error));
-            }
-        }
+        self.keyed.finish(fire, out)
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        self.timeline
-            .snapshot()
-            .map(Some)
-            .map_err(|error| timeline::state_failure(&self.logic.stage, error))
+        self.keyed.snapshot()
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let logic = &self.logic;
-        self.timeline
-            .restore(state, |_| None)
-            .map_err(|error| timeline::state_failure(&logic.stage, error))
+        self.keyed.restore(state)
     }
 
     fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {

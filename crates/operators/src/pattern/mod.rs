@@ -24,7 +24,7 @@ use crate::window::{KeyView, OperatorView};
 use crate::SideRecord;
 
 use matcher::{Found, KeyMatches, Thread};
-use timeline::{KeyLogic, Timeline, TimelineSnapshot};
+use timeline::{KeyLogic, Keyed, TimelineSnapshot};
 
 /// What every pattern operator is: it keeps partial matches per key, so its input must be
 /// partitioned by key; its results keep the key of their events; its snapshot is a
@@ -306,6 +306,14 @@ impl KeyLogic for Logic {
     fn idle(&self, state: &KeyMatches) -> bool {
         state.is_empty()
     }
+
+    fn stage(&self) -> &Arc<str> {
+        &self.stage
+    }
+
+    fn input_layout(&self) -> &Layout {
+        &self.input_layout
+    }
 }
 
 impl Logic {
@@ -387,16 +395,13 @@ impl Logic {
 /// names of the stages that took events) and the selected fields in order; timed-out partial
 /// matches are side records of the same row.
 pub struct Pattern {
-    logic: Logic,
-    timeline: Timeline<KeyMatches>,
-    /// Where the keys' state lives with `state.backend: sled` (else in memory).
-    state_dir: timeline::StateDir,
+    keyed: Keyed<Logic>,
 }
 
 impl std::fmt::Debug for Pattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pattern")
-            .field("stage", &self.logic.stage)
+            .field("stage", &self.keyed.logic.stage)
             .finish_non_exhaustive()
     }
 }
@@ -453,15 +458,13 @@ impl Pattern {
         let input_layout = def.input_layout.clone();
         Ok((
             Pattern {
-                logic: Logic {
+                keyed: Keyed::new(Logic {
                     stage,
                     def: Arc::new(def),
                     output_layout: output_layout.clone(),
                     input_layout,
                     found: Vec::new(),
-                },
-                timeline: Timeline::default(),
-                state_dir: None,
+                }),
             },
             output_layout,
         ))
@@ -471,7 +474,7 @@ impl Pattern {
     /// parallel instance, opened by [`Operator::open`]), with a page cache of `cache_bytes`:
     /// `state.backend: sled`.
     pub fn keep_state_in(&mut self, dir: std::path::PathBuf, cache_bytes: u64, cache_keys: usize) {
-        self.state_dir = Some((dir, cache_bytes, cache_keys));
+        self.keyed.keep_state_in(dir, cache_bytes, cache_keys);
     }
 
     /// Keeps the partial matches in `store` (its own), caching at most `cache_keys` keys as
@@ -481,13 +484,12 @@ impl Pattern {
         store: Box<dyn dataflow_state::StateStore>,
         cache_keys: usize,
     ) {
-        self.timeline.keep_in(store, &self.logic.stage);
-        self.timeline.set_cache_capacity(cache_keys);
+        self.keyed.keep_state_in_store(store, cache_keys);
     }
 
     /// The number of keys holding buffered events or partial matches.
     pub fn key_count(&self) -> usize {
-        self.timeline.key_count()
+        self.keyed.timeline.key_count()
     }
 }
 
@@ -497,53 +499,27 @@ impl Operator for Pattern {
     }
 
     fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
-        let logic = &self.logic;
-        timeline::insert_batch(
-            &mut self.timeline,
-            batch,
-            &logic.stage,
-            &logic.input_layout,
-            out,
-        );
+        self.keyed.process(batch, out)
     }
 
     fn open(&mut self, instance: usize) -> crate::Result<()> {
-        if let Some((dir, cache_bytes, cache_keys)) = &self.state_dir {
-            let store = timeline::open_store(&self.logic.stage, dir, *cache_bytes, instance)?;
-            self.timeline.keep_in(store, &self.logic.stage);
-            self.timeline.set_cache_capacity(*cache_keys);
-        }
-        Ok(())
+        self.keyed.open(instance)
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
-        if let Err(error) = self.timeline.advance(watermark, &mut self.logic, out) {
-            out.failure = Some(timeline::state_failure(&self.logic.stage, error));
-        }
-        // Results carry the time of their last event, which is behind the watermark.
-        watermark
+        self.keyed.on_watermark(watermark, out)
     }
 
     fn finish(&mut self, fire: bool, out: &mut Output) {
-        if fire {
-            if let Err(error) = self.timeline.finish(&mut self.logic, out) {
-                out.failure = Some(timeline::state_failure(&self.logic.stage, error));
-            }
-        }
+        self.keyed.finish(fire, out)
     }
 
     fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
-        self.timeline
-            .snapshot()
-            .map(Some)
-            .map_err(|error| timeline::state_failure(&self.logic.stage, error))
+        self.keyed.snapshot()
     }
 
     fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
-        let def = self.logic.def.clone();
-        self.timeline
-            .restore(state, |state| state.deadline(&def))
-            .map_err(|error| timeline::state_failure(&self.logic.stage, error))
+        self.keyed.restore(state)
     }
 
     fn merge_snapshots(&self, parts: Vec<OperatorSnapshot>) -> crate::Result<OperatorSnapshot> {

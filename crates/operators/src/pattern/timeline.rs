@@ -44,6 +44,96 @@ pub(crate) trait KeyLogic {
 
     /// Whether the key's state holds nothing (so the key can be forgotten).
     fn idle(&self, state: &Self::State) -> bool;
+
+    /// The operator's name, for its dead letters and errors.
+    fn stage(&self) -> &std::sync::Arc<str>;
+
+    /// The layout of the events it is given.
+    fn input_layout(&self) -> &dataflow_event::Layout;
+}
+
+/// A keyed event-time operator on a [`Timeline`]: its logic, every key's entry, and where the
+/// entries live with `state.backend: sled`. `pattern`, `alert` and `over` are each one of these
+/// with a logic of their own, and their `Operator` methods hand over to it.
+pub(crate) struct Keyed<L: KeyLogic> {
+    pub(crate) logic: L,
+    pub(crate) timeline: Timeline<L::State>,
+    /// Where the keys' state lives with `state.backend: sled` (else in memory).
+    state_dir: StateDir,
+}
+
+impl<L: KeyLogic> Keyed<L> {
+    /// `logic`, with no key yet, in memory.
+    pub(crate) fn new(logic: L) -> Keyed<L> {
+        Keyed {
+            logic,
+            timeline: Timeline::default(),
+            state_dir: None,
+        }
+    }
+
+    /// Keeps the state in a sled store of its own under `dir` (one database per parallel
+    /// instance, opened by [`Keyed::open`]), with a page cache of `cache_bytes` and at most
+    /// `cache_keys` keys cached as objects: `state.backend: sled`.
+    pub(crate) fn keep_state_in(&mut self, dir: PathBuf, cache_bytes: u64, cache_keys: usize) {
+        self.state_dir = Some((dir, cache_bytes, cache_keys));
+    }
+
+    /// Keeps the state in `store` (its own), caching at most `cache_keys` keys as objects: what
+    /// `state.backend: sled` does at open, with any store (for tests).
+    pub(crate) fn keep_state_in_store(&mut self, store: Box<dyn StateStore>, cache_keys: usize) {
+        self.timeline.keep_in(store, self.logic.stage());
+        self.timeline.set_cache_capacity(cache_keys);
+    }
+
+    pub(crate) fn process(&mut self, batch: Vec<Event>, out: &mut Output) {
+        let logic = &self.logic;
+        insert_batch(
+            &mut self.timeline,
+            batch,
+            logic.stage(),
+            logic.input_layout(),
+            out,
+        );
+    }
+
+    pub(crate) fn open(&mut self, instance: usize) -> crate::Result<()> {
+        if let Some((dir, cache_bytes, cache_keys)) = &self.state_dir {
+            let store = open_store(self.logic.stage(), dir, *cache_bytes, instance)?;
+            self.timeline.keep_in(store, self.logic.stage());
+            self.timeline.set_cache_capacity(*cache_keys);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> i64 {
+        if let Err(error) = self.timeline.advance(watermark, &mut self.logic, out) {
+            out.failure = Some(state_failure(self.logic.stage(), error));
+        }
+        watermark
+    }
+
+    pub(crate) fn finish(&mut self, fire: bool, out: &mut Output) {
+        if fire {
+            if let Err(error) = self.timeline.finish(&mut self.logic, out) {
+                out.failure = Some(state_failure(self.logic.stage(), error));
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> crate::Result<Option<OperatorSnapshot>> {
+        self.timeline
+            .snapshot()
+            .map(Some)
+            .map_err(|error| state_failure(self.logic.stage(), error))
+    }
+
+    pub(crate) fn restore(&mut self, state: &[u8]) -> crate::Result<()> {
+        let logic = &self.logic;
+        self.timeline
+            .restore(state, |state| logic.deadline(state))
+            .map_err(|error| state_failure(logic.stage(), error))
+    }
 }
 
 /// One key: the events not yet handed on, sorted by time (stable), and the logic's state.
