@@ -18,9 +18,11 @@ use std::sync::Arc;
 use dataflow_event::{Event, FieldType, Layout, Payload, Schema, Value};
 use dataflow_expr::Expr;
 use dataflow_operators::alert::AlertRule;
-use dataflow_operators::{Alert, Operator, Output};
-use dataflow_state::{MemoryStore, SledStore, StateSnapshot};
+use dataflow_operators::{Alert, Output};
 use proptest::prelude::*;
+
+mod harness;
+use harness::{drive, Backend};
 
 /// key, started, since, at, duration, events.
 type Row = (String, bool, i64, i64, Option<i64>, i64);
@@ -123,27 +125,10 @@ fn collect(out: Output, rows: &mut Vec<Row>) {
     }
 }
 
-/// Where an operator keeps its state.
-#[derive(Clone, Debug)]
-enum Backend {
-    Memory,
-    /// A memory store, caching this many keys as objects.
-    Store(usize),
-    /// A sled store in this directory, caching this many keys as objects.
-    Sled(std::path::PathBuf, usize),
-}
-
 fn build_in(rule: AlertRule, backend: &Backend) -> Alert {
     let mut operator = build(rule);
-    match backend {
-        Backend::Memory => {}
-        Backend::Store(cache_keys) => {
-            operator.keep_state_in_store(Box::new(MemoryStore::new()), *cache_keys)
-        }
-        Backend::Sled(dir, cache_keys) => {
-            let store = SledStore::rebuild(dir, &StateSnapshot::default()).unwrap();
-            operator.keep_state_in_store(Box::new(store), *cache_keys)
-        }
+    if let Some((store, cache_keys)) = backend.store() {
+        operator.keep_state_in_store(store, cache_keys);
     }
     operator
 }
@@ -163,36 +148,29 @@ fn run(
     before: &Backend,
     after: &Backend,
 ) -> (Vec<Row>, Vec<u8>) {
-    let mut operator = build_in(rule, before);
-    let mut checkpoint = Vec::new();
     let mut rows = Vec::new();
-    let mut newest = i64::MIN;
-    for (index, chunk) in arrivals.chunks(batch).enumerate() {
-        let events = chunk
-            .iter()
-            .map(|(_, key, time, v)| {
-                newest = newest.max(*time);
-                let mut event = Event::row(*time, vec![Value::Int(*v)]);
-                event.key = Some(Value::str(key));
-                event
-            })
-            .collect();
-        let mut out = Output::default();
-        operator.process(events, &mut out);
-        operator.on_watermark(newest - bound, &mut out);
-        collect(out, &mut rows);
-        if index == restore_at {
-            let snapshot = operator.snapshot().unwrap().unwrap();
-            // A sled directory has one owner at a time: the old store goes first.
-            drop(operator);
-            operator = build_in(rule, after);
-            operator.restore(&snapshot.state).unwrap();
-            checkpoint = snapshot.state;
-        }
-    }
-    let mut out = Output::default();
-    operator.finish(true, &mut out);
-    collect(out, &mut rows);
+    let batches: Vec<Vec<Event>> = arrivals
+        .chunks(batch)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(_, key, time, v)| {
+                    let mut event = Event::row(*time, vec![Value::Int(*v)]);
+                    event.key = Some(Value::str(key));
+                    event
+                })
+                .collect()
+        })
+        .collect();
+    let checkpoint = drive(
+        |backend| build_in(rule, backend),
+        batches,
+        bound,
+        restore_at,
+        before,
+        after,
+        |out| collect(out, &mut rows),
+    );
     rows.sort();
     (rows, checkpoint)
 }

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use dataflow_event::{Event, FieldType, Layout, Payload, Schema, Value};
 use dataflow_expr::Expr;
-use dataflow_operators::{Operator, Output, Over};
-use dataflow_state::{MemoryStore, SledStore, StateSnapshot};
+use dataflow_operators::{Output, Over};
 use dataflow_window::AggregateKind;
 use proptest::prelude::*;
+
+mod harness;
+use harness::{drive, Backend};
 
 /// key, time, the result's fields (`v` and the aggregates) as text.
 type Row = (String, i64, String);
@@ -102,27 +104,10 @@ fn collect(out: Output, rows: &mut Vec<Row>) {
     }
 }
 
-/// Where an operator keeps its state.
-#[derive(Clone, Debug)]
-enum Backend {
-    Memory,
-    /// A memory store, caching this many keys as objects.
-    Store(usize),
-    /// A sled store in this directory, caching this many keys as objects.
-    Sled(std::path::PathBuf, usize),
-}
-
 fn build_in(rows: usize, backend: &Backend) -> Over {
     let mut operator = build(rows);
-    match backend {
-        Backend::Memory => {}
-        Backend::Store(cache_keys) => {
-            operator.keep_state_in_store(Box::new(MemoryStore::new()), *cache_keys)
-        }
-        Backend::Sled(dir, cache_keys) => {
-            let store = SledStore::rebuild(dir, &StateSnapshot::default()).unwrap();
-            operator.keep_state_in_store(Box::new(store), *cache_keys)
-        }
+    if let Some((store, cache_keys)) = backend.store() {
+        operator.keep_state_in_store(store, cache_keys);
     }
     operator
 }
@@ -142,37 +127,30 @@ fn run(
     before: &Backend,
     after: &Backend,
 ) -> (Vec<Row>, Vec<u8>) {
-    let mut operator = build_in(rows_kept, before);
-    let mut checkpoint = Vec::new();
     let mut rows = Vec::new();
-    let mut newest = i64::MIN;
-    for (index, chunk) in arrivals.chunks(batch).enumerate() {
-        let events = chunk
-            .iter()
-            .map(|(_, key, time, v)| {
-                newest = newest.max(*time);
-                let v = v.map_or(Value::Null, Value::Int);
-                let mut event = Event::row(*time, vec![v]);
-                event.key = Some(Value::str(key));
-                event
-            })
-            .collect();
-        let mut out = Output::default();
-        operator.process(events, &mut out);
-        operator.on_watermark(newest - bound, &mut out);
-        collect(out, &mut rows);
-        if index == restore_at {
-            let snapshot = operator.snapshot().unwrap().unwrap();
-            // A sled directory has one owner at a time: the old store goes first.
-            drop(operator);
-            operator = build_in(rows_kept, after);
-            operator.restore(&snapshot.state).unwrap();
-            checkpoint = snapshot.state;
-        }
-    }
-    let mut out = Output::default();
-    operator.finish(true, &mut out);
-    collect(out, &mut rows);
+    let batches: Vec<Vec<Event>> = arrivals
+        .chunks(batch)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(_, key, time, v)| {
+                    let v = v.map_or(Value::Null, Value::Int);
+                    let mut event = Event::row(*time, vec![v]);
+                    event.key = Some(Value::str(key));
+                    event
+                })
+                .collect()
+        })
+        .collect();
+    let checkpoint = drive(
+        |backend| build_in(rows_kept, backend),
+        batches,
+        bound,
+        restore_at,
+        before,
+        after,
+        |out| collect(out, &mut rows),
+    );
     rows.sort();
     (rows, checkpoint)
 }

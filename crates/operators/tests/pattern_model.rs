@@ -17,9 +17,11 @@ use dataflow_expr::Expr;
 use dataflow_operators::pattern::{
     binding_layout, AfterMatch, Aggregate, PatternDef, SelectDef, StageDef,
 };
-use dataflow_operators::{Operator, Output, Pattern, SideData, SideKind};
-use dataflow_state::{MemoryStore, SledStore, StateSnapshot};
+use dataflow_operators::{Output, Pattern, SideData, SideKind};
 use proptest::prelude::*;
+
+mod harness;
+use harness::{drive, Backend};
 
 /// A stage condition, both as CEL for the operator and as Rust for the model.
 #[derive(Clone, Copy, Debug)]
@@ -558,28 +560,11 @@ fn collect(out: Output, rows: &mut Vec<Row>) {
     }
 }
 
-/// Where an operator keeps its partial matches.
-#[derive(Clone, Debug)]
-enum Backend {
-    Memory,
-    /// A memory store, caching this many keys as objects.
-    Store(usize),
-    /// A sled store in this directory, caching this many keys as objects.
-    Sled(std::path::PathBuf, usize),
-}
-
 /// `pattern`'s operator with its partial matches in `backend`.
 fn build_in(pattern: &TPattern, backend: &Backend) -> Pattern {
     let mut operator = build(pattern);
-    match backend {
-        Backend::Memory => {}
-        Backend::Store(cache_keys) => {
-            operator.keep_state_in_store(Box::new(MemoryStore::new()), *cache_keys)
-        }
-        Backend::Sled(dir, cache_keys) => {
-            let store = SledStore::rebuild(dir, &StateSnapshot::default()).unwrap();
-            operator.keep_state_in_store(Box::new(store), *cache_keys)
-        }
+    if let Some((store, cache_keys)) = backend.store() {
+        operator.keep_state_in_store(store, cache_keys);
     }
     operator
 }
@@ -603,36 +588,29 @@ fn run(
     before: &Backend,
     after: &Backend,
 ) -> Run {
-    let mut operator = build_in(pattern, before);
-    let mut checkpoint = Vec::new();
     let mut rows = Vec::new();
-    let mut newest = i64::MIN;
-    for (index, chunk) in arrivals.chunks(batch.max(1)).enumerate() {
-        let events: Vec<Event> = chunk
-            .iter()
-            .map(|(key, time, v)| {
-                newest = newest.max(*time);
-                let mut event = Event::row(*time, vec![Value::Int(*v)]);
-                event.key = Some(Value::str(key));
-                event
-            })
-            .collect();
-        let mut out = Output::default();
-        operator.process(events, &mut out);
-        operator.on_watermark(newest - bound, &mut out);
-        collect(out, &mut rows);
-        if index == restore_at {
-            let snapshot = operator.snapshot().unwrap().unwrap();
-            // A sled directory has one owner at a time: the old store goes first.
-            drop(operator);
-            operator = build_in(pattern, after);
-            operator.restore(&snapshot.state).unwrap();
-            checkpoint = snapshot.state;
-        }
-    }
-    let mut out = Output::default();
-    operator.finish(true, &mut out);
-    collect(out, &mut rows);
+    let batches: Vec<Vec<Event>> = arrivals
+        .chunks(batch.max(1))
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(key, time, v)| {
+                    let mut event = Event::row(*time, vec![Value::Int(*v)]);
+                    event.key = Some(Value::str(key));
+                    event
+                })
+                .collect()
+        })
+        .collect();
+    let checkpoint = drive(
+        |backend| build_in(pattern, backend),
+        batches,
+        bound,
+        restore_at,
+        before,
+        after,
+        |out| collect(out, &mut rows),
+    );
     rows.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
     Run { rows, checkpoint }
 }
