@@ -1,9 +1,11 @@
 //! Bad `pattern:` and `alert:` steps are refused by the check, each problem with its place
 //! (line, column, path); the shipped CEP examples check.
 
+mod common;
+
 use std::path::Path;
 
-use dataflow_pipeline::{config, PipelineError};
+use dataflow_pipeline::config;
 
 /// The problems of `steps` over a keyed stream of transactions (`card`, `amount`).
 fn problems(steps: &str) -> Vec<String> {
@@ -22,26 +24,12 @@ sinks:
   - type: stdout
 "
     );
-    match config::parse_and_plan(&yaml, dir.path()) {
-        Err(PipelineError::InvalidConfig(problems)) => {
-            problems.iter().map(ToString::to_string).collect()
-        }
-        Err(other) => panic!("expected config problems, got {other}"),
-        Ok(_) => panic!("expected config problems, the config was accepted:\n{yaml}"),
-    }
+    common::config_problems(&yaml, dir.path())
 }
 
 /// Asserts there is exactly one problem, and that it contains every one of `parts`.
 fn refused(steps: &str, parts: &[&str]) {
-    let problems = problems(steps);
-    assert_eq!(problems.len(), 1, "{problems:#?}");
-    for part in parts {
-        assert!(
-            problems[0].contains(part),
-            "{:?} lacks {part:?}",
-            problems[0]
-        );
-    }
+    common::assert_one_problem(&problems(steps), parts);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Join steps that do not fit are refused by the check, each problem with its place (line,
 //! column, path); a pipeline with a join plans into a branch operator and the join.
 
-use dataflow_pipeline::{config, PipelineError};
+mod common;
+
+use dataflow_pipeline::config;
 
 /// The config of two sources, `persons` and `auctions` (schemas of their own), with `rest`
 /// (branches and steps) after them.
@@ -30,26 +32,12 @@ sinks:
 /// The problems of the config with `rest`.
 fn problems(rest: &str) -> Vec<String> {
     let (dir, yaml) = config_with(rest);
-    match config::parse_and_plan(&yaml, dir.path()) {
-        Err(PipelineError::InvalidConfig(problems)) => {
-            problems.iter().map(ToString::to_string).collect()
-        }
-        Err(other) => panic!("expected config problems, got {other}"),
-        Ok(_) => panic!("expected config problems, the config was accepted:\n{yaml}"),
-    }
+    common::config_problems(&yaml, dir.path())
 }
 
 /// Asserts there is exactly one problem, and that it contains every one of `parts`.
 fn refused(rest: &str, parts: &[&str]) {
-    let problems = problems(rest);
-    assert_eq!(problems.len(), 1, "{problems:#?}");
-    for part in parts {
-        assert!(
-            problems[0].contains(part),
-            "{:?} lacks {part:?}",
-            problems[0]
-        );
-    }
+    common::assert_one_problem(&problems(rest), parts);
 }
 
 const BRANCH: &str = "branches:

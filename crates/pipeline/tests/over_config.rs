@@ -1,7 +1,9 @@
 //! Bad `over:` steps are refused by the check, each problem with its place (line, column,
 //! path), all of them at once; a good one plans, its aggregates appended to the event's fields.
 
-use dataflow_pipeline::{config, PipelineError};
+mod common;
+
+use dataflow_pipeline::config;
 
 /// The config of `steps` over a stream of transactions (`card`, `amount`).
 fn yaml(steps: &str) -> String {
@@ -25,26 +27,12 @@ fn problems(steps: &str) -> Vec<String> {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("tx.jsonl"), "").expect("write input");
     let yaml = yaml(steps);
-    match config::parse_and_plan(&yaml, dir.path()) {
-        Err(PipelineError::InvalidConfig(problems)) => {
-            problems.iter().map(ToString::to_string).collect()
-        }
-        Err(other) => panic!("expected config problems, got {other}"),
-        Ok(_) => panic!("expected config problems, the config was accepted:\n{yaml}"),
-    }
+    common::config_problems(&yaml, dir.path())
 }
 
 /// Asserts there is exactly one problem, and that it contains every one of `parts`.
 fn refused(steps: &str, parts: &[&str]) {
-    let problems = problems(steps);
-    assert_eq!(problems.len(), 1, "{problems:#?}");
-    for part in parts {
-        assert!(
-            problems[0].contains(part),
-            "{:?} lacks {part:?}",
-            problems[0]
-        );
-    }
+    common::assert_one_problem(&problems(steps), parts);
 }
 
 #[test]

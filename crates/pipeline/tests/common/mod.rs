@@ -52,3 +52,27 @@ pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// The problems `processor check` finds in `yaml` (paths relative to `dir`), each as printed;
+/// panics if the config is accepted.
+pub fn config_problems(yaml: &str, dir: &Path) -> Vec<String> {
+    match dataflow_pipeline::config::parse_and_plan(yaml, dir) {
+        Err(dataflow_pipeline::PipelineError::InvalidConfig(problems)) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        Err(other) => panic!("expected config problems, got {other}"),
+        Ok(_) => panic!("expected config problems, the config was accepted:\n{yaml}"),
+    }
+}
+
+/// Asserts there is exactly one problem, and that it contains every one of `parts`.
+pub fn assert_one_problem(problems: &[String], parts: &[&str]) {
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    for part in parts {
+        assert!(
+            problems[0].contains(part),
+            "{:?} lacks {part:?}",
+            problems[0]
+        );
+    }
+}
