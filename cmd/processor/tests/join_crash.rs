@@ -9,7 +9,6 @@ mod nexmark_data;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use dataflow_connectors::parts::read_committed;
 
@@ -66,27 +65,20 @@ fn check(query: &str, sled: bool, seed: u64) {
     );
 
     let crashed = config(dir.path(), &input, query, "crashed", sled);
-    let mut mix = kills::Mix(seed ^ 20_261_207);
-    let mut kills = 0;
-    // Runs that end before their instant do not count: keep going until 20 were killed
-    // mid-run (each restart resumes from the last checkpoint, so the input may run out first).
-    for _ in 0..60 {
-        if kills == 20 {
-            break;
-        }
-        let delay = Duration::from_millis(30 + mix.next() % 270);
-        let child = processor()
-            .args(["run", "--no-progress", "--config"])
-            .arg(&crashed)
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start processor");
-        if kills::kill_after(child, delay).is_none() {
-            kills += 1;
-        }
-    }
+    let kills = kills::kill_mid_run(
+        || {
+            processor()
+                .args(["run", "--no-progress", "--config"])
+                .arg(&crashed)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start processor")
+        },
+        seed ^ 20_261_207,
+        20,
+    );
     run_to_end(&crashed, dir.path());
     assert_eq!(kills, 20, "{query}: the input ran out after {kills} kills");
     let found = read_committed(&dir.path().join("crashed-out")).expect("committed output");

@@ -40,3 +40,26 @@ pub fn kill_after(
     let _ = child.wait();
     ended
 }
+
+/// Starts runs with `start` and SIGKILLs each at a seeded instant 30 to 300 ms in, until
+/// `wanted` were killed mid-run or 3 × `wanted` runs were tried (a run that ends before its
+/// instant does not count: each restart resumes from the last checkpoint, so the input may run
+/// out first). Returns how many were killed.
+pub fn kill_mid_run(
+    mut start: impl FnMut() -> std::process::Child,
+    seed: u64,
+    wanted: usize,
+) -> usize {
+    let mut mix = Mix(seed);
+    let mut kills = 0;
+    for _ in 0..3 * wanted {
+        if kills == wanted {
+            break;
+        }
+        let delay = Duration::from_millis(30 + mix.next() % 270);
+        if kill_after(start(), delay).is_none() {
+            kills += 1;
+        }
+    }
+    kills
+}
