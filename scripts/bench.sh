@@ -10,6 +10,7 @@
 #   MAIN=0 CHECKPOINTS=0 scripts/bench.sh  # only 1 vs 2 workers (and W5 against W2)
 #   MAIN=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 PARQUET=1 scripts/bench.sh  # only the parquet sink
 #   SINKS=1 MAIN=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 LATENCY=0 SIZES=1000000 scripts/bench.sh  # store sinks only
+#   KAFKA=1 MAIN=0 SLIDING=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 LATENCY=0 scripts/bench.sh  # Kafka in and out only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -363,5 +364,103 @@ if [ "${SINKS:-0}" = "1" ]; then
     awk -v n="$n" -v k="$kind" -v d="$delivery" -v s="$secs" -v r="${rows:-0}" -v f="$reference" 'BEGIN {
       printf "| %d | w2 | %s | %s | %.0f | %.0f | %.2fx |\n", n, k, d, n/s, r/s, s/f
     }'
+  done
+fi
+
+# Kafka (KAFKA=1 runs it; off by default): W1 and W2 reading the largest input from a local topic
+# of KAFKA_PARTITIONS (4) partitions on the broker of scripts/kafka.sh (tansu, memory storage) and
+# writing their results to a topic, one processor, at least once and exactly once (a transaction
+# per checkpoint, every second). A Kafka source never ends, so events/s is the input divided by the
+# time from the start until the processor's /metrics count every record read; then the run is
+# stopped (SIGTERM) and its summary gives the peak RSS. Each is run again rate-limited to half of
+# the at-least-once rate, for the latency p50/p99 of the summary (source read to sink write; with
+# exactly once, a result is visible to read_committed readers only at its checkpoint's commit).
+if [ "${KAFKA:-0}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  input="$DIR/bids-$n.jsonl"
+  [ -s "$input" ] || "$PROCESSOR" generate --profile bids --count "$n" --seed 42 --out "$input"
+  parts=${KAFKA_PARTITIONS:-4}
+  brokers=$(bash scripts/kafka.sh start | tail -n 1)
+  run_id="$(date +%s)-$$"
+  topic="bench-bids-$run_id"
+  bash scripts/kafka.sh topic "$topic" "$parts" >/dev/null
+  mkdir -p "$DIR/configs"
+  # Load the topic: the bids file through a pass-through pipeline into the topic, keyed by auction.
+  load="$DIR/configs/kafka-load.yaml"
+  cat > "$load" <<YAML
+name: kafka-load
+sources:
+  - { name: bids, type: file, path: ../bids-$n.jsonl, format: { schema: { auction: int, bidder: int, price: int, channel: string, url: string } } }
+sinks:
+  - { type: kafka, brokers: "$brokers", topic: $topic, key: "string(auction)" }
+YAML
+  read -r load_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$load")
+  # Runs config $1 in the background until its source has read $n records; prints
+  # "seconds peak_rss_kib p50_ms p99_ms" once it has stopped.
+  kafka_run() {
+    local cfg=$1 log="$DIR/out/kafka-run.log" start end pid address read
+    start=$(date +%s.%N)
+    "$PROCESSOR" run --no-progress --fresh --config "$cfg" >/dev/null 2>"$log" &
+    pid=$!
+    address=""
+    while [ -z "$address" ] && kill -0 "$pid" 2>/dev/null; do
+      address=$(sed -n 's/.*API listening address=\([0-9.:]*\).*/\1/p' "$log" | head -n 1)
+      [ -n "$address" ] || sleep 0.1
+    done
+    read=0
+    while [ "$read" -lt "$n" ] && kill -0 "$pid" 2>/dev/null; do
+      sleep 0.2
+      read=$(curl -s "http://$address/metrics" | awk '/^dataflow_source_events_read_total/ { s += $NF } END { printf "%d", s }')
+    done
+    end=$(date +%s.%N)
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || true
+    local rss p50 p99
+    rss=$(grep -o 'peak RSS [0-9]*' "$log" | awk '{print $3}' | tail -n 1)
+    p50=$(sed -n 's/.*latency p50 \([0-9]*\) ms.*/\1/p' "$log" | tail -n 1)
+    p99=$(sed -n 's/.*p99 \([0-9]*\) ms.*/\1/p' "$log" | tail -n 1)
+    awk -v s="$start" -v e="$end" -v r="${rss:-0}" -v a="${p50:--}" -v b="${p99:--}" 'BEGIN { printf "%.3f %d %s %s\n", e - s, r, a, b }'
+  }
+  # The config of workload $1 in mode $2 (alo|eo), rate-limited to $3 events/s when not empty.
+  kafka_config() {
+    local w=$1 mode=$2 rate=$3 cfg="$DIR/configs/kafka-$1-$2${3:+-half}.yaml" schema
+    case "$w" in
+      w1) schema='{ auction: int, bidder: int, price: int, channel: string }' ;;
+      w2) schema='{ auction: int, price: int }' ;;
+    esac
+    {
+      printf 'name: kafka-%s-%s\n' "$w" "$mode"
+      printf 'sources:\n  - name: bids\n    type: kafka\n    brokers: "%s"\n    topics: [%s]\n' "$brokers" "$topic"
+      printf '    group: bench-%s-%s-%s%s\n    start: earliest\n' "$w" "$mode" "$run_id" "${rate:+-half}"
+      printf '    format: { schema: %s }\n    watermark: { out_of_orderness: 2s, idle_timeout: 5s }\n' "$schema"
+      [ -n "$rate" ] && printf '    rate_limit: { events_per_second: %d }\n' "$rate"
+      sed -n '/^steps:/,/^sinks:/p' "$(config_of "$w")" | sed '$d'
+      printf 'sinks:\n  - { type: kafka, brokers: "%s", topic: %s-out-%s-%s%s' "$brokers" "$topic" "$w" "$mode" "${rate:+-half}"
+      if [ "$mode" = eo ]; then
+        printf ', exactly_once: true, transactional_id: bench-%s-%s-%s%s }\n' "$w" "$run_id" "$mode" "${rate:+-half}"
+        printf 'checkpoint: { dir: ../out/kafka-%s-%s-checkpoints, interval: 1s, retain: 2 }\n' "$w" "$mode"
+      else
+        printf ' }\n'
+      fi
+      printf 'dead_letters: { type: file, path: ../out/kafka-%s-dead.jsonl }\n' "$w"
+      printf 'api: { listen: "127.0.0.1:0" }\n'
+    } > "$cfg"
+    rm -rf "$DIR/out/kafka-$w-$mode-checkpoints"
+    echo "$cfg"
+  }
+  printf '\n%s: %d bids loaded into %s (%d partitions) in %.1f s\n' "$brokers" "$n" "$topic" "$parts" "$load_secs"
+  printf '\n| events | workload | delivery | events/s in | peak RSS | exactly once / at least once | events/s at half rate | latency p50 | latency p99 |\n|---:|---|---|---:|---:|---:|---:|---:|---:|\n'
+  for w in ${KAFKA_WORKLOADS:-w1 w2}; do
+    alo_secs=""
+    for mode in alo eo; do
+      bash scripts/kafka.sh topic "$topic-out-$w-$mode" "$parts" >/dev/null
+      read -r secs rss _ _ < <(kafka_run "$(kafka_config "$w" "$mode" "")")
+      [ "$mode" = alo ] && { alo_secs=$secs; half_rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%d", n / s / 2 }'); }
+      bash scripts/kafka.sh topic "$topic-out-$w-$mode-half" "$parts" >/dev/null
+      read -r _ _ p50 p99 < <(kafka_run "$(kafka_config "$w" "$mode" "$half_rate")")
+      awk -v n="$n" -v w="$w" -v m="$mode" -v s="$secs" -v r="$rss" -v a="$alo_secs" -v h="$half_rate" -v p="$p50" -v q="$p99" 'BEGIN {
+        printf "| %d | %s | %s | %.0f | %.1f MiB | %.2fx | %d | %s ms | %s ms |\n", n, w, (m == "eo" ? "exactly once" : "at least once"), n/s, r/1024, a/s, h, p, q
+      }'
+    done
   done
 fi
