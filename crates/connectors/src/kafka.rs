@@ -116,7 +116,46 @@ pub struct KafkaSourceSettings {
     pub event_time: EventTime,
     /// Other librdkafka properties (security, tuning).
     pub properties: Properties,
+    /// `scale_out: true`: processors started with this config share the topics' partitions
+    /// through the consumer group, one task per partition (`dataflow_pipeline::scale_out`).
+    pub scale_out: bool,
+    /// Set by the task manager of a scale-out processor, never written: the one partition a
+    /// task's source reads, and the group member its offsets are committed through.
+    pub task: Option<TaskPartition>,
 }
+
+/// The one partition the source of a scale-out task reads (see [`KafkaSourceSettings::task`]).
+#[derive(Clone)]
+pub struct TaskPartition {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// The process's member of the group, which commits the task's offsets: a consumer that
+    /// is not a member of a group with members may not commit to it.
+    pub member: Arc<GroupMember>,
+}
+
+impl TaskPartition {
+    /// `topic/partition`, as the source names the partition.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+impl std::fmt::Debug for TaskPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl PartialEq for TaskPartition {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.topic, self.partition) == (&other.topic, other.partition)
+    }
+}
+
+impl Eq for TaskPartition {}
 
 /// The settings a kafka source takes.
 pub(crate) const SOURCE_KEYS: &[&str] = &[
@@ -127,6 +166,7 @@ pub(crate) const SOURCE_KEYS: &[&str] = &[
     "start",
     "event_time",
     "properties",
+    "scale_out",
 ];
 
 /// The settings a kafka sink takes.
@@ -299,6 +339,7 @@ pub(crate) fn configure_source(settings: &mut Settings<'_>) -> Option<SourceKind
         },
     };
     let properties = properties(settings);
+    let scale_out = settings.bool("scale_out").unwrap_or(false);
     Some(SourceKind::Kafka(Box::new(KafkaSourceSettings {
         brokers: brokers?,
         topics: topics?,
@@ -306,7 +347,190 @@ pub(crate) fn configure_source(settings: &mut Settings<'_>) -> Option<SourceKind
         start: start?,
         event_time: event_time?,
         properties,
+        scale_out,
+        task: None,
     })))
+}
+
+/// The consumer group of source `name`: its `group`, else `dataflow-<name>`.
+pub fn group_id(name: &str, settings: &KafkaSourceSettings) -> String {
+    settings
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("dataflow-{name}"))
+}
+
+/// What a scale-out processor's task manager hears from its [`GroupMember`]: each is called on
+/// the thread that polls the member, inside the group's rebalance.
+pub trait RebalanceListener: Send + Sync {
+    /// These partitions are taken away. Their tasks must have stopped (checkpointed, their
+    /// transactions committed) when this returns: the group gives them to another member
+    /// only after it.
+    fn revoked(&self, partitions: &[(String, i32)]);
+    /// These partitions are given to this process (all of its partitions with an eager
+    /// protocol, the new ones with a cooperative one).
+    fn assigned(&self, partitions: &[(String, i32)]);
+}
+
+/// The context of a [`GroupMember`]'s consumer: tells the listener of rebalances, and pauses
+/// the partitions it is assigned (it only tracks them; the tasks' own consumers read them).
+pub struct MemberContext {
+    listener: Arc<dyn RebalanceListener>,
+}
+
+fn partition_list(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl std::fmt::Debug for MemberContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberContext")
+    }
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(
+        &self,
+        _: &BaseConsumer<MemberContext>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Revoke(list) => {
+                let partitions = partition_list(list);
+                tracing::info!(partitions = %names(&partitions), "kafka group: partitions revoked");
+                self.listener.revoked(&partitions);
+            }
+            rdkafka::consumer::Rebalance::Assign(_) => {}
+            rdkafka::consumer::Rebalance::Error(error) => {
+                tracing::warn!(%error, "kafka group: rebalance error");
+            }
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
+            if list.count() > 0 {
+                if let Err(error) = consumer.pause(list) {
+                    tracing::warn!(%error, "kafka group: cannot pause the assigned partitions");
+                }
+            }
+            let partitions = partition_list(list);
+            tracing::info!(partitions = %names(&partitions), "kafka group: partitions assigned");
+            self.listener.assigned(&partitions);
+        }
+    }
+}
+
+fn names(partitions: &[(String, i32)]) -> String {
+    let names: Vec<String> = partitions
+        .iter()
+        .map(|(topic, partition)| format!("{topic}/{partition}"))
+        .collect();
+    names.join(",")
+}
+
+/// A scale-out processor's member of the source's consumer group: subscribed to the source's
+/// topics, it reads no records (its partitions are paused); its rebalances say which
+/// partitions this process owns, and it commits the tasks' offsets to the group. It must be
+/// polled ([`GroupMember::poll`]) to stay in the group; rebalance callbacks run in that poll.
+pub struct GroupMember {
+    consumer: BaseConsumer<MemberContext>,
+    group: String,
+}
+
+impl std::fmt::Debug for GroupMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupMember")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a scale-out member refreshes the topics' metadata unless `properties` say: a
+/// partition added to a topic is noticed (and the group rebalanced) within it.
+const METADATA_REFRESH_MS: &str = "5000";
+
+impl GroupMember {
+    /// Joins the group of source `name` (its `group`, else `dataflow-<name>`), subscribed to
+    /// its topics (or its pattern). Cooperative rebalancing unless `properties` choose a
+    /// `partition.assignment.strategy`.
+    pub fn join(
+        name: &str,
+        settings: &KafkaSourceSettings,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> Result<GroupMember> {
+        let group = group_id(name, settings);
+        let mut config = client_config(&settings.brokers, &settings.properties);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let written = |key: &str| settings.properties.0.iter().any(|(k, _)| k == key);
+        if !written("partition.assignment.strategy") {
+            config.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        if !written("topic.metadata.refresh.interval.ms") {
+            config.set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
+        }
+        let consumer: BaseConsumer<MemberContext> = config
+            .create_with_context(MemberContext { listener })
+            .map_err(|e| {
+                kafka_error(
+                    &format!("source `{name}`: cannot create the group member"),
+                    e,
+                )
+            })?;
+        let topics: Vec<String> = match &settings.topics {
+            Topics::Names(names) => names.clone(),
+            // librdkafka subscribes to a regular expression when the name starts with `^`.
+            Topics::Pattern(pattern) => vec![format!("^(?:{pattern})$")],
+        };
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| {
+            kafka_error(&format!("source `{name}`: cannot join group `{group}`"), e)
+        })?;
+        tracing::info!(%group, "kafka group: joining");
+        Ok(GroupMember { consumer, group })
+    }
+
+    /// The group's id.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Serves the member for up to `wait`: heartbeats, rebalances (the listener is called
+    /// from here) and offset commits. Records are not read (its partitions are paused).
+    pub fn poll(&self, wait: Duration) {
+        match self.consumer.poll(wait) {
+            Some(Err(error)) => tracing::warn!(group = %self.group, %error, "kafka group member"),
+            Some(Ok(message)) => tracing::debug!(
+                topic = message.topic(),
+                partition = message.partition(),
+                "kafka group member: a record fetched before its partition was paused, dropped"
+            ),
+            None => {}
+        }
+    }
+
+    /// Leaves the group: its partitions are revoked (the listener is called) and go to the
+    /// other members.
+    pub fn leave(&self) {
+        self.consumer.unsubscribe();
+        // The revoke is delivered by the poll.
+        for _ in 0..10 {
+            self.poll(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A client configuration with `brokers` and the properties written.
@@ -380,6 +604,8 @@ pub struct KafkaSource {
     served: std::time::Instant,
     /// The partitions' consumer lag, from the statistics the consumer's queue delivers.
     lags: Lags,
+    /// A scale-out task's group member, which commits its offsets.
+    member: Option<Arc<GroupMember>>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -398,10 +624,7 @@ impl KafkaSource {
         settings: &KafkaSourceSettings,
         decoder: Arc<Decoder>,
     ) -> Result<KafkaSource> {
-        let group = settings
-            .group
-            .clone()
-            .unwrap_or_else(|| format!("dataflow-{name}"));
+        let group = group_id(name, settings);
         let mut config = client_config(&settings.brokers, &settings.properties);
         config
             .set("group.id", &group)
@@ -440,6 +663,31 @@ impl KafkaSource {
             }
         };
         let mut partitions = Vec::new();
+        // A scale-out task reads its one partition.
+        let wanted = match &settings.task {
+            Some(task) => {
+                let exists = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == task.topic)
+                    .is_some_and(|t| t.partitions().iter().any(|p| p.id() == task.partition));
+                if !exists {
+                    return Err(ConnectorError::Runtime(format!(
+                        "source `{name}`: partition {} does not exist on {}",
+                        task.name(),
+                        settings.brokers
+                    )));
+                }
+                partitions.push(KafkaPartition {
+                    topic: task.topic.clone(),
+                    partition: task.partition,
+                    next: 0,
+                    queue: None,
+                });
+                Vec::new()
+            }
+            None => wanted,
+        };
         for topic in &wanted {
             let found = metadata.topics().iter().find(|t| t.name() == topic);
             let mut ids: Vec<i32> = match found {
@@ -484,6 +732,7 @@ impl KafkaSource {
             turn: 0,
             served: std::time::Instant::now(),
             lags,
+            member: settings.task.as_ref().map(|task| task.member.clone()),
         };
         source.resolve_start(settings.start)?;
         Ok(source)
@@ -829,7 +1078,11 @@ impl Source for KafkaSource {
                 return;
             }
         }
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+        let committed = match &self.member {
+            Some(member) => member.consumer.commit(&list, CommitMode::Async),
+            None => self.consumer.commit(&list, CommitMode::Async),
+        };
+        if let Err(error) = committed {
             tracing::warn!(stage = %self.stage, %error, "cannot commit offsets to the group");
         }
     }
@@ -1162,6 +1415,9 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// How many kafka sinks this process opened: part of each one's nonce.
+static SINKS_OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Runs a blocking producer call off the async threads.
 async fn blocking<T: Send + 'static>(
     producer: &Arc<ThreadedProducer<Deliveries>>,
@@ -1228,11 +1484,13 @@ impl KafkaSink {
             exactly_once: settings.exactly_once,
             prepared: None,
             transaction: restored.unwrap_or(0) + 1,
-            // Time first: nonces of later processes sort after earlier ones.
+            // Time first: nonces of later processes sort after earlier ones. The count tells
+            // apart the sinks of one process (the tasks of a scale-out processor).
             nonce: format!(
-                "{:013}-{}",
+                "{:013}-{}-{}",
                 dataflow_event::time::now_millis(),
-                std::process::id()
+                std::process::id(),
+                SINKS_OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ),
             held: Vec::new(),
             in_transaction: Vec::new(),

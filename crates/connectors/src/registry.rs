@@ -440,7 +440,7 @@ mod tests {
     fn value_for(key: &str) -> SettingValue {
         match key {
             "paths" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
-            "follow" | "exactly_once" => SettingValue::Bool(false),
+            "follow" | "exactly_once" | "scale_out" => SettingValue::Bool(false),
             "topics" => SettingValue::Seq(vec![SettingValue::Str("t".into())]),
             "properties" => {
                 SettingValue::Map(vec![("client.id".into(), SettingValue::Str("test".into()))])
