@@ -240,3 +240,101 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
         );
     }
 }
+
+/// A topic created while a scale-out processor runs, matching its `topic_pattern`, is picked
+/// up: the member's metadata refresh finds it, the group rebalances, the processor starts a
+/// task per new partition, and their records are read. (This is how a partition added to a
+/// topic is picked up too; tansu cannot add partitions to a topic, CreatePartitions answers
+/// UnsupportedFeature, so the new partitions here come with a new topic: docs/kafka.md.)
+#[test]
+fn partitions_appearing_while_running_are_picked_up() {
+    let brokers = broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = unique("grow");
+    let first = format!("{prefix}-a");
+    let second = format!("{prefix}-b");
+    let output_topic = unique("grow-out");
+    create_topic(&first, 2);
+    create_topic(&output_topic, 1);
+    let config = kafka_config(
+        dir.path(),
+        "grow",
+        &brokers,
+        (&first, &output_topic),
+        Extra {
+            source: "    scale_out: true\n    properties: { session.timeout.ms: 3000, heartbeat.interval.ms: 300, topic.metadata.refresh.interval.ms: 500 }\n",
+            ..Extra::default()
+        },
+    );
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text = text.replace(
+        &format!("topics: [{first}]"),
+        &format!("topic_pattern: \"{prefix}-.*\""),
+    );
+    text.push_str("api: { listen: \"127.0.0.1:0\" }\n");
+    std::fs::write(&config, text).expect("config");
+    let log = std::fs::File::create(dir.path().join("run-0.log")).expect("log");
+    let child = processor()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("DATAFLOW_API_ADDRESS_FILE", dir.path().join("api-0.addr"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("run");
+    let mut children = vec![Some(child)];
+    let owns = |dir: &Path, all: &BTreeSet<String>, children: &mut [Option<Child>]| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if owned(dir, 0).as_ref() == Some(all) {
+                return;
+            }
+            if let Some(status) = children[0]
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("poll child"))
+            {
+                let log = std::fs::read_to_string(dir.join("run-0.log"));
+                panic!("the processor ended: {status}: {log:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the processor never owned {all:?}: {:?}",
+                owned(dir, 0)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut all: BTreeSet<String> = (0..2).map(|p| format!("{first}/{p}")).collect();
+    owns(dir.path(), &all, &mut children);
+    create_topic(&second, 2);
+    all.extend((0..2).map(|p| format!("{second}/{p}")));
+    owns(dir.path(), &all, &mut children);
+    // 20 bids of one auction in a new partition, then one much later: their window closes.
+    let mut records: Vec<(i32, String)> = (0..20)
+        .map(|i| {
+            (
+                1,
+                format!(
+                    "{{\"timestamp\": {}, \"auction\": 7, \"price\": 1}}",
+                    1_700_000_000_000i64 + i * 100
+                ),
+            )
+        })
+        .collect();
+    records.push((
+        1,
+        "{\"timestamp\": 1800000000000, \"auction\": 8, \"price\": 1}".to_string(),
+    ));
+    produce(&brokers, &second, &records);
+    let results = consume(&brokers, &output_topic, 1, Duration::from_secs(60));
+    sigterm(children[0].as_ref().expect("live"));
+    let (code, stderr) = wait(children[0].take().expect("live"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(results.len(), 1, "{results:?}");
+    let value: serde_json::Value = serde_json::from_str(&results[0]).expect("result");
+    assert_eq!(
+        (value["key"].as_i64(), value["n"].as_i64()),
+        (Some(7), Some(20)),
+        "{value}"
+    );
+}

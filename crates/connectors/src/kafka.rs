@@ -492,8 +492,10 @@ impl GroupMember {
             })?;
         let topics: Vec<String> = match &settings.topics {
             Topics::Names(names) => names.clone(),
-            // librdkafka subscribes to a regular expression when the name starts with `^`.
-            Topics::Pattern(pattern) => vec![format!("^(?:{pattern})$")],
+            // librdkafka subscribes to a regular expression when the name starts with `^`,
+            // matched by its own engine (POSIX extended syntax: no `(?:`), against every
+            // topic at each metadata refresh.
+            Topics::Pattern(pattern) => vec![format!("^({pattern})$")],
         };
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| {
