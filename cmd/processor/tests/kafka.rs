@@ -276,3 +276,102 @@ fn exactly_once_output_survives_ten_sigkills() {
     assert_eq!(results.len(), reference.len());
     assert_eq!(results, reference);
 }
+
+/// A sink's `headers` are CEL expressions over each result: a string as it is, another value
+/// as JSON, `null` no header; the record's own headers go on before them.
+#[test]
+fn sink_headers_are_expressions_over_the_result() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let brokers = broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input_topic = unique("headers-in");
+    let output_topic = unique("headers-out");
+    create_topic(&input_topic, 1);
+    create_topic(&output_topic, 1);
+    let config = kafka_config(
+        dir.path(),
+        "headers",
+        &brokers,
+        (&input_topic, &output_topic),
+        Extra {
+            sink: ", headers: { auction: \"string(key)\", big: \"total > 10\", none: \"null\" }",
+            ..Extra::default()
+        },
+    );
+    let mut child = processor()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Auction 7: 20 bids of 1; auction 9: one of 5; then a bid much later closes their window.
+    let mut records: Vec<(i32, String)> = (0..20)
+        .map(|i| {
+            (
+                0,
+                format!(
+                    "{{\"timestamp\": {}, \"auction\": 7, \"price\": 1}}",
+                    1_700_000_000_000i64 + i * 100
+                ),
+            )
+        })
+        .collect();
+    records.push((
+        0,
+        "{\"timestamp\": 1700000000500, \"auction\": 9, \"price\": 5}".to_string(),
+    ));
+    records.push((
+        0,
+        "{\"timestamp\": 1800000000000, \"auction\": 8, \"price\": 1}".to_string(),
+    ));
+    produce(&brokers, &input_topic, &records);
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&output_topic]).expect("subscribe");
+    let mut found: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while found.len() < 2 {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            panic!("the processor ended early: {status}");
+        }
+        assert!(Instant::now() < deadline, "results: {found:?}");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().expect("value")).expect("result");
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.insert(value["key"].as_i64().expect("key"), headers);
+    }
+    sigterm(&child);
+    let (code, stderr) = wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let pairs = |a: &str, b: &str| {
+        vec![
+            ("auction".to_string(), a.to_string()),
+            ("big".to_string(), b.to_string()),
+        ]
+    };
+    assert_eq!(found[&7], pairs("7", "true"));
+    assert_eq!(found[&9], pairs("9", "false"));
+}

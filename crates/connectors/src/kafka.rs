@@ -177,6 +177,7 @@ pub(crate) const SINK_KEYS: &[&str] = &[
     "compression",
     "exactly_once",
     "transactional_id",
+    "headers",
     "properties",
 ];
 
@@ -1129,6 +1130,10 @@ pub struct KafkaSinkSettings {
     pub exactly_once: bool,
     /// The transactional id; `None`: `dataflow-<topic>`.
     pub transactional_id: Option<String>,
+    /// Headers of every record: name and CEL expression over the result, in order.
+    pub headers: Vec<(String, String)>,
+    /// Where `headers` was written.
+    pub headers_place: Place,
     /// Where `exactly_once` was written (for the check that needs checkpoints).
     pub place: Place,
     /// Other librdkafka properties.
@@ -1171,6 +1176,7 @@ pub(crate) fn configure_sink(settings: &mut Settings<'_>) -> Option<SinkKind> {
     };
     let exactly_once = settings.bool("exactly_once").unwrap_or(false);
     let transactional_id = settings.string("transactional_id").map(|(id, _)| id);
+    let (headers, headers_place) = sink_headers(settings, &sink_place);
     let properties = properties(settings);
     Some(SinkKind::Kafka(Box::new(KafkaSinkSettings {
         brokers: brokers?,
@@ -1180,9 +1186,53 @@ pub(crate) fn configure_sink(settings: &mut Settings<'_>) -> Option<SinkKind> {
         compression: compression?,
         exactly_once,
         transactional_id,
+        headers: headers?,
+        headers_place,
         place: sink_place,
         properties,
     })))
+}
+
+/// A sink's `headers`: a mapping of header names to CEL expressions (compiled once the
+/// results' layout is known, by [`check_layout`]).
+fn sink_headers(
+    settings: &mut Settings<'_>,
+    sink_place: &Place,
+) -> (Option<Vec<(String, String)>>, Place) {
+    let Some(setting) = settings.take("headers") else {
+        return (Some(Vec::new()), sink_place.clone());
+    };
+    let SettingValue::Map(entries) = &setting.value else {
+        settings.problem(
+            setting.place.clone(),
+            "`headers` must be a mapping of header names to CEL expressions",
+        );
+        return (None, setting.place);
+    };
+    let mut headers = Vec::new();
+    let mut ok = true;
+    for (name, value) in entries {
+        match value {
+            SettingValue::Str(_) if name == TXN_HEADER => {
+                settings.problem(
+                    setting.place.clone(),
+                    format!("header `{TXN_HEADER}` is written by an exactly-once sink itself"),
+                );
+                ok = false;
+            }
+            SettingValue::Str(expr) if !name.is_empty() => {
+                headers.push((name.clone(), expr.clone()))
+            }
+            _ => {
+                settings.problem(
+                    setting.place.clone(),
+                    format!("header `{name}` must be a CEL expression (a string)"),
+                );
+                ok = false;
+            }
+        }
+    }
+    (ok.then_some(headers), setting.place)
 }
 
 /// The static checks of a kafka sink: its key compiles against the results, and exactly once
@@ -1194,6 +1244,14 @@ pub(crate) fn check_layout(settings: &KafkaSinkSettings, format: &ResultFormat) 
             problems.push(Problem {
                 place: settings.key_place.clone(),
                 message: error.to_string(),
+            });
+        }
+    }
+    for (name, text) in &settings.headers {
+        if let Err(error) = Expr::compile(text, &format.layout) {
+            problems.push(Problem {
+                place: settings.headers_place.clone(),
+                message: format!("header `{name}`: {error}"),
             });
         }
     }
@@ -1242,6 +1300,8 @@ pub struct KafkaSink {
     producer: Arc<ThreadedProducer<Deliveries>>,
     deliveries: Deliveries,
     key: Option<(String, Expr)>,
+    /// `headers`: each record's, by name, from an expression over its result.
+    headers: Vec<(Arc<str>, String, Expr)>,
     encoder: Encoder,
     exactly_once: bool,
     /// The checkpoint whose barrier flushed the open transaction, not committed yet.
@@ -1450,6 +1510,12 @@ impl KafkaSink {
             )),
             None => None,
         };
+        let mut headers = Vec::new();
+        for (name, text) in &settings.headers {
+            let expr = Expr::compile(text, &format.layout)
+                .map_err(|error| ConnectorError::Runtime(format!("header `{name}`: {error}")))?;
+            headers.push((Arc::<str>::from(name.as_str()), text.clone(), expr));
+        }
         let format_dir = format.checkpoint_dir.clone();
         let transactional_id = settings
             .transactional_id
@@ -1482,6 +1548,7 @@ impl KafkaSink {
             producer,
             deliveries,
             key,
+            headers,
             encoder: result_encoder(spec, format),
             exactly_once: settings.exactly_once,
             prepared: None,
@@ -1545,10 +1612,30 @@ impl KafkaSink {
         if value.last() == Some(&b'\n') {
             value.pop();
         }
+        let mut headers = event.headers.as_deref().cloned();
+        for (name, text, expr) in &self.headers {
+            let value: Arc<str> = match expr.eval(event) {
+                Ok(Value::Null) => continue,
+                Ok(Value::Str(text)) => text,
+                Ok(other) => {
+                    let mut out = Vec::new();
+                    dataflow_event::json::write_value(&mut out, &other);
+                    Arc::from(String::from_utf8_lossy(&out).as_ref())
+                }
+                Err(error) => {
+                    return Err(ConnectorError::Runtime(format!(
+                        "header `{name}` `{text}`: {error}"
+                    )));
+                }
+            };
+            headers
+                .get_or_insert_with(Vec::new)
+                .push((name.clone(), value));
+        }
         Ok(Record {
             key,
             value,
-            headers: event.headers.as_deref().cloned(),
+            headers,
         })
     }
 
@@ -1872,6 +1959,14 @@ mod tests {
                 setting("brokers", text("127.0.0.1:9092")),
                 setting("compression", text("brotli")),
                 setting("exactly_once", text("yes")),
+                setting(
+                    "headers",
+                    SettingValue::Map(vec![
+                        ("ok".into(), text("string(key)")),
+                        (TXN_HEADER.into(), text("'x'")),
+                        ("n".into(), SettingValue::Int(3)),
+                    ]),
+                ),
             ],
         );
         assert_eq!(
@@ -1880,6 +1975,8 @@ mod tests {
                 "s: a kafka sink needs `topic`",
                 "s.compression: unknown compression `brotli`: expected none, gzip, snappy, lz4 or zstd",
                 "s.exactly_once: `exactly_once` must be true or false, not the string `yes`",
+                "s.headers: header `dataflow-txn` is written by an exactly-once sink itself",
+                "s.headers: header `n` must be a CEL expression (a string)",
             ]
         );
     }
@@ -1894,6 +1991,11 @@ mod tests {
             compression: Compression::None,
             exactly_once: true,
             transactional_id: None,
+            headers: vec![
+                ("auction".into(), "string(key)".into()),
+                ("bad".into(), "price +".into()),
+            ],
+            headers_place: Place::path("s.headers"),
             place: Place::path("s"),
             properties: Properties::default(),
         };
@@ -1902,7 +2004,7 @@ mod tests {
             .into_iter()
             .map(|p| p.place.path)
             .collect();
-        assert_eq!(found, ["s.key", "s"]);
+        assert_eq!(found, ["s.key", "s.headers", "s"]);
     }
 
     #[test]

@@ -445,6 +445,7 @@ mod tests {
             "properties" => {
                 SettingValue::Map(vec![("client.id".into(), SettingValue::Str("test".into()))])
             }
+            "headers" => SettingValue::Map(vec![("h".into(), SettingValue::Str("key".into()))]),
             "path" | "profile" | "max_disorder" | "partition_by" | "partition_time"
             | "compression" | "retry_timeout" | "ttl" | "url" | "host" | "user" | "password"
             | "dbname" | "table" | "mode" | "key" | "id" | "command" | "brokers" | "topic"
