@@ -309,6 +309,31 @@ fn partitions_appearing_while_running_are_picked_up() {
     create_topic(&second, 2);
     all.extend((0..2).map(|p| format!("{second}/{p}")));
     owns(dir.path(), &all, &mut children);
+    // `/metrics` has the lag of every owned partition, each under its task's pipeline name
+    // (one registry for the process, no two series colliding).
+    let address = std::fs::read_to_string(dir.path().join("api-0.addr")).expect("address");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = http_get(address.trim(), "/metrics").unwrap_or_default();
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|partition| {
+                !metrics.lines().any(|line| {
+                    line.starts_with(&format!(
+                        "dataflow_source_partition_lag{{pipeline=\"grow[{partition}]\",source=\"bids\",partition=\"{partition}\"}} "
+                    ))
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lag series for {missing:?} in /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // 20 bids of one auction in a new partition, then one much later: their window closes.
     let mut records: Vec<(i32, String)> = (0..20)
         .map(|i| {

@@ -565,7 +565,10 @@ impl KafkaPartition {
     }
 }
 
-/// The consumer's context: keeps each partition's consumer lag from librdkafka's statistics.
+/// The consumer's context: keeps each partition's end offset (high watermark) from
+/// librdkafka's statistics; a partition's lag is that minus the offset the source reads next.
+/// (librdkafka's own `consumer_lag` counts from the committed offset, which a scale-out task's
+/// consumer never sees: its commits go through the group member.)
 #[derive(Clone, Debug, Default)]
 pub struct Lags {
     by_partition: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
@@ -579,8 +582,8 @@ impl ClientContext for Lags {
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 // -1: not known (yet); the internal partition -1 is not one of ours.
-                if *id >= 0 && partition.consumer_lag >= 0 {
-                    lags.insert((name.clone(), *id), partition.consumer_lag);
+                if *id >= 0 && partition.hi_offset >= 0 {
+                    lags.insert((name.clone(), *id), partition.hi_offset);
                 }
             }
         }
@@ -1058,8 +1061,8 @@ impl Source for KafkaSource {
         self.partitions
             .iter()
             .filter_map(|part| {
-                let lag = lags.get(&(part.topic.clone(), part.partition))?;
-                Some((part.name(), *lag))
+                let end = lags.get(&(part.topic.clone(), part.partition))?;
+                Some((part.name(), (end - part.next).max(0)))
             })
             .collect()
     }
