@@ -528,6 +528,100 @@ impl ScaleOut {
 mod tests {
     use super::*;
 
+    const SOURCE: &str = "  - name: bids\n    type: kafka\n    brokers: 127.0.0.1:9\n    topics: [bids]\n    scale_out: true\n    format: { schema: { auction: int } }\n";
+
+    fn problems_of(text: &str) -> Vec<String> {
+        match crate::config::parse_and_plan(text, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(PipelineError::InvalidConfig(problems)) => problems
+                .into_iter()
+                .map(|p| format!("{}:{}: {}", p.place.path, p.place.line, p.message))
+                .collect(),
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    #[test]
+    fn scale_out_needs_checkpoints_and_one_source() {
+        let text = format!(
+            "name: j\nsources:\n{SOURCE}  - {{ name: more, type: stdin, format: {{ schema: {{ auction: int }} }} }}\nsinks: [{{ type: stdout }}]\n"
+        );
+        assert_eq!(
+            problems_of(&text),
+            [
+                "sources[0].scale_out:3: `scale_out` needs the kafka source to be the pipeline's only source",
+                "sources[0].scale_out:3: `scale_out` needs `checkpoint:` in a directory every processor reaches: a partition's state moves through its checkpoints",
+            ]
+        );
+        let text = format!(
+            "name: j\nsources:\n{SOURCE}sinks: [{{ type: stdout }}]\ncheckpoint: {{ dir: c }}\n"
+        );
+        assert_eq!(problems_of(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_task_gets_its_partition_directory_transactional_id_and_files() {
+        let text = format!(
+            "name: j\nsources:\n{SOURCE}sinks:\n  - {{ type: kafka, brokers: 127.0.0.1:9, topic: out, exactly_once: true, transactional_id: t }}\n  - {{ type: file, path: out/r.jsonl }}\ndead_letters: {{ type: file, path: out/dead.jsonl }}\ncheckpoint: {{ dir: c }}\nruntime: {{ on_stop: fire }}\n"
+        );
+        let spec = crate::config::parse(&text, Path::new("base")).expect("config");
+        let listener = Arc::new(NoListener);
+        // A member is only created here, never polled: no broker is reached.
+        let settings = match &spec.sources[0].kind {
+            SourceKind::Kafka(settings) => (**settings).clone(),
+            _ => unreachable!("a kafka source"),
+        };
+        let member = Arc::new(GroupMember::join("bids", &settings, listener).expect("member"));
+        let task = task_spec(
+            &spec,
+            TaskPartition {
+                topic: "bids".into(),
+                partition: 3,
+                member,
+            },
+        );
+        assert_eq!(task.name, "j[bids/3]");
+        assert_eq!(
+            task.checkpoint.as_ref().map(|c| c.dir.clone()),
+            Some(Path::new("base/c/tasks/bids-3").to_path_buf())
+        );
+        assert_eq!(task.runtime.on_stop, OnStop::Keep);
+        match &task.sinks[0].kind {
+            SinkKind::Kafka(settings) => {
+                assert_eq!(settings.transactional_id.as_deref(), Some("t-bids-3"))
+            }
+            _ => unreachable!("a kafka sink"),
+        }
+        assert_eq!(
+            task.sinks[1].kind,
+            SinkKind::File {
+                path: Path::new("base/out/r-bids-3.jsonl").to_path_buf()
+            }
+        );
+        assert_eq!(
+            task.dead_letters.kind,
+            SinkKind::File {
+                path: Path::new("base/out/dead-bids-3.jsonl").to_path_buf()
+            }
+        );
+        match &task.sources[0].kind {
+            SourceKind::Kafka(settings) => {
+                assert_eq!(
+                    settings.task.as_ref().map(TaskPartition::name).as_deref(),
+                    Some("bids/3")
+                )
+            }
+            _ => unreachable!("a kafka source"),
+        }
+    }
+
+    struct NoListener;
+
+    impl RebalanceListener for NoListener {
+        fn revoked(&self, _: &[(String, i32)]) {}
+        fn assigned(&self, _: &[(String, i32)]) {}
+    }
+
     #[test]
     fn a_file_gets_the_partition_before_its_extension() {
         assert_eq!(
