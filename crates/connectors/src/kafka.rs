@@ -397,12 +397,19 @@ impl ClientContext for MemberContext {}
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(
         &self,
-        _: &BaseConsumer<MemberContext>,
+        consumer: &BaseConsumer<MemberContext>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
         match rebalance {
             rdkafka::consumer::Rebalance::Revoke(list) => {
                 let partitions = partition_list(list);
+                if consumer.assignment_lost() {
+                    // The group gave them away already (this member missed its session): their
+                    // next owners may have started from the checkpoints before the final ones
+                    // these tasks now take (docs/kafka.md, gaps).
+                    tracing::warn!(partitions = %names(&partitions),
+                        "kafka group: partitions lost (the session expired); their tasks stop late");
+                }
                 tracing::info!(partitions = %names(&partitions), "kafka group: partitions revoked");
                 self.listener.revoked(&partitions);
             }
