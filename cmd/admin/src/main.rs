@@ -330,6 +330,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             op.events_out
                         );
                     }
+                    if !status.tasks.is_empty() {
+                        let owned: Vec<&str> =
+                            status.tasks.iter().map(|t| t.partition.as_str()).collect();
+                        out!("  owns partitions: {}", owned.join(", "));
+                        out!(
+                            "  {:<28} {:<10} {:>12} {:>12} {:>10} {:<24}",
+                            "TASK",
+                            "STATE",
+                            "READ",
+                            "EMITTED",
+                            "CHECKPOINT",
+                            "WATERMARK"
+                        );
+                        for task in &status.tasks {
+                            out!(
+                                "  {:<28} {:<10} {:>12} {:>12} {:>10} {:<24}",
+                                task.partition,
+                                task.state,
+                                task.events_read,
+                                task.events_emitted,
+                                show(task.last_checkpoint),
+                                time(task.watermark)
+                            );
+                        }
+                    }
                 }
             }
             return Ok(ExitCode::SUCCESS);

@@ -229,6 +229,12 @@ fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
 }
 
 fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::Result<ExitCode> {
+    let text = read_config(&config)?;
+    let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let spec = config::parse(&text, &base)?;
+    if dataflow_pipeline::scale_out::is_scale_out(&spec) {
+        return run_scale_out(&config, spec, &text, &base, restore);
+    }
     let pipeline = load_restartable(&config)?.with_restore(restore);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -267,8 +273,8 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
             Some(api) => {
                 let live = ApiLive {
                     metrics,
-                    counters: counters.clone(),
-                    control,
+                    counters: Some(counters.clone()),
+                    control: std::sync::Arc::new(ApiControl(control)),
                     ingest,
                     graph,
                 };
@@ -322,11 +328,129 @@ fn run(config: PathBuf, no_progress: bool, restore: RestoreOptions) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs a scale-out processor (a kafka source with `scale_out: true`): a member of the
+/// source's consumer group running one task per partition it owns, until a signal or a task's
+/// failure (see `dataflow_pipeline::scale_out`).
+fn run_scale_out(
+    config: &Path,
+    spec: dataflow_pipeline::spec::PipelineSpec,
+    text: &str,
+    base: &Path,
+    restore: RestoreOptions,
+) -> anyhow::Result<ExitCode> {
+    if restore.mode != RestoreMode::Latest || restore.allow_non_restored_state {
+        anyhow::bail!(
+            "a scale-out processor restores each task from its own latest checkpoint: \
+             --restore, --fresh and --allow-non-restored-state do not apply"
+        );
+    }
+    // The whole config is checked (expressions included) before joining the group.
+    let plan = config::parse_and_plan(text, base)?;
+    let graph = graph_shape(&plan);
+    let api = plan.api.clone();
+    let name = plan.name.clone();
+    drop(plan);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let metrics = std::sync::Arc::new(dataflow_metrics::Metrics::new());
+    let manager = dataflow_pipeline::scale_out::ScaleOut::new(
+        spec,
+        runtime.handle().clone(),
+        metrics.clone(),
+    )?;
+    tracing::info!(pipeline = %name, config = %config.display(), "starting (scale-out)");
+    let result = runtime.block_on(async {
+        let server = match api {
+            Some(api) => {
+                let ingest = IngestHub::new(&name, std::iter::empty(), &metrics);
+                let live = ApiLive {
+                    metrics,
+                    counters: None,
+                    control: std::sync::Arc::new(ApiScaleOut(manager.clone())),
+                    ingest,
+                    graph,
+                };
+                Some(start_api(api, None, live).await?)
+            }
+            None => None,
+        };
+        let signals = {
+            let manager = manager.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!(
+                    "stop requested: the tasks checkpoint and the processor leaves the group"
+                );
+                manager.stop();
+            })
+        };
+        let result = manager.run().await;
+        signals.abort();
+        if let Some(server) = server {
+            server.abort();
+        }
+        anyhow::Ok(result?)
+    });
+    runtime.shutdown_background();
+    result?;
+    eprintln!("{name}: stopped (scale-out)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scale-out processor behind the API: status and watermarks over its tasks; checkpoints
+/// are each task's own, so a trigger or a restore through the API is refused.
+struct ApiScaleOut(dataflow_pipeline::scale_out::ScaleOut);
+
+const SCALE_OUT_REFUSAL: &str =
+    "a scale-out processor checkpoints each task (input partition) on its own: no trigger or restore through the API";
+
+#[async_trait::async_trait]
+impl dataflow_api::Control for ApiScaleOut {
+    fn status(&self) -> dataflow_api::PipelineStatus {
+        self.0.status()
+    }
+
+    fn watermarks(&self) -> dataflow_api::Watermarks {
+        self.0.watermarks()
+    }
+
+    async fn trigger(&self) -> Result<u64, dataflow_api::ControlError> {
+        Err(dataflow_api::ControlError::Incompatible(
+            SCALE_OUT_REFUSAL.into(),
+        ))
+    }
+
+    fn progress(&self) -> dataflow_api::Progress {
+        dataflow_api::Progress {
+            last_completed: 0,
+            last_triggered: 0,
+            first_own: 0,
+            live: self.0.ready().is_ok(),
+        }
+    }
+
+    async fn restore(
+        &self,
+        _id: u64,
+        _dry_run: bool,
+    ) -> Result<dataflow_api::RestoreReport, dataflow_api::ControlError> {
+        Err(dataflow_api::ControlError::Incompatible(
+            SCALE_OUT_REFUSAL.into(),
+        ))
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.0.ready()
+    }
+}
+
 /// What the API serves of the running pipeline.
 struct ApiLive {
     metrics: std::sync::Arc<dataflow_metrics::Metrics>,
-    counters: std::sync::Arc<dataflow_metrics::Counters>,
-    control: ControlHandle,
+    counters: Option<std::sync::Arc<dataflow_metrics::Counters>>,
+    control: std::sync::Arc<dyn dataflow_api::Control>,
     ingest: IngestHub,
     graph: dataflow_api::server::GraphShape,
 }
@@ -403,13 +527,13 @@ async fn start_api(
         storage,
         token: api.token,
         metrics: Some(metrics),
-        control: Some(std::sync::Arc::new(ApiControl(control))),
+        control: Some(control),
         decoder: Some(std::sync::Arc::new(ApiDecoder)),
         ingest: (!ingest.is_empty()).then(|| {
             std::sync::Arc::new(ApiIngest(ingest)) as std::sync::Arc<dyn dataflow_api::Ingest>
         }),
         graph: Some(std::sync::Arc::new(graph)),
-        counters: Some(counters),
+        counters,
     };
     // The API runs on a runtime of its own: its handlers (some read checkpoint files
     // synchronously) and its connections can never take worker threads from the pipeline.

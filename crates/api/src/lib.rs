@@ -265,6 +265,29 @@ pub struct PipelineStatus {
     /// Why the run failed, when `state` is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A scale-out processor's tasks, one per input partition it owns now (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// One task of a scale-out processor in [`PipelineStatus`]: the input partition it owns and
+/// what its pipeline is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The input partition, `topic/partition`.
+    pub partition: String,
+    /// Its pipeline's state, as [`PipelineStatus::state`].
+    pub state: String,
+    /// Records its source read.
+    pub events_read: u64,
+    /// Results it wrote.
+    pub events_emitted: u64,
+    /// Its watermark (the partition's), epoch ms.
+    pub watermark: i64,
+    /// Its last completed checkpoint (in its own directory).
+    pub last_checkpoint: Option<u64>,
+    /// The checkpoint it restored when it started.
+    pub restored_from: Option<u64>,
 }
 
 /// One partition's watermark.

@@ -67,6 +67,7 @@ impl Control for Fake {
             restores: 0,
             operators: Vec::new(),
             error: None,
+            tasks: Vec::new(),
         }
     }
     fn watermarks(&self) -> Watermarks {

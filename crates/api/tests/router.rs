@@ -60,6 +60,7 @@ impl Control for FakeControl {
             restores: 0,
             operators: Vec::new(),
             error: None,
+            tasks: Vec::new(),
         }
     }
     fn watermarks(&self) -> Watermarks {

@@ -116,7 +116,46 @@ pub struct KafkaSourceSettings {
     pub event_time: EventTime,
     /// Other librdkafka properties (security, tuning).
     pub properties: Properties,
+    /// `scale_out: true`: processors started with this config share the topics' partitions
+    /// through the consumer group, one task per partition (`dataflow_pipeline::scale_out`).
+    pub scale_out: bool,
+    /// Set by the task manager of a scale-out processor, never written: the one partition a
+    /// task's source reads, and the group member its offsets are committed through.
+    pub task: Option<TaskPartition>,
 }
+
+/// The one partition the source of a scale-out task reads (see [`KafkaSourceSettings::task`]).
+#[derive(Clone)]
+pub struct TaskPartition {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// The process's member of the group, which commits the task's offsets: a consumer that
+    /// is not a member of a group with members may not commit to it.
+    pub member: Arc<GroupMember>,
+}
+
+impl TaskPartition {
+    /// `topic/partition`, as the source names the partition.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+impl std::fmt::Debug for TaskPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl PartialEq for TaskPartition {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.topic, self.partition) == (&other.topic, other.partition)
+    }
+}
+
+impl Eq for TaskPartition {}
 
 /// The settings a kafka source takes.
 pub(crate) const SOURCE_KEYS: &[&str] = &[
@@ -127,6 +166,7 @@ pub(crate) const SOURCE_KEYS: &[&str] = &[
     "start",
     "event_time",
     "properties",
+    "scale_out",
 ];
 
 /// The settings a kafka sink takes.
@@ -137,6 +177,7 @@ pub(crate) const SINK_KEYS: &[&str] = &[
     "compression",
     "exactly_once",
     "transactional_id",
+    "headers",
     "properties",
 ];
 
@@ -299,6 +340,7 @@ pub(crate) fn configure_source(settings: &mut Settings<'_>) -> Option<SourceKind
         },
     };
     let properties = properties(settings);
+    let scale_out = settings.bool("scale_out").unwrap_or(false);
     Some(SourceKind::Kafka(Box::new(KafkaSourceSettings {
         brokers: brokers?,
         topics: topics?,
@@ -306,7 +348,199 @@ pub(crate) fn configure_source(settings: &mut Settings<'_>) -> Option<SourceKind
         start: start?,
         event_time: event_time?,
         properties,
+        scale_out,
+        task: None,
     })))
+}
+
+/// The consumer group of source `name`: its `group`, else `dataflow-<name>`.
+pub fn group_id(name: &str, settings: &KafkaSourceSettings) -> String {
+    settings
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("dataflow-{name}"))
+}
+
+/// What a scale-out processor's task manager hears from its [`GroupMember`]: each is called on
+/// the thread that polls the member, inside the group's rebalance.
+pub trait RebalanceListener: Send + Sync {
+    /// These partitions are taken away. Their tasks must have stopped (checkpointed, their
+    /// transactions committed) when this returns: the group gives them to another member
+    /// only after it.
+    fn revoked(&self, partitions: &[(String, i32)]);
+    /// These partitions are given to this process (all of its partitions with an eager
+    /// protocol, the new ones with a cooperative one).
+    fn assigned(&self, partitions: &[(String, i32)]);
+}
+
+/// The context of a [`GroupMember`]'s consumer: tells the listener of rebalances, and pauses
+/// the partitions it is assigned (it only tracks them; the tasks' own consumers read them).
+pub struct MemberContext {
+    listener: Arc<dyn RebalanceListener>,
+}
+
+fn partition_list(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl std::fmt::Debug for MemberContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemberContext")
+    }
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Revoke(list) => {
+                let partitions = partition_list(list);
+                if consumer.assignment_lost() {
+                    // The group gave them away already (this member missed its session): their
+                    // next owners may have started from the checkpoints before the final ones
+                    // these tasks now take (docs/kafka.md, gaps).
+                    tracing::warn!(partitions = %names(&partitions),
+                        "kafka group: partitions lost (the session expired); their tasks stop late");
+                }
+                tracing::info!(partitions = %names(&partitions), "kafka group: partitions revoked");
+                self.listener.revoked(&partitions);
+            }
+            rdkafka::consumer::Rebalance::Assign(_) => {}
+            rdkafka::consumer::Rebalance::Error(error) => {
+                tracing::warn!(%error, "kafka group: rebalance error");
+            }
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
+            if list.count() > 0 {
+                if let Err(error) = consumer.pause(list) {
+                    tracing::warn!(%error, "kafka group: cannot pause the assigned partitions");
+                }
+            }
+            let partitions = partition_list(list);
+            tracing::info!(partitions = %names(&partitions), "kafka group: partitions assigned");
+            self.listener.assigned(&partitions);
+        }
+    }
+}
+
+fn names(partitions: &[(String, i32)]) -> String {
+    let names: Vec<String> = partitions
+        .iter()
+        .map(|(topic, partition)| format!("{topic}/{partition}"))
+        .collect();
+    names.join(",")
+}
+
+/// A scale-out processor's member of the source's consumer group: subscribed to the source's
+/// topics, it reads no records (its partitions are paused); its rebalances say which
+/// partitions this process owns, and it commits the tasks' offsets to the group. It must be
+/// polled ([`GroupMember::poll`]) to stay in the group; rebalance callbacks run in that poll.
+pub struct GroupMember {
+    consumer: BaseConsumer<MemberContext>,
+    group: String,
+}
+
+impl std::fmt::Debug for GroupMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupMember")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a scale-out member refreshes the topics' metadata unless `properties` say: a
+/// partition added to a topic is noticed (and the group rebalanced) within it.
+const METADATA_REFRESH_MS: &str = "5000";
+
+impl GroupMember {
+    /// Joins the group of source `name` (its `group`, else `dataflow-<name>`), subscribed to
+    /// its topics (or its pattern). Cooperative rebalancing unless `properties` choose a
+    /// `partition.assignment.strategy`.
+    pub fn join(
+        name: &str,
+        settings: &KafkaSourceSettings,
+        listener: Arc<dyn RebalanceListener>,
+    ) -> Result<GroupMember> {
+        let group = group_id(name, settings);
+        let mut config = client_config(&settings.brokers, &settings.properties);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let written = |key: &str| settings.properties.0.iter().any(|(k, _)| k == key);
+        if !written("partition.assignment.strategy") {
+            config.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        if !written("topic.metadata.refresh.interval.ms") {
+            config.set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
+        }
+        let consumer: BaseConsumer<MemberContext> = config
+            .create_with_context(MemberContext { listener })
+            .map_err(|e| {
+                kafka_error(
+                    &format!("source `{name}`: cannot create the group member"),
+                    e,
+                )
+            })?;
+        let topics: Vec<String> = match &settings.topics {
+            Topics::Names(names) => names.clone(),
+            // librdkafka subscribes to a regular expression when the name starts with `^`,
+            // matched by its own engine (POSIX extended syntax: no `(?:`), against every
+            // topic at each metadata refresh.
+            Topics::Pattern(pattern) => vec![format!("^({pattern})$")],
+        };
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| {
+            kafka_error(&format!("source `{name}`: cannot join group `{group}`"), e)
+        })?;
+        tracing::info!(%group, "kafka group: joining");
+        Ok(GroupMember { consumer, group })
+    }
+
+    /// The group's id.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Serves the member for up to `wait`: heartbeats, rebalances (the listener is called
+    /// from here) and offset commits. Records are not read (its partitions are paused).
+    pub fn poll(&self, wait: Duration) {
+        match self.consumer.poll(wait) {
+            Some(Err(error)) => tracing::warn!(group = %self.group, %error, "kafka group member"),
+            Some(Ok(message)) => tracing::debug!(
+                topic = message.topic(),
+                partition = message.partition(),
+                "kafka group member: a record fetched before its partition was paused, dropped"
+            ),
+            None => {}
+        }
+    }
+
+    /// Leaves the group: its partitions are revoked (the listener is called) and go to the
+    /// other members.
+    pub fn leave(&self) {
+        self.consumer.unsubscribe();
+        // The revoke is delivered by the poll.
+        for _ in 0..10 {
+            self.poll(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A client configuration with `brokers` and the properties written.
@@ -338,7 +572,10 @@ impl KafkaPartition {
     }
 }
 
-/// The consumer's context: keeps each partition's consumer lag from librdkafka's statistics.
+/// The consumer's context: keeps each partition's end offset (high watermark) from
+/// librdkafka's statistics; a partition's lag is that minus the offset the source reads next.
+/// (librdkafka's own `consumer_lag` counts from the committed offset, which a scale-out task's
+/// consumer never sees: its commits go through the group member.)
 #[derive(Clone, Debug, Default)]
 pub struct Lags {
     by_partition: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
@@ -352,8 +589,8 @@ impl ClientContext for Lags {
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 // -1: not known (yet); the internal partition -1 is not one of ours.
-                if *id >= 0 && partition.consumer_lag >= 0 {
-                    lags.insert((name.clone(), *id), partition.consumer_lag);
+                if *id >= 0 && partition.hi_offset >= 0 {
+                    lags.insert((name.clone(), *id), partition.hi_offset);
                 }
             }
         }
@@ -380,6 +617,8 @@ pub struct KafkaSource {
     served: std::time::Instant,
     /// The partitions' consumer lag, from the statistics the consumer's queue delivers.
     lags: Lags,
+    /// A scale-out task's group member, which commits its offsets.
+    member: Option<Arc<GroupMember>>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -398,10 +637,7 @@ impl KafkaSource {
         settings: &KafkaSourceSettings,
         decoder: Arc<Decoder>,
     ) -> Result<KafkaSource> {
-        let group = settings
-            .group
-            .clone()
-            .unwrap_or_else(|| format!("dataflow-{name}"));
+        let group = group_id(name, settings);
         let mut config = client_config(&settings.brokers, &settings.properties);
         config
             .set("group.id", &group)
@@ -440,6 +676,31 @@ impl KafkaSource {
             }
         };
         let mut partitions = Vec::new();
+        // A scale-out task reads its one partition.
+        let wanted = match &settings.task {
+            Some(task) => {
+                let exists = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == task.topic)
+                    .is_some_and(|t| t.partitions().iter().any(|p| p.id() == task.partition));
+                if !exists {
+                    return Err(ConnectorError::Runtime(format!(
+                        "source `{name}`: partition {} does not exist on {}",
+                        task.name(),
+                        settings.brokers
+                    )));
+                }
+                partitions.push(KafkaPartition {
+                    topic: task.topic.clone(),
+                    partition: task.partition,
+                    next: 0,
+                    queue: None,
+                });
+                Vec::new()
+            }
+            None => wanted,
+        };
         for topic in &wanted {
             let found = metadata.topics().iter().find(|t| t.name() == topic);
             let mut ids: Vec<i32> = match found {
@@ -484,6 +745,7 @@ impl KafkaSource {
             turn: 0,
             served: std::time::Instant::now(),
             lags,
+            member: settings.task.as_ref().map(|task| task.member.clone()),
         };
         source.resolve_start(settings.start)?;
         Ok(source)
@@ -806,8 +1068,8 @@ impl Source for KafkaSource {
         self.partitions
             .iter()
             .filter_map(|part| {
-                let lag = lags.get(&(part.topic.clone(), part.partition))?;
-                Some((part.name(), *lag))
+                let end = lags.get(&(part.topic.clone(), part.partition))?;
+                Some((part.name(), (end - part.next).max(0)))
             })
             .collect()
     }
@@ -829,7 +1091,11 @@ impl Source for KafkaSource {
                 return;
             }
         }
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+        let committed = match &self.member {
+            Some(member) => member.consumer.commit(&list, CommitMode::Async),
+            None => self.consumer.commit(&list, CommitMode::Async),
+        };
+        if let Err(error) = committed {
             tracing::warn!(stage = %self.stage, %error, "cannot commit offsets to the group");
         }
     }
@@ -874,6 +1140,10 @@ pub struct KafkaSinkSettings {
     pub exactly_once: bool,
     /// The transactional id; `None`: `dataflow-<topic>`.
     pub transactional_id: Option<String>,
+    /// Headers of every record: name and CEL expression over the result, in order.
+    pub headers: Vec<(String, String)>,
+    /// Where `headers` was written.
+    pub headers_place: Place,
     /// Where `exactly_once` was written (for the check that needs checkpoints).
     pub place: Place,
     /// Other librdkafka properties.
@@ -916,6 +1186,7 @@ pub(crate) fn configure_sink(settings: &mut Settings<'_>) -> Option<SinkKind> {
     };
     let exactly_once = settings.bool("exactly_once").unwrap_or(false);
     let transactional_id = settings.string("transactional_id").map(|(id, _)| id);
+    let (headers, headers_place) = sink_headers(settings, &sink_place);
     let properties = properties(settings);
     Some(SinkKind::Kafka(Box::new(KafkaSinkSettings {
         brokers: brokers?,
@@ -925,9 +1196,53 @@ pub(crate) fn configure_sink(settings: &mut Settings<'_>) -> Option<SinkKind> {
         compression: compression?,
         exactly_once,
         transactional_id,
+        headers: headers?,
+        headers_place,
         place: sink_place,
         properties,
     })))
+}
+
+/// A sink's `headers`: a mapping of header names to CEL expressions (compiled once the
+/// results' layout is known, by [`check_layout`]).
+fn sink_headers(
+    settings: &mut Settings<'_>,
+    sink_place: &Place,
+) -> (Option<Vec<(String, String)>>, Place) {
+    let Some(setting) = settings.take("headers") else {
+        return (Some(Vec::new()), sink_place.clone());
+    };
+    let SettingValue::Map(entries) = &setting.value else {
+        settings.problem(
+            setting.place.clone(),
+            "`headers` must be a mapping of header names to CEL expressions",
+        );
+        return (None, setting.place);
+    };
+    let mut headers = Vec::new();
+    let mut ok = true;
+    for (name, value) in entries {
+        match value {
+            SettingValue::Str(_) if name == TXN_HEADER => {
+                settings.problem(
+                    setting.place.clone(),
+                    format!("header `{TXN_HEADER}` is written by an exactly-once sink itself"),
+                );
+                ok = false;
+            }
+            SettingValue::Str(expr) if !name.is_empty() => {
+                headers.push((name.clone(), expr.clone()))
+            }
+            _ => {
+                settings.problem(
+                    setting.place.clone(),
+                    format!("header `{name}` must be a CEL expression (a string)"),
+                );
+                ok = false;
+            }
+        }
+    }
+    (ok.then_some(headers), setting.place)
 }
 
 /// The static checks of a kafka sink: its key compiles against the results, and exactly once
@@ -939,6 +1254,14 @@ pub(crate) fn check_layout(settings: &KafkaSinkSettings, format: &ResultFormat) 
             problems.push(Problem {
                 place: settings.key_place.clone(),
                 message: error.to_string(),
+            });
+        }
+    }
+    for (name, text) in &settings.headers {
+        if let Err(error) = Expr::compile(text, &format.layout) {
+            problems.push(Problem {
+                place: settings.headers_place.clone(),
+                message: format!("header `{name}`: {error}"),
             });
         }
     }
@@ -987,6 +1310,8 @@ pub struct KafkaSink {
     producer: Arc<ThreadedProducer<Deliveries>>,
     deliveries: Deliveries,
     key: Option<(String, Expr)>,
+    /// `headers`: each record's, by name, from an expression over its result.
+    headers: Vec<(Arc<str>, String, Expr)>,
     encoder: Encoder,
     exactly_once: bool,
     /// The checkpoint whose barrier flushed the open transaction, not committed yet.
@@ -1162,6 +1487,9 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// How many kafka sinks this process opened: part of each one's nonce.
+static SINKS_OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Runs a blocking producer call off the async threads.
 async fn blocking<T: Send + 'static>(
     producer: &Arc<ThreadedProducer<Deliveries>>,
@@ -1192,6 +1520,12 @@ impl KafkaSink {
             )),
             None => None,
         };
+        let mut headers = Vec::new();
+        for (name, text) in &settings.headers {
+            let expr = Expr::compile(text, &format.layout)
+                .map_err(|error| ConnectorError::Runtime(format!("header `{name}`: {error}")))?;
+            headers.push((Arc::<str>::from(name.as_str()), text.clone(), expr));
+        }
         let format_dir = format.checkpoint_dir.clone();
         let transactional_id = settings
             .transactional_id
@@ -1224,15 +1558,18 @@ impl KafkaSink {
             producer,
             deliveries,
             key,
+            headers,
             encoder: result_encoder(spec, format),
             exactly_once: settings.exactly_once,
             prepared: None,
             transaction: restored.unwrap_or(0) + 1,
-            // Time first: nonces of later processes sort after earlier ones.
+            // Time first: nonces of later processes sort after earlier ones. The count tells
+            // apart the sinks of one process (the tasks of a scale-out processor).
             nonce: format!(
-                "{:013}-{}",
+                "{:013}-{}-{}",
                 dataflow_event::time::now_millis(),
-                std::process::id()
+                std::process::id(),
+                SINKS_OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ),
             held: Vec::new(),
             in_transaction: Vec::new(),
@@ -1285,10 +1622,30 @@ impl KafkaSink {
         if value.last() == Some(&b'\n') {
             value.pop();
         }
+        let mut headers = event.headers.as_deref().cloned();
+        for (name, text, expr) in &self.headers {
+            let value: Arc<str> = match expr.eval(event) {
+                Ok(Value::Null) => continue,
+                Ok(Value::Str(text)) => text,
+                Ok(other) => {
+                    let mut out = Vec::new();
+                    dataflow_event::json::write_value(&mut out, &other);
+                    Arc::from(String::from_utf8_lossy(&out).as_ref())
+                }
+                Err(error) => {
+                    return Err(ConnectorError::Runtime(format!(
+                        "header `{name}` `{text}`: {error}"
+                    )));
+                }
+            };
+            headers
+                .get_or_insert_with(Vec::new)
+                .push((name.clone(), value));
+        }
         Ok(Record {
             key,
             value,
-            headers: event.headers.as_deref().cloned(),
+            headers,
         })
     }
 
@@ -1612,6 +1969,14 @@ mod tests {
                 setting("brokers", text("127.0.0.1:9092")),
                 setting("compression", text("brotli")),
                 setting("exactly_once", text("yes")),
+                setting(
+                    "headers",
+                    SettingValue::Map(vec![
+                        ("ok".into(), text("string(key)")),
+                        (TXN_HEADER.into(), text("'x'")),
+                        ("n".into(), SettingValue::Int(3)),
+                    ]),
+                ),
             ],
         );
         assert_eq!(
@@ -1620,6 +1985,8 @@ mod tests {
                 "s: a kafka sink needs `topic`",
                 "s.compression: unknown compression `brotli`: expected none, gzip, snappy, lz4 or zstd",
                 "s.exactly_once: `exactly_once` must be true or false, not the string `yes`",
+                "s.headers: header `dataflow-txn` is written by an exactly-once sink itself",
+                "s.headers: header `n` must be a CEL expression (a string)",
             ]
         );
     }
@@ -1634,6 +2001,11 @@ mod tests {
             compression: Compression::None,
             exactly_once: true,
             transactional_id: None,
+            headers: vec![
+                ("auction".into(), "string(key)".into()),
+                ("bad".into(), "price +".into()),
+            ],
+            headers_place: Place::path("s.headers"),
             place: Place::path("s"),
             properties: Properties::default(),
         };
@@ -1642,7 +2014,7 @@ mod tests {
             .into_iter()
             .map(|p| p.place.path)
             .collect();
-        assert_eq!(found, ["s.key", "s"]);
+        assert_eq!(found, ["s.key", "s.headers", "s"]);
     }
 
     #[test]

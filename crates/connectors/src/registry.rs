@@ -440,11 +440,12 @@ mod tests {
     fn value_for(key: &str) -> SettingValue {
         match key {
             "paths" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
-            "follow" | "exactly_once" => SettingValue::Bool(false),
+            "follow" | "exactly_once" | "scale_out" => SettingValue::Bool(false),
             "topics" => SettingValue::Seq(vec![SettingValue::Str("t".into())]),
             "properties" => {
                 SettingValue::Map(vec![("client.id".into(), SettingValue::Str("test".into()))])
             }
+            "headers" => SettingValue::Map(vec![("h".into(), SettingValue::Str("key".into()))]),
             "path" | "profile" | "max_disorder" | "partition_by" | "partition_time"
             | "compression" | "retry_timeout" | "ttl" | "url" | "host" | "user" | "password"
             | "dbname" | "table" | "mode" | "key" | "id" | "command" | "brokers" | "topic"

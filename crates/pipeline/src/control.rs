@@ -405,6 +405,7 @@ impl ControlHandle {
             restores: self.shared.restores.load(Ordering::SeqCst),
             operators,
             error: live.error.clone(),
+            tasks: Vec::new(),
         }
     }
 

@@ -40,6 +40,7 @@ pub mod control;
 mod error;
 pub mod plan;
 pub mod runtime;
+pub mod scale_out;
 pub mod spec;
 
 pub use error::{PipelineError, Result};

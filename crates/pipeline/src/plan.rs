@@ -121,6 +121,7 @@ pub fn plan(spec: PipelineSpec) -> Result<Plan> {
 /// Compiles `spec` as far as it can, adding every problem to `problems`. The plan is only
 /// usable when no problem was added.
 pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -> Plan {
+    problems.extend(crate::scale_out::problems(&spec));
     let operator_factory = operator_factory(&spec);
     let skip_metadata = skips_metadata(&spec.steps);
     // A join whose inputs each name a source reads each with its own schema; otherwise the

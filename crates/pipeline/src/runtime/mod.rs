@@ -88,8 +88,14 @@ impl std::fmt::Debug for Replan {
 impl Pipeline {
     /// A pipeline for a checked plan.
     pub fn new(plan: Plan) -> Pipeline {
+        Pipeline::with_metrics(plan, Arc::new(Metrics::new()))
+    }
+
+    /// A pipeline for a checked plan whose metrics go to `metrics`, a registry shared with
+    /// other pipelines of the process (the tasks of a scale-out processor, each under a
+    /// pipeline name of its own).
+    pub fn with_metrics(plan: Plan, metrics: Arc<Metrics>) -> Pipeline {
         let counters = Arc::new(Counters::default());
-        let metrics = Arc::new(Metrics::new());
         // Register every stage now, in pipeline order, so that the backpressure report lists
         // them in that order (and before the run starts).
         for source in &plan.sources {
