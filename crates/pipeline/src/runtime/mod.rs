@@ -12,6 +12,11 @@
 //! capacities times the batch size. A source with a `rate_limit` also waits, on its own thread,
 //! before each batch its token bucket cannot cover ([`dataflow_connectors::ratelimit`]).
 //!
+//! With one worker and one source that never waits in a read (`runtime.fuse_source`, on by
+//! default), the chain runs on that source's thread instead of a task of its own
+//! (`chain::Fused`): the source hands it each message directly, so a batch is decoded,
+//! processed and freed on one thread. Everything else (barriers, checkpoints, sinks) is the same.
+//!
 //! Checkpoints are aligned by barriers. Every interval the coordinator asks the sources for
 //! barrier `n`; each source sends it in band after the batch it was reading, with its
 //! partitions' positions and watermarks. The chain holds back the messages of an input whose
