@@ -127,6 +127,8 @@ pub struct FileSource {
     follow: bool,
     next: usize,
     size: u64,
+    /// Whether every file is a regular file (a FIFO or a device may wait in a read).
+    regular: bool,
     pool: Option<DecodePool>,
     /// Steps read ahead, in reading order, each with every partition's position after it.
     ahead: VecDeque<(Ahead, Vec<(u64, u64)>)>,
@@ -144,12 +146,15 @@ impl FileSource {
     ) -> Result<FileSource> {
         let mut partitions = Vec::new();
         let mut size = 0;
+        let mut regular = true;
         for path in paths {
             let file = File::open(path).map_err(|source| ConnectorError::Io {
                 context: format!("source `{name}`: cannot open {}", path.display()),
                 cause: source,
             })?;
-            size += file.metadata().map(|m| m.len()).unwrap_or(0);
+            let metadata = file.metadata().ok();
+            size += metadata.as_ref().map_or(0, |m| m.len());
+            regular &= metadata.is_some_and(|m| m.is_file());
             partitions.push(FilePartition {
                 path: path.clone(),
                 reader: LineReader::new(file, 0, 1),
@@ -165,6 +170,7 @@ impl FileSource {
             follow,
             next: 0,
             size,
+            regular,
             pool: None,
             ahead: VecDeque::new(),
             depth: 0,
@@ -353,6 +359,10 @@ impl Source for FileSource {
 
     fn replayable(&self) -> bool {
         true
+    }
+
+    fn reads_without_waiting(&self) -> bool {
+        self.regular
     }
 
     fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {

@@ -959,6 +959,10 @@ impl Source for GeneratorSource {
         true
     }
 
+    fn reads_without_waiting(&self) -> bool {
+        true
+    }
+
     fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {
         if let Some(position) = positions.first() {
             self.seek_to(position.offset);

@@ -99,6 +99,14 @@ pub trait Source: Send {
         Vec::new()
     }
 
+    /// Whether a poll never waits for input to arrive (a file returns [`Poll::Pending`] at its
+    /// end, the generator always has its next event), so that the runtime may run the
+    /// operators on the source's own thread between polls. False by default: stdin, HTTP
+    /// ingest and Kafka may wait in a read.
+    fn reads_without_waiting(&self) -> bool {
+        false
+    }
+
     /// Asks the source to decode on `threads` threads of its own (the runtime passes its
     /// `parallelism`). Batches, their order and the positions a checkpoint sees stay exactly
     /// those of decoding on the source's thread; sources that cannot do so ignore it.

@@ -558,6 +558,7 @@ struct RawRuntime {
     batch_size: Option<Spanned<i64>>,
     channel_capacity: Option<Spanned<i64>>,
     on_stop: Option<Spanned<String>>,
+    fuse_source: Option<Spanned<bool>>,
 }
 
 /// A field that is present in the YAML, even as `null`, becomes `Some(inner)`.
@@ -2074,6 +2075,9 @@ impl Checker {
                     ),
                 }
             }
+        }
+        if let Some(fuse) = &raw.fuse_source {
+            runtime.fuse_source = fuse.value;
         }
         match raw.on_stop.as_ref().map(|s| s.value.as_str()) {
             None | Some("fire") => runtime.on_stop = OnStop::Fire,

@@ -126,6 +126,10 @@ pub struct RuntimeSpec {
     pub on_stop: OnStop,
     /// Workers for the keyed part of the pipeline (the top-level `parallelism` key).
     pub parallelism: usize,
+    /// Run the operator chain on the source's thread when the pipeline has one worker and one
+    /// source that never waits in a read (a file, the generator): no batch crosses threads
+    /// between reading and the operators (`runtime.fuse_source`, on by default).
+    pub fuse_source: bool,
 }
 
 impl Default for RuntimeSpec {
@@ -135,6 +139,7 @@ impl Default for RuntimeSpec {
             channel_capacity: 16,
             on_stop: OnStop::Fire,
             parallelism: 1,
+            fuse_source: true,
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::driver::Operators;
 use super::messages::{Drive, Message, PendingCheckpoint, SinkMessage};
 use super::outputs::Downstream;
-use super::stop::{Reading, StopHandle, TriggerTimes, STOP_GRACE};
+use super::stop::{Failure, Reading, StopHandle, TriggerTimes, STOP_GRACE};
 use super::workers::Workers;
 use super::TICK;
 use crate::{PipelineError, Result};
@@ -53,6 +53,41 @@ pub(super) struct Chain {
     pub(super) asked_at: TriggerTimes,
 }
 
+/// Where the chain is in its inputs: their watermarks, which have ended, the checkpoint being
+/// aligned and the messages it held back, to be replayed once it completes.
+pub(super) struct Inputs {
+    count: usize,
+    combiner: WatermarkCombiner,
+    ended: Vec<bool>,
+    final_partitions: Vec<Vec<PartitionState>>,
+    /// Whether every input that ended asked for open windows to fire.
+    fire: bool,
+    alignment: Option<Alignment>,
+    replay: VecDeque<(usize, Message)>,
+}
+
+impl Inputs {
+    pub(super) fn new(count: usize, idle_timeout: Option<i64>) -> Inputs {
+        Inputs {
+            count,
+            combiner: WatermarkCombiner::new(count, idle_timeout),
+            ended: vec![false; count],
+            final_partitions: vec![Vec::new(); count],
+            fire: true,
+            alignment: None,
+            replay: VecDeque::new(),
+        }
+    }
+}
+
+/// Whether the chain goes on after a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    Continue,
+    /// Every input ended and the operators finished: the chain is done.
+    Done,
+}
+
 impl Chain {
     pub(super) async fn run(
         mut self,
@@ -62,12 +97,7 @@ impl Chain {
         stop: StopHandle,
         fire_on_stop: bool,
     ) -> Result<()> {
-        let mut combiner = WatermarkCombiner::new(inputs, idle_timeout);
-        let mut ended = vec![false; inputs];
-        let mut final_partitions: Vec<Vec<PartitionState>> = vec![Vec::new(); inputs];
-        let mut fire = true;
-        let mut alignment: Option<Alignment> = None;
-        let mut replay: VecDeque<(usize, Message)> = VecDeque::new();
+        let mut state = Inputs::new(inputs, idle_timeout);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let failure = self.downstream.failure.clone();
@@ -78,7 +108,7 @@ impl Chain {
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         loop {
             let waiting = Instant::now();
-            let next = match replay.pop_front() {
+            let next = match state.replay.pop_front() {
                 Some(message) => Some(message),
                 None => {
                     let deadline = stop_deadline;
@@ -87,30 +117,21 @@ impl Chain {
                             Some(message) => Some(message),
                             // Every source is gone without saying End: one failed and reported
                             // why (or the run was stopped without them).
-                            None => {
-                                if failure.reason().is_some() {
-                                    return Err(PipelineError::Stopped("the operator chain".into()));
-                                }
-                                self.drive(Drive::Finish(false)).await?;
-                                return Ok(());
-                            }
+                            None => return self.inputs_gone(&failure).await,
                         },
                         _ = failure.failed() => {
                             return Err(PipelineError::Stopped("the operator chain".into()));
                         }
                         _ = tick.tick() => {
-                            let now = now_millis();
-                            combiner.check_idle(now);
-                            self.advance(combiner.current()).await?;
-                            self.drive(Drive::Tick(now)).await?;
+                            self.tick(&mut state).await?;
                             if stop_deadline.is_some()
                                 && rx.is_empty()
-                                && alignment.is_none()
-                                && self.reading.all_blocked(&ended)
+                                && state.alignment.is_none()
+                                && self.reading.all_blocked(&state.ended)
                             {
-                                let waiting_for = ended.iter().filter(|e| !**e).count();
+                                let waiting_for = state.ended.iter().filter(|e| !**e).count();
                                 tracing::info!(sources = waiting_for, "stopping without the sources blocked in a read");
-                                self.finish(fire && fire_on_stop).await?;
+                                self.finish(state.fire && fire_on_stop).await?;
                                 return Ok(());
                             }
                             None
@@ -121,7 +142,7 @@ impl Chain {
                         }
                         _ = async { if let Some(deadline) = deadline { tokio::time::sleep_until(deadline).await } }, if deadline.is_some() => {
                             tracing::warn!("a source did not end within the stop's grace period; stopping without it");
-                            self.finish(fire && fire_on_stop).await?;
+                            self.finish(state.fire && fire_on_stop).await?;
                             return Ok(());
                         }
                     };
@@ -133,74 +154,108 @@ impl Chain {
             let Some((input, message)) = next else {
                 continue;
             };
-            if let Some(aligning) = &mut alignment {
-                if aligning.arrived[input].is_some() {
-                    aligning.held[input].push_back(message);
-                    continue;
-                }
-            }
-            match message {
-                Message::Events(events) => {
-                    combiner.activity(input, now_millis());
-                    self.drive(Drive::Input(input, events)).await?;
-                }
-                Message::Watermark(watermark) => {
-                    combiner.update(input, watermark, now_millis());
-                    self.advance(combiner.current()).await?;
-                }
-                Message::Barrier { id, partitions } => {
-                    let current = alignment.as_ref().map(|a| a.id).unwrap_or(0);
-                    if id < current {
-                        continue;
-                    }
-                    if id > current {
-                        if let Some(abandoned) = alignment.take() {
-                            tracing::debug!(
-                                checkpoint = abandoned.id,
-                                newer = id,
-                                "checkpoint abandoned for a newer one"
-                            );
-                            release(abandoned.held, &mut replay);
-                        }
-                        alignment = Some(Alignment {
-                            id,
-                            arrived: vec![None; inputs],
-                            held: (0..inputs).map(|_| VecDeque::new()).collect(),
-                            started: Instant::now(),
-                        });
-                    }
-                    if let Some(aligning) = &mut alignment {
-                        aligning.arrived[input] = Some(partitions);
-                    }
-                }
-                Message::End {
-                    fire: fire_input,
-                    partitions,
-                } => {
-                    combiner.finish(input);
-                    ended[input] = true;
-                    final_partitions[input] = partitions;
-                    fire &= fire_input;
-                }
-            }
-            // An alignment completes when every input that has not ended sent its barrier.
-            let complete = alignment.as_ref().is_some_and(|aligning| {
-                (0..inputs).all(|i| ended[i] || aligning.arrived[i].is_some())
-            });
-            if complete {
-                if let Some(aligning) = alignment.take() {
-                    self.checkpoint(&aligning, &final_partitions).await?;
-                    release(aligning.held, &mut replay);
-                }
-            }
-            if ended.iter().all(|e| *e) && alignment.is_none() && replay.is_empty() {
-                self.finish(fire).await?;
+            if self.receive(&mut state, input, message).await? == Next::Done {
                 return Ok(());
             }
-            if ended[input] {
-                self.advance(combiner.current()).await?;
+        }
+    }
+
+    /// Every source is gone without saying End: one failed and reported why (or the run was
+    /// stopped without them). Ends the operators without firing unless the run failed.
+    pub(super) async fn inputs_gone(&mut self, failure: &Failure) -> Result<()> {
+        if failure.reason().is_some() {
+            return Err(PipelineError::Stopped("the operator chain".into()));
+        }
+        self.drive(Drive::Finish(false)).await
+    }
+
+    /// What the chain does every [`TICK`]: checks idle inputs and advances processing time.
+    pub(super) async fn tick(&mut self, state: &mut Inputs) -> Result<()> {
+        let now = now_millis();
+        state.combiner.check_idle(now);
+        self.advance(state.combiner.current()).await?;
+        self.drive(Drive::Tick(now)).await
+    }
+
+    /// Takes one message of input `input`: holds it back while that input's barrier waits for
+    /// the others', drives the operators with it, completes an alignment, and finishes the
+    /// operators once every input has ended (then [`Next::Done`]). Messages released by a
+    /// completed alignment wait in the state's replay queue for the caller to pass in first.
+    pub(super) async fn receive(
+        &mut self,
+        state: &mut Inputs,
+        input: usize,
+        message: Message,
+    ) -> Result<Next> {
+        let inputs = state.count;
+        if let Some(aligning) = &mut state.alignment {
+            if aligning.arrived[input].is_some() {
+                aligning.held[input].push_back(message);
+                return Ok(Next::Continue);
             }
         }
+        match message {
+            Message::Events(events) => {
+                state.combiner.activity(input, now_millis());
+                self.drive(Drive::Input(input, events)).await?;
+            }
+            Message::Watermark(watermark) => {
+                state.combiner.update(input, watermark, now_millis());
+                self.advance(state.combiner.current()).await?;
+            }
+            Message::Barrier { id, partitions } => {
+                let current = state.alignment.as_ref().map(|a| a.id).unwrap_or(0);
+                if id < current {
+                    return Ok(Next::Continue);
+                }
+                if id > current {
+                    if let Some(abandoned) = state.alignment.take() {
+                        tracing::debug!(
+                            checkpoint = abandoned.id,
+                            newer = id,
+                            "checkpoint abandoned for a newer one"
+                        );
+                        release(abandoned.held, &mut state.replay);
+                    }
+                    state.alignment = Some(Alignment {
+                        id,
+                        arrived: vec![None; inputs],
+                        held: (0..inputs).map(|_| VecDeque::new()).collect(),
+                        started: Instant::now(),
+                    });
+                }
+                if let Some(aligning) = &mut state.alignment {
+                    aligning.arrived[input] = Some(partitions);
+                }
+            }
+            Message::End {
+                fire: fire_input,
+                partitions,
+            } => {
+                state.combiner.finish(input);
+                state.ended[input] = true;
+                state.final_partitions[input] = partitions;
+                state.fire &= fire_input;
+            }
+        }
+        // An alignment completes when every input that has not ended sent its barrier.
+        let complete = state.alignment.as_ref().is_some_and(|aligning| {
+            (0..inputs).all(|i| state.ended[i] || aligning.arrived[i].is_some())
+        });
+        if complete {
+            if let Some(aligning) = state.alignment.take() {
+                self.checkpoint(&aligning, &state.final_partitions).await?;
+                release(aligning.held, &mut state.replay);
+            }
+        }
+        if state.ended.iter().all(|e| *e) && state.alignment.is_none() && state.replay.is_empty() {
+            self.finish(state.fire).await?;
+            return Ok(Next::Done);
+        }
+        if state.ended[input] {
+            self.advance(state.combiner.current()).await?;
+        }
+        Ok(Next::Continue)
     }
 
     /// Ends the operators, firing their open windows or not. A stop that keeps them without
@@ -347,6 +402,132 @@ fn release(held: Vec<VecDeque<Message>>, replay: &mut VecDeque<(usize, Message)>
     for (input, messages) in held.into_iter().enumerate().rev() {
         for message in messages.into_iter().rev() {
             replay.push_front((input, message));
+        }
+    }
+}
+
+/// The chain run on its one source's thread (`runtime.fuse_source`): the source hands each
+/// message straight to [`Fused::deliver`] instead of a channel, so batches are processed,
+/// and their events freed, on the thread that decoded them. The chain's async parts (sends to
+/// the sinks and the checkpoint writer) run there through the runtime's handle; ticks come
+/// from the source's loop ([`Fused::idle`]), failures of other tasks are looked at after every
+/// message. Only for a source that never blocks in a read, so that ticks and stops are seen.
+pub(super) struct Fused {
+    chain: Chain,
+    state: Inputs,
+    handle: tokio::runtime::Handle,
+    failure: Failure,
+    last_tick: Instant,
+    /// When the chain last went back to waiting for its source.
+    waiting_since: Instant,
+    /// How the chain ended, once it has.
+    outcome: Option<Result<()>>,
+}
+
+impl Fused {
+    pub(super) fn new(
+        chain: Chain,
+        idle_timeout: Option<i64>,
+        handle: tokio::runtime::Handle,
+    ) -> Fused {
+        let failure = chain.downstream.failure.clone();
+        Fused {
+            chain,
+            state: Inputs::new(1, idle_timeout),
+            handle,
+            failure,
+            last_tick: Instant::now(),
+            waiting_since: Instant::now(),
+            outcome: None,
+        }
+    }
+
+    /// Runs the chain over one message of the source (and what an alignment it completed
+    /// released); false once the chain is done or failed: the source then stops.
+    pub(super) fn deliver(&mut self, message: Message) -> bool {
+        if self.outcome.is_some() {
+            return false;
+        }
+        self.chain
+            .operators
+            .starved(self.waiting_since.elapsed(), 0, 1);
+        let Fused {
+            chain,
+            state,
+            handle,
+            last_tick,
+            ..
+        } = self;
+        let result = handle.block_on(async {
+            let mut next = chain.receive(state, 0, message).await?;
+            while next == Next::Continue {
+                let Some((input, message)) = state.replay.pop_front() else {
+                    break;
+                };
+                next = chain.receive(state, input, message).await?;
+            }
+            if next == Next::Continue && last_tick.elapsed() >= TICK {
+                *last_tick = Instant::now();
+                chain.tick(state).await?;
+            }
+            Ok(next)
+        });
+        self.waiting_since = Instant::now();
+        self.settle(result)
+    }
+
+    /// The source found nothing to read: ticks the chain when one is due; false once the
+    /// chain is done or failed.
+    pub(super) fn idle(&mut self) -> bool {
+        if self.outcome.is_some() {
+            return false;
+        }
+        if self.last_tick.elapsed() < TICK {
+            return self.settle(Ok(Next::Continue));
+        }
+        self.last_tick = Instant::now();
+        let Fused {
+            chain,
+            state,
+            handle,
+            ..
+        } = self;
+        let result = handle.block_on(chain.tick(state)).map(|()| Next::Continue);
+        self.settle(result)
+    }
+
+    fn settle(&mut self, result: Result<Next>) -> bool {
+        match result {
+            Ok(Next::Continue) if self.failure.reason().is_some() => {
+                self.outcome = Some(Err(PipelineError::Stopped("the operator chain".into())));
+                false
+            }
+            Ok(Next::Continue) => true,
+            Ok(Next::Done) => {
+                self.outcome = Some(Ok(()));
+                false
+            }
+            Err(error) => {
+                self.outcome = Some(Err(error));
+                false
+            }
+        }
+    }
+
+    /// The chain's end, once the source has returned: how it ended, or, when the source
+    /// stopped without its End (it failed), as when every source of a threaded chain is gone.
+    pub(super) fn end(&mut self) -> Result<()> {
+        match self.outcome.take() {
+            Some(outcome) => outcome,
+            None => {
+                let Fused {
+                    chain,
+                    handle,
+                    failure,
+                    ..
+                } = self;
+                handle.block_on(chain.inputs_gone(failure))
+            }
         }
     }
 }

@@ -12,6 +12,11 @@
 //! capacities times the batch size. A source with a `rate_limit` also waits, on its own thread,
 //! before each batch its token bucket cannot cover ([`dataflow_connectors::ratelimit`]).
 //!
+//! With one worker and one source that never waits in a read (`runtime.fuse_source`, on by
+//! default), the chain runs on that source's thread instead of a task of its own
+//! (`chain::Fused`): the source hands it each message directly, so a batch is decoded,
+//! processed and freed on one thread. Everything else (barriers, checkpoints, sinks) is the same.
+//!
 //! Checkpoints are aligned by barriers. Every interval the coordinator asks the sources for
 //! barrier `n`; each source sends it in band after the batch it was reading, with its
 //! partitions' positions and watermarks. The chain holds back the messages of an input whose
@@ -45,11 +50,11 @@ use crate::plan::Plan;
 use crate::spec::OnStop;
 use crate::{PipelineError, Result};
 
-use chain::Chain;
+use chain::{Chain, Fused};
 use driver::Operators;
 use outputs::{sink_stage, OutputSpecs, OutputTasks};
 use restore::Start;
-use source_feed::{FeedContext, OpenedSource, SourceFeed};
+use source_feed::{FeedContext, FeedOut, OpenedSource, SourceFeed};
 use stop::{Failure, Reading, SourceSignals};
 use writer::WriterTask;
 
@@ -334,10 +339,9 @@ impl Pipeline {
             reading: reading.clone(),
             failure: failure.clone(),
         };
-        let (chain_rx, source_tasks) = start_sources(&plan, sources, start.initial, feed, &metrics);
-
         let workers =
             workers::start_workers(&mut plan, &metrics, &downstream, start.restored.is_some())?;
+        let fuse = fuses(&plan, &sources, workers.is_some());
         let chain = Chain {
             workers,
             operators: chain_operators(&mut plan, &metrics),
@@ -350,8 +354,17 @@ impl Pipeline {
             reading,
             asked_at: signals.asked_at.clone(),
         };
-        control.run_started(start.restored);
-        let chain_result = run_chain(chain, &plan, chain_rx, &stop).await;
+        let (chain_result, source_tasks) = if fuse {
+            tracing::debug!("the operator chain runs on its source's thread");
+            control.run_started(start.restored);
+            run_fused(chain, &plan, sources, start.initial, feed, &metrics).await
+        } else {
+            let (chain_rx, source_tasks) =
+                start_sources(&plan, sources, start.initial, feed, &metrics);
+            control.run_started(start.restored);
+            let chain_result = run_chain(chain, &plan, chain_rx, &stop).await;
+            (chain_result, source_tasks)
+        };
         coordinator.abort();
         let chain_result =
             chain_result.map_err(|error| failure.report(error, "the operator chain"));
@@ -441,12 +454,80 @@ fn start_sources(
             limiter,
         } = opened;
         let source_metrics = metrics.source(&plan.name, &plan.sources[input].spec.name);
-        let feed = SourceFeed::new(&context, tx.clone(), input, limiter, source_metrics);
+        let feed = SourceFeed::new(
+            &context,
+            FeedOut::Channel(tx.clone()),
+            input,
+            limiter,
+            source_metrics,
+        );
         tasks.push(tokio::task::spawn_blocking(move || {
             feed.run(source, watermark, initial)
         }));
     }
     (rx, tasks)
+}
+
+/// Whether the chain runs on its source's thread: `runtime.fuse_source` is on, there are no
+/// parallel workers, and the one source has no rate limit (it waits on its thread) and never
+/// waits in a read (ticks and stops are then seen between its reads).
+fn fuses(plan: &Plan, sources: &[OpenedSource], workers: bool) -> bool {
+    plan.runtime.fuse_source
+        && !workers
+        && matches!(sources, [only] if only.limiter.is_none() && only.source.reads_without_waiting())
+}
+
+/// Runs the one source with the chain fused into its thread (see [`chain::Fused`]) to the
+/// end; the chain's result, and the source's as a task for [`finish`] to collect. (Not an
+/// `async fn`: the future must not hold the `&Plan`, whose operators are not `Sync`.)
+fn run_fused(
+    chain: Chain,
+    plan: &Plan,
+    mut sources: Vec<OpenedSource>,
+    initial: Vec<Vec<PartitionState>>,
+    context: FeedContext,
+    metrics: &Metrics,
+) -> impl std::future::Future<Output = (Result<()>, Vec<JoinHandle<Result<()>>>)> + Send {
+    let idle_timeout = plan
+        .sources
+        .iter()
+        .filter_map(|s| s.spec.watermark.idle_timeout)
+        .min();
+    let source_metrics = metrics.source(&plan.name, &plan.sources[0].spec.name);
+    let parts = sources.pop().zip(initial.into_iter().next());
+    async move {
+        let Some((opened, initial)) = parts else {
+            let error = PipelineError::Runtime("a fused chain needs its source".into());
+            return (Err(error), Vec::new());
+        };
+        let OpenedSource {
+            source,
+            watermark,
+            limiter,
+        } = opened;
+        let fused = Fused::new(chain, idle_timeout, tokio::runtime::Handle::current());
+        let feed = SourceFeed::new(
+            &context,
+            FeedOut::Fused(Box::new(fused)),
+            0,
+            limiter,
+            source_metrics,
+        );
+        let joined =
+            tokio::task::spawn_blocking(move || feed.run_fused(source, watermark, initial)).await;
+        match joined {
+            Ok((source_result, chain_result)) => (
+                chain_result,
+                vec![tokio::spawn(async move { source_result })],
+            ),
+            Err(error) => (
+                Err(PipelineError::Runtime(format!(
+                    "the source and operator chain thread failed: {error}"
+                ))),
+                Vec::new(),
+            ),
+        }
+    }
 }
 
 /// The operators left in `plan` (those before the parallel workers, or all of them), taken out

@@ -17,6 +17,7 @@ use dataflow_operators::SideRecord;
 use dataflow_window::{BoundedOutOfOrderness, WatermarkCombiner};
 use tokio::sync::mpsc;
 
+use super::chain::Fused;
 use super::messages::Message;
 use super::stop::{Failure, Reading, SourceSignals};
 use crate::control::ControlHandle;
@@ -80,17 +81,17 @@ pub(super) struct FeedContext {
 }
 
 impl SourceFeed {
-    /// The feed of source `input`, sending on `tx`.
+    /// The feed of source `input`, handing its messages to `out`.
     pub(super) fn new(
         context: &FeedContext,
-        tx: mpsc::Sender<(usize, Message)>,
+        out: FeedOut,
         input: usize,
         limiter: Option<RateLimiter>,
         metrics: SourceMetrics,
     ) -> SourceFeed {
         SourceFeed {
             input,
-            tx,
+            out,
             side: context.side.clone(),
             counters: context.counters.clone(),
             signals: context.signals.clone(),
@@ -105,10 +106,18 @@ impl SourceFeed {
     }
 }
 
+/// Where a source's messages go.
+pub(super) enum FeedOut {
+    /// To the chain's channel, which every source thread feeds.
+    Channel(mpsc::Sender<(usize, Message)>),
+    /// Straight into the chain, run on the source's thread (see [`Fused`]).
+    Fused(Box<Fused>),
+}
+
 /// Drives one source on its own thread.
 pub(super) struct SourceFeed {
     input: usize,
-    tx: mpsc::Sender<(usize, Message)>,
+    out: FeedOut,
     side: mpsc::Sender<Vec<SideRecord>>,
     counters: Arc<Counters>,
     /// The coordinator's barrier requests and stop.
@@ -127,11 +136,43 @@ pub(super) struct SourceFeed {
 }
 
 impl SourceFeed {
-    fn send(&self, message: Message) -> bool {
+    /// Hands `message` on; false if the chain is gone (or, fused, done). Time spent handing
+    /// on counts as the source's backpressure: fused, that is the chain's own work, which the
+    /// source waits for as it would wait for room in the channel.
+    fn send(&mut self, message: Message) -> bool {
         let started = Instant::now();
-        let sent = self.tx.blocking_send((self.input, message)).is_ok();
+        let sent = match &mut self.out {
+            FeedOut::Channel(tx) => tx.blocking_send((self.input, message)).is_ok(),
+            FeedOut::Fused(chain) => chain.deliver(message),
+        };
         self.metrics.backpressured(started.elapsed());
         sent
+    }
+
+    /// Between two reads: a fused chain ticks when one is due; false once it is done.
+    fn between_reads(&mut self) -> bool {
+        match &mut self.out {
+            FeedOut::Channel(_) => true,
+            FeedOut::Fused(chain) => chain.idle(),
+        }
+    }
+
+    /// Runs the source, and with it the chain fused into its thread: the source's result and
+    /// the chain's.
+    pub(super) fn run_fused(
+        mut self,
+        source: Box<dyn Source>,
+        watermark: WatermarkSpec,
+        initial: Vec<PartitionState>,
+    ) -> (Result<()>, Result<()>) {
+        let result = self.read(source, watermark, initial);
+        self.reading.end(self.input);
+        let result = result.map_err(|error| self.failure.report(error, "a source"));
+        let chain = match &mut self.out {
+            FeedOut::Fused(chain) => chain.end(),
+            FeedOut::Channel(_) => Ok(()),
+        };
+        (result, chain)
     }
 
     /// Reads the source to its end or a stop. A failure is reported to the run before the
@@ -310,6 +351,9 @@ impl SourceFeed {
                 Poll::Pending => {
                     combiner.check_idle(now);
                     std::thread::sleep(FOLLOW_POLL);
+                    if !self.between_reads() {
+                        return Ok(());
+                    }
                 }
                 Poll::PartitionEnd { partition } => combiner.finish(partition),
                 Poll::End => {
@@ -386,7 +430,7 @@ impl SourceFeed {
     }
 
     /// Sends the combined watermark if it advanced; false if the chain is gone.
-    fn send_watermark(&self, combiner: &WatermarkCombiner, last_sent: &mut i64) -> bool {
+    fn send_watermark(&mut self, combiner: &WatermarkCombiner, last_sent: &mut i64) -> bool {
         let current = combiner.current();
         if current > *last_sent && current != i64::MAX {
             *last_sent = current;
