@@ -44,7 +44,9 @@ pub(crate) struct Header {
     pub(crate) sha256: [u8; 32],
 }
 
-/// A checkpoint encoded as a whole data file.
+/// A checkpoint encoded as a whole data file (the reference the streamed save is checked
+/// against; saves stream, see [`crate::stream`]).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct Encoded {
     /// The data file: header then payload.
@@ -53,6 +55,7 @@ pub(crate) struct Encoded {
     pub(crate) sha256: [u8; 32],
 }
 
+#[cfg(test)]
 impl Encoded {
     /// The payload's length in bytes.
     pub(crate) fn payload_len(&self) -> u64 {
@@ -62,6 +65,7 @@ impl Encoded {
 
 /// Encodes `checkpoint` as a data file. Fails only if bincode fails (it does not for these
 /// types); the message is bincode's.
+#[cfg(test)]
 pub(crate) fn encode(checkpoint: &Checkpoint) -> Result<Encoded, String> {
     let wire = wire::Checkpoint::from_checkpoint(checkpoint);
     // Sized for the operators' states up front: grown by doubling, the buffer of a large state
@@ -140,7 +144,43 @@ pub(crate) fn parse_header(
 }
 
 /// Checks the payload against the header's length and sha256, then decodes it.
+#[cfg(test)]
 pub(crate) fn decode_payload(header: &Header, payload: &[u8]) -> Result<Checkpoint, Corruption> {
+    let (mut checkpoint, states) = decode_outline(header, payload)?;
+    for (operator, range) in checkpoint.operators.iter_mut().zip(states) {
+        operator.state = payload[range].to_vec();
+    }
+    Ok(checkpoint)
+}
+
+/// [`decode_payload`], keeping the largest operator state in the payload's own buffer (moved
+/// to its front) instead of a copy: a restore of one large state holds it once, not twice.
+pub(crate) fn decode_payload_owned(
+    header: &Header,
+    mut payload: Vec<u8>,
+) -> Result<Checkpoint, Corruption> {
+    let (mut checkpoint, states) = decode_outline(header, &payload)?;
+    let largest = (0..states.len()).max_by_key(|&index| states[index].len());
+    for (index, (operator, range)) in checkpoint.operators.iter_mut().zip(&states).enumerate() {
+        if Some(index) != largest {
+            operator.state = payload[range.clone()].to_vec();
+        }
+    }
+    if let Some(index) = largest {
+        let range = states[index].clone();
+        payload.truncate(range.end);
+        payload.drain(..range.start);
+        checkpoint.operators[index].state = payload;
+    }
+    Ok(checkpoint)
+}
+
+/// Checks the payload against the header's length and sha256, then decodes it, leaving the
+/// operators' states empty: returns where each is in the payload.
+fn decode_outline(
+    header: &Header,
+    payload: &[u8],
+) -> Result<(Checkpoint, Vec<std::ops::Range<usize>>), Corruption> {
     if payload.len() as u64 != header.payload_len {
         return Err(Corruption::LengthMismatch {
             header: header.payload_len,
@@ -154,7 +194,7 @@ pub(crate) fn decode_payload(header: &Header, payload: &[u8]) -> Result<Checkpoi
             found: hex(&found),
         });
     }
-    let (checkpoint, used) =
+    let (decoded, used) =
         decode_bincode(payload).map_err(|e| Corruption::Undecodable(e.to_string()))?;
     if used != payload.len() {
         return Err(Corruption::TrailingBytes {
@@ -162,7 +202,7 @@ pub(crate) fn decode_payload(header: &Header, payload: &[u8]) -> Result<Checkpoi
             used: used as u64,
         });
     }
-    Ok(checkpoint)
+    Ok(decoded)
 }
 
 /// Decodes a whole data file held in memory.
@@ -179,7 +219,9 @@ pub(crate) fn decode(bytes: &[u8], max_payload: u64) -> Result<(Header, Checkpoi
 /// bytes for each byte it takes in this format (a one-byte varint claims 8). So the limit is
 /// the smallest tier at least 8 times the payload: valid payloads always fit, and nothing is
 /// claimed beyond a small multiple of what the payload holds.
-fn decode_bincode(payload: &[u8]) -> Result<(Checkpoint, usize), bincode::error::DecodeError> {
+type Decoded = ((Checkpoint, Vec<std::ops::Range<usize>>), usize);
+
+fn decode_bincode(payload: &[u8]) -> Result<Decoded, bincode::error::DecodeError> {
     let need = payload.len().saturating_mul(8);
     if need <= 1 << 20 {
         decode_limited::<{ 1 << 20 }>(payload)
@@ -194,11 +236,11 @@ fn decode_bincode(payload: &[u8]) -> Result<(Checkpoint, usize), bincode::error:
 
 fn decode_limited<const LIMIT: usize>(
     payload: &[u8],
-) -> Result<(Checkpoint, usize), bincode::error::DecodeError> {
+) -> Result<Decoded, bincode::error::DecodeError> {
     let config = bincode::config::standard().with_limit::<LIMIT>();
     let (wire, used): (wire::Checkpoint<'_>, usize) =
         bincode::serde::borrow_decode_from_slice(payload, config)?;
-    Ok((wire.into_checkpoint(), used))
+    Ok((wire.into_checkpoint(payload), used))
 }
 
 /// Encodes an operator's state (any serde value) with the checkpoint codec, for
@@ -271,6 +313,21 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     text
 }
 
+/// What comes before the operators in a payload, in the wire shape: the fields of
+/// `wire::Checkpoint` up to its operators.
+pub(crate) fn wire_head(outline: &crate::stream::Outline) -> impl serde::Serialize + '_ {
+    wire::Head::of(outline)
+}
+
+/// What comes before an operator's state bytes in a payload, in the wire shape.
+pub(crate) fn wire_operator_head(summary: &crate::OperatorSummary) -> impl serde::Serialize + '_ {
+    wire::OperatorHead {
+        name: &summary.name,
+        kind: &summary.kind,
+        key_count: summary.key_count,
+    }
+}
+
 /// The payload's shape in format version 1. Frozen: change it only with a new format version.
 /// Strings and state bytes borrow from the payload when decoding.
 mod wire {
@@ -314,12 +371,63 @@ mod wire {
         state: &'a [u8],
     }
 
+    /// The fields of [`Checkpoint`] before its operators, encoded as they are there: a
+    /// struct's encoding is its fields' encodings one after the other, so a payload is this,
+    /// the number of operators, each operator ([`OperatorHead`], then its state as bytes), then
+    /// the watermark.
+    #[derive(Serialize)]
+    pub(super) struct Head<'a> {
+        id: u64,
+        created_at_ms: i64,
+        pipeline_fingerprint: &'a str,
+        sources: Vec<Source<'a>>,
+    }
+
+    /// The fields of [`Operator`] before its state.
+    #[derive(Serialize)]
+    pub(super) struct OperatorHead<'a> {
+        pub(super) name: &'a str,
+        pub(super) kind: &'a str,
+        pub(super) key_count: u64,
+    }
+
+    impl<'a> Head<'a> {
+        pub(super) fn of(outline: &'a crate::stream::Outline) -> Self {
+            Head {
+                id: outline.id.0,
+                created_at_ms: outline.created_at_ms,
+                pipeline_fingerprint: &outline.pipeline_fingerprint,
+                sources: sources(&outline.sources),
+            }
+        }
+    }
+
+    fn sources(sources: &[crate::SourceState]) -> Vec<Source<'_>> {
+        sources
+            .iter()
+            .map(|source| Source {
+                name: &source.name,
+                partitions: source
+                    .partitions
+                    .iter()
+                    .map(|p| Partition {
+                        name: &p.name,
+                        offset: p.offset,
+                        line: p.line,
+                        watermark: p.watermark,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Writes bytes in one piece (the same encoding as a sequence of `u8`, only faster).
     fn bytes<S: Serializer>(value: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(value)
     }
 
     impl<'a> Checkpoint<'a> {
+        #[cfg(test)]
         pub(super) fn from_checkpoint(cp: &'a crate::Checkpoint) -> Self {
             Checkpoint {
                 id: cp.id.0,
@@ -356,8 +464,22 @@ mod wire {
             }
         }
 
-        pub(super) fn into_checkpoint(self) -> crate::Checkpoint {
-            crate::Checkpoint {
+        /// The checkpoint, its operators' states left empty, with where each state is in
+        /// `payload` (which this was decoded from, borrowing).
+        pub(super) fn into_checkpoint(
+            self,
+            payload: &[u8],
+        ) -> (crate::Checkpoint, Vec<std::ops::Range<usize>>) {
+            let base = payload.as_ptr() as usize;
+            let states = self
+                .operators
+                .iter()
+                .map(|op| {
+                    let start = op.state.as_ptr() as usize - base;
+                    start..start + op.state.len()
+                })
+                .collect();
+            let checkpoint = crate::Checkpoint {
                 id: CheckpointId(self.id),
                 created_at_ms: self.created_at_ms,
                 pipeline_fingerprint: self.pipeline_fingerprint.to_owned(),
@@ -385,11 +507,12 @@ mod wire {
                         name: op.name.to_owned(),
                         kind: op.kind.to_owned(),
                         key_count: op.key_count,
-                        state: op.state.to_vec(),
+                        state: Vec::new(),
                     })
                     .collect(),
                 watermark: self.watermark,
-            }
+            };
+            (checkpoint, states)
         }
     }
 }
@@ -629,8 +752,11 @@ mod tests {
         #[test]
         fn any_checkpoint_round_trips(cp in arb_checkpoint()) {
             let encoded = encode(&cp).unwrap();
-            let (_, decoded) = decode(&encoded.bytes, DEFAULT_MAX_PAYLOAD).unwrap();
-            prop_assert_eq!(decoded, cp);
+            let (header, decoded) = decode(&encoded.bytes, DEFAULT_MAX_PAYLOAD).unwrap();
+            prop_assert_eq!(&decoded, &cp);
+            // Decoded in the payload's own buffer, it is the same checkpoint.
+            let owned = decode_payload_owned(&header, encoded.bytes[HEADER_LEN..].to_vec());
+            prop_assert_eq!(owned.unwrap(), cp);
         }
 
         #[test]

@@ -18,6 +18,16 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Creates the file `path` (which must not exist), writes `contents` and fsyncs it through
     /// the same handle, so that a writeback error is seen.
     fn write_file_synced(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
+    /// Creates the file `path` (which must not exist), lets `fill` write it through the handle
+    /// (it may seek), and fsyncs it through the same handle: how a data file is written, in
+    /// pieces. By default as [`StdFs`] does it; a test double that fails writes overrides it.
+    fn write_file_synced_with(
+        &self,
+        path: &Path,
+        fill: &mut dyn FnMut(&mut File) -> io::Result<()>,
+    ) -> io::Result<()> {
+        StdFs.write_file_synced_with(path, fill)
+    }
     /// Fsyncs the directory `path`, making the entries in it durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Renames `from` to `to` atomically.
@@ -38,6 +48,16 @@ impl FileSystem for StdFs {
     fn write_file_synced(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
         file.write_all(contents)?;
+        file.sync_all()
+    }
+
+    fn write_file_synced_with(
+        &self,
+        path: &Path,
+        fill: &mut dyn FnMut(&mut File) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        fill(&mut file)?;
         file.sync_all()
     }
 
@@ -71,9 +91,11 @@ fn sync_dir(_path: &Path) -> io::Result<()> {
 pub enum FsOp {
     /// [`FileSystem::create_dir`].
     CreateDir,
-    /// [`FileSystem::write_file_synced`], failing before anything is written.
+    /// [`FileSystem::write_file_synced`] or [`FileSystem::write_file_synced_with`], failing
+    /// before anything is written.
     WriteFile,
-    /// [`FileSystem::write_file_synced`], failing at the fsync, after the contents are written.
+    /// [`FileSystem::write_file_synced`] or [`FileSystem::write_file_synced_with`], failing at
+    /// the fsync, after the contents are written.
     SyncFile,
     /// [`FileSystem::sync_dir`].
     SyncDir,
@@ -163,6 +185,23 @@ impl FileSystem for FailingFs {
         }
         let sync_fails = self.fails(FsOp::SyncFile);
         StdFs.write_file_synced(path, contents)?;
+        if sync_fails {
+            return Err(self.error(path));
+        }
+        Ok(())
+    }
+
+    fn write_file_synced_with(
+        &self,
+        path: &Path,
+        fill: &mut dyn FnMut(&mut File) -> io::Result<()>,
+    ) -> io::Result<()> {
+        // As `write_file_synced`: one call of each of `WriteFile` and `SyncFile`.
+        if self.fails(FsOp::WriteFile) {
+            return Err(self.error(path));
+        }
+        let sync_fails = self.fails(FsOp::SyncFile);
+        StdFs.write_file_synced_with(path, fill)?;
         if sync_fails {
             return Err(self.error(path));
         }

@@ -77,6 +77,7 @@ mod fs;
 mod manifest;
 mod model;
 mod storage;
+mod stream;
 
 pub use codec::{
     decode_state, decode_state_prefix, encode_state, fingerprint, CODEC_BINCODE_STANDARD,
@@ -92,6 +93,7 @@ pub use storage::{
     CheckpointEntry, CheckpointStorage, LocalStorage, Pin, Retention, DATA_FILE, MANIFEST_FILE,
     TMP_PREFIX,
 };
+pub use stream::{StateWriter, StreamedCheckpoint, StreamedOperator};
 
 /// A checkpoint's id: a number that grows with each checkpoint of a pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Header, CODEC_BINCODE_STANDARD, FORMAT_VERSION, HEADER_LEN};
+use crate::stream::Outline;
 use crate::{Checkpoint, CheckpointId, Corruption, SourceState};
 
 /// The largest `manifest.json` accepted, in bytes (16 MiB).
@@ -63,23 +64,19 @@ pub struct OperatorSummary {
 impl Manifest {
     /// The manifest of `checkpoint` stored in a data file with this header.
     pub(crate) fn describe(checkpoint: &Checkpoint, header: &Header) -> Manifest {
+        Manifest::describe_outline(Outline::of(checkpoint), header)
+    }
+
+    /// The manifest of the checkpoint `outline` stored in a data file with this header.
+    pub(crate) fn describe_outline(outline: Outline, header: &Header) -> Manifest {
         Manifest {
-            id: checkpoint.id,
-            created_at_ms: checkpoint.created_at_ms,
-            created_at: rfc3339(checkpoint.created_at_ms),
-            pipeline_fingerprint: checkpoint.pipeline_fingerprint.clone(),
-            watermark: checkpoint.watermark,
-            sources: checkpoint.sources.clone(),
-            operators: checkpoint
-                .operators
-                .iter()
-                .map(|op| OperatorSummary {
-                    name: op.name.clone(),
-                    kind: op.kind.clone(),
-                    key_count: op.key_count,
-                    bytes: op.state.len() as u64,
-                })
-                .collect(),
+            id: outline.id,
+            created_at_ms: outline.created_at_ms,
+            created_at: rfc3339(outline.created_at_ms),
+            pipeline_fingerprint: outline.pipeline_fingerprint,
+            watermark: outline.watermark,
+            sources: outline.sources,
+            operators: outline.operators,
             format_version: FORMAT_VERSION,
             codec: CODEC_BINCODE_STANDARD,
             data_file_size: HEADER_LEN as u64 + header.payload_len,

@@ -13,7 +13,11 @@ use tracing::{info, warn};
 use crate::codec::{self, Header, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use crate::fs::{FileSystem, StdFs};
 use crate::manifest::MAX_MANIFEST_LEN;
-use crate::{Checkpoint, CheckpointError, CheckpointId, Corruption, FileKind, Manifest, Result};
+use crate::stream::{check_payload, CheckFailure, Layout, Outline};
+use crate::{
+    Checkpoint, CheckpointError, CheckpointId, Corruption, FileKind, Manifest, Result, StateWriter,
+    StreamedCheckpoint,
+};
 
 /// The data file's name in a checkpoint directory.
 pub const DATA_FILE: &str = "data.bin";
@@ -341,7 +345,7 @@ impl LocalStorage {
     fn write(
         &self,
         id: CheckpointId,
-        data: &[u8],
+        data: &mut dyn FnMut(&mut File) -> io::Result<()>,
         manifest: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<()> {
         let tmp = self.tmp_dir(id);
@@ -363,7 +367,10 @@ impl LocalStorage {
                     .write_file_synced(&path, contents)
                     .map_err(io_error(format!("write and fsync {}", path.display())))
             };
-            write(DATA_FILE, data)?;
+            let path = tmp.join(DATA_FILE);
+            self.fs
+                .write_file_synced_with(&path, data)
+                .map_err(io_error(format!("write and fsync {}", path.display())))?;
             write(MANIFEST_FILE, &manifest()?)?;
             self.fs
                 .sync_dir(&tmp)
@@ -392,6 +399,81 @@ impl LocalStorage {
             ));
         }
         Ok(())
+    }
+
+    /// Saves `checkpoint` as [`CheckpointStorage::save_timed`] does, into the same files, with
+    /// each operator's state written by its [`StateWriter`] straight into the data file: neither
+    /// the encoded payload nor the file's bytes are held in memory.
+    pub fn save_streamed(
+        &self,
+        checkpoint: &StreamedCheckpoint,
+        triggered: Option<Instant>,
+    ) -> Result<Manifest> {
+        let states = checkpoint.operators.iter().map(|op| &*op.state);
+        self.save_outline(Outline::of_streamed(checkpoint), states, triggered)
+    }
+
+    /// Saves the checkpoint `outline` with the states of its operators, in order.
+    fn save_outline<'a>(
+        &self,
+        outline: Outline,
+        states: impl ExactSizeIterator<Item = &'a dyn StateWriter>,
+        triggered: Option<Instant>,
+    ) -> Result<Manifest> {
+        let id = outline.id;
+        let done = self.checkpoint_dir(id);
+        if done.exists() {
+            return Err(CheckpointError::AlreadyExists {
+                checkpoint: id,
+                dir: done,
+            });
+        }
+        let layout = Layout::new(&outline, states).map_err(|message| CheckpointError::Encode {
+            checkpoint: id,
+            what: "payload",
+            message,
+        })?;
+        if layout.payload_len() > self.max_payload {
+            return Err(CheckpointError::TooLarge {
+                checkpoint: id,
+                len: layout.payload_len(),
+                cap: self.max_payload,
+            });
+        }
+        let header = std::cell::OnceCell::new();
+        let mut data = |file: &mut File| {
+            let _ = header.set(layout.write_file(file)?);
+            Ok(())
+        };
+        let mut manifest = None;
+        self.write(id, &mut data, || {
+            let Some(header) = header.get() else {
+                return Err(CheckpointError::Encode {
+                    checkpoint: id,
+                    what: "manifest",
+                    message: "the data file was not written".to_string(),
+                });
+            };
+            let mut described = Manifest::describe_outline(outline, header);
+            described.duration_ms =
+                triggered.map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+            let json = described
+                .to_json()
+                .map_err(|message| CheckpointError::Encode {
+                    checkpoint: id,
+                    what: "manifest",
+                    message,
+                });
+            manifest = Some(described);
+            json
+        })?;
+        self.retention.lock().record_saved(id.0);
+        self.apply_retention();
+        manifest.ok_or_else(|| CheckpointError::Encode {
+            checkpoint: id,
+            what: "manifest",
+            message: "the manifest was not written".to_string(),
+        })
     }
 
     fn remove_quietly(&self, path: &Path) {
@@ -497,7 +579,7 @@ impl LocalStorage {
         file.take(header.payload_len.saturating_add(1))
             .read_to_end(&mut payload)
             .map_err(io_error)?;
-        let checkpoint = codec::decode_payload(&header, &payload).map_err(corrupt)?;
+        let checkpoint = codec::decode_payload_owned(&header, payload).map_err(corrupt)?;
         if checkpoint.id != id {
             return Err(corrupt(Corruption::IdMismatch {
                 expected: id,
@@ -548,45 +630,11 @@ impl LocalStorage {
 
 impl CheckpointStorage for LocalStorage {
     fn save_timed(&self, checkpoint: &Checkpoint, triggered: Option<Instant>) -> Result<Manifest> {
-        let id = checkpoint.id;
-        let done = self.checkpoint_dir(id);
-        if done.exists() {
-            return Err(CheckpointError::AlreadyExists {
-                checkpoint: id,
-                dir: done,
-            });
-        }
-        let encoded = codec::encode(checkpoint).map_err(|message| CheckpointError::Encode {
-            checkpoint: id,
-            what: "payload",
-            message,
-        })?;
-        if encoded.payload_len() > self.max_payload {
-            return Err(CheckpointError::TooLarge {
-                checkpoint: id,
-                len: encoded.payload_len(),
-                cap: self.max_payload,
-            });
-        }
-        let header = Header {
-            payload_len: encoded.payload_len(),
-            sha256: encoded.sha256,
-        };
-        let mut manifest = Manifest::describe(checkpoint, &header);
-        self.write(id, &encoded.bytes, || {
-            manifest.duration_ms =
-                triggered.map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
-            manifest
-                .to_json()
-                .map_err(|message| CheckpointError::Encode {
-                    checkpoint: id,
-                    what: "manifest",
-                    message,
-                })
-        })?;
-        self.retention.lock().record_saved(id.0);
-        self.apply_retention();
-        Ok(manifest)
+        let states = checkpoint
+            .operators
+            .iter()
+            .map(|op| &op.state as &dyn StateWriter);
+        self.save_outline(Outline::of(checkpoint), states, triggered)
     }
 
     fn load(&self, id: CheckpointId) -> Result<Checkpoint> {
@@ -610,8 +658,37 @@ impl CheckpointStorage for LocalStorage {
         Ok(entries)
     }
 
+    /// Reads the data file through a small buffer, never holding it (see [`crate::stream`]):
+    /// retention verifies every kept checkpoint after each save.
     fn verify(&self, id: CheckpointId) -> Result<Manifest> {
-        self.read_checked(id).map(|(_, manifest)| manifest)
+        let manifest = self.read_manifest(id)?;
+        let path = self.existing_dir(id)?.join(DATA_FILE);
+        let corrupt = |reason| corrupt(id, FileKind::Data, &path, reason);
+        let io_error = |e| CheckpointError::io(Some(id), format!("read {}", path.display()), e);
+        let mut file = File::open(&path).map_err(io_error)?;
+        let file_len = file.metadata().map_err(io_error)?.len();
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        (&mut file)
+            .take(HEADER_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(io_error)?;
+        let header = codec::parse_header(&head, file_len, self.max_payload).map_err(corrupt)?;
+        let outline = match check_payload(file, &header) {
+            Ok(outline) => outline,
+            Err(CheckFailure::Io(error)) => return Err(io_error(error)),
+            Err(CheckFailure::Corrupt(reason)) => return Err(corrupt(reason)),
+        };
+        if outline.id != id {
+            return Err(corrupt(Corruption::IdMismatch {
+                expected: id,
+                found: outline.id,
+            }));
+        }
+        let expected = Manifest::describe_outline(outline, &header);
+        manifest.check_agrees(&expected).map_err(|reason| {
+            corrupt_manifest(id, &self.checkpoint_dir(id).join(MANIFEST_FILE), reason)
+        })?;
+        Ok(manifest)
     }
 
     fn delete(&self, id: CheckpointId) -> Result<()> {
@@ -643,6 +720,10 @@ impl CheckpointStorage for LocalStorage {
 /// The directory name of checkpoint `id`: its id zero-padded to 20 digits, so names sort as ids.
 fn dir_name(id: CheckpointId) -> String {
     format!("{:020}", id.0)
+}
+
+fn corrupt_manifest(id: CheckpointId, file: &Path, reason: Corruption) -> CheckpointError {
+    corrupt(id, FileKind::Manifest, file, reason)
 }
 
 fn corrupt(id: CheckpointId, kind: FileKind, file: &Path, reason: Corruption) -> CheckpointError {

@@ -32,6 +32,7 @@ pub use kind::{KeyEffect, OperatorKind, Partitioning};
 pub use map::Map;
 pub use operator::{
     Operator, OperatorInfo, OperatorNode, OperatorSnapshot, Output, SideData, SideKind, SideRecord,
+    StreamedSnapshot,
 };
 pub use over::Over;
 pub use pattern::Pattern;

@@ -66,6 +66,16 @@ pub trait Operator: Send {
         Ok(None)
     }
 
+    /// [`Operator::snapshot`], as a writer of the state's bytes that a checkpoint streams into
+    /// its file, so that a large state need not be gathered in one buffer (the same bytes).
+    /// By default, the bytes of [`Operator::snapshot`].
+    fn snapshot_streamed(&self) -> crate::Result<Option<StreamedSnapshot>> {
+        Ok(self.snapshot()?.map(|snapshot| StreamedSnapshot {
+            key_count: snapshot.key_count,
+            state: Box::new(snapshot.state),
+        }))
+    }
+
     /// Replaces the operator's state with one from [`Operator::snapshot`].
     fn restore(&mut self, _state: &[u8]) -> crate::Result<()> {
         Ok(())
@@ -96,6 +106,24 @@ pub struct OperatorSnapshot {
     pub key_count: u64,
     /// The state, encoded with `dataflow_checkpoint::encode_state`.
     pub state: Vec<u8>,
+}
+
+/// What an operator contributes to a checkpoint, its state as a writer of its bytes
+/// ([`Operator::snapshot_streamed`]).
+pub struct StreamedSnapshot {
+    /// How many keys it holds state for (shown in manifests).
+    pub key_count: u64,
+    /// The state: the bytes [`Operator::snapshot`] would give.
+    pub state: Box<dyn dataflow_checkpoint::StateWriter>,
+}
+
+impl std::fmt::Debug for StreamedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedSnapshot")
+            .field("key_count", &self.key_count)
+            .field("bytes", &self.state.state_len())
+            .finish()
+    }
 }
 
 /// Static facts about an operator, readable without running it (for logs, metrics and the API).

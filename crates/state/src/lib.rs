@@ -127,7 +127,7 @@ pub trait StateStore: Send + fmt::Debug {
     fn put(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()>;
 
     /// Sets every `(key, value)` of `entries` in `namespace`, as that many [`StateStore::put`]s
-    /// would; a disk store writes them together, which is much faster.
+    /// would (not atomically), in one call: a disk store takes its tree once for all of them.
     fn put_batch(&mut self, namespace: &str, entries: &[Entry]) -> Result<()> {
         for (key, value) in entries {
             self.put(namespace, key, value)?;

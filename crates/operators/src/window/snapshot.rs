@@ -96,20 +96,85 @@ impl SnapshotWriter {
     /// The encoded state of the keys added, which must be distinct, between `header` and
     /// `trailer`.
     pub(crate) fn finish(
-        mut self,
+        self,
         header: &impl Serialize,
         trailer: &impl Serialize,
     ) -> Result<Vec<u8>, WindowError> {
+        Ok(self.sorted(header, trailer)?.to_vec())
+    }
+
+    /// The state [`SnapshotWriter::finish`] encodes, not yet gathered in one buffer: the keys
+    /// sorted, each key's entry where it was written. Its bytes are written into a checkpoint
+    /// file in pieces ([`dataflow_checkpoint::StateWriter`]).
+    pub(crate) fn sorted(
+        mut self,
+        header: &impl Serialize,
+        trailer: &impl Serialize,
+    ) -> Result<SortedSnapshot, WindowError> {
         self.keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::with_capacity(self.len + 64);
-        encode_into(&mut out, header)?;
-        encode_into(&mut out, &(self.keys.len() as u64))?;
-        for (_, chunk, place) in &self.keys {
-            let place = place.start as usize..place.end as usize;
-            out.extend_from_slice(&self.chunks[*chunk as usize][place]);
+        let mut head = Vec::new();
+        encode_into(&mut head, header)?;
+        encode_into(&mut head, &(self.keys.len() as u64))?;
+        let mut tail = Vec::new();
+        encode_into(&mut tail, trailer)?;
+        // The keys themselves are no longer needed: only where their entries are.
+        let places = self
+            .keys
+            .into_iter()
+            .map(|(_, chunk, place)| (chunk, place))
+            .collect();
+        Ok(SortedSnapshot {
+            len: (head.len() + self.len + tail.len()) as u64,
+            head,
+            chunks: self.chunks,
+            places,
+            tail,
+        })
+    }
+}
+
+/// A keyed state ready to be written: the header and the number of keys encoded, the keys'
+/// entries in sorted order (where [`SnapshotWriter`] put them), then the trailer encoded.
+#[derive(Debug)]
+pub(crate) struct SortedSnapshot {
+    head: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
+    /// Each entry's chunk and its place there, in the keys' order.
+    places: Vec<(u32, Range<u32>)>,
+    tail: Vec<u8>,
+    len: u64,
+}
+
+impl SortedSnapshot {
+    fn entries(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.places.iter().map(|(chunk, place)| {
+            &self.chunks[*chunk as usize][place.start as usize..place.end as usize]
+        })
+    }
+
+    /// The state in one buffer.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        out.extend_from_slice(&self.head);
+        for entry in self.entries() {
+            out.extend_from_slice(entry);
         }
-        encode_into(&mut out, trailer)?;
-        Ok(out)
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
+impl dataflow_checkpoint::StateWriter for SortedSnapshot {
+    fn state_len(&self) -> u64 {
+        self.len
+    }
+
+    fn write_state(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.head)?;
+        for entry in self.entries() {
+            out.write_all(entry)?;
+        }
+        out.write_all(&self.tail)
     }
 }
 
@@ -226,6 +291,15 @@ mod tests {
         let mut watermark = 0;
         let checked = |windows: &Windows, watermark: i64| {
             let written = windows.encode_snapshot(watermark).expect("written");
+            // Written in pieces, as into a checkpoint file, it is the same bytes.
+            let sorted = windows.sorted_snapshot(watermark).expect("sorted");
+            let mut streamed = Vec::new();
+            dataflow_checkpoint::StateWriter::write_state(&sorted, &mut streamed).expect("written");
+            prop_assert_eq!(
+                dataflow_checkpoint::StateWriter::state_len(&sorted),
+                streamed.len() as u64
+            );
+            prop_assert_eq!(&streamed, &written);
             let gathered = match windows {
                 Windows::Heap(windows) => windows.snapshot(),
                 Windows::Store(windows) => windows.snapshot(),

@@ -6,9 +6,11 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use dataflow_checkpoint::{Checkpoint, CheckpointId, OperatorState, PartitionState, SourceState};
+use dataflow_checkpoint::{
+    CheckpointId, PartitionState, SourceState, StreamedCheckpoint, StreamedOperator,
+};
 use dataflow_event::time::now_millis;
-use dataflow_operators::OperatorSnapshot;
+use dataflow_operators::StreamedSnapshot;
 use dataflow_window::WatermarkCombiner;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -308,8 +310,12 @@ impl Chain {
         let snapshot_started = Instant::now();
         let mut operators = Vec::new();
         for node in self.operators.nodes() {
-            if let Some(OperatorSnapshot { key_count, state }) = node.operator.snapshot()? {
-                operators.push(OperatorState {
+            // Streamed: the writer writes each state into the checkpoint file where the
+            // operator left it, never gathered in one buffer.
+            if let Some(StreamedSnapshot { key_count, state }) =
+                node.operator.snapshot_streamed()?
+            {
+                operators.push(StreamedOperator {
                     name: node.info.name.to_string(),
                     kind: node.info.kind.to_string(),
                     key_count,
@@ -318,7 +324,18 @@ impl Chain {
             }
         }
         if let Some(workers) = &mut self.workers {
-            operators.extend(workers.snapshot().await?);
+            operators.extend(
+                workers
+                    .snapshot()
+                    .await?
+                    .into_iter()
+                    .map(|op| StreamedOperator {
+                        name: op.name,
+                        kind: op.kind,
+                        key_count: op.key_count,
+                        state: Box::new(op.state),
+                    }),
+            );
         }
         let sources = self
             .source_names
@@ -332,7 +349,7 @@ impl Chain {
             })
             .collect();
         let snapshot_time = snapshot_started.elapsed();
-        let checkpoint = Checkpoint {
+        let checkpoint = StreamedCheckpoint {
             id: CheckpointId(aligning.id),
             created_at_ms: now_millis(),
             pipeline_fingerprint: self.fingerprint.clone(),

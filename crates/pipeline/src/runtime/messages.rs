@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataflow_checkpoint::{Checkpoint, PartitionState};
+use dataflow_checkpoint::{PartitionState, StreamedCheckpoint};
 use dataflow_event::Event;
 use dataflow_operators::OperatorSnapshot;
 use tokio::sync::oneshot;
@@ -69,7 +69,8 @@ pub(super) enum WorkerMessage {
 
 /// A checkpoint taken by the chain, saved once every sink has acknowledged its barrier.
 pub(super) struct PendingCheckpoint {
-    pub(super) checkpoint: Checkpoint,
+    /// Its operators' states are written into the checkpoint file where they are.
+    pub(super) checkpoint: StreamedCheckpoint,
     pub(super) acks: Vec<oneshot::Receiver<Result<()>>>,
     /// How long the operators paused to snapshot their state.
     pub(super) snapshot_time: Duration,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataflow_checkpoint::{CheckpointStorage, LocalStorage};
+use dataflow_checkpoint::LocalStorage;
 use dataflow_metrics::{CheckpointMetrics, Counters};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,7 +28,9 @@ pub(super) fn start_writer(
     metrics: CheckpointMetrics,
     saved: Arc<AtomicU64>,
 ) -> WriterTask {
-    let (tx, rx) = mpsc::channel::<PendingCheckpoint>(2);
+    // One checkpoint waits while one is written: each holds its operators' states (with a
+    // million keys, tens of megabytes), and the chain waits here rather than queue more.
+    let (tx, rx) = mpsc::channel::<PendingCheckpoint>(1);
     let task = tokio::spawn(run_writer(rx, storage, sinks, counters, metrics, saved));
     WriterTask { tx, task }
 }
@@ -69,8 +71,10 @@ async fn run_writer(
         let triggered = pending.triggered;
         let storage = storage.clone();
         let checkpoint = pending.checkpoint;
-        match tokio::task::spawn_blocking(move || storage.save_timed(&checkpoint, Some(triggered)))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            storage.save_streamed(&checkpoint, Some(triggered))
+        })
+        .await
         {
             Ok(Ok(manifest)) => {
                 tracing::info!(
