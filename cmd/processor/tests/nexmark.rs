@@ -1,6 +1,7 @@
 //! The Nexmark queries of `configs/nexmark/` run end to end on the generator's `nexmark` profile
 //! (out of order within the watermark's bound) and give, as a multiset, what a naive reference
-//! written plainly here computes from the same events: loops over the whole input.
+//! written plainly here computes from the same events: loops over the whole input. Each runs as
+//! shipped (one worker) and with `parallelism: 3`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -72,9 +73,10 @@ fn bids() -> Vec<Bid> {
     bids
 }
 
-/// Runs the shipped query `name` on `EVENTS` events, its outputs in a temporary directory with
-/// times as epoch milliseconds, and returns its results; it must leave no dead letter.
-fn run(name: &str) -> Vec<Json> {
+/// Runs the shipped query `name` on `EVENTS` events with `parallelism` workers, its outputs in a
+/// temporary directory with times as epoch milliseconds, and returns its results; it must leave
+/// no dead letter.
+fn run(name: &str, parallelism: usize) -> Vec<Json> {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().display().to_string();
     let text = std::fs::read_to_string(root().join(format!("configs/nexmark/{name}.yaml")))
@@ -91,25 +93,27 @@ fn run(name: &str) -> Vec<Json> {
             &sink,
             &format!("    path: {out}/{name}.jsonl\n    time_format: millis\n"),
         )
-        .replace("../../target/nexmark/out/", &format!("{out}/"));
+        .replace("../../target/nexmark/out/", &format!("{out}/"))
+        + &format!("parallelism: {parallelism}\n");
     let config = dir.path().join(format!("{name}.yaml"));
     std::fs::write(&config, text).expect("write config");
+    let dead = dir.path().join(format!("{name}-dead-letters.jsonl"));
+    let results = dir.path().join(format!("{name}.jsonl"));
     let output = Command::new(env!("CARGO_BIN_EXE_processor"))
         .args(["run", "--no-progress", "--config"])
         .arg(&config)
         .output()
         .expect("run processor");
     let stderr = String::from_utf8_lossy(&output.stderr);
+    let name = format!("{name} with parallelism {parallelism}");
     assert!(output.status.success(), "{name}: {stderr}");
     assert!(
         stderr.contains("late 0, dead-lettered 0"),
         "{name}: {stderr}"
     );
-    let dead = dir.path().join(format!("{name}-dead-letters.jsonl"));
     let dead = std::fs::read_to_string(dead).unwrap_or_default();
     assert_eq!(dead, "", "{name}: dead letters");
-    let results =
-        std::fs::read_to_string(dir.path().join(format!("{name}.jsonl"))).expect("results file");
+    let results = std::fs::read_to_string(results).expect("results file");
     results
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
@@ -135,6 +139,19 @@ fn canonical(value: &Json) -> String {
             format!("[{}]", items.join(","))
         }
         other => other.to_string(),
+    }
+}
+
+/// Runs the shipped query `name` with one worker and with three, and compares the results of each
+/// with the reference `expected` as multisets.
+fn check(name: &str, expected: Vec<Json>) {
+    for parallelism in [1, 3] {
+        let actual = run(name, parallelism);
+        assert_same(
+            &format!("{name} with parallelism {parallelism}"),
+            actual,
+            expected.clone(),
+        );
     }
 }
 
@@ -165,7 +182,7 @@ fn q0_passes_every_bid_through() {
             })
         })
         .collect();
-    assert_same("q0", run("q0"), expected);
+    check("q0", expected);
 }
 
 #[test]
@@ -180,7 +197,7 @@ fn q1_converts_every_price() {
             })
         })
         .collect();
-    assert_same("q1", run("q1"), expected);
+    check("q1", expected);
 }
 
 #[test]
@@ -193,7 +210,7 @@ fn q2_selects_the_bids_on_every_123rd_auction() {
             }));
         }
     }
-    assert_same("q2", run("q2"), expected);
+    check("q2", expected);
 }
 
 #[test]
@@ -234,7 +251,7 @@ fn q5_finds_the_hot_items_of_every_sliding_window_ties_included() {
             "auctions": hot, "bids": most, "is_update": false,
         }));
     }
-    assert_same("q5", run("q5"), expected);
+    check("q5", expected);
     // The stream has windows where several auctions tie for the most bids: ties are covered.
     assert!(tied_windows > 0, "no window with a tie");
 }
@@ -272,7 +289,7 @@ fn q7_finds_the_highest_bids_of_every_tumbling_window() {
             "price": highest, "bids": winners, "is_update": false,
         }));
     }
-    assert_same("q7", run("q7"), expected);
+    check("q7", expected);
 }
 
 #[test]
@@ -311,5 +328,5 @@ fn q11_counts_the_bids_of_every_bidders_session() {
             }));
         }
     }
-    assert_same("q11", run("q11"), expected);
+    check("q11", expected);
 }

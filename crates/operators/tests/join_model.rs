@@ -2,8 +2,11 @@
 //! sides, disordered within the watermark bound, fed in random batches with watermarks, a
 //! snapshot taken part way and restored (split by key among 1 or 3 instances, as parallel
 //! workers hold it), then the end of input. The results must be the naive join's, as a
-//! multiset, and none may lie behind a watermark the join forwarded before it. A long stream
-//! checks that the rows held never exceed what the bounds allow.
+//! multiset, and none may lie behind a watermark the join forwarded before it. Each case runs
+//! with the keys' states in memory and in a state store caching 0 to 2 keys as objects, the
+//! checkpoint taken with one restored into the other, and now and then through sled: all give
+//! the naive join's results and the same checkpoint bytes. A long stream checks that the rows
+//! held never exceed what the bounds allow, in memory and in a store.
 
 use std::sync::Arc;
 
@@ -13,6 +16,12 @@ use dataflow_operators::join::{
 };
 use dataflow_operators::{Operator, Output};
 use proptest::prelude::*;
+
+// The harness's backends; the join has a driver of its own below (it splits a checkpoint among
+// parallel instances and drains bounded emission), not the harness's `drive`.
+#[allow(dead_code)]
+mod harness;
+use harness::Backend;
 
 /// One input row: its side, key, event time and id (its place in the true input).
 #[derive(Clone, Debug)]
@@ -238,17 +247,45 @@ fn side_strategy(lookup: bool) -> impl Strategy<Value = Vec<Side>> {
     proptest::collection::vec(prop_oneof![Just(Side::Left), right], 0..60)
 }
 
-/// Runs `stream` through the join `new` builds: one instance up to `restore_at`, a snapshot
-/// split among `workers` instances (events routed by key) to the end. Checks that no result lies
-/// behind the watermark forwarded before it, and returns the results.
-fn run<L: Logic>(stream: &Stream, build: impl Fn() -> Join<L>) -> Vec<Result> {
-    let new = || {
+/// What a run gives: its results, the checkpoint taken part way, and each instance's
+/// checkpoint just before the end of input.
+struct Run {
+    results: Vec<Result>,
+    checkpoint: Vec<u8>,
+    last: Vec<Vec<u8>>,
+}
+
+/// `backend` for the instance `instance` of the phase `phase` (before or after the restore):
+/// a sled store gets a directory of its own.
+fn instance_backend(backend: &Backend, phase: &str, instance: usize) -> Backend {
+    match backend {
+        Backend::Sled(dir, cache_keys) => {
+            Backend::Sled(dir.join(format!("{phase}-{instance}")), *cache_keys)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Runs `stream` through the join `build` builds: one instance in `before` up to `restore_at`,
+/// a snapshot split among `workers` instances (events routed by key) in `after` to the end.
+/// Checks that no result lies behind the watermark forwarded before it.
+fn run<L: Logic>(
+    stream: &Stream,
+    build: impl Fn() -> Join<L>,
+    before: &Backend,
+    after: &Backend,
+) -> Run {
+    let new = |backend: Backend| {
         let mut join = build();
         join.limit_emission(stream.limit);
+        if let Some((store, cache_keys)) = backend.store() {
+            join.keep_state_in_store(store, cache_keys);
+        }
         join
     };
-    let mut instances = vec![new()];
+    let mut instances = vec![new(instance_backend(before, "before", 0))];
     let mut results = Vec::new();
+    let mut checkpoint = Vec::new();
     // The watermark the join forwarded last: what a downstream operator has been told.
     let mut forwarded = i64::MIN;
     let mut max_time = i64::MIN;
@@ -256,6 +293,7 @@ fn run<L: Logic>(stream: &Stream, build: impl Fn() -> Join<L>) -> Vec<Result> {
     let mut batches = stream.batches.iter().cycle();
     let mut restored = false;
     let collect = |out: Output, forwarded: i64, results: &mut Vec<Result>| {
+        assert!(out.failure.is_none(), "{:?}", out.failure);
         assert!(out.side.is_empty(), "no row is late: {:?}", out.side);
         for event in &out.events {
             assert!(
@@ -275,14 +313,18 @@ fn run<L: Logic>(stream: &Stream, build: impl Fn() -> Join<L>) -> Vec<Result> {
             let parts = instances[0]
                 .split_snapshot(&state.state, stream.workers)
                 .expect("split");
+            // A sled directory has one owner at a time: the old store goes first.
+            instances.clear();
             instances = parts
                 .iter()
-                .map(|part| {
-                    let mut instance = new();
+                .enumerate()
+                .map(|(index, part)| {
+                    let mut instance = new(instance_backend(after, "after", index));
                     instance.restore(part).expect("restore");
                     instance
                 })
                 .collect();
+            checkpoint = state.state;
             restored = true;
             continue;
         }
@@ -331,6 +373,16 @@ fn run<L: Logic>(stream: &Stream, build: impl Fn() -> Join<L>) -> Vec<Result> {
         }
         forwarded = forwarded.max(next);
     }
+    let last = instances
+        .iter()
+        .map(|instance| {
+            instance
+                .snapshot()
+                .expect("snapshot")
+                .expect("a join keeps state")
+                .state
+        })
+        .collect();
     for instance in &mut instances {
         loop {
             let mut out = Output::default();
@@ -341,7 +393,46 @@ fn run<L: Logic>(stream: &Stream, build: impl Fn() -> Join<L>) -> Vec<Result> {
             }
         }
     }
-    results
+    Run {
+        results,
+        checkpoint,
+        last,
+    }
+}
+
+/// Runs `stream` with the state in memory then in a store caching `cache_keys` keys, and the
+/// reverse, and with `sled` through sled (caching one key) both before and after the restore:
+/// each gives the naive join's results `want`, and all take the same checkpoints.
+fn check_backends<L: Logic>(
+    stream: &Stream,
+    build: impl Fn() -> Join<L>,
+    want: Vec<Result>,
+    cache_keys: usize,
+    sled: bool,
+) {
+    let store = Backend::Store(cache_keys);
+    let memory_first = run(stream, &build, &Backend::Memory, &store);
+    assert_same(memory_first.results, want.clone());
+    let store_first = run(stream, &build, &store, &Backend::Memory);
+    assert_same(store_first.results, want.clone());
+    assert!(
+        memory_first.checkpoint == store_first.checkpoint,
+        "the checkpoints taken in memory and in a store differ"
+    );
+    assert!(
+        memory_first.last == store_first.last,
+        "the last checkpoints taken in a store and in memory differ"
+    );
+    if sled {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let sled = Backend::Sled(dir.path().join("state"), 1);
+        let in_sled = run(stream, &build, &sled, &sled);
+        assert_same(in_sled.results, want);
+        assert!(
+            in_sled.checkpoint == memory_first.checkpoint && in_sled.last == store_first.last,
+            "the checkpoints taken in sled differ"
+        );
+    }
 }
 
 fn how() -> impl Strategy<Value = JoinType> {
@@ -372,10 +463,12 @@ proptest! {
         lower in -6i64..4,
         width in 0i64..8,
         how in how(),
+        cache_keys in 0usize..3,
+        sled in prop::bool::weighted(0.05),
     ) {
         let join = IntervalJoin { lower, upper: lower + width, how };
-        let got = run(&stream, || Join::new(stage(), join, inputs()));
-        assert_same(got, naive_interval(&stream.arrived, join));
+        let want = naive_interval(&stream.arrived, join);
+        check_backends(&stream, || Join::new(stage(), join, inputs()), want, cache_keys, sled);
     }
 
     #[test]
@@ -384,21 +477,25 @@ proptest! {
         size in 1i64..10,
         slides in 1i64..4,
         how in how(),
+        cache_keys in 0usize..3,
+        sled in prop::bool::weighted(0.05),
     ) {
         let slide = (size / slides).max(1);
         let join = WindowJoin { size, slide, how };
-        let got = run(&stream, || Join::new(stage(), join, inputs()));
-        assert_same(got, naive_window(&stream.arrived, join));
+        let want = naive_window(&stream.arrived, join);
+        check_backends(&stream, || Join::new(stage(), join, inputs()), want, cache_keys, sled);
     }
 
     #[test]
     fn lookup_join_is_the_naive_join(
         stream in side_strategy(true).prop_flat_map(stream),
         outer in any::<bool>(),
+        cache_keys in 0usize..3,
+        sled in prop::bool::weighted(0.05),
     ) {
         let join = LookupJoin { how: if outer { JoinType::Left } else { JoinType::Inner } };
-        let got = run(&stream, || Join::new(stage(), join, inputs()));
-        assert_same(got, naive_lookup(&stream.arrived, join));
+        let want = naive_lookup(&stream.arrived, join);
+        check_backends(&stream, || Join::new(stage(), join, inputs()), want, cache_keys, sled);
     }
 }
 
@@ -450,7 +547,7 @@ fn held_at_most<L: Logic>(
         join.on_watermark(watermark, &mut out);
         assert!(out.side.is_empty(), "no row is late");
         let fed = &rows[..(index + 1) * 100];
-        let held = join.held_rows();
+        let held = join.held_rows().expect("readable state");
         assert!(
             held <= allowed(watermark, fed),
             "{held} rows held at watermark {watermark}, more than the bounds allow ({})",
@@ -462,8 +559,24 @@ fn held_at_most<L: Logic>(
     most
 }
 
+/// `join` with its keys' states where `backend` keeps them.
+fn in_backend<L: Logic>(mut join: Join<L>, backend: &Backend) -> Join<L> {
+    if let Some((store, cache_keys)) = backend.store() {
+        join.keep_state_in_store(store, cache_keys);
+    }
+    join
+}
+
 #[test]
 fn join_state_is_bounded_by_the_bounds_not_the_stream() {
+    // In memory, and in a store caching 2 of the 50 keys: the rows held are counted through
+    // the store.
+    for backend in [Backend::Memory, Backend::Store(2)] {
+        state_is_bounded(&backend);
+    }
+}
+
+fn state_is_bounded(backend: &Backend) {
     let rows = long_stream(false);
     let count = |fed: &[Input], side: Side, from: i64| {
         fed.iter()
@@ -472,14 +585,17 @@ fn join_state_is_bounded_by_the_bounds_not_the_stream() {
     };
 
     let (lower, upper) = (-30, 50);
-    let interval = Join::new(
-        stage(),
-        IntervalJoin {
-            lower,
-            upper,
-            how: JoinType::Full,
-        },
-        inputs(),
+    let interval = in_backend(
+        Join::new(
+            stage(),
+            IntervalJoin {
+                lower,
+                upper,
+                how: JoinType::Full,
+            },
+            inputs(),
+        ),
+        backend,
     );
     let most = held_at_most(&rows, interval, |watermark, fed| {
         count(fed, Side::Left, watermark - upper) + count(fed, Side::Right, watermark + lower)
@@ -489,14 +605,17 @@ fn join_state_is_bounded_by_the_bounds_not_the_stream() {
     assert!(most < 400, "the interval join held {most} rows");
 
     let (size, slide) = (40, 10);
-    let window = Join::new(
-        stage(),
-        WindowJoin {
-            size,
-            slide,
-            how: JoinType::Inner,
-        },
-        inputs(),
+    let window = in_backend(
+        Join::new(
+            stage(),
+            WindowJoin {
+                size,
+                slide,
+                how: JoinType::Inner,
+            },
+            inputs(),
+        ),
+        backend,
     );
     let most = held_at_most(&rows, window, |watermark, fed| {
         let open = fed.iter().filter(|row| row.time > watermark - size).count();
@@ -505,12 +624,15 @@ fn join_state_is_bounded_by_the_bounds_not_the_stream() {
     assert!(most < 1000, "the window join held {most} rows");
 
     let rows = long_stream(true);
-    let lookup = Join::new(
-        stage(),
-        LookupJoin {
-            how: JoinType::Left,
-        },
-        inputs(),
+    let lookup = in_backend(
+        Join::new(
+            stage(),
+            LookupJoin {
+                how: JoinType::Left,
+            },
+            inputs(),
+        ),
+        backend,
     );
     let most = held_at_most(&rows, lookup, |watermark, fed| {
         // One version before the watermark per key, and everything at or after it.

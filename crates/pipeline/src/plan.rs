@@ -140,7 +140,7 @@ pub(crate) fn plan_collecting(spec: PipelineSpec, problems: &mut Vec<Problem>) -
                 &join.place,
                 "a join must be the first step (and a pipeline has one): the steps before it go in the `branches` it joins",
             ),
-            StepSpec::Join(join) => steps.join(*join, &source_names, problems),
+            StepSpec::Join(join) => steps.join(*join, &source_names, &spec.state, problems),
             StepSpec::Filter(expr) => steps.filter(expr, problems),
             StepSpec::KeyBy(expr) => steps.key_by(expr, problems),
             StepSpec::Map(map) => steps.map(map, problems),
@@ -858,6 +858,7 @@ impl Steps {
         &mut self,
         join: JoinSpec,
         source_names: &[(&str, &Layout)],
+        state: &StateSpec,
         problems: &mut Vec<Problem>,
     ) {
         let path = join.place.path.clone();
@@ -930,6 +931,7 @@ impl Steps {
         ));
         let name: Arc<str> = Arc::from(path.as_str());
         let batch_size = self.batch_size;
+        let state_dir = state_dir(state, &name);
         let node = match join.kind {
             JoinKindSpec::Interval { lower, upper } => {
                 let logic = IntervalJoin {
@@ -937,7 +939,7 @@ impl Steps {
                     upper,
                     how: join.how,
                 };
-                bounded_join(name, logic, inputs, batch_size)
+                bounded_join(name, logic, inputs, batch_size, state_dir)
             }
             JoinKindSpec::Window { size, slide } => {
                 let logic = WindowJoin {
@@ -945,11 +947,15 @@ impl Steps {
                     slide,
                     how: join.how,
                 };
-                bounded_join(name, logic, inputs, batch_size)
+                bounded_join(name, logic, inputs, batch_size, state_dir)
             }
-            JoinKindSpec::Lookup => {
-                bounded_join(name, LookupJoin { how: join.how }, inputs, batch_size)
-            }
+            JoinKindSpec::Lookup => bounded_join(
+                name,
+                LookupJoin { how: join.how },
+                inputs,
+                batch_size,
+                state_dir,
+            ),
         };
         self.operators.push(node);
         self.layout = Layout::Row(Arc::new(schema));
@@ -958,15 +964,20 @@ impl Steps {
 }
 
 /// A join named `name` doing what `logic` does, handing on at most `batch_size` results (and
-/// a key's whole) per call of a watermark or the end.
+/// a key's whole) per call of a watermark or the end; its state in sled where `state_dir` says
+/// (`state.backend: sled`), else in memory.
 fn bounded_join<L: Logic + 'static>(
     name: Arc<str>,
     logic: L,
     inputs: JoinInputs,
     batch_size: usize,
+    state_dir: Option<(PathBuf, u64, usize)>,
 ) -> OperatorNode {
     let mut join = Join::new(name.clone(), logic, inputs);
     join.limit_emission(batch_size);
+    if let Some((dir, cache_bytes, cache_keys)) = state_dir {
+        join.keep_state_in(dir, cache_bytes, cache_keys);
+    }
     OperatorNode::new(name, join)
 }
 
