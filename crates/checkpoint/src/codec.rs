@@ -704,48 +704,7 @@ mod tests {
     }
 
     fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
-        let partition = ("[a-z/.]{0,12}", any::<u64>(), any::<u64>(), any::<i64>()).prop_map(
-            |(name, offset, line, watermark)| PartitionState {
-                name,
-                offset,
-                line,
-                watermark,
-            },
-        );
-        let source = ("[a-z]{0,8}", prop::collection::vec(partition, 0..3))
-            .prop_map(|(name, partitions)| SourceState { name, partitions });
-        let operator = (
-            "\\PC{0,8}",
-            "[a-z]{0,8}",
-            any::<u64>(),
-            prop::collection::vec(any::<u8>(), 0..64),
-        )
-            .prop_map(|(name, kind, key_count, state)| OperatorState {
-                name,
-                kind,
-                key_count,
-                state,
-            });
-        (
-            any::<u64>(),
-            any::<i64>(),
-            "[0-9a-f]{0,64}",
-            prop::collection::vec(source, 0..3),
-            prop::collection::vec(operator, 0..3),
-            any::<i64>(),
-        )
-            .prop_map(
-                |(id, created_at_ms, pipeline_fingerprint, sources, operators, watermark)| {
-                    Checkpoint {
-                        id: CheckpointId(id),
-                        created_at_ms,
-                        pipeline_fingerprint,
-                        sources,
-                        operators,
-                        watermark,
-                    }
-                },
-            )
+        crate::arb::checkpoint(any::<u64>(), 64, 3)
     }
 
     proptest! {

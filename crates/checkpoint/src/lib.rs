@@ -71,6 +71,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod arb;
 mod codec;
 mod error;
 mod fs;

@@ -521,49 +521,8 @@ mod tests {
     use crate::{CheckpointStorage, LocalStorage, OperatorState};
 
     fn arb_checkpoint() -> impl Strategy<Value = Checkpoint> {
-        let partition = ("[a-z/.]{0,12}", any::<u64>(), any::<u64>(), any::<i64>()).prop_map(
-            |(name, offset, line, watermark)| PartitionState {
-                name,
-                offset,
-                line,
-                watermark,
-            },
-        );
-        let source = ("[a-z]{0,8}", prop::collection::vec(partition, 0..3))
-            .prop_map(|(name, partitions)| SourceState { name, partitions });
         // States up to a few hundred bytes, so that lengths take one to three varint bytes.
-        let operator = (
-            "\\PC{0,8}",
-            "[a-z]{0,8}",
-            any::<u64>(),
-            prop::collection::vec(any::<u8>(), 0..400),
-        )
-            .prop_map(|(name, kind, key_count, state)| OperatorState {
-                name,
-                kind,
-                key_count,
-                state,
-            });
-        (
-            any::<u64>(),
-            any::<i64>(),
-            "[0-9a-f]{0,64}",
-            prop::collection::vec(source, 0..3),
-            prop::collection::vec(operator, 0..4),
-            any::<i64>(),
-        )
-            .prop_map(
-                |(id, created_at_ms, pipeline_fingerprint, sources, operators, watermark)| {
-                    Checkpoint {
-                        id: CheckpointId(id % 1_000_000),
-                        created_at_ms,
-                        pipeline_fingerprint,
-                        sources,
-                        operators,
-                        watermark,
-                    }
-                },
-            )
+        crate::arb::checkpoint(0..1_000_000u64, 400, 4)
     }
 
     /// A state written in pieces of `piece` bytes, as a snapshot writer writes its keys.
