@@ -3,8 +3,10 @@
 //!
 //! **Source.** Every partition of the topics (named, or matching a pattern when the source
 //! opens) is a source partition named `topic/partition`, with its own offset in checkpoints
-//! and its own watermark. The consumer is assigned all of them (no group rebalancing yet: the
-//! group id names where offsets are committed, for lag tools). A partition starts at its
+//! and its own watermark. The consumer is assigned all of them itself (the group id names
+//! where offsets are committed, for lag tools), or, with `scale_out: true`, the one partition
+//! of its task, which the process's [`GroupMember`] was given by the group's rebalance
+//! (`dataflow_pipeline::scale_out`). A partition starts at its
 //! checkpointed offset on a restore, else at the group's committed offset, else at `start`.
 //! Each partition is read from its own librdkafka queue, one batch of one partition per poll,
 //! in turn, so that every batch has one partition's offsets and a backlog is read evenly. Values
@@ -65,6 +67,13 @@ const POLL_WAIT: Duration = Duration::from_millis(20);
 /// Client properties as written: `key: value`, passed to librdkafka as they are.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Properties(pub Vec<(String, String)>);
+
+impl Properties {
+    /// Whether the user set librdkafka property `key`.
+    fn names(&self, key: &str) -> bool {
+        self.0.iter().any(|(name, _)| name == key)
+    }
+}
 
 impl std::fmt::Debug for Properties {
     // Values may be secrets (`sasl.password`): only the keys are shown.
@@ -480,17 +489,14 @@ impl GroupMember {
         listener: Arc<dyn RebalanceListener>,
     ) -> Result<GroupMember> {
         let group = group_id(name, settings);
-        let mut config = client_config(&settings.brokers, &settings.properties);
-        config
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        let written = |key: &str| settings.properties.0.iter().any(|(k, _)| k == key);
-        if !written("partition.assignment.strategy") {
+        let mut config = consumer_config(settings, &group);
+        if !settings.properties.names("partition.assignment.strategy") {
             config.set("partition.assignment.strategy", "cooperative-sticky");
         }
-        if !written("topic.metadata.refresh.interval.ms") {
+        if !settings
+            .properties
+            .names("topic.metadata.refresh.interval.ms")
+        {
             config.set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
         }
         let consumer: BaseConsumer<MemberContext> = config
@@ -553,6 +559,17 @@ fn client_config(brokers: &str, properties: &Properties) -> ClientConfig {
     for (key, value) in &properties.0 {
         config.set(key, value);
     }
+    config
+}
+
+/// A consumer in `group` whose offsets are committed only by hand (after checkpoints).
+fn consumer_config(settings: &KafkaSourceSettings, group: &str) -> ClientConfig {
+    let mut config = client_config(&settings.brokers, &settings.properties);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
     config
 }
 
@@ -641,18 +658,12 @@ impl KafkaSource {
         decoder: Arc<Decoder>,
     ) -> Result<KafkaSource> {
         let group = group_id(name, settings);
-        let mut config = client_config(&settings.brokers, &settings.properties);
-        config
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
-        let given = |wanted: &str| settings.properties.0.iter().any(|(key, _)| key == wanted);
-        if !given("statistics.interval.ms") {
+        let mut config = consumer_config(settings, &group);
+        if !settings.properties.names("statistics.interval.ms") {
             // The consumer lag of each partition, for `/metrics`.
             config.set("statistics.interval.ms", "1000");
         }
-        if !given("queued.max.messages.kbytes") {
+        if !settings.properties.names("queued.max.messages.kbytes") {
             // Each partition is read from a queue of its own, and librdkafka's prefetch limit
             // then holds per partition: its default (64 MiB) let a 4-partition W2 run peak at
             // 230 MiB; 4 MiB a partition peaked at 88 MiB (docs/performance.md).
