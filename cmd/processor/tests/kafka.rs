@@ -60,13 +60,7 @@ fn window_from_four_partitions_equals_the_file_pipeline() {
         (&input_topic, &output_topic),
         Extra::default(),
     );
-    let mut child = processor()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
+    let mut child = run(&config);
     let ends: BTreeMap<i32, i64> = (0..4).map(|p| (p, counts[p as usize])).collect();
     wait_for_commits(
         &brokers,
@@ -112,10 +106,7 @@ fn window_from_four_partitions_equals_the_file_pipeline() {
 fn an_idle_partition_does_not_stall_windows() {
     let brokers = broker();
     let dir = tempfile::tempdir().expect("temp dir");
-    let input_topic = unique("idle-in");
-    let output_topic = unique("idle-out");
-    create_topic(&input_topic, 4);
-    create_topic(&output_topic, 1);
+    let (input_topic, output_topic) = topics("idle", 4, 1);
     let config = kafka_config(
         dir.path(),
         "idle",
@@ -126,13 +117,7 @@ fn an_idle_partition_does_not_stall_windows() {
             ..Extra::default()
         },
     );
-    let mut child = processor()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
+    let mut child = run(&config);
     // Partitions 0 to 2 only, one event every 100 ms of event time, key = partition, 3 s of
     // event time per round; partition 3 never gets a record.
     let mut next = 0i64;
@@ -187,10 +172,7 @@ fn exactly_once_output_survives_ten_sigkills() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = bids(dir.path(), 60_000, 13, 100);
     let reference = file_reference(dir.path(), &input);
-    let input_topic = unique("eo-in");
-    let output_topic = unique("eo-out");
-    create_topic(&input_topic, 4);
-    create_topic(&output_topic, 2);
+    let (input_topic, output_topic) = topics("eo", 4, 2);
     let records: Vec<(i32, String)> = std::fs::read_to_string(&input)
         .expect("input")
         .lines()
@@ -285,10 +267,7 @@ fn sink_headers_are_expressions_over_the_result() {
     use rdkafka::message::{Headers, Message};
     let brokers = broker();
     let dir = tempfile::tempdir().expect("temp dir");
-    let input_topic = unique("headers-in");
-    let output_topic = unique("headers-out");
-    create_topic(&input_topic, 1);
-    create_topic(&output_topic, 1);
+    let (input_topic, output_topic) = topics("headers", 1, 1);
     let config = kafka_config(
         dir.path(),
         "headers",
@@ -299,25 +278,9 @@ fn sink_headers_are_expressions_over_the_result() {
             ..Extra::default()
         },
     );
-    let mut child = processor()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
+    let mut child = run(&config);
     // Auction 7: 20 bids of 1; auction 9: one of 5; then a bid much later closes their window.
-    let mut records: Vec<(i32, String)> = (0..20)
-        .map(|i| {
-            (
-                0,
-                format!(
-                    "{{\"timestamp\": {}, \"auction\": 7, \"price\": 1}}",
-                    1_700_000_000_000i64 + i * 100
-                ),
-            )
-        })
-        .collect();
+    let mut records = twenty_bids(0, 7);
     records.push((
         0,
         "{\"timestamp\": 1700000000500, \"auction\": 9, \"price\": 5}".to_string(),

@@ -128,10 +128,7 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
     let input = bids(dir.path(), 40_000, 17, 1000);
     let reference = file_reference(dir.path(), &input);
     assert!(reference.len() > 100, "a reference with results");
-    let input_topic = unique("scale-in");
-    let output_topic = unique("scale-out");
-    create_topic(&input_topic, PARTITIONS as u32);
-    create_topic(&output_topic, 4);
+    let (input_topic, output_topic) = topics("scale", PARTITIONS as u32, 4);
     let mut records: Vec<(i32, String)> = std::fs::read_to_string(&input)
         .expect("input")
         .lines()
@@ -365,17 +362,7 @@ fn partitions_appearing_while_running_are_picked_up() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // 20 bids of one auction in a new partition, then one much later: their window closes.
-    let mut records: Vec<(i32, String)> = (0..20)
-        .map(|i| {
-            (
-                1,
-                format!(
-                    "{{\"timestamp\": {}, \"auction\": 7, \"price\": 1}}",
-                    1_700_000_000_000i64 + i * 100
-                ),
-            )
-        })
-        .collect();
+    let mut records = twenty_bids(1, 7);
     records.push((
         1,
         "{\"timestamp\": 1800000000000, \"auction\": 8, \"price\": 1}".to_string(),

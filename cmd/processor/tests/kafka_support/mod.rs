@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -60,6 +60,41 @@ pub fn create_topic(name: &str, partitions: u32) {
 }
 
 /// Produces `records` (partition, value) in order, and waits until all are acknowledged.
+/// Two new topics `<name>-in` and `<name>-out` (made unique) of `input` and `output` partitions.
+pub fn topics(name: &str, input: u32, output: u32) -> (String, String) {
+    let input_topic = unique(&format!("{name}-in"));
+    let output_topic = unique(&format!("{name}-out"));
+    create_topic(&input_topic, input);
+    create_topic(&output_topic, output);
+    (input_topic, output_topic)
+}
+
+/// `processor run --config <config>`, its log piped.
+pub fn run(config: &Path) -> Child {
+    processor()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run")
+}
+
+/// 20 bids of 1 on `auction` in `partition`, 100 ms of event time apart from 1,700,000,000,000.
+pub fn twenty_bids(partition: i32, auction: i64) -> Vec<(i32, String)> {
+    (0..20)
+        .map(|i| {
+            (
+                partition,
+                format!(
+                    "{{\"timestamp\": {}, \"auction\": {auction}, \"price\": 1}}",
+                    1_700_000_000_000i64 + i * 100
+                ),
+            )
+        })
+        .collect()
+}
+
 pub fn produce(brokers: &str, topic: &str, records: &[(i32, String)]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
