@@ -433,23 +433,7 @@ mod wire {
                 id: cp.id.0,
                 created_at_ms: cp.created_at_ms,
                 pipeline_fingerprint: &cp.pipeline_fingerprint,
-                sources: cp
-                    .sources
-                    .iter()
-                    .map(|source| Source {
-                        name: &source.name,
-                        partitions: source
-                            .partitions
-                            .iter()
-                            .map(|p| Partition {
-                                name: &p.name,
-                                offset: p.offset,
-                                line: p.line,
-                                watermark: p.watermark,
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+                sources: sources(&cp.sources),
                 operators: cp
                     .operators
                     .iter()
