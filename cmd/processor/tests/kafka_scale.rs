@@ -119,8 +119,9 @@ fn wait_for_progress(brokers: &str, group: &str, topic: &str, total: i64, share:
 }
 
 /// Three processors on one group over an 8-partition topic (keyed tumbling window, exactly-once
-/// sink); one is SIGKILLed, then a fourth joins: the committed output equals the file
-/// pipeline's, each result once.
+/// sink); one is SIGKILLed, then a fourth joins: the committed output holds every result of
+/// the file pipeline, and only a transaction sent again from a spool may repeat any
+/// (docs/kafka.md: the commit-then-crash gap).
 #[test]
 fn three_processors_one_killed_a_fourth_added_equal_one() {
     let brokers = broker();
@@ -250,18 +251,29 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
         results.len(),
         reference.len()
     );
-    if std::env::var_os("KAFKA_TEST_KEEP").is_some() {
-        let kept = dir.keep();
-        std::fs::write(kept.join("results.txt"), results.join("\n")).expect("keep");
-        eprintln!("kept {}", kept.display());
-        assert_eq!(results, reference);
-        return;
-    }
-    if results != reference {
+    // The one duplication docs/guarantees.md admits: a process killed after the broker
+    // committed a transaction and before its spool marked it has that transaction sent again
+    // by the partition's next owner. Nothing may be lost, and what comes twice must fit in the
+    // transactions sent again.
+    let resent_records: usize = logs
+        .iter()
+        .flat_map(|log| logged(log, "sending again the transaction", "records"))
+        .filter_map(|count| count.parse::<usize>().ok())
+        .sum();
+    let (missing, surplus) = multiset_differences(&reference, &results);
+    eprintln!(
+        "{} results missing, {} more than once ({resent_records} records sent again)",
+        missing.len(),
+        surplus.len()
+    );
+    let failed = !missing.is_empty() || surplus.len() > resent_records;
+    if failed || std::env::var_os("KAFKA_TEST_KEEP").is_some() {
         let kept = dir.keep();
         std::fs::write(kept.join("results.txt"), results.join("\n")).expect("keep");
         std::fs::write(kept.join("reference.txt"), reference.join("\n")).expect("keep");
-        panic!(
+        eprintln!("kept {}", kept.display());
+        assert!(
+            !failed,
             "the committed results differ from the reference: kept in {}",
             kept.display()
         );
@@ -379,4 +391,26 @@ fn partitions_appearing_while_running_are_picked_up() {
         (Some(7), Some(20)),
         "{value}"
     );
+}
+
+/// What `reference` has that `results` lacks, and what `results` has beyond `reference`, both
+/// sorted inputs compared as multisets.
+fn multiset_differences(reference: &[String], results: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for line in reference {
+        *counts.entry(line).or_default() += 1;
+    }
+    for line in results {
+        *counts.entry(line).or_default() -= 1;
+    }
+    let (mut missing, mut surplus) = (Vec::new(), Vec::new());
+    for (line, count) in counts {
+        for _ in 0..count.max(0) {
+            missing.push(line.to_string());
+        }
+        for _ in 0..(-count).max(0) {
+            surplus.push(line.to_string());
+        }
+    }
+    (missing, surplus)
 }
