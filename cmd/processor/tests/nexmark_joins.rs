@@ -118,6 +118,28 @@ fn naive_q8(events: &[Generated]) -> Vec<Value> {
     rows
 }
 
+/// Every auction with a bid inside its life, by nested loops: the auction, its last bid's
+/// time and its highest price (what q4 and q6 call its closing).
+fn closings(events: &[Generated]) -> impl Iterator<Item = (&Generated, i64, i64)> {
+    events
+        .iter()
+        .filter(|e| e.kind == "auction")
+        .filter_map(move |auction| {
+            let bids: Vec<&Generated> = events
+                .iter()
+                .filter(|e| {
+                    e.kind == "bid"
+                        && e.int("auction") == auction.int("id")
+                        && e.time >= auction.time
+                        && e.time <= auction.int("expires")
+                })
+                .collect();
+            let last = bids.iter().map(|b| b.time).max()?;
+            let price = bids.iter().map(|b| b.int("price")).max()?;
+            Some((auction, last, price))
+        })
+}
+
 /// q4 by nested loops: each auction's closing price (its highest bid from its opening to its
 /// expiry), closed when its session of bids ends (4 s after its last bid), averaged per
 /// category over the 10 s window of that closing time.
@@ -126,22 +148,7 @@ fn naive_q4(events: &[Generated]) -> Vec<Value> {
     const GAP: i64 = 4_000;
     // Per category and window: the sum and count of closing prices.
     let mut windows: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
-    for auction in events.iter().filter(|e| e.kind == "auction") {
-        let bids: Vec<&Generated> = events
-            .iter()
-            .filter(|e| {
-                e.kind == "bid"
-                    && e.int("auction") == auction.int("id")
-                    && e.time >= auction.time
-                    && e.time <= auction.int("expires")
-            })
-            .collect();
-        let (Some(last), Some(price)) = (
-            bids.iter().map(|b| b.time).max(),
-            bids.iter().map(|b| b.int("price")).max(),
-        ) else {
-            continue;
-        };
+    for (auction, last, price) in closings(events) {
         // A session window's result carries the last instant of its window.
         let closed = last + GAP - 1;
         let start = closed - closed.rem_euclid(SIZE);
@@ -171,22 +178,7 @@ fn naive_q6(events: &[Generated]) -> Vec<Value> {
     const ROWS: usize = 10;
     // Per seller: (closing instant, auction, closing price).
     let mut closed: BTreeMap<i64, Vec<(i64, i64, i64)>> = BTreeMap::new();
-    for auction in events.iter().filter(|e| e.kind == "auction") {
-        let bids: Vec<&Generated> = events
-            .iter()
-            .filter(|e| {
-                e.kind == "bid"
-                    && e.int("auction") == auction.int("id")
-                    && e.time >= auction.time
-                    && e.time <= auction.int("expires")
-            })
-            .collect();
-        let (Some(last), Some(price)) = (
-            bids.iter().map(|b| b.time).max(),
-            bids.iter().map(|b| b.int("price")).max(),
-        ) else {
-            continue;
-        };
+    for (auction, last, price) in closings(events) {
         closed.entry(auction.int("seller")).or_default().push((
             last + GAP,
             auction.int("id"),
