@@ -25,7 +25,8 @@
 //! between the barrier and that commit is held in memory and sent in the next transaction. On
 //! open, `init_transactions` with the same transactional id fences the previous process and
 //! aborts its open transaction, whose results the restore replays; the restored checkpoint's
-//! own transaction, if it was not committed, is sent again from the sink's spool ([`Spool`]).
+//! own transaction, if it was not committed, is sent again from the sink's spool ([`Spool`]);
+//! whether it was, the sink's [`Ledger`] says (offsets committed inside each transaction).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -1342,6 +1343,104 @@ pub struct KafkaSink {
     /// the barrier into `spool` (see [`Spool`]).
     in_transaction: Vec<Record>,
     spool: Option<Spool>,
+    /// With `exactly_once`: where each commit also records, atomically with it, the newest
+    /// checkpoint whose transaction it completes (see [`Ledger`]).
+    ledger: Option<Ledger>,
+}
+
+/// What tells a restarted exactly-once sink whether its restored checkpoint's transaction was
+/// committed: every commit sends, inside the transaction (`send_offsets_to_transaction`, as
+/// Kafka Streams commits its input offsets), an "offset" of the sink's topic's partition 0 for
+/// the consumer group `dataflow-txn-<transactional id>` whose value is the newest checkpoint the
+/// transaction completes. The broker makes it visible with the commit, or not at all if the
+/// transaction is aborted, so after `init_transactions` has completed or aborted the previous
+/// producer's transaction, the group's committed offset says which checkpoints' results are in.
+/// The spool's own `committed` marker is written after the commit and can miss it (a crash in
+/// between); the ledger cannot.
+struct Ledger {
+    /// A consumer of the ledger's group that never subscribes: it reads the committed offset.
+    consumer: Arc<BaseConsumer>,
+    /// The group's metadata (generation -1: a group with no members) for the transactions.
+    metadata: Arc<rdkafka::consumer::ConsumerGroupMetadata>,
+    group: String,
+    topic: String,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl Ledger {
+    fn open(
+        brokers: &str,
+        properties: &Properties,
+        transactional_id: &str,
+        topic: &str,
+    ) -> Result<Ledger> {
+        let group = format!("dataflow-txn-{transactional_id}");
+        let mut config = client_config(brokers, properties);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| kafka_error("cannot create the transaction ledger's consumer", e))?;
+        let metadata = consumer.group_metadata().ok_or_else(|| {
+            ConnectorError::Runtime(format!(
+                "kafka sink: no consumer group metadata for the transaction ledger `{group}`"
+            ))
+        })?;
+        Ok(Ledger {
+            consumer: Arc::new(consumer),
+            metadata: Arc::new(metadata),
+            group,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The offsets a commit completing `checkpoint` sends in its transaction, with the
+    /// provenance its records carry (`<nonce>/<transaction>`) as the offset's metadata.
+    fn offsets(&self, checkpoint: u64, provenance: &str) -> Result<TopicPartitionList> {
+        let mut offsets = TopicPartitionList::new();
+        let offset = i64::try_from(checkpoint).map_err(|_| {
+            ConnectorError::Runtime(format!("kafka sink: checkpoint {checkpoint} out of range"))
+        })?;
+        let mut element = offsets.add_partition(&self.topic, 0);
+        element
+            .set_offset(Offset::Offset(offset))
+            .map_err(|e| kafka_error("cannot build the transaction ledger's offsets", e))?;
+        element.set_metadata(provenance);
+        Ok(offsets)
+    }
+
+    /// The newest checkpoint whose transaction the broker committed, with that transaction's
+    /// provenance, if any.
+    async fn committed(&self) -> Result<Option<(u64, String)>> {
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&self.topic, 0);
+        let consumer = self.consumer.clone();
+        let offsets =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(wanted, BROKER_TIMEOUT))
+                .await
+                .map_err(|e| {
+                    ConnectorError::Runtime(format!("cannot read the transaction ledger: {e}"))
+                })?
+                .map_err(|e| kafka_error("cannot read the transaction ledger", e))?;
+        Ok(offsets
+            .find_partition(&self.topic, 0)
+            .and_then(|element| match element.offset() {
+                Offset::Offset(offset) => u64::try_from(offset)
+                    .ok()
+                    .map(|checkpoint| (checkpoint, element.metadata().to_string())),
+                _ => None,
+            }))
+    }
 }
 
 /// Where an exactly-once sink keeps the records of the transaction it prepared for a
@@ -1428,7 +1527,10 @@ impl Spool {
         Ok(())
     }
 
-    fn encode(records: &[Record]) -> Vec<u8> {
+    /// A transaction file: [`SPOOL_MAGIC`], the provenance its records carry
+    /// (`<nonce>/<transaction>`), then the records. (A file without the magic, written before
+    /// the provenance was kept, is the records alone.)
+    fn encode(provenance: &str, records: &[Record]) -> Vec<u8> {
         fn put(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
             match bytes {
                 Some(bytes) => {
@@ -1438,7 +1540,8 @@ impl Spool {
                 None => out.extend_from_slice(&u64::MAX.to_le_bytes()),
             }
         }
-        let mut out = Vec::new();
+        let mut out = SPOOL_MAGIC.to_vec();
+        put(&mut out, Some(provenance.as_bytes()));
         for record in records {
             put(&mut out, record.key.as_deref());
             put(&mut out, Some(&record.value));
@@ -1452,7 +1555,8 @@ impl Spool {
         out
     }
 
-    fn decode(mut bytes: &[u8]) -> Result<Vec<Record>> {
+    /// The provenance (if the file has it) and the records of a transaction file.
+    fn decode(mut bytes: &[u8]) -> Result<(Option<String>, Vec<Record>)> {
         let corrupt =
             || ConnectorError::Runtime("kafka sink spool: a truncated transaction file".into());
         fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
@@ -1473,6 +1577,12 @@ impl Spool {
             Some(Some(head.to_vec()))
         }
         let text = |bytes: Vec<u8>| Arc::<str>::from(String::from_utf8_lossy(&bytes).as_ref());
+        let mut provenance = None;
+        if let Some(rest) = bytes.strip_prefix(SPOOL_MAGIC.as_slice()) {
+            bytes = rest;
+            let found = take(&mut bytes).flatten().ok_or_else(corrupt)?;
+            provenance = Some(String::from_utf8_lossy(&found).into_owned());
+        }
         let mut records = Vec::new();
         while !bytes.is_empty() {
             let key = take(&mut bytes).ok_or_else(corrupt)?;
@@ -1490,9 +1600,12 @@ impl Spool {
                 headers: (!headers.is_empty()).then_some(headers),
             });
         }
-        Ok(records)
+        Ok((provenance, records))
     }
 }
+
+/// What a transaction file of the spool starts with (a file without it holds records only).
+const SPOOL_MAGIC: &[u8; 8] = b"dfspool2";
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1590,7 +1703,16 @@ impl KafkaSink {
             held: Vec::new(),
             in_transaction: Vec::new(),
             spool: None,
+            ledger: None,
         };
+        if settings.exactly_once {
+            sink.ledger = Some(Ledger::open(
+                &settings.brokers,
+                &settings.properties,
+                &transactional_id,
+                &settings.topic,
+            )?);
+        }
         if let (true, Some(dir)) = (settings.exactly_once, &format_dir) {
             let id: String = transactional_id
                 .chars()
@@ -1739,9 +1861,30 @@ impl KafkaSink {
             return Ok(());
         };
         if spool.committed()? < restored && spool.checkpoints()?.contains(&restored) {
+            if let Some(ledger) = &self.ledger {
+                let found = ledger.committed().await?;
+                if let Some((_, metadata)) = found.filter(|(committed, _)| *committed >= restored) {
+                    // The provenance is the offset's metadata where the broker keeps it (tansu
+                    // does not), else the spooled transaction's.
+                    let provenance = if metadata.is_empty() {
+                        let bytes = std::fs::read(spool.file(restored))
+                            .map_err(|e| spool_error("cannot read a transaction", e))?;
+                        Spool::decode(&bytes)?.0.unwrap_or_default()
+                    } else {
+                        metadata
+                    };
+                    // Said as a commit is (the crash tests read the provenance back).
+                    tracing::info!(topic = %self.topic, checkpoint = restored, ledger = %ledger.group,
+                        transaction = %provenance,
+                        "kafka transaction committed before the crash, as its ledger says: not sent again");
+                    self.mark_committed(restored)?;
+                    spool.remove(|_| false)?;
+                    return Ok(());
+                }
+            }
             let bytes = std::fs::read(spool.file(restored))
                 .map_err(|e| spool_error("cannot read a transaction", e))?;
-            let records = Spool::decode(&bytes)?;
+            let (_, records) = Spool::decode(&bytes)?;
             tracing::info!(topic = %self.topic, checkpoint = restored, records = records.len(),
                 "kafka sink: sending again the transaction of the restored checkpoint, aborted before its commit");
             self.transaction = restored;
@@ -1749,7 +1892,7 @@ impl KafkaSink {
                 self.send(record)?;
             }
             self.flush_producer().await?;
-            self.commit_transaction().await?;
+            self.commit_transaction(restored).await?;
             self.mark_committed(restored)?;
             self.transaction = restored + 1;
             self.producer
@@ -1771,10 +1914,24 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Commits the open transaction, and says so in the log with the provenance its records
-    /// carry (the crash tests read it back to know which transactions were committed).
-    async fn commit_transaction(&mut self) -> Result<()> {
-        blocking(&self.producer, "cannot commit the transaction", |p| {
+    /// Commits the open transaction, which completes every checkpoint up to `checkpoint` (0:
+    /// none), with that number in the ledger, and says so in the log with the provenance its
+    /// records carry (the crash tests read it back to know which transactions were committed).
+    async fn commit_transaction(&mut self, checkpoint: u64) -> Result<()> {
+        let ledger = match &self.ledger {
+            Some(ledger) if checkpoint > 0 => {
+                let provenance = format!("{}/{}", self.nonce, self.transaction);
+                Some((
+                    ledger.offsets(checkpoint, &provenance)?,
+                    ledger.metadata.clone(),
+                ))
+            }
+            _ => None,
+        };
+        blocking(&self.producer, "cannot commit the transaction", move |p| {
+            if let Some((offsets, metadata)) = &ledger {
+                p.send_offsets_to_transaction(offsets, metadata, BROKER_TIMEOUT)?;
+            }
             p.commit_transaction(BROKER_TIMEOUT)
         })
         .await?;
@@ -1825,7 +1982,10 @@ impl Sink for KafkaSink {
             if let Some(spool) = &self.spool {
                 spool.write(
                     &format!("txn-{checkpoint}"),
-                    &Spool::encode(&self.in_transaction),
+                    &Spool::encode(
+                        &format!("{}/{}", self.nonce, self.transaction),
+                        &self.in_transaction,
+                    ),
                 )?;
                 // An earlier prepared transaction (its checkpoint not saved) is part of this one.
                 spool.remove(|id| id >= checkpoint)?;
@@ -1839,7 +1999,7 @@ impl Sink for KafkaSink {
         if !self.exactly_once || self.prepared.is_none_or(|prepared| prepared > checkpoint) {
             return Ok(());
         }
-        self.commit_transaction().await?;
+        self.commit_transaction(checkpoint).await?;
         self.mark_committed(checkpoint)?;
         self.transaction = checkpoint + 1;
         self.producer
@@ -1858,7 +2018,12 @@ impl Sink for KafkaSink {
         }
         self.flush_producer().await?;
         if self.exactly_once {
-            self.commit_transaction().await?;
+            // Everything is in this transaction: the checkpoints prepared so far too.
+            let completes = self
+                .prepared
+                .unwrap_or(0)
+                .max(self.transaction.saturating_sub(1));
+            self.commit_transaction(completes).await?;
         }
         Ok(())
     }
@@ -2047,8 +2212,9 @@ mod tests {
                 headers: None,
             },
         ];
-        let bytes = Spool::encode(&records);
-        let back = Spool::decode(&bytes).expect("decode");
+        let bytes = Spool::encode("1-2-3/4", &records);
+        let (provenance, back) = Spool::decode(&bytes).expect("decode");
+        assert_eq!(provenance.as_deref(), Some("1-2-3/4"));
         assert_eq!(back.len(), 2);
         for (a, b) in records.iter().zip(&back) {
             assert_eq!(
@@ -2061,5 +2227,273 @@ mod tests {
             let _ = Spool::decode(&bytes[..cut]);
         }
         assert!(Spool::decode(&bytes[..bytes.len() - 1]).is_err());
+        // A file written before the provenance was kept: the records alone.
+        let old = &bytes[SPOOL_MAGIC.len() + 8 + "1-2-3/4".len()..];
+        let (provenance, back) = Spool::decode(old).expect("decode an old file");
+        assert_eq!((provenance, back.len()), (None, 2));
+    }
+}
+
+/// The exactly-once sink against the project's broker (`scripts/kafka.sh`, tansu): what a
+/// restart finds when the previous process died around a commit.
+#[cfg(test)]
+mod transaction_tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::producer::Producer;
+
+    use super::*;
+    use crate::registry::{SinkKind, SinkSpec};
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    fn kafka_sh(args: &[&str]) -> String {
+        let output = Command::new("bash")
+            .arg(root().join("scripts/kafka.sh"))
+            .args(args)
+            .output()
+            .expect("run scripts/kafka.sh");
+        assert!(
+            output.status.success(),
+            "kafka.sh {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// The broker's address and a new topic of one partition.
+    fn broker_and_topic(name: &str) -> (String, String) {
+        let broker = kafka_sh(&["start"]);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        let topic = format!("{name}-{}-{nanos}", std::process::id());
+        kafka_sh(&["topic", &topic, "1"]);
+        (broker, topic)
+    }
+
+    fn settings(broker: &str, topic: &str) -> KafkaSinkSettings {
+        KafkaSinkSettings {
+            brokers: broker.into(),
+            topic: topic.into(),
+            key: None,
+            key_place: Place::path("s.key"),
+            compression: Compression::None,
+            exactly_once: true,
+            transactional_id: Some(format!("{topic}-txn")),
+            headers: Vec::new(),
+            headers_place: Place::path("s.headers"),
+            place: Place::path("s"),
+            properties: Properties::default(),
+        }
+    }
+
+    async fn open(broker: &str, topic: &str, dir: &Path, restored: Option<u64>) -> KafkaSink {
+        let spec = SinkSpec {
+            kind: SinkKind::Stdout,
+            time_format: dataflow_event::json::TimeFormat::Rfc3339,
+        };
+        let mut format = ResultFormat::new(dataflow_event::Layout::Object, false);
+        format.checkpoints = true;
+        format.checkpoint_dir = Some(dir.to_path_buf());
+        KafkaSink::open(&spec, &settings(broker, topic), format, restored)
+            .await
+            .expect("open the sink")
+    }
+
+    fn results(from: u64, count: u64) -> Vec<Event> {
+        (from..from + count)
+            .map(|n| Event::object(0, BTreeMap::from([("n".to_string(), Value::Int(n as i64))])))
+            .collect()
+    }
+
+    /// Every record of the topic (committed or not: tansu does not hide aborted ones), each as
+    /// its value and its transaction header, in order. A record written last, outside any
+    /// transaction, marks where to stop.
+    fn read_all(broker: &str, topic: &str) -> Vec<(String, String)> {
+        let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker)
+            .create()
+            .expect("producer");
+        producer
+            .send(BaseRecord::<[u8], [u8]>::to(topic).payload(&b"end"[..]))
+            .map_err(|(error, _)| error)
+            .expect("send the end mark");
+        producer.flush(BROKER_TIMEOUT).expect("flush the end mark");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker)
+            .set("group.id", format!("{topic}-reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .expect("assignment");
+        consumer.assign(&assignment).expect("assign");
+        let mut records = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message.expect("record");
+            let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            if value == "end" {
+                return records;
+            }
+            let txn = message
+                .headers()
+                .and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key == TXN_HEADER)
+                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                })
+                .unwrap_or_default();
+            records.push((value, txn));
+        }
+        panic!("no end mark within 30 s; read {records:?}");
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A crash after the broker committed checkpoint 1's transaction and before the spool
+    /// marked it (the state is rebuilt here exactly: `txn-1` spooled, `committed` 0): the restart
+    /// finds the commit in the ledger and sends nothing again.
+    #[test]
+    fn a_transaction_committed_before_the_crash_is_not_sent_again() {
+        let (broker, topic) = broker_and_topic("ledger-committed");
+        let dir = tempfile::tempdir().expect("dir");
+        runtime().block_on(async {
+            let mut sink = open(&broker, &topic, dir.path(), None).await;
+            sink.write(&results(0, 3)).await.expect("write");
+            sink.prepare(1).await.expect("prepare");
+            let spool = sink.spool.as_ref().expect("spool").dir.clone();
+            let spooled = std::fs::read(spool.join("txn-1")).expect("spooled transaction");
+            sink.commit(1).await.expect("commit");
+            drop(sink);
+            std::fs::write(spool.join("txn-1"), &spooled).expect("spool back");
+            std::fs::write(spool.join("committed"), b"0").expect("unmark");
+
+            let mut restarted = open(&broker, &topic, dir.path(), Some(1)).await;
+            assert_eq!(
+                restarted
+                    .spool
+                    .as_ref()
+                    .expect("spool")
+                    .committed()
+                    .expect("marker"),
+                1
+            );
+            restarted.write(&results(3, 2)).await.expect("write");
+            restarted.prepare(2).await.expect("prepare");
+            restarted.commit(2).await.expect("commit");
+            restarted.finish().await.expect("finish");
+        });
+        let values: Vec<String> = read_all(&broker, &topic)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(
+            values,
+            [
+                "{\"n\":0}",
+                "{\"n\":1}",
+                "{\"n\":2}",
+                "{\"n\":3}",
+                "{\"n\":4}"
+            ],
+            "each result once"
+        );
+    }
+
+    /// A crash after checkpoint 1 was saved and before its transaction was committed: the
+    /// next process's `init_transactions` aborts it, the ledger does not show it, and the restart
+    /// sends it again from the spool, in a transaction of its own that the ledger then shows.
+    #[test]
+    fn a_transaction_aborted_by_the_crash_is_sent_again() {
+        let (broker, topic) = broker_and_topic("ledger-aborted");
+        let dir = tempfile::tempdir().expect("dir");
+        let restarted_nonce = runtime().block_on(async {
+            let mut sink = open(&broker, &topic, dir.path(), None).await;
+            sink.write(&results(0, 3)).await.expect("write");
+            sink.prepare(1).await.expect("prepare");
+            // Offsets sent into the transaction that is then aborted must not show either.
+            let ledger = sink.ledger.as_ref().expect("ledger");
+            let offsets = ledger.offsets(1, "aborted/1").expect("offsets");
+            sink.producer
+                .send_offsets_to_transaction(&offsets, &ledger.metadata, BROKER_TIMEOUT)
+                .expect("offsets into the transaction");
+            drop(sink);
+
+            let mut restarted = open(&broker, &topic, dir.path(), Some(1)).await;
+            let nonce = restarted.nonce.clone();
+            let (checkpoint, _) = restarted
+                .ledger
+                .as_ref()
+                .expect("ledger")
+                .committed()
+                .await
+                .expect("ledger")
+                .expect("a committed offset");
+            assert_eq!(checkpoint, 1, "the transaction sent again is in the ledger");
+            restarted.finish().await.expect("finish");
+            nonce
+        });
+        let resent: Vec<String> = read_all(&broker, &topic)
+            .into_iter()
+            .filter(|(_, txn)| txn.starts_with(&format!("{restarted_nonce}/")))
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(resent, ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
+    }
+
+    /// The ledger shows a commit's checkpoint, and not an aborted transaction's.
+    #[test]
+    fn the_ledger_shows_commits_only() {
+        let (broker, topic) = broker_and_topic("ledger-commits");
+        let dir = tempfile::tempdir().expect("dir");
+        runtime().block_on(async {
+            let mut sink = open(&broker, &topic, dir.path(), None).await;
+            let ledger = sink.ledger.as_ref().expect("ledger");
+            assert_eq!(ledger.committed().await.expect("ledger"), None);
+            sink.write(&results(0, 1)).await.expect("write");
+            sink.prepare(4).await.expect("prepare");
+            sink.commit(4).await.expect("commit");
+            let ledger = sink.ledger.as_ref().expect("ledger");
+            let committed = |found: Option<(u64, String)>| found.map(|(checkpoint, _)| checkpoint);
+            assert_eq!(
+                committed(ledger.committed().await.expect("ledger")),
+                Some(4)
+            );
+
+            let offsets = ledger.offsets(9, "aborted/9").expect("offsets");
+            sink.producer
+                .send_offsets_to_transaction(&offsets, &ledger.metadata, BROKER_TIMEOUT)
+                .expect("offsets into the transaction");
+            sink.producer
+                .abort_transaction(BROKER_TIMEOUT)
+                .expect("abort");
+            let ledger = sink.ledger.as_ref().expect("ledger");
+            assert_eq!(
+                committed(ledger.committed().await.expect("ledger")),
+                Some(4)
+            );
+        });
     }
 }
