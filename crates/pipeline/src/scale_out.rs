@@ -110,11 +110,17 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// A sink of one task: files and part directories of its own.
+/// A sink of one task: files and part directories of its own, and its own name where a sink
+/// keeps progress by checkpoint (the kafka sink's transactional id, the postgres sink's `id`
+/// in its staging and progress tables), since each task counts its own checkpoints. A redis
+/// sink is shared as written (last write wins per key, and co-partitioned tasks write other
+/// keys).
 fn task_sink(sink: &mut SinkSpec, suffix: &str) {
     match &mut sink.kind {
         SinkKind::File { path } => *path = suffixed(path, suffix),
         SinkKind::Parts { dir } => *dir = dir.join(suffix),
+        SinkKind::Parquet(settings) => settings.dir = settings.dir.join(suffix),
+        SinkKind::Postgres(settings) => settings.id = format!("{}-{suffix}", settings.id),
         SinkKind::Kafka(settings) if settings.exactly_once => {
             let base = settings
                 .transactional_id
@@ -562,7 +568,7 @@ mod tests {
     #[test]
     fn a_task_gets_its_partition_directory_transactional_id_and_files() {
         let text = format!(
-            "name: j\nsources:\n{SOURCE}sinks:\n  - {{ type: kafka, brokers: 127.0.0.1:9, topic: out, exactly_once: true, transactional_id: t }}\n  - {{ type: file, path: out/r.jsonl }}\ndead_letters: {{ type: file, path: out/dead.jsonl }}\ncheckpoint: {{ dir: c }}\nruntime: {{ on_stop: fire }}\n"
+            "name: j\nsources:\n{SOURCE}sinks:\n  - {{ type: kafka, brokers: 127.0.0.1:9, topic: out, exactly_once: true, transactional_id: t }}\n  - {{ type: file, path: out/r.jsonl }}\n  - {{ type: postgres, url: 'host=127.0.0.1 dbname=test', table: totals }}\n  - {{ type: parquet, path: out/pq }}\ndead_letters: {{ type: file, path: out/dead.jsonl }}\ncheckpoint: {{ dir: c }}\nruntime: {{ on_stop: fire }}\n"
         );
         let spec = crate::config::parse(&text, Path::new("base")).expect("config");
         let listener = Arc::new(NoListener);
@@ -598,6 +604,16 @@ mod tests {
                 path: Path::new("base/out/r-bids-3.jsonl").to_path_buf()
             }
         );
+        match &task.sinks[2].kind {
+            SinkKind::Postgres(settings) => assert_eq!(settings.id, "totals-bids-3"),
+            _ => unreachable!("a postgres sink"),
+        }
+        match &task.sinks[3].kind {
+            SinkKind::Parquet(settings) => {
+                assert_eq!(settings.dir, Path::new("base/out/pq/bids-3"))
+            }
+            _ => unreachable!("a parquet sink"),
+        }
         assert_eq!(
             task.dead_letters.kind,
             SinkKind::File {
