@@ -93,6 +93,20 @@ pub trait Source: Send {
         let _ = positions;
     }
 
+    /// Whether the source carries its partitions' watermarks in band (a repartition topic's
+    /// markers, [`crate::kafka_repartition`]): then [`Source::carried_watermark`] is each
+    /// partition's watermark, instead of one generated from event times.
+    fn carries_watermarks(&self) -> bool {
+        false
+    }
+
+    /// The watermark partition `partition` carries now, if it has one yet (see
+    /// [`Source::carries_watermarks`]).
+    fn carried_watermark(&self, partition: usize) -> Option<i64> {
+        let _ = partition;
+        None
+    }
+
     /// How many records each partition has not read yet, by partition name, for the ones the
     /// source knows it of (Kafka: the consumer lag); by default none.
     fn partition_lags(&self) -> Vec<(String, i64)> {

@@ -20,8 +20,11 @@
 //! When partitions are revoked (a process joins or leaves), their tasks stop with a final
 //! checkpoint (and, exactly once, its transaction committed) before the revoke returns to the
 //! group; assigned partitions start tasks. A task's watermark is its partition's. Keyed state is
-//! kept per input partition, so a key's events must all be in one partition (the co-partitioned
-//! case: keyed by the record key, or by a field the producer partitioned by).
+//! kept per partition, so a key's events must all be in one partition: keyed by the record
+//! key, or by what the source's `partitioned_by` says the producer partitioned by; any other
+//! `key_by` splits the pipeline at a repartition topic ([`repartition`]), which the processor
+//! creates at start and its member subscribes to beside the input: a task per partition of
+//! either, its kind following from the topic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,10 @@ use crate::control::ControlHandle;
 use crate::runtime::{Pipeline, RestoreMode, RestoreOptions, StopHandle};
 use crate::spec::{OnStop, PipelineSpec, Place, Problem};
 use crate::{PipelineError, Result};
+
+pub mod repartition;
+
+use repartition::{Counts, Split};
 
 /// How often the member is polled (heartbeats and rebalances are served in the poll).
 const MEMBER_POLL: Duration = Duration::from_millis(100);
@@ -73,6 +80,7 @@ pub fn problems(spec: &PipelineSpec) -> Vec<Problem> {
             message: "`scale_out` needs the kafka source to be the pipeline's only source".into(),
         });
     }
+    problems.extend(repartition::problems(spec));
     if spec.checkpoint.is_none() {
         problems.push(Problem {
             place,
@@ -155,6 +163,52 @@ pub fn task_spec(template: &PipelineSpec, task: TaskPartition) -> PipelineSpec {
     spec
 }
 
+/// Creates the repartition topic of `split` (if it does not exist) with as many partitions as
+/// the input topic has: the counts of both.
+async fn make_topic(settings: &KafkaSourceSettings, split: &Split) -> Result<Counts> {
+    use dataflow_connectors::kafka_repartition::{create_topic, topic_partitions};
+    let count = |topic: String| {
+        let brokers = settings.brokers.clone();
+        let properties = settings.properties.clone();
+        async move {
+            // A topic just made may take a moment to show in the metadata.
+            let mut tries = 0;
+            loop {
+                let (b, p, t) = (brokers.clone(), properties.clone(), topic.clone());
+                let found = tokio::task::spawn_blocking(move || topic_partitions(&b, &p, &t))
+                    .await
+                    .map_err(|e| PipelineError::Runtime(format!("topic lookup: {e}")))?;
+                match found {
+                    Ok(count) => return Ok::<usize, PipelineError>(count),
+                    Err(_) if tries < 50 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    };
+    let upstream = count(split.input.clone()).await?;
+    create_topic(
+        &settings.brokers,
+        &settings.properties,
+        &split.topic,
+        upstream,
+    )
+    .await?;
+    let partitions = count(split.topic.clone()).await?;
+    if partitions != upstream {
+        tracing::warn!(topic = %split.topic, partitions, input = upstream,
+            "the repartition topic exists with another number of partitions than the input: used as it is");
+    }
+    tracing::info!(topic = %split.topic, partitions, "scale-out: repartition topic ready");
+    Ok(Counts {
+        upstream,
+        partitions,
+    })
+}
+
 /// One running task.
 struct Task {
     stop: StopHandle,
@@ -167,6 +221,10 @@ struct Shared {
     template: PipelineSpec,
     source: String,
     settings: KafkaSourceSettings,
+    /// Where the pipeline splits at a repartition topic, if it does.
+    split: Option<Split>,
+    /// The partition counts of the input and repartition topics, once the topic is made.
+    counts: OnceLock<Counts>,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
     member: OnceLock<Arc<GroupMember>>,
@@ -198,14 +256,21 @@ impl Shared {
             .get()
             .ok_or_else(|| PipelineError::Runtime("the group member is not set".into()))?
             .clone();
-        let spec = task_spec(
-            &self.template,
-            TaskPartition {
-                topic: topic.to_string(),
-                partition,
-                member,
-            },
-        );
+        let counts = self.counts.get().copied();
+        let task = TaskPartition {
+            topic: topic.to_string(),
+            partition,
+            member,
+            role: repartition::role(self.split.as_ref(), counts, topic),
+        };
+        let spec = task_spec(&self.template, task.clone());
+        let spec = match (&self.split, counts) {
+            (Some(split), Some(_)) if topic == split.topic => {
+                repartition::downstream_spec(spec, split)
+            }
+            (Some(split), Some(counts)) => repartition::upstream_spec(spec, split, counts, &task),
+            _ => spec,
+        };
         let plan = crate::plan::plan(spec)?;
         let pipeline =
             Pipeline::with_metrics(plan, self.metrics.clone()).with_restore(RestoreOptions {
@@ -316,11 +381,14 @@ impl ScaleOut {
             return Err(PipelineError::InvalidConfig(problems));
         }
         let (source, settings) = scale_out_source(&spec)?;
+        let split = repartition::split(&spec);
         Ok(ScaleOut {
             shared: Arc::new(Shared {
                 template: spec,
                 source,
                 settings,
+                split,
+                counts: OnceLock::new(),
                 metrics,
                 runtime,
                 member: OnceLock::new(),
@@ -343,12 +411,17 @@ impl ScaleOut {
     /// or a task fails (the error).
     pub async fn run(&self) -> Result<()> {
         let shared = self.shared.clone();
+        let mut settings = shared.settings.clone();
+        if let Some(split) = &shared.split {
+            let counts = make_topic(&settings, split).await?;
+            let _ = shared.counts.set(counts);
+            settings.topics = dataflow_connectors::kafka::Topics::Names(vec![
+                split.input.clone(),
+                split.topic.clone(),
+            ]);
+        }
         let listener = Arc::new(Listener(Arc::downgrade(&shared)));
-        let member = Arc::new(GroupMember::join(
-            &shared.source,
-            &shared.settings,
-            listener,
-        )?);
+        let member = Arc::new(GroupMember::join(&shared.source, &settings, listener)?);
         let _ = shared.member.set(member.clone());
         let poller = {
             let shared = shared.clone();
@@ -578,6 +651,7 @@ mod tests {
                 topic: "bids".into(),
                 partition: 3,
                 member,
+                role: dataflow_connectors::kafka_repartition::TaskRole::Input { stamp: false },
             },
         );
         assert_eq!(task.name, "j[bids/3]");
