@@ -24,7 +24,10 @@
 //!   a record whose input offset is not above the highest it has seen from that upstream
 //!   partition ([`Dedup`]): an upstream task restored from a checkpoint sends its replay again,
 //!   in the same order. That map is part of the source's checkpointed positions (one entry per
-//!   upstream partition, named `<topic>/<partition>/from-<upstream>`).
+//!   upstream partition, named `<topic>/<partition>/from-<upstream>`), and so are the markers
+//!   read (`<topic>/<partition>/mark-<upstream>`): a restored downstream task replays from its
+//!   checkpointed offset, after which an upstream partition that had ended may say nothing
+//!   more.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -500,6 +503,29 @@ impl Markers {
         true
     }
 
+    /// What partition `upstream` said: its latest mark and its highest watermark, if it spoke.
+    pub fn said(&self, upstream: usize) -> Option<(Mark, Option<i64>)> {
+        Some((
+            *self.latest.get(upstream)?.as_ref()?,
+            self.highest[upstream],
+        ))
+    }
+
+    /// Sets what partition `upstream` said (a restore); false if there is no such partition.
+    pub fn restore(&mut self, upstream: usize, latest: Mark, highest: Option<i64>) -> bool {
+        if upstream >= self.latest.len() {
+            return false;
+        }
+        self.latest[upstream] = Some(latest);
+        self.highest[upstream] = highest;
+        true
+    }
+
+    /// How many upstream partitions there are.
+    pub fn upstream(&self) -> usize {
+        self.latest.len()
+    }
+
     /// The least watermark of the partitions not idle; none until every partition spoke, or
     /// while all are idle.
     pub fn watermark(&self) -> Option<i64> {
@@ -900,6 +926,37 @@ impl RepartitionSource {
     fn seen_name(&self, upstream: i32) -> String {
         format!("{}/from-{upstream}", self.name())
     }
+
+    /// The name of the checkpointed entry of what `upstream`'s markers said.
+    fn mark_name(&self, upstream: usize) -> String {
+        format!("{}/mark-{upstream}", self.name())
+    }
+}
+
+/// A watermark as a position's offset: order kept, `i64::MIN` at 0.
+fn biased(watermark: i64) -> u64 {
+    (watermark as u64) ^ (1 << 63)
+}
+
+/// A marker state as a checkpointed position's offset and line: line 0, `At` the highest
+/// watermark (the offset); 1, idle after the highest watermark; 2, idle, no watermark said.
+fn mark_position(latest: Mark, highest: Option<i64>) -> (u64, u64) {
+    match (latest, highest) {
+        (Mark::At(_), Some(highest)) | (Mark::At(highest), None) => (biased(highest), 0),
+        (Mark::Idle, Some(highest)) => (biased(highest), 1),
+        (Mark::Idle, None) => (0, 2),
+    }
+}
+
+/// The marker state [`mark_position`] wrote, if the line is one it writes.
+fn mark_of_position(offset: u64, line: u64) -> Option<(Mark, Option<i64>)> {
+    let watermark = (offset ^ (1 << 63)) as i64;
+    match line {
+        0 => Some((Mark::At(watermark), Some(watermark))),
+        1 => Some((Mark::Idle, Some(watermark))),
+        2 => Some((Mark::Idle, None)),
+        _ => None,
+    }
 }
 
 impl Source for RepartitionSource {
@@ -993,6 +1050,16 @@ impl Source for RepartitionSource {
                 line: 0,
             });
         }
+        for upstream in 0..self.markers.upstream() {
+            if let Some((latest, highest)) = self.markers.said(upstream) {
+                let (offset, line) = mark_position(latest, highest);
+                positions.push(PartitionPosition {
+                    name: self.mark_name(upstream),
+                    offset,
+                    line,
+                });
+            }
+        }
         positions
     }
 
@@ -1003,6 +1070,7 @@ impl Source for RepartitionSource {
     fn seek(&mut self, positions: &[PartitionPosition]) -> Result<()> {
         let own = self.name();
         let prefix = format!("{own}/from-");
+        let marks = format!("{own}/mark-");
         for position in positions {
             let offset = i64::try_from(position.offset).map_err(|_| {
                 ConnectorError::Checkpoint(format!("offset {} out of range", position.offset))
@@ -1016,6 +1084,18 @@ impl Source for RepartitionSource {
             {
                 if offset > 0 {
                     self.dedup.restore(upstream, offset - 1);
+                }
+            } else if let Some(upstream) = position
+                .name
+                .strip_prefix(&marks)
+                .and_then(|rest| rest.parse::<usize>().ok())
+            {
+                let restored = mark_of_position(position.offset, position.line).is_some_and(
+                    |(latest, highest)| self.markers.restore(upstream, latest, highest),
+                );
+                if !restored {
+                    tracing::warn!(stage = %self.stage, partition = %position.name,
+                        "a checkpointed marker that fits no upstream partition: ignored");
                 }
             } else {
                 tracing::warn!(stage = %self.stage, partition = %position.name,
@@ -1202,6 +1282,28 @@ mod tests {
             let all: Vec<(i32, i64)> = naive.into_iter().collect();
             admitted.sort_unstable();
             prop_assert_eq!(admitted, all);
+        }
+    }
+
+    proptest! {
+        /// A marker state survives its checkpointed position, and positions keep the order
+        /// of watermarks.
+        #[test]
+        fn marker_states_round_trip_through_positions(
+            idle in any::<bool>(),
+            highest in prop::option::of(any::<i64>()),
+            other in any::<i64>(),
+        ) {
+            let latest = match (idle, highest) {
+                (false, Some(w)) => Mark::At(w),
+                (false, None) => return Ok(()),
+                (true, _) => Mark::Idle,
+            };
+            let (offset, line) = mark_position(latest, highest);
+            prop_assert_eq!(mark_of_position(offset, line), Some((latest, highest)));
+            if let Some(highest) = highest {
+                prop_assert_eq!(biased(highest).cmp(&biased(other)), highest.cmp(&other));
+            }
         }
     }
 
