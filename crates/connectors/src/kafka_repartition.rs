@@ -1072,16 +1072,23 @@ impl Source for RepartitionSource {
         let prefix = format!("{own}/from-");
         let marks = format!("{own}/mark-");
         for position in positions {
-            let offset = i64::try_from(position.offset).map_err(|_| {
-                ConnectorError::Checkpoint(format!("offset {} out of range", position.offset))
-            })?;
+            // A marker's offset is a biased watermark, not an offset.
+            let offset = || {
+                i64::try_from(position.offset).map_err(|_| {
+                    ConnectorError::Checkpoint(format!(
+                        "{}: offset {} out of range",
+                        position.name, position.offset
+                    ))
+                })
+            };
             if position.name == own {
-                self.next = offset;
+                self.next = offset()?;
             } else if let Some(upstream) = position
                 .name
                 .strip_prefix(&prefix)
                 .and_then(|rest| rest.parse::<i32>().ok())
             {
+                let offset = offset()?;
                 if offset > 0 {
                     self.dedup.restore(upstream, offset - 1);
                 }
