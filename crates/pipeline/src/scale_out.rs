@@ -600,6 +600,7 @@ impl ScaleOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataflow_connectors::kafka_repartition::TaskRole;
 
     const SOURCE: &str = "  - name: bids\n    type: kafka\n    brokers: 127.0.0.1:9\n    topics: [bids]\n    scale_out: true\n    format: { schema: { auction: int } }\n";
 
@@ -687,6 +688,111 @@ mod tests {
             }
             _ => unreachable!("a kafka source"),
         }
+    }
+
+    #[test]
+    fn check_says_what_a_repartitioning_key_by_cannot_have() {
+        let source = "  - name: bids\n    type: kafka\n    brokers: 127.0.0.1:9\n    topics: [bids]\n    scale_out: true\n    partitioned_by: auction\n    format: { schema: { auction: int, bidder: int, price: int } }\n";
+        let rest = "sinks: [{ type: stdout }]\ncheckpoint: { dir: c }\n";
+        // Co-partitioned, on the record key, or repartitioned after filters: fine.
+        for steps in [
+            "  - key_by: auction\n",
+            "  - key_by: event.key\n",
+            "  - filter: price > 0\n  - key_by: bidder\n  - key_by: event.key\n",
+        ] {
+            let text = format!("name: j\nsources:\n{source}steps:\n{steps}{rest}");
+            assert_eq!(problems_of(&text), Vec::<String>::new(), "{steps}");
+        }
+        let text = format!(
+            "name: j\nsources:\n{source}steps:\n  - map: {{ keep: [bidder, price] }}\n  - key_by: bidder\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count }} }}\n  - key_by: n\n{rest}"
+        );
+        assert_eq!(
+            problems_of(&text),
+            [
+                "steps[0].map:11: only filters may come before the `key_by` of steps[1], which repartitions (the repartition topic carries events as the source reads them); compute the key in the `key_by` itself",
+                "steps[3].key_by:14: a scale-out pipeline may repartition once: this `key_by` needs a second repartition topic after the one of steps[1] (key by `event.key`, or by the source's `partitioned_by`, to keep the partitioning)",
+            ]
+        );
+        let text = format!(
+            "name: j\nsources:\n{}steps:\n  - key_by: bidder\n{rest}",
+            source.replace("topics: [bids]", "topics: [bids, asks]")
+        );
+        assert_eq!(
+            problems_of(&text),
+            ["sources[0]:3: the `key_by` of steps[0] repartitions, which needs the source to read one topic (`topics: [name]`), not several or a pattern (or declare `partitioned_by: <expression>` if the producer partitioned by the key)"]
+        );
+    }
+
+    #[test]
+    fn a_repartitioned_pipeline_splits_into_upstream_and_downstream_tasks() {
+        let text = format!(
+            "name: j\nsources:\n{SOURCE}steps:\n  - filter: auction > 0\n  - key_by: auction * 2\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count }} }}\nsinks: [{{ type: file, path: out/r.jsonl }}]\ncheckpoint: {{ dir: c }}\n"
+        );
+        let spec = crate::config::parse(&text, Path::new("base")).expect("config");
+        let split = repartition::split(&spec).expect("a split");
+        assert_eq!(
+            split,
+            Split {
+                at: 1,
+                input: "bids".into(),
+                topic: "dataflow-bids-step1-repartition".into(),
+            }
+        );
+        let settings = match &spec.sources[0].kind {
+            SourceKind::Kafka(settings) => (**settings).clone(),
+            _ => unreachable!("a kafka source"),
+        };
+        let member =
+            Arc::new(GroupMember::join("bids", &settings, Arc::new(NoListener)).expect("member"));
+        let counts = Counts {
+            upstream: 8,
+            partitions: 8,
+        };
+        let role = repartition::role(Some(&split), Some(counts), "bids");
+        assert_eq!(role, TaskRole::Input { stamp: true });
+        let input = TaskPartition {
+            topic: "bids".into(),
+            partition: 2,
+            member: member.clone(),
+            role,
+        };
+        let up =
+            repartition::upstream_spec(task_spec(&spec, input.clone()), &split, counts, &input);
+        assert_eq!(up.steps.len(), 2);
+        assert!(matches!(up.steps[1], crate::spec::StepSpec::KeyBy(_)));
+        match &up.sinks[..] {
+            [SinkSpec {
+                kind: SinkKind::Repartition(sink),
+                ..
+            }] => {
+                assert_eq!(
+                    (sink.topic.as_str(), sink.partitions, sink.upstream),
+                    ("dataflow-bids-step1-repartition", 8, 2)
+                )
+            }
+            other => panic!("not one repartition sink: {other:?}"),
+        }
+        let role = repartition::role(Some(&split), Some(counts), &split.topic);
+        assert_eq!(role, TaskRole::Repartition { upstream: 8 });
+        let task = TaskPartition {
+            topic: split.topic.clone(),
+            partition: 5,
+            member,
+            role,
+        };
+        let down = repartition::downstream_spec(task_spec(&spec, task), &split);
+        assert_eq!(down.steps.len(), 2);
+        assert!(matches!(down.steps[0], crate::spec::StepSpec::KeyBy(_)));
+        assert_eq!(
+            down.checkpoint.as_ref().map(|c| c.dir.clone()),
+            Some(Path::new("base/c/tasks/dataflow-bids-step1-repartition-5").to_path_buf())
+        );
+        assert_eq!(
+            down.sinks[0].kind,
+            SinkKind::File {
+                path: Path::new("base/out/r-dataflow-bids-step1-repartition-5.jsonl").to_path_buf()
+            }
+        );
     }
 
     struct NoListener;

@@ -2,8 +2,7 @@
 //! (the Kafka Streams model; the records, markers and dedup are
 //! `dataflow_connectors::kafka_repartition`'s).
 //!
-//! A `key_by` repartitions when its expression is neither the record key (`key`,
-//! `event.key`) nor the source's `partitioned_by` (what the producer partitioned by, compared
+//! A `key_by` repartitions when its expression is neither the record key (`event.key`) nor the source's `partitioned_by` (what the producer partitioned by, compared
 //! as written, spaces aside). Then the job has two kinds of task:
 //!
 //! - an **upstream** task per input partition: the source, the steps up to and including that
@@ -49,7 +48,7 @@ fn squeezed(text: &str) -> String {
 /// `partitioned_by`.
 pub fn repartitions(expr: &str, partitioned_by: Option<&str>) -> bool {
     let expr = squeezed(expr);
-    if expr == "key" || expr == "event.key" {
+    if expr == "event.key" {
         return false;
     }
     partitioned_by.is_none_or(|declared| squeezed(declared) != expr)
@@ -111,7 +110,7 @@ pub fn problems(spec: &PipelineSpec) -> Vec<Problem> {
             place: spec.steps[second].place().clone(),
             message: format!(
                 "a scale-out pipeline may repartition once: this `key_by` needs a second \
-                 repartition topic after the one of steps[{at}] (key by `key`, or by the \
+                 repartition topic after the one of steps[{at}] (key by `event.key`, or by the \
                  source's `partitioned_by`, to keep the partitioning)"
             ),
         });
@@ -211,7 +210,8 @@ mod tests {
 
     #[test]
     fn a_key_by_repartitions_unless_on_the_record_key_or_the_declared_partitioning() {
-        assert!(!repartitions("key", None));
+        // `key` is a payload field (a window's results have one).
+        assert!(repartitions("key", None));
         assert!(!repartitions(" event.key ", None));
         assert!(repartitions("bidder", None));
         assert!(!repartitions("auction", Some("auction")));
