@@ -358,6 +358,52 @@ fn three_one_killed_a_fourth_added(by_bidder: bool) {
     }
 }
 
+/// A repartitioned job whose input has a partition that never gets a record: with the
+/// source's `idle_timeout`, that partition's upstream task writes "idle" markers, so the
+/// downstream watermark leaves it out and the window closes. (Without them the downstream
+/// task would wait for a word from every input partition.)
+#[test]
+fn an_idle_input_partition_does_not_hold_the_repartitioned_windows() {
+    let brokers = broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (input_topic, output_topic) = topics("repidle", 2, 1);
+    let config = kafka_config(
+        dir.path(),
+        "repidle",
+        &brokers,
+        (&input_topic, &output_topic),
+        Extra {
+            idle: ", idle_timeout: 500ms",
+            source: "    scale_out: true\n    properties: { session.timeout.ms: 3000, heartbeat.interval.ms: 300 }\n",
+            ..Extra::default()
+        },
+    );
+    // Keyed by price: the bids are not partitioned by it.
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(STEPS, "steps:\n  - key_by: price\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\n");
+    std::fs::write(&config, text).expect("config");
+    // 20 bids of price 1 in partition 0, then one much later; partition 1 stays empty.
+    let mut records = twenty_bids(0, 7);
+    records.push((
+        0,
+        "{\"timestamp\": 1800000000000, \"auction\": 8, \"price\": 2}".to_string(),
+    ));
+    produce(&brokers, &input_topic, &records);
+    let child = run(&config);
+    let results = consume(&brokers, &output_topic, 1, Duration::from_secs(60));
+    sigterm(&child);
+    let (code, stderr) = wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(results.len(), 1, "{results:?}");
+    let value: serde_json::Value = serde_json::from_str(&results[0]).expect("result");
+    assert_eq!(
+        (value["key"].as_i64(), value["n"].as_i64()),
+        (Some(1), Some(20)),
+        "{value}"
+    );
+}
+
 /// A topic created while a scale-out processor runs, matching its `topic_pattern`, is picked
 /// up: the member's metadata refresh finds it, the group rebalances, the processor starts a
 /// task per new partition, and their records are read. (This is how a partition added to a

@@ -526,8 +526,10 @@ impl Markers {
         self.latest.len()
     }
 
-    /// The least watermark of the partitions not idle; none until every partition spoke, or
-    /// while all are idle.
+    /// The least watermark of the partitions not idle; none until every partition spoke.
+    /// Once all are idle, the highest watermark any said (as Flink does: nothing is pending
+    /// from any of them; else the order in which they went idle would decide whether the
+    /// last watermark ever counts), or none if none said one.
     pub fn watermark(&self) -> Option<i64> {
         let mut least: Option<i64> = None;
         for mark in &self.latest {
@@ -537,7 +539,7 @@ impl Markers {
                 Some(Mark::At(w)) => least = Some(least.map_or(*w, |l| l.min(*w))),
             }
         }
-        least
+        least.or_else(|| self.highest.iter().flatten().copied().max())
     }
 }
 
@@ -1237,7 +1239,8 @@ mod tests {
         }
 
         /// The combined watermark is the naive one: none until every partition spoke; then
-        /// the least, over the partitions not idle, of the highest watermark each said.
+        /// the least, over the partitions not idle, of the highest watermark each said; all
+        /// idle, the highest any said.
         #[test]
         fn markers_combine_as_the_naive_minimum(
             upstream in 1usize..5,
@@ -1251,12 +1254,15 @@ mod tests {
                 if known {
                     said[partition as usize].push(mark);
                 }
+                let highest = |marks: &Vec<Option<i64>>| marks.iter().flatten().copied().max();
                 let naive = if said.iter().any(Vec::is_empty) {
                     None
+                } else if said.iter().all(|marks| marks.last() == Some(&None)) {
+                    said.iter().filter_map(highest).max()
                 } else {
                     said.iter()
                         .filter(|marks| marks.last().copied().flatten().is_some())
-                        .map(|marks| marks.iter().flatten().copied().max().unwrap_or(i64::MIN))
+                        .filter_map(highest)
                         .min()
                 };
                 prop_assert_eq!(markers.watermark(), naive);
@@ -1345,6 +1351,13 @@ mod tests {
         assert_eq!(markers.watermark(), Some(4));
         assert!(markers.observe(2, Mark::Idle));
         assert_eq!(markers.watermark(), Some(10));
+        // All idle: the highest said.
+        assert!(markers.observe(0, Mark::Idle));
+        assert_eq!(markers.watermark(), Some(10));
         assert!(!markers.observe(3, Mark::At(0)));
+        let mut markers = Markers::new(2);
+        assert!(markers.observe(0, Mark::Idle));
+        assert!(markers.observe(1, Mark::Idle));
+        assert_eq!(markers.watermark(), None);
     }
 }
