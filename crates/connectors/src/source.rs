@@ -52,7 +52,9 @@ pub trait Source: Send {
     /// How many partitions the source has. Each has its own position and watermark.
     fn partitions(&self) -> usize;
 
-    /// Where every partition is.
+    /// Where every partition is, in partition order. A source may append positions of its own
+    /// after its partitions' (a repartition source's dedup map and markers): they are
+    /// checkpointed and given back to [`Source::seek`], but carry no watermark.
     fn positions(&self) -> Vec<PartitionPosition>;
 
     /// Whether the source can seek back to a position (stdin cannot).
