@@ -439,10 +439,10 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<RepartitionRecord, String> {
 
 /// Stamps `event` with the input offset it was read at ([`OFFSET_HEADER`]).
 pub fn stamp_offset(event: &mut Event, offset: i64) {
-    let header = (
-        Arc::from(OFFSET_HEADER),
-        Arc::from(offset.to_string().as_str()),
-    );
+    // One name shared by every event, not an allocation each.
+    static NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    let name = NAME.get_or_init(|| Arc::from(OFFSET_HEADER)).clone();
+    let header = (name, Arc::from(offset.to_string().as_str()));
     match &mut event.headers {
         Some(headers) => headers.push(header),
         None => event.headers = Some(Box::new(vec![header])),

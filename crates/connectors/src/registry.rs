@@ -474,21 +474,20 @@ mod tests {
             "path" | "profile" | "max_disorder" | "partition_by" | "partition_time"
             | "compression" | "retry_timeout" | "ttl" | "url" | "host" | "user" | "password"
             | "dbname" | "table" | "mode" | "key" | "id" | "command" | "brokers" | "topic"
-            | "topic_pattern" | "group" | "start" | "event_time" | "transactional_id" => {
-                SettingValue::Str(match key {
-                    "profile" => "bids".into(),
-                    "max_disorder" | "retry_timeout" | "ttl" => "1s".into(),
-                    "compression" => "snappy".into(),
-                    "url" => "redis://127.0.0.1:6379/".into(),
-                    "mode" => "upsert".into(),
-                    "brokers" => "127.0.0.1:9092".into(),
-                    "start" => "earliest".into(),
-                    "event_time" => "record".into(),
-                    "command" => "hset".into(),
-                    "key" => "a".into(),
-                    _ => "x".into(),
-                })
-            }
+            | "topic_pattern" | "group" | "start" | "event_time" | "transactional_id"
+            | "partitioned_by" => SettingValue::Str(match key {
+                "profile" => "bids".into(),
+                "max_disorder" | "retry_timeout" | "ttl" => "1s".into(),
+                "compression" => "snappy".into(),
+                "url" => "redis://127.0.0.1:6379/".into(),
+                "mode" => "upsert".into(),
+                "brokers" => "127.0.0.1:9092".into(),
+                "start" => "earliest".into(),
+                "event_time" => "record".into(),
+                "command" => "hset".into(),
+                "key" => "a".into(),
+                _ => "x".into(),
+            }),
             "columns" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
             "create_table" => SettingValue::Bool(true),
             _ => SettingValue::Int(1),
