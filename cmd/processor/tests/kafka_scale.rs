@@ -61,15 +61,18 @@ fn emitted(dir: &Path, index: usize) -> Option<u64> {
     status["events_emitted"].as_u64()
 }
 
-/// Waits until the live processors `live` own every partition of `topic` between them, each
+/// Waits until the live processors `live` own every partition of `topics` between them, each
 /// one at most once, and each at least one: what each owns.
 fn wait_for_ownership(
     dir: &Path,
-    topic: &str,
+    topics: &[&str],
     live: &[usize],
     children: &mut [Option<Child>],
 ) -> BTreeMap<usize, BTreeSet<String>> {
-    let all: BTreeSet<String> = (0..PARTITIONS).map(|p| format!("{topic}/{p}")).collect();
+    let all: BTreeSet<String> = topics
+        .iter()
+        .flat_map(|topic| (0..PARTITIONS).map(move |p| format!("{topic}/{p}")))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let found: BTreeMap<usize, BTreeSet<String>> = live
@@ -118,16 +121,78 @@ fn wait_for_progress(brokers: &str, group: &str, topic: &str, total: i64, share:
     }
 }
 
+/// The watermark every downstream task reaches once the last records (in 2099) went through
+/// the repartition topic: 2099-01-01 less the 5 s of disorder.
+const CLOSED: i64 = 4_070_908_800_000 - 5_000;
+
+/// Waits until the live processors' tasks of every partition of `topic` have a watermark of
+/// at least `watermark` (`GET /api/v1/status`).
+fn wait_for_watermarks(dir: &Path, topic: &str, live: &[usize], watermark: i64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut reached = BTreeSet::new();
+        for &index in live {
+            let Some(address) = std::fs::read_to_string(dir.join(format!("api-{index}.addr"))).ok()
+            else {
+                continue;
+            };
+            let Some(body) = http_get(address.trim(), "/api/v1/status") else {
+                continue;
+            };
+            let status: serde_json::Value = serde_json::from_str(&body).expect("status");
+            for task in status["tasks"].as_array().into_iter().flatten() {
+                let partition = task["partition"].as_str().unwrap_or_default();
+                if partition.starts_with(&format!("{topic}/"))
+                    && task["watermark"].as_i64().unwrap_or(i64::MIN) >= watermark
+                {
+                    reached.insert(partition.to_string());
+                }
+            }
+        }
+        if reached.len() == PARTITIONS as usize {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tasks of {topic} never all reached watermark {watermark}: {reached:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Three processors on one group over an 8-partition topic (keyed tumbling window, exactly-once
 /// sink); one is SIGKILLed, then a fourth joins: the committed output holds every result of
 /// the file pipeline once (a transaction the killed process committed but did not mark is
-/// found in its ledger, not sent again).
+/// found in its ledger, not sent again). Co-partitioned: keyed by the auction the
+/// producer partitioned by, which the source declares (`partitioned_by`).
 #[test]
 fn three_processors_one_killed_a_fourth_added_equal_one() {
+    three_one_killed_a_fourth_added(false);
+}
+
+/// The same with a `key_by` on the bidder, which the producer did not partition by: the
+/// events go through the repartition topic, whose 8 partitions are tasks of the processors
+/// too; the committed output holds every result of the file pipeline once: none lost, none
+/// twice.
+#[test]
+fn repartitioned_by_bidder_one_killed_a_fourth_added_equal_one() {
+    three_one_killed_a_fourth_added(true);
+}
+
+/// Keys by bidder, which needs the bids re-partitioned (they are partitioned by auction).
+const BIDDER_STEPS: &str = "steps:\n  - key_by: bidder\n  - window: { type: tumbling, size: 10s, aggregates: { n: count, total: sum(price) } }\n";
+const BIDDER_FORMAT: &str = "format: { schema: { auction: int, bidder: int, price: int } }";
+
+fn three_one_killed_a_fourth_added(by_bidder: bool) {
     let brokers = broker();
     let dir = tempfile::tempdir().expect("temp dir");
     let input = bids(dir.path(), 40_000, 17, 1000);
-    let reference = file_reference(dir.path(), &input);
+    let (format, steps) = if by_bidder {
+        (BIDDER_FORMAT, BIDDER_STEPS)
+    } else {
+        (FORMAT, STEPS)
+    };
+    let reference = file_reference_of(dir.path(), &input, format, steps);
     assert!(reference.len() > 100, "a reference with results");
     let (input_topic, output_topic) = topics("scale", PARTITIONS as u32, 4);
     let mut records: Vec<(i32, String)> = std::fs::read_to_string(&input)
@@ -143,7 +208,8 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
         records.push((
             partition,
             format!(
-                "{{\"timestamp\": \"2099-01-01T00:00:00Z\", \"auction\": {}, \"price\": 0}}",
+                "{{\"timestamp\": \"2099-01-01T00:00:00Z\", \"auction\": {}, \"bidder\": {}, \"price\": 0}}",
+                1_000_000 + partition as i64,
                 1_000_000 + partition as i64
             ),
         ));
@@ -165,14 +231,22 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
             sink: &format!(", exactly_once: true, transactional_id: {transactional_id}"),
             // Slowed (per task), so that the kill and the join fall while results are written;
             // a short session, so that the killed member's partitions move soon.
-            source: "    scale_out: true\n    rate_limit: { events_per_second: 700 }\n    properties: { session.timeout.ms: 3000, heartbeat.interval.ms: 300, topic.metadata.refresh.interval.ms: 1000 }\n",
+            source: "    scale_out: true\n    partitioned_by: auction\n    rate_limit: { events_per_second: 700 }\n    properties: { session.timeout.ms: 3000, heartbeat.interval.ms: 300, topic.metadata.refresh.interval.ms: 1000 }\n",
             ..Extra::default()
         },
     );
     let mut text = std::fs::read_to_string(&config).expect("config");
+    text = text.replace(FORMAT, format).replace(STEPS, steps);
     text.push_str("api: { listen: \"127.0.0.1:0\" }\n");
     std::fs::write(&config, text).expect("config");
     let group = format!("scale-{input_topic}");
+    // The repartition topic the processors make: `<group>-step<index of the key_by>-repartition`.
+    let repartition_topic = format!("{group}-step0-repartition");
+    let owned_topics: Vec<&str> = if by_bidder {
+        vec![&input_topic, &repartition_topic]
+    } else {
+        vec![&input_topic]
+    };
 
     let start = |index: usize| {
         let log = std::fs::File::create(dir.path().join(format!("run-{index}.log"))).expect("log");
@@ -189,7 +263,7 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
             .expect("run")
     };
     let mut children: Vec<Option<Child>> = vec![Some(start(0)), Some(start(1)), Some(start(2))];
-    let before = wait_for_ownership(dir.path(), &input_topic, &[0, 1, 2], &mut children);
+    let before = wait_for_ownership(dir.path(), &owned_topics, &[0, 1, 2], &mut children);
     eprintln!("three processors own {before:?}");
     wait_for_progress(&brokers, &group, &input_topic, total, 0.2);
     // Killed right after it wrote its first results, so that it most likely dies with a
@@ -206,10 +280,10 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
     killed.kill().expect("SIGKILL");
     killed.wait().expect("wait");
     // Its partitions move to the two others once its session times out.
-    let after_kill = wait_for_ownership(dir.path(), &input_topic, &[0, 2], &mut children);
+    let after_kill = wait_for_ownership(dir.path(), &owned_topics, &[0, 2], &mut children);
     eprintln!("after the kill: {after_kill:?}");
     children.push(Some(start(3)));
-    let after_join = wait_for_ownership(dir.path(), &input_topic, &[0, 2, 3], &mut children);
+    let after_join = wait_for_ownership(dir.path(), &owned_topics, &[0, 2, 3], &mut children);
     eprintln!("after the join: {after_join:?}");
     // Every record read and checkpointed (the last records close every window).
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -223,6 +297,10 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
             "the group never committed {ends:?} (has {done:?})"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if by_bidder {
+        // Every window closed downstream too: the last records' markers went through.
+        wait_for_watermarks(dir.path(), &repartition_topic, &[0, 2, 3], CLOSED);
     }
     for index in [0, 2, 3] {
         sigterm(children[index].as_ref().expect("live"));
@@ -280,6 +358,52 @@ fn three_processors_one_killed_a_fourth_added_equal_one() {
     }
 }
 
+/// A repartitioned job whose input has a partition that never gets a record: with the
+/// source's `idle_timeout`, that partition's upstream task writes "idle" markers, so the
+/// downstream watermark leaves it out and the window closes. (Without them the downstream
+/// task would wait for a word from every input partition.)
+#[test]
+fn an_idle_input_partition_does_not_hold_the_repartitioned_windows() {
+    let brokers = broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (input_topic, output_topic) = topics("repidle", 2, 1);
+    let config = kafka_config(
+        dir.path(),
+        "repidle",
+        &brokers,
+        (&input_topic, &output_topic),
+        Extra {
+            idle: ", idle_timeout: 500ms",
+            source: "    scale_out: true\n    properties: { session.timeout.ms: 3000, heartbeat.interval.ms: 300 }\n",
+            ..Extra::default()
+        },
+    );
+    // Keyed by price: the bids are not partitioned by it.
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(STEPS, "steps:\n  - key_by: price\n  - window: { type: tumbling, size: 10s, aggregates: { n: count } }\n");
+    std::fs::write(&config, text).expect("config");
+    // 20 bids of price 1 in partition 0, then one much later; partition 1 stays empty.
+    let mut records = twenty_bids(0, 7);
+    records.push((
+        0,
+        "{\"timestamp\": 1800000000000, \"auction\": 8, \"price\": 2}".to_string(),
+    ));
+    produce(&brokers, &input_topic, &records);
+    let child = run(&config);
+    let results = consume(&brokers, &output_topic, 1, Duration::from_secs(60));
+    sigterm(&child);
+    let (code, stderr) = wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(results.len(), 1, "{results:?}");
+    let value: serde_json::Value = serde_json::from_str(&results[0]).expect("result");
+    assert_eq!(
+        (value["key"].as_i64(), value["n"].as_i64()),
+        (Some(1), Some(20)),
+        "{value}"
+    );
+}
+
 /// A topic created while a scale-out processor runs, matching its `topic_pattern`, is picked
 /// up: the member's metadata refresh finds it, the group rebalances, the processor starts a
 /// task per new partition, and their records are read. (This is how a partition added to a
@@ -301,7 +425,7 @@ fn partitions_appearing_while_running_are_picked_up() {
         &brokers,
         (&first, &output_topic),
         Extra {
-            source: "    scale_out: true\n    properties: { session.timeout.ms: 3000, heartbeat.interval.ms: 300, topic.metadata.refresh.interval.ms: 500 }\n",
+            source: "    scale_out: true\n    partitioned_by: auction\n    properties: { session.timeout.ms: 3000, heartbeat.interval.ms: 300, topic.metadata.refresh.interval.ms: 500 }\n",
             ..Extra::default()
         },
     );

@@ -47,6 +47,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::{Place, Problem, SettingValue, Settings};
 use crate::jsonl::result_encoder;
+pub use crate::kafka_repartition::TaskRole;
 use crate::registry::{SinkKind, SinkSpec, SourceKind};
 use crate::side::SideRecord;
 use crate::sink::{ResultFormat, Sink};
@@ -132,6 +133,9 @@ pub struct KafkaSourceSettings {
     /// `scale_out: true`: processors started with this config share the topics' partitions
     /// through the consumer group, one task per partition (`dataflow_pipeline::scale_out`).
     pub scale_out: bool,
+    /// `partitioned_by`: the CEL expression the producer partitioned the topics by, so that a
+    /// `key_by` on the same expression needs no repartition topic in a scale-out job.
+    pub partitioned_by: Option<String>,
     /// Set by the task manager of a scale-out processor, never written: the one partition a
     /// task's source reads, and the group member its offsets are committed through.
     pub task: Option<TaskPartition>,
@@ -147,6 +151,8 @@ pub struct TaskPartition {
     /// The process's member of the group, which commits the task's offsets: a consumer that
     /// is not a member of a group with members may not commit to it.
     pub member: Arc<GroupMember>,
+    /// What the partition is: an input one, or one of a repartition topic.
+    pub role: TaskRole,
 }
 
 impl TaskPartition {
@@ -180,6 +186,7 @@ pub(crate) const SOURCE_KEYS: &[&str] = &[
     "event_time",
     "properties",
     "scale_out",
+    "partitioned_by",
 ];
 
 /// The settings a kafka sink takes.
@@ -354,6 +361,7 @@ pub(crate) fn configure_source(settings: &mut Settings<'_>) -> Option<SourceKind
     };
     let properties = properties(settings);
     let scale_out = settings.bool("scale_out").unwrap_or(false);
+    let partitioned_by = settings.string("partitioned_by").map(|(text, _)| text);
     Some(SourceKind::Kafka(Box::new(KafkaSourceSettings {
         brokers: brokers?,
         topics: topics?,
@@ -362,6 +370,7 @@ pub(crate) fn configure_source(settings: &mut Settings<'_>) -> Option<SourceKind
         event_time: event_time?,
         properties,
         scale_out,
+        partitioned_by,
         task: None,
     })))
 }
@@ -585,6 +594,8 @@ struct KafkaPartition {
     next: i64,
     /// Its own queue of fetched records, split from the consumer's at every assignment.
     queue: Option<PartitionQueue<Lags>>,
+    /// Each event carries its offset, for a repartition sink ([`TaskRole::Input`]).
+    stamp: bool,
 }
 
 impl KafkaPartition {
@@ -713,6 +724,7 @@ impl KafkaSource {
                     partition: task.partition,
                     next: 0,
                     queue: None,
+                    stamp: task.role == (TaskRole::Input { stamp: true }),
                 });
                 Vec::new()
             }
@@ -739,6 +751,7 @@ impl KafkaSource {
                     partition,
                     next: 0,
                     queue: None,
+                    stamp: false,
                 });
             }
         }
@@ -873,7 +886,12 @@ impl KafkaPartition {
         }
         self.next = offset + 1;
         match decode(decoder, event_time, message) {
-            Ok(event) => events.push(event),
+            Ok(mut event) => {
+                if self.stamp {
+                    crate::kafka_repartition::stamp_offset(&mut event, offset);
+                }
+                events.push(event)
+            }
             Err(reason) => dead_letters.push(SideRecord {
                 kind: SideKind::DeadLetter,
                 stage: stage.clone(),

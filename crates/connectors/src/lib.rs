@@ -20,6 +20,7 @@ pub mod generator;
 pub mod http;
 pub mod jsonl;
 pub mod kafka;
+pub mod kafka_repartition;
 mod lines;
 pub mod parquet;
 pub mod parts;

@@ -13,6 +13,9 @@ use crate::generator::{Generator, GeneratorConfig, GeneratorSource};
 use crate::http::{HttpSource, IngestHub};
 use crate::jsonl::JsonLinesSink;
 use crate::kafka::{EventTime, KafkaSink, KafkaSinkSettings, KafkaSource, KafkaSourceSettings};
+use crate::kafka_repartition::{
+    RepartitionSink, RepartitionSinkSettings, RepartitionSource, TaskRole,
+};
 use crate::parquet::{ParquetSettings, ParquetSink};
 use crate::parts::PartsSink;
 use crate::postgres::{PostgresSettings, PostgresSink};
@@ -86,6 +89,9 @@ pub enum SinkKind {
     Redis(Box<RedisSettings>),
     /// Records of a Kafka topic, at least once or exactly once (see [`crate::kafka`]).
     Kafka(Box<KafkaSinkSettings>),
+    /// The internal repartition topic of a scale-out job, written by an upstream task (built
+    /// by the task manager, never written in a config; see [`crate::kafka_repartition`]).
+    Repartition(Box<RepartitionSinkSettings>),
 }
 
 impl SinkSpec {
@@ -208,7 +214,15 @@ impl SourceKind {
                 let generator = Generator::new(config.clone())?;
                 Box::new(GeneratorSource::new(generator, *rate))
             }
-            SourceKind::Kafka(settings) => Box::new(KafkaSource::open(name, settings, decoder)?),
+            SourceKind::Kafka(settings) => match settings.task.as_ref() {
+                Some(task) => match task.role {
+                    TaskRole::Repartition { upstream } => Box::new(RepartitionSource::open(
+                        name, settings, task, upstream, decoder,
+                    )?),
+                    TaskRole::Input { .. } => Box::new(KafkaSource::open(name, settings, decoder)?),
+                },
+                None => Box::new(KafkaSource::open(name, settings, decoder)?),
+            },
             SourceKind::Http { .. } => match ingest.queue(name) {
                 Some(queue) => Box::new(HttpSource::open(queue)),
                 None => {
@@ -232,7 +246,14 @@ impl SinkKind {
             SinkKind::Postgres(_) => "postgres",
             SinkKind::Redis(_) => "redis",
             SinkKind::Kafka(_) => "kafka",
+            SinkKind::Repartition(_) => "repartition",
         }
+    }
+
+    /// Whether the sink is sent the watermark after what it was written
+    /// ([`crate::Sink::watermark`]): the repartition sink passes it on downstream.
+    pub fn wants_watermarks(&self) -> bool {
+        matches!(self, SinkKind::Repartition(_))
     }
 
     /// Whether the sink can take side records (dead letters, late events, timed-out matches),
@@ -270,7 +291,10 @@ impl SinkKind {
             SinkKind::Postgres(settings) => crate::postgres::check_layout(settings, &format.layout),
             SinkKind::Redis(settings) => crate::redis::check_layout(settings, &format.layout),
             SinkKind::Kafka(settings) => crate::kafka::check_layout(settings, format),
-            SinkKind::Stdout | SinkKind::File { .. } | SinkKind::Parts { .. } => Vec::new(),
+            SinkKind::Stdout
+            | SinkKind::File { .. }
+            | SinkKind::Parts { .. }
+            | SinkKind::Repartition(_) => Vec::new(),
         }
     }
 }
@@ -295,6 +319,7 @@ impl SinkSpec {
             SinkKind::Kafka(settings) => {
                 Box::new(KafkaSink::open(self, settings, format, restored).await?)
             }
+            SinkKind::Repartition(settings) => Box::new(RepartitionSink::open(settings)?),
             SinkKind::Stdout | SinkKind::File { .. } => {
                 Box::new(JsonLinesSink::open(self, format, mode).await?)
             }
@@ -449,21 +474,20 @@ mod tests {
             "path" | "profile" | "max_disorder" | "partition_by" | "partition_time"
             | "compression" | "retry_timeout" | "ttl" | "url" | "host" | "user" | "password"
             | "dbname" | "table" | "mode" | "key" | "id" | "command" | "brokers" | "topic"
-            | "topic_pattern" | "group" | "start" | "event_time" | "transactional_id" => {
-                SettingValue::Str(match key {
-                    "profile" => "bids".into(),
-                    "max_disorder" | "retry_timeout" | "ttl" => "1s".into(),
-                    "compression" => "snappy".into(),
-                    "url" => "redis://127.0.0.1:6379/".into(),
-                    "mode" => "upsert".into(),
-                    "brokers" => "127.0.0.1:9092".into(),
-                    "start" => "earliest".into(),
-                    "event_time" => "record".into(),
-                    "command" => "hset".into(),
-                    "key" => "a".into(),
-                    _ => "x".into(),
-                })
-            }
+            | "topic_pattern" | "group" | "start" | "event_time" | "transactional_id"
+            | "partitioned_by" => SettingValue::Str(match key {
+                "profile" => "bids".into(),
+                "max_disorder" | "retry_timeout" | "ttl" => "1s".into(),
+                "compression" => "snappy".into(),
+                "url" => "redis://127.0.0.1:6379/".into(),
+                "mode" => "upsert".into(),
+                "brokers" => "127.0.0.1:9092".into(),
+                "start" => "earliest".into(),
+                "event_time" => "record".into(),
+                "command" => "hset".into(),
+                "key" => "a".into(),
+                _ => "x".into(),
+            }),
             "columns" => SettingValue::Seq(vec![SettingValue::Str("a".into())]),
             "create_table" => SettingValue::Bool(true),
             _ => SettingValue::Int(1),

@@ -27,6 +27,12 @@ pub trait Sink: Send {
         self.flush().await
     }
 
+    /// The watermark after everything written so far (sent only to sinks whose kind
+    /// [`crate::SinkKind::wants_watermarks`]: the repartition sink writes it on as markers).
+    async fn watermark(&mut self, _watermark: i64) -> Result<()> {
+        Ok(())
+    }
+
     /// Checkpoint `checkpoint` is saved: publish what was prepared for it and before.
     async fn commit(&mut self, _checkpoint: u64) -> Result<()> {
         Ok(())
@@ -109,7 +115,8 @@ pub(crate) async fn open_writer(
         | SinkKind::Parquet(_)
         | SinkKind::Postgres(_)
         | SinkKind::Redis(_)
-        | SinkKind::Kafka(_) => Err(ConnectorError::Runtime(format!(
+        | SinkKind::Kafka(_)
+        | SinkKind::Repartition(_) => Err(ConnectorError::Runtime(format!(
             "a {} sink cannot take {what}: they are written as JSON Lines to stdout or a file",
             spec.kind.type_name()
         ))),

@@ -52,7 +52,9 @@ pub trait Source: Send {
     /// How many partitions the source has. Each has its own position and watermark.
     fn partitions(&self) -> usize;
 
-    /// Where every partition is.
+    /// Where every partition is, in partition order. A source may append positions of its own
+    /// after its partitions' (a repartition source's dedup map and markers): they are
+    /// checkpointed and given back to [`Source::seek`], but carry no watermark.
     fn positions(&self) -> Vec<PartitionPosition>;
 
     /// Whether the source can seek back to a position (stdin cannot).
@@ -91,6 +93,20 @@ pub trait Source: Send {
     /// its consumer group, for lag tools). The checkpoint stays the truth on a restore.
     fn checkpoint_completed(&mut self, positions: &[PartitionPosition]) {
         let _ = positions;
+    }
+
+    /// Whether the source carries its partitions' watermarks in band (a repartition topic's
+    /// markers, [`crate::kafka_repartition`]): then [`Source::carried_watermark`] is each
+    /// partition's watermark, instead of one generated from event times.
+    fn carries_watermarks(&self) -> bool {
+        false
+    }
+
+    /// The watermark partition `partition` carries now, if it has one yet (see
+    /// [`Source::carries_watermarks`]).
+    fn carried_watermark(&self, partition: usize) -> Option<i64> {
+        let _ = partition;
+        None
     }
 
     /// How many records each partition has not read yet, by partition name, for the ones the

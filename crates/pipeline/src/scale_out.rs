@@ -20,8 +20,11 @@
 //! When partitions are revoked (a process joins or leaves), their tasks stop with a final
 //! checkpoint (and, exactly once, its transaction committed) before the revoke returns to the
 //! group; assigned partitions start tasks. A task's watermark is its partition's. Keyed state is
-//! kept per input partition, so a key's events must all be in one partition (the co-partitioned
-//! case: keyed by the record key, or by a field the producer partitioned by).
+//! kept per partition, so a key's events must all be in one partition: keyed by the record
+//! key, or by what the source's `partitioned_by` says the producer partitioned by; any other
+//! `key_by` splits the pipeline at a repartition topic ([`repartition`]), which the processor
+//! creates at start and its member subscribes to beside the input: a task per partition of
+//! either, its kind following from the topic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,10 @@ use crate::control::ControlHandle;
 use crate::runtime::{Pipeline, RestoreMode, RestoreOptions, StopHandle};
 use crate::spec::{OnStop, PipelineSpec, Place, Problem};
 use crate::{PipelineError, Result};
+
+pub mod repartition;
+
+use repartition::{Counts, Split};
 
 /// How often the member is polled (heartbeats and rebalances are served in the poll).
 const MEMBER_POLL: Duration = Duration::from_millis(100);
@@ -73,6 +80,7 @@ pub fn problems(spec: &PipelineSpec) -> Vec<Problem> {
             message: "`scale_out` needs the kafka source to be the pipeline's only source".into(),
         });
     }
+    problems.extend(repartition::problems(spec));
     if spec.checkpoint.is_none() {
         problems.push(Problem {
             place,
@@ -161,6 +169,52 @@ pub fn task_spec(template: &PipelineSpec, task: TaskPartition) -> PipelineSpec {
     spec
 }
 
+/// Creates the repartition topic of `split` (if it does not exist) with as many partitions as
+/// the input topic has: the counts of both.
+async fn make_topic(settings: &KafkaSourceSettings, split: &Split) -> Result<Counts> {
+    use dataflow_connectors::kafka_repartition::{create_topic, topic_partitions};
+    let count = |topic: String| {
+        let brokers = settings.brokers.clone();
+        let properties = settings.properties.clone();
+        async move {
+            // A topic just made may take a moment to show in the metadata.
+            let mut tries = 0;
+            loop {
+                let (b, p, t) = (brokers.clone(), properties.clone(), topic.clone());
+                let found = tokio::task::spawn_blocking(move || topic_partitions(&b, &p, &t))
+                    .await
+                    .map_err(|e| PipelineError::Runtime(format!("topic lookup: {e}")))?;
+                match found {
+                    Ok(count) => return Ok::<usize, PipelineError>(count),
+                    Err(_) if tries < 50 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    };
+    let upstream = count(split.input.clone()).await?;
+    create_topic(
+        &settings.brokers,
+        &settings.properties,
+        &split.topic,
+        upstream,
+    )
+    .await?;
+    let partitions = count(split.topic.clone()).await?;
+    if partitions != upstream {
+        tracing::warn!(topic = %split.topic, partitions, input = upstream,
+            "the repartition topic exists with another number of partitions than the input: used as it is");
+    }
+    tracing::info!(topic = %split.topic, partitions, "scale-out: repartition topic ready");
+    Ok(Counts {
+        upstream,
+        partitions,
+    })
+}
+
 /// One running task.
 struct Task {
     stop: StopHandle,
@@ -173,6 +227,10 @@ struct Shared {
     template: PipelineSpec,
     source: String,
     settings: KafkaSourceSettings,
+    /// Where the pipeline splits at a repartition topic, if it does.
+    split: Option<Split>,
+    /// The partition counts of the input and repartition topics, once the topic is made.
+    counts: OnceLock<Counts>,
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
     member: OnceLock<Arc<GroupMember>>,
@@ -204,14 +262,21 @@ impl Shared {
             .get()
             .ok_or_else(|| PipelineError::Runtime("the group member is not set".into()))?
             .clone();
-        let spec = task_spec(
-            &self.template,
-            TaskPartition {
-                topic: topic.to_string(),
-                partition,
-                member,
-            },
-        );
+        let counts = self.counts.get().copied();
+        let task = TaskPartition {
+            topic: topic.to_string(),
+            partition,
+            member,
+            role: repartition::role(self.split.as_ref(), counts, topic),
+        };
+        let spec = task_spec(&self.template, task.clone());
+        let spec = match (&self.split, counts) {
+            (Some(split), Some(_)) if topic == split.topic => {
+                repartition::downstream_spec(spec, split)
+            }
+            (Some(split), Some(counts)) => repartition::upstream_spec(spec, split, counts, &task),
+            _ => spec,
+        };
         let plan = crate::plan::plan(spec)?;
         let pipeline =
             Pipeline::with_metrics(plan, self.metrics.clone()).with_restore(RestoreOptions {
@@ -322,11 +387,14 @@ impl ScaleOut {
             return Err(PipelineError::InvalidConfig(problems));
         }
         let (source, settings) = scale_out_source(&spec)?;
+        let split = repartition::split(&spec);
         Ok(ScaleOut {
             shared: Arc::new(Shared {
                 template: spec,
                 source,
                 settings,
+                split,
+                counts: OnceLock::new(),
                 metrics,
                 runtime,
                 member: OnceLock::new(),
@@ -349,12 +417,17 @@ impl ScaleOut {
     /// or a task fails (the error).
     pub async fn run(&self) -> Result<()> {
         let shared = self.shared.clone();
+        let mut settings = shared.settings.clone();
+        if let Some(split) = &shared.split {
+            let counts = make_topic(&settings, split).await?;
+            let _ = shared.counts.set(counts);
+            settings.topics = dataflow_connectors::kafka::Topics::Names(vec![
+                split.input.clone(),
+                split.topic.clone(),
+            ]);
+        }
         let listener = Arc::new(Listener(Arc::downgrade(&shared)));
-        let member = Arc::new(GroupMember::join(
-            &shared.source,
-            &shared.settings,
-            listener,
-        )?);
+        let member = Arc::new(GroupMember::join(&shared.source, &settings, listener)?);
         let _ = shared.member.set(member.clone());
         let poller = {
             let shared = shared.clone();
@@ -533,6 +606,7 @@ impl ScaleOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataflow_connectors::kafka_repartition::TaskRole;
 
     const SOURCE: &str = "  - name: bids\n    type: kafka\n    brokers: 127.0.0.1:9\n    topics: [bids]\n    scale_out: true\n    format: { schema: { auction: int } }\n";
 
@@ -584,6 +658,7 @@ mod tests {
                 topic: "bids".into(),
                 partition: 3,
                 member,
+                role: dataflow_connectors::kafka_repartition::TaskRole::Input { stamp: false },
             },
         );
         assert_eq!(task.name, "j[bids/3]");
@@ -629,6 +704,111 @@ mod tests {
             }
             _ => unreachable!("a kafka source"),
         }
+    }
+
+    #[test]
+    fn check_says_what_a_repartitioning_key_by_cannot_have() {
+        let source = "  - name: bids\n    type: kafka\n    brokers: 127.0.0.1:9\n    topics: [bids]\n    scale_out: true\n    partitioned_by: auction\n    format: { schema: { auction: int, bidder: int, price: int } }\n";
+        let rest = "sinks: [{ type: stdout }]\ncheckpoint: { dir: c }\n";
+        // Co-partitioned, on the record key, or repartitioned after filters: fine.
+        for steps in [
+            "  - key_by: auction\n",
+            "  - key_by: event.key\n",
+            "  - filter: price > 0\n  - key_by: bidder\n  - key_by: event.key\n",
+        ] {
+            let text = format!("name: j\nsources:\n{source}steps:\n{steps}{rest}");
+            assert_eq!(problems_of(&text), Vec::<String>::new(), "{steps}");
+        }
+        let text = format!(
+            "name: j\nsources:\n{source}steps:\n  - map: {{ keep: [bidder, price] }}\n  - key_by: bidder\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count }} }}\n  - key_by: n\n{rest}"
+        );
+        assert_eq!(
+            problems_of(&text),
+            [
+                "steps[0].map:11: only filters may come before the `key_by` of steps[1], which repartitions (the repartition topic carries events as the source reads them); compute the key in the `key_by` itself",
+                "steps[3].key_by:14: a scale-out pipeline may repartition once: this `key_by` needs a second repartition topic after the one of steps[1] (key by `event.key`, or by the source's `partitioned_by`, to keep the partitioning)",
+            ]
+        );
+        let text = format!(
+            "name: j\nsources:\n{}steps:\n  - key_by: bidder\n{rest}",
+            source.replace("topics: [bids]", "topics: [bids, asks]")
+        );
+        assert_eq!(
+            problems_of(&text),
+            ["sources[0]:3: the `key_by` of steps[0] repartitions, which needs the source to read one topic (`topics: [name]`), not several or a pattern (or declare `partitioned_by: <expression>` if the producer partitioned by the key)"]
+        );
+    }
+
+    #[test]
+    fn a_repartitioned_pipeline_splits_into_upstream_and_downstream_tasks() {
+        let text = format!(
+            "name: j\nsources:\n{SOURCE}steps:\n  - filter: auction > 0\n  - key_by: auction * 2\n  - window: {{ type: tumbling, size: 10s, aggregates: {{ n: count }} }}\nsinks: [{{ type: file, path: out/r.jsonl }}]\ncheckpoint: {{ dir: c }}\n"
+        );
+        let spec = crate::config::parse(&text, Path::new("base")).expect("config");
+        let split = repartition::split(&spec).expect("a split");
+        assert_eq!(
+            split,
+            Split {
+                at: 1,
+                input: "bids".into(),
+                topic: "dataflow-bids-step1-repartition".into(),
+            }
+        );
+        let settings = match &spec.sources[0].kind {
+            SourceKind::Kafka(settings) => (**settings).clone(),
+            _ => unreachable!("a kafka source"),
+        };
+        let member =
+            Arc::new(GroupMember::join("bids", &settings, Arc::new(NoListener)).expect("member"));
+        let counts = Counts {
+            upstream: 8,
+            partitions: 8,
+        };
+        let role = repartition::role(Some(&split), Some(counts), "bids");
+        assert_eq!(role, TaskRole::Input { stamp: true });
+        let input = TaskPartition {
+            topic: "bids".into(),
+            partition: 2,
+            member: member.clone(),
+            role,
+        };
+        let up =
+            repartition::upstream_spec(task_spec(&spec, input.clone()), &split, counts, &input);
+        assert_eq!(up.steps.len(), 2);
+        assert!(matches!(up.steps[1], crate::spec::StepSpec::KeyBy(_)));
+        match &up.sinks[..] {
+            [SinkSpec {
+                kind: SinkKind::Repartition(sink),
+                ..
+            }] => {
+                assert_eq!(
+                    (sink.topic.as_str(), sink.partitions, sink.upstream),
+                    ("dataflow-bids-step1-repartition", 8, 2)
+                )
+            }
+            other => panic!("not one repartition sink: {other:?}"),
+        }
+        let role = repartition::role(Some(&split), Some(counts), &split.topic);
+        assert_eq!(role, TaskRole::Repartition { upstream: 8 });
+        let task = TaskPartition {
+            topic: split.topic.clone(),
+            partition: 5,
+            member,
+            role,
+        };
+        let down = repartition::downstream_spec(task_spec(&spec, task), &split);
+        assert_eq!(down.steps.len(), 2);
+        assert!(matches!(down.steps[0], crate::spec::StepSpec::KeyBy(_)));
+        assert_eq!(
+            down.checkpoint.as_ref().map(|c| c.dir.clone()),
+            Some(Path::new("base/c/tasks/dataflow-bids-step1-repartition-5").to_path_buf())
+        );
+        assert_eq!(
+            down.sinks[0].kind,
+            SinkKind::File {
+                path: Path::new("base/out/r-dataflow-bids-step1-repartition-5.jsonl").to_path_buf()
+            }
+        );
     }
 
     struct NoListener;

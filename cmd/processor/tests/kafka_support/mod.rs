@@ -227,12 +227,17 @@ pub const FORMAT: &str = "format: { schema: { auction: int, price: int } }";
 
 /// Runs the windowed pipeline over `input` (a file) to a file: its sorted lines.
 pub fn file_reference(dir: &Path, input: &Path) -> Vec<String> {
+    file_reference_of(dir, input, FORMAT, STEPS)
+}
+
+/// Runs `steps` over `input` (a file) decoded with `format` to a file: its sorted lines.
+pub fn file_reference_of(dir: &Path, input: &Path, format: &str, steps: &str) -> Vec<String> {
     let out = dir.join("reference.jsonl");
     let config = dir.join("reference.yaml");
     std::fs::write(
         &config,
         format!(
-            "name: reference\nsources:\n  - name: bids\n    type: file\n    path: {}\n    {FORMAT}\n    watermark: {{ out_of_orderness: 5s }}\n{STEPS}sinks:\n  - {{ type: file, path: {} }}\ndead_letters: {{ type: file, path: {} }}\n",
+            "name: reference\nsources:\n  - name: bids\n    type: file\n    path: {}\n    {format}\n    watermark: {{ out_of_orderness: 5s }}\n{steps}sinks:\n  - {{ type: file, path: {} }}\ndead_letters: {{ type: file, path: {} }}\n",
             input.display(),
             out.display(),
             dir.join("reference-dead.jsonl").display()

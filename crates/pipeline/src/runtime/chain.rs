@@ -296,6 +296,12 @@ impl Chain {
             self.last_watermark = watermark;
             self.downstream.counters.set_watermark(watermark);
             self.drive(Drive::Watermark(watermark)).await?;
+            // Without workers, the results of the watermark went out in the drive: a sink
+            // that wants the watermark gets it after them. (A repartition sink's chain, the
+            // steps up to a key_by, has no workers.)
+            if self.workers.is_none() {
+                self.downstream.send_watermark(watermark).await?;
+            }
         }
         Ok(())
     }

@@ -44,6 +44,8 @@ pub(super) enum SinkMessage {
     Barrier(u64, oneshot::Sender<Result<()>>),
     /// Checkpoint `id` is saved: publish what was prepared for it.
     Commit(u64),
+    /// The watermark after the events sent before it (only to sinks that want it).
+    Watermark(i64),
 }
 
 /// What drives the operators next.

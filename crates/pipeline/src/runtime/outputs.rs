@@ -43,6 +43,8 @@ pub(super) struct Downstream {
     pub(super) counters: Arc<Counters>,
     /// Where every task reports the run's first failure.
     pub(super) failure: Failure,
+    /// The sinks that are sent watermarks (`SinkKind::wants_watermarks`), by index.
+    pub(super) watermark_sinks: Vec<usize>,
 }
 
 impl Downstream {
@@ -65,6 +67,20 @@ impl Downstream {
         for (index, sink) in self.sinks.iter().enumerate() {
             if sink
                 .send(SinkMessage::Events(results.clone()))
+                .await
+                .is_err()
+            {
+                return Err(self.sink_gone(index));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the watermark to the sinks that want it, after the results sent before it.
+    pub(super) async fn send_watermark(&self, watermark: i64) -> Result<()> {
+        for &index in &self.watermark_sinks {
+            if self.sinks[index]
+                .send(SinkMessage::Watermark(watermark))
                 .await
                 .is_err()
             {
@@ -228,6 +244,13 @@ pub(super) async fn start_outputs(
             side: side_tx,
             counters: counters.clone(),
             failure: failure.clone(),
+            watermark_sinks: plan
+                .sinks
+                .iter()
+                .enumerate()
+                .filter(|(_, spec)| spec.kind.wants_watermarks())
+                .map(|(index, _)| index)
+                .collect(),
         },
         sink_tasks,
         side_task,
@@ -319,6 +342,7 @@ async fn run_sink(
                 metrics.events_received(events.len() as u64);
             }
             SinkMessage::Commit(id) => sink.commit(id).await?,
+            SinkMessage::Watermark(watermark) => sink.watermark(watermark).await?,
             SinkMessage::Barrier(id, ack) => {
                 if let Err(error) = sink.prepare(id).await {
                     // The writer logs the checkpoint as failed; the run ends with the error.

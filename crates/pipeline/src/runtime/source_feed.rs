@@ -195,16 +195,24 @@ impl SourceFeed {
         initial: Vec<PartitionState>,
     ) -> Result<()> {
         let partitions = source.partitions();
-        let names: Vec<String> = source.positions().into_iter().map(|p| p.name).collect();
-        let mut generators =
-            vec![BoundedOutOfOrderness::new(watermark.out_of_orderness); partitions];
+        // A source may checkpoint more positions than it has partitions (a repartition
+        // source's upstream offsets); the partitions come first.
+        let mut names: Vec<String> = source.positions().into_iter().map(|p| p.name).collect();
+        names.truncate(partitions);
+        // A source carrying its watermarks hands them over as they are (no disorder bound).
+        let carried = source.carries_watermarks();
+        let bound = if carried {
+            0
+        } else {
+            watermark.out_of_orderness
+        };
+        let mut generators = vec![BoundedOutOfOrderness::new(bound); partitions];
         let mut combiner = WatermarkCombiner::new(partitions, watermark.idle_timeout);
         // A restored partition starts at its checkpointed watermark.
         for state in &initial {
             if let Some(index) = names.iter().position(|name| *name == state.name) {
                 if state.watermark > i64::MIN {
-                    generators[index]
-                        .observe(state.watermark.saturating_add(watermark.out_of_orderness));
+                    generators[index].observe(state.watermark.saturating_add(bound));
                 }
             }
         }
@@ -221,12 +229,14 @@ impl SourceFeed {
             source
                 .positions()
                 .into_iter()
-                .zip(generators)
-                .map(|(position, generator)| PartitionState {
+                .enumerate()
+                .map(|(index, position)| PartitionState {
                     name: position.name,
                     offset: position.offset,
                     line: position.line,
-                    watermark: generator.current(),
+                    watermark: generators
+                        .get(index)
+                        .map_or(i64::MIN, BoundedOutOfOrderness::current),
                 })
                 .collect::<Vec<_>>()
         };
@@ -331,8 +341,12 @@ impl SourceFeed {
                             max_time = max_time.max(event.event_time);
                         }
                         if let Some(generator) = generators.get_mut(partition) {
-                            generator.observe(max_time);
-                            combiner.update(partition, generator.current(), now);
+                            if carried {
+                                combiner.activity(partition, now);
+                            } else {
+                                generator.observe(max_time);
+                                combiner.update(partition, generator.current(), now);
+                            }
                         }
                         // Partitions that speak at once (Kafka): the silent ones may be idle
                         // while others speak. (A file waiting its turn is not idle.)
@@ -371,6 +385,18 @@ impl SourceFeed {
                         partitions,
                     });
                     return Ok(());
+                }
+            }
+            if carried {
+                for (partition, generator) in generators.iter_mut().enumerate() {
+                    // Only an advance counts as the partition's activity.
+                    if let Some(carried) = source
+                        .carried_watermark(partition)
+                        .filter(|carried| *carried > generator.current())
+                    {
+                        generator.observe(carried);
+                        combiner.update(partition, generator.current(), now);
+                    }
                 }
             }
             self.control.report_source(
