@@ -195,7 +195,7 @@ impl SourceFeed {
         initial: Vec<PartitionState>,
     ) -> Result<()> {
         let partitions = source.partitions();
-        let names: Vec<String> = source.positions().into_iter().map(|p| p.name).collect();
+        let mut names: Vec<String> = source.positions().into_iter().map(|p| p.name).collect();
         let mut generators =
             vec![BoundedOutOfOrderness::new(watermark.out_of_orderness); partitions];
         let mut combiner = WatermarkCombiner::new(partitions, watermark.idle_timeout);
@@ -282,6 +282,17 @@ impl SourceFeed {
             let poll = source.poll_batch(max, &mut events, &mut dead_letters);
             self.reading.end(self.input);
             let poll = poll?;
+            // A source may find partitions while it runs (Kafka: a partition added to a topic),
+            // each after the others: each gets its own watermark, in the combiner from now on.
+            let count = source.partitions();
+            if count > generators.len() {
+                let now = now_millis();
+                names = source.positions().into_iter().map(|p| p.name).collect();
+                while generators.len() < count {
+                    generators.push(BoundedOutOfOrderness::new(watermark.out_of_orderness));
+                    combiner.add_input(now);
+                }
+            }
             // A poll that found nothing waited for input rather than worked.
             if matches!(poll, Poll::Pending) {
                 self.metrics.starved(reading.elapsed());
