@@ -192,6 +192,18 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// A task ended with `error`: the processor stops, unless the task was fenced (another
+    /// process claimed its checkpoint directory: the partition is that process's now, and
+    /// this one hears so at its next poll of the group); then only the task ends.
+    fn task_failed(&self, partition: &str, error: &PipelineError) {
+        if matches!(error, PipelineError::Fenced(_)) {
+            tracing::error!(%partition, %error,
+                "scale-out: task fenced: another process owns its partition now; the task stops, the processor goes on");
+            return;
+        }
+        self.fail(format!("task {partition}: {error}"));
+    }
+
     fn start_task(self: &Arc<Self>, topic: &str, partition: i32) -> Result<()> {
         let member = self
             .member
@@ -207,11 +219,12 @@ impl Shared {
             },
         );
         let plan = crate::plan::plan(spec)?;
-        let pipeline =
-            Pipeline::with_metrics(plan, self.metrics.clone()).with_restore(RestoreOptions {
+        let pipeline = Pipeline::with_metrics(plan, self.metrics.clone())
+            .with_restore(RestoreOptions {
                 mode: RestoreMode::Latest,
                 allow_non_restored_state: false,
-            });
+            })
+            .claiming_checkpoints();
         let stop = pipeline.stop_handle();
         let control = pipeline.control();
         let weak = Arc::downgrade(self);
@@ -220,7 +233,7 @@ impl Shared {
         let done = self.runtime.spawn(async move {
             let result = pipeline.run().await;
             if let (Err(error), Some(shared)) = (&result, weak.upgrade()) {
-                shared.fail(format!("task {name}: {error}"));
+                shared.task_failed(&name, error);
             }
             result
         });
@@ -253,7 +266,7 @@ impl Shared {
                 Ok(Ok(_)) => {
                     tracing::info!(partition = %format!("{topic}/{partition}"), "scale-out: task stopped")
                 }
-                Ok(Err(error)) => self.fail(format!("task {topic}/{partition}: {error}")),
+                Ok(Err(error)) => self.task_failed(&format!("{topic}/{partition}"), &error),
                 Err(error) => self.fail(format!("task {topic}/{partition}: {error}")),
             }
         }
