@@ -7,7 +7,9 @@
 //! instance of the pipeline whose source reads that partition only, with
 //!
 //! - its checkpoints in `<checkpoint.dir>/tasks/<topic>-<partition>/` (a directory all processes
-//!   reach), restored from the latest good one when the task starts;
+//!   reach), claimed when the task starts (`LocalStorage::claim`: a previous owner still running
+//!   can save there no more; its task then fails alone, the process goes on), then restored from
+//!   the latest good one;
 //! - for an exactly-once kafka sink, the transactional id `<transactional_id>-<topic>-<partition>`
 //!   (its spool in the task's directory), so that the next owner fences the previous one;
 //! - `file` sinks (results, dead letters, late events) written to `<stem>-<topic>-<partition>.<ext>`
