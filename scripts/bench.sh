@@ -11,6 +11,7 @@
 #   MAIN=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 PARQUET=1 scripts/bench.sh  # only the parquet sink
 #   SINKS=1 MAIN=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 LATENCY=0 SIZES=1000000 scripts/bench.sh  # store sinks only
 #   KAFKA=1 MAIN=0 SLIDING=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 LATENCY=0 scripts/bench.sh  # Kafka in and out only
+#   KAFKA_SCALE=1 MAIN=0 SLIDING=0 PARALLEL=0 CHECKPOINTS=0 INGEST=0 LATENCY=0 SIZES=4000000 scripts/bench.sh  # 3 scale-out processors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -463,4 +464,120 @@ YAML
       }'
     done
   done
+fi
+
+# Kafka scale-out (KAFKA_SCALE=1 runs it; off by default): W2 with `scale_out: true` on
+# KAFKA_SCALE_PROCESSES (3) processors of one consumer group, all on this machine with the broker,
+# reading the largest input from a topic of KAFKA_SCALE_PARTITIONS (12) partitions (loaded keyed
+# by auction, so co-partitioned for W2's key) and writing to a topic, at least once, checkpoints
+# every 2 s (scale-out needs them; one directory per task). The processors start together; the
+# measured window runs from when the group has settled (their `/api/v1/status` tasks own every
+# partition once, each processor some) until their `/metrics` together count every record read.
+# For the window: total and per-processor events/s, CPU seconds of each processor and of the
+# broker (/proc/PID/stat); each processor's peak RSS (VmHWM) is the whole run's.
+if [ "${KAFKA_SCALE:-0}" = "1" ]; then
+  n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
+  input="$DIR/bids-$n.jsonl"
+  [ -s "$input" ] || "$PROCESSOR" generate --profile bids --count "$n" --seed 42 --out "$input"
+  procs=${KAFKA_SCALE_PROCESSES:-3}
+  parts=${KAFKA_SCALE_PARTITIONS:-12}
+  brokers=$(bash scripts/kafka.sh start | tail -n 1)
+  broker_pid=$(cat "target/kafka/run-${brokers##*:}/pid")
+  tck=$(getconf CLK_TCK)
+  cpu_of() { awk -v t="$tck" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+  run_id="$(date +%s)-$$"
+  topic="bench-scale-$run_id"
+  bash scripts/kafka.sh topic "$topic" "$parts" >/dev/null
+  bash scripts/kafka.sh topic "$topic-out" "$parts" >/dev/null
+  mkdir -p "$DIR/configs"
+  load="$DIR/configs/kafka-scale-load.yaml"
+  cat > "$load" <<YAML
+name: kafka-scale-load
+sources:
+  - { name: bids, type: file, path: ../bids-$n.jsonl, format: { schema: { auction: int, bidder: int, price: int, channel: string, url: string } } }
+sinks:
+  - { type: kafka, brokers: "$brokers", topic: $topic, key: "string(auction)" }
+YAML
+  read -r load_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$load")
+  cfg="$DIR/configs/kafka-scale-w2.yaml"
+  rm -rf "$DIR/out/kafka-scale-checkpoints"
+  {
+    printf 'name: kafka-scale-w2\n'
+    printf 'sources:\n  - name: bids\n    type: kafka\n    brokers: "%s"\n    topics: [%s]\n' "$brokers" "$topic"
+    printf '    group: bench-scale-%s\n    start: earliest\n    scale_out: true\n' "$run_id"
+    printf '    format: { schema: { auction: int, price: int } }\n    watermark: { out_of_orderness: 2s, idle_timeout: 5s }\n'
+    sed -n '/^steps:/,/^sinks:/p' "$(config_of w2)" | sed '$d'
+    printf 'sinks:\n  - { type: kafka, brokers: "%s", topic: %s-out }\n' "$brokers" "$topic"
+    printf 'checkpoint: { dir: ../out/kafka-scale-checkpoints, interval: 2s, retain: 2 }\n'
+    printf 'dead_letters: { type: file, path: ../out/kafka-scale-dead.jsonl }\n'
+    printf 'api: { listen: "127.0.0.1:0" }\n'
+  } > "$cfg"
+  pids=() addrs=()
+  start=$(date +%s.%N)
+  broker_cpu_start=$(cpu_of "$broker_pid")
+  for i in $(seq 1 "$procs"); do
+    "$PROCESSOR" run --no-progress --config "$cfg" >/dev/null 2>"$DIR/out/kafka-scale-$i.log" &
+    pids+=($!)
+  done
+  for i in $(seq 1 "$procs"); do
+    address=""
+    while [ -z "$address" ] && kill -0 "${pids[$((i - 1))]}" 2>/dev/null; do
+      address=$(sed -n 's/.*API listening address=\([0-9.:]*\).*/\1/p' "$DIR/out/kafka-scale-$i.log" | head -n 1)
+      [ -n "$address" ] || sleep 0.1
+    done
+    addrs+=("$address")
+  done
+  reads_of() { { curl -s "http://$1/metrics" || true; } | awk '/^dataflow_source_events_read_total/ { s += $NF } END { printf "%d", s }'; }
+  owned_of() { curl -s "http://$1/api/v1/status" | jq '.tasks // [] | length' 2>/dev/null || echo 0; }
+  settled="" total=0
+  declare -a read0 cpu0 owned
+  while [ "$total" -lt "$n" ]; do
+    total=0 owned_sum=0 each=1
+    declare -a now_reads now_owned
+    for i in $(seq 0 $((procs - 1))); do
+      kill -0 "${pids[$i]}" 2>/dev/null || { echo "processor $((i + 1)) ended: $(tail -n 3 "$DIR/out/kafka-scale-$((i + 1)).log")" >&2; exit 1; }
+      now_reads[$i]=$(reads_of "${addrs[$i]}")
+      now_owned[$i]=$(owned_of "${addrs[$i]}")
+      total=$((total + now_reads[$i]))
+      owned_sum=$((owned_sum + now_owned[$i]))
+      [ "${now_owned[$i]}" -gt 0 ] || each=0
+    done
+    if [ -z "$settled" ] && [ "$owned_sum" -eq "$parts" ] && [ "$each" = 1 ]; then
+      settled=$(date +%s.%N)
+      broker_cpu0=$(cpu_of "$broker_pid")
+      for i in $(seq 0 $((procs - 1))); do
+        read0[$i]=${now_reads[$i]} cpu0[$i]=$(cpu_of "${pids[$i]}") owned[$i]=${now_owned[$i]}
+      done
+    fi
+    [ "$total" -ge "$n" ] || sleep 0.2
+  done
+  end=$(date +%s.%N)
+  if [ -z "$settled" ]; then
+    echo "every record was read before the group settled: use a larger SIZES" >&2
+    settled=$start broker_cpu0=$broker_cpu_start
+    for i in $(seq 0 $((procs - 1))); do read0[$i]=0 cpu0[$i]=0 owned[$i]=$(owned_of "${addrs[$i]}"); done
+  fi
+  broker_cpu1=$(cpu_of "$broker_pid")
+  declare -a read1 cpu1 hwm
+  for i in $(seq 0 $((procs - 1))); do
+    read1[$i]=$(reads_of "${addrs[$i]}")
+    cpu1[$i]=$(cpu_of "${pids[$i]}")
+    hwm[$i]=$(awk '/VmHWM/ { print $2 }' "/proc/${pids[$i]}/status")
+  done
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" || true; done
+  window=$(awk -v a="$settled" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
+  printf '\n%s: %d bids loaded into %s (%d partitions) in %.1f s; %d processors, W2, scale_out, at least once\n' "$brokers" "$n" "$topic" "$parts" "$load_secs" "$procs"
+  awk -v a="$start" -v s="$settled" -v e="$end" -v n="$n" -v w="$window" -v r="$(( ${read1[*]/%/+} 0 ))" -v r0="$(( ${read0[*]/%/+} 0 ))" 'BEGIN {
+    printf "group settled %.1f s after the start; all read %.1f s after the start; window %.1f s: %d records, %.0f events/s in total (%.0f events/s over the whole run)\n", s - a, e - a, w, r - r0, (r - r0) / w, n / (e - a)
+  }'
+  printf '\n| process | partitions | records in window | events/s | CPU s in window | CPU / window | CPU s whole run | peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|\n'
+  for i in $(seq 0 $((procs - 1))); do
+    awk -v p="$((i + 1))" -v o="${owned[$i]}" -v r="$(( read1[$i] - read0[$i] ))" -v w="$window" -v c0="${cpu0[$i]}" -v c1="${cpu1[$i]}" -v h="${hwm[$i]:-0}" 'BEGIN {
+      printf "| processor %d | %d | %d | %.0f | %.1f | %.2f | %.1f | %.1f MiB |\n", p, o, r, r / w, c1 - c0, (c1 - c0) / w, c1, h / 1024
+    }'
+  done
+  awk -v w="$window" -v c0="$broker_cpu0" -v c1="$broker_cpu1" -v cs="$broker_cpu_start" 'BEGIN {
+    printf "| broker (tansu) | - | - | - | %.1f | %.2f | %.1f (since the processors started) | - |\n", c1 - c0, (c1 - c0) / w, c1 - cs
+  }'
 fi

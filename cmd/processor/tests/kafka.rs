@@ -1,8 +1,8 @@
 //! The kafka source and sink against a real Kafka-protocol broker (tansu, started by
 //! `scripts/kafka.sh`, which installs it when absent): a keyed tumbling window from a topic of
 //! 4 partitions to a topic equals the same pipeline on a file; malformed records are dead
-//! letters naming topic, partition and offset; an idle partition does not stall windows; and
-//! SIGKILLs with `exactly_once: true` neither lose nor duplicate a result. See docs/kafka.md for
+//! letters naming topic, partition and offset; an idle partition does not stall windows; a
+//! topic appearing while the source runs is read and checkpointed; and SIGKILLs with `exactly_once: true` neither lose nor duplicate a result. See docs/kafka.md for
 //! what this broker does and does not check.
 #![cfg(unix)]
 
@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use dataflow_checkpoint::{CheckpointStorage, LocalStorage};
 use kafka_support::*;
 
 /// A keyed tumbling window from a 4-partition topic to a topic gives the results of the same
@@ -160,6 +161,151 @@ fn an_idle_partition_does_not_stall_windows() {
         let n = value["n"].as_i64().expect("n");
         assert!(n <= 34 && n > 0, "{line}");
     }
+}
+
+/// The `(key, n)` of each result line, sorted.
+fn keys_and_counts(lines: &[String]) -> Vec<(i64, i64)> {
+    let mut found: Vec<(i64, i64)> = lines
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("result");
+            (
+                value["key"].as_i64().expect("key"),
+                value["n"].as_i64().expect("n"),
+            )
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Without `scale_out`, a source on a `topic_pattern` picks up a topic created while it runs
+/// (tansu cannot add partitions to a topic; the source's path is the same: a metadata refresh
+/// finds partitions it does not have). They are read from their first record although the
+/// source says `start: latest`, each with its own watermark and idle detection (the new empty
+/// partition goes idle, the one with records closes a window), and checkpointed: a restart
+/// restores the new partition's offset and open window, so nothing is read twice (the window
+/// open at the stop would count its record twice) and nothing is lost.
+#[test]
+fn partitions_appearing_while_running_are_read_and_restored() {
+    let brokers = broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = unique("found");
+    let first = format!("{prefix}-a");
+    let second = format!("{prefix}-b");
+    let output_topic = unique("found-out");
+    create_topic(&first, 1);
+    create_topic(&output_topic, 1);
+    let config = kafka_config(
+        dir.path(),
+        "found",
+        &brokers,
+        (&first, &output_topic),
+        Extra {
+            idle: ", idle_timeout: 1s",
+            source:
+                "    start: latest\n    properties: { topic.metadata.refresh.interval.ms: 300 }\n",
+            ..Extra::default()
+        },
+    );
+    let group = format!("found-{first}");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(
+            &format!("topics: [{first}]"),
+            &format!("topic_pattern: \"{prefix}-.*\""),
+        )
+        .replace("on_stop: fire", "on_stop: keep");
+    std::fs::write(&config, text).expect("config");
+    let mut child = run(&config);
+    // The source is open and checkpointing once the group has an offset for the first topic.
+    wait_for_commits(
+        &brokers,
+        &group,
+        &first,
+        &BTreeMap::from([(0, 0)]),
+        &mut child,
+    );
+    create_topic(&second, 2);
+    // At once, before the source can have noticed the topic: read from the first record.
+    let mut records = twenty_bids(1, 7);
+    records.push((
+        1,
+        "{\"timestamp\": 1800000000000, \"auction\": 8, \"price\": 1}".to_string(),
+    ));
+    produce(&brokers, &second, &records);
+    let results = consume(&brokers, &output_topic, 1, Duration::from_secs(60));
+    assert_eq!(keys_and_counts(&results), [(7, 20)], "{results:?}");
+    // A checkpoint holding the new partition's offset (committed to the group after it).
+    wait_for_commits(
+        &brokers,
+        &group,
+        &second,
+        &BTreeMap::from([(0, 0), (1, 21)]),
+        &mut child,
+    );
+    sigterm(&child);
+    let (code, stderr) = wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    // The stop's checkpoint holds every partition's offset, the new ones' too.
+    let storage = LocalStorage::open_for_reading(dir.path().join("found-checkpoints"))
+        .expect("checkpoint directory");
+    let (checkpoint, _) = storage
+        .latest_valid()
+        .expect("checkpoints")
+        .expect("a checkpoint");
+    let offsets: BTreeMap<&str, u64> = checkpoint.sources[0]
+        .partitions
+        .iter()
+        .map(|p| (p.name.as_str(), p.offset))
+        .collect();
+    assert_eq!(
+        offsets,
+        BTreeMap::from([
+            (format!("{first}/0").as_str(), 0),
+            (format!("{second}/0").as_str(), 0),
+            (format!("{second}/1").as_str(), 21),
+        ]),
+    );
+
+    // Restarted: auction 8's window (one record, open at the stop) closes with the next
+    // records; auction 9's window too.
+    let mut child = run(&config);
+    // 20 bids of auction 9, 100 ms apart from 1,850,000,000,000.
+    let mut records: Vec<(i32, String)> = (0..20)
+        .map(|i| {
+            let time = 1_850_000_000_000i64 + i * 100;
+            (
+                1,
+                format!("{{\"timestamp\": {time}, \"auction\": 9, \"price\": 1}}"),
+            )
+        })
+        .collect();
+    records.push((
+        1,
+        "{\"timestamp\": 1900000000000, \"auction\": 10, \"price\": 1}".to_string(),
+    ));
+    produce(&brokers, &second, &records);
+    let results = consume(&brokers, &output_topic, 3, Duration::from_secs(60));
+    assert_eq!(results.len(), 3, "{results:?}");
+    wait_for_commits(
+        &brokers,
+        &group,
+        &second,
+        &BTreeMap::from([(0, 0), (1, 42)]),
+        &mut child,
+    );
+    sigterm(&child);
+    let (code, stderr) = wait(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    // Every result once: a re-read record would count twice in auction 8's window or close
+    // auction 7's again.
+    let results = consume(&brokers, &output_topic, 4, Duration::from_secs(3));
+    assert_eq!(
+        keys_and_counts(&results),
+        [(7, 20), (8, 1), (9, 20)],
+        "{results:?}"
+    );
 }
 
 /// SIGKILL at 10 seeded instants with restarts, `exactly_once: true`: the committed output

@@ -93,6 +93,30 @@ pub enum CheckpointError {
         cap: u64,
     },
 
+    /// A save refused because another writer has taken the checkpoint directory over: its
+    /// epoch file names a newer owner than the one this storage claimed (a scale-out task whose
+    /// partition moved while this process was paused).
+    #[error("{}not saved: {} was taken over by a newer owner (epoch {current}; this writer's is {own})", prefix(checkpoint), dir.display())]
+    Fenced {
+        /// The checkpoint being saved.
+        checkpoint: Option<CheckpointId>,
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The epoch this writer claimed.
+        own: u64,
+        /// The epoch the directory names now.
+        current: u64,
+    },
+
+    /// A checkpoint directory's epoch file that does not hold a decimal number.
+    #[error("epoch file {}: expected a decimal number, found `{text}`", file.display())]
+    BadEpoch {
+        /// The epoch file.
+        file: PathBuf,
+        /// What it holds (at most 64 characters of it).
+        text: String,
+    },
+
     /// Complete checkpoints exist but every one was refused; restoring from none of them
     /// silently would lose state, so this is an error. Holds each refused checkpoint, newest
     /// first, with its reason.

@@ -34,6 +34,10 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes the directory `path` and everything in it.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Removes the file `path` (a temporary epoch file left by an interrupted claim).
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
 }
 
 /// The real file system.

@@ -92,8 +92,8 @@ pub use manifest::{
 };
 pub use model::{Checkpoint, OperatorState, PartitionState, SourceState};
 pub use storage::{
-    CheckpointEntry, CheckpointStorage, LocalStorage, Pin, Retention, DATA_FILE, MANIFEST_FILE,
-    TMP_PREFIX,
+    CheckpointEntry, CheckpointStorage, LocalStorage, Pin, Retention, DATA_FILE, EPOCH_FILE,
+    MANIFEST_FILE, TMP_PREFIX,
 };
 pub use stream::{StateWriter, StreamedCheckpoint, StreamedOperator};
 

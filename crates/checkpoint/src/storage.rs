@@ -25,6 +25,11 @@ pub const DATA_FILE: &str = "data.bin";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The prefix of the directories being written or deleted; never a complete checkpoint.
 pub const TMP_PREFIX: &str = ".tmp-";
+/// The file naming the epoch of a checkpoint directory's current owner, written by
+/// [`LocalStorage::claim`] (a decimal number and a newline).
+pub const EPOCH_FILE: &str = "epoch";
+/// Where a claim writes the next epoch before renaming it over [`EPOCH_FILE`].
+const EPOCH_TMP: &str = ".tmp-epoch";
 
 /// A complete checkpoint in a storage: one that was fully written. Whether it is valid is
 /// only known by [`CheckpointStorage::verify`].
@@ -204,6 +209,10 @@ impl Retention {
 /// [`Retention`]; invalid ones are left in place for inspection and never count.
 ///
 /// One writer per directory: two `LocalStorage`s must not save into the same directory at once.
+/// Where that cannot be ruled out (the tasks of a scale-out processor, whose directory the
+/// partition's next owner takes over while a paused previous owner may still save), each
+/// owner [claims](LocalStorage::claim) the directory: a storage that claimed epoch `n` saves
+/// only while the directory's epoch is still `n`.
 #[derive(Clone, Debug)]
 pub struct LocalStorage {
     dir: PathBuf,
@@ -211,6 +220,8 @@ pub struct LocalStorage {
     max_payload: u64,
     fs: Arc<dyn FileSystem>,
     retention: Retention,
+    /// The epoch this storage claimed, if it did: saves check the directory's is still it.
+    epoch: Option<u64>,
 }
 
 impl LocalStorage {
@@ -240,6 +251,7 @@ impl LocalStorage {
             max_payload: DEFAULT_MAX_PAYLOAD,
             fs: Arc::new(StdFs),
             retention: Retention::default(),
+            epoch: None,
         })
     }
 
@@ -266,6 +278,7 @@ impl LocalStorage {
             max_payload: DEFAULT_MAX_PAYLOAD,
             fs,
             retention: Retention::default(),
+            epoch: None,
         };
         storage.remove_stale_tmp_dirs()?;
         Ok(storage)
@@ -288,6 +301,90 @@ impl LocalStorage {
     /// The pins retention honours and the record of saved checkpoints.
     pub fn retention(&self) -> &Retention {
         &self.retention
+    }
+
+    /// The epoch of the directory's current owner: what its [`EPOCH_FILE`] says, 0 without one.
+    pub fn current_epoch(&self) -> Result<u64> {
+        let file = self.dir.join(EPOCH_FILE);
+        let text = match fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(CheckpointError::io(
+                    None,
+                    format!("read {}", file.display()),
+                    e,
+                ))
+            }
+        };
+        text.trim().parse().map_err(|_| CheckpointError::BadEpoch {
+            file,
+            text: text.chars().take(64).collect(),
+        })
+    }
+
+    /// The epoch this storage claimed, if it did.
+    pub fn epoch(&self) -> Option<u64> {
+        self.epoch
+    }
+
+    /// Takes the directory over as its new owner: writes the epoch after the current one
+    /// (into a temporary file, fsynced, renamed over [`EPOCH_FILE`], the directory fsynced)
+    /// and returns it. From then on every save of this storage first checks that the
+    /// directory's epoch is still this one, and is refused with [`CheckpointError::Fenced`]
+    /// once a newer owner has claimed it. A new owner claims before it restores, so that the
+    /// checkpoint it restores is the last the previous owner could save.
+    ///
+    /// The check is not atomic with a save's rename: a writer paused between the two can still
+    /// put one checkpoint in place after a claim (the file system offers no compare-and-swap);
+    /// the check right before the rename keeps that window to the rename itself.
+    pub fn claim(&mut self) -> Result<u64> {
+        let next =
+            self.current_epoch()?
+                .checked_add(1)
+                .ok_or_else(|| CheckpointError::BadEpoch {
+                    file: self.dir.join(EPOCH_FILE),
+                    text: u64::MAX.to_string(),
+                })?;
+        let tmp = self.dir.join(EPOCH_TMP);
+        let file = self.dir.join(EPOCH_FILE);
+        let io_error = |action: String| move |e| CheckpointError::io(None, action, e);
+        if tmp.exists() {
+            self.fs
+                .remove_file(&tmp)
+                .map_err(io_error(format!("remove stale {}", tmp.display())))?;
+        }
+        self.fs
+            .write_file_synced(&tmp, format!("{next}\n").as_bytes())
+            .map_err(io_error(format!("write and fsync {}", tmp.display())))?;
+        self.fs.rename(&tmp, &file).map_err(io_error(format!(
+            "rename {} to {}",
+            tmp.display(),
+            file.display()
+        )))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(io_error(format!("fsync directory {}", self.dir.display())))?;
+        self.epoch = Some(next);
+        info!(dir = %self.dir.display(), epoch = next, "checkpoint directory claimed");
+        Ok(next)
+    }
+
+    /// Refuses a save of `id` when this storage claimed an epoch the directory no longer has.
+    fn check_epoch(&self, id: CheckpointId) -> Result<()> {
+        let Some(own) = self.epoch else {
+            return Ok(());
+        };
+        let current = self.current_epoch()?;
+        if current == own {
+            return Ok(());
+        }
+        Err(CheckpointError::Fenced {
+            checkpoint: Some(id),
+            dir: self.dir.clone(),
+            own,
+            current,
+        })
     }
 
     /// The checkpoint directory.
@@ -375,6 +472,8 @@ impl LocalStorage {
             self.fs
                 .sync_dir(&tmp)
                 .map_err(io_error(format!("fsync directory {}", tmp.display())))?;
+            // Checked again last: the directory may have been claimed while this was written.
+            self.check_epoch(id)?;
             self.fs.rename(&tmp, &done).map_err(io_error(format!(
                 "rename {} to {}",
                 tmp.display(),
@@ -421,6 +520,7 @@ impl LocalStorage {
         triggered: Option<Instant>,
     ) -> Result<Manifest> {
         let id = outline.id;
+        self.check_epoch(id)?;
         let done = self.checkpoint_dir(id);
         if done.exists() {
             return Err(CheckpointError::AlreadyExists {

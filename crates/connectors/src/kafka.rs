@@ -1,13 +1,17 @@
 //! `type: kafka`: a source reading topics of a Kafka-protocol broker, and a sink writing results
 //! to a topic, both through librdkafka (`rdkafka`).
 //!
-//! **Source.** Every partition of the topics (named, or matching a pattern when the source
-//! opens) is a source partition named `topic/partition`, with its own offset in checkpoints
-//! and its own watermark. The consumer is assigned all of them itself (the group id names
-//! where offsets are committed, for lag tools), or, with `scale_out: true`, the one partition
-//! of its task, which the process's [`GroupMember`] was given by the group's rebalance
+//! **Source.** Every partition of the topics (named, or matching a pattern) is a source
+//! partition named `topic/partition`, with its own offset in checkpoints and its own
+//! watermark. The consumer is assigned all of them itself (the group id names where offsets
+//! are committed, for lag tools), or, with `scale_out: true`, the one partition of its task,
+//! which the process's [`GroupMember`] was given by the group's rebalance
 //! (`dataflow_pipeline::scale_out`). A partition starts at its
 //! checkpointed offset on a restore, else at the group's committed offset, else at `start`.
+//! Without `scale_out`, the source reads its topics' metadata again every few seconds and
+//! adds the partitions that appeared (a partition added to a topic, a new topic matching the
+//! pattern) after the others; such a partition starts at the group's committed offset, else
+//! at its first record ([`KafkaSource::discover`]).
 //! Each partition is read from its own librdkafka queue, one batch of one partition per poll,
 //! in turn, so that every batch has one partition's offsets and a backlog is read evenly. Values
 //! decode with the source's `format` exactly as a file's lines; the record key becomes
@@ -651,6 +655,53 @@ pub struct KafkaSource {
     lags: Lags,
     /// A scale-out task's group member, which commits its offsets.
     member: Option<Arc<GroupMember>>,
+    /// How partitions that appear while the source runs are found; `None` for a scale-out
+    /// task (its one partition is fixed; the group member notices new ones).
+    discovery: Option<Discovery>,
+}
+
+/// Which topics a source follows after it opened, and how often it looks for new partitions.
+struct Discovery {
+    /// The topics named, or `None` with a pattern.
+    names: Option<Vec<String>>,
+    /// The pattern, anchored.
+    pattern: Option<regex::Regex>,
+    /// How often the topics' metadata is read.
+    every: Duration,
+    /// When it was last read.
+    last: std::time::Instant,
+}
+
+impl Discovery {
+    fn follows(&self, topic: &str) -> bool {
+        match (&self.names, &self.pattern) {
+            (Some(names), _) => names.iter().any(|name| name == topic),
+            (None, Some(pattern)) => pattern.is_match(topic) && !topic.starts_with("__"),
+            (None, None) => false,
+        }
+    }
+}
+
+/// How often a source looks for partitions added to its topics (or topics matching its
+/// pattern) unless `properties` set `topic.metadata.refresh.interval.ms` (a negative value
+/// turns it off, as it does librdkafka's own refresh).
+const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
+/// How long a look for new partitions may wait for the broker's metadata; on a timeout the
+/// source reads on and looks again at the next interval.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The discovery interval `properties` ask for: `None` to never look.
+fn discovery_interval(properties: &Properties) -> Option<Duration> {
+    let written = properties
+        .0
+        .iter()
+        .find(|(key, _)| key == "topic.metadata.refresh.interval.ms")
+        .and_then(|(_, value)| value.trim().parse::<i64>().ok());
+    match written {
+        None => Some(DISCOVERY_EVERY),
+        Some(millis) if millis < 0 => None,
+        Some(millis) => Some(Duration::from_millis(millis as u64)),
+    }
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -688,11 +739,13 @@ impl KafkaSource {
         let metadata = consumer
             .fetch_metadata(None, BROKER_TIMEOUT)
             .map_err(|e| kafka_error(&format!("source `{name}`: cannot read the topics"), e))?;
+        let mut compiled = None;
         let wanted: Vec<String> = match &settings.topics {
             Topics::Names(names) => names.clone(),
             Topics::Pattern(pattern) => {
                 let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
                     .map_err(|e| ConnectorError::Runtime(format!("topic_pattern: {e}")))?;
+                compiled = Some(regex.clone());
                 let mut names: Vec<String> = metadata
                     .topics()
                     .iter()
@@ -776,6 +829,18 @@ impl KafkaSource {
             served: std::time::Instant::now(),
             lags,
             member: settings.task.as_ref().map(|task| task.member.clone()),
+            discovery: match (&settings.task, discovery_interval(&settings.properties)) {
+                (None, Some(every)) => Some(Discovery {
+                    names: match &settings.topics {
+                        Topics::Names(names) => Some(names.clone()),
+                        Topics::Pattern(_) => None,
+                    },
+                    pattern: compiled,
+                    every,
+                    last: std::time::Instant::now(),
+                }),
+                _ => None,
+            },
         };
         source.resolve_start(settings.start)?;
         Ok(source)
@@ -864,6 +929,104 @@ impl KafkaSource {
             }
         }
         self.assigned = true;
+        Ok(())
+    }
+}
+
+impl KafkaSource {
+    /// Once every discovery interval: reads the topics' metadata and adds the partitions that
+    /// appeared since the source opened (a partition added to a topic, or a new topic matching
+    /// the pattern), after the others, so that every partition keeps its index. A new partition
+    /// starts at the group's committed offset, else at its first record whatever `start` says:
+    /// it appeared after the job started, so all of it is new to the job (as Flink's and Kafka
+    /// Streams' sources do). The consumer is then assigned every partition again at the offsets
+    /// handed on so far. A broker that does not answer is logged and asked again next time.
+    fn discover(&mut self) -> Result<()> {
+        let Some(discovery) = &mut self.discovery else {
+            return Ok(());
+        };
+        if discovery.last.elapsed() < discovery.every {
+            return Ok(());
+        }
+        discovery.last = std::time::Instant::now();
+        let metadata = match self.consumer.fetch_metadata(None, DISCOVERY_TIMEOUT) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                tracing::warn!(stage = %self.stage, %error,
+                    "kafka source: cannot read the topics' metadata to look for new partitions");
+                return Ok(());
+            }
+        };
+        let mut found: Vec<(String, i32)> = Vec::new();
+        for topic in metadata.topics() {
+            if topic.error().is_some() || !discovery.follows(topic.name()) {
+                continue;
+            }
+            for partition in topic.partitions() {
+                let key = (topic.name().to_string(), partition.id());
+                if !self.index.contains_key(&key) {
+                    found.push(key);
+                }
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        found.sort();
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in &found {
+            list.add_partition(topic, *partition);
+        }
+        let committed = match self.consumer.committed_offsets(list, DISCOVERY_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(stage = %self.stage, %error,
+                    "kafka source: cannot read the committed offsets of new partitions");
+                return Ok(());
+            }
+        };
+        let mut added = Vec::new();
+        for (topic, partition) in found {
+            let stored =
+                committed
+                    .find_partition(&topic, partition)
+                    .and_then(|p| match p.offset() {
+                        Offset::Offset(offset) if offset >= 0 => Some(offset),
+                        _ => None,
+                    });
+            let next = match stored {
+                Some(offset) => offset,
+                None => match self
+                    .consumer
+                    .fetch_watermarks(&topic, partition, DISCOVERY_TIMEOUT)
+                {
+                    Ok((low, _)) => low,
+                    Err(error) => {
+                        tracing::warn!(stage = %self.stage, %error, partition = %format!("{topic}/{partition}"),
+                            "kafka source: cannot read the first offset of a new partition");
+                        continue;
+                    }
+                },
+            };
+            self.index
+                .insert((topic.clone(), partition), self.partitions.len());
+            let part = KafkaPartition {
+                topic,
+                partition,
+                next,
+                queue: None,
+            };
+            added.push(format!("{} from offset {next}", part.name()));
+            self.partitions.push(part);
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(stage = %self.stage, partitions = %added.join(", "),
+            "kafka source: new partitions");
+        if self.assigned {
+            self.assign()?;
+        }
         Ok(())
     }
 }
@@ -997,6 +1160,7 @@ impl Source for KafkaSource {
         events: &mut Vec<Event>,
         dead_letters: &mut Vec<SideRecord>,
     ) -> Result<Poll> {
+        self.discover()?;
         if !self.assigned {
             self.assign()?;
         }

@@ -333,13 +333,20 @@ impl ControlHandle {
             return;
         };
         if source.partitions.len() != names.len() {
+            // The first report, or partitions found while running: those known keep their
+            // last event's time.
+            let mut known: std::collections::HashMap<String, Option<i64>> = source
+                .partitions
+                .iter()
+                .map(|p| (p.name.clone(), p.last_event_ms))
+                .collect();
             source.partitions = names
                 .iter()
                 .map(|name| PartitionWatermark {
                     name: name.clone(),
                     watermark: i64::MIN,
                     idle: false,
-                    last_event_ms: None,
+                    last_event_ms: known.remove(name).flatten(),
                 })
                 .collect();
         }

@@ -34,6 +34,11 @@ pub enum PipelineError {
         /// What the sink reported.
         cause: dataflow_connectors::ConnectorError,
     },
+    /// A checkpoint refused because another run claimed the checkpoint directory after this
+    /// one (a scale-out task whose partition moved to another process while this one was
+    /// paused): the run stops without saving or committing.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A task of the run (a sink, a worker, the dead-letter writer) ended early because another
     /// failed; the run ends with that other task's error.
     #[error("{0} stopped")]

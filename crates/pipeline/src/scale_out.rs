@@ -7,7 +7,9 @@
 //! instance of the pipeline whose source reads that partition only, with
 //!
 //! - its checkpoints in `<checkpoint.dir>/tasks/<topic>-<partition>/` (a directory all processes
-//!   reach), restored from the latest good one when the task starts;
+//!   reach), claimed when the task starts (`LocalStorage::claim`: a previous owner still running
+//!   can save there no more; its task then fails alone, the process goes on), then restored from
+//!   the latest good one;
 //! - for an exactly-once kafka sink, the transactional id `<transactional_id>-<topic>-<partition>`
 //!   (its spool in the task's directory), so that the next owner fences the previous one;
 //! - `file` sinks (results, dead letters, late events) written to `<stem>-<topic>-<partition>.<ext>`
@@ -256,6 +258,18 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// A task ended with `error`: the processor stops, unless the task was fenced (another
+    /// process claimed its checkpoint directory: the partition is that process's now, and
+    /// this one hears so at its next poll of the group); then only the task ends.
+    fn task_failed(&self, partition: &str, error: &PipelineError) {
+        if matches!(error, PipelineError::Fenced(_)) {
+            tracing::error!(%partition, %error,
+                "scale-out: task fenced: another process owns its partition now; the task stops, the processor goes on");
+            return;
+        }
+        self.fail(format!("task {partition}: {error}"));
+    }
+
     fn start_task(self: &Arc<Self>, topic: &str, partition: i32) -> Result<()> {
         let member = self
             .member
@@ -278,11 +292,12 @@ impl Shared {
             _ => spec,
         };
         let plan = crate::plan::plan(spec)?;
-        let pipeline =
-            Pipeline::with_metrics(plan, self.metrics.clone()).with_restore(RestoreOptions {
+        let pipeline = Pipeline::with_metrics(plan, self.metrics.clone())
+            .with_restore(RestoreOptions {
                 mode: RestoreMode::Latest,
                 allow_non_restored_state: false,
-            });
+            })
+            .claiming_checkpoints();
         let stop = pipeline.stop_handle();
         let control = pipeline.control();
         let weak = Arc::downgrade(self);
@@ -291,7 +306,7 @@ impl Shared {
         let done = self.runtime.spawn(async move {
             let result = pipeline.run().await;
             if let (Err(error), Some(shared)) = (&result, weak.upgrade()) {
-                shared.fail(format!("task {name}: {error}"));
+                shared.task_failed(&name, error);
             }
             result
         });
@@ -324,7 +339,7 @@ impl Shared {
                 Ok(Ok(_)) => {
                     tracing::info!(partition = %format!("{topic}/{partition}"), "scale-out: task stopped")
                 }
-                Ok(Err(error)) => self.fail(format!("task {topic}/{partition}: {error}")),
+                Ok(Err(error)) => self.task_failed(&format!("{topic}/{partition}"), &error),
                 Err(error) => self.fail(format!("task {topic}/{partition}: {error}")),
             }
         }

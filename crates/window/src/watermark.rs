@@ -123,6 +123,22 @@ impl WatermarkCombiner {
         self.started.get_or_insert(now);
     }
 
+    /// Adds an input that appeared at `now` (a partition added to a topic while running): its
+    /// index is the number of inputs before it. It is active at `i64::MIN`, so it holds the
+    /// combined watermark where it is (never lower) until it speaks or, silent for longer than
+    /// the idle timeout counted from `now`, goes idle.
+    pub fn add_input(&mut self, now: i64) -> usize {
+        self.note_time(now);
+        self.inputs.push(Input {
+            watermark: i64::MIN,
+            last_activity: Some(now),
+            idle: false,
+            finished: false,
+        });
+        self.recompute();
+        self.inputs.len() - 1
+    }
+
     /// Records that `input` advanced its watermark (a lower one is ignored). This counts as
     /// activity: an idle input resumes.
     pub fn update(&mut self, input: usize, watermark: i64, now: i64) {
@@ -313,6 +329,32 @@ mod tests {
         assert!(combiner.is_idle(0) && combiner.is_idle(1));
         assert_eq!(combiner.current(), 10);
         assert_eq!(combiner.holding_back(), None);
+    }
+
+    #[test]
+    fn an_added_input_holds_the_watermark_until_it_speaks_or_idles() {
+        let mut combiner = WatermarkCombiner::new(1, Some(100));
+        combiner.update(0, 50, 0);
+        assert_eq!(combiner.current(), 50);
+        assert_eq!(combiner.add_input(1_000), 1);
+        assert_eq!(combiner.current(), 50, "never goes down");
+        combiner.update(0, 80, 1_050);
+        assert_eq!(combiner.current(), 50, "the new input holds it back");
+        assert_eq!(combiner.holding_back(), Some(1));
+        // Its silence counts from when it was added, not from the first time seen.
+        combiner.check_idle(1_100);
+        assert!(!combiner.is_idle(1));
+        combiner.update(0, 90, 1_101);
+        combiner.check_idle(1_101);
+        assert!(combiner.is_idle(1));
+        assert_eq!(combiner.current(), 90);
+        // It resumes behind: holds the watermark where it is until it catches up.
+        combiner.update(1, 70, 1_200);
+        combiner.update(0, 120, 1_200);
+        assert_eq!(combiner.current(), 90);
+        combiner.update(1, 110, 1_210);
+        assert_eq!(combiner.current(), 110);
+        assert_eq!(combiner.input_watermark(1), 110);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Pipeline {
     stop: StopHandle,
     restore: RestoreOptions,
     checkpoint_fs: Option<Arc<dyn FileSystem>>,
+    /// Whether the run claims its checkpoint directory before restoring (a scale-out task).
+    claim_checkpoints: bool,
     control: ControlHandle,
     replan: Option<Replan>,
     /// The queues of the `http` sources, kept across restores in place.
@@ -135,6 +137,7 @@ impl Pipeline {
             stop: StopHandle::default(),
             restore: RestoreOptions::default(),
             checkpoint_fs: None,
+            claim_checkpoints: false,
             control,
             replan: None,
         }
@@ -160,6 +163,16 @@ impl Pipeline {
     /// with `dataflow_checkpoint::FailingFs`).
     pub fn with_checkpoint_fs(mut self, fs: Arc<dyn FileSystem>) -> Pipeline {
         self.checkpoint_fs = Some(fs);
+        self
+    }
+
+    /// Claims the checkpoint directory before restoring from it
+    /// (`dataflow_checkpoint::LocalStorage::claim`): the run becomes the directory's owner, and
+    /// once another run claims it after this one, this run's next save is refused and the run
+    /// fails with [`PipelineError::Fenced`]. For the tasks of a scale-out processor, whose
+    /// directory a partition's next owner takes over.
+    pub fn claiming_checkpoints(mut self) -> Pipeline {
+        self.claim_checkpoints = true;
         self
     }
 
@@ -227,6 +240,7 @@ impl Pipeline {
                 pipeline.checkpoint_fs.clone(),
                 pipeline.replan.clone(),
             );
+            let claim_checkpoints = pipeline.claim_checkpoints;
             let ingest = pipeline.ingest.clone();
             let result = pipeline.run_once().await;
             let restart = control.run_ended(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -251,6 +265,7 @@ impl Pipeline {
                             allow_non_restored_state: false,
                         },
                         checkpoint_fs,
+                        claim_checkpoints,
                         control: control.clone(),
                         replan: Some(replan),
                         ingest,
@@ -277,6 +292,7 @@ impl Pipeline {
             stop,
             restore,
             checkpoint_fs,
+            claim_checkpoints,
             control,
             replan: _,
             ingest,
@@ -294,6 +310,7 @@ impl Pipeline {
             &mut plan,
             restore,
             checkpoint_fs,
+            claim_checkpoints,
             &metrics,
             &mut sources,
             &control,
@@ -322,6 +339,7 @@ impl Pipeline {
                     counters.clone(),
                     metrics.checkpoints(&plan.name),
                     saved.clone(),
+                    failure.clone(),
                 );
                 (Some(tx), Some(task))
             }

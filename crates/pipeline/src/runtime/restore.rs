@@ -158,19 +158,26 @@ pub(super) fn restore_on_start(
     plan: &mut Plan,
     restore: RestoreOptions,
     fs: Option<Arc<dyn FileSystem>>,
+    claim: bool,
     metrics: &Metrics,
     sources: &mut [OpenedSource],
     control: &ControlHandle,
 ) -> Result<Start> {
     let storage = match &plan.checkpoint {
-        Some(spec) => Some(Arc::new(
-            match fs {
+        Some(spec) => {
+            let mut storage = match fs {
                 Some(fs) => LocalStorage::with_fs(&spec.dir, spec.retain, fs),
                 None => LocalStorage::new(&spec.dir, spec.retain),
             }
             .map_err(checkpoint_error)?
-            .with_retention(control.retention().clone()),
-        )),
+            .with_retention(control.retention().clone());
+            // A new owner claims the directory before it reads it: a previous owner still
+            // running can save no checkpoint after the one restored here.
+            if claim {
+                storage.claim().map_err(checkpoint_error)?;
+            }
+            Some(Arc::new(storage))
+        }
         None => None,
     };
     let mut start = Start {

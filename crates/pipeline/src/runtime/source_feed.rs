@@ -292,6 +292,18 @@ impl SourceFeed {
             let poll = source.poll_batch(max, &mut events, &mut dead_letters);
             self.reading.end(self.input);
             let poll = poll?;
+            // A source may find partitions while it runs (Kafka: a partition added to a topic),
+            // each after the others: each gets its own watermark, in the combiner from now on.
+            let count = source.partitions();
+            if count > generators.len() {
+                let now = now_millis();
+                names = source.positions().into_iter().map(|p| p.name).collect();
+                names.truncate(count);
+                while generators.len() < count {
+                    generators.push(BoundedOutOfOrderness::new(bound));
+                    combiner.add_input(now);
+                }
+            }
             // A poll that found nothing waited for input rather than worked.
             if matches!(poll, Poll::Pending) {
                 self.metrics.starved(reading.elapsed());

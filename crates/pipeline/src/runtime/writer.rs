@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataflow_checkpoint::LocalStorage;
+use dataflow_checkpoint::{CheckpointError, LocalStorage};
 use dataflow_metrics::{CheckpointMetrics, Counters};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::messages::{PendingCheckpoint, SinkMessage};
 use super::outputs::sink_stage;
+use super::stop::Failure;
 
 /// The writer's input and its task.
 pub(super) struct WriterTask {
@@ -27,15 +28,20 @@ pub(super) fn start_writer(
     counters: Arc<Counters>,
     metrics: CheckpointMetrics,
     saved: Arc<AtomicU64>,
+    failure: Failure,
 ) -> WriterTask {
     // One checkpoint waits while one is written: each holds its operators' states (with a
     // million keys, tens of megabytes), and the chain waits here rather than queue more.
     let (tx, rx) = mpsc::channel::<PendingCheckpoint>(1);
-    let task = tokio::spawn(run_writer(rx, storage, sinks, counters, metrics, saved));
+    let task = tokio::spawn(run_writer(
+        rx, storage, sinks, counters, metrics, saved, failure,
+    ));
     WriterTask { tx, task }
 }
 
-/// Saves checkpoints as their sinks acknowledge them, in order.
+/// Saves checkpoints as their sinks acknowledge them, in order. A save refused because a newer
+/// owner claimed the directory fails the run (nothing is committed): the run is no longer the
+/// owner of its state.
 async fn run_writer(
     mut rx: mpsc::Receiver<PendingCheckpoint>,
     storage: Arc<LocalStorage>,
@@ -43,6 +49,7 @@ async fn run_writer(
     counters: Arc<Counters>,
     metrics: CheckpointMetrics,
     saved: Arc<AtomicU64>,
+    failure: Failure,
 ) {
     while let Some(pending) = rx.recv().await {
         let id = pending.checkpoint.id.0;
@@ -92,6 +99,15 @@ async fn run_writer(
                     // A sink that is gone has failed, and said so itself.
                     let _ = sink.send(SinkMessage::Commit(id)).await;
                 }
+            }
+            Ok(Err(error @ CheckpointError::Fenced { .. })) => {
+                metrics.failed();
+                tracing::error!(checkpoint = id, %error, "checkpoint refused: the directory has a newer owner; the run stops");
+                failure.report(
+                    crate::PipelineError::Fenced(error.to_string()),
+                    "the checkpoint writer",
+                );
+                return;
             }
             Ok(Err(error)) => {
                 metrics.failed();
