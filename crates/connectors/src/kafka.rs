@@ -1015,6 +1015,8 @@ impl KafkaSource {
                 partition,
                 next,
                 queue: None,
+                // Discovery is for a source that is not a scale-out task: no repartition sink.
+                stamp: false,
             };
             added.push(format!("{} from offset {next}", part.name()));
             self.partitions.push(part);
