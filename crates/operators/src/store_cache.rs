@@ -283,7 +283,7 @@ impl<V: StoredValue + Default> StoreCache<V> {
             .drain(..)
             .map(|entry| (bucket::of(&entry.0, self.buckets), entry))
             .collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by_key(|entry| entry.0);
         let mut rest = entries.as_slice();
         while let Some(((id, _), _)) = rest.split_first() {
             let same = rest.partition_point(|(other, _)| other == id);
