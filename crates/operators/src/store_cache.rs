@@ -4,8 +4,14 @@
 //! default.
 //!
 //! Each operator has one namespace in its store (its own store: a restore replaces the whole
-//! namespace), mapping a key encoded with the checkpoint crate's state codec to its value's
-//! [`StoredValue`] bytes.
+//! namespace). Keys are grouped in buckets ([`BUCKETS`] of them, by a hash of the key encoded
+//! with the checkpoint crate's state codec): the store holds one entry per bucket, whose value
+//! lists the bucket's keys, each with its value's [`StoredValue`] bytes ([`bucket`]). A sled
+//! store holds 200 to 300 bytes of memory per entry whatever its page cache, so a million keys
+//! one entry each took about 250 MiB; in 32,768 buckets (about 30 keys each) they take about 50 MiB (see
+//! docs/performance.md). Reading or writing a key outside the cache reads and rewrites its
+//! bucket (about 30 keys at a million keys). The hash only has to agree within one run: a start
+//! rebuilds the store from a checkpoint, which holds keys, not buckets.
 //!
 //! The keys in use are cached as objects, like the memory backend holds them, up to a bound
 //! ([`DEFAULT_CACHE_KEYS`]): an update of a cached key costs no read, decode or write. When the
@@ -27,8 +33,11 @@ use crate::OperatorError;
 /// How many keys a [`StoreCache`] keeps as objects by default.
 pub const DEFAULT_CACHE_KEYS: usize = 16_384;
 
-/// How many entries a [`StoreCache`] writes to its store at once (on a spill or a load).
+/// How many entries a [`StoreCache`] writes to its store at once (on a load).
 const WRITE_BATCH: usize = 1024;
+
+/// How many buckets a [`StoreCache`] spreads its keys over: at most this many store entries.
+pub(crate) const BUCKETS: u32 = 1 << 15;
 
 /// A value kept in a [`StoreCache`]: how it is written to and read from the store.
 pub(crate) trait StoredValue: Sized {
@@ -68,6 +77,138 @@ fn decode_key(bytes: &[u8]) -> crate::Result<Value> {
     dataflow_checkpoint::decode_state(bytes).map_err(|error| failed("decode a key", error))
 }
 
+/// The keys of one bucket with their values, as the store holds them: each key and then its
+/// value, both as a LEB128 length followed by the bytes, in no particular order.
+pub(crate) mod bucket {
+    use std::ops::Range;
+
+    /// The store key of the bucket of an encoded key among `buckets`: a hash of it (FNV-1a,
+    /// then the SplitMix64 finalizer so that every bit of the key moves the low bits),
+    /// big-endian.
+    pub(crate) fn of(key: &[u8], buckets: u32) -> [u8; 4] {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash ^= hash >> 30;
+        hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        hash ^= hash >> 27;
+        hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+        hash ^= hash >> 31;
+        ((hash % u64::from(buckets.max(1))) as u32).to_be_bytes()
+    }
+
+    fn push_len(bytes: &mut Vec<u8>, mut len: usize) {
+        while len >= 0x80 {
+            bytes.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        bytes.push(len as u8);
+    }
+
+    /// The length at `at` and where its bytes start, or `None` if it runs past the end or
+    /// beyond what a `usize` holds.
+    fn read_len(bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
+        let mut len = 0usize;
+        for shift in (0..usize::BITS).step_by(7) {
+            let byte = *bytes.get(at)?;
+            at += 1;
+            len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+            if byte & 0x80 == 0 {
+                return Some((len, at));
+            }
+        }
+        None
+    }
+
+    /// One entry: where it lies whole, and where its key and its value lie.
+    pub(crate) struct Slot {
+        pub(crate) whole: Range<usize>,
+        pub(crate) key: Range<usize>,
+        pub(crate) value: Range<usize>,
+    }
+
+    /// The entries of a bucket in order, or an error naming where it is malformed.
+    pub(crate) fn slots(bytes: &[u8]) -> impl Iterator<Item = Result<Slot, String>> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= bytes.len() {
+                return None;
+            }
+            let start = at;
+            let mut field = || {
+                let (len, from) = read_len(bytes, at)?;
+                let end = from.checked_add(len).filter(|end| *end <= bytes.len())?;
+                at = end;
+                Some(from..end)
+            };
+            let slot = match (field(), field()) {
+                (Some(key), Some(value)) => Ok(Slot {
+                    whole: start..at,
+                    key,
+                    value,
+                }),
+                _ => {
+                    let error = format!(
+                        "a bucket of {} bytes is malformed at byte {start}",
+                        bytes.len()
+                    );
+                    at = bytes.len();
+                    Err(error)
+                }
+            };
+            Some(slot)
+        })
+    }
+
+    /// The entry of `key`, if the bucket holds it.
+    pub(crate) fn find(bytes: &[u8], key: &[u8]) -> Result<Option<Slot>, String> {
+        for slot in slots(bytes) {
+            let slot = slot?;
+            if bytes[slot.key.clone()] == *key {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The encoding of one entry.
+    fn entry(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(key.len() + value.len() + 4);
+        push_len(&mut bytes, key.len());
+        bytes.extend_from_slice(key);
+        push_len(&mut bytes, value.len());
+        bytes.extend_from_slice(value);
+        bytes
+    }
+
+    /// Sets `key` to `value` in the bucket: returns whether the key is new to it.
+    pub(crate) fn put(bytes: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Result<bool, String> {
+        match find(bytes, key)? {
+            Some(slot) => {
+                bytes.splice(slot.whole, entry(key, value));
+                Ok(false)
+            }
+            None => {
+                bytes.extend_from_slice(&entry(key, value));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes `key` from the bucket: returns whether it held it.
+    pub(crate) fn remove(bytes: &mut Vec<u8>, key: &[u8]) -> Result<bool, String> {
+        match find(bytes, key)? {
+            Some(slot) => {
+                bytes.drain(slot.whole);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 /// Values per key in a [`StateStore`], so state may be larger than memory, with the keys in use
 /// cached as objects.
 pub(crate) struct StoreCache<V> {
@@ -77,6 +218,8 @@ pub(crate) struct StoreCache<V> {
     len: usize,
     cache: FxHashMap<Value, Cached<V>>,
     capacity: usize,
+    /// How many buckets the keys are spread over ([`BUCKETS`]; fewer in tests).
+    buckets: u32,
 }
 
 impl<V> fmt::Debug for StoreCache<V> {
@@ -100,6 +243,7 @@ impl<V: StoredValue + Default> StoreCache<V> {
             len: 0,
             cache: FxHashMap::default(),
             capacity: DEFAULT_CACHE_KEYS,
+            buckets: BUCKETS,
         }
     }
 
@@ -113,17 +257,46 @@ impl<V: StoredValue + Default> StoreCache<V> {
         self.len
     }
 
-    fn read(&self, key: &[u8]) -> crate::Result<Option<V>> {
-        let Some(bytes) = self
+    /// The bucket `id` as the store holds it (empty if it holds none).
+    fn read_bucket(&self, id: &[u8; 4]) -> crate::Result<Vec<u8>> {
+        Ok(self
             .store
-            .get(&self.namespace, key)
+            .get(&self.namespace, id)
             .map_err(|error| failed("read a state", error))?
-        else {
-            return Ok(None);
+            .unwrap_or_default())
+    }
+
+    /// Writes the bucket `id`, or removes it when it is empty.
+    fn write_bucket(&mut self, id: &[u8; 4], bytes: &[u8]) -> crate::Result<()> {
+        let written = if bytes.is_empty() {
+            self.store.delete(&self.namespace, id)
+        } else {
+            self.store.put(&self.namespace, id, bytes)
         };
-        V::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|error| failed("decode a state", error))
+        written.map_err(|error| failed("write a state", error))
+    }
+
+    /// Writes `entries` (encoded keys with their values' bytes) into their buckets, each bucket
+    /// read and written once.
+    fn write_entries(&mut self, entries: &mut Vec<Entry>) -> crate::Result<()> {
+        let mut entries: Vec<([u8; 4], Entry)> = entries
+            .drain(..)
+            .map(|entry| (bucket::of(&entry.0, self.buckets), entry))
+            .collect();
+        entries.sort_unstable_by_key(|entry| entry.0);
+        let mut rest = entries.as_slice();
+        while let Some(((id, _), _)) = rest.split_first() {
+            let same = rest.partition_point(|(other, _)| other == id);
+            let (group, after) = rest.split_at(same);
+            let mut bytes = self.read_bucket(id)?;
+            for (_, (key, value)) in group {
+                bucket::put(&mut bytes, key, value)
+                    .map_err(|error| failed("read a state", error))?;
+            }
+            self.write_bucket(id, &bytes)?;
+            rest = after;
+        }
+        Ok(())
     }
 
     fn to_bytes(value: &V) -> crate::Result<Vec<u8>> {
@@ -132,30 +305,23 @@ impl<V: StoredValue + Default> StoreCache<V> {
             .map_err(|error| failed("encode a state", error))
     }
 
-    fn write_batch(&mut self, batch: &mut Vec<Entry>) -> crate::Result<()> {
-        self.store
-            .put_batch(&self.namespace, batch)
-            .map_err(|error| failed("write the states", error))?;
-        batch.clear();
-        Ok(())
-    }
-
+    /// Removes the encoded `key` from its bucket.
     fn delete(&mut self, key: &[u8]) -> crate::Result<()> {
-        self.store
-            .delete(&self.namespace, key)
-            .map_err(|error| failed("delete a key", error))
+        let id = bucket::of(key, self.buckets);
+        let mut bytes = self.read_bucket(&id)?;
+        if bucket::remove(&mut bytes, key).map_err(|error| failed("delete a key", error))? {
+            self.write_bucket(&id, &bytes)?;
+        }
+        Ok(())
     }
 
     /// Writes every value of the cache to the store and empties the cache.
     fn spill(&mut self) -> crate::Result<()> {
-        let mut batch = Vec::with_capacity(WRITE_BATCH.min(self.cache.len()));
+        let mut entries = Vec::with_capacity(self.cache.len());
         for (key, cached) in std::mem::take(&mut self.cache) {
-            batch.push((encode_key(&key)?, Self::to_bytes(&cached.value)?));
-            if batch.len() == WRITE_BATCH {
-                self.write_batch(&mut batch)?;
-            }
+            entries.push((encode_key(&key)?, Self::to_bytes(&cached.value)?));
         }
-        self.write_batch(&mut batch)
+        self.write_entries(&mut entries)
     }
 
     /// Calls `update` on the value of `key` (a default one if the key has none, or, unless
@@ -179,7 +345,16 @@ impl<V: StoredValue + Default> StoreCache<V> {
             return Ok(Some(result));
         }
         let encoded = encode_key(key)?;
-        let existing = self.read(&encoded)?;
+        let id = bucket::of(&encoded, self.buckets);
+        let mut bytes = self.read_bucket(&id)?;
+        let slot = bucket::find(&bytes, &encoded).map_err(|error| failed("read a state", error))?;
+        let existing = match &slot {
+            Some(slot) => Some(
+                V::from_bytes(&bytes[slot.value.clone()])
+                    .map_err(|error| failed("decode a state", error))?,
+            ),
+            None => None,
+        };
         let in_store = existing.is_some();
         if !in_store && !create {
             return Ok(None);
@@ -187,8 +362,9 @@ impl<V: StoredValue + Default> StoreCache<V> {
         let mut value = existing.unwrap_or_default();
         let (result, keep) = update(&mut value);
         if !keep {
-            if in_store {
-                self.delete(&encoded)?;
+            if let Some(slot) = slot {
+                bytes.drain(slot.whole);
+                self.write_bucket(&id, &bytes)?;
                 self.len -= 1;
             }
             return Ok(Some(result));
@@ -197,9 +373,9 @@ impl<V: StoredValue + Default> StoreCache<V> {
             self.len += 1;
         }
         if self.capacity == 0 {
-            self.store
-                .put(&self.namespace, &encoded, &Self::to_bytes(&value)?)
+            bucket::put(&mut bytes, &encoded, &Self::to_bytes(&value)?)
                 .map_err(|error| failed("write a state", error))?;
+            self.write_bucket(&id, &bytes)?;
             return Ok(Some(result));
         }
         if self.cache.len() >= self.capacity {
@@ -220,10 +396,10 @@ impl<V: StoredValue + Default> StoreCache<V> {
             batch.push((encode_key(&key)?, Self::to_bytes(&value)?));
             self.len += 1;
             if batch.len() == WRITE_BATCH {
-                self.write_batch(&mut batch)?;
+                self.write_entries(&mut batch)?;
             }
         }
-        self.write_batch(&mut batch)
+        self.write_entries(&mut batch)
     }
 
     /// Calls `visit` on every key and its value, in no particular order: the cached ones as
@@ -240,19 +416,23 @@ impl<V: StoredValue + Default> StoreCache<V> {
             .scan_prefix(&self.namespace, &[])
             .map_err(|error| failed("scan the states", error))?;
         for entry in scan {
-            let (encoded, bytes) = entry.map_err(|error| failed("scan the states", error))?;
-            let key = decode_key(&encoded)?;
-            // A cached key's stored value may be older than the cached one, seen above.
-            if self.cache.contains_key(&key) {
-                continue;
+            let (_, bytes) = entry.map_err(|error| failed("scan the states", error))?;
+            for slot in bucket::slots(&bytes) {
+                let slot = slot.map_err(|error| failed("scan the states", error))?;
+                let encoded = &bytes[slot.key];
+                let key = decode_key(encoded)?;
+                // A cached key's stored value may be older than the cached one, seen above.
+                if self.cache.contains_key(&key) {
+                    continue;
+                }
+                visit(
+                    &key,
+                    Held::Stored {
+                        key: encoded,
+                        value: &bytes[slot.value],
+                    },
+                )?;
             }
-            visit(
-                &key,
-                Held::Stored {
-                    key: &encoded,
-                    value: &bytes,
-                },
-            )?;
         }
         Ok(())
     }
@@ -278,7 +458,9 @@ impl<V: StoredValue + Default> StoreCache<V> {
             .collect::<Result<_, _>>()
             .map_err(|error| failed("scan", error))?;
         for key in keys {
-            self.delete(&key)?;
+            self.store
+                .delete(&self.namespace, &key)
+                .map_err(|error| failed("delete a key", error))?;
         }
         self.len = 0;
         Ok(())
@@ -331,16 +513,88 @@ mod tests {
         seen
     }
 
+    /// How many entries the cache's store holds in its namespace.
+    fn store_entries(cache: &StoreCache<Count>) -> u64 {
+        cache.store.key_count(&cache.namespace).expect("counted")
+    }
+
+    #[test]
+    fn buckets_hold_their_entries_and_say_where_they_are_malformed() {
+        let mut bytes = Vec::new();
+        let long = vec![9u8; 300];
+        assert!(bucket::put(&mut bytes, b"a", b"1").unwrap());
+        assert!(bucket::put(&mut bytes, b"", &long).unwrap());
+        assert!(bucket::put(&mut bytes, &long, b"").unwrap());
+        assert!(!bucket::put(&mut bytes, b"a", b"22").unwrap());
+        let entries = |bytes: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            bucket::slots(bytes)
+                .map(|slot| {
+                    let slot = slot.unwrap();
+                    (bytes[slot.key].to_vec(), bytes[slot.value].to_vec())
+                })
+                .collect()
+        };
+        assert_eq!(
+            entries(&bytes),
+            [
+                (b"a".to_vec(), b"22".to_vec()),
+                (Vec::new(), long.clone()),
+                (long.clone(), Vec::new())
+            ]
+        );
+        assert!(bucket::remove(&mut bytes, b"").unwrap());
+        assert!(!bucket::remove(&mut bytes, b"b").unwrap());
+        assert_eq!(entries(&bytes).len(), 2);
+        let error = bucket::find(&bytes[..bytes.len() - 1], b"x").err();
+        assert_eq!(
+            error.as_deref(),
+            Some("a bucket of 307 bytes is malformed at byte 5")
+        );
+        // A length that does not fit, and one that never ends.
+        assert!(bucket::find(&[0xff; 12], b"x").is_err());
+        assert!(bucket::find(&[0x80], b"x").is_err());
+    }
+
+    #[test]
+    fn a_million_keys_spread_over_every_bucket() {
+        let mut counts = vec![0u32; BUCKETS as usize];
+        for key in 0..1_000_000i64 {
+            let encoded = encode_key(&Value::Int(key)).expect("encodable");
+            counts[u32::from_be_bytes(bucket::of(&encoded, BUCKETS)) as usize] += 1;
+        }
+        // 30.5 keys a bucket on average: none empty, none far above.
+        let (least, most) = (counts.iter().min(), counts.iter().max());
+        assert!(
+            least >= Some(&1) && most <= Some(&70),
+            "{least:?}..{most:?}"
+        );
+    }
+
     proptest! {
-        /// Whatever the cache's size, the keys and values are those of a plain map: adds that
-        /// drop a key reaching 0, and updates of existing keys only.
+        #[test]
+        fn a_malformed_bucket_is_an_error_not_a_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+            key in prop::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let _ = bucket::find(&bytes, &key);
+            let mut copy = bytes.clone();
+            let _ = bucket::put(&mut copy, &key, b"v");
+            let _ = bucket::remove(&mut copy, &key);
+            prop_assert!(bucket::slots(&bytes).count() <= bytes.len());
+        }
+
+        /// Whatever the cache's size and the number of buckets, the keys and values are those
+        /// of a plain map: adds that drop a key reaching 0, and updates of existing keys only;
+        /// and the store holds no more entries than buckets.
         #[test]
         fn a_store_cache_holds_what_a_map_would(
             ops in prop::collection::vec((0i64..12, -3i64..4, any::<bool>()), 0..200),
             capacity in 0usize..5,
+            buckets in prop_oneof![1u32..4, Just(BUCKETS)],
         ) {
             let mut cache = StoreCache::<Count>::new(Box::new(MemoryStore::new()), "op");
             cache.set_cache_capacity(capacity);
+            cache.buckets = buckets;
             let mut model = BTreeMap::new();
             for (key, add, create) in ops {
                 let present = model.contains_key(&key);
@@ -362,6 +616,7 @@ mod tests {
                     prop_assert_eq!(result, None);
                 }
                 prop_assert_eq!(cache.len(), model.len());
+                prop_assert!(store_entries(&cache) <= u64::from(buckets));
             }
             prop_assert_eq!(contents(&cache), model.clone());
             cache.clear().expect("cleared");
@@ -370,6 +625,9 @@ mod tests {
                 .expect("loaded");
             prop_assert_eq!(cache.len(), model.len());
             prop_assert_eq!(contents(&cache), model);
+            prop_assert!(store_entries(&cache) <= u64::from(buckets));
+            cache.clear().expect("cleared");
+            prop_assert_eq!(store_entries(&cache), 0);
         }
     }
 }

@@ -115,9 +115,10 @@ fn a_watermark_jump_and_the_end_emit_in_bounded_batches() {
         let (bounded_jump, bounded_end, largest, calls) = run(limit);
         assert_eq!(bounded_jump, jump, "limit {limit}");
         assert_eq!(bounded_end, end, "limit {limit}");
-        // At most `limit - 1` results, plus one timer time: one window per key.
+        // At most `limit - 1` results, plus one key's: the keys of one timer time (200 here)
+        // are split across calls.
         assert!(
-            largest < limit + KEYS as usize,
+            largest <= limit,
             "limit {limit}: {largest} results in one call"
         );
         assert!(calls > 2, "limit {limit}: emitted at once");

@@ -73,6 +73,16 @@ pub struct KeyedWindows<S = HeapStates> {
     next_seq: u64,
     /// The number of slices over all keys.
     slice_count: usize,
+    /// The keys of a timer time a bounded advance fires in batches, left to fire.
+    firing: Option<Firing>,
+}
+
+/// The keys of one timer time that a bounded advance has yet to fire, in key order
+/// ([`KeyedWindows::advance_watermark_bounded`]).
+#[derive(Debug)]
+struct Firing {
+    time: i64,
+    keys: std::vec::IntoIter<Value>,
 }
 
 /// The number of panes per window from which sliding windows are combined incrementally as
@@ -186,6 +196,7 @@ impl<S: KeyStates> KeyedWindows<S> {
             watermark: i64::MIN,
             next_seq: 0,
             slice_count: 0,
+            firing: None,
         })
     }
 
@@ -374,9 +385,16 @@ impl<S: KeyStates> KeyedWindows<S> {
         let previous = self.watermark;
         self.watermark = watermark;
         let first = out.len();
+        // What a bounded advance left of a time fires first (it is due: its time is at or
+        // below the watermark it was reaching).
+        if let Some(firing) = self.firing.take() {
+            for key in firing.keys {
+                self.process_key(&key, firing.time, previous, watermark, out)?;
+            }
+        }
         while let Some((time, keys)) = self.states.pop_due(watermark)? {
             for key in keys {
-                self.process_key(&key, time, previous, out)?;
+                self.process_key(&key, time, previous, watermark, out)?;
             }
         }
         out[first..]
@@ -389,48 +407,96 @@ impl<S: KeyStates> KeyedWindows<S> {
     /// purge time), and returns once this call emitted at least `limit` results (at least one)
     /// or the watermark is reached. Returns whether it was reached; if not,
     /// [`KeyedWindows::watermark`] is the time reached so far (every window ending at or below
-    /// it has fired), and the caller calls again, after forwarding the results, to go on.
+    /// it has fired), and the caller calls again, after forwarding the results, to go on,
+    /// before anything else: until then the windows are part way through a time
+    /// ([`KeyedWindows::is_firing`]), and neither adding events nor a snapshot is consistent.
     ///
-    /// A call emits at most `limit - 1` results plus those of one timer time: one window per
-    /// key due at it. Calling until it returns `true` emits what one `advance_watermark` call
-    /// emits, in the same order, `(end, start, key)`.
+    /// With tumbling or sliding windows, the keys due at one time fire in key order, and a
+    /// call stops between two of them: it emits at most `limit - 1` results plus one key's
+    /// (every key's windows at one time end at that time, so key order is result order).
+    /// Session windows at one time end at different times, and all the keys due at one time
+    /// fire in one call, as their results are sorted together. Calling until it returns `true`
+    /// emits what one `advance_watermark` call emits, in the same order, `(end, start, key)`.
     pub fn advance_watermark_bounded(
         &mut self,
         watermark: i64,
         limit: usize,
         out: &mut Vec<WindowResult>,
     ) -> Result<bool> {
+        let limit = limit.max(1);
         let first = out.len();
-        while watermark > self.watermark {
-            if out.len() - first >= limit.max(1) {
+        loop {
+            if let Some(mut firing) = self.firing.take() {
+                let previous = self.watermark;
+                let step = out.len();
+                let split = matches!(self.layout, Layout::Panes(_));
+                for key in firing.keys.by_ref() {
+                    self.process_key(&key, firing.time, previous, firing.time, out)?;
+                    if split && out.len() - first >= limit {
+                        break;
+                    }
+                }
+                out[step..].sort_unstable_by(|a, b| {
+                    (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key))
+                });
+                if firing.keys.len() > 0 {
+                    self.firing = Some(firing);
+                    return Ok(false);
+                }
+                self.watermark = firing.time.max(previous);
+                continue;
+            }
+            if watermark <= self.watermark {
+                break;
+            }
+            if out.len() - first >= limit {
                 return Ok(false);
             }
-            let Some((time, keys)) = self.states.pop_due(watermark)? else {
+            let Some((time, mut keys)) = self.states.pop_due(watermark)? else {
                 self.watermark = watermark;
                 break;
             };
-            let previous = self.watermark;
-            self.watermark = time.max(previous);
-            let step = out.len();
-            for key in keys {
-                self.process_key(&key, time, previous, out)?;
+            if keys.len() > 1 {
+                // Key order is result order for one time's panes; sessions sort their results.
+                keys.sort_unstable();
             }
-            out[step..]
-                .sort_unstable_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+            self.firing = Some(Firing {
+                time,
+                keys: keys.into_iter(),
+            });
         }
         Ok(true)
     }
 
-    /// Fires and purges the windows of `key` after the watermark moved up from `previous`, if
-    /// `time` is the key's live timer.
+    /// Refuses a snapshot while a bounded advance is part way through a time
+    /// ([`KeyedWindows::is_firing`]): it would hold some of the time's keys fired, the others
+    /// not, under one watermark.
+    pub fn check_snapshot(&self) -> Result<()> {
+        if self.firing.is_some() {
+            return Err(WindowError::InvalidSnapshot(
+                "taken while the windows of one time were part way through firing".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a bounded advance stopped part way through the keys of one time
+    /// ([`KeyedWindows::advance_watermark_bounded`]): it must be called again before events
+    /// are added or a snapshot is taken.
+    pub fn is_firing(&self) -> bool {
+        self.firing.is_some()
+    }
+
+    /// Fires and purges the windows of `key` after the watermark moved up from `previous` to
+    /// `watermark`, if `time` is the key's live timer.
     fn process_key(
         &mut self,
         key: &Value,
         time: i64,
         previous: i64,
+        watermark: i64,
         out: &mut Vec<WindowResult>,
     ) -> Result<()> {
-        let watermark = self.watermark;
         let lateness = self.config.allowed_lateness;
         let layout = self.layout;
         let aggregates = &self.config.aggregates;
@@ -555,6 +621,7 @@ impl<S: KeyStates> KeyedWindows<S> {
 
     /// The complete state, deterministic (keys sorted), for checkpoints.
     pub fn snapshot(&self) -> Result<WindowSnapshot> {
+        self.check_snapshot()?;
         let mut keys: Vec<KeySnapshot> = Vec::with_capacity(self.states.len());
         self.states.for_each(&mut |key, state| {
             keys.push(KeySnapshot {

@@ -114,6 +114,7 @@ impl Windows {
     /// The encoded `(WindowSnapshot, watermark)` key by key, its keys sorted but not gathered in
     /// one buffer: a checkpoint writes it into its file in pieces.
     fn sorted_snapshot(&self, watermark: i64) -> Result<SortedSnapshot, WindowError> {
+        on_windows!(self, windows => windows.check_snapshot())?;
         let mut writer = SnapshotWriter::with_capacity(self.key_count());
         match self {
             Windows::Heap(windows) => {

@@ -313,6 +313,18 @@ impl Chain {
         aligning: &Alignment,
         final_partitions: &[Vec<PartitionState>],
     ) -> Result<()> {
+        // Room in the writer's queue first, then the snapshot: a snapshot taken while the queue
+        // is full would wait there holding its states (with a million keys, tens of
+        // megabytes) beside the one queued and the one being written.
+        let permit = match &self.writer {
+            Some(writer) => Some(
+                writer
+                    .reserve()
+                    .await
+                    .map_err(|_| PipelineError::Stopped("the checkpoint writer".into()))?,
+            ),
+            None => None,
+        };
         let snapshot_started = Instant::now();
         let mut operators = Vec::new();
         for node in self.operators.nodes() {
@@ -375,19 +387,13 @@ impl Chain {
             }
             acks.push(acked);
         }
-        if let Some(writer) = &self.writer {
-            if writer
-                .send(PendingCheckpoint {
-                    checkpoint,
-                    acks,
-                    snapshot_time,
-                    triggered: self.asked_at.take(aligning.id).unwrap_or(aligning.started),
-                })
-                .await
-                .is_err()
-            {
-                return Err(PipelineError::Stopped("the checkpoint writer".into()));
-            }
+        if let Some(permit) = permit {
+            permit.send(PendingCheckpoint {
+                checkpoint,
+                acks,
+                snapshot_time,
+                triggered: self.asked_at.take(aligning.id).unwrap_or(aligning.started),
+            });
         }
         self.aligned.send_replace(aligning.id);
         Ok(())

@@ -31,7 +31,8 @@ pub(super) fn start_writer(
     failure: Failure,
 ) -> WriterTask {
     // One checkpoint waits while one is written: each holds its operators' states (with a
-    // million keys, tens of megabytes), and the chain waits here rather than queue more.
+    // million keys, tens of megabytes), and the chain waits for room here before it takes the
+    // next snapshot, rather than queue more or hold one more waiting.
     let (tx, rx) = mpsc::channel::<PendingCheckpoint>(1);
     let task = tokio::spawn(run_writer(
         rx, storage, sinks, counters, metrics, saved, failure,
