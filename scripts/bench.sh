@@ -376,6 +376,20 @@ fi
 # stopped (SIGTERM) and its summary gives the peak RSS. Each is run again rate-limited to half of
 # the at-least-once rate, for the latency p50/p99 of the summary (source read to sink write; with
 # exactly once, a result is visible to read_committed readers only at its checkpoint's commit).
+# Loads bids-$n.jsonl into the topic $topic of the broker $brokers, keyed by auction, through a
+# pass-through pipeline named $1; sets load_secs.
+kafka_load() {
+  local load="$DIR/configs/$1.yaml"
+  cat > "$load" <<YAML
+name: $1
+sources:
+  - { name: bids, type: file, path: ../bids-$n.jsonl, format: { schema: { auction: int, bidder: int, price: int, channel: string, url: string } } }
+sinks:
+  - { type: kafka, brokers: "$brokers", topic: $topic, key: "string(auction)" }
+YAML
+  read -r load_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$load")
+}
+
 if [ "${KAFKA:-0}" = "1" ]; then
   n=$(echo "$SIZES" | tr ' ' '\n' | tail -n 1)
   input="$DIR/bids-$n.jsonl"
@@ -387,15 +401,7 @@ if [ "${KAFKA:-0}" = "1" ]; then
   bash scripts/kafka.sh topic "$topic" "$parts" >/dev/null
   mkdir -p "$DIR/configs"
   # Load the topic: the bids file through a pass-through pipeline into the topic, keyed by auction.
-  load="$DIR/configs/kafka-load.yaml"
-  cat > "$load" <<YAML
-name: kafka-load
-sources:
-  - { name: bids, type: file, path: ../bids-$n.jsonl, format: { schema: { auction: int, bidder: int, price: int, channel: string, url: string } } }
-sinks:
-  - { type: kafka, brokers: "$brokers", topic: $topic, key: "string(auction)" }
-YAML
-  read -r load_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$load")
+  kafka_load kafka-load
   # Runs config $1 in the background until its source has read $n records; prints
   # "seconds peak_rss_kib p50_ms p99_ms" once it has stopped.
   kafka_run() {
@@ -490,15 +496,7 @@ if [ "${KAFKA_SCALE:-0}" = "1" ]; then
   bash scripts/kafka.sh topic "$topic" "$parts" >/dev/null
   bash scripts/kafka.sh topic "$topic-out" "$parts" >/dev/null
   mkdir -p "$DIR/configs"
-  load="$DIR/configs/kafka-scale-load.yaml"
-  cat > "$load" <<YAML
-name: kafka-scale-load
-sources:
-  - { name: bids, type: file, path: ../bids-$n.jsonl, format: { schema: { auction: int, bidder: int, price: int, channel: string, url: string } } }
-sinks:
-  - { type: kafka, brokers: "$brokers", topic: $topic, key: "string(auction)" }
-YAML
-  read -r load_secs _ < <(measure "$PROCESSOR" run --no-progress --config "$load")
+  kafka_load kafka-scale-load
   cfg="$DIR/configs/kafka-scale-w2.yaml"
   rm -rf "$DIR/out/kafka-scale-checkpoints"
   {

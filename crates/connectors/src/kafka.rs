@@ -1057,22 +1057,40 @@ impl KafkaPartition {
                 }
                 events.push(event)
             }
-            Err(reason) => dead_letters.push(SideRecord {
-                kind: SideKind::DeadLetter,
-                stage: stage.clone(),
-                reason: format!(
-                    "topic {} partition {} offset {offset}: {reason}",
-                    self.topic, self.partition
-                ),
-                line: None,
-                record: SideData::Raw(
-                    message
-                        .payload()
-                        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
-                        .unwrap_or_default(),
-                ),
-            }),
+            Err(reason) => dead_letters.push(dead_letter(
+                stage,
+                &self.topic,
+                self.partition,
+                message,
+                &reason,
+            )),
         }
+    }
+}
+
+/// The dead letter of a record that did not decode: its topic, partition and offset, why, and
+/// its value as text.
+pub(crate) fn dead_letter(
+    stage: &Arc<str>,
+    topic: &str,
+    partition: i32,
+    message: &BorrowedMessage<'_>,
+    reason: &str,
+) -> SideRecord {
+    SideRecord {
+        kind: SideKind::DeadLetter,
+        stage: stage.clone(),
+        reason: format!(
+            "topic {topic} partition {partition} offset {}: {reason}",
+            message.offset()
+        ),
+        line: None,
+        record: SideData::Raw(
+            message
+                .payload()
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+                .unwrap_or_default(),
+        ),
     }
 }
 

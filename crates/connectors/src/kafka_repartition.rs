@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dataflow_event::json::Decoder;
-use dataflow_event::side::{SideData, SideKind};
 use dataflow_event::{Event, Payload, Value};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -1010,21 +1009,13 @@ impl Source for RepartitionSource {
                         tracing::debug!(stage = %self.stage, upstream, offset = input, "a record sent again: dropped");
                     }
                 }
-                Err(reason) => dead_letters.push(SideRecord {
-                    kind: SideKind::DeadLetter,
-                    stage: self.stage.clone(),
-                    reason: format!(
-                        "topic {} partition {} offset {offset}: {reason}",
-                        self.topic, self.partition
-                    ),
-                    line: None,
-                    record: SideData::Raw(
-                        message
-                            .payload()
-                            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
-                            .unwrap_or_default(),
-                    ),
-                }),
+                Err(reason) => dead_letters.push(crate::kafka::dead_letter(
+                    &self.stage,
+                    &self.topic,
+                    self.partition,
+                    &message,
+                    &reason,
+                )),
             }
         }
         Ok(if taken > 0 {
