@@ -567,7 +567,7 @@ impl GroupMember {
 }
 
 /// A client configuration with `brokers` and the properties written.
-fn client_config(brokers: &str, properties: &Properties) -> ClientConfig {
+pub(crate) fn client_config(brokers: &str, properties: &Properties) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (key, value) in &properties.0 {
@@ -587,7 +587,7 @@ fn consumer_config(settings: &KafkaSourceSettings, group: &str) -> ClientConfig 
     config
 }
 
-fn kafka_error(doing: &str, error: KafkaError) -> ConnectorError {
+pub(crate) fn kafka_error(doing: &str, error: KafkaError) -> ConnectorError {
     ConnectorError::Runtime(format!("{doing}: {error}"))
 }
 

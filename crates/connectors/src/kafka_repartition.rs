@@ -38,7 +38,6 @@ use dataflow_event::json::Decoder;
 use dataflow_event::{Event, Payload, Value};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -46,7 +45,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::kafka::{KafkaSourceSettings, Properties, TaskPartition};
+use crate::kafka::{client_config, kafka_error, KafkaSourceSettings, Properties, TaskPartition};
 use crate::side::SideRecord;
 use crate::sink::Sink;
 use crate::source::{PartitionPosition, Poll, Source};
@@ -574,19 +573,6 @@ impl Dedup {
 
 // ---------------------------------------------------------------------------------------------
 // The topic
-
-fn kafka_error(doing: &str, error: KafkaError) -> ConnectorError {
-    ConnectorError::Runtime(format!("{doing}: {error}"))
-}
-
-fn client_config(brokers: &str, properties: &Properties) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (key, value) in &properties.0 {
-        config.set(key, value);
-    }
-    config
-}
 
 /// How many partitions `topic` has (blocking); an error if it does not exist.
 pub fn topic_partitions(brokers: &str, properties: &Properties, topic: &str) -> Result<usize> {
