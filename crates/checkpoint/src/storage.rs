@@ -653,20 +653,32 @@ impl LocalStorage {
         Ok(manifest)
     }
 
+    /// Opens the data file at `path` and reads and checks its header, reporting through the
+    /// caller's `corrupt` and `io_error`: the file is left just after the header.
+    fn open_data(
+        &self,
+        path: &Path,
+        corrupt: impl Fn(Corruption) -> CheckpointError,
+        io_error: impl Fn(std::io::Error) -> CheckpointError,
+    ) -> Result<(File, Header)> {
+        let mut file = File::open(path).map_err(&io_error)?;
+        let file_len = file.metadata().map_err(&io_error)?.len();
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        (&mut file)
+            .take(HEADER_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(&io_error)?;
+        let header = codec::parse_header(&head, file_len, self.max_payload).map_err(corrupt)?;
+        Ok((file, header))
+    }
+
     /// Reads and checks the data file of checkpoint `id`. Allocates only after the header's
     /// length is checked against the cap and the file's length.
     fn read_data(&self, id: CheckpointId) -> Result<(Header, Checkpoint)> {
         let path = self.existing_dir(id)?.join(DATA_FILE);
         let corrupt = |reason| corrupt(id, FileKind::Data, &path, reason);
         let io_error = |e| CheckpointError::io(Some(id), format!("read {}", path.display()), e);
-        let mut file = File::open(&path).map_err(io_error)?;
-        let file_len = file.metadata().map_err(io_error)?.len();
-        let mut head = Vec::with_capacity(HEADER_LEN);
-        (&mut file)
-            .take(HEADER_LEN as u64)
-            .read_to_end(&mut head)
-            .map_err(io_error)?;
-        let header = codec::parse_header(&head, file_len, self.max_payload).map_err(corrupt)?;
+        let (file, header) = self.open_data(&path, corrupt, io_error)?;
         // At most the cap, and what the file holds.
         let capacity = usize::try_from(header.payload_len).map_err(|_| {
             corrupt(Corruption::PayloadTooLarge {
@@ -765,14 +777,7 @@ impl CheckpointStorage for LocalStorage {
         let path = self.existing_dir(id)?.join(DATA_FILE);
         let corrupt = |reason| corrupt(id, FileKind::Data, &path, reason);
         let io_error = |e| CheckpointError::io(Some(id), format!("read {}", path.display()), e);
-        let mut file = File::open(&path).map_err(io_error)?;
-        let file_len = file.metadata().map_err(io_error)?.len();
-        let mut head = Vec::with_capacity(HEADER_LEN);
-        (&mut file)
-            .take(HEADER_LEN as u64)
-            .read_to_end(&mut head)
-            .map_err(io_error)?;
-        let header = codec::parse_header(&head, file_len, self.max_payload).map_err(corrupt)?;
+        let (file, header) = self.open_data(&path, corrupt, io_error)?;
         let outline = match check_payload(file, &header) {
             Ok(outline) => outline,
             Err(CheckFailure::Io(error)) => return Err(io_error(error)),
