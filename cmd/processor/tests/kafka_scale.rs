@@ -126,9 +126,12 @@ fn wait_for_progress(brokers: &str, group: &str, topic: &str, total: i64, share:
 const CLOSED: i64 = 4_070_908_800_000 - 5_000;
 
 /// Waits until the live processors' tasks of every partition of `topic` have a watermark of
-/// at least `watermark` (`GET /api/v1/status`).
+/// at least `watermark`, and then until each has completed a checkpoint after that, so that
+/// the windows it closed are in a committed transaction (`GET /api/v1/status`).
 fn wait_for_watermarks(dir: &Path, topic: &str, live: &[usize], watermark: i64) {
     let deadline = Instant::now() + Duration::from_secs(90);
+    // The last checkpoint of each partition's task when it was first seen past `watermark`.
+    let mut seen: BTreeMap<String, i64> = BTreeMap::new();
     loop {
         let mut reached = BTreeSet::new();
         for &index in live {
@@ -145,7 +148,11 @@ fn wait_for_watermarks(dir: &Path, topic: &str, live: &[usize], watermark: i64) 
                 if partition.starts_with(&format!("{topic}/"))
                     && task["watermark"].as_i64().unwrap_or(i64::MIN) >= watermark
                 {
-                    reached.insert(partition.to_string());
+                    let checkpoint = task["last_checkpoint"].as_i64().unwrap_or(0);
+                    let first = *seen.entry(partition.to_string()).or_insert(checkpoint);
+                    if checkpoint > first {
+                        reached.insert(partition.to_string());
+                    }
                 }
             }
         }
