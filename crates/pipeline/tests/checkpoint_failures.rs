@@ -7,35 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dataflow_checkpoint::{CheckpointStorage, FailingFs, FileSystem, FsOp, LocalStorage};
-use dataflow_connectors::generator::{GeneratorConfig, Profile};
 use dataflow_connectors::parts::read_committed;
-use dataflow_event::json::DecoderConfig;
 use dataflow_pipeline::builder::PipelineBuilder;
 use dataflow_pipeline::runtime::Pipeline;
-use dataflow_pipeline::spec::{
-    CheckpointSpec, Place, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
-};
+use dataflow_pipeline::spec::{CheckpointSpec, SinkKind, SinkSpec};
 
 fn pipeline(dir: &Path, name: &str, checkpoints: bool) -> Pipeline {
-    let source = SourceSpec {
-        name: "bids".into(),
-        kind: SourceKind::Generator {
-            config: GeneratorConfig {
-                profile: Profile::Bids,
-                count: Some(40_000),
-                ..GeneratorConfig::default()
-            },
-            // Slow enough for a checkpoint every 50 ms to land in the middle of the run.
-            rate: Some(40_000),
-        },
-        decoder: DecoderConfig::default(),
-        watermark: WatermarkSpec {
-            out_of_orderness: 2_000,
-            ..WatermarkSpec::default()
-        },
-        rate_limit: None,
-        place: Place::path("sources[0]"),
-    };
+    // Slow enough for a checkpoint every 50 ms to land in the middle of the run.
+    let source = common::generated_bids(40_000, 40_000);
     let mut builder = PipelineBuilder::new("failures")
         .source(source)
         .key_by("auction")

@@ -4,18 +4,16 @@
 //! `PipelineError::Fenced`, not a panic of the process), so every checkpoint after the one
 //! restored is the new owner's.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dataflow_checkpoint::{CheckpointStorage, LocalStorage, EPOCH_FILE};
-use dataflow_connectors::generator::{GeneratorConfig, Profile};
-use dataflow_event::json::DecoderConfig;
 use dataflow_metrics::RunSummary;
 use dataflow_pipeline::builder::PipelineBuilder;
 use dataflow_pipeline::runtime::Pipeline;
-use dataflow_pipeline::spec::{
-    CheckpointSpec, Place, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
-};
+use dataflow_pipeline::spec::{CheckpointSpec, SinkKind, SinkSpec};
 use dataflow_pipeline::PipelineError;
 
 const EVENTS: u64 = 30_000;
@@ -23,24 +21,7 @@ const EVENTS: u64 = 30_000;
 /// A keyed window over generated bids at 10,000 events/s, checkpointed every 50 ms into
 /// `checkpoints`, writing parts under `out`.
 fn pipeline(checkpoints: &Path, out: &Path) -> Pipeline {
-    let source = SourceSpec {
-        name: "bids".into(),
-        kind: SourceKind::Generator {
-            config: GeneratorConfig {
-                profile: Profile::Bids,
-                count: Some(EVENTS),
-                ..GeneratorConfig::default()
-            },
-            rate: Some(10_000),
-        },
-        decoder: DecoderConfig::default(),
-        watermark: WatermarkSpec {
-            out_of_orderness: 2_000,
-            ..WatermarkSpec::default()
-        },
-        rate_limit: None,
-        place: Place::path("sources[0]"),
-    };
+    let source = common::generated_bids(EVENTS, 10_000);
     PipelineBuilder::new("fencing")
         .source(source)
         .key_by("auction")

@@ -12,39 +12,18 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use dataflow_checkpoint::{FileSystem, StdFs};
-use dataflow_connectors::generator::{GeneratorConfig, Profile};
 use dataflow_connectors::parts::read_committed;
-use dataflow_event::json::DecoderConfig;
 use dataflow_pipeline::builder::PipelineBuilder;
 use dataflow_pipeline::control::{ControlError, ControlHandle};
 use dataflow_pipeline::plan;
 use dataflow_pipeline::runtime::Pipeline;
-use dataflow_pipeline::spec::{
-    CheckpointSpec, Place, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
-};
+use dataflow_pipeline::spec::{CheckpointSpec, SinkKind, SinkSpec};
 
 const EVENTS: u64 = 40_000;
 
 fn builder(dir: &Path, name: &str, checkpoints: bool) -> PipelineBuilder {
-    let source = SourceSpec {
-        name: "bids".into(),
-        kind: SourceKind::Generator {
-            config: GeneratorConfig {
-                profile: Profile::Bids,
-                count: Some(EVENTS),
-                ..GeneratorConfig::default()
-            },
-            // Slow enough for many checkpoints every 50 ms during the run.
-            rate: Some(20_000),
-        },
-        decoder: DecoderConfig::default(),
-        watermark: WatermarkSpec {
-            out_of_orderness: 2_000,
-            ..WatermarkSpec::default()
-        },
-        rate_limit: None,
-        place: Place::path("sources[0]"),
-    };
+    // Slow enough for many checkpoints every 50 ms during the run.
+    let source = common::generated_bids(EVENTS, 20_000);
     let mut builder = PipelineBuilder::new("restore-race")
         .source(source)
         .key_by("auction")

@@ -76,3 +76,28 @@ pub fn assert_one_problem(problems: &[String], parts: &[&str]) {
         );
     }
 }
+
+/// A source of `count` generated bids at `rate` events per second, with 2 s of disorder: what
+/// the checkpoint tests run, slow enough for checkpoints to land mid-run.
+pub fn generated_bids(count: u64, rate: u64) -> dataflow_pipeline::spec::SourceSpec {
+    use dataflow_connectors::generator::{GeneratorConfig, Profile};
+    use dataflow_pipeline::spec::{Place, SourceKind, SourceSpec, WatermarkSpec};
+    SourceSpec {
+        name: "bids".into(),
+        kind: SourceKind::Generator {
+            config: GeneratorConfig {
+                profile: Profile::Bids,
+                count: Some(count),
+                ..GeneratorConfig::default()
+            },
+            rate: Some(rate),
+        },
+        decoder: dataflow_event::json::DecoderConfig::default(),
+        watermark: WatermarkSpec {
+            out_of_orderness: 2_000,
+            ..WatermarkSpec::default()
+        },
+        rate_limit: None,
+        place: Place::path("sources[0]"),
+    }
+}
